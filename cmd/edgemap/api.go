@@ -1,0 +1,422 @@
+package main
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"slices"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/edgemap/edgemap/mapping"
+	"github.com/edgemap/edgemap/store"
+)
+
+// maxBody bounds request bodies; a world of thousands of edges fits easily.
+const maxBody = 8 << 20
+
+// api is the admin HTTP API. The CLI is a thin client of it, so everything
+// an operator can do goes through these handlers and their checks.
+type api struct {
+	n     *node
+	token string // empty: no authentication (loopback only)
+	log   *zap.Logger
+}
+
+func (a *api) routes(gather prometheus.Gatherer) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", a.healthz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(gather, promhttp.HandlerOpts{}))
+	v1 := map[string]http.HandlerFunc{
+		"GET /v1/zone":                 a.getZone,
+		"PUT /v1/zone":                 a.putZone,
+		"GET /v1/edges":                a.listEdges,
+		"POST /v1/edges":               a.createEdge,
+		"GET /v1/edges/{id}":           a.getEdge,
+		"PATCH /v1/edges/{id}":         a.patchEdge,
+		"DELETE /v1/edges/{id}":        a.deleteEdge,
+		"GET /v1/properties":           a.listProperties,
+		"POST /v1/properties":          a.createProperty,
+		"GET /v1/properties/{name}":    a.getProperty,
+		"PATCH /v1/properties/{name}":  a.patchProperty,
+		"DELETE /v1/properties/{name}": a.deleteProperty,
+		"POST /v1/apply":               a.apply,
+		"GET /v1/map/explain":          a.explain,
+		"POST /v1/geoip/reload":        a.reloadGeo,
+	}
+	for pattern, h := range v1 {
+		mux.Handle(pattern, a.auth(h))
+	}
+	mux.Handle("/v1/", a.auth(func(w http.ResponseWriter, r *http.Request) {
+		writeErr(w, http.StatusNotFound, errf("path", "no such endpoint: %s %s", r.Method, r.URL.Path))
+	}))
+	return mux
+}
+
+func (a *api) auth(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.token != "" {
+			want := "Bearer " + a.token
+			if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte(want)) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="edgemap"`)
+				writeErr(w, http.StatusUnauthorized, errf("authorization", "missing or wrong bearer token"))
+				return
+			}
+		}
+		h(w, r)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// writeErr answers {"error": ..., "field": ...}; errors that are not a
+// caller's fault are 500s.
+func writeErr(w http.ResponseWriter, status int, err error) {
+	var fe *fieldError
+	if !errors.As(err, &fe) {
+		fe = &fieldError{Msg: err.Error()}
+	}
+	writeJSON(w, status, fe)
+}
+
+// decode reads a JSON body strictly: unknown fields and trailing data are
+// errors, so a typo is reported instead of ignored.
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil && dec.Decode(&struct{}{}) != io.EOF {
+		err = errors.New("trailing data after the JSON value")
+	}
+	if err != nil {
+		field := "body"
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			field = te.Field
+		}
+		writeErr(w, http.StatusBadRequest, errf(field, "bad JSON: %v", err))
+		return false
+	}
+	return true
+}
+
+// writeUpdate answers the outcome of a configuration write or read.
+func (a *api) writeUpdate(w http.ResponseWriter, status int, err error, v any) {
+	var ce *conflictError
+	var fe *fieldError
+	switch {
+	case err == nil:
+		writeJSON(w, status, v)
+	case errors.As(err, &ce):
+		writeJSON(w, http.StatusConflict, &ce.fieldError)
+	case errors.Is(err, store.ErrNotFound):
+		writeErr(w, http.StatusNotFound, err)
+	case errors.As(err, &fe):
+		writeErr(w, http.StatusBadRequest, err)
+	default:
+		a.log.Error("configuration write failed", zap.Error(err))
+		writeErr(w, http.StatusInternalServerError, err)
+	}
+}
+
+// conflictError is a create of something that already exists.
+type conflictError struct{ fieldError }
+
+func (a *api) healthz(w http.ResponseWriter, r *http.Request) {
+	snap := a.n.snap.Load()
+	if snap == nil {
+		writeErr(w, http.StatusServiceUnavailable, errNoSnapshot)
+		return
+	}
+	st := map[string]any{"status": "ok", "map_built": snap.Built()}
+	if z := snap.Zone(); z != nil {
+		st["zone"], st["serial"] = z.Name, z.Serial
+	}
+	if g := snap.Geo(); g != nil {
+		st["geoip"] = g.Describe()
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (a *api) getZone(w http.ResponseWriter, r *http.Request) {
+	cfg, err := a.n.store.Config()
+	switch {
+	case err != nil:
+		writeErr(w, http.StatusInternalServerError, err)
+	case cfg.Zone == nil:
+		writeErr(w, http.StatusNotFound, errf("zone", "no zone is set; use `edgemap zone set`"))
+	default:
+		writeJSON(w, http.StatusOK, cfg.Zone)
+	}
+}
+
+func (a *api) putZone(w http.ResponseWriter, r *http.Request) {
+	var s zoneSpec
+	if !decode(w, r, &s) {
+		return
+	}
+	var out store.Zone
+	_, err := a.n.update(func(c *store.Config) error {
+		z, err := s.toZone(c.Zone)
+		if err != nil {
+			return err
+		}
+		if c.Zone != nil && c.Zone.Name != z.Name && len(c.Properties) > 0 {
+			return errf("name", "the zone has properties under %s; remove them or use `edgemap apply --prune`", c.Zone.Name)
+		}
+		c.Zone, out = &z, z
+		return nil
+	})
+	a.writeUpdate(w, http.StatusOK, err, &out)
+}
+
+func (a *api) listEdges(w http.ResponseWriter, r *http.Request) {
+	cfg, err := a.n.store.Config()
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, cfg.Edges)
+}
+
+func (a *api) getEdge(w http.ResponseWriter, r *http.Request) {
+	e, err := a.n.store.Edge(r.PathValue("id"))
+	if errors.Is(err, store.ErrNotFound) {
+		err = notFound("id", "edge "+r.PathValue("id"))
+	}
+	a.writeUpdate(w, http.StatusOK, err, e)
+}
+
+func (a *api) createEdge(w http.ResponseWriter, r *http.Request) {
+	var s edgeSpec
+	if !decode(w, r, &s) {
+		return
+	}
+	a.putEdge(w, s, true)
+}
+
+func (a *api) patchEdge(w http.ResponseWriter, r *http.Request) {
+	var s edgeSpec
+	if !decode(w, r, &s) {
+		return
+	}
+	if s.ID != "" && s.ID != r.PathValue("id") {
+		writeErr(w, http.StatusBadRequest, errf("id", "cannot rename edge %s to %s; add the new one and remove the old", r.PathValue("id"), s.ID))
+		return
+	}
+	s.ID = r.PathValue("id")
+	a.putEdge(w, s, false)
+}
+
+func (a *api) putEdge(w http.ResponseWriter, s edgeSpec, create bool) {
+	var out store.Edge
+	_, err := a.n.update(func(c *store.Config) error {
+		i := slices.IndexFunc(c.Edges, func(e store.Edge) bool { return e.ID == s.ID })
+		switch {
+		case create && i >= 0:
+			return &conflictError{fieldError{Field: "id", Msg: fmt.Sprintf("edge %s already exists; use `edge set`", s.ID)}}
+		case !create && i < 0:
+			return notFound("id", "edge "+s.ID)
+		}
+		base := store.Edge{ID: s.ID}
+		if i >= 0 {
+			base = c.Edges[i]
+		}
+		e, err := s.apply(base, create)
+		if err != nil {
+			return err
+		}
+		if i >= 0 {
+			c.Edges[i] = e
+		} else {
+			c.Edges = append(c.Edges, e)
+		}
+		out = e
+		return nil
+	})
+	status := http.StatusOK
+	if create {
+		status = http.StatusCreated
+	}
+	a.writeUpdate(w, status, err, &out)
+}
+
+func (a *api) deleteEdge(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	_, err := a.n.update(func(c *store.Config) error {
+		i := slices.IndexFunc(c.Edges, func(e store.Edge) bool { return e.ID == id })
+		if i < 0 {
+			return notFound("id", "edge "+id)
+		}
+		c.Edges = slices.Delete(c.Edges, i, i+1)
+		return nil
+	})
+	a.writeUpdate(w, http.StatusOK, err, map[string]string{"deleted": id})
+}
+
+func (a *api) listProperties(w http.ResponseWriter, r *http.Request) {
+	cfg, err := a.n.store.Config()
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, cfg.Properties)
+}
+
+func (a *api) getProperty(w http.ResponseWriter, r *http.Request) {
+	name, err := domainName("name", r.PathValue("name"))
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return
+	}
+	p, err := a.n.store.Property(name)
+	if errors.Is(err, store.ErrNotFound) {
+		err = notFound("name", "property "+name)
+	}
+	a.writeUpdate(w, http.StatusOK, err, p)
+}
+
+func (a *api) createProperty(w http.ResponseWriter, r *http.Request) {
+	var s propertySpec
+	if !decode(w, r, &s) {
+		return
+	}
+	a.putProperty(w, s, s.Name, true)
+}
+
+func (a *api) patchProperty(w http.ResponseWriter, r *http.Request) {
+	var s propertySpec
+	if !decode(w, r, &s) {
+		return
+	}
+	a.putProperty(w, s, r.PathValue("name"), false)
+}
+
+func (a *api) putProperty(w http.ResponseWriter, s propertySpec, rawName string, create bool) {
+	name, err := domainName("name", rawName)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return
+	}
+	var out store.Property
+	_, err = a.n.update(func(c *store.Config) error {
+		i := slices.IndexFunc(c.Properties, func(p store.Property) bool { return p.Name == name })
+		switch {
+		case create && i >= 0:
+			return &conflictError{fieldError{Field: "name", Msg: fmt.Sprintf("property %s already exists; use `property set`", name)}}
+		case !create && i < 0:
+			return notFound("name", "property "+name)
+		}
+		base := store.Property{Name: name}
+		if i >= 0 {
+			base = c.Properties[i]
+		}
+		p, err := s.apply(base, create)
+		if err != nil {
+			return err
+		}
+		if i >= 0 {
+			c.Properties[i] = p
+		} else {
+			c.Properties = append(c.Properties, p)
+		}
+		out = p
+		return nil
+	})
+	status := http.StatusOK
+	if create {
+		status = http.StatusCreated
+	}
+	a.writeUpdate(w, status, err, &out)
+}
+
+func (a *api) deleteProperty(w http.ResponseWriter, r *http.Request) {
+	name, err := domainName("name", r.PathValue("name"))
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return
+	}
+	_, err = a.n.update(func(c *store.Config) error {
+		i := slices.IndexFunc(c.Properties, func(p store.Property) bool { return p.Name == name })
+		if i < 0 {
+			return notFound("name", "property "+name)
+		}
+		c.Properties = slices.Delete(c.Properties, i, i+1)
+		return nil
+	})
+	a.writeUpdate(w, http.StatusOK, err, map[string]string{"deleted": name})
+}
+
+func (a *api) apply(w http.ResponseWriter, r *http.Request) {
+	var world worldSpec
+	if !decode(w, r, &world) {
+		return
+	}
+	prune := r.URL.Query().Get("prune") == "true"
+	var res applyResult
+	changed, err := a.n.update(func(c *store.Config) error {
+		res = applyResult{}
+		return world.applyTo(c, prune, &res)
+	})
+	res.Changed = changed
+	if snap := a.n.snap.Load(); snap != nil && snap.Zone() != nil {
+		res.Serial = snap.Zone().Serial
+	}
+	a.writeUpdate(w, http.StatusOK, err, &res)
+}
+
+func (a *api) explain(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	name, err := domainName("property", q.Get("property"))
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return
+	}
+	client, err := netip.ParseAddr(q.Get("client"))
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, errf("client", "%q is not an IP address", q.Get("client")))
+		return
+	}
+	family := q.Get("family")
+	if family != "" && family != "A" && family != "AAAA" {
+		writeErr(w, http.StatusBadRequest, errf("family", "%q: want A or AAAA", family))
+		return
+	}
+	snap := a.n.snap.Load()
+	if snap == nil {
+		writeErr(w, http.StatusServiceUnavailable, errNoSnapshot)
+		return
+	}
+	x, err := snap.Explain(name, client.Unmap(), family == "AAAA")
+	var fe *mapping.FieldError
+	if errors.As(err, &fe) {
+		writeErr(w, http.StatusNotFound, errf(fe.Field, "%s", fe.Msg))
+		return
+	}
+	writeJSON(w, http.StatusOK, x)
+}
+
+func (a *api) reloadGeo(w http.ResponseWriter, r *http.Request) {
+	if a.n.geoPath == "" {
+		writeErr(w, http.StatusBadRequest, errf("geoip", "serve was started without --geoip"))
+		return
+	}
+	if err := a.n.loadGeo(); err != nil {
+		a.log.Error("geoip reload failed; keeping the database in use", zap.Error(err))
+		writeErr(w, http.StatusUnprocessableEntity, errf("geoip", "%v (the database in use is kept)", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"geoip": a.n.snap.Load().Geo().Describe()})
+}

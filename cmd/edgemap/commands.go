@@ -1,0 +1,394 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/edgemap/edgemap/mapping"
+	"github.com/edgemap/edgemap/store"
+)
+
+var jsonFlag = &cli.BoolFlag{Name: "json", Usage: "print JSON for scripts instead of a table"}
+
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func table(header string, rows func(w *tabwriter.Writer)) error {
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, header)
+	rows(w)
+	return w.Flush()
+}
+
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return "-"
+	}
+	return a.String()
+}
+
+func zoneCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "zone",
+		Usage: "show or set the served zone",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "set",
+				Usage: "set the zone apex: --name cdn.example.net --ns ns1.cdn.example.net=192.0.2.53 --contact hostmaster.example.net",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "name", Required: true, Usage: "zone apex"},
+					&cli.StringSliceFlag{Name: "ns", Required: true, Usage: "name server as NAME or NAME=ADDR[,ADDR] (glue for in-zone names); repeat"},
+					&cli.StringFlag{Name: "contact", Required: true, Usage: "SOA contact, hostmaster.example.net or hostmaster@example.net"},
+				},
+				Action: func(c *cli.Context) error {
+					s := zoneSpec{Name: c.String("name"), Contact: c.String("contact")}
+					for i, arg := range c.StringSlice("ns") {
+						ns, err := parseNS(arg)
+						if err != nil {
+							return within(fmt.Sprintf("--ns[%d]", i), err)
+						}
+						s.NameServers = append(s.NameServers, ns)
+					}
+					var z store.Zone
+					if err := newClient(c).do("PUT", "/v1/zone", s, &z); err != nil {
+						return err
+					}
+					fmt.Printf("zone %s serial %d\n", z.Name, z.Serial)
+					return nil
+				},
+			},
+			{
+				Name:  "show",
+				Usage: "print the zone",
+				Flags: []cli.Flag{jsonFlag},
+				Action: func(c *cli.Context) error {
+					var z store.Zone
+					if err := newClient(c).do("GET", "/v1/zone", nil, &z); err != nil {
+						return err
+					}
+					if c.Bool("json") {
+						return printJSON(z)
+					}
+					fmt.Printf("zone %s  contact %s  serial %d\n", z.Name, z.Contact, z.Serial)
+					return table("NS\tIPV4\tIPV6", func(w *tabwriter.Writer) {
+						for _, ns := range z.NameServers {
+							fmt.Fprintf(w, "%s\t%s\t%s\n", ns.Name, addrString(ns.IPv4), addrString(ns.IPv6))
+						}
+					})
+				},
+			},
+		},
+	}
+}
+
+// parseNS reads NAME or NAME=ADDR[,ADDR].
+func parseNS(arg string) (nsSpec, error) {
+	name, addrs, _ := strings.Cut(arg, "=")
+	ns := nsSpec{Name: name}
+	for a := range strings.SplitSeq(addrs, ",") {
+		if a == "" {
+			continue
+		}
+		ip, err := netip.ParseAddr(a)
+		switch {
+		case err != nil:
+			return ns, errf("address", "%q is not an IP address", a)
+		case ip.Is4():
+			ns.IPv4 = a
+		default:
+			ns.IPv6 = a
+		}
+	}
+	return ns, nil
+}
+
+func edgeFlags(create bool) []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "id", Required: true, Usage: "edge id, e.g. fra1"},
+		&cli.StringFlag{Name: "ipv4", Usage: "IPv4 address answered for A queries"},
+		&cli.StringFlag{Name: "ipv6", Usage: "IPv6 address answered for AAAA queries"},
+		&cli.Float64Flag{Name: "lat", Required: create, Usage: "latitude, -90..90"},
+		&cli.Float64Flag{Name: "lon", Required: create, Usage: "longitude, -180..180"},
+		&cli.StringFlag{Name: "pool", Required: create, Usage: "pool the edge belongs to"},
+		&cli.IntFlag{Name: "capacity", Usage: "answers per second the edge should receive (0: unlimited)"},
+	}
+}
+
+// edgeSpecFromFlags sends only the flags given, so `edge set` changes just
+// those fields.
+func edgeSpecFromFlags(c *cli.Context) edgeSpec {
+	s := edgeSpec{ID: c.String("id")}
+	str := func(name string) *string {
+		if !c.IsSet(name) {
+			return nil
+		}
+		v := c.String(name)
+		return &v
+	}
+	s.IPv4, s.IPv6, s.Pool = str("ipv4"), str("ipv6"), str("pool")
+	if c.IsSet("lat") {
+		v := c.Float64("lat")
+		s.Lat = &v
+	}
+	if c.IsSet("lon") {
+		v := c.Float64("lon")
+		s.Lon = &v
+	}
+	if c.IsSet("capacity") {
+		v := c.Int("capacity")
+		s.Capacity = &v
+	}
+	return s
+}
+
+func printEdges(c *cli.Context, edges []store.Edge) error {
+	if c.Bool("json") {
+		return printJSON(edges)
+	}
+	return table("ID\tPOOL\tIPV4\tIPV6\tLAT\tLON\tCAPACITY", func(w *tabwriter.Writer) {
+		for _, e := range edges {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%.4g\t%.4g\t%d\n", e.ID, e.Pool, addrString(e.IPv4), addrString(e.IPv6), e.Lat, e.Lon, e.Capacity)
+		}
+	})
+}
+
+func edgeCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "edge",
+		Usage: "manage edge servers",
+		Subcommands: []*cli.Command{
+			{
+				Name: "add", Usage: "add an edge", Flags: append(edgeFlags(true), jsonFlag),
+				Action: func(c *cli.Context) error {
+					var e store.Edge
+					if err := newClient(c).do("POST", "/v1/edges", edgeSpecFromFlags(c), &e); err != nil {
+						return err
+					}
+					return printEdges(c, []store.Edge{e})
+				},
+			},
+			{
+				Name: "set", Usage: "change the given fields of an edge", Flags: append(edgeFlags(false), jsonFlag),
+				Action: func(c *cli.Context) error {
+					var e store.Edge
+					if err := newClient(c).do("PATCH", "/v1/edges/"+url.PathEscape(c.String("id")), edgeSpecFromFlags(c), &e); err != nil {
+						return err
+					}
+					return printEdges(c, []store.Edge{e})
+				},
+			},
+			{
+				Name: "list", Usage: "list edges", Flags: []cli.Flag{jsonFlag},
+				Action: func(c *cli.Context) error {
+					var edges []store.Edge
+					if err := newClient(c).do("GET", "/v1/edges", nil, &edges); err != nil {
+						return err
+					}
+					return printEdges(c, edges)
+				},
+			},
+			{
+				Name: "rm", Usage: "remove an edge", Flags: []cli.Flag{&cli.StringFlag{Name: "id", Required: true}},
+				Action: func(c *cli.Context) error {
+					if err := newClient(c).do("DELETE", "/v1/edges/"+url.PathEscape(c.String("id")), nil, nil); err != nil {
+						return err
+					}
+					fmt.Println("removed edge", c.String("id"))
+					return nil
+				},
+			},
+		},
+	}
+}
+
+func propertyFlags(create bool) []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "name", Required: true, Usage: "hostname under the zone, e.g. shop.cdn.example.net"},
+		&cli.StringSliceFlag{Name: "pool", Required: create, Usage: "edge pool the property may use; repeat"},
+		&cli.UintFlag{Name: "ttl", Usage: "answer TTL in seconds (default " + strconv.Itoa(defaultTTL) + ")"},
+		&cli.IntFlag{Name: "answers", Usage: "edges per answer, 1.." + strconv.Itoa(mapping.MaxAnswers) + " (default 1)"},
+	}
+}
+
+func propertySpecFromFlags(c *cli.Context) propertySpec {
+	s := propertySpec{Name: c.String("name")}
+	if c.IsSet("pool") {
+		s.Pools = c.StringSlice("pool")
+	}
+	if c.IsSet("ttl") {
+		v := uint32(min(c.Uint("ttl"), 1<<32-1))
+		s.TTL = &v
+	}
+	if c.IsSet("answers") {
+		v := c.Int("answers")
+		s.Answers = &v
+	}
+	return s
+}
+
+func printProperties(c *cli.Context, props []store.Property) error {
+	if c.Bool("json") {
+		return printJSON(props)
+	}
+	return table("NAME\tPOOLS\tTTL\tANSWERS", func(w *tabwriter.Writer) {
+		for _, p := range props {
+			fmt.Fprintf(w, "%s\t%s\t%d\t%d\n", p.Name, strings.Join(p.Pools, ","), p.TTL, p.Answers)
+		}
+	})
+}
+
+func propertyCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "property",
+		Usage: "manage properties (customer hostnames)",
+		Subcommands: []*cli.Command{
+			{
+				Name: "add", Usage: "add a property", Flags: append(propertyFlags(true), jsonFlag),
+				Action: func(c *cli.Context) error {
+					var p store.Property
+					if err := newClient(c).do("POST", "/v1/properties", propertySpecFromFlags(c), &p); err != nil {
+						return err
+					}
+					return printProperties(c, []store.Property{p})
+				},
+			},
+			{
+				Name: "set", Usage: "change the given fields of a property", Flags: append(propertyFlags(false), jsonFlag),
+				Action: func(c *cli.Context) error {
+					var p store.Property
+					if err := newClient(c).do("PATCH", "/v1/properties/"+url.PathEscape(c.String("name")), propertySpecFromFlags(c), &p); err != nil {
+						return err
+					}
+					return printProperties(c, []store.Property{p})
+				},
+			},
+			{
+				Name: "list", Usage: "list properties", Flags: []cli.Flag{jsonFlag},
+				Action: func(c *cli.Context) error {
+					var props []store.Property
+					if err := newClient(c).do("GET", "/v1/properties", nil, &props); err != nil {
+						return err
+					}
+					return printProperties(c, props)
+				},
+			},
+			{
+				Name: "rm", Usage: "remove a property", Flags: []cli.Flag{&cli.StringFlag{Name: "name", Required: true}},
+				Action: func(c *cli.Context) error {
+					if err := newClient(c).do("DELETE", "/v1/properties/"+url.PathEscape(c.String("name")), nil, nil); err != nil {
+						return err
+					}
+					fmt.Println("removed property", c.String("name"))
+					return nil
+				},
+			},
+		},
+	}
+}
+
+func applyCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "apply",
+		Usage: "make the server match a world file (idempotent; one transaction)",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "file", Aliases: []string{"f"}, Required: true, Usage: "world file (YAML)"},
+			&cli.BoolFlag{Name: "prune", Usage: "also remove edges and properties the file does not name"},
+			jsonFlag,
+		},
+		Action: func(c *cli.Context) error {
+			w, err := readWorld(c.String("file"))
+			if err != nil {
+				return err
+			}
+			var res applyResult
+			if err := newClient(c).do("POST", "/v1/apply?prune="+strconv.FormatBool(c.Bool("prune")), w, &res); err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				return printJSON(res)
+			}
+			if !res.Changed {
+				fmt.Printf("no changes (serial %d)\n", res.Serial)
+				return nil
+			}
+			for _, s := range res.Created {
+				fmt.Println("created", s)
+			}
+			for _, s := range res.Updated {
+				fmt.Println("updated", s)
+			}
+			for _, s := range res.Deleted {
+				fmt.Println("deleted", s)
+			}
+			fmt.Printf("serial %d\n", res.Serial)
+			return nil
+		},
+	}
+}
+
+func mapCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "map",
+		Usage: "inspect the map",
+		Subcommands: []*cli.Command{{
+			Name:  "explain",
+			Usage: "rank a property's edges for a client address, as the resolver does",
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "property", Required: true},
+				&cli.StringFlag{Name: "client", Required: true, Usage: "client (or ECS) address"},
+				&cli.StringFlag{Name: "family", Value: "A", Usage: "A or AAAA"},
+				jsonFlag,
+			},
+			Action: func(c *cli.Context) error {
+				q := url.Values{"property": {c.String("property")}, "client": {c.String("client")}, "family": {c.String("family")}}
+				var x mapping.Explanation
+				if err := newClient(c).do("GET", "/v1/map/explain?"+q.Encode(), nil, &x); err != nil {
+					return err
+				}
+				if c.Bool("json") {
+					return printJSON(x)
+				}
+				return printExplanation(&x)
+			},
+		}},
+	}
+}
+
+func printExplanation(x *mapping.Explanation) error {
+	fmt.Printf("property  %s  %s, %d answer(s)\n", x.Property, x.Family, x.Answers)
+	where := "no location"
+	if x.Place != nil {
+		where = fmt.Sprintf("%s, %s (%.2f, %.2f)", x.Place.City, x.Place.Country, x.Place.Lat, x.Place.Lon)
+	}
+	network := "-"
+	if x.Network.IsValid() {
+		network = x.Network.String()
+	}
+	fmt.Printf("client    %s  GeoIP network %s: %s\n", x.Client, network, where)
+	fmt.Printf("scope     /%d (ECS scope; never longer than the query's source prefix)\n", x.Scope)
+	fmt.Printf("reason    %s\n\n", x.Reason)
+	return table("RANK\tEDGE\tPOOL\tADDRESS\tDISTANCE_KM\tSCORE_MS\tBASIS\tANSWER", func(w *tabwriter.Writer) {
+		for i, r := range x.Ranking {
+			km, ms, chosen := "-", "-", ""
+			if r.DistanceKm != nil {
+				km = strconv.FormatFloat(*r.DistanceKm, 'f', 0, 64)
+				ms = strconv.FormatFloat(*r.ScoreMs, 'f', 1, 64)
+			}
+			if r.Chosen {
+				chosen = "*"
+			}
+			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", i+1, r.ID, r.Pool, addrString(r.Address), km, ms, r.Basis, chosen)
+		}
+	})
+}

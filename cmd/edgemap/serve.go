@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/urfave/cli/v2"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/edgemap/edgemap/resolver"
+	"github.com/edgemap/edgemap/store"
+)
+
+func serveCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "serve",
+		Usage: "run the authoritative name server, the admin API and the map",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "db", Value: "./var/edgemap.db", EnvVars: []string{"EDGEMAP_DB"}, Usage: "bbolt database file; created if missing"},
+			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:5353", EnvVars: []string{"EDGEMAP_LISTEN"}, Usage: "DNS address, UDP and TCP"},
+			&cli.StringFlag{Name: "api-listen", Value: "127.0.0.1:8053", EnvVars: []string{"EDGEMAP_API_LISTEN"}, Usage: "admin API address; off loopback it needs --api-token"},
+			&cli.StringFlag{Name: "api-token", EnvVars: []string{"EDGEMAP_API_TOKEN"}, Usage: "bearer token the admin API requires (required off loopback)"},
+			&cli.StringFlag{Name: "geoip", EnvVars: []string{"EDGEMAP_GEOIP"}, Usage: "GeoIP2/GeoLite2 City .mmdb; reloaded on SIGHUP or POST /v1/geoip/reload"},
+			&cli.StringFlag{Name: "node-id", EnvVars: []string{"EDGEMAP_NODE_ID"}, Usage: "name answered to NSID and CHAOS id.server (default: host name)"},
+			&cli.StringFlag{Name: "world", EnvVars: []string{"EDGEMAP_WORLD"}, Usage: "world file to seed an empty database with"},
+			&cli.StringFlag{Name: "log-format", Value: "json", EnvVars: []string{"EDGEMAP_LOG_FORMAT"}, Usage: "json or console"},
+			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"EDGEMAP_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
+		},
+		Action: serve,
+	}
+}
+
+func newLogger(format, level string) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	var cfg zap.Config
+	switch format {
+	case "json":
+		cfg = zap.NewProductionConfig()
+	case "console":
+		cfg = zap.NewDevelopmentConfig()
+		cfg.DisableStacktrace = true
+	default:
+		return nil, fmt.Errorf("--log-format: %q: want json or console", format)
+	}
+	cfg.Level = zap.NewAtomicLevelAt(lvl)
+	return cfg.Build()
+}
+
+// apiNeedsToken reports whether addr listens anywhere but loopback, where
+// anyone who can reach the port could rewrite the map.
+func apiNeedsToken(addr string) (bool, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false, fmt.Errorf("--api-listen %q: %w", addr, err)
+	}
+	if host == "localhost" {
+		return false, nil
+	}
+	ip := net.ParseIP(host)
+	return ip == nil || !ip.IsLoopback(), nil
+}
+
+func serve(c *cli.Context) error {
+	log, err := newLogger(c.String("log-format"), c.String("log-level"))
+	if err != nil {
+		return err
+	}
+	defer log.Sync()
+
+	needToken, err := apiNeedsToken(c.String("api-listen"))
+	if err != nil {
+		return err
+	}
+	if needToken && c.String("api-token") == "" {
+		return fmt.Errorf("--api-listen %s is not loopback: set --api-token (or EDGEMAP_API_TOKEN)", c.String("api-listen"))
+	}
+	nodeID := c.String("node-id")
+	if nodeID == "" {
+		nodeID, _ = os.Hostname()
+	}
+	var world *worldSpec
+	if path := c.String("world"); path != "" {
+		if world, err = readWorld(path); err != nil {
+			return fmt.Errorf("--world: %w", err)
+		}
+	}
+
+	st, err := store.Open(c.String("db"), store.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	n := newNode(log.Named("map"), st, c.String("geoip"), reg)
+	if err := n.rebuild(); err != nil {
+		return err
+	}
+	if err := n.loadGeo(); err != nil {
+		return fmt.Errorf("--geoip: %w", err)
+	}
+	if world != nil {
+		if err := n.seed(world); err != nil {
+			return fmt.Errorf("--world %s: %w", c.String("world"), err)
+		}
+	}
+
+	dns, err := resolver.Start(resolver.Config{
+		Addr:    c.String("listen"),
+		Handler: &resolver.Handler{NodeID: nodeID, Snapshot: &n.snap, Metrics: resolver.NewMetrics(reg)},
+		Logger:  log.Named("dns"),
+	})
+	if err != nil {
+		return err
+	}
+	defer dns.Close()
+
+	a := &api{n: n, token: c.String("api-token"), log: log.Named("api")}
+	ln, err := net.Listen("tcp", c.String("api-listen"))
+	if err != nil {
+		return fmt.Errorf("--api-listen: %w", err)
+	}
+	httpSrv := &http.Server{Handler: a.routes(reg), ReadHeaderTimeout: 5 * time.Second}
+	httpErr := make(chan error, 1)
+	go func() { httpErr <- httpSrv.Serve(ln) }()
+
+	log.Info("serving", zap.String("dns", dns.Addr().String()), zap.String("api", ln.Addr().String()),
+		zap.String("db", st.Path()), zap.String("node_id", nodeID))
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	for {
+		select {
+		case s := <-sig:
+			if s == syscall.SIGHUP {
+				if err := n.loadGeo(); err != nil {
+					log.Error("geoip reload failed; keeping the database in use", zap.Error(err))
+				}
+				continue
+			}
+			log.Info("shutting down", zap.String("signal", s.String()))
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return httpSrv.Shutdown(ctx)
+		case err := <-httpErr:
+			if !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("admin api: %w", err)
+			}
+			return nil
+		}
+	}
+}

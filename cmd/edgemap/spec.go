@@ -1,0 +1,277 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/miekg/dns"
+
+	"github.com/edgemap/edgemap/mapping"
+	"github.com/edgemap/edgemap/store"
+)
+
+// The specs are what people write: the admin API's request bodies and the
+// world file's records. Optional fields are pointers so that a PATCH can
+// tell "absent, keep" from "zero", and addresses are strings so that a bad
+// one is reported with its field name rather than as a bare parse error.
+
+type zoneSpec struct {
+	Name        string   `json:"name" yaml:"name"`
+	Contact     string   `json:"contact" yaml:"contact"`
+	NameServers []nsSpec `json:"nameservers" yaml:"nameservers"`
+}
+
+type nsSpec struct {
+	Name string `json:"name" yaml:"name"`
+	IPv4 string `json:"ipv4,omitempty" yaml:"ipv4"`
+	IPv6 string `json:"ipv6,omitempty" yaml:"ipv6"`
+}
+
+type edgeSpec struct {
+	ID       string   `json:"id" yaml:"id"`
+	IPv4     *string  `json:"ipv4,omitempty" yaml:"ipv4"`
+	IPv6     *string  `json:"ipv6,omitempty" yaml:"ipv6"`
+	Lat      *float64 `json:"lat,omitempty" yaml:"lat"`
+	Lon      *float64 `json:"lon,omitempty" yaml:"lon"`
+	Pool     *string  `json:"pool,omitempty" yaml:"pool"`
+	Capacity *int     `json:"capacity,omitempty" yaml:"capacity"`
+}
+
+type propertySpec struct {
+	Name    string   `json:"name" yaml:"name"`
+	Pools   []string `json:"pools,omitempty" yaml:"pools"`
+	TTL     *uint32  `json:"ttl,omitempty" yaml:"ttl"`
+	Answers *int     `json:"answers,omitempty" yaml:"answers"`
+}
+
+// worldSpec is a whole declared configuration (`edgemap apply`).
+type worldSpec struct {
+	Zone       *zoneSpec      `json:"zone,omitempty" yaml:"zone"`
+	Edges      []edgeSpec     `json:"edges" yaml:"edges"`
+	Properties []propertySpec `json:"properties" yaml:"properties"`
+}
+
+// Defaults for what a property may leave out.
+const (
+	defaultTTL     = 20 // seconds: short, so that a changed map reaches users fast
+	defaultAnswers = 1
+	maxTTL         = 86400
+)
+
+// fieldError is a bad input, named by its field, as every API and CLI error
+// must be.
+type fieldError struct {
+	Field string `json:"field"`
+	Msg   string `json:"error"`
+	cause error  // a sentinel such as store.ErrNotFound, for errors.Is
+}
+
+func (e *fieldError) Error() string { return e.Field + ": " + e.Msg }
+func (e *fieldError) Unwrap() error { return e.cause }
+
+func notFound(field, what string) error {
+	return &fieldError{Field: field, Msg: what + " does not exist", cause: store.ErrNotFound}
+}
+
+func errf(field, format string, args ...any) error {
+	return &fieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
+}
+
+// within prefixes the field of a fieldError (or mapping.FieldError) with
+// where the record sits, e.g. "edges[3]".
+func within(prefix string, err error) error {
+	if fe, ok := err.(*fieldError); ok {
+		return &fieldError{Field: prefix + "." + fe.Field, Msg: fe.Msg}
+	}
+	return err
+}
+
+var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// domainName returns name as a lower-case FQDN, or a field error.
+func domainName(field, name string) (string, error) {
+	if name == "" {
+		return "", errf(field, "is required")
+	}
+	fq := dns.Fqdn(strings.ToLower(name))
+	if _, ok := dns.IsDomainName(fq); !ok || len(fq) > 254 || fq == "." || strings.Contains(fq, "..") {
+		return "", errf(field, "%q is not a valid domain name", name)
+	}
+	return fq, nil
+}
+
+// address parses an address of one family; "" is the zero Addr (none).
+func address(field, s string, v6 bool) (netip.Addr, error) {
+	if s == "" {
+		return netip.Addr{}, nil
+	}
+	a, err := netip.ParseAddr(s)
+	switch {
+	case err != nil:
+		return a, errf(field, "%q is not an IP address", s)
+	case v6 && !a.Is6(), v6 && a.Is4In6():
+		return a, errf(field, "%q is not an IPv6 address", s)
+	case !v6 && !a.Is4():
+		return a, errf(field, "%q is not an IPv4 address", s)
+	case a.Zone() != "":
+		return a, errf(field, "%q has a zone; give a global address", s)
+	}
+	return a, nil
+}
+
+func (s zoneSpec) toZone(old *store.Zone) (store.Zone, error) {
+	var z store.Zone
+	var err error
+	if z.Name, err = domainName("name", s.Name); err != nil {
+		return z, err
+	}
+	// RFC 1035 writes the contact mailbox as a name; accept the mail form too.
+	contact := s.Contact
+	if local, domain, ok := strings.Cut(contact, "@"); ok {
+		contact = strings.ReplaceAll(local, ".", `\.`) + "." + domain
+	}
+	if z.Contact, err = domainName("contact", contact); err != nil {
+		return z, err
+	}
+	if len(s.NameServers) == 0 {
+		return z, errf("nameservers", "at least one name server is required")
+	}
+	seen := map[string]bool{}
+	for i, ns := range s.NameServers {
+		field := fmt.Sprintf("nameservers[%d]", i)
+		var out store.NameServer
+		if out.Name, err = domainName(field+".name", ns.Name); err != nil {
+			return z, err
+		}
+		if seen[out.Name] {
+			return z, errf(field+".name", "duplicate name server %s", out.Name)
+		}
+		seen[out.Name] = true
+		if out.IPv4, err = address(field+".ipv4", ns.IPv4, false); err != nil {
+			return z, err
+		}
+		if out.IPv6, err = address(field+".ipv6", ns.IPv6, true); err != nil {
+			return z, err
+		}
+		z.NameServers = append(z.NameServers, out)
+	}
+	if old != nil {
+		z.Serial = old.Serial
+	}
+	return z, nil
+}
+
+// apply merges the spec onto base (the stored edge for a PATCH, one with
+// only the ID for a new one) and checks the result.
+func (s edgeSpec) apply(base store.Edge, create bool) (store.Edge, error) {
+	e := base
+	var err error
+	if s.IPv4 != nil {
+		if e.IPv4, err = address("ipv4", *s.IPv4, false); err != nil {
+			return e, err
+		}
+	}
+	if s.IPv6 != nil {
+		if e.IPv6, err = address("ipv6", *s.IPv6, true); err != nil {
+			return e, err
+		}
+	}
+	if s.Lat != nil {
+		e.Lat = *s.Lat
+	}
+	if s.Lon != nil {
+		e.Lon = *s.Lon
+	}
+	if s.Pool != nil {
+		e.Pool = *s.Pool
+	}
+	if s.Capacity != nil {
+		e.Capacity = *s.Capacity
+	}
+	switch {
+	case !idPattern.MatchString(e.ID):
+		return e, errf("id", "%q must be 1-63 of a-z, 0-9, '-', '_', starting with a letter or digit", e.ID)
+	case !e.IPv4.IsValid() && !e.IPv6.IsValid():
+		return e, errf("ipv4", "an edge needs an IPv4 or an IPv6 address")
+	case create && s.Lat == nil:
+		return e, errf("lat", "is required")
+	case create && s.Lon == nil:
+		return e, errf("lon", "is required")
+	case math.IsNaN(e.Lat) || e.Lat < -90 || e.Lat > 90:
+		return e, errf("lat", "%v is outside -90..90", e.Lat)
+	case math.IsNaN(e.Lon) || e.Lon < -180 || e.Lon > 180:
+		return e, errf("lon", "%v is outside -180..180", e.Lon)
+	case !idPattern.MatchString(e.Pool):
+		return e, errf("pool", "%q must be 1-63 of a-z, 0-9, '-', '_'", e.Pool)
+	case e.Capacity < 0:
+		return e, errf("capacity", "%d is negative", e.Capacity)
+	}
+	return e, nil
+}
+
+func (s propertySpec) apply(base store.Property, create bool) (store.Property, error) {
+	p := base
+	if create {
+		p.TTL, p.Answers = defaultTTL, defaultAnswers
+	}
+	if s.Pools != nil {
+		p.Pools = slices.Clone(s.Pools)
+	}
+	if s.TTL != nil {
+		p.TTL = *s.TTL
+	}
+	if s.Answers != nil {
+		p.Answers = *s.Answers
+	}
+	if len(p.Pools) == 0 {
+		return p, errf("pools", "at least one pool is required")
+	}
+	for i, pool := range p.Pools {
+		if !idPattern.MatchString(pool) {
+			return p, errf(fmt.Sprintf("pools[%d]", i), "%q is not a pool name", pool)
+		}
+		if slices.Index(p.Pools, pool) != i {
+			return p, errf(fmt.Sprintf("pools[%d]", i), "duplicate pool %q", pool)
+		}
+	}
+	switch {
+	case p.TTL < 1 || p.TTL > maxTTL:
+		return p, errf("ttl", "%d is outside 1..%d seconds", p.TTL, maxTTL)
+	case p.Answers < 1 || p.Answers > mapping.MaxAnswers:
+		return p, errf("answers", "%d is outside 1..%d", p.Answers, mapping.MaxAnswers)
+	}
+	return p, nil
+}
+
+// inputs converts stored configuration into the mapping's inputs.
+func inputs(c store.Config, geo *mapping.Geo) mapping.Inputs {
+	in := mapping.Inputs{Geo: geo}
+	if c.Zone != nil {
+		z := &mapping.Zone{Name: c.Zone.Name, Contact: c.Zone.Contact, Serial: c.Zone.Serial}
+		for _, ns := range c.Zone.NameServers {
+			z.NameServers = append(z.NameServers, mapping.NameServer(ns))
+		}
+		in.Zone = z
+	}
+	for _, e := range c.Edges {
+		in.Edges = append(in.Edges, mapping.Edge(e))
+	}
+	for _, p := range c.Properties {
+		in.Properties = append(in.Properties, mapping.Property{Name: p.Name, Pools: p.Pools, TTL: p.TTL, Answers: p.Answers})
+	}
+	return in
+}
+
+// checkConfig validates a whole configuration the way the map will read it,
+// so that nothing is stored that the map cannot be built from.
+func checkConfig(c store.Config) error {
+	_, err := mapping.Build(inputs(c, nil))
+	if fe, ok := err.(*mapping.FieldError); ok {
+		return &fieldError{Field: fe.Field, Msg: fe.Msg}
+	}
+	return err
+}

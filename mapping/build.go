@@ -1,0 +1,112 @@
+package mapping
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// FieldError is returned by Build when the configuration is inconsistent;
+// Field names the offending field as the admin API and world file call it.
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
+
+// Inputs is everything a snapshot is built from.
+type Inputs struct {
+	Zone       *Zone
+	Edges      []Edge
+	Properties []Property
+	Geo        *Geo
+	// Now stamps the snapshot; Build reads no clock itself so that it stays
+	// a pure function of its inputs.
+	Now time.Time
+}
+
+// Build checks the configuration as a whole and makes a Snapshot. Field
+// syntax (names, addresses, ranges) is the caller's to check; Build rejects
+// what is inconsistent between records, naming the field.
+func Build(in Inputs) (*Snapshot, error) {
+	s := &Snapshot{names: make(map[string]*Name), geo: in.Geo, built: in.Now}
+	s.edges = slices.Clone(in.Edges)
+	slices.SortFunc(s.edges, func(a, b Edge) int { return strings.Compare(a.ID, b.ID) })
+	pools := make(map[string][]*Edge)
+	for i := range s.edges {
+		e := &s.edges[i]
+		if i > 0 && s.edges[i-1].ID == e.ID {
+			return nil, &FieldError{"edges.id", "duplicate edge " + e.ID}
+		}
+		pools[e.Pool] = append(pools[e.Pool], e)
+	}
+	if in.Zone == nil {
+		if len(in.Properties) > 0 {
+			return nil, &FieldError{"zone", "properties need a zone: set one first"}
+		}
+		return s, nil
+	}
+	z := *in.Zone
+	s.zone = &z
+	s.names[z.Name] = &Name{Apex: true}
+	for i := range z.NameServers {
+		ns := &z.NameServers[i]
+		if !s.InZone(ns.Name) {
+			continue // out-of-zone name servers get no glue
+		}
+		if ns.Name == z.Name {
+			return nil, &FieldError{"zone.nameservers", "a name server cannot be the zone apex"}
+		}
+		if !ns.IPv4.IsValid() && !ns.IPv6.IsValid() {
+			return nil, &FieldError{"zone.nameservers", "in-zone name server " + ns.Name + " needs an address (glue)"}
+		}
+		s.addName(ns.Name).Host = ns
+	}
+	for _, in := range in.Properties {
+		p := in
+		p.Pools = slices.Clone(in.Pools)
+		switch {
+		case !s.InZone(p.Name) || p.Name == z.Name:
+			return nil, &FieldError{"property.name", fmt.Sprintf("%s is not below the zone %s", p.Name, z.Name)}
+		case s.names[p.Name] != nil && s.names[p.Name].Property != nil:
+			return nil, &FieldError{"property.name", "duplicate property " + p.Name}
+		case s.names[p.Name] != nil && s.names[p.Name].Host != nil:
+			return nil, &FieldError{"property.name", p.Name + " is a name server's host name"}
+		case p.Answers < 1 || p.Answers > MaxAnswers:
+			return nil, &FieldError{"property.answers", fmt.Sprintf("%d is outside 1..%d", p.Answers, MaxAnswers)}
+		}
+		for _, pool := range p.Pools {
+			if len(pools[pool]) == 0 {
+				return nil, &FieldError{"property.pools", fmt.Sprintf("pool %q of %s has no edges", pool, p.Name)}
+			}
+			p.candidates = append(p.candidates, pools[pool]...)
+		}
+		slices.SortFunc(p.candidates, func(a, b *Edge) int { return strings.Compare(a.ID, b.ID) })
+		p.candidates = slices.Compact(p.candidates)
+		s.props = append(s.props, &p)
+		s.addName(p.Name).Property = &p
+	}
+	return s, nil
+}
+
+// addName records name and every empty non-terminal between it and the apex.
+func (s *Snapshot) addName(name string) *Name {
+	n := s.names[name]
+	if n == nil {
+		n = &Name{}
+		s.names[name] = n
+	}
+	for parent := name; ; {
+		_, rest, ok := strings.Cut(parent, ".")
+		if !ok || rest == s.zone.Name || !s.InZone(rest) {
+			break
+		}
+		if s.names[rest] == nil {
+			s.names[rest] = &Name{}
+		}
+		parent = rest
+	}
+	return n
+}

@@ -1,0 +1,121 @@
+package mapping
+
+//go:generate go run ../testdata/geoipgen -out ../testdata/GeoIP2-City-Test.mmdb
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/oschwald/geoip2-golang/v2"
+	"github.com/oschwald/maxminddb-golang/v2"
+)
+
+// ErrNotCityDatabase is returned by OpenGeo when the file is a valid MaxMind
+// database of a type without locations (Country, ASN, ...).
+var ErrNotCityDatabase = errors.New("not a GeoIP2/GeoLite2 City database")
+
+// Place is a located GeoIP record. Records without coordinates never become
+// a Place: a missing location must not be read as 0,0 (Gulf of Guinea).
+type Place struct {
+	Lat, Lon float64
+	City     string
+	Country  string
+}
+
+// Geo answers "where is this address" from a GeoIP2 City database.
+//
+// Decoding a MaxMind record allocates (maps of names), so OpenGeo decodes
+// every distinct record once and keys the result by the record's offset in
+// the data section; a query then costs one tree walk and one map lookup,
+// without allocating. A Geo is immutable and safe for concurrent use.
+type Geo struct {
+	path     string
+	db       *geoip2.Reader
+	tree     *maxminddb.Reader
+	places   []Place
+	byOffset map[uintptr]int32 // record offset -> index into places
+	records  int               // networks seen at open, for operators
+}
+
+// OpenGeo loads a GeoIP2 or GeoLite2 City database. The file is read into
+// memory rather than mapped: an old Geo can still be in use by in-flight
+// queries after a reload, and unmapping it under them would crash the
+// process, while the garbage collector frees a byte slice only when nothing
+// reads it any more.
+func OpenGeo(path string) (*Geo, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("geoip: %w", err)
+	}
+	tree, err := maxminddb.OpenBytes(raw)
+	if err != nil {
+		return nil, fmt.Errorf("geoip %s: %w", path, err)
+	}
+	kind := tree.Metadata.DatabaseType
+	if !strings.Contains(kind, "City") && !strings.Contains(kind, "Enterprise") {
+		return nil, fmt.Errorf("geoip %s: database type %q: %w", path, kind, ErrNotCityDatabase)
+	}
+	db, err := geoip2.OpenBytes(raw)
+	if err != nil {
+		return nil, fmt.Errorf("geoip %s: %w", path, err)
+	}
+	g := &Geo{path: path, db: db, tree: tree, byOffset: make(map[uintptr]int32)}
+	for res := range tree.Networks() {
+		if err := res.Err(); err != nil {
+			return nil, fmt.Errorf("geoip %s: walking networks: %w", path, err)
+		}
+		g.records++
+		off := res.Offset()
+		if _, seen := g.byOffset[off]; seen {
+			continue
+		}
+		var rec geoip2.City
+		if err := res.Decode(&rec); err != nil {
+			return nil, fmt.Errorf("geoip %s: record for %s: %w", path, res.Prefix(), err)
+		}
+		if !rec.Location.HasCoordinates() {
+			g.byOffset[off] = -1
+			continue
+		}
+		g.byOffset[off] = int32(len(g.places))
+		g.places = append(g.places, Place{
+			Lat:     *rec.Location.Latitude,
+			Lon:     *rec.Location.Longitude,
+			City:    rec.City.Names.English,
+			Country: rec.Country.ISOCode,
+		})
+	}
+	return g, nil
+}
+
+// Path is the file the database was loaded from.
+func (g *Geo) Path() string { return g.path }
+
+// Networks is how many networks the database holds.
+func (g *Geo) Networks() int { return g.records }
+
+// Describe is the database's type and build time, for logs and the API.
+func (g *Geo) Describe() string {
+	m := g.tree.Metadata
+	return fmt.Sprintf("%s built %s", m.DatabaseType, m.BuildTime().UTC().Format("2006-01-02"))
+}
+
+// Locate returns the place of addr, or nil when the database has no
+// coordinates for it, and the database network that decided that: the
+// answer depends on nothing finer than this prefix, which is what the ECS
+// scope must say. IPv4 networks come back with IPv4 prefix lengths.
+func (g *Geo) Locate(addr netip.Addr) (*Place, netip.Prefix) {
+	res := g.tree.Lookup(addr.Unmap())
+	network := res.Prefix()
+	if res.Err() != nil || !res.Found() {
+		return nil, network
+	}
+	i, ok := g.byOffset[res.Offset()]
+	if !ok || i < 0 {
+		return nil, network
+	}
+	return &g.places[i], network
+}

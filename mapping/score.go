@@ -1,0 +1,56 @@
+package mapping
+
+import "math"
+
+// The distance model turns great-circle distance into an expected round-trip
+// time, so that estimated scores share a unit (ms) with measured ones.
+// Light in fibre covers about 200 km per ms; a round trip doubles the path
+// and real routes are about 1.5 times longer than the great circle, which
+// gives 0.015 ms per km. A fixed 5 ms stands for the last mile and queueing,
+// so that two edges in the same city still differ only by distance.
+const (
+	estimateBaseMs  = 5.0
+	estimateMsPerKm = 0.015
+	earthRadiusKm   = 6371.0
+)
+
+// estimateRTT is the expected RTT in ms over a great-circle distance in km.
+func estimateRTT(km float64) float64 {
+	return estimateBaseMs + km*estimateMsPerKm
+}
+
+// distanceKm is the haversine great-circle distance between two points.
+func distanceKm(lat1, lon1, lat2, lon2 float64) float64 {
+	const rad = math.Pi / 180
+	dLat := (lat2 - lat1) * rad
+	dLon := (lon2 - lon1) * rad
+	a := math.Sin(dLat/2)*math.Sin(dLat/2) +
+		math.Cos(lat1*rad)*math.Cos(lat2*rad)*math.Sin(dLon/2)*math.Sin(dLon/2)
+	return 2 * earthRadiusKm * math.Asin(math.Sqrt(math.Min(1, a)))
+}
+
+// scored is one candidate edge with its score for one client.
+type scored struct {
+	edge    *Edge
+	km      float64 // great-circle distance; NaN when the client has no place
+	scoreMs float64 // expected RTT; +Inf when the client has no place
+}
+
+// score rates edge e for a client at place (nil: unknown location).
+func score(e *Edge, place *Place) scored {
+	if place == nil {
+		return scored{edge: e, km: math.NaN(), scoreMs: math.Inf(1)}
+	}
+	km := distanceKm(place.Lat, place.Lon, e.Lat, e.Lon)
+	return scored{edge: e, km: km, scoreMs: estimateRTT(km)}
+}
+
+// better is the one ranking order: lower score first, then edge id, so that
+// equal scores (and clients with no location, whose scores are all +Inf)
+// still get a stable order.
+func better(a, b scored) bool {
+	if a.scoreMs != b.scoreMs {
+		return a.scoreMs < b.scoreMs
+	}
+	return a.edge.ID < b.edge.ID
+}

@@ -1,0 +1,249 @@
+package mapping
+
+import (
+	"math"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// MaxAnswers bounds the edges one answer may hold; it keeps answers well
+// under 512 bytes and lets a Decision live on the stack.
+const MaxAnswers = 4
+
+// Zone is the served zone. Names are lower-case and fully qualified.
+type Zone struct {
+	Name        string
+	NameServers []NameServer
+	Contact     string
+	Serial      uint32
+}
+
+// NameServer is one NS record; addresses are glue when Name is in the zone.
+type NameServer struct {
+	Name       string
+	IPv4, IPv6 netip.Addr
+}
+
+// Edge is one edge server.
+type Edge struct {
+	ID         string
+	IPv4, IPv6 netip.Addr
+	Lat, Lon   float64
+	Pool       string
+	Capacity   int
+}
+
+// Serves reports whether the edge has an address of the asked family.
+func (e *Edge) Serves(v6 bool) bool {
+	if v6 {
+		return e.IPv6.IsValid()
+	}
+	return e.IPv4.IsValid()
+}
+
+// Property is a customer hostname under the zone.
+type Property struct {
+	Name    string
+	Pools   []string
+	TTL     uint32
+	Answers int
+
+	candidates []*Edge // the edges of Pools, by ID
+}
+
+// Name is what exists at one owner name in the zone. A name with every field
+// zero is an empty non-terminal: it exists (NODATA, not NXDOMAIN) because a
+// longer name below it does (RFC 8020).
+type Name struct {
+	Apex     bool
+	Property *Property
+	Host     *NameServer // an in-zone name server's host name, with its glue
+}
+
+// Snapshot is one immutable, complete view of the map. Build makes it;
+// nothing changes it afterwards, so it is read without locks.
+type Snapshot struct {
+	zone  *Zone
+	names map[string]*Name
+	props []*Property
+	edges []Edge
+	geo   *Geo
+	built time.Time
+}
+
+// Zone is the served zone, or nil before the operator has set one.
+func (s *Snapshot) Zone() *Zone { return s.zone }
+
+// Geo is the GeoIP database the snapshot locates clients with, or nil.
+func (s *Snapshot) Geo() *Geo { return s.geo }
+
+// Built is when the snapshot was built.
+func (s *Snapshot) Built() time.Time { return s.built }
+
+// Edges are all configured edges, by ID.
+func (s *Snapshot) Edges() []Edge { return s.edges }
+
+// InZone reports whether the lower-case FQDN name is at or below the zone.
+func (s *Snapshot) InZone(name string) bool {
+	if s.zone == nil {
+		return false
+	}
+	z := s.zone.Name
+	return name == z || (len(name) > len(z) && strings.HasSuffix(name, z) && name[len(name)-len(z)-1] == '.')
+}
+
+// Lookup returns what exists at the lower-case FQDN name, or nil.
+func (s *Snapshot) Lookup(name string) *Name { return s.names[name] }
+
+// Decision is the resolver's part of a ranking. It is a value type with a
+// fixed-size array so that deciding an answer does not allocate.
+type Decision struct {
+	Edges [MaxAnswers]*Edge
+	N     int
+	// Scope is the prefix length the decision depended on (the GeoIP
+	// network's), before clamping to the query's source prefix.
+	Scope   int
+	Located bool
+}
+
+// Decide ranks the property's edges that have an address of the asked
+// family for client and keeps the best p.Answers in d. It is the resolver's
+// hot path: cheap, allocation-free, safe for concurrent use.
+func (s *Snapshot) Decide(p *Property, client netip.Addr, v6 bool, d *Decision) {
+	place, network := s.locate(client)
+	d.Located = place != nil
+	d.Scope = 0
+	if network.IsValid() {
+		d.Scope = network.Bits()
+	}
+	var top [MaxAnswers]scored
+	n, k := 0, min(p.Answers, MaxAnswers)
+	for _, e := range p.candidates {
+		if !e.Serves(v6) {
+			continue
+		}
+		c := score(e, place)
+		if n == k && !better(c, top[n-1]) {
+			continue
+		}
+		if n < k {
+			n++
+		}
+		// Insertion into the short sorted prefix: k is at most 4.
+		i := n - 1
+		for ; i > 0 && better(c, top[i-1]); i-- {
+			top[i] = top[i-1]
+		}
+		top[i] = c
+	}
+	d.N = n
+	for i := range n {
+		d.Edges[i] = top[i].edge
+	}
+}
+
+func (s *Snapshot) locate(client netip.Addr) (*Place, netip.Prefix) {
+	if s.geo == nil || !client.IsValid() {
+		return nil, netip.Prefix{}
+	}
+	return s.geo.Locate(client)
+}
+
+// RankedEdge is one line of an explanation.
+type RankedEdge struct {
+	ID      string     `json:"id"`
+	Pool    string     `json:"pool"`
+	Address netip.Addr `json:"address"`
+	// DistanceKm and ScoreMs are absent when the client has no location.
+	DistanceKm *float64 `json:"distance_km,omitempty"`
+	ScoreMs    *float64 `json:"score_ms,omitempty"`
+	Basis      string   `json:"basis"`
+	Chosen     bool     `json:"chosen"`
+}
+
+// Explanation is a ranking as an operator reads it.
+type Explanation struct {
+	Property string       `json:"property"`
+	Client   netip.Addr   `json:"client"`
+	Family   string       `json:"family"`
+	Network  netip.Prefix `json:"geoip_network,omitzero"`
+	Place    *Place       `json:"place,omitempty"`
+	Scope    int          `json:"scope"`
+	Answers  int          `json:"answers"`
+	Ranking  []RankedEdge `json:"ranking"`
+	Reason   string       `json:"reason"`
+}
+
+// Explain ranks every candidate edge of the property for client with the
+// same locate, score and order that Decide uses, and says why. It allocates
+// and is meant for operators, not the query path.
+func (s *Snapshot) Explain(name string, client netip.Addr, v6 bool) (*Explanation, error) {
+	n := s.names[name]
+	if n == nil || n.Property == nil {
+		return nil, &FieldError{Field: "property", Msg: "no property named " + name}
+	}
+	p := n.Property
+	place, network := s.locate(client)
+	var d Decision
+	s.Decide(p, client, v6, &d)
+	x := &Explanation{
+		Property: p.Name, Client: client, Family: "A", Network: network,
+		Place: place, Scope: d.Scope, Answers: p.Answers,
+	}
+	if v6 {
+		x.Family = "AAAA"
+	}
+	var all []scored
+	for _, e := range p.candidates {
+		if e.Serves(v6) {
+			all = append(all, score(e, place))
+		}
+	}
+	sortScored(all)
+	chosen := make(map[*Edge]bool, d.N)
+	for _, e := range d.Edges[:d.N] {
+		chosen[e] = true
+	}
+	for _, c := range all {
+		r := RankedEdge{ID: c.edge.ID, Pool: c.edge.Pool, Address: c.edge.IPv4, Chosen: chosen[c.edge], Basis: "distance"}
+		if v6 {
+			r.Address = c.edge.IPv6
+		}
+		if place == nil {
+			r.Basis = "default order (no location)"
+		} else {
+			km, ms := math.Round(c.km), math.Round(c.scoreMs*10)/10
+			r.DistanceKm, r.ScoreMs = &km, &ms
+		}
+		x.Ranking = append(x.Ranking, r)
+	}
+	switch {
+	case d.N == 0:
+		x.Reason = "no edge of pools " + strings.Join(p.Pools, ",") + " has an " + x.Family + " address: NODATA"
+	case s.geo == nil:
+		x.Reason = "no GeoIP database loaded: default order by edge id, scope 0"
+	case place == nil:
+		x.Reason = "GeoIP has no location for " + network.String() + ": default order by edge id"
+	default:
+		x.Reason = "nearest by estimated RTT from " + placeName(place) + " (GeoIP network " + network.String() + ")"
+	}
+	return x, nil
+}
+
+func placeName(p *Place) string {
+	if p.City == "" {
+		return p.Country
+	}
+	return p.City + ", " + p.Country
+}
+
+// sortScored sorts by better; candidate lists are short, and insertion sort
+// keeps this free of closures and interfaces.
+func sortScored(a []scored) {
+	for i := 1; i < len(a); i++ {
+		for j := i; j > 0 && better(a[j], a[j-1]); j-- {
+			a[j], a[j-1] = a[j-1], a[j]
+		}
+	}
+}

@@ -1,0 +1,223 @@
+// Package resolver owns the DNS protocol: the UDP and TCP listeners, query
+// parsing, EDNS and ECS, and building answers from a mapping.Snapshot. It
+// never touches the store: everything it needs arrives in the snapshot.
+//
+// A Server is started with Start and stopped with Close; its Handler is safe
+// for concurrent use and is what the listeners, the tests and the fuzzer
+// call.
+package resolver
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+)
+
+// TCP limits. A DNS client sends a query right after connecting and RFC 7766
+// lets a server close idle connections; ten seconds keeps pipelining
+// resolvers happy without letting idle sockets pile up.
+const (
+	tcpIdleTimeout = 10 * time.Second
+	tcpMaxConns    = 1024
+	udpReadBuffer  = 4096 // larger than any EDNS query we accept
+)
+
+// Config configures a Server.
+type Config struct {
+	// Addr is the host:port for both UDP and TCP ("127.0.0.1:5353"); port 0
+	// picks one port free for both.
+	Addr    string
+	Handler *Handler
+	// UDPSockets is how many SO_REUSEPORT sockets share the UDP port, each
+	// with its own reader; default GOMAXPROCS, so that the kernel spreads
+	// clients over all cores.
+	UDPSockets int
+	Logger     *zap.Logger
+}
+
+// Server is a running DNS listener.
+type Server struct {
+	h     *Handler
+	log   *zap.Logger
+	udp   []*net.UDPConn
+	tcp   *net.TCPListener
+	wg    sync.WaitGroup
+	sem   chan struct{}
+	mu    sync.Mutex // guards conns
+	conns map[net.Conn]struct{}
+}
+
+// Start binds the UDP sockets and the TCP listener and serves until Close.
+// It returns only once every socket is bound, so a caller can query at once.
+func Start(cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.UDPSockets <= 0 {
+		cfg.UDPSockets = runtime.GOMAXPROCS(0)
+	}
+	s := &Server{h: cfg.Handler, log: cfg.Logger, sem: make(chan struct{}, tcpMaxConns), conns: make(map[net.Conn]struct{})}
+	lc := net.ListenConfig{Control: reusePort}
+	ctx := context.Background()
+	first, err := lc.ListenPacket(ctx, "udp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("dns listen udp %s: %w", cfg.Addr, err)
+	}
+	s.udp = append(s.udp, first.(*net.UDPConn))
+	// With port 0 the kernel chose a port; the other sockets must join it.
+	addr := first.LocalAddr().String()
+	for len(s.udp) < cfg.UDPSockets {
+		pc, err := lc.ListenPacket(ctx, "udp", addr)
+		if err != nil {
+			s.closeSockets()
+			return nil, fmt.Errorf("dns listen udp %s: %w", addr, err)
+		}
+		s.udp = append(s.udp, pc.(*net.UDPConn))
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		s.closeSockets()
+		return nil, fmt.Errorf("dns listen tcp %s: %w", addr, err)
+	}
+	s.tcp = ln.(*net.TCPListener)
+	for _, c := range s.udp {
+		s.wg.Add(1)
+		go s.serveUDP(c)
+	}
+	s.wg.Add(1)
+	go s.serveTCP()
+	return s, nil
+}
+
+func reusePort(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	})
+	return errors.Join(err, serr)
+}
+
+// Addr is the bound address, UDP and TCP alike.
+func (s *Server) Addr() netip.AddrPort {
+	return s.udp[0].LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// Close stops the listeners, closes open TCP connections and waits for
+// every reader to return.
+func (s *Server) Close() error {
+	s.closeSockets()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Server) closeSockets() {
+	for _, c := range s.udp {
+		c.Close()
+	}
+	if s.tcp != nil {
+		s.tcp.Close()
+	}
+}
+
+func (s *Server) serveUDP(c *net.UDPConn) {
+	defer s.wg.Done()
+	buf := make([]byte, udpReadBuffer)
+	for {
+		n, src, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.log.Warn("udp read", zap.Error(err))
+			continue
+		}
+		resp := s.h.ServeDNS(buf[:n], src.Addr(), false)
+		if resp == nil {
+			continue
+		}
+		if _, err := c.WriteToUDPAddrPort(resp, src); err != nil && !errors.Is(err, net.ErrClosed) {
+			s.log.Debug("udp write", zap.Error(err))
+		}
+	}
+}
+
+func (s *Server) serveTCP() {
+	defer s.wg.Done()
+	for {
+		conn, err := s.tcp.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.log.Warn("tcp accept", zap.Error(err))
+			time.Sleep(10 * time.Millisecond) // EMFILE and friends: do not spin
+			continue
+		}
+		select {
+		case s.sem <- struct{}{}:
+		default:
+			conn.Close() // over the connection limit: shed, do not queue
+			continue
+		}
+		s.mu.Lock()
+		s.conns[conn] = struct{}{}
+		s.mu.Unlock()
+		s.wg.Add(1)
+		go s.serveConn(conn)
+	}
+}
+
+// serveConn answers the length-prefixed queries of one connection in order
+// (RFC 7766), until the client closes it or stays idle too long.
+func (s *Server) serveConn(conn net.Conn) {
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, conn)
+		s.mu.Unlock()
+		conn.Close()
+		<-s.sem
+		s.wg.Done()
+	}()
+	src := conn.RemoteAddr().(*net.TCPAddr).AddrPort().Addr()
+	var lenBuf [2]byte
+	buf := make([]byte, 512)
+	for {
+		conn.SetDeadline(time.Now().Add(tcpIdleTimeout))
+		if _, err := io.ReadFull(conn, lenBuf[:]); err != nil {
+			return
+		}
+		n := int(binary.BigEndian.Uint16(lenBuf[:]))
+		if n > cap(buf) {
+			buf = make([]byte, n)
+		}
+		if _, err := io.ReadFull(conn, buf[:n]); err != nil {
+			return
+		}
+		resp := s.h.ServeDNS(buf[:n], src, true)
+		if resp == nil {
+			return
+		}
+		out := make([]byte, 2+len(resp))
+		binary.BigEndian.PutUint16(out, uint16(len(resp)))
+		copy(out[2:], resp)
+		if _, err := conn.Write(out); err != nil {
+			return
+		}
+	}
+}

@@ -1,0 +1,60 @@
+package store
+
+import "net/netip"
+
+// Config is the whole operator-managed configuration: what `edgemap apply`
+// describes and what the admin API edits. It is plain data; validation of
+// names and ranges belongs to the caller (the admin API), because the store
+// knows nothing of DNS.
+type Config struct {
+	// Zone is nil until the operator sets one.
+	Zone *Zone `json:"zone,omitempty"`
+	// Edges are sorted by ID.
+	Edges []Edge `json:"edges"`
+	// Properties are sorted by Name.
+	Properties []Property `json:"properties"`
+}
+
+// Zone is the CDN's own DNS zone.
+type Zone struct {
+	// Name is a lower-case fully qualified domain name ("cdn.example.net.").
+	Name string `json:"name"`
+	// NameServers are the zone's NS records, in the operator's order.
+	NameServers []NameServer `json:"nameservers"`
+	// Contact is the SOA RNAME as a domain name ("hostmaster.example.net.").
+	Contact string `json:"contact"`
+	// Serial is the SOA serial. The store bumps it on every configuration
+	// change that alters anything, so secondaries and humans can see it.
+	Serial uint32 `json:"serial"`
+}
+
+// NameServer is one NS record and, for an in-zone name, its glue.
+type NameServer struct {
+	Name string     `json:"name"`
+	IPv4 netip.Addr `json:"ipv4,omitzero"`
+	IPv6 netip.Addr `json:"ipv6,omitzero"`
+}
+
+// Edge is one edge server or cluster VIP.
+type Edge struct {
+	ID   string     `json:"id"`
+	IPv4 netip.Addr `json:"ipv4,omitzero"`
+	IPv6 netip.Addr `json:"ipv6,omitzero"`
+	Lat  float64    `json:"lat"`
+	Lon  float64    `json:"lon"`
+	Pool string     `json:"pool"`
+	// Capacity is answers per second the edge should receive; 0 = unlimited.
+	Capacity int `json:"capacity,omitempty"`
+}
+
+// Property is a customer hostname under the zone.
+type Property struct {
+	// Name is a lower-case fully qualified domain name under the zone.
+	Name string `json:"name"`
+	// Pools are the edge pools the property may be answered from.
+	Pools []string `json:"pools"`
+	// TTL of the answers in seconds.
+	TTL uint32 `json:"ttl"`
+	// Answers is how many edges one answer holds (1..4).
+	Answers int `json:"answers"`
+}

@@ -1,0 +1,224 @@
+// Package store owns edgemap's bbolt file: the schema version, the
+// operator's configuration (zone, edges, properties) and, as they are added,
+// measurements, health and the last snapshot. It knows nothing of DNS;
+// validating names and ranges is the caller's job.
+//
+// A *Store is safe for concurrent use by multiple goroutines: bbolt runs one
+// write transaction at a time, so Updates are serialized, and every read sees
+// one consistent committed state. Across processes, one process may hold the
+// file read-write (the `edgemap serve` that owns it); read-only opens share
+// the file with each other but not with a writer, and any Open that cannot
+// get the lock within Options.LockTimeout fails with ErrLocked.
+package store
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// Errors returned by Open and the Store's methods, wrapped with context;
+// test for them with errors.Is.
+var (
+	// ErrNotDatabase is returned when the file exists but is not an edgemap
+	// database: not a bbolt file at all (garbage, too short, a bad checksum,
+	// another bbolt format version), or a bbolt file of another application
+	// (buckets, but no edgemap "meta" bucket). Open never writes to such a file.
+	ErrNotDatabase = errors.New("not an edgemap database")
+	// ErrSchemaTooNew is returned when the file's schema version is newer than
+	// SchemaVersion, i.e. a newer edgemap wrote it.
+	ErrSchemaTooNew = errors.New("schema version too new")
+	// ErrLocked is returned when another process (or another Open in this
+	// one) holds the file and Options.LockTimeout passed.
+	ErrLocked = errors.New("database is locked")
+	// ErrNotFound is returned when Edge or Property is asked for a record that
+	// does not exist.
+	ErrNotFound = errors.New("not found")
+)
+
+// DefaultLockTimeout is how long Open waits for another process's lock when
+// Options.LockTimeout is zero.
+const DefaultLockTimeout = time.Second
+
+// Options configure Open. The zero value opens read-write with the default
+// lock timeout.
+type Options struct {
+	// LockTimeout bounds the wait for another process's lock; zero or less
+	// means DefaultLockTimeout (1s). bbolt's own "wait forever" is not
+	// offered: a CLI that hangs on a held lock is worse than ErrLocked.
+	LockTimeout time.Duration
+	// ReadOnly opens the file with a shared lock, for inspecting a file that
+	// no server is using. Writes fail, and a missing or empty file is an
+	// error instead of being created.
+	ReadOnly bool
+}
+
+// Store is an open edgemap database.
+type Store struct {
+	db   *bolt.DB
+	path string
+}
+
+// Open opens the database at path. Unless opts.ReadOnly, it creates the
+// parent directory (0o750) and the file (0o600) when missing, and lays out
+// the schema in a new or empty file. Errors name the path and wrap
+// ErrNotDatabase, ErrSchemaTooNew or ErrLocked where one applies.
+func Open(path string, opts Options) (*Store, error) {
+	timeout := opts.LockTimeout
+	if timeout <= 0 {
+		timeout = DefaultLockTimeout
+	}
+	info, statErr := os.Stat(path)
+	existed := statErr == nil && info.Size() > 0
+	if opts.ReadOnly {
+		if statErr != nil {
+			return nil, fmt.Errorf("open store: %w", statErr)
+		}
+		// bbolt would try to lay out an empty file and fail with EBADF.
+		if info.Size() == 0 {
+			return nil, fmt.Errorf("open %s: %w: the file is empty", path, ErrNotDatabase)
+		}
+	} else if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: opts.ReadOnly})
+	if err != nil {
+		return nil, openError(path, err, existed, timeout)
+	}
+	s := &Store{db: db, path: path}
+	if err := s.prepare(opts.ReadOnly); err != nil {
+		_ = db.Close() // the schema error is the one worth reporting
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// openError maps bbolt's open errors to this package's sentinels.
+func openError(path string, err error, existed bool, timeout time.Duration) error {
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
+		return fmt.Errorf("open %s: %w: held by another process or Open (waited %v): %w", path, ErrLocked, timeout, err)
+	case errors.Is(err, berrors.ErrInvalid),
+		errors.Is(err, berrors.ErrVersionMismatch),
+		errors.Is(err, berrors.ErrChecksum):
+		return fmt.Errorf("open %s: %w: %w", path, ErrNotDatabase, err)
+	case existed && !isOSError(err):
+		// bbolt reports a file shorter than two pages ("file size too small
+		// 5000") with an unexported, unwrapped error. Any failure that is
+		// not the operating system's is about the content of the file.
+		return fmt.Errorf("open %s: %w: %w", path, ErrNotDatabase, err)
+	default:
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+}
+
+func isOSError(err error) bool {
+	var pathErr *fs.PathError
+	var sysErr *os.SyscallError
+	var errno syscall.Errno
+	return errors.As(err, &pathErr) || errors.As(err, &sysErr) || errors.As(err, &errno)
+}
+
+// prepare checks the schema version and lays out a file that has no buckets.
+// A read-only store leaves such a file alone; it reads as an empty Config.
+func (s *Store) prepare(readOnly bool) error {
+	var v int
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		v, err = schemaVersion(tx)
+		return err
+	})
+	if err != nil || v != 0 || readOnly {
+		return err
+	}
+	return s.db.Update(initSchema)
+}
+
+// Close closes the file and releases its lock. It waits for running
+// transactions, and a second Close is a no-op.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// Path returns the path the store was opened with.
+func (s *Store) Path() string { return s.path }
+
+// Config returns the whole configuration as of one read transaction: Edges
+// sorted by ID and Properties by Name (both non-nil), Zone nil if unset.
+func (s *Store) Config() (Config, error) {
+	var c Config
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		c, err = readConfig(tx)
+		return err
+	})
+	if err != nil {
+		return Config{}, fmt.Errorf("read config from %s: %w", s.path, err)
+	}
+	return c, nil
+}
+
+// Edge returns the edge with the given ID, or an error wrapping ErrNotFound.
+func (s *Store) Edge(id string) (Edge, error) {
+	var e Edge
+	err := s.db.View(func(tx *bolt.Tx) error { return getRecord(tx, bucketEdges, "edge", id, &e) })
+	if err != nil {
+		return Edge{}, fmt.Errorf("read %s: %w", s.path, err)
+	}
+	return e, nil
+}
+
+// Property returns the property with the given name, or an error wrapping
+// ErrNotFound.
+func (s *Store) Property(name string) (Property, error) {
+	var p Property
+	err := s.db.View(func(tx *bolt.Tx) error { return getRecord(tx, bucketProperties, "property", name, &p) })
+	if err != nil {
+		return Property{}, fmt.Errorf("read %s: %w", s.path, err)
+	}
+	return p, nil
+}
+
+// Update runs fn on a freshly decoded copy of the configuration inside one
+// write transaction, then makes the file match what fn left: puts for new or
+// changed records, deletes for removed ones. If fn returns an error, nothing
+// is written and that error is returned unchanged, so callers can errors.As
+// it. Empty or duplicate edge IDs or property names are an error and nothing
+// is written.
+//
+// The store owns Zone.Serial: the value fn leaves is ignored, and when
+// anything changed (compared by encoded bytes) the serial goes up by one.
+// changed reports whether anything was written; applying the same
+// configuration twice writes nothing the second time.
+func (s *Store) Update(fn func(c *Config) error) (changed bool, err error) {
+	var fnErr error
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		c, err := readConfig(tx)
+		if err != nil {
+			return err
+		}
+		if fnErr = fn(&c); fnErr != nil {
+			return fnErr // rolls the transaction back
+		}
+		changed, err = writeConfig(tx, &c)
+		return err
+	})
+	if fnErr != nil {
+		return false, fnErr
+	}
+	if err != nil {
+		return false, fmt.Errorf("update %s: %w", s.path, err)
+	}
+	return changed, nil
+}
