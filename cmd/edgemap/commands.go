@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -18,14 +17,14 @@ import (
 
 var jsonFlag = &cli.BoolFlag{Name: "json", Usage: "print JSON for scripts instead of a table"}
 
-func printJSON(v any) error {
-	enc := json.NewEncoder(os.Stdout)
+func printJSON(c *cli.Context, v any) error {
+	enc := json.NewEncoder(c.App.Writer)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
 
-func table(header string, rows func(w *tabwriter.Writer)) error {
-	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+func table(c *cli.Context, header string, rows func(w *tabwriter.Writer)) error {
+	w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, header)
 	rows(w)
 	return w.Flush()
@@ -64,7 +63,7 @@ func zoneCommand() *cli.Command {
 					if err := newClient(c).do("PUT", "/v1/zone", s, &z); err != nil {
 						return err
 					}
-					fmt.Printf("zone %s serial %d\n", z.Name, z.Serial)
+					fmt.Fprintf(c.App.Writer, "zone %s serial %d\n", z.Name, z.Serial)
 					return nil
 				},
 			},
@@ -78,10 +77,10 @@ func zoneCommand() *cli.Command {
 						return err
 					}
 					if c.Bool("json") {
-						return printJSON(z)
+						return printJSON(c, z)
 					}
-					fmt.Printf("zone %s  contact %s  serial %d\n", z.Name, z.Contact, z.Serial)
-					return table("NS\tIPV4\tIPV6", func(w *tabwriter.Writer) {
+					fmt.Fprintf(c.App.Writer, "zone %s  contact %s  serial %d\n", z.Name, z.Contact, z.Serial)
+					return table(c, "NS\tIPV4\tIPV6", func(w *tabwriter.Writer) {
 						for _, ns := range z.NameServers {
 							fmt.Fprintf(w, "%s\t%s\t%s\n", ns.Name, addrString(ns.IPv4), addrString(ns.IPv6))
 						}
@@ -154,11 +153,11 @@ func edgeSpecFromFlags(c *cli.Context) edgeSpec {
 
 func printEdges(c *cli.Context, edges []store.Edge) error {
 	if c.Bool("json") {
-		return printJSON(edges)
+		return printJSON(c, edges)
 	}
-	return table("ID\tPOOL\tIPV4\tIPV6\tLAT\tLON\tCAPACITY", func(w *tabwriter.Writer) {
+	return table(c, "ID\tPOOL\tIPV4\tIPV6\tLAT\tLON\tCAPACITY", func(w *tabwriter.Writer) {
 		for _, e := range edges {
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%.4g\t%.4g\t%d\n", e.ID, e.Pool, addrString(e.IPv4), addrString(e.IPv6), e.Lat, e.Lon, e.Capacity)
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%g\t%g\t%d\n", e.ID, e.Pool, addrString(e.IPv4), addrString(e.IPv6), e.Lat, e.Lon, e.Capacity)
 		}
 	})
 }
@@ -204,7 +203,7 @@ func edgeCommand() *cli.Command {
 					if err := newClient(c).do("DELETE", "/v1/edges/"+url.PathEscape(c.String("id")), nil, nil); err != nil {
 						return err
 					}
-					fmt.Println("removed edge", c.String("id"))
+					fmt.Fprintln(c.App.Writer, "removed edge", c.String("id"))
 					return nil
 				},
 			},
@@ -239,9 +238,9 @@ func propertySpecFromFlags(c *cli.Context) propertySpec {
 
 func printProperties(c *cli.Context, props []store.Property) error {
 	if c.Bool("json") {
-		return printJSON(props)
+		return printJSON(c, props)
 	}
-	return table("NAME\tPOOLS\tTTL\tANSWERS", func(w *tabwriter.Writer) {
+	return table(c, "NAME\tPOOLS\tTTL\tANSWERS", func(w *tabwriter.Writer) {
 		for _, p := range props {
 			fmt.Fprintf(w, "%s\t%s\t%d\t%d\n", p.Name, strings.Join(p.Pools, ","), p.TTL, p.Answers)
 		}
@@ -289,7 +288,7 @@ func propertyCommand() *cli.Command {
 					if err := newClient(c).do("DELETE", "/v1/properties/"+url.PathEscape(c.String("name")), nil, nil); err != nil {
 						return err
 					}
-					fmt.Println("removed property", c.String("name"))
+					fmt.Fprintln(c.App.Writer, "removed property", c.String("name"))
 					return nil
 				},
 			},
@@ -316,22 +315,22 @@ func applyCommand() *cli.Command {
 				return err
 			}
 			if c.Bool("json") {
-				return printJSON(res)
+				return printJSON(c, res)
 			}
 			if !res.Changed {
-				fmt.Printf("no changes (serial %d)\n", res.Serial)
+				fmt.Fprintf(c.App.Writer, "no changes (serial %d)\n", res.Serial)
 				return nil
 			}
 			for _, s := range res.Created {
-				fmt.Println("created", s)
+				fmt.Fprintln(c.App.Writer, "created", s)
 			}
 			for _, s := range res.Updated {
-				fmt.Println("updated", s)
+				fmt.Fprintln(c.App.Writer, "updated", s)
 			}
 			for _, s := range res.Deleted {
-				fmt.Println("deleted", s)
+				fmt.Fprintln(c.App.Writer, "deleted", s)
 			}
-			fmt.Printf("serial %d\n", res.Serial)
+			fmt.Fprintf(c.App.Writer, "serial %d\n", res.Serial)
 			return nil
 		},
 	}
@@ -357,16 +356,16 @@ func mapCommand() *cli.Command {
 					return err
 				}
 				if c.Bool("json") {
-					return printJSON(x)
+					return printJSON(c, x)
 				}
-				return printExplanation(&x)
+				return printExplanation(c, &x)
 			},
 		}},
 	}
 }
 
-func printExplanation(x *mapping.Explanation) error {
-	fmt.Printf("property  %s  %s, %d answer(s)\n", x.Property, x.Family, x.Answers)
+func printExplanation(c *cli.Context, x *mapping.Explanation) error {
+	fmt.Fprintf(c.App.Writer, "property  %s  %s, %d answer(s)\n", x.Property, x.Family, x.Answers)
 	where := "no location"
 	if x.Place != nil {
 		where = fmt.Sprintf("%s, %s (%.2f, %.2f)", x.Place.City, x.Place.Country, x.Place.Lat, x.Place.Lon)
@@ -375,10 +374,10 @@ func printExplanation(x *mapping.Explanation) error {
 	if x.Network.IsValid() {
 		network = x.Network.String()
 	}
-	fmt.Printf("client    %s  GeoIP network %s: %s\n", x.Client, network, where)
-	fmt.Printf("scope     /%d (ECS scope; never longer than the query's source prefix)\n", x.Scope)
-	fmt.Printf("reason    %s\n\n", x.Reason)
-	return table("RANK\tEDGE\tPOOL\tADDRESS\tDISTANCE_KM\tSCORE_MS\tBASIS\tANSWER", func(w *tabwriter.Writer) {
+	fmt.Fprintf(c.App.Writer, "client    %s  GeoIP network %s: %s\n", x.Client, network, where)
+	fmt.Fprintf(c.App.Writer, "scope     /%d (ECS scope; never longer than the query's source prefix)\n", x.Scope)
+	fmt.Fprintf(c.App.Writer, "reason    %s\n\n", x.Reason)
+	return table(c, "RANK\tEDGE\tPOOL\tADDRESS\tDISTANCE_KM\tSCORE_MS\tBASIS\tANSWER", func(w *tabwriter.Writer) {
 		for i, r := range x.Ranking {
 			km, ms, chosen := "-", "-", ""
 			if r.DistanceKm != nil {

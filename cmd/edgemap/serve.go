@@ -2,10 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -73,32 +73,55 @@ func apiNeedsToken(addr string) (bool, error) {
 	return ip == nil || !ip.IsLoopback(), nil
 }
 
+// serveConfig is everything `edgemap serve` is told by flags.
+type serveConfig struct {
+	DB, Listen, APIListen, APIToken, GeoIP, NodeID, World string
+}
+
+// running says where a started server listens; tests wait for it instead
+// of sleeping.
+type running struct {
+	DNS netip.AddrPort
+	API string // http://host:port
+}
+
 func serve(c *cli.Context) error {
 	log, err := newLogger(c.String("log-format"), c.String("log-level"))
 	if err != nil {
 		return err
 	}
 	defer log.Sync()
+	cfg := serveConfig{
+		DB: c.String("db"), Listen: c.String("listen"), APIListen: c.String("api-listen"),
+		APIToken: c.String("api-token"), GeoIP: c.String("geoip"), NodeID: c.String("node-id"), World: c.String("world"),
+	}
+	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return runServer(ctx, cfg, log, nil)
+}
 
-	needToken, err := apiNeedsToken(c.String("api-listen"))
+// runServer serves until ctx is done. ready, if not nil, is called once
+// everything listens.
+func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func(running)) error {
+	needToken, err := apiNeedsToken(cfg.APIListen)
 	if err != nil {
 		return err
 	}
-	if needToken && c.String("api-token") == "" {
-		return fmt.Errorf("--api-listen %s is not loopback: set --api-token (or EDGEMAP_API_TOKEN)", c.String("api-listen"))
+	if needToken && cfg.APIToken == "" {
+		return fmt.Errorf("--api-listen %s is not loopback: set --api-token (or EDGEMAP_API_TOKEN)", cfg.APIListen)
 	}
-	nodeID := c.String("node-id")
+	nodeID := cfg.NodeID
 	if nodeID == "" {
 		nodeID, _ = os.Hostname()
 	}
 	var world *worldSpec
-	if path := c.String("world"); path != "" {
-		if world, err = readWorld(path); err != nil {
+	if cfg.World != "" {
+		if world, err = readWorld(cfg.World); err != nil {
 			return fmt.Errorf("--world: %w", err)
 		}
 	}
 
-	st, err := store.Open(c.String("db"), store.Options{})
+	st, err := store.Open(cfg.DB, store.Options{})
 	if err != nil {
 		return err
 	}
@@ -106,7 +129,7 @@ func serve(c *cli.Context) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	n := newNode(log.Named("map"), st, c.String("geoip"), reg)
+	n := newNode(log.Named("map"), st, cfg.GeoIP, reg)
 	if err := n.rebuild(); err != nil {
 		return err
 	}
@@ -115,12 +138,12 @@ func serve(c *cli.Context) error {
 	}
 	if world != nil {
 		if err := n.seed(world); err != nil {
-			return fmt.Errorf("--world %s: %w", c.String("world"), err)
+			return fmt.Errorf("--world %s: %w", cfg.World, err)
 		}
 	}
 
 	dns, err := resolver.Start(resolver.Config{
-		Addr:    c.String("listen"),
+		Addr:    cfg.Listen,
 		Handler: &resolver.Handler{NodeID: nodeID, Snapshot: &n.snap, Metrics: resolver.NewMetrics(reg)},
 		Logger:  log.Named("dns"),
 	})
@@ -129,8 +152,8 @@ func serve(c *cli.Context) error {
 	}
 	defer dns.Close()
 
-	a := &api{n: n, token: c.String("api-token"), log: log.Named("api")}
-	ln, err := net.Listen("tcp", c.String("api-listen"))
+	a := &api{n: n, token: cfg.APIToken, log: log.Named("api")}
+	ln, err := net.Listen("tcp", cfg.APIListen)
 	if err != nil {
 		return fmt.Errorf("--api-listen: %w", err)
 	}
@@ -140,28 +163,26 @@ func serve(c *cli.Context) error {
 
 	log.Info("serving", zap.String("dns", dns.Addr().String()), zap.String("api", ln.Addr().String()),
 		zap.String("db", st.Path()), zap.String("node_id", nodeID))
+	if ready != nil {
+		ready(running{DNS: dns.Addr(), API: "http://" + ln.Addr().String()})
+	}
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sig)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	for {
 		select {
-		case s := <-sig:
-			if s == syscall.SIGHUP {
-				if err := n.loadGeo(); err != nil {
-					log.Error("geoip reload failed; keeping the database in use", zap.Error(err))
-				}
-				continue
+		case <-hup:
+			if err := n.loadGeo(); err != nil {
+				log.Error("geoip reload failed; keeping the database in use", zap.Error(err))
 			}
-			log.Info("shutting down", zap.String("signal", s.String()))
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		case <-ctx.Done():
+			log.Info("shutting down")
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			return httpSrv.Shutdown(ctx)
+			return httpSrv.Shutdown(sctx)
 		case err := <-httpErr:
-			if !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("admin api: %w", err)
-			}
-			return nil
+			return fmt.Errorf("admin api: %w", err)
 		}
 	}
 }

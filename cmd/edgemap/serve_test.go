@@ -1,0 +1,414 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"go.uber.org/zap"
+
+	"github.com/edgemap/edgemap/store"
+)
+
+const (
+	testWorld = "../../testdata/world.yaml"
+	testGeoIP = "../../testdata/GeoIP2-City-Test.mmdb"
+)
+
+// server is an in-process `edgemap serve` on loopback ports.
+type server struct {
+	running
+	stop func() error
+}
+
+// startServer runs a server with cfg and waits until it listens. The
+// returned stop shuts it down and reports its exit error; cleanup calls it
+// too.
+func startServer(t *testing.T, cfg serveConfig) *server {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan running, 1)
+	done := make(chan error, 1)
+	go func() { done <- runServer(ctx, cfg, zap.NewNop(), func(r running) { ready <- r }) }()
+	select {
+	case r := <-ready:
+		s := &server{running: r}
+		var stopped bool
+		s.stop = func() error {
+			if stopped {
+				return nil
+			}
+			stopped = true
+			cancel()
+			return <-done
+		}
+		t.Cleanup(func() {
+			if err := s.stop(); err != nil {
+				t.Errorf("server exit: %v", err)
+			}
+		})
+		return s
+	case err := <-done:
+		cancel()
+		t.Fatalf("server did not start: %v", err)
+		return nil
+	}
+}
+
+func demoConfig(t *testing.T) serveConfig {
+	return serveConfig{
+		DB: filepath.Join(t.TempDir(), "edgemap.db"), World: testWorld, GeoIP: testGeoIP,
+		Listen: "127.0.0.1:0", APIListen: "127.0.0.1:0", NodeID: "test",
+	}
+}
+
+// queryA asks for name's A records as a resolver with ECS subnet would.
+func queryA(t *testing.T, s *server, name, subnet string) []string {
+	t.Helper()
+	m := new(dns.Msg)
+	m.SetQuestion(name, dns.TypeA)
+	o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
+	o.SetUDPSize(1232)
+	if subnet != "" {
+		_, ipnet, err := net.ParseCIDR(subnet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bits, _ := ipnet.Mask.Size()
+		o.Option = append(o.Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: uint8(bits), Address: ipnet.IP})
+	}
+	m.Extra = append(m.Extra, o)
+	r, _, err := new(dns.Client).Exchange(m, s.DNS.String())
+	if err != nil {
+		t.Fatalf("query %s: %v", name, err)
+	}
+	if r.Rcode != dns.RcodeSuccess {
+		t.Fatalf("query %s: rcode %s", name, dns.RcodeToString[r.Rcode])
+	}
+	var out []string
+	for _, rr := range r.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			out = append(out, a.A.String())
+		}
+	}
+	return out
+}
+
+// call sends a JSON request to the admin API and decodes the answer.
+func call(t *testing.T, s *server, method, path string, body any, out any) int {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		raw, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequest(method, s.API+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if out != nil {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			t.Fatalf("%s %s: decoding answer: %v", method, path, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > within {
+			t.Fatalf("%s: not within %v", what, within)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestAPIChangeReachesAnswersWithoutRestart(t *testing.T) {
+	s := startServer(t, demoConfig(t))
+	const frankfurt = "198.18.2.0/24"
+	if got := queryA(t, s, "shop.cdn.example.net.", frankfurt); len(got) != 1 || got[0] != "192.0.2.1" {
+		t.Fatalf("before: Frankfurt gets %v, want fra1 192.0.2.1", got)
+	}
+	// An edge exactly where the GeoIP database puts Frankfurt beats fra1.
+	edge := edgeSpec{ID: "fra2", IPv4: ptr("198.51.100.77"), Lat: ptr(50.1109), Lon: ptr(8.6821), Pool: ptr("global")}
+	if code := call(t, s, "POST", "/v1/edges", edge, nil); code != http.StatusCreated {
+		t.Fatalf("add edge: status %d", code)
+	}
+	took := eventually(t, time.Second, "new edge in answers", func() bool {
+		got := queryA(t, s, "shop.cdn.example.net.", frankfurt)
+		return len(got) == 1 && got[0] == "198.51.100.77"
+	})
+	t.Logf("edge add reached answers in %v", took)
+
+	if code := call(t, s, "PATCH", "/v1/properties/shop.cdn.example.net", propertySpec{Answers: ptr(2)}, nil); code != http.StatusOK {
+		t.Fatalf("set answers: status %d", code)
+	}
+	eventually(t, time.Second, "answers=2", func() bool {
+		got := queryA(t, s, "shop.cdn.example.net.", frankfurt)
+		return len(got) == 2 && got[0] == "198.51.100.77" && got[1] == "192.0.2.1"
+	})
+
+	if code := call(t, s, "DELETE", "/v1/edges/fra2", nil, nil); code != http.StatusOK {
+		t.Fatalf("rm edge: status %d", code)
+	}
+	eventually(t, time.Second, "removed edge gone from answers", func() bool {
+		got := queryA(t, s, "shop.cdn.example.net.", frankfurt)
+		return len(got) == 2 && got[0] == "192.0.2.1"
+	})
+}
+
+func TestRestartKeepsConfiguration(t *testing.T) {
+	cfg := demoConfig(t)
+	s := startServer(t, cfg)
+	edge := edgeSpec{ID: "sel2", IPv4: ptr("198.51.100.88"), Lat: ptr(37.5665), Lon: ptr(126.978), Pool: ptr("apac"), Capacity: ptr(500)}
+	if code := call(t, s, "POST", "/v1/edges", edge, nil); code != http.StatusCreated {
+		t.Fatalf("add edge: status %d", code)
+	}
+	prop := propertySpec{Name: "new.cdn.example.net", Pools: []string{"apac"}, TTL: ptr(uint32(45))}
+	if code := call(t, s, "POST", "/v1/properties", prop, nil); code != http.StatusCreated {
+		t.Fatalf("add property: status %d", code)
+	}
+	var before []store.Edge
+	call(t, s, "GET", "/v1/edges", nil, &before)
+	if err := s.stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Restart without the world file: everything must come from the store.
+	cfg.World = ""
+	s = startServer(t, cfg)
+	var after []store.Edge
+	call(t, s, "GET", "/v1/edges", nil, &after)
+	if !equalJSON(before, after) {
+		t.Fatalf("edges changed across restart:\nbefore %+v\nafter  %+v", before, after)
+	}
+	if got := queryA(t, s, "new.cdn.example.net.", "198.18.1.0/24"); len(got) != 1 || got[0] != "198.51.100.88" {
+		t.Fatalf("after restart Seoul gets %v for the new property, want sel2", got)
+	}
+}
+
+func TestApplyIsIdempotentAndInvalidWritesNothing(t *testing.T) {
+	s := startServer(t, demoConfig(t))
+	w, err := readWorld(testWorld)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res applyResult
+	if code := call(t, s, "POST", "/v1/apply", w, &res); code != http.StatusOK || res.Changed {
+		t.Fatalf("re-applying the seed world: status %d, %+v; want 200 and no change", code, res)
+	}
+	serial := res.Serial
+
+	var beforeEdges []store.Edge
+	call(t, s, "GET", "/v1/edges", nil, &beforeEdges)
+	bad := *w
+	bad.Edges = append([]edgeSpec{{ID: "new1", IPv4: ptr("192.0.2.99"), Lat: ptr(1.0), Lon: ptr(2.0), Pool: ptr("global")}}, w.Edges...)
+	bad.Edges[2].Lat = ptr(100.0)
+	var fe fieldError
+	if code := call(t, s, "POST", "/v1/apply?prune=true", bad, &fe); code != http.StatusBadRequest || fe.Field != "edges[2].lat" {
+		t.Fatalf("invalid apply: status %d, %+v; want 400 naming edges[2].lat", code, fe)
+	}
+	var afterEdges []store.Edge
+	call(t, s, "GET", "/v1/edges", nil, &afterEdges)
+	if !equalJSON(beforeEdges, afterEdges) {
+		t.Fatalf("an invalid apply wrote something:\nbefore %+v\nafter  %+v", beforeEdges, afterEdges)
+	}
+
+	// A file that is valid record by record but inconsistent as a whole
+	// (a property drawing on a pool no edge is in) is refused too.
+	incons := *w
+	incons.Properties = append(incons.Properties, propertySpec{Name: "x.cdn.example.net", Pools: []string{"nowhere"}})
+	if code := call(t, s, "POST", "/v1/apply", incons, &fe); code != http.StatusBadRequest || fe.Field != "property.pools" {
+		t.Fatalf("inconsistent apply: status %d, %+v", code, fe)
+	}
+
+	// Prune removes what the file no longer names, and bumps the serial once.
+	small := *w
+	small.Properties = w.Properties[:1]
+	if code := call(t, s, "POST", "/v1/apply?prune=true", small, &res); code != http.StatusOK || !res.Changed || len(res.Deleted) != 3 || res.Serial != serial+1 {
+		t.Fatalf("prune: status %d, %+v; want 3 deletions and serial %d", code, res, serial+1)
+	}
+}
+
+func TestAPIErrorsNameTheField(t *testing.T) {
+	s := startServer(t, demoConfig(t))
+	cases := []struct {
+		method, path string
+		body         any
+		status       int
+		field        string
+	}{
+		{"POST", "/v1/edges", edgeSpec{ID: "Bad ID", IPv4: ptr("192.0.2.1"), Lat: ptr(0.0), Lon: ptr(0.0), Pool: ptr("p")}, 400, "id"},
+		{"POST", "/v1/edges", edgeSpec{ID: "e1", IPv4: ptr("2001:db8::1"), Lat: ptr(0.0), Lon: ptr(0.0), Pool: ptr("p")}, 400, "ipv4"},
+		{"POST", "/v1/edges", edgeSpec{ID: "e1", IPv4: ptr("192.0.2.1"), Lon: ptr(0.0), Pool: ptr("p")}, 400, "lat"},
+		{"POST", "/v1/edges", edgeSpec{ID: "e1", IPv4: ptr("192.0.2.1"), Lat: ptr(0.0), Lon: ptr(181.0), Pool: ptr("p")}, 400, "lon"},
+		{"POST", "/v1/edges", edgeSpec{ID: "fra1", IPv4: ptr("192.0.2.1"), Lat: ptr(0.0), Lon: ptr(0.0), Pool: ptr("p")}, 409, "id"},
+		{"POST", "/v1/edges", map[string]any{"id": "e1", "lattitude": 1}, 400, "body"},
+		{"POST", "/v1/edges", map[string]any{"id": "e1", "lat": "north"}, 400, "lat"},
+		{"PATCH", "/v1/edges/nope", edgeSpec{Lat: ptr(1.0)}, 404, "id"},
+		{"POST", "/v1/properties", propertySpec{Name: "a.example.org", Pools: []string{"global"}}, 400, "property.name"},
+		{"POST", "/v1/properties", propertySpec{Name: "a.cdn.example.net", Pools: []string{"global"}, Answers: ptr(5)}, 400, "answers"},
+		{"POST", "/v1/properties", propertySpec{Name: "a.cdn.example.net", Pools: []string{"global"}, TTL: ptr(uint32(0))}, 400, "ttl"},
+		{"POST", "/v1/properties", propertySpec{Name: "a..cdn.example.net", Pools: []string{"global"}}, 400, "name"},
+		{"PUT", "/v1/zone", zoneSpec{Name: "cdn.example.net", Contact: "hostmaster@example.net"}, 400, "nameservers"},
+		{"GET", "/v1/map/explain?property=shop.cdn.example.net&client=nope", nil, 400, "client"},
+		{"GET", "/v1/map/explain?property=none.cdn.example.net&client=192.0.2.1", nil, 404, "property"},
+		{"GET", "/v1/nothing", nil, 404, "path"},
+	}
+	for _, tc := range cases {
+		var fe fieldError
+		code := call(t, s, tc.method, tc.path, tc.body, &fe)
+		if code != tc.status || fe.Field != tc.field || fe.Msg == "" {
+			t.Errorf("%s %s: got %d %+v, want %d naming %q", tc.method, tc.path, code, fe, tc.status, tc.field)
+		}
+	}
+}
+
+func TestRemovingLastEdgeOfAUsedPoolIsRefused(t *testing.T) {
+	s := startServer(t, demoConfig(t))
+	for _, id := range []string{"nrt1", "sel1"} {
+		if code := call(t, s, "DELETE", "/v1/edges/"+id, nil, nil); code != http.StatusOK {
+			t.Fatalf("rm %s: %d", id, code)
+		}
+	}
+	var fe fieldError
+	if code := call(t, s, "DELETE", "/v1/edges/sin1", nil, &fe); code != http.StatusBadRequest || fe.Field != "property.pools" {
+		t.Fatalf("rm the last apac edge: %d %+v; want 400 naming property.pools", code, fe)
+	}
+	if got := queryA(t, s, "game.cdn.example.net.", ""); len(got) != 1 || got[0] != "192.0.2.10" {
+		t.Fatalf("game now answers %v, want sin1 still", got)
+	}
+}
+
+func TestAPIToken(t *testing.T) {
+	if need, _ := apiNeedsToken("0.0.0.0:8053"); !need {
+		t.Error("0.0.0.0 must need a token")
+	}
+	if need, _ := apiNeedsToken(":8053"); !need {
+		t.Error(":8053 (all interfaces) must need a token")
+	}
+	for _, addr := range []string{"127.0.0.1:8053", "[::1]:8053", "localhost:8053"} {
+		if need, _ := apiNeedsToken(addr); need {
+			t.Errorf("%s must not need a token", addr)
+		}
+	}
+	cfg := demoConfig(t)
+	cfg.APIListen = "0.0.0.0:0"
+	err := runServer(context.Background(), cfg, zap.NewNop(), nil)
+	if err == nil || !strings.Contains(err.Error(), "--api-token") {
+		t.Fatalf("off-loopback API without a token: %v, want a refusal naming --api-token", err)
+	}
+
+	cfg = demoConfig(t)
+	cfg.APIToken = "s3cret"
+	s := startServer(t, cfg)
+	if code := call(t, s, "GET", "/v1/edges", nil, nil); code != http.StatusUnauthorized {
+		t.Fatalf("no token: %d, want 401", code)
+	}
+	req, _ := http.NewRequest("GET", s.API+"/v1/edges", nil)
+	req.Header.Set("Authorization", "Bearer s3cret")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("right token: %d", resp.StatusCode)
+	}
+}
+
+func TestServeRefusesBadDatabaseFile(t *testing.T) {
+	cfg := demoConfig(t)
+	if err := os.WriteFile(cfg.DB, bytes.Repeat([]byte("not a database\n"), 1000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err := runServer(context.Background(), cfg, zap.NewNop(), nil)
+	if !errors.Is(err, store.ErrNotDatabase) || time.Since(start) > time.Second {
+		t.Fatalf("garbage db: %v after %v; want ErrNotDatabase within 1s", err, time.Since(start))
+	}
+	raw, _ := os.ReadFile(cfg.DB)
+	if !bytes.HasPrefix(raw, []byte("not a database")) {
+		t.Fatal("the refused file was modified")
+	}
+}
+
+func TestGeoIPReloadKeepsOldDatabaseOnFailure(t *testing.T) {
+	cfg := demoConfig(t)
+	good, err := os.ReadFile(testGeoIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.GeoIP = filepath.Join(t.TempDir(), "city.mmdb")
+	if err := os.WriteFile(cfg.GeoIP, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, cfg)
+	seoul := func() bool {
+		got := queryA(t, s, "shop.cdn.example.net.", "198.18.1.0/24")
+		return len(got) == 1 && got[0] == "192.0.2.9"
+	}
+	if !seoul() {
+		t.Fatal("Seoul not answered with sel1 at start")
+	}
+	if err := os.WriteFile(cfg.GeoIP, good[:len(good)/2], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var fe fieldError
+	if code := call(t, s, "POST", "/v1/geoip/reload", nil, &fe); code != http.StatusUnprocessableEntity || fe.Field != "geoip" {
+		t.Fatalf("reload of a broken file: %d %+v", code, fe)
+	}
+	if !seoul() {
+		t.Fatal("a failed reload lost the database in use")
+	}
+	if err := os.WriteFile(cfg.GeoIP, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code := call(t, s, "POST", "/v1/geoip/reload", nil, nil); code != http.StatusOK {
+		t.Fatalf("reload of a good file: %d", code)
+	}
+}
+
+func TestMetricsCountQueries(t *testing.T) {
+	s := startServer(t, demoConfig(t))
+	queryA(t, s, "shop.cdn.example.net.", "")
+	resp, err := http.Get(s.API + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{
+		`edgemap_dns_queries_total{qtype="A",rcode="NOERROR"} 1`,
+		`edgemap_dns_answer_seconds_count`,
+		`edgemap_config_serial`,
+	} {
+		if !bytes.Contains(body, []byte(want)) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
