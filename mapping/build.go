@@ -49,6 +49,9 @@ func Build(in Inputs) (*Snapshot, error) {
 		return s, nil
 	}
 	z := *in.Zone
+	// Copy the slice too: Host points into it, and a snapshot must not change
+	// when the caller reuses its inputs.
+	z.NameServers = slices.Clone(in.Zone.NameServers)
 	s.zone = &z
 	s.names[z.Name] = &Name{Apex: true}
 	for i := range z.NameServers {

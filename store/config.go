@@ -13,6 +13,15 @@ type Config struct {
 	Edges []Edge `json:"edges"`
 	// Properties are sorted by Name.
 	Properties []Property `json:"properties"`
+	// Targets are sorted by Block (as text).
+	Targets []Target `json:"targets"`
+}
+
+// Target is a client network that probes measure (a map unit): clients
+// inside Block are answered by the measurements to Probe.
+type Target struct {
+	Block netip.Prefix   `json:"block"`
+	Probe netip.AddrPort `json:"probe"`
 }
 
 // Zone is the CDN's own DNS zone.

@@ -20,7 +20,14 @@ const SchemaVersion = 1
 //	zone/zone          JSON of Zone
 //	edges/<ID>         JSON of Edge
 //	properties/<Name>  JSON of Property
+//	targets/<Block>    JSON of Target
+//	keys/<ID>          JSON of Key (probe agent credentials)
+//	seqs/<KeyID>       last accepted report sequence number, 8 bytes big-endian
+//	measurements/<Edge>\x00<Block>  a Measurement, binary (measure.go)
+//	meta/map_as_of     the time the last published map was built for
 //
+// Buckets added within a version are created on open, so a file written by
+// an earlier build of the same version gains them.
 // Records are keyed by their ID or name, so bbolt's byte-ordered keys give
 // the sorted order Config promises without a sort, and `bbolt get FILE
 // BUCKET KEY` finds the record an error message names.
@@ -29,10 +36,17 @@ var (
 	bucketZone       = []byte("zone")
 	bucketEdges      = []byte("edges")
 	bucketProperties = []byte("properties")
+	bucketTargets    = []byte("targets")
+	bucketKeys       = []byte("keys")
+	bucketSeqs       = []byte("seqs")
+	bucketMeasure    = []byte("measurements")
 
 	keySchema = []byte("schema")
 	keyZone   = []byte("zone")
+	keyAsOf   = []byte("map_as_of")
 )
+
+var allBuckets = [][]byte{bucketMeta, bucketZone, bucketEdges, bucketProperties, bucketTargets, bucketKeys, bucketSeqs, bucketMeasure}
 
 // schemaVersion returns the version of the file tx reads, or 0 for a file
 // with no buckets at all (new, or an empty bbolt file), which Open lays out.
@@ -65,7 +79,7 @@ func schemaVersion(tx *bolt.Tx) (int, error) {
 // initSchema lays out an empty file. It runs in one transaction, so a crash
 // leaves either no buckets (laid out again on the next Open) or all of them.
 func initSchema(tx *bolt.Tx) error {
-	for _, name := range [][]byte{bucketMeta, bucketZone, bucketEdges, bucketProperties} {
+	for _, name := range allBuckets {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("create bucket %q: %w", name, err)
 		}
@@ -90,6 +104,9 @@ func readConfig(tx *bolt.Tx) (Config, error) {
 		return Config{}, err
 	}
 	if c.Properties, err = readRecords(tx, bucketProperties, func(p Property) string { return p.Name }); err != nil {
+		return Config{}, err
+	}
+	if c.Targets, err = readRecords(tx, bucketTargets, func(t Target) string { return t.Block.String() }); err != nil {
 		return Config{}, err
 	}
 	return c, nil
@@ -155,6 +172,14 @@ func writeConfig(tx *bolt.Tx, c *Config) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	targets, err := encodeRecords("target block", c.Targets, func(t Target) string { return t.Block.String() })
+	if err != nil {
+		return false, err
+	}
+	targetsChanged, err := syncBucket(tx, bucketTargets, targets)
+	if err != nil {
+		return false, err
+	}
 	edgesChanged, err := syncBucket(tx, bucketEdges, edges)
 	if err != nil {
 		return false, err
@@ -163,11 +188,12 @@ func writeConfig(tx *bolt.Tx, c *Config) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	zoneChanged, err := syncZone(tx, c.Zone, edgesChanged || propsChanged)
+	othersChanged := edgesChanged || propsChanged || targetsChanged
+	zoneChanged, err := syncZone(tx, c.Zone, othersChanged)
 	if err != nil {
 		return false, err
 	}
-	return edgesChanged || propsChanged || zoneChanged, nil
+	return othersChanged || zoneChanged, nil
 }
 
 // encodeRecords encodes records by key, refusing empty and duplicate keys:

@@ -38,9 +38,14 @@ var (
 	// ErrLocked is returned when another process (or another Open in this
 	// one) holds the file and Options.LockTimeout passed.
 	ErrLocked = errors.New("database is locked")
-	// ErrNotFound is returned when Edge or Property is asked for a record that
-	// does not exist.
+	// ErrNotFound is returned when Edge, Property, Key or DeleteKey is asked
+	// for a record that does not exist.
 	ErrNotFound = errors.New("not found")
+	// ErrExists is returned when AddKey is given an ID already in use.
+	ErrExists = errors.New("already exists")
+	// ErrStaleSequence is returned by Record when the sequence number is not
+	// greater than the last one accepted for the key: a replay.
+	ErrStaleSequence = errors.New("sequence number not increasing")
 )
 
 // DefaultLockTimeout is how long Open waits for another process's lock when
@@ -136,8 +141,20 @@ func (s *Store) prepare(readOnly bool) error {
 		v, err = schemaVersion(tx)
 		return err
 	})
-	if err != nil || v != 0 || readOnly {
+	if err != nil || readOnly {
 		return err
+	}
+	if v != 0 {
+		return s.db.Update(func(tx *bolt.Tx) error {
+			for _, name := range allBuckets {
+				if tx.Bucket(name) == nil {
+					if _, err := tx.CreateBucket(name); err != nil {
+						return fmt.Errorf("create bucket %q: %w", name, err)
+					}
+				}
+			}
+			return nil
+		})
 	}
 	return s.db.Update(initSchema)
 }

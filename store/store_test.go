@@ -145,7 +145,7 @@ func TestRoundTrip(t *testing.T) {
 
 func TestEmptyConfig(t *testing.T) {
 	s := openTestStore(t)
-	want := Config{Edges: []Edge{}, Properties: []Property{}}
+	want := Config{Edges: []Edge{}, Properties: []Property{}, Targets: []Target{}}
 	if got := mustConfig(t, s); !reflect.DeepEqual(got, want) {
 		t.Errorf("new store: got %+v, want %+v", got, want)
 	}
