@@ -117,6 +117,10 @@ func demoConfig() Config {
 			{Name: "www.cdn.example.net.", Pools: []string{"eu", "us"}, TTL: 20, Answers: 2},
 			{Name: "shop.cdn.example.net.", Pools: []string{"eu"}, TTL: 30, Answers: 1},
 		},
+		Targets: []Target{
+			{Block: netip.MustParsePrefix("198.18.2.0/24"), Probe: netip.MustParseAddrPort("198.18.2.10:443")},
+			{Block: netip.MustParsePrefix("198.18.1.0/24"), Probe: netip.MustParseAddrPort("198.18.1.10:443")},
+		},
 	}
 }
 
@@ -138,6 +142,7 @@ func TestRoundTrip(t *testing.T) {
 	want.Zone.Serial = 1
 	want.Edges = []Edge{want.Edges[1], want.Edges[0], want.Edges[2]}
 	want.Properties = []Property{want.Properties[1], want.Properties[0]}
+	want.Targets = []Target{want.Targets[1], want.Targets[0]}
 	if got := mustConfig(t, s2); !reflect.DeepEqual(got, want) {
 		t.Errorf("after re-open:\n got %+v\nwant %+v", got, want)
 	}
