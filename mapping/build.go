@@ -22,6 +22,11 @@ type Inputs struct {
 	Edges      []Edge
 	Properties []Property
 	Geo        *Geo
+	// Targets and Measurements make the measured map; measurements older
+	// than MaxAge (default DefaultMaxAge) at Now are ignored.
+	Targets      []Target
+	Measurements []Measurement
+	MaxAge       time.Duration
 	// Now stamps the snapshot; Build reads no clock itself so that it stays
 	// a pure function of its inputs.
 	Now time.Time
@@ -41,6 +46,9 @@ func Build(in Inputs) (*Snapshot, error) {
 			return nil, &FieldError{"edges.id", "duplicate edge " + e.ID}
 		}
 		pools[e.Pool] = append(pools[e.Pool], e)
+	}
+	if err := s.buildUnits(in.Targets, in.Measurements, in.Now, in.MaxAge); err != nil {
+		return nil, err
 	}
 	if in.Zone == nil {
 		if len(in.Properties) > 0 {
@@ -88,6 +96,12 @@ func Build(in Inputs) (*Snapshot, error) {
 		}
 		slices.SortFunc(p.candidates, func(a, b *Edge) int { return strings.Compare(a.ID, b.ID) })
 		p.candidates = slices.Compact(p.candidates)
+		p.member = make([]bool, len(s.edges))
+		for _, e := range p.candidates {
+			i := s.edgeIndex(e)
+			p.member[i] = true
+			p.candidateIndex = append(p.candidateIndex, i)
+		}
 		s.props = append(s.props, &p)
 		s.addName(p.Name).Property = &p
 	}

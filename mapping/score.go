@@ -34,6 +34,8 @@ type scored struct {
 	edge    *Edge
 	km      float64 // great-circle distance; NaN when the client has no place
 	scoreMs float64 // expected RTT; +Inf when the client has no place
+	// measured is set when scoreMs comes from a fresh measurement.
+	measured bool
 }
 
 // score rates edge e for a client at place (nil: unknown location).

@@ -1,10 +1,14 @@
 package mapping
 
 import (
+	"fmt"
 	"math"
+	"slices"
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/gaissmai/bart"
 )
 
 // MaxAnswers bounds the edges one answer may hold; it keeps answers well
@@ -49,7 +53,9 @@ type Property struct {
 	TTL     uint32
 	Answers int
 
-	candidates []*Edge // the edges of Pools, by ID
+	candidates     []*Edge // the edges of Pools, by ID
+	candidateIndex []int32 // their indices in the snapshot's edges
+	member         []bool  // by edge index: is the edge a candidate
 }
 
 // Name is what exists at one owner name in the zone. A name with every field
@@ -70,6 +76,10 @@ type Snapshot struct {
 	edges []Edge
 	geo   *Geo
 	built time.Time
+
+	units     []unit
+	unitTable *bart.Table[int32] // target block -> index into units
+	maxAge    time.Duration
 }
 
 // Zone is the served zone, or nil before the operator has set one.
@@ -101,16 +111,34 @@ func (s *Snapshot) Lookup(name string) *Name { return s.names[name] }
 type Decision struct {
 	Edges [MaxAnswers]*Edge
 	N     int
-	// Scope is the prefix length the decision depended on (the GeoIP
-	// network's), before clamping to the query's source prefix.
+	// Scope is the prefix length the decision depended on (the measured
+	// target's, else the GeoIP network's), before clamping to the query's
+	// source prefix.
 	Scope   int
 	Located bool
+	// Measured is set when a target with fresh measurements decided.
+	Measured bool
 }
 
 // Decide ranks the property's edges that have an address of the asked
 // family for client and keeps the best p.Answers in d. It is the resolver's
 // hot path: cheap, allocation-free, safe for concurrent use.
 func (s *Snapshot) Decide(p *Property, client netip.Addr, v6 bool, d *Decision) {
+	if u := s.lookupUnit(client); u != nil {
+		d.Located, d.Measured, d.Scope, d.N = true, true, u.Block.Bits(), 0
+		k := min(p.Answers, MaxAnswers)
+		for _, ei := range u.ranking {
+			if d.N == k {
+				break
+			}
+			if e := &s.edges[ei]; p.member[ei] && e.Serves(v6) {
+				d.Edges[d.N] = e
+				d.N++
+			}
+		}
+		return
+	}
+	d.Measured = false
 	place, network := s.locate(client)
 	d.Located = place != nil
 	d.Scope = 0
@@ -155,11 +183,21 @@ type RankedEdge struct {
 	ID      string     `json:"id"`
 	Pool    string     `json:"pool"`
 	Address netip.Addr `json:"address"`
-	// DistanceKm and ScoreMs are absent when the client has no location.
+	// DistanceKm is absent when the client (or unit) has no location.
 	DistanceKm *float64 `json:"distance_km,omitempty"`
-	ScoreMs    *float64 `json:"score_ms,omitempty"`
-	Basis      string   `json:"basis"`
-	Chosen     bool     `json:"chosen"`
+	// ScoreMs is absent when there is nothing to score by.
+	ScoreMs  *float64      `json:"score_ms,omitempty"`
+	Measured *MeasuredInfo `json:"measured,omitempty"`
+	Basis    string        `json:"basis"`
+	Chosen   bool          `json:"chosen"`
+}
+
+// MeasuredInfo is the fresh measurement behind a measured score.
+type MeasuredInfo struct {
+	RTTMs   float64 `json:"rtt_ms"`
+	Loss    float64 `json:"loss"`
+	AgeS    float64 `json:"age_s"`
+	Samples uint64  `json:"samples"`
 }
 
 // Explanation is a ranking as an operator reads it.
@@ -167,6 +205,7 @@ type Explanation struct {
 	Property string       `json:"property"`
 	Client   netip.Addr   `json:"client"`
 	Family   string       `json:"family"`
+	Unit     string       `json:"unit,omitempty"` // the target that decided, if one did
 	Network  netip.Prefix `json:"geoip_network,omitzero"`
 	Place    *Place       `json:"place,omitempty"`
 	Scope    int          `json:"scope"`
@@ -176,27 +215,36 @@ type Explanation struct {
 }
 
 // Explain ranks every candidate edge of the property for client with the
-// same locate, score and order that Decide uses, and says why. It allocates
-// and is meant for operators, not the query path.
+// same lookup, scores and order that Decide uses, and says why. It
+// allocates and is meant for operators, not the query path.
 func (s *Snapshot) Explain(name string, client netip.Addr, v6 bool) (*Explanation, error) {
 	n := s.names[name]
 	if n == nil || n.Property == nil {
 		return nil, &FieldError{Field: "property", Msg: "no property named " + name}
 	}
 	p := n.Property
-	place, network := s.locate(client)
 	var d Decision
 	s.Decide(p, client, v6, &d)
-	x := &Explanation{
-		Property: p.Name, Client: client, Family: "A", Network: network,
-		Place: place, Scope: d.Scope, Answers: p.Answers,
-	}
+	x := &Explanation{Property: p.Name, Client: client, Family: "A", Scope: d.Scope, Answers: p.Answers}
 	if v6 {
 		x.Family = "AAAA"
 	}
+	u := s.lookupUnit(client)
+	var place *Place
+	if u != nil {
+		x.Unit, place = unitName(u), u.place
+	} else {
+		place, x.Network = s.locate(client)
+	}
+	x.Place = place
 	var all []scored
-	for _, e := range p.candidates {
-		if e.Serves(v6) {
+	for i, e := range p.candidates {
+		if !e.Serves(v6) {
+			continue
+		}
+		if u != nil {
+			all = append(all, s.unitScore(u, p.candidateIndex[i]))
+		} else {
 			all = append(all, score(e, place))
 		}
 	}
@@ -205,30 +253,51 @@ func (s *Snapshot) Explain(name string, client netip.Addr, v6 bool) (*Explanatio
 	for _, e := range d.Edges[:d.N] {
 		chosen[e] = true
 	}
+	measured := 0
 	for _, c := range all {
 		r := RankedEdge{ID: c.edge.ID, Pool: c.edge.Pool, Address: c.edge.IPv4, Chosen: chosen[c.edge], Basis: "distance"}
 		if v6 {
 			r.Address = c.edge.IPv6
 		}
-		if place == nil {
+		if place != nil {
+			km := math.Round(c.km)
+			r.DistanceKm = &km
+		}
+		if !math.IsInf(c.scoreMs, 1) {
+			ms := math.Round(c.scoreMs*10) / 10
+			r.ScoreMs = &ms
+		}
+		switch {
+		case c.measured:
+			m := u.measurement(s.edgeIndex(c.edge))
+			r.Basis = "measured"
+			r.Measured = &MeasuredInfo{RTTMs: math.Round(m.RTTMs*10) / 10, Loss: math.Round(m.Loss*1000) / 1000,
+				AgeS: math.Round(s.built.Sub(m.At).Seconds()*10) / 10, Samples: m.Samples}
+			measured++
+		case place == nil:
 			r.Basis = "default order (no location)"
-		} else {
-			km, ms := math.Round(c.km), math.Round(c.scoreMs*10)/10
-			r.DistanceKm, r.ScoreMs = &km, &ms
 		}
 		x.Ranking = append(x.Ranking, r)
 	}
 	switch {
 	case d.N == 0:
 		x.Reason = "no edge of pools " + strings.Join(p.Pools, ",") + " has an " + x.Family + " address: NODATA"
+	case u != nil:
+		x.Reason = fmt.Sprintf("target %s has fresh measurements (%d of these edges, max age %v); other edges estimated from the target's location", u.Block, measured, s.maxAge)
 	case s.geo == nil:
 		x.Reason = "no GeoIP database loaded: default order by edge id, scope 0"
 	case place == nil:
-		x.Reason = "GeoIP has no location for " + network.String() + ": default order by edge id"
+		x.Reason = "GeoIP has no location for " + x.Network.String() + ": default order by edge id"
 	default:
-		x.Reason = "nearest by estimated RTT from " + placeName(place) + " (GeoIP network " + network.String() + ")"
+		x.Reason = "nearest by estimated RTT from " + placeName(place) + " (GeoIP network " + x.Network.String() + ")"
 	}
 	return x, nil
+}
+
+// edgeIndex is the index of e in s.edges.
+func (s *Snapshot) edgeIndex(e *Edge) int32 {
+	i, _ := slices.BinarySearchFunc(s.edges, e.ID, func(x Edge, id string) int { return strings.Compare(x.ID, id) })
+	return int32(i)
 }
 
 func placeName(p *Place) string {

@@ -1,0 +1,219 @@
+package mapping
+
+import (
+	"cmp"
+	"math"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gaissmai/bart"
+)
+
+// Target is a map unit: a client network (a /24, or a whole access
+// network's /16) measured through one address inside it. Every client in
+// the block gets the same answer, so answers decided by a target carry its
+// prefix length as their ECS scope.
+type Target struct {
+	Block netip.Prefix
+	Probe netip.AddrPort
+}
+
+// Measurement is one edge's smoothed view of one target.
+type Measurement struct {
+	Edge   string
+	Target netip.Prefix
+	// RTTMs is the smoothed TCP-connect RTT; 0 while no connect succeeded.
+	RTTMs float64
+	// Loss is the smoothed failed fraction of connects, 0..1.
+	Loss    float64
+	Samples uint64
+	At      time.Time
+}
+
+// Measurement smoothing and scoring.
+const (
+	// DefaultMaxAge is how old a measurement may be and still decide:
+	// three probe intervals of the default 30 s, so one lost report does
+	// not flip a unit back to geography.
+	DefaultMaxAge = 90 * time.Second
+	// smoothing is the EWMA weight of a new report: about the last three
+	// reports dominate, so a real change shows within two intervals while
+	// one odd sample moves the score only a third of the way.
+	smoothing = 0.3
+	// lossPenaltyMs is added per unit of loss: a lost SYN costs TCP's
+	// initial retransmission timeout of one second (RFC 6298), so a path
+	// with loss p costs about p seconds more to connect.
+	lossPenaltyMs = 1000
+)
+
+// Smooth folds one report's result (median RTT of the successful samples,
+// or 0 if none succeeded, and the failed fraction) into prev, which may be
+// nil for the first report of this edge and target.
+func Smooth(prev *Measurement, edge string, target netip.Prefix, rttMs, loss float64, samples int, at time.Time) Measurement {
+	m := Measurement{Edge: edge, Target: target, RTTMs: rttMs, Loss: loss, Samples: uint64(samples), At: at}
+	if prev == nil {
+		return m
+	}
+	m.Samples += prev.Samples
+	m.Loss = prev.Loss + smoothing*(loss-prev.Loss)
+	switch {
+	case prev.RTTMs == 0:
+		// keep the first successful RTT as is
+	case rttMs == 0:
+		m.RTTMs = prev.RTTMs // nothing connected: the RTT estimate stands, loss says the rest
+	default:
+		m.RTTMs = prev.RTTMs + smoothing*(rttMs-prev.RTTMs)
+	}
+	return m
+}
+
+// unit is a target as the snapshot uses it.
+type unit struct {
+	Target
+	place *Place // GeoIP location of the probe address, for unmeasured edges
+	// ranking is every edge, best first, when at least one edge has a
+	// fresh measurement; nil otherwise, and clients fall back to their own
+	// GeoIP location.
+	ranking []int32
+	fresh   []freshMeasurement // by edge index, for Explain
+}
+
+type freshMeasurement struct {
+	edge int32
+	m    Measurement
+}
+
+// measuredScore is the expected connect time over a measured path.
+func measuredScore(m *Measurement, estimate float64) float64 {
+	rtt := m.RTTMs
+	if rtt <= 0 {
+		rtt = estimate
+		if math.IsInf(rtt, 1) {
+			rtt = lossPenaltyMs
+		}
+	}
+	return rtt + lossPenaltyMs*m.Loss
+}
+
+// buildUnits indexes the targets and ranks every edge for each target that
+// has fresh measurements. Edges are s.edges (sorted by ID), so the result
+// does not depend on the order of the inputs.
+func (s *Snapshot) buildUnits(targets []Target, ms []Measurement, now time.Time, maxAge time.Duration) error {
+	if len(targets) == 0 {
+		return nil
+	}
+	if maxAge <= 0 {
+		maxAge = DefaultMaxAge
+	}
+	s.maxAge = maxAge
+	edgeIndex := make(map[string]int32, len(s.edges))
+	for i := range s.edges {
+		edgeIndex[s.edges[i].ID] = int32(i)
+	}
+	sorted := slices.Clone(targets)
+	slices.SortFunc(sorted, func(a, b Target) int { return comparePrefix(a.Block, b.Block) })
+	s.units = make([]unit, len(sorted))
+	s.unitTable = new(bart.Table[int32])
+	byBlock := make(map[netip.Prefix]int32, len(sorted))
+	for i, t := range sorted {
+		if !t.Block.IsValid() || t.Block != t.Block.Masked() {
+			return &FieldError{"target.block", t.Block.String() + " is not a canonical network"}
+		}
+		if _, dup := byBlock[t.Block]; dup {
+			return &FieldError{"target.block", "duplicate target " + t.Block.String()}
+		}
+		u := &s.units[i]
+		u.Target = t
+		addr := t.Probe.Addr()
+		if !addr.IsValid() {
+			addr = t.Block.Addr()
+		}
+		u.place, _ = s.locate(addr)
+		byBlock[t.Block] = int32(i)
+		s.unitTable.Insert(t.Block, int32(i))
+	}
+	for _, m := range ms {
+		ui, okU := byBlock[m.Target]
+		ei, okE := edgeIndex[m.Edge]
+		if !okU || !okE || now.Sub(m.At) > maxAge || m.At.After(now.Add(maxAge)) {
+			continue // stale, or of an edge or target that is gone
+		}
+		u := &s.units[ui]
+		u.fresh = append(u.fresh, freshMeasurement{edge: ei, m: m})
+	}
+	for i := range s.units {
+		u := &s.units[i]
+		if len(u.fresh) == 0 {
+			continue
+		}
+		slices.SortFunc(u.fresh, func(a, b freshMeasurement) int { return cmp.Compare(a.edge, b.edge) })
+		all := make([]scored, len(s.edges))
+		for ei := range s.edges {
+			all[ei] = s.unitScore(u, int32(ei))
+		}
+		slices.SortStableFunc(all, func(a, b scored) int {
+			switch {
+			case better(a, b):
+				return -1
+			case better(b, a):
+				return 1
+			}
+			return 0
+		})
+		u.ranking = make([]int32, len(all))
+		for j, c := range all {
+			u.ranking[j] = edgeIndex[c.edge.ID]
+		}
+	}
+	return nil
+}
+
+// unitScore scores edge ei for unit u: measured when fresh, else estimated
+// from the unit's location.
+func (s *Snapshot) unitScore(u *unit, ei int32) scored {
+	c := score(&s.edges[ei], u.place)
+	if fm := u.measurement(ei); fm != nil {
+		c.scoreMs = measuredScore(fm, c.scoreMs)
+		c.measured = true
+	}
+	return c
+}
+
+func (u *unit) measurement(ei int32) *Measurement {
+	i, ok := slices.BinarySearchFunc(u.fresh, ei, func(f freshMeasurement, e int32) int { return cmp.Compare(f.edge, e) })
+	if !ok {
+		return nil
+	}
+	return &u.fresh[i].m
+}
+
+// lookupUnit returns the measured unit that decides for client, or nil.
+func (s *Snapshot) lookupUnit(client netip.Addr) *unit {
+	if s.unitTable == nil || !client.IsValid() {
+		return nil
+	}
+	i, ok := s.unitTable.Lookup(client)
+	if !ok || s.units[i].ranking == nil {
+		return nil
+	}
+	return &s.units[i]
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Bits(), b.Bits())
+}
+
+// unitName is how explain names a unit.
+func unitName(u *unit) string {
+	var b strings.Builder
+	b.WriteString(u.Block.String())
+	if u.Probe.IsValid() {
+		b.WriteString(" via " + u.Probe.String())
+	}
+	return b.String()
+}

@@ -1,0 +1,200 @@
+package mapping
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+)
+
+var measureNow = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+
+// measuredWorld is the test world plus targets: Seoul's /24, a Paris /16
+// with a /24 inside it, and an unmeasured Frankfurt /24.
+func measuredWorld(t testing.TB, ms ...Measurement) *Snapshot {
+	t.Helper()
+	in := testInputs(openTestGeo(t))
+	in.Now = measureNow
+	in.Targets = []Target{
+		{Block: netip.MustParsePrefix("198.18.1.0/24"), Probe: netip.MustParseAddrPort("198.18.1.10:443")},
+		{Block: netip.MustParsePrefix("198.19.0.0/16"), Probe: netip.MustParseAddrPort("198.19.0.10:443")},
+		{Block: netip.MustParsePrefix("198.19.7.0/24"), Probe: netip.MustParseAddrPort("198.19.7.10:443")},
+		{Block: netip.MustParsePrefix("198.18.2.0/24"), Probe: netip.MustParseAddrPort("198.18.2.10:443")},
+	}
+	in.Measurements = ms
+	s, err := Build(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func meas(edge, target string, rtt, loss float64, age time.Duration) Measurement {
+	return Measurement{Edge: edge, Target: netip.MustParsePrefix(target), RTTMs: rtt, Loss: loss, Samples: 3, At: measureNow.Add(-age)}
+}
+
+func TestMeasuredBeatsDistance(t *testing.T) {
+	// Seoul's nearest edge is sel1, but the network says nrt1 is faster.
+	s := measuredWorld(t,
+		meas("sel1", "198.18.1.0/24", 80, 0, time.Second),
+		meas("nrt1", "198.18.1.0/24", 30, 0, time.Second),
+		meas("fra1", "198.19.0.0/16", 200, 0, time.Second),
+		meas("lon1", "198.19.7.0/24", 150, 0, time.Second),
+		meas("fra1", "198.19.7.0/24", 12, 0, time.Second),
+	)
+	shop := mustProperty(t, s, "shop.cdn.example.net.")
+	cases := []struct {
+		client   string
+		want     []string
+		scope    int
+		measured bool
+	}{
+		{"198.18.1.77", []string{"nrt1"}, 24, true},
+		// Paris /16: fra1 measured at 200 ms loses to lon1's 344 km estimate.
+		{"198.19.200.1", []string{"lon1"}, 16, true},
+		// The /24 inside the /16 is the longest match and has its own data.
+		{"198.19.7.1", []string{"fra1"}, 24, true},
+		// A target without fresh data falls back to the client's geography.
+		{"198.18.2.9", []string{"fra1"}, 24, false},
+		// No target: geography as before.
+		{"198.18.3.1", []string{"iad1"}, 24, false},
+	}
+	for _, tc := range cases {
+		var d Decision
+		s.Decide(shop, netip.MustParseAddr(tc.client), false, &d)
+		if got := decisionIDs(&d); !slices.Equal(got, tc.want) || d.Scope != tc.scope || d.Measured != tc.measured {
+			t.Errorf("%s: got %v scope %d measured %v, want %v scope %d measured %v", tc.client, got, d.Scope, d.Measured, tc.want, tc.scope, tc.measured)
+		}
+	}
+}
+
+func TestStaleMeasurementsAreIgnored(t *testing.T) {
+	s := measuredWorld(t, meas("nrt1", "198.18.1.0/24", 30, 0, DefaultMaxAge+time.Second))
+	var d Decision
+	s.Decide(mustProperty(t, s, "shop.cdn.example.net."), netip.MustParseAddr("198.18.1.77"), false, &d)
+	if got := decisionIDs(&d); !slices.Equal(got, []string{"sel1"}) || d.Measured {
+		t.Fatalf("stale data decided: %v measured=%v, want geography (sel1)", got, d.Measured)
+	}
+}
+
+func TestLossPenalty(t *testing.T) {
+	// 10% loss costs 100 ms: nrt1 at 5 ms with 10% loss loses to sel1 at
+	// 20 ms (and to the estimates of the unmeasured edges, 22 ms and more).
+	s := measuredWorld(t,
+		meas("sel1", "198.18.1.0/24", 20, 0, time.Second),
+		meas("nrt1", "198.18.1.0/24", 5, 0.1, time.Second),
+	)
+	var d Decision
+	s.Decide(mustProperty(t, s, "shop.cdn.example.net."), netip.MustParseAddr("198.18.1.77"), false, &d)
+	if got := decisionIDs(&d); !slices.Equal(got, []string{"sel1"}) {
+		t.Fatalf("got %v, want sel1", got)
+	}
+}
+
+func TestMeasuredRespectsPoolsAndFamily(t *testing.T) {
+	// fra1 is fastest for Seoul by measurement, but game may only use apac,
+	// and AAAA for shop skips the apac edges, which have no IPv6. Measured
+	// scores compete with the estimates of unmeasured edges (nrt1: 22 ms).
+	s := measuredWorld(t,
+		meas("fra1", "198.18.1.0/24", 5, 0, time.Second),
+		meas("sin1", "198.18.1.0/24", 20, 0, time.Second),
+		meas("sel1", "198.18.1.0/24", 50, 0, time.Second),
+	)
+	var d Decision
+	s.Decide(mustProperty(t, s, "game.cdn.example.net."), netip.MustParseAddr("198.18.1.77"), false, &d)
+	if got := decisionIDs(&d); !slices.Equal(got, []string{"sin1"}) {
+		t.Errorf("game: got %v, want sin1", got)
+	}
+	s.Decide(mustProperty(t, s, "shop.cdn.example.net."), netip.MustParseAddr("198.18.1.77"), true, &d)
+	if got := decisionIDs(&d); !slices.Equal(got, []string{"fra1"}) {
+		t.Errorf("shop AAAA: got %v, want fra1", got)
+	}
+}
+
+func TestExplainShowsMeasurements(t *testing.T) {
+	s := measuredWorld(t,
+		meas("sel1", "198.18.1.0/24", 25, 0, 2*time.Second),
+		meas("nrt1", "198.18.1.0/24", 10, 0.015, 3*time.Second),
+	)
+	x, err := s.Explain("video.cdn.example.net.", netip.MustParseAddr("198.18.1.77"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x.Unit != "198.18.1.0/24 via 198.18.1.10:443" || x.Scope != 24 {
+		t.Fatalf("unit %q scope %d", x.Unit, x.Scope)
+	}
+	first := x.Ranking[0]
+	if first.ID != "nrt1" || first.Basis != "measured" || first.Measured == nil ||
+		first.Measured.RTTMs != 10 || first.Measured.Loss != 0.015 || first.Measured.AgeS != 3 || *first.ScoreMs != 25 || !first.Chosen {
+		t.Fatalf("first: %+v measured %+v", first, first.Measured)
+	}
+	// Tie at 25 ms between nrt1 (10 + 15 loss penalty) and sel1: nrt1 wins
+	// by id; sin1, unmeasured, is estimated at 74 ms.
+	if x.Ranking[1].ID != "sel1" || !x.Ranking[1].Chosen || x.Ranking[2].Basis != "distance" || x.Ranking[2].Chosen {
+		t.Fatalf("ranking: %+v", x.Ranking[:3])
+	}
+}
+
+func TestExplainAgreesWithDecideOnUnits(t *testing.T) {
+	s := measuredWorld(t,
+		meas("sel1", "198.18.1.0/24", 80, 0, time.Second),
+		meas("nrt1", "198.18.1.0/24", 30, 0, time.Second),
+		meas("syd1", "198.19.0.0/16", 1, 0.5, time.Second),
+		meas("gru1", "198.19.0.0/16", 7, 0, time.Second),
+	)
+	for _, client := range []string{"198.18.1.1", "198.19.3.3", "198.19.7.7"} {
+		for _, p := range s.props {
+			for _, v6 := range []bool{false, true} {
+				var d Decision
+				s.Decide(p, netip.MustParseAddr(client), v6, &d)
+				x, err := s.Explain(p.Name, netip.MustParseAddr(client), v6)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := range d.N {
+					if x.Ranking[i].ID != d.Edges[i].ID || !x.Ranking[i].Chosen {
+						t.Errorf("%s %s v6=%v: explain %v, decide %v", client, p.Name, v6, x.Ranking, decisionIDs(&d))
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestSmooth(t *testing.T) {
+	target := netip.MustParsePrefix("198.18.1.0/24")
+	m := Smooth(nil, "e", target, 100, 0, 3, measureNow)
+	if m.RTTMs != 100 || m.Samples != 3 {
+		t.Fatalf("first: %+v", m)
+	}
+	m = Smooth(&m, "e", target, 200, 0, 3, measureNow)
+	if m.RTTMs != 130 || m.Samples != 6 {
+		t.Fatalf("second: %+v, want 100 + 0.3*(200-100)", m)
+	}
+	m = Smooth(&m, "e", target, 0, 1, 3, measureNow)
+	if m.RTTMs != 130 || m.Loss != 0.3 {
+		t.Fatalf("all lost: %+v, want RTT kept and loss 0.3", m)
+	}
+}
+
+func TestBuildRejectsBadTargets(t *testing.T) {
+	in := testInputs(nil)
+	in.Targets = []Target{{Block: netip.MustParsePrefix("198.18.1.7/24")}}
+	if _, err := Build(in); err == nil {
+		t.Error("non-canonical block accepted")
+	}
+	in.Targets = []Target{{Block: netip.MustParsePrefix("198.18.1.0/24")}, {Block: netip.MustParsePrefix("198.18.1.0/24")}}
+	if _, err := Build(in); err == nil {
+		t.Error("duplicate target accepted")
+	}
+}
+
+func TestDecideMeasuredAllocs(t *testing.T) {
+	s := measuredWorld(t, meas("nrt1", "198.18.1.0/24", 30, 0, time.Second))
+	shop := mustProperty(t, s, "shop.cdn.example.net.")
+	client := netip.MustParseAddr("198.18.1.77")
+	var d Decision
+	if n := testing.AllocsPerRun(1000, func() { s.Decide(shop, client, false, &d) }); n != 0 {
+		t.Fatalf("Decide on a measured unit allocates %v times", n)
+	}
+}
