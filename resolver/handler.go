@@ -205,8 +205,15 @@ func (h *Handler) edgeAnswer(m *dns.Msg, snap *mapping.Snapshot, p *mapping.Prop
 	if !usesECS(ecs) {
 		return 0
 	}
+	scope := d.Scope
+	if ecs.family == 2 && ecs.prefix.Addr().Is4In6() && scope > 0 {
+		// clientAddr unmapped the address, so the scope is an IPv4
+		// length; count it in bits of the option's family, or a /24
+		// would claim the answer for all of ::/24.
+		scope += 96
+	}
 	// Never claim more than the resolver told us (RFC 7871 7.2.1).
-	return min(d.Scope, int(ecs.source))
+	return min(scope, int(ecs.source))
 }
 
 // clientAddr is the address to map: the ECS network when the resolver sent
@@ -215,7 +222,9 @@ func (h *Handler) edgeAnswer(m *dns.Msg, snap *mapping.Snapshot, p *mapping.Prop
 // us fall back to the source address.
 func clientAddr(src netip.Addr, ecs *clientSubnet) netip.Addr {
 	if usesECS(ecs) {
-		return ecs.prefix.Addr()
+		// Unmapped, so that an IPv4-mapped ECS address (family 2) finds
+		// the IPv4 targets and GeoIP networks it belongs to.
+		return ecs.prefix.Addr().Unmap()
 	}
 	return src.Unmap()
 }

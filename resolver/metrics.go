@@ -32,7 +32,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}, []string{"rcode", "qtype"})
 	m := &Metrics{
 		droppedPackets: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "edgemap_dns_droppedPacketstotal",
+			Name: "edgemap_dns_dropped_total",
 			Help: "Packets dropped unanswered: shorter than a header, or responses (QR=1).",
 		}),
 		panics: prometheus.NewCounter(prometheus.CounterOpts{

@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -68,29 +69,19 @@ func Start(cfg Config) (*Server, error) {
 		cfg.UDPSockets = runtime.GOMAXPROCS(0)
 	}
 	s := &Server{h: cfg.Handler, log: cfg.Logger, sem: make(chan struct{}, tcpMaxConns), conns: make(map[net.Conn]struct{})}
-	lc := net.ListenConfig{Control: reusePort}
-	ctx := context.Background()
-	first, err := lc.ListenPacket(ctx, "udp", cfg.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("dns listen udp %s: %w", cfg.Addr, err)
-	}
-	s.udp = append(s.udp, first.(*net.UDPConn))
-	// With port 0 the kernel chose a port; the other sockets must join it.
-	addr := first.LocalAddr().String()
-	for len(s.udp) < cfg.UDPSockets {
-		pc, err := lc.ListenPacket(ctx, "udp", addr)
-		if err != nil {
-			s.closeSockets()
-			return nil, fmt.Errorf("dns listen udp %s: %w", addr, err)
+	var err error
+	for attempt := 0; ; attempt++ {
+		err = s.bind(cfg.Addr, cfg.UDPSockets)
+		if err == nil || attempt == 10 || !strings.HasSuffix(cfg.Addr, ":0") {
+			break
 		}
-		s.udp = append(s.udp, pc.(*net.UDPConn))
+		s.closeSockets() // the chosen port was taken for TCP: choose again
+		s.udp, s.tcp = nil, nil
 	}
-	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		s.closeSockets()
-		return nil, fmt.Errorf("dns listen tcp %s: %w", addr, err)
+		return nil, err
 	}
-	s.tcp = ln.(*net.TCPListener)
 	for _, c := range s.udp {
 		s.wg.Add(1)
 		go s.serveUDP(c)
@@ -98,6 +89,35 @@ func Start(cfg Config) (*Server, error) {
 	s.wg.Add(1)
 	go s.serveTCP()
 	return s, nil
+}
+
+// bind opens the TCP listener and the UDP sockets on one port. For port 0
+// the port is chosen by a socket without SO_REUSEPORT: the kernel's choice
+// for a reuseport socket may be a port another reuseport socket of the same
+// user already holds, and two servers would then share its queries.
+func (s *Server) bind(addr string, udpSockets int) error {
+	if strings.HasSuffix(addr, ":0") {
+		reserve, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return fmt.Errorf("dns listen udp %s: %w", addr, err)
+		}
+		addr = reserve.LocalAddr().String()
+		reserve.Close()
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("dns listen tcp %s: %w", addr, err)
+	}
+	s.tcp = ln.(*net.TCPListener)
+	lc := net.ListenConfig{Control: reusePort}
+	for len(s.udp) < udpSockets {
+		pc, err := lc.ListenPacket(context.Background(), "udp", addr)
+		if err != nil {
+			return fmt.Errorf("dns listen udp %s: %w", addr, err)
+		}
+		s.udp = append(s.udp, pc.(*net.UDPConn))
+	}
+	return nil
 }
 
 func reusePort(_, _ string, c syscall.RawConn) error {

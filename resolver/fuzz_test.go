@@ -1,0 +1,99 @@
+package resolver_test
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/miekg/dns"
+)
+
+// fuzzSources are the client addresses a fuzz input picks from by index:
+// located and unlocated, IPv4, IPv4-mapped and IPv6, and the zero Addr.
+var fuzzSources = []netip.Addr{
+	netip.MustParseAddr("127.1.1.2"),        // Seoul
+	netip.MustParseAddr("127.0.0.1"),        // not in the GeoIP database
+	netip.MustParseAddr("::ffff:127.1.2.2"), // Frankfurt, as a dual-stack socket reports it
+	netip.MustParseAddr("2001:db8:3::53"),   // New York
+	netip.MustParseAddr("fd00::1"),          // private
+	{},                                      // invalid
+}
+
+type fuzzSeed struct {
+	data []byte
+	tcp  bool
+	src  uint8 // index into fuzzSources
+}
+
+// fuzzSeeds are the fuzzer's starting points, also replayed cut and
+// bit-flipped by TestServeDNSGarbage.
+func fuzzSeeds(t testing.TB) []fuzzSeed {
+	q := func(name string, qtype, qclass uint16, edit func(*dns.Msg)) []byte {
+		m := new(dns.Msg)
+		m.Id = 0x4242
+		m.Question = []dns.Question{{Name: name, Qtype: qtype, Qclass: qclass}}
+		if edit != nil {
+			edit(m)
+		}
+		return pack(t, m)
+	}
+	edns := func(opts ...dns.EDNS0) func(*dns.Msg) {
+		return func(m *dns.Msg) {
+			m.SetEdns0(4096, false)
+			m.IsEdns0().Option = opts
+		}
+	}
+	return []fuzzSeed{
+		// A for a property with a valid ECS /24 (Seoul): the hot path.
+		{data: q("shop.cdn.example.net.", dns.TypeA, dns.ClassINET, edns(subnet("198.18.1.0/24")))},
+		// The same with 0x20 letter case, over TCP.
+		{data: q("ShOp.CdN.eXaMpLe.NeT.", dns.TypeA, dns.ClassINET, edns(subnet("198.18.1.0/24"))), tcp: true},
+		// AAAA with an IPv6 ECS and NSID.
+		{data: q("shop.cdn.example.net.", dns.TypeAAAA, dns.ClassINET, edns(subnet("2001:db8:1::/48"), nsidOption())), src: 3},
+		// Two answers, IPv4-mapped ECS in family 2.
+		{data: q("video.cdn.example.net.", dns.TypeA, dns.ClassINET, edns(subnet("::ffff:198.18.2.0/120"))), src: 2},
+		// Apex NS without EDNS: glue, compression, the 512-byte limit.
+		{data: q("cdn.example.net.", dns.TypeNS, dns.ClassINET, nil)},
+		// Apex SOA with EDNS.
+		{data: q("cdn.example.net.", dns.TypeSOA, dns.ClassINET, edns()), tcp: true},
+		// ANY (RFC 8482).
+		{data: q("shop.cdn.example.net.", dns.TypeANY, dns.ClassINET, nil), src: 1},
+		// NXDOMAIN with ECS.
+		{data: q("nope.cdn.example.net.", dns.TypeA, dns.ClassINET, edns(subnet("198.18.3.0/24")))},
+		// CHAOS TXT id.server.
+		{data: q("id.server.", dns.TypeTXT, dns.ClassCHAOS, nil), src: 4},
+		// EDNS version 1: BADVERS, an extended RCODE.
+		{data: q("shop.cdn.example.net.", dns.TypeA, dns.ClassINET, func(m *dns.Msg) {
+			edns(nsidOption())(m)
+			m.IsEdns0().SetVersion(1)
+		})},
+		// Malformed ECS: a /24 with four address octets.
+		{data: q("shop.cdn.example.net.", dns.TypeA, dns.ClassINET, edns(rawECS(1, 24, 198, 18, 1, 1)))},
+		// Malformed ECS: an address bit set beyond a /23.
+		{data: q("shop.cdn.example.net.", dns.TypeA, dns.ClassINET, edns(rawECS(1, 23, 198, 18, 1)))},
+		// dig +subnet=0: family 0, no address.
+		{data: q("shop.cdn.example.net.", dns.TypeA, dns.ClassINET, edns(rawECS(0, 0))), src: 5},
+		// A response (QR=1): must be dropped.
+		{data: q("shop.cdn.example.net.", dns.TypeA, dns.ClassINET, func(m *dns.Msg) { m.Response = true })},
+		// NOTIFY: NOTIMP.
+		{data: q("cdn.example.net.", dns.TypeSOA, dns.ClassINET, func(m *dns.Msg) { m.Opcode = dns.OpcodeNotify })},
+		// Empty input: dropped.
+		{data: []byte{}},
+		// Twelve zero bytes: a header with no question, FORMERR.
+		{data: make([]byte, 12), tcp: true},
+	}
+}
+
+// FuzzServeDNS calls the handler directly, without sockets. A recovered
+// panic answers SERVFAIL, which checkServe rejects, so a panic cannot hide.
+//
+//	go test ./resolver -run '^$' -fuzz '^FuzzServeDNS$' -fuzztime 60s
+func FuzzServeDNS(f *testing.F) {
+	h, _, _ := newHandler(f, build(f, worldInputs(f)))
+	for _, s := range fuzzSeeds(f) {
+		f.Add(s.data, s.tcp, s.src)
+	}
+	f.Fuzz(func(t *testing.T, data []byte, tcp bool, src uint8) {
+		addr := fuzzSources[int(src)%len(fuzzSources)]
+		checkServe(t, data, h.ServeDNS(data, addr, tcp), tcp)
+	})
+}
