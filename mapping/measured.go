@@ -38,10 +38,11 @@ const (
 	// three probe intervals of the default 30 s, so one lost report does
 	// not flip a unit back to geography.
 	DefaultMaxAge = 90 * time.Second
-	// smoothing is the EWMA weight of a new report: about the last three
-	// reports dominate, so a real change shows within two intervals while
-	// one odd sample moves the score only a third of the way.
-	smoothing = 0.3
+	// smoothing is the EWMA weight of a new report: the last two reports
+	// dominate, so a real change (a reroute doubling the RTT) turns the
+	// ranking after one report, while one odd sample moves the score only
+	// half way. Small jitter is held off by the map's stability threshold.
+	smoothing = 0.5
 	// lossPenaltyMs is added per unit of loss: a lost SYN costs TCP's
 	// initial retransmission timeout of one second (RFC 6298), so a path
 	// with loss p costs about p seconds more to connect.

@@ -168,12 +168,12 @@ func TestSmooth(t *testing.T) {
 		t.Fatalf("first: %+v", m)
 	}
 	m = Smooth(&m, "e", target, 200, 0, 3, measureNow)
-	if m.RTTMs != 130 || m.Samples != 6 {
-		t.Fatalf("second: %+v, want 100 + 0.3*(200-100)", m)
+	if m.RTTMs != 150 || m.Samples != 6 {
+		t.Fatalf("second: %+v, want 100 + 0.5*(200-100)", m)
 	}
 	m = Smooth(&m, "e", target, 0, 1, 3, measureNow)
-	if m.RTTMs != 130 || m.Loss != 0.3 {
-		t.Fatalf("all lost: %+v, want RTT kept and loss 0.3", m)
+	if m.RTTMs != 150 || m.Loss != 0.5 {
+		t.Fatalf("all lost: %+v, want RTT kept and loss 0.5", m)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/edgemap/edgemap/mapping"
+	"github.com/edgemap/edgemap/probe"
 	"github.com/edgemap/edgemap/store"
 )
 
@@ -53,6 +54,8 @@ func (a *api) routes(gather prometheus.Gatherer) http.Handler {
 	for pattern, h := range v1 {
 		mux.Handle(pattern, a.auth(h))
 	}
+	// Probes authenticate each request with their own key, not the token.
+	(&probe.Collector{Store: collectorStore{a.n}, Log: a.log.Named("collector")}).Register(mux)
 	mux.Handle("/v1/", a.auth(func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, errf("path", "no such endpoint: %s %s", r.Method, r.URL.Path))
 	}))

@@ -32,6 +32,9 @@ func newApp() *cli.App {
 			propertyCommand(),
 			applyCommand(),
 			mapCommand(),
+			targetCommand(),
+			keyCommand(),
+			probeCommand(),
 		},
 		// Errors are printed once, by main, with their field.
 		ExitErrHandler: func(*cli.Context, error) {},

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"net/netip"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -22,8 +24,17 @@ type node struct {
 	geoPath string
 	snap    atomic.Pointer[mapping.Snapshot]
 
-	mu  sync.Mutex // serializes configuration writes, rebuilds and reloads; guards geo
-	geo *mapping.Geo
+	mu        sync.Mutex // serializes configuration writes, rebuilds and reloads; guards the fields below
+	geo       *mapping.Geo
+	targets   []store.Target
+	targetSet map[netip.Prefix]struct{}
+	// asOf, when set, is the time the next build is made for instead of
+	// now: a restarted server's first map is the one it published last.
+	asOf time.Time
+
+	meas      measurements
+	maxAge    time.Duration
+	published time.Time // what the published snapshot was built for
 
 	builds     prometheus.Counter
 	serial     prometheus.Gauge
@@ -82,6 +93,16 @@ func (n *node) rebuildLocked() error {
 	}
 	in := inputs(cfg, n.geo)
 	in.Now = time.Now()
+	if !n.asOf.IsZero() {
+		in.Now, n.asOf = n.asOf, time.Time{}
+	}
+	in.Measurements = n.meas.forMap()
+	in.MaxAge = n.maxAge
+	n.targets = cfg.Targets
+	n.targetSet = make(map[netip.Prefix]struct{}, len(cfg.Targets))
+	for _, t := range cfg.Targets {
+		n.targetSet[t.Block] = struct{}{}
+	}
 	snap, err := mapping.Build(in)
 	if err != nil {
 		// Only reachable if the file was edited behind our back: every
@@ -90,6 +111,7 @@ func (n *node) rebuildLocked() error {
 	}
 	n.snap.Store(snap)
 	n.builds.Inc()
+	n.published = in.Now
 	if cfg.Zone != nil {
 		n.serial.Set(float64(cfg.Zone.Serial))
 	}
@@ -134,3 +156,52 @@ func (n *node) seed(w *worldSpec) error {
 }
 
 var errNoSnapshot = errors.New("no map published yet")
+
+// restore loads the persisted measurements and arranges for the first map
+// to be built as of the last published one, so that a restarted server
+// answers as it did before the restart until new reports arrive.
+func (n *node) restore() error {
+	if err := n.meas.load(n.store); err != nil {
+		return err
+	}
+	asOf, err := n.store.MapAsOf()
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	n.asOf = asOf
+	n.mu.Unlock()
+	return nil
+}
+
+// mapLoop rebuilds the map every interval from the latest measurements,
+// records what it was built for, and prunes old measurements now and then.
+// Building happens here, off the query path; queries keep reading the
+// previous snapshot until the new one is swapped in.
+func (n *node) mapLoop(ctx context.Context, interval, retention time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for i := 1; ; i++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := n.rebuild(); err != nil {
+			n.log.Error("map build failed; the previous map stays", zap.Error(err))
+			continue
+		}
+		n.mu.Lock()
+		published := n.published
+		n.mu.Unlock()
+		if err := n.store.SetMapAsOf(published); err != nil {
+			n.log.Error("recording the map time", zap.Error(err))
+		}
+		if i%30 == 0 {
+			cfg, err := n.store.Config()
+			if err == nil {
+				n.meas.prune(n.store, cfg, time.Now(), retention, n.log)
+			}
+		}
+	}
+}

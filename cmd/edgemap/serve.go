@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/resolver"
 	"github.com/edgemap/edgemap/store"
 )
@@ -35,6 +36,9 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "world", EnvVars: []string{"EDGEMAP_WORLD"}, Usage: "world file to seed an empty database with"},
 			&cli.StringFlag{Name: "log-format", Value: "json", EnvVars: []string{"EDGEMAP_LOG_FORMAT"}, Usage: "json or console"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"EDGEMAP_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
+			&cli.DurationFlag{Name: "map-interval", Value: 10 * time.Second, EnvVars: []string{"EDGEMAP_MAP_INTERVAL"}, Usage: "how often the map is rebuilt from new measurements"},
+			&cli.DurationFlag{Name: "max-age", Value: mapping.DefaultMaxAge, EnvVars: []string{"EDGEMAP_MAX_AGE"}, Usage: "measurements older than this no longer decide (default: 3 x the default probe interval)"},
+			&cli.DurationFlag{Name: "retention", Value: 24 * time.Hour, EnvVars: []string{"EDGEMAP_RETENTION"}, Usage: "measurements older than this are deleted from the database"},
 		},
 		Action: serve,
 	}
@@ -76,6 +80,7 @@ func apiNeedsToken(addr string) (bool, error) {
 // serveConfig is everything `edgemap serve` is told by flags.
 type serveConfig struct {
 	DB, Listen, APIListen, APIToken, GeoIP, NodeID, World string
+	MapInterval, MaxAge, Retention                        time.Duration
 }
 
 // running says where a started server listens; tests wait for it instead
@@ -94,6 +99,7 @@ func serve(c *cli.Context) error {
 	cfg := serveConfig{
 		DB: c.String("db"), Listen: c.String("listen"), APIListen: c.String("api-listen"),
 		APIToken: c.String("api-token"), GeoIP: c.String("geoip"), NodeID: c.String("node-id"), World: c.String("world"),
+		MapInterval: c.Duration("map-interval"), MaxAge: c.Duration("max-age"), Retention: c.Duration("retention"),
 	}
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -103,6 +109,10 @@ func serve(c *cli.Context) error {
 // runServer serves until ctx is done. ready, if not nil, is called once
 // everything listens.
 func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func(running)) error {
+	if cfg.MapInterval <= 0 || cfg.MaxAge <= 0 || cfg.Retention < cfg.MaxAge {
+		return fmt.Errorf("--map-interval and --max-age must be positive and --retention at least --max-age (got %v, %v, %v)",
+			cfg.MapInterval, cfg.MaxAge, cfg.Retention)
+	}
 	needToken, err := apiNeedsToken(cfg.APIListen)
 	if err != nil {
 		return err
@@ -130,11 +140,17 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	n := newNode(log.Named("map"), st, cfg.GeoIP, reg)
-	if err := n.rebuild(); err != nil {
+	n.maxAge = cfg.MaxAge
+	if err := n.restore(); err != nil {
 		return err
 	}
 	if err := n.loadGeo(); err != nil {
 		return fmt.Errorf("--geoip: %w", err)
+	}
+	if n.snap.Load() == nil { // no --geoip: loadGeo built nothing
+		if err := n.rebuild(); err != nil {
+			return err
+		}
 	}
 	if world != nil {
 		if err := n.seed(world); err != nil {
@@ -163,6 +179,7 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 
 	log.Info("serving", zap.String("dns", dns.Addr().String()), zap.String("api", ln.Addr().String()),
 		zap.String("db", st.Path()), zap.String("node_id", nodeID))
+	go n.mapLoop(ctx, cfg.MapInterval, cfg.Retention)
 	if ready != nil {
 		ready(running{DNS: dns.Addr(), API: "http://" + ln.Addr().String()})
 	}

@@ -69,6 +69,7 @@ func demoConfig(t *testing.T) serveConfig {
 	return serveConfig{
 		DB: filepath.Join(t.TempDir(), "edgemap.db"), World: testWorld, GeoIP: testGeoIP,
 		Listen: "127.0.0.1:0", APIListen: "127.0.0.1:0", NodeID: "test",
+		MapInterval: time.Second, MaxAge: 90 * time.Second, Retention: time.Hour,
 	}
 }
 

@@ -48,11 +48,17 @@ type propertySpec struct {
 	Answers *int     `json:"answers,omitempty" yaml:"answers"`
 }
 
+type targetSpec struct {
+	Block string `json:"block" yaml:"block"`
+	Probe string `json:"probe" yaml:"probe"`
+}
+
 // worldSpec is a whole declared configuration (`edgemap apply`).
 type worldSpec struct {
 	Zone       *zoneSpec      `json:"zone,omitempty" yaml:"zone"`
 	Edges      []edgeSpec     `json:"edges" yaml:"edges"`
 	Properties []propertySpec `json:"properties" yaml:"properties"`
+	Targets    []targetSpec   `json:"targets,omitempty" yaml:"targets"`
 }
 
 // Defaults for what a property may leave out.
@@ -247,6 +253,31 @@ func (s propertySpec) apply(base store.Property, create bool) (store.Property, e
 	return p, nil
 }
 
+func (s targetSpec) toTarget() (store.Target, error) {
+	var t store.Target
+	block, err := netip.ParsePrefix(s.Block)
+	if err != nil {
+		return t, errf("block", "%q is not a network (e.g. 203.0.113.0/24)", s.Block)
+	}
+	if block != block.Masked() {
+		return t, errf("block", "%s has host bits set; did you mean %s?", block, block.Masked())
+	}
+	if block.Addr().Is4In6() || block.Addr().Zone() != "" {
+		return t, errf("block", "%s: give a plain IPv4 or IPv6 network", block)
+	}
+	probe, err := netip.ParseAddrPort(s.Probe)
+	if err != nil {
+		return t, errf("probe", "%q is not an address:port (e.g. 203.0.113.10:443)", s.Probe)
+	}
+	if !block.Contains(probe.Addr()) {
+		return t, errf("probe", "%s is not inside %s: a target is measured through an address in it", probe.Addr(), block)
+	}
+	if probe.Port() == 0 {
+		return t, errf("probe", "port 0 cannot be connected to")
+	}
+	return store.Target{Block: block, Probe: probe}, nil
+}
+
 // inputs converts stored configuration into the mapping's inputs.
 func inputs(c store.Config, geo *mapping.Geo) mapping.Inputs {
 	in := mapping.Inputs{Geo: geo}
@@ -262,6 +293,9 @@ func inputs(c store.Config, geo *mapping.Geo) mapping.Inputs {
 	}
 	for _, p := range c.Properties {
 		in.Properties = append(in.Properties, mapping.Property{Name: p.Name, Pools: p.Pools, TTL: p.TTL, Answers: p.Answers})
+	}
+	for _, t := range c.Targets {
+		in.Targets = append(in.Targets, mapping.Target(t))
 	}
 	return in
 }

@@ -93,6 +93,20 @@ func (w *worldSpec) applyTo(c *store.Config, prune bool, res *applyResult) error
 		props[name] = p
 	}
 	c.Properties = merge(c.Properties, props, prune, func(p store.Property) string { return p.Name }, "property", res)
+
+	targets := map[string]store.Target{}
+	for i, s := range w.Targets {
+		field := fmt.Sprintf("targets[%d]", i)
+		t, err := s.toTarget()
+		if err != nil {
+			return within(field, err)
+		}
+		if _, dup := targets[t.Block.String()]; dup {
+			return errf(field+".block", "duplicate target %s", t.Block)
+		}
+		targets[t.Block.String()] = t
+	}
+	c.Targets = merge(c.Targets, targets, prune, func(t store.Target) string { return t.Block.String() }, "target", res)
 	return nil
 }
 

@@ -1,0 +1,398 @@
+package probe
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Agent defaults.
+const (
+	DefaultInterval    = 30 * time.Second
+	DefaultSamples     = 3
+	DefaultTimeout     = 2 * time.Second
+	DefaultConcurrency = 256 // 10 000 targets x 3 samples finish well within 30 s
+	DefaultQueue       = 32  // reports kept per collector while it is unreachable: 16 min at 30 s
+	maxBackoff         = 30 * time.Second
+)
+
+// AgentConfig configures an Agent.
+type AgentConfig struct {
+	Edge       string
+	Collectors []string // base URLs, e.g. http://ns1:8053
+	KeyID      string
+	Secret     []byte
+	// Interval between measurement rounds; default DefaultInterval.
+	Interval time.Duration
+	// Samples is TCP connects per target per round; default DefaultSamples.
+	Samples int
+	// Timeout bounds one connect; a connect that takes longer is lost.
+	Timeout time.Duration
+	// Concurrency bounds connects in flight, so thousands of targets fit in
+	// one interval without exhausting file descriptors.
+	Concurrency int
+	// Queue is how many reports wait per collector; when full the oldest is
+	// dropped and counted.
+	Queue int
+	// TargetsFile, if set, is read each round instead of asking the
+	// collectors (the JSON of GET /v1/targets).
+	TargetsFile string
+	// Source, if valid, is the local address connects are made from.
+	Source netip.Addr
+	Log    *zap.Logger
+	HTTP   *http.Client
+}
+
+// Agent measures the targets from beside one edge and reports to every
+// collector. A slow or dead collector never delays the others: each has
+// its own bounded queue and sender.
+type Agent struct {
+	cfg     AgentConfig
+	log     *zap.Logger
+	seq     atomic.Uint64
+	senders []*sender
+
+	mu      sync.Mutex // guards targets
+	targets []Target
+}
+
+// AgentStats counts an agent's reports per collector.
+type AgentStats struct {
+	Collector               string
+	Sent, Rejected, Dropped uint64
+}
+
+// NewAgent checks cfg and fills in defaults.
+func NewAgent(cfg AgentConfig) (*Agent, error) {
+	switch {
+	case cfg.Edge == "":
+		return nil, errors.New("--edge is required")
+	case len(cfg.Collectors) == 0:
+		return nil, errors.New("at least one --collector is required")
+	case cfg.KeyID == "" || len(cfg.Secret) == 0:
+		return nil, errors.New("--key-id and --secret-file are required")
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = DefaultInterval
+	}
+	if cfg.Samples <= 0 {
+		cfg.Samples = DefaultSamples
+	}
+	if cfg.Samples > MaxSamples {
+		return nil, fmt.Errorf("--samples %d: at most %d", cfg.Samples, MaxSamples)
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = DefaultConcurrency
+	}
+	if cfg.Queue <= 0 {
+		cfg.Queue = DefaultQueue
+	}
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	if cfg.HTTP == nil {
+		cfg.HTTP = &http.Client{Timeout: 10 * time.Second}
+	}
+	a := &Agent{cfg: cfg, log: cfg.Log}
+	for _, c := range cfg.Collectors {
+		if !strings.HasPrefix(c, "http://") && !strings.HasPrefix(c, "https://") {
+			return nil, fmt.Errorf("--collector %q: want http://host:port or https://...", c)
+		}
+		a.senders = append(a.senders, &sender{a: a, base: strings.TrimRight(c, "/"), wake: make(chan struct{}, 1)})
+	}
+	return a, nil
+}
+
+// Stats returns per-collector counters.
+func (a *Agent) Stats() []AgentStats {
+	out := make([]AgentStats, 0, len(a.senders))
+	for _, s := range a.senders {
+		out = append(out, AgentStats{Collector: s.base, Sent: s.sent.Load(), Rejected: s.rejected.Load(), Dropped: s.dropped.Load()})
+	}
+	return out
+}
+
+// Run measures every interval until ctx is done.
+func (a *Agent) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, s := range a.senders {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.run(ctx) }()
+	}
+	defer wg.Wait()
+	t := time.NewTicker(a.cfg.Interval)
+	defer t.Stop()
+	for {
+		a.round(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (a *Agent) round(ctx context.Context) {
+	targets, err := a.loadTargets(ctx)
+	if err != nil {
+		a.log.Warn("no target list; measuring the last one known", zap.Error(err))
+	}
+	if len(targets) == 0 {
+		return
+	}
+	start := time.Now()
+	r := &Report{Edge: a.cfg.Edge, IntervalMs: a.cfg.Interval.Milliseconds(), Measurements: a.measure(ctx, targets)}
+	r.MeasuredAt = time.Now().UTC()
+	if ctx.Err() != nil {
+		return
+	}
+	a.log.Debug("measured", zap.Int("targets", len(targets)), zap.Duration("took", time.Since(start)))
+	body, err := json.Marshal(r)
+	if err != nil {
+		a.log.Error("encoding report", zap.Error(err))
+		return
+	}
+	for _, s := range a.senders {
+		s.push(body)
+	}
+}
+
+// loadTargets reads the target file, or asks the collectors in turn; on
+// failure it returns the last list it had.
+func (a *Agent) loadTargets(ctx context.Context) ([]Target, error) {
+	var list targetList
+	var err error
+	if a.cfg.TargetsFile != "" {
+		var raw []byte
+		if raw, err = os.ReadFile(a.cfg.TargetsFile); err == nil {
+			err = json.Unmarshal(raw, &list)
+		}
+	} else {
+		for _, s := range a.senders {
+			if list, err = s.fetchTargets(ctx); err == nil {
+				break
+			}
+		}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err == nil {
+		a.targets = list.Targets
+	}
+	return a.targets, err
+}
+
+type targetList struct {
+	Edge    string   `json:"edge,omitempty"`
+	Targets []Target `json:"targets"`
+}
+
+// measure connects Samples times to every target, at most Concurrency
+// connects at a time.
+func (a *Agent) measure(ctx context.Context, targets []Target) []Measurement {
+	out := make([]Measurement, len(targets))
+	sem := make(chan struct{}, a.cfg.Concurrency)
+	var wg sync.WaitGroup
+	d := net.Dialer{Timeout: a.cfg.Timeout}
+	if a.cfg.Source.IsValid() {
+		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(a.cfg.Source, 0))
+	}
+	for i, t := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rtts := make([]float64, 0, a.cfg.Samples)
+			for range a.cfg.Samples {
+				sem <- struct{}{}
+				start := time.Now()
+				conn, err := d.DialContext(ctx, "tcp", t.Probe.String())
+				rtt := time.Since(start)
+				<-sem
+				if err == nil {
+					conn.Close()
+					rtts = append(rtts, float64(rtt.Microseconds())/1000)
+				}
+			}
+			m := Measurement{Target: t.Block, Samples: a.cfg.Samples}
+			m.Loss = float64(a.cfg.Samples-len(rtts)) / float64(a.cfg.Samples)
+			if len(rtts) > 0 {
+				slices.Sort(rtts)
+				m.RTTMs = max(rtts[len(rtts)/2], 0.001) // the median; an RTT is never 0
+			}
+			out[i] = m
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// nextSeq is strictly increasing across restarts of the agent too: it
+// starts from the clock in nanoseconds.
+func (a *Agent) nextSeq() uint64 {
+	for {
+		last := a.seq.Load()
+		next := max(last+1, uint64(time.Now().UnixNano()))
+		if a.seq.CompareAndSwap(last, next) {
+			return next
+		}
+	}
+}
+
+// sender delivers reports to one collector.
+type sender struct {
+	a    *Agent
+	base string
+	wake chan struct{}
+
+	mu    sync.Mutex // guards queue
+	queue [][]byte
+
+	sent, rejected, dropped atomic.Uint64
+}
+
+func (s *sender) push(body []byte) {
+	s.mu.Lock()
+	if len(s.queue) >= s.a.cfg.Queue {
+		s.queue = s.queue[1:]
+		s.dropped.Add(1)
+		s.a.log.Warn("report queue full; dropped the oldest report", zap.String("collector", s.base))
+	}
+	s.queue = append(s.queue, body)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *sender) peek() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.queue) == 0 {
+		return nil
+	}
+	return s.queue[0]
+}
+
+// pop removes body if it is still the head (push may have dropped it).
+func (s *sender) pop(body []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.queue) > 0 && &s.queue[0][0] == &body[0] {
+		s.queue = s.queue[1:]
+	}
+}
+
+func (s *sender) run(ctx context.Context) {
+	failures := 0
+	for {
+		body := s.peek()
+		if body == nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.wake:
+				continue
+			}
+		}
+		err := s.post(ctx, body)
+		var perm *permanentError
+		switch {
+		case err == nil:
+			s.sent.Add(1)
+			s.pop(body)
+			failures = 0
+			continue
+		case errors.As(err, &perm):
+			// Retrying what the collector refused would fail again.
+			s.rejected.Add(1)
+			s.pop(body)
+			s.a.log.Error("collector rejected a report", zap.String("collector", s.base), zap.Error(err))
+			continue
+		}
+		failures++
+		wait := backoff(failures)
+		s.a.log.Warn("report not delivered; retrying", zap.String("collector", s.base), zap.Duration("in", wait), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// backoff doubles from half a second to maxBackoff, with jitter so that
+// agents do not return in step after a collector restart.
+func backoff(failures int) time.Duration {
+	d := min(maxBackoff, 500*time.Millisecond<<min(failures-1, 10))
+	return d/2 + rand.N(d/2+1)
+}
+
+type permanentError struct{ msg string }
+
+func (e *permanentError) Error() string { return e.msg }
+
+func (s *sender) do(ctx context.Context, method, path string, body []byte) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, s.base+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, &permanentError{err.Error()}
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	Sign(req, body, s.a.cfg.KeyID, s.a.cfg.Secret, time.Now(), s.a.nextSeq())
+	resp, err := s.a.cfg.HTTP.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, MaxReportBytes))
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case resp.StatusCode < 300:
+		return raw, nil
+	case resp.StatusCode == http.StatusConflict, resp.StatusCode == http.StatusTooManyRequests,
+		resp.StatusCode == http.StatusUnauthorized: // a clock jump or a key not yet added: try again
+		return nil, fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(raw))
+	case resp.StatusCode < 500:
+		return nil, &permanentError{fmt.Sprintf("%s: %s", resp.Status, bytes.TrimSpace(raw))}
+	}
+	return nil, fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(raw))
+}
+
+func (s *sender) post(ctx context.Context, body []byte) error {
+	_, err := s.do(ctx, http.MethodPost, "/v1/reports", body)
+	return err
+}
+
+func (s *sender) fetchTargets(ctx context.Context) (targetList, error) {
+	var list targetList
+	raw, err := s.do(ctx, http.MethodGet, "/v1/targets", nil)
+	if err != nil {
+		return list, fmt.Errorf("targets from %s: %w", s.base, err)
+	}
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return list, fmt.Errorf("targets from %s: %w", s.base, err)
+	}
+	return list, nil
+}
