@@ -50,6 +50,12 @@ func (a *api) routes(gather prometheus.Gatherer) http.Handler {
 		"POST /v1/apply":               a.apply,
 		"GET /v1/map/explain":          a.explain,
 		"POST /v1/geoip/reload":        a.reloadGeo,
+		"GET /v1/map/targets":          a.listTargets,
+		"POST /v1/map/targets":         a.createTarget,
+		"DELETE /v1/map/targets":       a.deleteTarget,
+		"GET /v1/keys":                 a.listKeys,
+		"POST /v1/keys":                a.createKey,
+		"DELETE /v1/keys/{id}":         a.deleteKey,
 	}
 	for pattern, h := range v1 {
 		mux.Handle(pattern, a.auth(h))

@@ -1,0 +1,394 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/edgemap/edgemap/probe/netemu"
+)
+
+// The namespace tests run real `edgemap serve` and `edgemap probe`
+// processes on hosts of a netemu network: one name server, three edges and
+// three client networks, with per-path delays chosen so that the fastest
+// edge is not the nearest one.
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// edgemapBinary builds this command once per test run.
+func edgemapBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "edgemap-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "edgemap")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+const (
+	labToken    = "lab-token"
+	labInterval = time.Second // probe and map interval
+)
+
+type labEdge struct {
+	id       string
+	lat, lon float64
+	host     *netemu.Host
+	probe    *exec.Cmd
+}
+
+type labClient struct {
+	block netip.Prefix
+	host  *netemu.Host
+}
+
+// lab is one emulated deployment.
+type lab struct {
+	t       *testing.T
+	bin     string
+	dir     string
+	net     *netemu.Network
+	ns      *netemu.Host
+	edges   []*labEdge
+	clients []*labClient
+	serve   *exec.Cmd
+	http    *http.Client
+	api     string
+	dns     string
+}
+
+func newLab(t *testing.T) *lab {
+	t.Helper()
+	if err := netemu.Available(); err != nil {
+		t.Skipf("namespace end-to-end test skipped (needs root, iproute2 and /dev/net/tun; CI runs it as root): %v", err)
+	}
+	l := &lab{t: t, bin: edgemapBinary(t), dir: t.TempDir()}
+	var err error
+	if l.net, err = netemu.New("e2e"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.net.Close() })
+	l.ns = l.addHost("ns", "198.18.200.10/24")
+	l.api, l.dns = "http://198.18.200.10:8053", "198.18.200.10:53"
+	for i, e := range []struct {
+		id       string
+		lat, lon float64
+	}{{"fra1", 50.11, 8.68}, {"lon1", 51.51, -0.13}, {"iad1", 39.04, -77.49}} {
+		l.edges = append(l.edges, &labEdge{id: e.id, lat: e.lat, lon: e.lon, host: l.addHost(e.id, fmt.Sprintf("198.18.%d.10/24", 210+i))})
+	}
+	// The GeoIP test database places these in Seoul, Frankfurt and New York.
+	for i, name := range []string{"seoul", "frankfurt", "newyork"} {
+		h := l.addHost(name, fmt.Sprintf("198.18.%d.10/24", i+1))
+		l.clients = append(l.clients, &labClient{block: netip.MustParsePrefix(fmt.Sprintf("198.18.%d.0/24", i+1)), host: h})
+		l.listen(h, fmt.Sprintf("198.18.%d.10:7000", i+1))
+	}
+	l.http = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := l.ns.Do(func() (err error) {
+				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		},
+	}}
+	l.writeWorld()
+	return l
+}
+
+func (l *lab) addHost(name, prefix string) *netemu.Host {
+	h, err := l.net.AddHost(name, netip.MustParsePrefix(prefix))
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return h
+}
+
+// listen opens the TCP listener that probes measure a client network by.
+func (l *lab) listen(h *netemu.Host, addr string) {
+	var ln net.Listener
+	if err := h.Do(func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
+		l.t.Fatal(err)
+	}
+	l.t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+}
+
+func (l *lab) writeWorld() {
+	var b strings.Builder
+	b.WriteString("zone: {name: cdn.example.net., contact: hostmaster.example.net., nameservers: [{name: ns1.cdn.example.net., ipv4: 198.18.200.10}]}\nedges:\n")
+	for _, e := range l.edges {
+		fmt.Fprintf(&b, "  - {id: %s, ipv4: %s, lat: %v, lon: %v, pool: global}\n", e.id, e.host.Addr(), e.lat, e.lon)
+	}
+	b.WriteString("properties:\n  - {name: shop.cdn.example.net., pools: [global]}\ntargets:\n")
+	for _, c := range l.clients {
+		fmt.Fprintf(&b, "  - {block: %s, probe: \"%s:7000\"}\n", c.block, c.host.Addr())
+	}
+	if err := os.WriteFile(filepath.Join(l.dir, "world.yaml"), []byte(b.String()), 0o600); err != nil {
+		l.t.Fatal(err)
+	}
+}
+
+// start runs a process inside host h, logging to a file that is printed if
+// the test fails.
+func (l *lab) start(h *netemu.Host, name string, args ...string) *exec.Cmd {
+	logPath := filepath.Join(l.dir, name+".log")
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	cmd := h.Command(l.bin, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		l.t.Fatal(err)
+	}
+	l.t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		f.Close()
+		if l.t.Failed() {
+			raw, _ := os.ReadFile(logPath)
+			l.t.Logf("--- %s log (last 3000 bytes)\n%s", name, tail(raw, 3000))
+		}
+	})
+	return cmd
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
+
+// startServe starts the name server and waits until its API answers.
+func (l *lab) startServe(seed bool) {
+	geo, _ := filepath.Abs(testGeoIP)
+	args := []string{"serve", "--db", filepath.Join(l.dir, "edgemap.db"), "--listen", l.dns,
+		"--api-listen", "198.18.200.10:8053", "--api-token", labToken, "--geoip", geo, "--node-id", "ns1",
+		"--map-interval", labInterval.String(), "--max-age", (4 * labInterval).String(), "--log-format", "console"}
+	if seed {
+		args = append(args, "--world", filepath.Join(l.dir, "world.yaml"))
+	}
+	l.serve = l.start(l.ns, "serve", args...)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := l.http.Get(l.api + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			l.t.Fatalf("serve did not come up: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (l *lab) apiCall(method, path string, body, out any) {
+	l.t.Helper()
+	raw, _ := json.Marshal(body)
+	req, _ := http.NewRequest(method, l.api+path, bytes.NewReader(raw))
+	req.Header.Set("Authorization", "Bearer "+labToken)
+	resp, err := l.http.Do(req)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		l.t.Fatalf("%s %s: %s %s", method, path, resp.Status, data)
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			l.t.Fatal(err)
+		}
+	}
+}
+
+// startProbes creates a key per edge and runs an agent beside each edge.
+func (l *lab) startProbes() {
+	for _, e := range l.edges {
+		var k keyView
+		l.apiCall("POST", "/v1/keys", map[string]string{"id": e.id, "edge": e.id}, &k)
+		secretFile := filepath.Join(l.dir, e.id+".key")
+		if err := os.WriteFile(secretFile, []byte(k.Secret+"\n"), 0o600); err != nil {
+			l.t.Fatal(err)
+		}
+		e.probe = l.start(e.host, "probe-"+e.id, "probe", "--edge", e.id, "--collector", l.api,
+			"--key-id", e.id, "--secret-file", secretFile, "--interval", labInterval.String(),
+			"--timeout", "800ms", "--samples", "3", "--log-format", "console")
+	}
+}
+
+func (l *lab) stopProbes() {
+	for _, e := range l.edges {
+		e.probe.Process.Kill()
+		e.probe.Wait()
+	}
+}
+
+// setDelays sets one-way delays in ms from each client to fra1, lon1, iad1.
+func (l *lab) setDelays(ms [3][3]int) {
+	for ci, row := range ms {
+		for ei, d := range row {
+			l.net.SetDelay(l.clients[ci].host, l.edges[ei].host, time.Duration(d)*time.Millisecond)
+		}
+	}
+}
+
+// answers asks for shop.cdn.example.net as each client network's resolver
+// would (ECS with the client's block) and names the edges answered.
+func (l *lab) answers() [3]string {
+	var out [3]string
+	byAddr := map[string]string{}
+	for _, e := range l.edges {
+		byAddr[e.host.Addr().String()] = e.id
+	}
+	for i, c := range l.clients {
+		m := new(dns.Msg)
+		m.SetQuestion("shop.cdn.example.net.", dns.TypeA)
+		o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
+		o.Option = append(o.Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: 24, Address: c.block.Addr().AsSlice()})
+		m.Extra = append(m.Extra, o)
+		var r *dns.Msg
+		err := l.ns.Do(func() error {
+			conn, err := net.Dial("udp", l.dns)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(2 * time.Second))
+			dc := &dns.Conn{Conn: conn}
+			if err := dc.WriteMsg(m); err != nil {
+				return err
+			}
+			r, err = dc.ReadMsg()
+			return err
+		})
+		if err != nil {
+			l.t.Fatalf("query for %s: %v", c.block, err)
+		}
+		if len(r.Answer) == 1 {
+			out[i] = byAddr[r.Answer[0].(*dns.A).A.String()]
+		}
+	}
+	return out
+}
+
+// await polls until the answers are want, and says how long it took.
+func (l *lab) await(want [3]string, within time.Duration, what string) time.Duration {
+	l.t.Helper()
+	start := time.Now()
+	var got [3]string
+	for time.Since(start) < within {
+		if got = l.answers(); got == want {
+			return time.Since(start)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	l.t.Fatalf("%s: answers %v, want %v within %v", what, got, want, within)
+	return 0
+}
+
+// The bound of the issue: two probe intervals (the round under way when
+// something changes, then a whole round) plus one map interval. Each round
+// also takes its own measuring time (three connects over the slowest path),
+// and the processes need a moment to start, hence the margin.
+const followBound = 2*labInterval + labInterval + time.Second
+
+func TestNamespaceAnswersFollowMeasuredLatency(t *testing.T) {
+	l := newLab(t)
+	// One-way delays, client -> fra1, lon1, iad1. Geography sends Seoul and
+	// Frankfurt to fra1; the network says iad1 and lon1.
+	l.setDelays([3][3]int{
+		{60, 70, 10}, // Seoul
+		{30, 5, 50},  // Frankfurt
+		{40, 35, 4},  // New York
+	})
+	l.startServe(true)
+	geo := [3]string{"fra1", "fra1", "iad1"}
+	if got := l.answers(); got != geo {
+		t.Fatalf("before any measurement: %v, want the geographic answers %v", got, geo)
+	}
+	start := time.Now()
+	l.startProbes()
+	measured := [3]string{"iad1", "lon1", "iad1"}
+	took := l.await(measured, followBound+2*time.Second, "measured map") // + agents' process start
+	t.Logf("from probe start to measured answers: %v", took)
+	_ = start
+
+	// Reroute: every client's best edge changes.
+	l.setDelays([3][3]int{
+		{5, 70, 100}, // Seoul -> fra1
+		{3, 40, 50},  // Frankfurt -> fra1
+		{40, 10, 60}, // New York -> lon1
+	})
+	took = l.await([3]string{"fra1", "fra1", "lon1"}, followBound, "after the delay change")
+	t.Logf("from the delay change to the changed answers: %v (bound %v)", took, followBound)
+}
+
+func TestNamespaceRestartAnswersFromPersistedMap(t *testing.T) {
+	l := newLab(t)
+	l.setDelays([3][3]int{
+		{60, 70, 10},
+		{30, 5, 50},
+		{40, 35, 4},
+	})
+	l.startServe(true)
+	l.startProbes()
+	measured := [3]string{"iad1", "lon1", "iad1"}
+	l.await(measured, followBound+2*time.Second, "measured map")
+	// Let one more map interval publish (and record) the map, then stop
+	// every report, so that what the restarted server answers can only
+	// come from the file.
+	time.Sleep(labInterval + 200*time.Millisecond)
+	l.stopProbes()
+	if err := l.serve.Process.Kill(); err != nil { // kill -9
+		t.Fatal(err)
+	}
+	l.serve.Wait()
+	l.startServe(false)
+	if got := l.answers(); got != measured {
+		t.Fatalf("first answers after kill -9 and restart: %v, want the measured %v (geography would say fra1, fra1, iad1)", got, measured)
+	}
+}
