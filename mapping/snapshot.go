@@ -3,8 +3,8 @@ package mapping
 import (
 	"fmt"
 	"math"
-	"slices"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 

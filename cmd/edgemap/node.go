@@ -3,8 +3,8 @@ package main
 import (
 	"context"
 	"errors"
-	"net/netip"
 	"fmt"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
