@@ -365,29 +365,39 @@ func mapCommand() *cli.Command {
 }
 
 func printExplanation(c *cli.Context, x *mapping.Explanation) error {
-	fmt.Fprintf(c.App.Writer, "property  %s  %s, %d answer(s)\n", x.Property, x.Family, x.Answers)
+	w := c.App.Writer
+	fmt.Fprintf(w, "property  %s  %s, %d answer(s)\n", x.Property, x.Family, x.Answers)
 	where := "no location"
 	if x.Place != nil {
 		where = fmt.Sprintf("%s, %s (%.2f, %.2f)", x.Place.City, x.Place.Country, x.Place.Lat, x.Place.Lon)
 	}
-	network := "-"
-	if x.Network.IsValid() {
-		network = x.Network.String()
+	if x.Unit != "" {
+		fmt.Fprintf(w, "client    %s  in target %s: %s\n", x.Client, x.Unit, where)
+	} else {
+		network := "-"
+		if x.Network.IsValid() {
+			network = x.Network.String()
+		}
+		fmt.Fprintf(w, "client    %s  GeoIP network %s: %s\n", x.Client, network, where)
 	}
-	fmt.Fprintf(c.App.Writer, "client    %s  GeoIP network %s: %s\n", x.Client, network, where)
-	fmt.Fprintf(c.App.Writer, "scope     /%d (ECS scope; never longer than the query's source prefix)\n", x.Scope)
-	fmt.Fprintf(c.App.Writer, "reason    %s\n\n", x.Reason)
-	return table(c, "RANK\tEDGE\tPOOL\tADDRESS\tDISTANCE_KM\tSCORE_MS\tBASIS\tANSWER", func(w *tabwriter.Writer) {
+	fmt.Fprintf(w, "scope     /%d (ECS scope; never longer than the query's source prefix)\n", x.Scope)
+	fmt.Fprintf(w, "reason    %s\n\n", x.Reason)
+	return table(c, "RANK\tEDGE\tPOOL\tADDRESS\tDISTANCE_KM\tSCORE_MS\tBASIS\tMEASURED\tANSWER", func(w *tabwriter.Writer) {
 		for i, r := range x.Ranking {
-			km, ms, chosen := "-", "-", ""
+			km, ms, measured, chosen := "-", "-", "-", ""
 			if r.DistanceKm != nil {
 				km = strconv.FormatFloat(*r.DistanceKm, 'f', 0, 64)
+			}
+			if r.ScoreMs != nil {
 				ms = strconv.FormatFloat(*r.ScoreMs, 'f', 1, 64)
+			}
+			if m := r.Measured; m != nil {
+				measured = fmt.Sprintf("rtt %.1fms loss %.0f%% age %.0fs n=%d", m.RTTMs, m.Loss*100, m.AgeS, m.Samples)
 			}
 			if r.Chosen {
 				chosen = "*"
 			}
-			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", i+1, r.ID, r.Pool, addrString(r.Address), km, ms, r.Basis, chosen)
+			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", i+1, r.ID, r.Pool, addrString(r.Address), km, ms, r.Basis, measured, chosen)
 		}
 	})
 }

@@ -356,6 +356,13 @@ func TestNamespaceAnswersFollowMeasuredLatency(t *testing.T) {
 	took := l.await(measured, followBound+2*time.Second, "measured map") // + agents' process start
 	t.Logf("from probe start to measured answers: %v", took)
 	_ = start
+	// The CLI, run where an operator would, explains the measured choice.
+	out, err := l.ns.Command(l.bin, "--api", l.api, "--token", labToken,
+		"map", "explain", "--property", "shop.cdn.example.net", "--client", "198.18.2.9").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "measured") || !strings.Contains(string(out), "in target 198.18.2.0/24") {
+		t.Fatalf("map explain: %v\n%s", err, out)
+	}
+	t.Logf("map explain:\n%s", out)
 
 	// Reroute: every client's best edge changes.
 	l.setDelays([3][3]int{
