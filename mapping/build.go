@@ -27,6 +27,13 @@ type Inputs struct {
 	Targets      []Target
 	Measurements []Measurement
 	MaxAge       time.Duration
+	// Health by edge id; an edge without an entry is up.
+	Health map[string]Health
+	// Demand, Previous (the last snapshot's Assignments) and Stability
+	// drive the capacity and stability assignment.
+	Demand    []Demand
+	Previous  map[PairKey]string
+	Stability Stability
 	// Now stamps the snapshot; Build reads no clock itself so that it stays
 	// a pure function of its inputs.
 	Now time.Time
@@ -54,6 +61,7 @@ func Build(in Inputs) (*Snapshot, error) {
 		if len(in.Properties) > 0 {
 			return nil, &FieldError{"zone", "properties need a zone: set one first"}
 		}
+		s.finish(in)
 		return s, nil
 	}
 	z := *in.Zone
@@ -87,7 +95,13 @@ func Build(in Inputs) (*Snapshot, error) {
 			return nil, &FieldError{"property.name", p.Name + " is a name server's host name"}
 		case p.Answers < 1 || p.Answers > MaxAnswers:
 			return nil, &FieldError{"property.answers", fmt.Sprintf("%d is outside 1..%d", p.Answers, MaxAnswers)}
+		case p.AllDown != "" && p.AllDown != AllDownServeBest && p.AllDown != AllDownNoData:
+			return nil, &FieldError{"property.all_down", fmt.Sprintf("%q: want %s or %s", p.AllDown, AllDownServeBest, AllDownNoData)}
 		}
+		if p.AllDown == "" {
+			p.AllDown = AllDownServeBest
+		}
+		p.index = int32(len(s.props))
 		for _, pool := range p.Pools {
 			if len(pools[pool]) == 0 {
 				return nil, &FieldError{"property.pools", fmt.Sprintf("pool %q of %s has no edges", pool, p.Name)}
@@ -105,6 +119,7 @@ func Build(in Inputs) (*Snapshot, error) {
 		s.props = append(s.props, &p)
 		s.addName(p.Name).Property = &p
 	}
+	s.finish(in)
 	return s, nil
 }
 
@@ -126,4 +141,10 @@ func (s *Snapshot) addName(name string) *Name {
 		parent = rest
 	}
 	return n
+}
+
+// finish applies health, then assigns units for stability and capacity.
+func (s *Snapshot) finish(in Inputs) {
+	s.applyHealth(in.Health)
+	s.assign(in.Demand, in.Previous, in.Stability)
 }

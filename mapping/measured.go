@@ -192,14 +192,22 @@ func (u *unit) measurement(ei int32) *Measurement {
 
 // lookupUnit returns the measured unit that decides for client, or nil.
 func (s *Snapshot) lookupUnit(client netip.Addr) *unit {
+	if _, u := s.matchUnit(client); u != nil && u.ranking != nil {
+		return u
+	}
+	return nil
+}
+
+// matchUnit returns the longest target containing client, measured or not.
+func (s *Snapshot) matchUnit(client netip.Addr) (int32, *unit) {
 	if s.unitTable == nil || !client.IsValid() {
-		return nil
+		return -1, nil
 	}
 	i, ok := s.unitTable.Lookup(client)
-	if !ok || s.units[i].ranking == nil {
-		return nil
+	if !ok {
+		return -1, nil
 	}
-	return &s.units[i]
+	return i, &s.units[i]
 }
 
 func comparePrefix(a, b netip.Prefix) int {

@@ -36,6 +36,8 @@ type Edge struct {
 	Lat, Lon   float64
 	Pool       string
 	Capacity   int
+	// Draining edges get no new answers but stay measured.
+	Draining bool
 }
 
 // Serves reports whether the edge has an address of the asked family.
@@ -52,7 +54,12 @@ type Property struct {
 	Pools   []string
 	TTL     uint32
 	Answers int
+	// AllDown is AllDownServeBest (the default) or AllDownNoData.
+	AllDown string
 
+	index          int32
+	allDown        [2]bool // [v4, v6]: no usable candidate of that family
+	unitFirst      []int32 // by unit index: the assigned first edge, -1 none
 	candidates     []*Edge // the edges of Pools, by ID
 	candidateIndex []int32 // their indices in the snapshot's edges
 	member         []bool  // by edge index: is the edge a candidate
@@ -80,6 +87,12 @@ type Snapshot struct {
 	units     []unit
 	unitTable *bart.Table[int32] // target block -> index into units
 	maxAge    time.Duration
+
+	health    []Health // by edge index
+	usable    []bool   // by edge index: up and not draining
+	assigned  map[PairKey]*Assignment
+	load      []float64 // assigned qps by edge index
+	overrides map[overrideKey]int32
 }
 
 // Zone is the served zone, or nil before the operator has set one.
@@ -118,37 +131,71 @@ type Decision struct {
 	Located bool
 	// Measured is set when a target with fresh measurements decided.
 	Measured bool
+	// Unit is the map unit the client belongs to, for demand counting.
+	Unit netip.Prefix
+	// FailOpen is set when every edge the property may use is down and the
+	// answer ignores health (AllDownServeBest); AllDown when it is NODATA.
+	FailOpen, AllDown bool
 }
 
 // Decide ranks the property's edges that have an address of the asked
 // family for client and keeps the best p.Answers in d. It is the resolver's
 // hot path: cheap, allocation-free, safe for concurrent use.
 func (s *Snapshot) Decide(p *Property, client netip.Addr, v6 bool, d *Decision) {
-	if u := s.lookupUnit(client); u != nil {
-		d.Located, d.Measured, d.Scope, d.N = true, true, u.Block.Bits(), 0
-		k := min(p.Answers, MaxAnswers)
+	fam := 0
+	if v6 {
+		fam = 1
+	}
+	d.N, d.Measured, d.FailOpen, d.AllDown, d.Scope = 0, false, false, false, 0
+	filter := true
+	if p.allDown[fam] {
+		if p.AllDown == AllDownNoData {
+			d.AllDown, d.Unit = true, netip.Prefix{}
+			return
+		}
+		filter, d.FailOpen = false, true
+	}
+	k := min(p.Answers, MaxAnswers)
+	ui, u := s.matchUnit(client)
+	if u != nil && u.ranking != nil {
+		d.Located, d.Measured, d.Scope, d.Unit = true, true, u.Block.Bits(), u.Block
+		first := int32(-1)
+		if p.unitFirst != nil && filter {
+			first = p.unitFirst[ui]
+			s.take(p, first, v6, filter, d)
+		}
 		for _, ei := range u.ranking {
 			if d.N == k {
 				break
 			}
-			if e := &s.edges[ei]; p.member[ei] && e.Serves(v6) {
-				d.Edges[d.N] = e
-				d.N++
+			if ei != first {
+				s.take(p, ei, v6, filter, d)
 			}
 		}
 		return
 	}
-	d.Measured = false
+	if u != nil {
+		d.Unit = u.Block
+	} else if client.IsValid() {
+		d.Unit = clientUnit(client)
+	}
 	place, network := s.locate(client)
 	d.Located = place != nil
-	d.Scope = 0
 	if network.IsValid() {
 		d.Scope = network.Bits()
 	}
+	first := int32(-1)
+	if s.overrides != nil && filter {
+		if ei, ok := s.overrides[overrideKey{p.index, d.Unit}]; ok && s.edges[ei].Serves(v6) {
+			first = ei
+			s.take(p, ei, v6, filter, d)
+		}
+	}
 	var top [MaxAnswers]scored
-	n, k := 0, min(p.Answers, MaxAnswers)
-	for _, e := range p.candidates {
-		if !e.Serves(v6) {
+	n := 0
+	for i, e := range p.candidates {
+		ei := p.candidateIndex[i]
+		if !e.Serves(v6) || (filter && !s.usable[ei]) || ei == first {
 			continue
 		}
 		c := score(e, place)
@@ -165,9 +212,20 @@ func (s *Snapshot) Decide(p *Property, client netip.Addr, v6 bool, d *Decision) 
 		}
 		top[i] = c
 	}
-	d.N = n
-	for i := range n {
-		d.Edges[i] = top[i].edge
+	for i := 0; i < n && d.N < k; i++ {
+		d.Edges[d.N] = top[i].edge
+		d.N++
+	}
+}
+
+// take appends edge ei to d if the property may answer with it.
+func (s *Snapshot) take(p *Property, ei int32, v6, filter bool, d *Decision) {
+	if ei < 0 {
+		return
+	}
+	if e := &s.edges[ei]; p.member[ei] && e.Serves(v6) && (!filter || s.usable[ei]) {
+		d.Edges[d.N] = e
+		d.N++
 	}
 }
 
@@ -189,6 +247,7 @@ type RankedEdge struct {
 	ScoreMs  *float64      `json:"score_ms,omitempty"`
 	Measured *MeasuredInfo `json:"measured,omitempty"`
 	Basis    string        `json:"basis"`
+	Health   string        `json:"health"`
 	Chosen   bool          `json:"chosen"`
 }
 
@@ -211,7 +270,9 @@ type Explanation struct {
 	Scope    int          `json:"scope"`
 	Answers  int          `json:"answers"`
 	Ranking  []RankedEdge `json:"ranking"`
-	Reason   string       `json:"reason"`
+	// Assignment says why the first answer is not the best by score.
+	Assignment *Assignment `json:"assignment,omitempty"`
+	Reason     string      `json:"reason"`
 }
 
 // Explain ranks every candidate edge of the property for client with the
@@ -249,9 +310,23 @@ func (s *Snapshot) Explain(name string, client netip.Addr, v6 bool) (*Explanatio
 		}
 	}
 	sortScored(all)
+	// The answer's edges lead, in answer order (an assignment may put one
+	// ahead of a better score); the rest follow by score.
 	chosen := make(map[*Edge]bool, d.N)
 	for _, e := range d.Edges[:d.N] {
 		chosen[e] = true
+	}
+	head := make([]scored, 0, len(all))
+	for _, e := range d.Edges[:d.N] {
+		for _, c := range all {
+			if c.edge == e {
+				head = append(head, c)
+			}
+		}
+	}
+	all = append(head, slices.DeleteFunc(all, func(c scored) bool { return chosen[c.edge] })...)
+	if a := s.assigned[PairKey{p.Name, d.Unit}]; a != nil && a.Reason != "" && !d.FailOpen {
+		x.Assignment = a
 	}
 	measured := 0
 	for _, c := range all {
@@ -277,9 +352,26 @@ func (s *Snapshot) Explain(name string, client netip.Addr, v6 bool) (*Explanatio
 		case place == nil:
 			r.Basis = "default order (no location)"
 		}
+		ei := s.edgeIndex(c.edge)
+		h := s.health[ei]
+		switch {
+		case c.edge.Draining:
+			r.Health = "draining"
+		case h.Up:
+			r.Health = "up"
+		default:
+			r.Health = "down"
+		}
+		if h.Source != "none" {
+			r.Health += " (" + h.Source + " since " + h.Since.UTC().Format(time.RFC3339) + ")"
+		}
 		x.Ranking = append(x.Ranking, r)
 	}
 	switch {
+	case d.AllDown:
+		x.Reason = "every edge of the property is down or draining; all-down policy nodata: NODATA"
+	case d.FailOpen:
+		x.Reason = "every edge of the property is down or draining; all-down policy serve-best: the best by score anyway"
 	case d.N == 0:
 		x.Reason = "no edge of pools " + strings.Join(p.Pools, ",") + " has an " + x.Family + " address: NODATA"
 	case u != nil:

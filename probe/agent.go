@@ -54,8 +54,11 @@ type AgentConfig struct {
 	TargetsFile string
 	// Source, if valid, is the local address connects are made from.
 	Source netip.Addr
-	Log    *zap.Logger
-	HTTP   *http.Client
+	// Check, if set, is run against the agent's own edge every round and
+	// reported as EdgeUp; two failed rounds in a row report it down.
+	Check *Check
+	Log   *zap.Logger
+	HTTP  *http.Client
 }
 
 // Agent measures the targets from beside one edge and reports to every
@@ -69,6 +72,8 @@ type Agent struct {
 
 	mu      sync.Mutex // guards targets
 	targets []Target
+
+	checkFails int // consecutive failed checks; used by round only
 }
 
 // AgentStats counts an agent's reports per collector.
@@ -160,6 +165,16 @@ func (a *Agent) round(ctx context.Context) {
 	}
 	start := time.Now()
 	r := &Report{Edge: a.cfg.Edge, IntervalMs: a.cfg.Interval.Milliseconds(), Measurements: a.measure(ctx, targets)}
+	if a.cfg.Check != nil {
+		if err := a.cfg.Check.Run(ctx, a.cfg.Timeout); err != nil {
+			a.checkFails++
+			a.log.Warn("edge check failed", zap.String("check", a.cfg.Check.String()), zap.Error(err))
+		} else {
+			a.checkFails = 0
+		}
+		up := a.checkFails < 2
+		r.EdgeUp = &up
+	}
 	r.MeasuredAt = time.Now().UTC()
 	if ctx.Err() != nil {
 		return

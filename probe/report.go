@@ -35,6 +35,10 @@ type Report struct {
 	IntervalMs int64 `json:"interval_ms"`
 	// Measurements holds at most one entry per target.
 	Measurements []Measurement `json:"measurements"`
+	// EdgeUp is the agent's own check of its edge (--check), absent when
+	// the agent has none. The name server trusts it while reports keep
+	// arriving and falls back to its own checks when they stop.
+	EdgeUp *bool `json:"edge_up,omitempty"`
 }
 
 // Measurement is the result of one round of TCP connects to one target.
@@ -183,6 +187,7 @@ const (
 	keyMeasuredAt
 	keyIntervalMs
 	keyMeasurements
+	keyEdgeUp  // optional
 	keysReport = keyEdge | keyMeasuredAt | keyIntervalMs | keyMeasurements
 )
 
@@ -219,6 +224,8 @@ func (d *decoder) report(r *Report) error {
 			bit = keyIntervalMs
 		case "measurements":
 			bit = keyMeasurements
+		case "edge_up":
+			bit = keyEdgeUp
 		default:
 			return &FieldError{Field: keyName(key), Msg: "unknown field"}
 		}
@@ -242,6 +249,12 @@ func (d *decoder) report(r *Report) error {
 			r.MeasuredAt, err = asTime(tok)
 		case keyIntervalMs:
 			r.IntervalMs, err = asInt(tok)
+		case keyEdgeUp:
+			up, ok := tok.(bool)
+			if !ok {
+				err = fmt.Errorf("want true or false, got %s", describe(tok))
+			}
+			r.EdgeUp = &up
 		}
 		if err != nil {
 			return &FieldError{Field: key, Msg: err.Error()}
@@ -250,7 +263,7 @@ func (d *decoder) report(r *Report) error {
 	if _, err := d.token(); err != nil { // the closing brace
 		return err
 	}
-	return missing("", seen, keysReport, []string{"edge", "measured_at", "interval_ms", "measurements"})
+	return missing("", seen&keysReport, keysReport, []string{"edge", "measured_at", "interval_ms", "measurements"})
 }
 
 // measurements reads the value of "measurements": an array, or null for

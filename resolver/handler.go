@@ -31,6 +31,14 @@ type Handler struct {
 	Snapshot *atomic.Pointer[mapping.Snapshot]
 	// Metrics may be nil.
 	Metrics *Metrics
+	// Demand, if not nil, is told of every property answer, for capacity.
+	Demand DemandObserver
+}
+
+// DemandObserver counts answered queries per property and map unit. It is
+// called per query, so it must be cheap and safe for concurrent use.
+type DemandObserver interface {
+	Observe(property string, unit netip.Prefix)
 }
 
 // ServeDNS returns the response to req from src, or nil when nothing must be
@@ -194,6 +202,12 @@ func (h *Handler) edgeAnswer(m *dns.Msg, snap *mapping.Snapshot, p *mapping.Prop
 	v6 := question.Qtype == dns.TypeAAAA
 	var d mapping.Decision
 	snap.Decide(p, client, v6, &d)
+	if d.FailOpen {
+		h.Metrics.failedOpen()
+	}
+	if h.Demand != nil && d.Unit.IsValid() {
+		h.Demand.Observe(p.Name, d.Unit)
+	}
 	for _, e := range d.Edges[:d.N] {
 		hdr := header(question.Name, question.Qtype, p.TTL)
 		if v6 {

@@ -21,6 +21,7 @@ type Metrics struct {
 	queries        [][]prometheus.Counter // [rcode index][qtype index]
 	droppedPackets prometheus.Counter
 	panics         prometheus.Counter
+	failOpen       prometheus.Counter
 	latency        prometheus.Histogram
 }
 
@@ -38,6 +39,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgemap_dns_panics_total",
 			Help: "Queries whose handling panicked and were answered SERVFAIL.",
+		}),
+		failOpen: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgemap_dns_fail_open_answers_total",
+			Help: "Answers given although every edge of the property was down (all-down policy serve-best).",
 		}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "edgemap_dns_answer_seconds",
@@ -60,7 +65,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}
 		m.queries = append(m.queries, row)
 	}
-	reg.MustRegister(vec, m.droppedPackets, m.panics, m.latency)
+	reg.MustRegister(vec, m.droppedPackets, m.panics, m.failOpen, m.latency)
 	return m
 }
 
@@ -97,5 +102,11 @@ func (m *Metrics) dropped() {
 func (m *Metrics) panicked() {
 	if m != nil {
 		m.panics.Inc()
+	}
+}
+
+func (m *Metrics) failedOpen() {
+	if m != nil {
+		m.failOpen.Inc()
 	}
 }

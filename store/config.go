@@ -54,6 +54,11 @@ type Edge struct {
 	Pool string     `json:"pool"`
 	// Capacity is answers per second the edge should receive; 0 = unlimited.
 	Capacity int `json:"capacity,omitempty"`
+	// Check is the name servers' health check of the edge:
+	// http://host[:port]/path or tcp://host:port; empty for none.
+	Check string `json:"check,omitempty"`
+	// Draining edges get no new answers but stay measured.
+	Draining bool `json:"draining,omitempty"`
 }
 
 // Property is a customer hostname under the zone.
@@ -66,4 +71,7 @@ type Property struct {
 	TTL uint32 `json:"ttl"`
 	// Answers is how many edges one answer holds (1..4).
 	Answers int `json:"answers"`
+	// AllDown is what to answer when every edge is down: "serve-best"
+	// (empty means that) or "nodata".
+	AllDown string `json:"all_down,omitempty"`
 }

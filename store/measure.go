@@ -233,3 +233,36 @@ func (s *Store) DeleteKey(id string) error {
 		return b.Delete([]byte(id))
 	})
 }
+
+// EdgeHealth is the last health a name server decided for an edge, kept so
+// that a restarted server uses it until its first check completes.
+type EdgeHealth struct {
+	Up     bool      `json:"up"`
+	Source string    `json:"source"`
+	Since  time.Time `json:"since"`
+}
+
+// Health returns the stored health of every edge that has one.
+func (s *Store) Health() (map[string]EdgeHealth, error) {
+	out := map[string]EdgeHealth{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketHealth).ForEach(func(k, v []byte) error {
+			var h EdgeHealth
+			if err := decodeRecord(bucketHealth, k, v, &h); err != nil {
+				return err
+			}
+			out[string(k)] = h
+			return nil
+		})
+	})
+	return out, err
+}
+
+// SetHealth stores one edge's health.
+func (s *Store) SetHealth(edge string, h EdgeHealth) error {
+	v, err := json.Marshal(h)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketHealth).Put([]byte(edge), v) })
+}

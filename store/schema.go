@@ -25,6 +25,7 @@ const SchemaVersion = 1
 //	seqs/<KeyID>       last accepted report sequence number, 8 bytes big-endian
 //	measurements/<Edge>\x00<Block>  a Measurement, binary (measure.go)
 //	meta/map_as_of     the time the last published map was built for
+//	health/<Edge>      JSON of EdgeHealth, the last health decided
 //
 // Buckets added within a version are created on open, so a file written by
 // an earlier build of the same version gains them.
@@ -40,13 +41,14 @@ var (
 	bucketKeys       = []byte("keys")
 	bucketSeqs       = []byte("seqs")
 	bucketMeasure    = []byte("measurements")
+	bucketHealth     = []byte("health")
 
 	keySchema = []byte("schema")
 	keyZone   = []byte("zone")
 	keyAsOf   = []byte("map_as_of")
 )
 
-var allBuckets = [][]byte{bucketMeta, bucketZone, bucketEdges, bucketProperties, bucketTargets, bucketKeys, bucketSeqs, bucketMeasure}
+var allBuckets = [][]byte{bucketMeta, bucketZone, bucketEdges, bucketProperties, bucketTargets, bucketKeys, bucketSeqs, bucketMeasure, bucketHealth}
 
 // schemaVersion returns the version of the file tx reads, or 0 for a file
 // with no buckets at all (new, or an empty bbolt file), which Open lays out.

@@ -41,6 +41,8 @@ func (a *api) routes(gather prometheus.Gatherer) http.Handler {
 		"POST /v1/edges":               a.createEdge,
 		"GET /v1/edges/{id}":           a.getEdge,
 		"PATCH /v1/edges/{id}":         a.patchEdge,
+		"POST /v1/edges/{id}/drain":    a.drainEdge(true),
+		"POST /v1/edges/{id}/undrain":  a.drainEdge(false),
 		"DELETE /v1/edges/{id}":        a.deleteEdge,
 		"GET /v1/properties":           a.listProperties,
 		"POST /v1/properties":          a.createProperty,
@@ -260,6 +262,25 @@ func (a *api) putEdge(w http.ResponseWriter, s edgeSpec, create bool) {
 		status = http.StatusCreated
 	}
 	a.writeUpdate(w, status, err, &out)
+}
+
+// drainEdge marks an edge draining (no new answers, still measured and
+// checked) or brings it back.
+func (a *api) drainEdge(drain bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		var out store.Edge
+		_, err := a.n.update(func(c *store.Config) error {
+			i := slices.IndexFunc(c.Edges, func(e store.Edge) bool { return e.ID == id })
+			if i < 0 {
+				return notFound("id", "edge "+id)
+			}
+			c.Edges[i].Draining = drain
+			out = c.Edges[i]
+			return nil
+		})
+		a.writeUpdate(w, http.StatusOK, err, &out)
+	}
 }
 
 func (a *api) deleteEdge(w http.ResponseWriter, r *http.Request) {

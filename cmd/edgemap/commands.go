@@ -121,6 +121,7 @@ func edgeFlags(create bool) []cli.Flag {
 		&cli.Float64Flag{Name: "lon", Required: create, Usage: "longitude, -180..180"},
 		&cli.StringFlag{Name: "pool", Required: create, Usage: "pool the edge belongs to"},
 		&cli.IntFlag{Name: "capacity", Usage: "answers per second the edge should receive (0: unlimited)"},
+		&cli.StringFlag{Name: "check", Usage: "health check the name servers run: http://host/path or tcp://host:port (\"\" removes it)"},
 	}
 }
 
@@ -135,7 +136,7 @@ func edgeSpecFromFlags(c *cli.Context) edgeSpec {
 		v := c.String(name)
 		return &v
 	}
-	s.IPv4, s.IPv6, s.Pool = str("ipv4"), str("ipv6"), str("pool")
+	s.IPv4, s.IPv6, s.Pool, s.Check = str("ipv4"), str("ipv6"), str("pool"), str("check")
 	if c.IsSet("lat") {
 		v := c.Float64("lat")
 		s.Lat = &v
@@ -155,9 +156,16 @@ func printEdges(c *cli.Context, edges []store.Edge) error {
 	if c.Bool("json") {
 		return printJSON(c, edges)
 	}
-	return table(c, "ID\tPOOL\tIPV4\tIPV6\tLAT\tLON\tCAPACITY", func(w *tabwriter.Writer) {
+	return table(c, "ID\tPOOL\tIPV4\tIPV6\tLAT\tLON\tCAPACITY\tCHECK\tSTATUS", func(w *tabwriter.Writer) {
 		for _, e := range edges {
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%g\t%g\t%d\n", e.ID, e.Pool, addrString(e.IPv4), addrString(e.IPv6), e.Lat, e.Lon, e.Capacity)
+			check, status := e.Check, "active"
+			if check == "" {
+				check = "-"
+			}
+			if e.Draining {
+				status = "draining"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%g\t%g\t%d\t%s\t%s\n", e.ID, e.Pool, addrString(e.IPv4), addrString(e.IPv6), e.Lat, e.Lon, e.Capacity, check, status)
 		}
 	})
 }
@@ -197,6 +205,8 @@ func edgeCommand() *cli.Command {
 					return printEdges(c, edges)
 				},
 			},
+			drainCommand("drain", "stop answering with an edge (it stays measured and checked)", true),
+			drainCommand("undrain", "answer with a drained edge again", false),
 			{
 				Name: "rm", Usage: "remove an edge", Flags: []cli.Flag{&cli.StringFlag{Name: "id", Required: true}},
 				Action: func(c *cli.Context) error {
@@ -211,12 +221,35 @@ func edgeCommand() *cli.Command {
 	}
 }
 
+// drainCommand is `edge drain ID` / `edge undrain ID` (or --id ID).
+func drainCommand(name, usage string, drain bool) *cli.Command {
+	return &cli.Command{
+		Name: name, Usage: usage, ArgsUsage: "ID",
+		Flags: []cli.Flag{&cli.StringFlag{Name: "id"}, jsonFlag},
+		Action: func(c *cli.Context) error {
+			id := c.String("id")
+			if id == "" {
+				id = c.Args().First()
+			}
+			if id == "" || c.Args().Len() > 1 {
+				return errf("id", "give one edge: edgemap edge %s ID", name)
+			}
+			var e store.Edge
+			if err := newClient(c).do("POST", "/v1/edges/"+url.PathEscape(id)+"/"+name, nil, &e); err != nil {
+				return err
+			}
+			return printEdges(c, []store.Edge{e})
+		},
+	}
+}
+
 func propertyFlags(create bool) []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "name", Required: true, Usage: "hostname under the zone, e.g. shop.cdn.example.net"},
 		&cli.StringSliceFlag{Name: "pool", Required: create, Usage: "edge pool the property may use; repeat"},
 		&cli.UintFlag{Name: "ttl", Usage: "answer TTL in seconds (default " + strconv.Itoa(defaultTTL) + ")"},
 		&cli.IntFlag{Name: "answers", Usage: "edges per answer, 1.." + strconv.Itoa(mapping.MaxAnswers) + " (default 1)"},
+		&cli.StringFlag{Name: "all-down", Usage: "when every edge is down: serve-best (default: answer anyway) or nodata"},
 	}
 }
 
@@ -233,6 +266,10 @@ func propertySpecFromFlags(c *cli.Context) propertySpec {
 		v := c.Int("answers")
 		s.Answers = &v
 	}
+	if c.IsSet("all-down") {
+		v := c.String("all-down")
+		s.AllDown = &v
+	}
 	return s
 }
 
@@ -240,9 +277,13 @@ func printProperties(c *cli.Context, props []store.Property) error {
 	if c.Bool("json") {
 		return printJSON(c, props)
 	}
-	return table(c, "NAME\tPOOLS\tTTL\tANSWERS", func(w *tabwriter.Writer) {
+	return table(c, "NAME\tPOOLS\tTTL\tANSWERS\tALL-DOWN", func(w *tabwriter.Writer) {
 		for _, p := range props {
-			fmt.Fprintf(w, "%s\t%s\t%d\t%d\n", p.Name, strings.Join(p.Pools, ","), p.TTL, p.Answers)
+			allDown := p.AllDown
+			if allDown == "" {
+				allDown = mapping.AllDownServeBest
+			}
+			fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\n", p.Name, strings.Join(p.Pools, ","), p.TTL, p.Answers, allDown)
 		}
 	})
 }
@@ -381,8 +422,12 @@ func printExplanation(c *cli.Context, x *mapping.Explanation) error {
 		fmt.Fprintf(w, "client    %s  GeoIP network %s: %s\n", x.Client, network, where)
 	}
 	fmt.Fprintf(w, "scope     /%d (ECS scope; never longer than the query's source prefix)\n", x.Scope)
-	fmt.Fprintf(w, "reason    %s\n\n", x.Reason)
-	return table(c, "RANK\tEDGE\tPOOL\tADDRESS\tDISTANCE_KM\tSCORE_MS\tBASIS\tMEASURED\tANSWER", func(w *tabwriter.Writer) {
+	fmt.Fprintf(w, "reason    %s\n", x.Reason)
+	if a := x.Assignment; a != nil {
+		fmt.Fprintf(w, "assigned  %s instead of %s for %s: %s (unit demand %.1f qps)\n", a.Edge, a.Best, a.Reason, a.Detail, a.Demand)
+	}
+	fmt.Fprintln(w)
+	return table(c, "RANK\tEDGE\tPOOL\tADDRESS\tDISTANCE_KM\tSCORE_MS\tBASIS\tMEASURED\tHEALTH\tANSWER", func(w *tabwriter.Writer) {
 		for i, r := range x.Ranking {
 			km, ms, measured, chosen := "-", "-", "-", ""
 			if r.DistanceKm != nil {
@@ -397,7 +442,7 @@ func printExplanation(c *cli.Context, x *mapping.Explanation) error {
 			if r.Chosen {
 				chosen = "*"
 			}
-			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", i+1, r.ID, r.Pool, addrString(r.Address), km, ms, r.Basis, measured, chosen)
+			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", i+1, r.ID, r.Pool, addrString(r.Address), km, ms, r.Basis, measured, r.Health, chosen)
 		}
 	})
 }

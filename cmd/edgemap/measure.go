@@ -197,5 +197,14 @@ func (c collectorStore) TargetExists(block netip.Prefix) bool {
 }
 
 func (c collectorStore) Accept(keyID string, seq uint64, r *probe.Report) error {
-	return c.n.meas.accept(c.n.store, keyID, seq, r)
+	if err := c.n.meas.accept(c.n.store, keyID, seq, r); err != nil {
+		return err
+	}
+	if r.EdgeUp != nil {
+		interval := time.Duration(r.IntervalMs) * time.Millisecond
+		if c.n.health.reported(r.Edge, *r.EdgeUp, time.Now(), interval) {
+			c.n.healthChanged()
+		}
+	}
+	return nil
 }

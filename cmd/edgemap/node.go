@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/edgemap/edgemap/mapping"
+	"github.com/edgemap/edgemap/probe"
 	"github.com/edgemap/edgemap/store"
 )
 
@@ -36,6 +37,18 @@ type node struct {
 	maxAge    time.Duration
 	published time.Time // what the published snapshot was built for
 
+	health    *healthBook
+	monitor   *probe.Monitor // nil: no checks (tests that do not need them)
+	demand    *demandCounter
+	rates     []mapping.Demand // the latest demand rates, for every build
+	stability mapping.Stability
+	allDown   map[string]bool // properties all down in the published map
+
+	edgeState    *prometheus.GaugeVec
+	failovers    prometheus.Counter
+	edgeLoad     *prometheus.GaugeVec
+	edgeCapacity *prometheus.GaugeVec
+
 	builds     prometheus.Counter
 	serial     prometheus.Gauge
 	geoReloads *prometheus.CounterVec
@@ -53,8 +66,24 @@ func newNode(log *zap.Logger, st *store.Store, geoPath string, reg prometheus.Re
 		geoReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgemap_geoip_reloads_total", Help: "GeoIP database (re)loads, by result.",
 		}, []string{"result"}),
+		edgeState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "edgemap_edges", Help: "Edges by state: up, down, draining.",
+		}, []string{"state"}),
+		failovers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgemap_edge_failovers_total", Help: "Times an edge went down and its clients moved elsewhere.",
+		}),
+		edgeLoad: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "edgemap_edge_assigned_qps", Help: "Demand this name server assigned to the edge, queries per second.",
+		}, []string{"edge"}),
+		edgeCapacity: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "edgemap_edge_capacity_qps", Help: "The edge's configured capacity (0: unlimited).",
+		}, []string{"edge"}),
+		health:    newHealthBook(nil),
+		demand:    newDemandCounter(time.Now()),
+		stability: mapping.DefaultStability,
+		allDown:   map[string]bool{},
 	}
-	reg.MustRegister(n.builds, n.serial, n.geoReloads)
+	reg.MustRegister(n.builds, n.serial, n.geoReloads, n.edgeState, n.failovers, n.edgeLoad, n.edgeCapacity)
 	return n
 }
 
@@ -98,6 +127,13 @@ func (n *node) rebuildLocked() error {
 	}
 	in.Measurements = n.meas.forMap()
 	in.MaxAge = n.maxAge
+	in.Demand = n.rates
+	in.Stability = n.stability
+	if prev := n.snap.Load(); prev != nil {
+		in.Previous = prev.Assignments()
+	}
+	var changed map[string]mapping.Health
+	in.Health, changed = n.health.decide(cfg.Edges, time.Now())
 	n.targets = cfg.Targets
 	n.targetSet = make(map[netip.Prefix]struct{}, len(cfg.Targets))
 	for _, t := range cfg.Targets {
@@ -112,6 +148,7 @@ func (n *node) rebuildLocked() error {
 	n.snap.Store(snap)
 	n.builds.Inc()
 	n.published = in.Now
+	n.observe(cfg, snap, changed)
 	if cfg.Zone != nil {
 		n.serial.Set(float64(cfg.Zone.Serial))
 	}
@@ -133,7 +170,14 @@ func (n *node) update(fn func(c *store.Config) error) (bool, error) {
 	if err != nil || !changed {
 		return changed, err
 	}
-	return true, n.rebuildLocked()
+	if err := n.rebuildLocked(); err != nil {
+		return true, err
+	}
+	// The checks follow the configuration, outside the lock (see syncChecks).
+	n.mu.Unlock()
+	n.syncChecks()
+	n.mu.Lock()
+	return true, nil
 }
 
 // seed applies a world file to an empty database; a configured database is
@@ -157,6 +201,101 @@ func (n *node) seed(w *worldSpec) error {
 
 var errNoSnapshot = errors.New("no map published yet")
 
+// observe logs and counts what a new map changed: edges going down or up
+// (persisted, so a restarted server starts from them), properties entering
+// or leaving the all-down state (logged once per transition), and the
+// per-edge gauges. Called with n.mu held.
+func (n *node) observe(cfg store.Config, snap *mapping.Snapshot, changed map[string]mapping.Health) {
+	for id, h := range changed {
+		if h.Source == "none" {
+			continue
+		}
+		if !h.Up {
+			n.failovers.Inc()
+			n.log.Warn("edge down; answers move to other edges", zap.String("edge", id), zap.String("source", h.Source))
+		} else {
+			n.log.Info("edge up", zap.String("edge", id), zap.String("source", h.Source))
+		}
+		if err := n.store.SetHealth(id, store.EdgeHealth{Up: h.Up, Source: h.Source, Since: h.Since}); err != nil {
+			n.log.Error("persisting edge health", zap.Error(err))
+		}
+	}
+	now := map[string]bool{}
+	for _, p := range snap.AllDown() {
+		now[p] = true
+		if !n.allDown[p] {
+			n.log.Error("every edge of the property is down", zap.String("property", p))
+		}
+	}
+	for p := range n.allDown {
+		if !now[p] {
+			n.log.Info("the property has edges up again", zap.String("property", p))
+		}
+	}
+	n.allDown = now
+	health := snap.EdgeHealth()
+	load := snap.Load()
+	var up, down, draining float64
+	n.edgeLoad.Reset()
+	n.edgeCapacity.Reset()
+	for _, e := range cfg.Edges {
+		switch {
+		case e.Draining:
+			draining++
+		case health[e.ID].Up:
+			up++
+		default:
+			down++
+		}
+		n.edgeLoad.WithLabelValues(e.ID).Set(load[e.ID])
+		n.edgeCapacity.WithLabelValues(e.ID).Set(float64(e.Capacity))
+	}
+	n.edgeState.WithLabelValues("up").Set(up)
+	n.edgeState.WithLabelValues("down").Set(down)
+	n.edgeState.WithLabelValues("draining").Set(draining)
+}
+
+// syncChecks makes the health monitor check exactly the configured edges'
+// checks. It must not be called with n.mu held: stopping a check loop
+// waits for it, and a loop may be waiting for n.mu to publish a change.
+func (n *node) syncChecks() {
+	if n.monitor == nil {
+		return
+	}
+	cfg, err := n.store.Config()
+	if err != nil {
+		n.log.Error("reading edges for health checks", zap.Error(err))
+		return
+	}
+	checks := map[string]probe.Check{}
+	initial := map[string]bool{}
+	persisted, _ := n.store.Health()
+	for _, e := range cfg.Edges {
+		if e.Check == "" {
+			continue
+		}
+		c, err := probe.ParseCheck(e.Check)
+		if err != nil {
+			n.log.Error("bad check", zap.String("edge", e.ID), zap.Error(err))
+			continue
+		}
+		checks[e.ID] = c
+		if h, ok := persisted[e.ID]; ok {
+			initial[e.ID] = h.Up
+		}
+	}
+	n.health.forget(cfg.Edges)
+	n.monitor.Set(checks, initial)
+}
+
+// healthChanged publishes a new map at once: a dead edge must leave the
+// answers now, not at the next map interval.
+func (n *node) healthChanged() {
+	if err := n.rebuild(); err != nil {
+		n.log.Error("map build after a health change failed", zap.Error(err))
+	}
+}
+
 // restore loads the persisted measurements and arranges for the first map
 // to be built as of the last published one, so that a restarted server
 // answers as it did before the restart until new reports arrive.
@@ -164,6 +303,11 @@ func (n *node) restore() error {
 	if err := n.meas.load(n.store); err != nil {
 		return err
 	}
+	persisted, err := n.store.Health()
+	if err != nil {
+		return err
+	}
+	n.health = newHealthBook(persisted)
 	asOf, err := n.store.MapAsOf()
 	if err != nil {
 		return err
@@ -187,6 +331,10 @@ func (n *node) mapLoop(ctx context.Context, interval, retention time.Duration) {
 			return
 		case <-t.C:
 		}
+		rates := n.demand.rates(time.Now())
+		n.mu.Lock()
+		n.rates = rates
+		n.mu.Unlock()
 		if err := n.rebuild(); err != nil {
 			n.log.Error("map build failed; the previous map stays", zap.Error(err))
 			continue

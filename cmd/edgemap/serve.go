@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/edgemap/edgemap/mapping"
+	"github.com/edgemap/edgemap/probe"
 	"github.com/edgemap/edgemap/resolver"
 	"github.com/edgemap/edgemap/store"
 )
@@ -38,6 +39,12 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"EDGEMAP_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 			&cli.DurationFlag{Name: "map-interval", Value: 10 * time.Second, EnvVars: []string{"EDGEMAP_MAP_INTERVAL"}, Usage: "how often the map is rebuilt from new measurements"},
 			&cli.DurationFlag{Name: "max-age", Value: mapping.DefaultMaxAge, EnvVars: []string{"EDGEMAP_MAX_AGE"}, Usage: "measurements older than this no longer decide (default: 3 x the default probe interval)"},
+			&cli.DurationFlag{Name: "check-interval", Value: 5 * time.Second, EnvVars: []string{"EDGEMAP_CHECK_INTERVAL"}, Usage: "how often each edge's --check runs"},
+			&cli.DurationFlag{Name: "check-timeout", Value: 2 * time.Second, EnvVars: []string{"EDGEMAP_CHECK_TIMEOUT"}, Usage: "one check's time limit"},
+			&cli.IntFlag{Name: "down-after", Value: 3, EnvVars: []string{"EDGEMAP_DOWN_AFTER"}, Usage: "consecutive failed checks before an edge is down"},
+			&cli.IntFlag{Name: "up-after", Value: 2, EnvVars: []string{"EDGEMAP_UP_AFTER"}, Usage: "consecutive good checks before a down edge is up"},
+			&cli.Float64Flag{Name: "stability-ratio", Value: mapping.DefaultStability.Ratio, EnvVars: []string{"EDGEMAP_STABILITY_RATIO"}, Usage: "a unit moves to a better edge only if it is better by more than this fraction ..."},
+			&cli.Float64Flag{Name: "stability-ms", Value: mapping.DefaultStability.Ms, EnvVars: []string{"EDGEMAP_STABILITY_MS"}, Usage: "... and by more than this many ms"},
 			&cli.DurationFlag{Name: "retention", Value: 24 * time.Hour, EnvVars: []string{"EDGEMAP_RETENTION"}, Usage: "measurements older than this are deleted from the database"},
 		},
 		Action: serve,
@@ -81,6 +88,9 @@ func apiNeedsToken(addr string) (bool, error) {
 type serveConfig struct {
 	DB, Listen, APIListen, APIToken, GeoIP, NodeID, World string
 	MapInterval, MaxAge, Retention                        time.Duration
+	CheckInterval, CheckTimeout                           time.Duration
+	DownAfter, UpAfter                                    int
+	Stability                                             mapping.Stability
 }
 
 // running says where a started server listens; tests wait for it instead
@@ -100,6 +110,9 @@ func serve(c *cli.Context) error {
 		DB: c.String("db"), Listen: c.String("listen"), APIListen: c.String("api-listen"),
 		APIToken: c.String("api-token"), GeoIP: c.String("geoip"), NodeID: c.String("node-id"), World: c.String("world"),
 		MapInterval: c.Duration("map-interval"), MaxAge: c.Duration("max-age"), Retention: c.Duration("retention"),
+		CheckInterval: c.Duration("check-interval"), CheckTimeout: c.Duration("check-timeout"),
+		DownAfter: c.Int("down-after"), UpAfter: c.Int("up-after"),
+		Stability: mapping.Stability{Ratio: c.Float64("stability-ratio"), Ms: c.Float64("stability-ms")},
 	}
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -139,8 +152,24 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if cfg.Stability.Ratio < 0 || cfg.Stability.Ms < 0 {
+		return fmt.Errorf("--stability-ratio and --stability-ms must not be negative")
+	}
 	n := newNode(log.Named("map"), st, cfg.GeoIP, reg)
 	n.maxAge = cfg.MaxAge
+	n.stability = cfg.Stability
+	n.monitor, err = probe.NewMonitor(probe.MonitorConfig{
+		Interval: cfg.CheckInterval, Timeout: cfg.CheckTimeout, DownAfter: cfg.DownAfter, UpAfter: cfg.UpAfter,
+		Log: log.Named("check"),
+		OnChange: func(edge string, up bool, at time.Time) {
+			n.health.checked(edge, up, at)
+			n.healthChanged()
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("--check-interval, --check-timeout, --down-after, --up-after: %w", err)
+	}
+	defer n.monitor.Close()
 	if err := n.restore(); err != nil {
 		return err
 	}
@@ -158,9 +187,11 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 		}
 	}
 
+	n.syncChecks() // checks start with the server, not at the first query
+
 	dns, err := resolver.Start(resolver.Config{
 		Addr:    cfg.Listen,
-		Handler: &resolver.Handler{NodeID: nodeID, Snapshot: &n.snap, Metrics: resolver.NewMetrics(reg)},
+		Handler: &resolver.Handler{NodeID: nodeID, Snapshot: &n.snap, Metrics: resolver.NewMetrics(reg), Demand: n.demand},
 		Logger:  log.Named("dns"),
 	})
 	if err != nil {

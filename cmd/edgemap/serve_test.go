@@ -17,6 +17,7 @@ import (
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
 
+	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/store"
 )
 
@@ -70,6 +71,8 @@ func demoConfig(t *testing.T) serveConfig {
 		DB: filepath.Join(t.TempDir(), "edgemap.db"), World: testWorld, GeoIP: testGeoIP,
 		Listen: "127.0.0.1:0", APIListen: "127.0.0.1:0", NodeID: "test",
 		MapInterval: time.Second, MaxAge: 90 * time.Second, Retention: time.Hour,
+		CheckInterval: 200 * time.Millisecond, CheckTimeout: 100 * time.Millisecond, DownAfter: 3, UpAfter: 2,
+		Stability: mapping.DefaultStability,
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/edgemap/edgemap/mapping"
+	"github.com/edgemap/edgemap/probe"
 	"github.com/edgemap/edgemap/store"
 )
 
@@ -39,6 +40,7 @@ type edgeSpec struct {
 	Lon      *float64 `json:"lon,omitempty" yaml:"lon"`
 	Pool     *string  `json:"pool,omitempty" yaml:"pool"`
 	Capacity *int     `json:"capacity,omitempty" yaml:"capacity"`
+	Check    *string  `json:"check,omitempty" yaml:"check"`
 }
 
 type propertySpec struct {
@@ -46,6 +48,7 @@ type propertySpec struct {
 	Pools   []string `json:"pools,omitempty" yaml:"pools"`
 	TTL     *uint32  `json:"ttl,omitempty" yaml:"ttl"`
 	Answers *int     `json:"answers,omitempty" yaml:"answers"`
+	AllDown *string  `json:"all_down,omitempty" yaml:"all_down"`
 }
 
 type targetSpec struct {
@@ -198,6 +201,14 @@ func (s edgeSpec) apply(base store.Edge, create bool) (store.Edge, error) {
 	if s.Capacity != nil {
 		e.Capacity = *s.Capacity
 	}
+	if s.Check != nil {
+		e.Check = *s.Check
+		if e.Check != "" {
+			if _, err := probe.ParseCheck(e.Check); err != nil {
+				return e, errf("check", "%v", err)
+			}
+		}
+	}
 	switch {
 	case !idPattern.MatchString(e.ID):
 		return e, errf("id", "%q must be 1-63 of a-z, 0-9, '-', '_', starting with a letter or digit", e.ID)
@@ -232,6 +243,15 @@ func (s propertySpec) apply(base store.Property, create bool) (store.Property, e
 	}
 	if s.Answers != nil {
 		p.Answers = *s.Answers
+	}
+	if s.AllDown != nil {
+		p.AllDown = *s.AllDown
+		if p.AllDown == mapping.AllDownServeBest {
+			p.AllDown = "" // the default, stored as such
+		}
+	}
+	if p.AllDown != "" && p.AllDown != mapping.AllDownNoData {
+		return p, errf("all_down", "%q: want %s or %s", p.AllDown, mapping.AllDownServeBest, mapping.AllDownNoData)
 	}
 	if len(p.Pools) == 0 {
 		return p, errf("pools", "at least one pool is required")
@@ -289,10 +309,11 @@ func inputs(c store.Config, geo *mapping.Geo) mapping.Inputs {
 		in.Zone = z
 	}
 	for _, e := range c.Edges {
-		in.Edges = append(in.Edges, mapping.Edge(e))
+		in.Edges = append(in.Edges, mapping.Edge{ID: e.ID, IPv4: e.IPv4, IPv6: e.IPv6, Lat: e.Lat, Lon: e.Lon,
+			Pool: e.Pool, Capacity: e.Capacity, Draining: e.Draining})
 	}
 	for _, p := range c.Properties {
-		in.Properties = append(in.Properties, mapping.Property{Name: p.Name, Pools: p.Pools, TTL: p.TTL, Answers: p.Answers})
+		in.Properties = append(in.Properties, mapping.Property{Name: p.Name, Pools: p.Pools, TTL: p.TTL, Answers: p.Answers, AllDown: p.AllDown})
 	}
 	for _, t := range c.Targets {
 		in.Targets = append(in.Targets, mapping.Target(t))

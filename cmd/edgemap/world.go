@@ -74,6 +74,14 @@ func (w *worldSpec) applyTo(c *store.Config, prune bool, res *applyResult) error
 		}
 		edges[e.ID] = e
 	}
+	// Draining is operational state, set by `edge drain`: a world file
+	// neither sets nor clears it.
+	for _, old := range c.Edges {
+		if e, ok := edges[old.ID]; ok {
+			e.Draining = old.Draining
+			edges[old.ID] = e
+		}
+	}
 	c.Edges = merge(c.Edges, edges, prune, func(e store.Edge) string { return e.ID }, "edge", res)
 
 	props := map[string]store.Property{}

@@ -1,0 +1,337 @@
+package mapping
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+)
+
+// What a property does when every edge it may use is down or draining.
+const (
+	// AllDownServeBest answers with the best edges by score anyway: an
+	// empty answer helps nobody, and a health check can be wrong.
+	AllDownServeBest = "serve-best"
+	// AllDownNoData fails closed with NODATA.
+	AllDownNoData = "nodata"
+)
+
+// Health is an edge's health as the name server last decided it.
+type Health struct {
+	Up bool
+	// Source is what decided: "agent", "check", "persisted" or "none".
+	Source string
+	Since  time.Time
+}
+
+// Demand is the query rate one name server saw from one map unit for one
+// property: the matched target, or the client's /24 or /48.
+type Demand struct {
+	Property string
+	Unit     netip.Prefix
+	QPS      float64
+}
+
+// PairKey names one property's answers for one map unit.
+type PairKey struct {
+	Property string
+	Unit     netip.Prefix
+}
+
+// Stability keeps answers from flapping: a unit leaves the edge it was
+// answered with only for one better by more than Ratio (of the incumbent's
+// score) and more than Ms, unless that edge went down, drained, or is full.
+type Stability struct {
+	Ratio float64
+	Ms    float64
+}
+
+// DefaultStability is 10% and 5 ms: above the jitter of a quiet path, well
+// below the difference between two metros.
+var DefaultStability = Stability{Ratio: 0.10, Ms: 5}
+
+// maxPreference bounds how many edges a unit may spill over to; eight is
+// far more than capacity ever pushes a unit down its list.
+const maxPreference = 8
+
+// Assignment is the first edge one property answers one unit with, and why
+// it is not simply the best by score.
+type Assignment struct {
+	Edge    string  `json:"edge"`
+	Best    string  `json:"best"`
+	Reason  string  `json:"reason,omitempty"` // "", "capacity" or "stability"
+	Detail  string  `json:"detail,omitempty"`
+	Demand  float64 `json:"demand_qps"`
+	first   int32
+	natural int32
+}
+
+type overrideKey struct {
+	property int32
+	unit     netip.Prefix
+}
+
+type pairWork struct {
+	key    PairKey
+	p      *Property
+	unit   int32 // index into s.units for a measured unit, else -1
+	pref   []int32
+	scores []float64
+	demand float64
+}
+
+// clientUnit is the map unit of a client that no target matches: its /24
+// or /48, the granularity resolvers usually send in ECS.
+func clientUnit(client netip.Addr) netip.Prefix {
+	bits := 24
+	if client.Is6() {
+		bits = 48
+	}
+	p, _ := client.Prefix(bits)
+	return p
+}
+
+// applyHealth marks which edges may be answered and which properties have
+// none left.
+func (s *Snapshot) applyHealth(health map[string]Health) {
+	s.health = make([]Health, len(s.edges))
+	s.usable = make([]bool, len(s.edges))
+	for i := range s.edges {
+		h, ok := health[s.edges[i].ID]
+		if !ok {
+			h = Health{Up: true, Source: "none"}
+		}
+		s.health[i] = h
+		s.usable[i] = h.Up && !s.edges[i].Draining
+	}
+	for _, p := range s.props {
+		// A family no candidate has an address of is NODATA whatever the
+		// health, not "all down".
+		for fam, v6 := range []bool{false, true} {
+			serves, usable := false, false
+			for _, ei := range p.candidateIndex {
+				if s.edges[ei].Serves(v6) {
+					serves = true
+					usable = usable || s.usable[ei]
+				}
+			}
+			p.allDown[fam] = serves && !usable
+		}
+	}
+}
+
+// AllDown lists the properties none of whose edges of some address family
+// can be answered with, by name.
+func (s *Snapshot) AllDown() []string {
+	var out []string
+	for _, p := range s.props {
+		if p.allDown[0] || p.allDown[1] {
+			out = append(out, p.Name)
+		}
+	}
+	return out
+}
+
+// preference is up to maxPreference usable candidates of p in the order of
+// ranking (edge indices), with their scores.
+func (s *Snapshot) preference(p *Property, ranking []int32, scoreOf func(int32) float64) ([]int32, []float64) {
+	var pref []int32
+	var scores []float64
+	for _, ei := range ranking {
+		if p.member[ei] && s.usable[ei] {
+			pref = append(pref, ei)
+			scores = append(scores, scoreOf(ei))
+			if len(pref) == maxPreference {
+				break
+			}
+		}
+	}
+	return pref, scores
+}
+
+// assign decides the first edge of every (property, measured unit) pair and
+// of every pair with demand: best by score, kept on its previous edge for
+// stability, and moved down its preference for capacity. It is a greedy by
+// preference: pairs whose best edge scores lowest choose first, each takes
+// the first edge of its list with room for its demand. Deterministic for
+// the same inputs.
+func (s *Snapshot) assign(demand []Demand, previous map[PairKey]string, st Stability) {
+	want := map[PairKey]float64{}
+	for _, d := range demand {
+		if d.QPS > 0 && d.Unit.IsValid() {
+			want[PairKey{d.Property, d.Unit.Masked()}] += d.QPS
+		}
+	}
+	edgeIdx := func(id string) int32 {
+		i, ok := slices.BinarySearchFunc(s.edges, id, func(e Edge, id string) int { return strings.Compare(e.ID, id) })
+		if !ok {
+			return -1
+		}
+		return int32(i)
+	}
+	props := slices.Clone(s.props)
+	slices.SortFunc(props, func(a, b *Property) int { return strings.Compare(a.Name, b.Name) })
+	var pairs []*pairWork
+	seen := map[PairKey]bool{}
+	for _, p := range props {
+		p.unitFirst = nil
+		for ui := range s.units {
+			u := &s.units[ui]
+			if u.ranking == nil {
+				continue
+			}
+			if p.unitFirst == nil {
+				p.unitFirst = make([]int32, len(s.units))
+				for i := range p.unitFirst {
+					p.unitFirst[i] = -1
+				}
+			}
+			key := PairKey{p.Name, u.Block}
+			pref, scores := s.preference(p, u.ranking, func(ei int32) float64 { return s.unitScore(u, ei).scoreMs })
+			pairs = append(pairs, &pairWork{key: key, p: p, unit: int32(ui), pref: pref, scores: scores, demand: want[key]})
+			seen[key] = true
+		}
+	}
+	byName := map[string]*Property{}
+	for _, p := range props {
+		byName[p.Name] = p
+	}
+	keys := make([]PairKey, 0, len(want))
+	for k := range want {
+		if !seen[k] && byName[k.Property] != nil {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, func(a, b PairKey) int {
+		return cmp.Or(strings.Compare(a.Property, b.Property), comparePrefix(a.Unit, b.Unit))
+	})
+	for _, k := range keys {
+		p := byName[k.Property]
+		place := s.unitPlace(k.Unit)
+		all := make([]scored, 0, len(p.candidates))
+		for _, e := range p.candidates {
+			all = append(all, score(e, place))
+		}
+		sortScored(all)
+		ranking := make([]int32, len(all))
+		byEdge := map[int32]float64{}
+		for i, c := range all {
+			ranking[i] = s.edgeIndex(c.edge)
+			byEdge[ranking[i]] = c.scoreMs
+		}
+		pref, scores := s.preference(p, ranking, func(ei int32) float64 { return byEdge[ei] })
+		pairs = append(pairs, &pairWork{key: k, p: p, unit: -1, pref: pref, scores: scores, demand: want[k]})
+	}
+
+	s.assigned = make(map[PairKey]*Assignment, len(pairs))
+	s.load = make([]float64, len(s.edges))
+	for _, w := range pairs {
+		if len(w.pref) == 0 {
+			continue
+		}
+		a := &Assignment{first: w.pref[0], natural: w.pref[0], Demand: w.demand}
+		if prev := edgeIdx(previous[w.key]); prev >= 0 && prev != w.pref[0] {
+			if j := slices.Index(w.pref, prev); j > 0 {
+				inc, best := w.scores[j], w.scores[0]
+				if !(inc-best > st.Ratio*inc && inc-best > st.Ms) {
+					// Keep the incumbent at the head of the list.
+					w.pref = append([]int32{prev}, slices.Delete(slices.Clone(w.pref), j, j+1)...)
+					w.scores = append([]float64{inc}, slices.Delete(slices.Clone(w.scores), j, j+1)...)
+					a.first, a.Reason = prev, "stability"
+					a.Detail = fmt.Sprintf("kept %s: %s is better by only %.1f ms (%.0f%%)", s.edges[prev].ID, s.edges[a.natural].ID, inc-best, 100*(inc-best)/inc)
+				}
+			}
+		}
+		s.assigned[w.key] = a
+	}
+	order := slices.Clone(pairs)
+	order = slices.DeleteFunc(order, func(w *pairWork) bool { return w.demand <= 0 || len(w.pref) == 0 })
+	slices.SortStableFunc(order, func(a, b *pairWork) int {
+		return cmp.Or(cmp.Compare(a.scores[0], b.scores[0]), strings.Compare(a.key.Property, b.key.Property), comparePrefix(a.key.Unit, b.key.Unit))
+	})
+	for _, w := range order {
+		a := s.assigned[w.key]
+		chosen := int32(-1)
+		for _, ei := range w.pref {
+			c := float64(s.edges[ei].Capacity)
+			if c == 0 || s.load[ei]+w.demand <= c {
+				chosen = ei
+				break
+			}
+		}
+		if chosen < 0 {
+			// No room anywhere on the list: the least loaded edge of it
+			// (relative to its capacity) takes the overflow.
+			best := math.Inf(1)
+			for _, ei := range w.pref {
+				if f := (s.load[ei] + w.demand) / float64(s.edges[ei].Capacity); f < best {
+					best, chosen = f, ei
+				}
+			}
+		}
+		if chosen != w.pref[0] {
+			a.Reason = "capacity"
+			a.Detail = fmt.Sprintf("moved off %s (full: %.0f of %d qps) to %s", s.edges[w.pref[0]].ID, s.load[w.pref[0]], s.edges[w.pref[0]].Capacity, s.edges[chosen].ID)
+		}
+		a.first = chosen
+		s.load[chosen] += w.demand
+	}
+	for _, w := range pairs {
+		a := s.assigned[w.key]
+		if a == nil {
+			continue
+		}
+		a.Edge, a.Best = s.edges[a.first].ID, s.edges[a.natural].ID
+		if w.unit >= 0 {
+			w.p.unitFirst[w.unit] = a.first
+		} else if a.first != a.natural {
+			if s.overrides == nil {
+				s.overrides = map[overrideKey]int32{}
+			}
+			s.overrides[overrideKey{w.p.index, w.key.Unit}] = a.first
+		}
+	}
+}
+
+// unitPlace locates a unit that has no fresh measurements: its target's
+// probe address if it is a target, else the network's first address.
+func (s *Snapshot) unitPlace(unit netip.Prefix) *Place {
+	if s.unitTable != nil {
+		if ui, ok := s.unitTable.Lookup(unit.Addr()); ok && s.units[ui].Block == unit {
+			return s.units[ui].place
+		}
+	}
+	place, _ := s.locate(unit.Addr())
+	return place
+}
+
+// Assignments are the first edges of every assigned pair, by edge id: the
+// next build's Previous, so that stability carries over.
+func (s *Snapshot) Assignments() map[PairKey]string {
+	out := make(map[PairKey]string, len(s.assigned))
+	for k, a := range s.assigned {
+		out[k] = a.Edge
+	}
+	return out
+}
+
+// Load is the demand (qps) assigned to each edge, by id.
+func (s *Snapshot) Load() map[string]float64 {
+	out := make(map[string]float64, len(s.edges))
+	for i := range s.edges {
+		out[s.edges[i].ID] = s.load[i]
+	}
+	return out
+}
+
+// EdgeHealth is the health the snapshot was built with, by edge id.
+func (s *Snapshot) EdgeHealth() map[string]Health {
+	out := make(map[string]Health, len(s.edges))
+	for i := range s.edges {
+		out[s.edges[i].ID] = s.health[i]
+	}
+	return out
+}
