@@ -79,6 +79,9 @@ type unit struct {
 	// GeoIP location.
 	ranking []int32
 	fresh   []freshMeasurement // by edge index, for Explain
+	// inner holds the targets strictly inside this one, nil if none: a
+	// client of this unit may not be given a scope that covers them.
+	inner *bart.Table[struct{}]
 }
 
 type freshMeasurement struct {
@@ -117,6 +120,7 @@ func (s *Snapshot) buildUnits(targets []Target, ms []Measurement, now time.Time,
 	slices.SortFunc(sorted, func(a, b Target) int { return comparePrefix(a.Block, b.Block) })
 	s.units = make([]unit, len(sorted))
 	s.unitTable = new(bart.Table[int32])
+	s.targetSet = new(bart.Table[struct{}])
 	byBlock := make(map[netip.Prefix]int32, len(sorted))
 	for i, t := range sorted {
 		if !t.Block.IsValid() || t.Block != t.Block.Masked() {
@@ -134,6 +138,19 @@ func (s *Snapshot) buildUnits(targets []Target, ms []Measurement, now time.Time,
 		u.place, _ = s.locate(addr)
 		byBlock[t.Block] = int32(i)
 		s.unitTable.Insert(t.Block, int32(i))
+		s.targetSet.Insert(t.Block, struct{}{})
+	}
+	for i := range s.units {
+		for super := range s.unitTable.Supernets(s.units[i].Block) {
+			if super == s.units[i].Block {
+				continue
+			}
+			outer := &s.units[byBlock[super]]
+			if outer.inner == nil {
+				outer.inner = new(bart.Table[struct{}])
+			}
+			outer.inner.Insert(s.units[i].Block, struct{}{})
+		}
 	}
 	for _, m := range ms {
 		ui, okU := byBlock[m.Target]
@@ -225,4 +242,23 @@ func unitName(u *unit) string {
 		b.WriteString(" via " + u.Probe.String())
 	}
 	return b.String()
+}
+
+// narrowScope returns the shortest prefix length, at least base, whose
+// network around client overlaps nothing in tbl. An answer's ECS scope must
+// not cover addresses that are answered differently (RFC 7871 7.2.1): a
+// GeoIP /16 that holds a measured /24 target, or a target /16 with a /24
+// target inside it. client is never inside anything in tbl, so the loop
+// ends at the full address length at the latest.
+func narrowScope(tbl *bart.Table[struct{}], client netip.Addr, base int) int {
+	if tbl == nil {
+		return base
+	}
+	for b := base; b <= client.BitLen(); b++ {
+		p, _ := client.Prefix(b)
+		if !tbl.OverlapsPrefix(p) {
+			return b
+		}
+	}
+	return client.BitLen()
 }

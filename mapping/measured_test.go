@@ -51,7 +51,8 @@ func TestMeasuredBeatsDistance(t *testing.T) {
 	}{
 		{"198.18.1.77", []string{"nrt1"}, 24, true},
 		// Paris /16: fra1 measured at 200 ms loses to lon1's 344 km estimate.
-		{"198.19.200.1", []string{"lon1"}, 16, true},
+		// The scope stops at the /17 that leaves out the /24 inside.
+		{"198.19.200.1", []string{"lon1"}, 17, true},
 		// The /24 inside the /16 is the longest match and has its own data.
 		{"198.19.7.1", []string{"fra1"}, 24, true},
 		// A target without fresh data falls back to the client's geography.
@@ -196,5 +197,29 @@ func TestDecideMeasuredAllocs(t *testing.T) {
 	var d Decision
 	if n := testing.AllocsPerRun(1000, func() { s.Decide(shop, client, false, &d) }); n != 0 {
 		t.Fatalf("Decide on a measured unit allocates %v times", n)
+	}
+}
+
+func TestGeoScopeLeavesOutMeasuredTargets(t *testing.T) {
+	// A measured /25 inside New York's GeoIP /24: a client in the other
+	// half is answered by geography, and its scope must not cover the /25,
+	// or a resolver would cache the geographic answer for it too.
+	in := testInputs(openTestGeo(t))
+	in.Now = measureNow
+	in.Targets = []Target{{Block: netip.MustParsePrefix("198.18.3.0/25"), Probe: netip.MustParseAddrPort("198.18.3.10:443")}}
+	in.Measurements = []Measurement{meas("fra1", "198.18.3.0/25", 1, 0, time.Second)}
+	s, err := Build(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shop := mustProperty(t, s, "shop.cdn.example.net.")
+	var d Decision
+	s.Decide(shop, netip.MustParseAddr("198.18.3.200"), false, &d)
+	if got := decisionIDs(&d); !slices.Equal(got, []string{"iad1"}) || d.Scope != 25 {
+		t.Fatalf("outside the target: %v scope %d, want iad1 scope 25", got, d.Scope)
+	}
+	s.Decide(shop, netip.MustParseAddr("198.18.3.9"), false, &d)
+	if got := decisionIDs(&d); !slices.Equal(got, []string{"fra1"}) || d.Scope != 25 {
+		t.Fatalf("inside the target: %v scope %d, want fra1 scope 25", got, d.Scope)
 	}
 }

@@ -86,6 +86,7 @@ type Snapshot struct {
 
 	units     []unit
 	unitTable *bart.Table[int32] // target block -> index into units
+	targetSet *bart.Table[struct{}] // the same blocks, for overlap tests
 	maxAge    time.Duration
 
 	health    []Health // by edge index
@@ -158,7 +159,8 @@ func (s *Snapshot) Decide(p *Property, client netip.Addr, v6 bool, d *Decision) 
 	k := min(p.Answers, MaxAnswers)
 	ui, u := s.matchUnit(client)
 	if u != nil && u.ranking != nil {
-		d.Located, d.Measured, d.Scope, d.Unit = true, true, u.Block.Bits(), u.Block
+		d.Located, d.Measured, d.Unit = true, true, u.Block
+		d.Scope = narrowScope(u.inner, client, u.Block.Bits())
 		first := int32(-1)
 		if p.unitFirst != nil && filter {
 			first = p.unitFirst[ui]
@@ -183,6 +185,18 @@ func (s *Snapshot) Decide(p *Property, client netip.Addr, v6 bool, d *Decision) 
 	d.Located = place != nil
 	if network.IsValid() {
 		d.Scope = network.Bits()
+	}
+	switch {
+	case u != nil:
+		// Inside a target without fresh data: the answer is the client's
+		// own geography, but never for more than the target.
+		d.Scope = narrowScope(u.inner, client, max(d.Scope, u.Block.Bits()))
+	case s.targetSet != nil && d.Scope > 0:
+		d.Scope = narrowScope(s.targetSet, client, d.Scope)
+	}
+	if s.overrides != nil && d.Unit.IsValid() {
+		// Capacity may move single units; the answer is the unit's.
+		d.Scope = max(d.Scope, d.Unit.Bits())
 	}
 	first := int32(-1)
 	if s.overrides != nil && filter {

@@ -1067,14 +1067,16 @@ func TestMeasuredTargets(t *testing.T) {
 		jnb1 = "shop.cdn.example.net. 20 IN A 192.0.2.6"
 	)
 	run(t, srv, []dnsCase{
-		{name: "ECS /24 in a measured /20 scope 20", qname: "shop.cdn.example.net.", qtype: dns.TypeA, opts: []dns.EDNS0{subnet("198.18.1.0/24")},
-			flags: "qr aa", answer: []string{gru1}, ecs: "198.18.1.0/24 scope 20"},
+		// The /20 holds the measured 198.18.3.0/24, answered otherwise, so
+		// the scope stops at the /23 that excludes it (RFC 7871 7.2.1).
+		{name: "ECS /24 in a measured /20 scope 23", qname: "shop.cdn.example.net.", qtype: dns.TypeA, opts: []dns.EDNS0{subnet("198.18.1.0/24")},
+			flags: "qr aa", answer: []string{gru1}, ecs: "198.18.1.0/24 scope 23"},
 		{name: "ECS /24 in a measured /24 inside the /20 scope 24", qname: "shop.cdn.example.net.", qtype: dns.TypeA, opts: []dns.EDNS0{subnet("198.18.3.0/24")},
 			flags: "qr aa", answer: []string{jnb1}, ecs: "198.18.3.0/24 scope 24"},
 		{name: "ECS /16 covering the /20 clamped to 16", qname: "shop.cdn.example.net.", qtype: dns.TypeA, opts: []dns.EDNS0{subnet("198.18.0.0/16")},
 			flags: "qr aa", answer: []string{gru1}, ecs: "198.18.0.0/16 scope 16"},
-		{name: "ECS IPv4-mapped in a measured /20 scope 116", qname: "shop.cdn.example.net.", qtype: dns.TypeA, opts: []dns.EDNS0{subnet("::ffff:198.18.1.0/120")},
-			flags: "qr aa", answer: []string{gru1}, ecs: "::ffff:198.18.1.0/120 scope 116"},
+		{name: "ECS IPv4-mapped in a measured /20 scope 119", qname: "shop.cdn.example.net.", qtype: dns.TypeA, opts: []dns.EDNS0{subnet("::ffff:198.18.1.0/120")},
+			flags: "qr aa", answer: []string{gru1}, ecs: "::ffff:198.18.1.0/120 scope 119"},
 		{name: "ECS in a stale target falls back to GeoIP", qname: "shop.cdn.example.net.", qtype: dns.TypeA, opts: []dns.EDNS0{subnet("198.19.5.0/24")},
 			flags: "qr aa", answer: []string{shopParis}, ecs: "198.19.5.0/24 scope 16"},
 		{name: "ECS outside every target uses GeoIP", qname: "shop.cdn.example.net.", qtype: dns.TypeA, opts: []dns.EDNS0{subnet("2001:db8:1::/48")},
