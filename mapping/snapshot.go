@@ -85,7 +85,7 @@ type Snapshot struct {
 	built time.Time
 
 	units     []unit
-	unitTable *bart.Table[int32] // target block -> index into units
+	unitTable *bart.Table[int32]    // target block -> index into units
 	targetSet *bart.Table[struct{}] // the same blocks, for overlap tests
 	maxAge    time.Duration
 
