@@ -155,6 +155,7 @@ func probeCommand() *cli.Command {
 			&cli.IntFlag{Name: "queue", Value: probe.DefaultQueue, Usage: "reports kept per unreachable collector; the oldest is dropped beyond"},
 			&cli.StringFlag{Name: "targets-file", Usage: "read targets from this JSON file instead of the collectors"},
 			&cli.StringFlag{Name: "source", Usage: "local address to connect from"},
+			&cli.StringFlag{Name: "check", Usage: "health check of this agent's own edge, reported with each round: http://host/path or tcp://host:port"},
 			&cli.StringFlag{Name: "log-format", Value: "json", EnvVars: []string{"EDGEMAP_LOG_FORMAT"}},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"EDGEMAP_LOG_LEVEL"}},
 		},
@@ -178,6 +179,14 @@ func probeCommand() *cli.Command {
 					return fmt.Errorf("--source: %q is not an IP address", s)
 				}
 			}
+			var check *probe.Check
+			if spec := c.String("check"); spec != "" {
+				ch, err := probe.ParseCheck(spec)
+				if err != nil {
+					return fmt.Errorf("--check: %w", err)
+				}
+				check = &ch
+			}
 			if c.Duration("timeout") >= c.Duration("interval") {
 				return fmt.Errorf("--timeout %v must be shorter than --interval %v", c.Duration("timeout"), c.Duration("interval"))
 			}
@@ -185,7 +194,7 @@ func probeCommand() *cli.Command {
 				Edge: c.String("edge"), Collectors: c.StringSlice("collector"), KeyID: c.String("key-id"), Secret: secret,
 				Interval: c.Duration("interval"), Samples: c.Int("samples"), Timeout: c.Duration("timeout"),
 				Concurrency: c.Int("concurrency"), Queue: c.Int("queue"), TargetsFile: c.String("targets-file"),
-				Source: source, Log: log.Named("probe"),
+				Source: source, Check: check, Log: log.Named("probe"),
 			})
 			if err != nil {
 				return err

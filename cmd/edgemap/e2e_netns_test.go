@@ -55,8 +55,9 @@ func edgemapBinary(t *testing.T) string {
 }
 
 const (
-	labToken    = "lab-token"
-	labInterval = time.Second // probe and map interval
+	labToken         = "lab-token"
+	labInterval      = time.Second // probe and map interval
+	labCheckInterval = 500 * time.Millisecond
 )
 
 type labEdge struct {
@@ -81,17 +82,20 @@ type lab struct {
 	edges   []*labEdge
 	clients []*labClient
 	serve   *exec.Cmd
+	checks  bool // edges get health checks (a TCP listener on :8080)
 	http    *http.Client
 	api     string
 	dns     string
 }
 
-func newLab(t *testing.T) *lab {
+func newLab(t *testing.T) *lab { return newLabWith(t, false) }
+
+func newLabWith(t *testing.T, checks bool) *lab {
 	t.Helper()
 	if err := netemu.Available(); err != nil {
 		t.Skipf("namespace end-to-end test skipped (needs root, iproute2 and /dev/net/tun; CI runs it as root): %v", err)
 	}
-	l := &lab{t: t, bin: edgemapBinary(t), dir: t.TempDir()}
+	l := &lab{t: t, bin: edgemapBinary(t), dir: t.TempDir(), checks: checks}
 	var err error
 	if l.net, err = netemu.New("e2e"); err != nil {
 		t.Fatal(err)
@@ -104,6 +108,9 @@ func newLab(t *testing.T) *lab {
 		lat, lon float64
 	}{{"fra1", 50.11, 8.68}, {"lon1", 51.51, -0.13}, {"iad1", 39.04, -77.49}} {
 		l.edges = append(l.edges, &labEdge{id: e.id, lat: e.lat, lon: e.lon, host: l.addHost(e.id, fmt.Sprintf("198.18.%d.10/24", 210+i))})
+		if checks {
+			l.listen(l.edges[i].host, fmt.Sprintf("198.18.%d.10:8080", 210+i))
+		}
 	}
 	// The GeoIP test database places these in Seoul, Frankfurt and New York.
 	for i, name := range []string{"seoul", "frankfurt", "newyork"} {
@@ -155,7 +162,11 @@ func (l *lab) writeWorld() {
 	var b strings.Builder
 	b.WriteString("zone: {name: cdn.example.net., contact: hostmaster.example.net., nameservers: [{name: ns1.cdn.example.net., ipv4: 198.18.200.10}]}\nedges:\n")
 	for _, e := range l.edges {
-		fmt.Fprintf(&b, "  - {id: %s, ipv4: %s, lat: %v, lon: %v, pool: global}\n", e.id, e.host.Addr(), e.lat, e.lon)
+		check := ""
+		if l.checks {
+			check = fmt.Sprintf(", check: \"tcp://%s:8080\"", e.host.Addr())
+		}
+		fmt.Fprintf(&b, "  - {id: %s, ipv4: %s, lat: %v, lon: %v, pool: global%s}\n", e.id, e.host.Addr(), e.lat, e.lon, check)
 	}
 	b.WriteString("properties:\n  - {name: shop.cdn.example.net., pools: [global]}\ntargets:\n")
 	for _, c := range l.clients {
@@ -203,7 +214,8 @@ func (l *lab) startServe(seed bool) {
 	geo, _ := filepath.Abs(testGeoIP)
 	args := []string{"serve", "--db", filepath.Join(l.dir, "edgemap.db"), "--listen", l.dns,
 		"--api-listen", "198.18.200.10:8053", "--api-token", labToken, "--geoip", geo, "--node-id", "ns1",
-		"--map-interval", labInterval.String(), "--max-age", (4 * labInterval).String(), "--log-format", "console"}
+		"--map-interval", labInterval.String(), "--max-age", (4 * labInterval).String(), "--log-format", "console",
+		"--check-interval", labCheckInterval.String(), "--check-timeout", "300ms", "--down-after", "3", "--up-after", "2"}
 	if seed {
 		args = append(args, "--world", filepath.Join(l.dir, "world.yaml"))
 	}
@@ -254,9 +266,13 @@ func (l *lab) startProbes() {
 		if err := os.WriteFile(secretFile, []byte(k.Secret+"\n"), 0o600); err != nil {
 			l.t.Fatal(err)
 		}
-		e.probe = l.start(e.host, "probe-"+e.id, "probe", "--edge", e.id, "--collector", l.api,
+		args := []string{"probe", "--edge", e.id, "--collector", l.api,
 			"--key-id", e.id, "--secret-file", secretFile, "--interval", labInterval.String(),
-			"--timeout", "800ms", "--samples", "3", "--log-format", "console")
+			"--timeout", "800ms", "--samples", "3", "--log-format", "console"}
+		if l.checks {
+			args = append(args, "--check", fmt.Sprintf("tcp://%s:8080", e.host.Addr()))
+		}
+		e.probe = l.start(e.host, "probe-"+e.id, args...)
 	}
 }
 
@@ -325,6 +341,11 @@ func (l *lab) await(want [3]string, within time.Duration, what string) time.Dura
 			return time.Since(start)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	for _, c := range l.clients {
+		out, _ := l.ns.Command(l.bin, "--api", l.api, "--token", labToken, "map", "explain",
+			"--property", "shop.cdn.example.net", "--client", c.block.Addr().Next().String()).CombinedOutput()
+		l.t.Logf("explain %s:\n%s", c.block, out)
 	}
 	l.t.Fatalf("%s: answers %v, want %v within %v", what, got, want, within)
 	return 0
@@ -398,4 +419,40 @@ func TestNamespaceRestartAnswersFromPersistedMap(t *testing.T) {
 	if got := l.answers(); got != measured {
 		t.Fatalf("first answers after kill -9 and restart: %v, want the measured %v (geography would say fra1, fra1, iad1)", got, measured)
 	}
+}
+
+func TestNamespaceFailoverOnLinkDown(t *testing.T) {
+	l := newLabWith(t, true)
+	// fra1 is every client's fastest edge.
+	l.setDelays([3][3]int{
+		{5, 30, 40},
+		{2, 20, 40},
+		{10, 30, 40},
+	})
+	l.startServe(true)
+	l.startProbes()
+	all := [3]string{"fra1", "fra1", "fra1"}
+	l.await(all, followBound+2*time.Second, "measured map")
+
+	// The bound: failure threshold x check interval, plus a second.
+	detectBound := 3*labCheckInterval + time.Second
+	l.net.SetLinkDown(l.edges[0].host, true)
+	start := time.Now()
+	for {
+		got := l.answers()
+		if got[0] != "fra1" && got[1] != "fra1" && got[2] != "fra1" && got[0] != "" {
+			break
+		}
+		if time.Since(start) > detectBound {
+			t.Fatalf("fra1 still answered %v after %v (bound %v)", got, time.Since(start), detectBound)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("link down to fra1 gone from every answer: %v (bound %v)", time.Since(start), detectBound)
+
+	l.net.SetLinkDown(l.edges[0].host, false)
+	// Back after up-after good checks; the moved units return because fra1
+	// beats their current edge by far more than the stability threshold.
+	took := l.await(all, 2*labCheckInterval+followBound, "fra1 back after recovery")
+	t.Logf("link up to fra1 answered again: %v", took)
 }
