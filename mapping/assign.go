@@ -272,9 +272,13 @@ func (s *Snapshot) assign(demand []Demand, previous map[PairKey]string, st Stabi
 				}
 			}
 		}
-		if chosen != w.pref[0] {
-			a.Reason = "capacity"
-			a.Detail = fmt.Sprintf("moved off %s (full: %.0f of %d qps) to %s", s.edges[w.pref[0]].ID, s.load[w.pref[0]], s.edges[w.pref[0]].Capacity, s.edges[chosen].ID)
+		// Capacity is the reason when the best edge by score had no room,
+		// even if stability had kept the unit elsewhere already.
+		if nat := a.natural; chosen != nat {
+			if c := s.edges[nat].Capacity; c > 0 && s.load[nat]+w.demand > float64(c) {
+				a.Reason = "capacity"
+				a.Detail = fmt.Sprintf("moved off %s (full: %.0f of %d qps) to %s", s.edges[nat].ID, s.load[nat], c, s.edges[chosen].ID)
+			}
 		}
 		a.first = chosen
 		s.load[chosen] += w.demand

@@ -1,0 +1,205 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/edgemap/edgemap/mapping"
+)
+
+// closedPort is a loopback TCP port nothing listens on: checks against it
+// fail at once with "connection refused".
+func closedPort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// metric reads one sample of the server's /metrics, or -1 if absent.
+func metric(t *testing.T, s *server, series string) float64 {
+	t.Helper()
+	resp, err := http.Get(s.API + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindSubmatch(body)
+	if m == nil {
+		return -1
+	}
+	v, _ := strconv.ParseFloat(string(m[1]), 64)
+	return v
+}
+
+func rcodeOf(t *testing.T, s *server, name, subnet string) (int, []string) {
+	t.Helper()
+	m := new(dns.Msg)
+	m.SetQuestion(name, dns.TypeA)
+	m.SetEdns0(1232, false)
+	_, ipnet, _ := net.ParseCIDR(subnet)
+	bits, _ := ipnet.Mask.Size()
+	m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: uint8(bits), Address: ipnet.IP})
+	r, _, err := new(dns.Client).Exchange(m, s.DNS.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, rr := range r.Answer {
+		out = append(out, rr.(*dns.A).A.String())
+	}
+	return r.Rcode, out
+}
+
+func TestAllEdgesDownStillAnswers(t *testing.T) {
+	s := startServer(t, demoConfig(t))
+	dead := "tcp://" + closedPort(t)
+	for _, id := range []string{"nrt1", "sel1", "sin1"} { // the whole apac pool
+		if code := call(t, s, "PATCH", "/v1/edges/"+id, edgeSpec{Check: ptr(dead)}, nil); code != http.StatusOK {
+			t.Fatalf("set check on %s: %d", id, code)
+		}
+	}
+	apac := map[string]bool{"192.0.2.8": true, "192.0.2.9": true, "192.0.2.10": true}
+	// down-after 3 x 200 ms in the test config.
+	eventually(t, 3*time.Second, "apac edges down", func() bool {
+		return metric(t, s, `edgemap_edges{state="down"}`) == 3
+	})
+	// shop may use global edges too: Seoul moves off its dead apac edges.
+	if rc, got := rcodeOf(t, s, "shop.cdn.example.net.", "198.18.1.0/24"); rc != dns.RcodeSuccess || len(got) != 1 || apac[got[0]] {
+		t.Fatalf("shop from Seoul with apac down: rcode %d %v, want a global edge", rc, got)
+	}
+	// game has only apac edges: serve-best answers the best anyway.
+	rc, got := rcodeOf(t, s, "game.cdn.example.net.", "198.18.1.0/24")
+	if rc != dns.RcodeSuccess || len(got) != 1 || got[0] != "192.0.2.9" {
+		t.Fatalf("game with every edge down (serve-best): rcode %d %v, want sel1 anyway", rc, got)
+	}
+	if v := metric(t, s, "edgemap_dns_fail_open_answers_total"); v < 1 {
+		t.Fatalf("fail-open answers not counted: %v", v)
+	}
+	// nodata fails closed.
+	if code := call(t, s, "PATCH", "/v1/properties/game.cdn.example.net", propertySpec{AllDown: ptr(mapping.AllDownNoData)}, nil); code != http.StatusOK {
+		t.Fatalf("set all-down nodata: %d", code)
+	}
+	if rc, got := rcodeOf(t, s, "game.cdn.example.net.", "198.18.1.0/24"); rc != dns.RcodeSuccess || len(got) != 0 {
+		t.Fatalf("game with every edge down (nodata): rcode %d %v, want NODATA", rc, got)
+	}
+	// A check that passes again brings the edges back after up-after.
+	for _, id := range []string{"nrt1", "sel1", "sin1"} {
+		call(t, s, "PATCH", "/v1/edges/"+id, edgeSpec{Check: ptr("")}, nil)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	for _, id := range []string{"nrt1", "sel1", "sin1"} {
+		call(t, s, "PATCH", "/v1/edges/"+id, edgeSpec{Check: ptr("tcp://" + ln.Addr().String())}, nil)
+	}
+	eventually(t, 3*time.Second, "apac back up", func() bool {
+		_, got := rcodeOf(t, s, "game.cdn.example.net.", "198.18.1.0/24")
+		return len(got) == 1 && got[0] == "192.0.2.9"
+	})
+}
+
+func TestDrainedEdgeGetsNoAnswers(t *testing.T) {
+	s := startServer(t, demoConfig(t))
+	if _, got := rcodeOf(t, s, "shop.cdn.example.net.", "198.18.2.0/24"); len(got) != 1 || got[0] != "192.0.2.1" {
+		t.Fatalf("Frankfurt before drain: %v", got)
+	}
+	if code := call(t, s, "POST", "/v1/edges/fra1/drain", nil, nil); code != http.StatusOK {
+		t.Fatalf("drain: %d", code)
+	}
+	if _, got := rcodeOf(t, s, "shop.cdn.example.net.", "198.18.2.0/24"); len(got) != 1 || got[0] != "192.0.2.2" {
+		t.Fatalf("Frankfurt with fra1 draining: %v, want lon1", got)
+	}
+	// Draining survives an apply of a file that does not mention it.
+	w, _ := readWorld(testWorld)
+	call(t, s, "POST", "/v1/apply", w, nil)
+	if _, got := rcodeOf(t, s, "shop.cdn.example.net.", "198.18.2.0/24"); got[0] != "192.0.2.2" {
+		t.Fatalf("apply undrained fra1: %v", got)
+	}
+	if code := call(t, s, "POST", "/v1/edges/fra1/undrain", nil, nil); code != http.StatusOK {
+		t.Fatalf("undrain: %d", code)
+	}
+	if _, got := rcodeOf(t, s, "shop.cdn.example.net.", "198.18.2.0/24"); got[0] != "192.0.2.1" {
+		t.Fatalf("after undrain: %v, want fra1", got)
+	}
+}
+
+// TestCapacitySpillsToNextBest queries from 40 Paris /24s at a known rate.
+// Paris's nearest edge is lon1, its next fra1. With lon1's capacity at 30
+// qps and every unit at 2 qps, about 15 units fit on lon1 and the rest
+// must go to fra1, each to its next-best edge, never over capacity.
+func TestCapacitySpillsToNextBest(t *testing.T) {
+	s := startServer(t, demoConfig(t))
+	if code := call(t, s, "PATCH", "/v1/edges/lon1", edgeSpec{Capacity: ptr(30)}, nil); code != http.StatusOK {
+		t.Fatalf("set capacity: %d", code)
+	}
+	const units, perUnitQPS = 40, 2
+	unit := func(i int) string { return fmt.Sprintf("198.19.%d.0/24", i) }
+	tick := time.NewTicker(time.Second / perUnitQPS)
+	defer tick.Stop()
+	answers := map[string]string{}
+	deadline := time.Now().Add(6 * time.Second)
+	for time.Now().Before(deadline) {
+		<-tick.C
+		for i := range units {
+			_, got := rcodeOf(t, s, "shop.cdn.example.net.", unit(i))
+			answers[unit(i)] = got[0]
+		}
+	}
+	load := metric(t, s, `edgemap_edge_assigned_qps{edge="lon1"}`)
+	if load <= 0 || load > 30 {
+		t.Fatalf("lon1 assigned %v qps, want some and at most its capacity 30", load)
+	}
+	onLon, onFra := 0, 0
+	for u, a := range answers {
+		switch a {
+		case "192.0.2.2":
+			onLon++
+		case "192.0.2.1":
+			onFra++
+		default:
+			t.Errorf("%s answered %s: overflow must go to the next-best edge (fra1)", u, a)
+		}
+	}
+	if onLon == 0 || onFra == 0 || onLon*perUnitQPS > 30+perUnitQPS {
+		t.Fatalf("lon1 %d units, fra1 %d: want lon1 filled to its capacity and the rest on fra1", onLon, onFra)
+	}
+	t.Logf("lon1 %d units (%.1f qps assigned), fra1 %d units", onLon, load, onFra)
+	// Explain names the move for a unit on fra1.
+	for u, a := range answers {
+		if a != "192.0.2.1" {
+			continue
+		}
+		var x mapping.Explanation
+		call(t, s, "GET", "/v1/map/explain?property=shop.cdn.example.net&client="+strings.TrimSuffix(u, "0/24")+"1", nil, &x)
+		if x.Assignment == nil || x.Assignment.Reason != "capacity" || x.Assignment.Best != "lon1" || x.Assignment.Edge != "fra1" {
+			t.Fatalf("explain %s: assignment %+v, want moved off lon1 to fra1 for capacity", u, x.Assignment)
+		}
+		break
+	}
+}
