@@ -456,3 +456,45 @@ func TestNamespaceFailoverOnLinkDown(t *testing.T) {
 	took := l.await(all, 2*labCheckInterval+followBound, "fra1 back after recovery")
 	t.Logf("link up to fra1 answered again: %v", took)
 }
+
+func TestNamespaceJitterWithinThresholdDoesNotFlap(t *testing.T) {
+	l := newLab(t)
+	// Frankfurt's network reaches fra1 and lon1 in nearly the same time. The
+	// jitter below swaps which is faster every probe round, by 4 ms of RTT:
+	// under the 5 ms stability threshold, so the answer must hold. (With
+	// --stability-ms 0 --stability-ratio 0 this test sees the answer flip.)
+	base := [3][3]int{{5, 60, 60}, {11, 11, 60}, {60, 60, 5}}
+	l.setDelays(base)
+	l.startServe(true)
+	l.startProbes()
+	l.await([3]string{"fra1", "fra1", "iad1"}, followBound+2*time.Second, "measured map")
+
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			j := base
+			j[1][i%2], j[1][1-i%2] = 10, 12
+			l.setDelays(j)
+			select {
+			case <-stop:
+				return
+			case <-time.After(labInterval):
+			}
+		}
+	}()
+	settled := l.answers()
+	changes := 0
+	for end := time.Now().Add(8 * labInterval); time.Now().Before(end); {
+		if got := l.answers(); got != settled {
+			changes++
+			t.Errorf("answers flapped from %v to %v under jitter within the threshold", settled, got)
+			settled = got
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	close(stop)
+	<-done
+	t.Logf("answers held at %v through 8 s of jitter (%d changes)", settled, changes)
+}
