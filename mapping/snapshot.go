@@ -147,11 +147,14 @@ func (s *Snapshot) Decide(p *Property, client netip.Addr, v6 bool, d *Decision) 
 	if v6 {
 		fam = 1
 	}
+	// Reset every field: a Decision is reused across queries, and a stale
+	// Unit would pick another network's capacity override.
 	d.N, d.Measured, d.FailOpen, d.AllDown, d.Scope = 0, false, false, false, 0
+	d.Located, d.Unit = false, netip.Prefix{}
 	filter := true
 	if p.allDown[fam] {
 		if p.AllDown == AllDownNoData {
-			d.AllDown, d.Unit = true, netip.Prefix{}
+			d.AllDown = true
 			return
 		}
 		filter, d.FailOpen = false, true
@@ -422,3 +425,7 @@ func sortScored(a []scored) {
 		}
 	}
 }
+
+// LookupBytes is Lookup for a name in a byte slice; the map index with a
+// converted slice does not allocate.
+func (s *Snapshot) LookupBytes(name []byte) *Name { return s.names[string(name)] }
