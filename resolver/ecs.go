@@ -30,11 +30,20 @@ type clientSubnet struct {
 	prefix netip.Prefix
 }
 
-// ednsOptions is what a query's OPT record asks of us.
+// ednsOptions is what a query's OPT record asks of us. The subnet is held
+// by value: a pointer into the struct itself would move it to the heap.
 type ednsOptions struct {
-	ecs    *clientSubnet
-	ecsBuf clientSubnet
+	ecs    clientSubnet
+	hasECS bool
 	nsid   bool
+}
+
+// subnet is the query's ECS option, or nil.
+func (o *ednsOptions) subnet() *clientSubnet {
+	if !o.hasECS {
+		return nil
+	}
+	return &o.ecs
 }
 
 // parseOptions reads the options of an OPT record's RDATA. miekg/dns parses
@@ -57,13 +66,13 @@ func parseOptions(rdata []byte, o *ednsOptions) error {
 		case optionNSID:
 			o.nsid = true
 		case optionECS:
-			if o.ecs != nil {
+			if o.hasECS {
 				return errECSDuplicate
 			}
-			if err := parseECS(body, &o.ecsBuf); err != nil {
+			if err := parseECS(body, &o.ecs); err != nil {
 				return err
 			}
-			o.ecs = &o.ecsBuf
+			o.hasECS = true
 		}
 	}
 	return nil

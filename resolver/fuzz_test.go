@@ -94,6 +94,11 @@ func FuzzServeDNS(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte, tcp bool, src uint8) {
 		addr := fuzzSources[int(src)%len(fuzzSources)]
-		checkServe(t, data, h.ServeDNS(data, addr, tcp), tcp)
+		resp := h.ServeDNS(data, addr, tcp)
+		checkServe(t, data, resp, tcp)
+		// The fast path must answer exactly as the general path does.
+		if slow := h.ServeSlow(data, addr, tcp); resp != nil && slow != nil {
+			sameAnswer(t, resp, slow)
+		}
 	})
 }

@@ -33,6 +33,8 @@ type Handler struct {
 	Metrics *Metrics
 	// Demand, if not nil, is told of every property answer, for capacity.
 	Demand DemandObserver
+
+	noFast bool // tests: answer everything through the general path
 }
 
 // DemandObserver counts answered queries per property and map unit. It is
@@ -44,28 +46,40 @@ type DemandObserver interface {
 // ServeDNS returns the response to req from src, or nil when nothing must be
 // sent: a packet too short for a header, or a response (QR=1), which would
 // let anyone bounce traffic between two servers.
-func (h *Handler) ServeDNS(req []byte, src netip.Addr, tcp bool) (resp []byte) {
+func (h *Handler) ServeDNS(req []byte, src netip.Addr, tcp bool) []byte {
+	return h.AppendResponse(nil, req, src, tcp)
+}
+
+// AppendResponse is ServeDNS appending to dst, so that a listener can reuse
+// one buffer: the common query (A or AAAA of a property) is answered by the
+// fast path without allocating; everything else goes through miekg/dns.
+func (h *Handler) AppendResponse(dst, req []byte, src netip.Addr, tcp bool) (resp []byte) {
 	start := time.Now()
 	if len(req) < 12 || req[2]&0x80 != 0 {
 		h.Metrics.dropped()
 		return nil
 	}
-	var q dns.Msg
-	var reply *dns.Msg
 	defer func() {
 		// A bug must cost one SERVFAIL, not the server.
 		if r := recover(); r != nil {
 			h.Metrics.panicked()
 			m := headerOnly(req, dns.RcodeServerFailure)
-			resp, _ = m.Pack()
+			out, _ := m.Pack()
+			resp = append(dst, out...)
 		}
 	}()
+	if out, qtype, ok := h.fastAnswer(dst, req, src, tcp); ok && !h.noFast {
+		h.Metrics.observeFast(qtype, start)
+		return out
+	}
+	var q dns.Msg
+	var reply *dns.Msg
 	if err := q.Unpack(req); err != nil {
 		reply = headerOnly(req, dns.RcodeFormatError)
 	} else {
 		reply = h.answer(&q, req, src, tcp)
 	}
-	resp = pack(reply, &q, tcp)
+	resp = append(dst, pack(reply, &q, tcp)...)
 	h.Metrics.observe(&q, reply, start)
 	return resp
 }
@@ -165,7 +179,7 @@ func (h *Handler) answer(q *dns.Msg, raw []byte, src netip.Addr, tcp bool) *dns.
 	zone := snap.Zone()
 	node := snap.Lookup(name)
 	scope := 0
-	defer func() { echoECS(m, opts.ecs, scope) }()
+	defer func() { echoECS(m, opts.subnet(), scope) }()
 	if node == nil {
 		m.Rcode = dns.RcodeNameError
 		m.Ns = append(m.Ns, negativeSOA(zone))
@@ -186,7 +200,7 @@ func (h *Handler) answer(q *dns.Msg, raw []byte, src netip.Addr, tcp bool) *dns.
 		m.Answer = append(m.Answer, nsRecords(zone, question.Name)...)
 		m.Extra = append(glue(snap, zone), m.Extra...)
 	case node.Property != nil && (qt == dns.TypeA || qt == dns.TypeAAAA):
-		scope = h.edgeAnswer(m, snap, node.Property, question, clientAddr(src, opts.ecs), opts.ecs)
+		scope = h.edgeAnswer(m, snap, node.Property, question, clientAddr(src, opts.subnet()), opts.subnet())
 	case node.Host != nil && (qt == dns.TypeA || qt == dns.TypeAAAA):
 		m.Answer = append(m.Answer, hostAddress(node.Host, question.Name, qt)...)
 	}
@@ -202,12 +216,7 @@ func (h *Handler) edgeAnswer(m *dns.Msg, snap *mapping.Snapshot, p *mapping.Prop
 	v6 := question.Qtype == dns.TypeAAAA
 	var d mapping.Decision
 	snap.Decide(p, client, v6, &d)
-	if d.FailOpen {
-		h.Metrics.failedOpen()
-	}
-	if h.Demand != nil && d.Unit.IsValid() {
-		h.Demand.Observe(p.Name, d.Unit)
-	}
+	h.decided(p, &d)
 	for _, e := range d.Edges[:d.N] {
 		hdr := header(question.Name, question.Qtype, p.TTL)
 		if v6 {
@@ -216,6 +225,22 @@ func (h *Handler) edgeAnswer(m *dns.Msg, snap *mapping.Snapshot, p *mapping.Prop
 			m.Answer = append(m.Answer, &dns.A{Hdr: hdr, A: net.IP(e.IPv4.AsSlice())})
 		}
 	}
+	return ecsScope(&d, ecs)
+}
+
+// decided counts what a decision means beyond its answer: demand for
+// capacity, and answers given although every edge was down.
+func (h *Handler) decided(p *mapping.Property, d *mapping.Decision) {
+	if d.FailOpen {
+		h.Metrics.failedOpen()
+	}
+	if h.Demand != nil && d.Unit.IsValid() {
+		h.Demand.Observe(p.Name, d.Unit)
+	}
+}
+
+// ecsScope is the SCOPE PREFIX-LENGTH for an answer decided by d.
+func ecsScope(d *mapping.Decision, ecs *clientSubnet) int {
 	if !usesECS(ecs) {
 		return 0
 	}

@@ -158,6 +158,7 @@ func (s *Server) closeSockets() {
 func (s *Server) serveUDP(c *net.UDPConn) {
 	defer s.wg.Done()
 	buf := make([]byte, udpReadBuffer)
+	out := make([]byte, 0, udpReadBuffer)
 	for {
 		n, src, err := c.ReadFromUDPAddrPort(buf)
 		if err != nil {
@@ -167,7 +168,7 @@ func (s *Server) serveUDP(c *net.UDPConn) {
 			s.log.Warn("udp read", zap.Error(err))
 			continue
 		}
-		resp := s.h.ServeDNS(buf[:n], src.Addr(), false)
+		resp := s.h.AppendResponse(out[:0], buf[:n], src.Addr(), false)
 		if resp == nil {
 			continue
 		}
@@ -217,6 +218,7 @@ func (s *Server) serveConn(conn net.Conn) {
 	src := conn.RemoteAddr().(*net.TCPAddr).AddrPort().Addr()
 	var lenBuf [2]byte
 	buf := make([]byte, 512)
+	out := make([]byte, 2, 512)
 	for {
 		conn.SetDeadline(time.Now().Add(tcpIdleTimeout))
 		if _, err := io.ReadFull(conn, lenBuf[:]); err != nil {
@@ -229,14 +231,15 @@ func (s *Server) serveConn(conn net.Conn) {
 		if _, err := io.ReadFull(conn, buf[:n]); err != nil {
 			return
 		}
-		resp := s.h.ServeDNS(buf[:n], src, true)
+		// The length prefix goes in front of the answer in one buffer, so
+		// that the answer leaves in one segment.
+		resp := s.h.AppendResponse(out[:2], buf[:n], src, true)
 		if resp == nil {
 			return
 		}
-		out := make([]byte, 2+len(resp))
-		binary.BigEndian.PutUint16(out, uint16(len(resp)))
-		copy(out[2:], resp)
-		if _, err := conn.Write(out); err != nil {
+		binary.BigEndian.PutUint16(resp, uint16(len(resp)-2))
+		out = resp[:0]
+		if _, err := conn.Write(resp); err != nil {
 			return
 		}
 	}

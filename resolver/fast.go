@@ -1,0 +1,202 @@
+package resolver
+
+import (
+	"encoding/binary"
+	"net/netip"
+
+	"github.com/miekg/dns"
+
+	"github.com/edgemap/edgemap/mapping"
+)
+
+// The fast path answers the query a CDN name server gets almost all the
+// time: one question, A or AAAA, class IN, for a property, with at most an
+// OPT record (ECS, NSID). It reads the packet in place and writes the
+// answer straight into the caller's buffer, allocating nothing. Anything
+// else (other names or types, errors, truncation, EDNS versions, NODATA)
+// returns ok=false and takes the general path, which has the same
+// behaviour and is what the protocol tests hold both to.
+
+// fastQuery is what the fast path reads of a query.
+type fastQuery struct {
+	qEnd    int // end of the question section
+	qtype   uint16
+	hasOPT  bool
+	udpSize uint16
+	do      bool
+	opts    ednsOptions
+	ecsRaw  []byte // the ECS option's address bytes, echoed as received
+}
+
+func (h *Handler) fastAnswer(dst, req []byte, src netip.Addr, tcp bool) ([]byte, uint16, bool) {
+	var name [256]byte
+	var q fastQuery
+	n, ok := parseFast(req, &name, &q)
+	if !ok {
+		return nil, 0, false
+	}
+	snap := h.Snapshot.Load()
+	if snap == nil {
+		return nil, 0, false
+	}
+	node := snap.LookupBytes(name[:n])
+	if node == nil || node.Property == nil {
+		return nil, 0, false
+	}
+	p := node.Property
+	v6 := q.qtype == dns.TypeAAAA
+	ecs := q.opts.subnet()
+	var d mapping.Decision
+	snap.Decide(p, clientAddr(src, ecs), v6, &d)
+	if d.N == 0 {
+		return nil, 0, false // NODATA carries the SOA: the general path
+	}
+	limit := maxTCPSize
+	if !tcp {
+		limit = minUDPSize
+		if q.hasOPT {
+			limit = max(minUDPSize, min(int(q.udpSize), advertisedUDPSize))
+		}
+	}
+	start := len(dst)
+	out := append(dst, req[0], req[1],
+		0x80|0x04|req[2]&0x01, // QR, AA, RD copied; opcode QUERY
+		req[3]&0x10,           // CD copied; RA clear; NOERROR
+		0, 1, 0, byte(d.N), 0, 0, 0, 0)
+	if q.hasOPT {
+		out[start+11] = 1
+	}
+	out = append(out, req[12:q.qEnd]...) // the question as asked: 0x20 case kept
+	for _, e := range d.Edges[:d.N] {
+		out = append(out, 0xc0, 12) // a pointer to the question's name
+		out = binary.BigEndian.AppendUint16(out, q.qtype)
+		out = append(out, 0, 1)
+		out = binary.BigEndian.AppendUint32(out, p.TTL)
+		if v6 {
+			a := e.IPv6.As16()
+			out = append(out, 0, 16)
+			out = append(out, a[:]...)
+		} else {
+			a := e.IPv4.As4()
+			out = append(out, 0, 4)
+			out = append(out, a[:]...)
+		}
+	}
+	if q.hasOPT {
+		out = append(out, 0, 0, 41) // root, OPT
+		out = binary.BigEndian.AppendUint16(out, advertisedUDPSize)
+		flags := byte(0)
+		if q.do {
+			flags = 0x80
+		}
+		out = append(out, 0, 0, flags, 0) // extended rcode, version 0, DO
+		lenAt := len(out)
+		out = append(out, 0, 0)
+		// NSID before ECS, the order the general path writes them in.
+		if q.opts.nsid && h.NodeID != "" {
+			out = append(out, 0, optionNSID)
+			out = binary.BigEndian.AppendUint16(out, uint16(len(h.NodeID)))
+			out = append(out, h.NodeID...)
+		}
+		if ecs != nil {
+			out = append(out, 0, optionECS)
+			out = binary.BigEndian.AppendUint16(out, uint16(4+len(q.ecsRaw)))
+			out = binary.BigEndian.AppendUint16(out, ecs.family)
+			out = append(out, ecs.source, byte(ecsScope(&d, ecs)))
+			out = append(out, q.ecsRaw...)
+		}
+		binary.BigEndian.PutUint16(out[lenAt:], uint16(len(out)-lenAt-2))
+	}
+	if len(out)-start > limit {
+		return nil, 0, false // the general path truncates properly
+	}
+	h.decided(p, &d)
+	return out, q.qtype, true
+}
+
+// parseFast reads a query of the fast path's shape, writing the lower-case
+// presentation name ("shop.cdn.example.net.") into name. Anything it does
+// not expect makes it return false, never an error: the general path will
+// look at the packet again and answer it properly.
+func parseFast(req []byte, name *[256]byte, q *fastQuery) (int, bool) {
+	if req[2]&0x78 != 0 || // opcode QUERY only
+		binary.BigEndian.Uint16(req[4:]) != 1 || binary.BigEndian.Uint16(req[6:]) != 0 ||
+		binary.BigEndian.Uint16(req[8:]) != 0 || binary.BigEndian.Uint16(req[10:]) > 1 {
+		return 0, false
+	}
+	off, n := 12, 0
+	for {
+		if off >= len(req) {
+			return 0, false
+		}
+		l := int(req[off])
+		off++
+		if l == 0 {
+			break
+		}
+		if l > 63 || off+l > len(req) || n+l+1 > 254 {
+			return 0, false // a pointer, a bad label or a name too long
+		}
+		for _, c := range req[off : off+l] {
+			switch {
+			case c >= 'A' && c <= 'Z':
+				c += 'a' - 'A'
+			case c == '.' || c == '\\' || c <= ' ' || c > '~':
+				return 0, false // needs escaping: the general path
+			}
+			name[n] = c
+			n++
+		}
+		name[n] = '.'
+		n++
+		off += l
+	}
+	if n == 0 || off+4 > len(req) {
+		return 0, false
+	}
+	q.qtype = binary.BigEndian.Uint16(req[off:])
+	if (q.qtype != dns.TypeA && q.qtype != dns.TypeAAAA) || binary.BigEndian.Uint16(req[off+2:]) != dns.ClassINET {
+		return 0, false
+	}
+	off += 4
+	q.qEnd = off
+	if binary.BigEndian.Uint16(req[10:]) == 0 {
+		return n, off == len(req)
+	}
+	// The OPT record: root name, type 41, then class (UDP size), TTL
+	// (extended rcode, version, flags) and the options.
+	if off+11 > len(req) || req[off] != 0 || binary.BigEndian.Uint16(req[off+1:]) != dns.TypeOPT {
+		return 0, false
+	}
+	q.hasOPT = true
+	q.udpSize = binary.BigEndian.Uint16(req[off+3:])
+	if req[off+5] != 0 || req[off+6] != 0 { // extended rcode, version
+		return 0, false
+	}
+	q.do = req[off+7]&0x80 != 0
+	rdlen := int(binary.BigEndian.Uint16(req[off+9:]))
+	rdata := req[off+11:]
+	if len(rdata) != rdlen {
+		return 0, false
+	}
+	if parseOptions(rdata, &q.opts) != nil {
+		return 0, false
+	}
+	if q.opts.hasECS {
+		q.ecsRaw = ecsAddress(rdata)
+	}
+	return n, true
+}
+
+// ecsAddress finds the ECS option's address bytes in validated OPT RDATA.
+func ecsAddress(rdata []byte) []byte {
+	for len(rdata) >= 4 {
+		code := binary.BigEndian.Uint16(rdata)
+		l := int(binary.BigEndian.Uint16(rdata[2:]))
+		if code == optionECS {
+			return rdata[8 : 4+l]
+		}
+		rdata = rdata[4+l:]
+	}
+	return nil
+}

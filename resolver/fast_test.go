@@ -1,0 +1,129 @@
+package resolver_test
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/miekg/dns"
+)
+
+// sameAnswer fails unless the fast path's response equals the general
+// path's, field for field as miekg/dns reads them.
+func sameAnswer(t testing.TB, fast, slow []byte) {
+	t.Helper()
+	if (fast == nil) != (slow == nil) {
+		t.Fatalf("fast path answered %v, general path %v", fast != nil, slow != nil)
+	}
+	if fast == nil {
+		return
+	}
+	var f, s dns.Msg
+	if err := f.Unpack(fast); err != nil {
+		t.Fatalf("fast path response does not unpack: %v", err)
+	}
+	if err := s.Unpack(slow); err != nil {
+		t.Fatalf("general path response does not unpack: %v", err)
+	}
+	if f.String() != s.String() {
+		t.Fatalf("fast and general paths differ:\n--- fast\n%s\n--- general\n%s", &f, &s)
+	}
+}
+
+// fastQueries are queries of the fast path's shape, and near misses.
+func fastQueries(t testing.TB) [][]byte {
+	var out [][]byte
+	add := func(name string, qtype uint16, opts ...dns.EDNS0) {
+		for _, edns := range []bool{false, true} {
+			if !edns && len(opts) > 0 {
+				continue
+			}
+			m := new(dns.Msg)
+			m.SetQuestion(name, qtype)
+			m.RecursionDesired = true
+			m.CheckingDisabled = qtype == dns.TypeAAAA
+			if edns {
+				m.SetEdns0(4096, qtype == dns.TypeA)
+				m.IsEdns0().Option = append(m.IsEdns0().Option, opts...)
+			}
+			out = append(out, pack(t, m))
+		}
+	}
+	for _, name := range []string{"shop.cdn.example.net.", "ShOp.CdN.eXaMpLe.NeT.", "video.cdn.example.net.", "game.cdn.example.net.", "static.eu.cdn.example.net.", "nope.cdn.example.net.", "ns1.cdn.example.net."} {
+		for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
+			add(name, qt)
+			add(name, qt, subnet("198.18.1.0/24"))
+			add(name, qt, subnet("198.19.5.0/24"), nsidOption())
+			add(name, qt, subnet("2001:db8:2::/48"))
+			add(name, qt, subnet("::ffff:198.18.1.0/120"))
+			add(name, qt, subnet("10.1.2.0/24"))
+			add(name, qt, subnet("198.18.1.0/16"))
+			add(name, qt, rawECS(0, 0))
+			add(name, qt, nsidOption())
+		}
+	}
+	return out
+}
+
+func TestFastPathMatchesGeneralPath(t *testing.T) {
+	h, _, _ := newHandler(t, build(t, worldInputs(t)))
+	for _, src := range []netip.Addr{netip.MustParseAddr("127.1.1.2"), netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("2001:db8:3::9")} {
+		for _, tcp := range []bool{false, true} {
+			for _, q := range fastQueries(t) {
+				sameAnswer(t, h.ServeDNS(q, src, tcp), h.ServeSlow(q, src, tcp))
+			}
+		}
+	}
+}
+
+// TestQueryAllocs pins the allocation budget of a whole query in process:
+// unpack, map, pack, for a property A query with ECS, the query a CDN name
+// server answers all day. The budget is zero: the fast path parses in
+// place, Decide reads the immutable snapshot, and the answer is written
+// into the listener's reused buffer; the metrics are pre-resolved counters.
+func TestQueryAllocs(t *testing.T) {
+	h, _, _ := newHandler(t, build(t, worldInputs(t)))
+	m := new(dns.Msg)
+	m.SetQuestion("shop.cdn.example.net.", dns.TypeA)
+	m.SetEdns0(1232, false)
+	m.IsEdns0().Option = append(m.IsEdns0().Option, subnet("198.18.1.0/24"))
+	req := pack(t, m)
+	src := netip.MustParseAddr("192.0.2.99")
+	buf := make([]byte, 0, 4096)
+	if n := testing.AllocsPerRun(1000, func() { buf = h.AppendResponse(buf[:0], req, src, false) }); n != 0 {
+		t.Fatalf("a property query allocates %v times; the budget is 0", n)
+	}
+	sameAnswer(t, buf, h.ServeSlow(req, src, false))
+}
+
+func BenchmarkQuery(b *testing.B) {
+	h, _, _ := newHandler(b, build(b, worldInputs(b)))
+	src := netip.MustParseAddr("192.0.2.99")
+	for _, bc := range []struct {
+		name  string
+		qtype uint16
+		ecs   string
+	}{
+		{"fast/A+ECS", dns.TypeA, "198.18.1.0/24"},
+		{"fast/A", dns.TypeA, ""},
+		{"general/NS", dns.TypeNS, ""},
+	} {
+		m := new(dns.Msg)
+		if bc.qtype == dns.TypeNS {
+			m.SetQuestion("cdn.example.net.", bc.qtype)
+		} else {
+			m.SetQuestion("shop.cdn.example.net.", bc.qtype)
+		}
+		m.SetEdns0(1232, false)
+		if bc.ecs != "" {
+			m.IsEdns0().Option = append(m.IsEdns0().Option, subnet(bc.ecs))
+		}
+		req := pack(b, m)
+		b.Run(bc.name, func(b *testing.B) {
+			buf := make([]byte, 0, 4096)
+			b.ReportAllocs()
+			for b.Loop() {
+				buf = h.AppendResponse(buf[:0], req, src, false)
+			}
+		})
+	}
+}
