@@ -49,6 +49,7 @@ func Build(in Inputs) (*Snapshot, error) {
 	pools := make(map[string][]*Edge)
 	for i := range s.edges {
 		e := &s.edges[i]
+		e.v = unitVector(e.Lat, e.Lon)
 		if i > 0 && s.edges[i-1].ID == e.ID {
 			return nil, &FieldError{"edges.id", "duplicate edge " + e.ID}
 		}

@@ -23,6 +23,7 @@ type Place struct {
 	Lat, Lon float64
 	City     string
 	Country  string
+	v        vec3 // the point on the unit sphere, for distances
 }
 
 // Geo answers "where is this address" from a GeoIP2 City database.
@@ -81,9 +82,11 @@ func OpenGeo(path string) (*Geo, error) {
 			continue
 		}
 		g.byOffset[off] = int32(len(g.places))
+		lat, lon := *rec.Location.Latitude, *rec.Location.Longitude
 		g.places = append(g.places, Place{
-			Lat:     *rec.Location.Latitude,
-			Lon:     *rec.Location.Longitude,
+			Lat:     lat,
+			Lon:     lon,
+			v:       unitVector(lat, lon),
 			City:    rec.City.Names.English,
 			Country: rec.Country.ISOCode,
 		})

@@ -38,6 +38,8 @@ type Edge struct {
 	Capacity   int
 	// Draining edges get no new answers but stay measured.
 	Draining bool
+
+	v vec3 // the point on the unit sphere; Build sets it
 }
 
 // Serves reports whether the edge has an address of the asked family.
