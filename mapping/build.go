@@ -113,6 +113,7 @@ func Build(in Inputs) (*Snapshot, error) {
 		p.candidates = slices.Compact(p.candidates)
 		p.member = make([]bool, len(s.edges))
 		for _, e := range p.candidates {
+			p.limited = p.limited || e.Capacity > 0
 			i := s.edgeIndex(e)
 			p.member[i] = true
 			p.candidateIndex = append(p.candidateIndex, i)

@@ -60,6 +60,7 @@ type Property struct {
 	AllDown string
 
 	index          int32
+	limited        bool    // some candidate has a capacity
 	allDown        [2]bool // [v4, v6]: no usable candidate of that family
 	unitFirst      []int32 // by unit index: the assigned first edge, -1 none
 	candidates     []*Edge // the edges of Pools, by ID
@@ -431,3 +432,7 @@ func sortScored(a []scored) {
 // LookupBytes is Lookup for a name in a byte slice; the map index with a
 // converted slice does not allocate.
 func (s *Snapshot) LookupBytes(name []byte) *Name { return s.names[string(name)] }
+
+// HasCapacityLimits reports whether some edge the property may use has a
+// capacity. Only then does demand matter, and is worth counting per query.
+func (p *Property) HasCapacityLimits() bool { return p.limited }

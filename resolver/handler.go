@@ -234,7 +234,7 @@ func (h *Handler) decided(p *mapping.Property, d *mapping.Decision) {
 	if d.FailOpen {
 		h.Metrics.failedOpen()
 	}
-	if h.Demand != nil && d.Unit.IsValid() {
+	if h.Demand != nil && d.Unit.IsValid() && p.HasCapacityLimits() {
 		h.Demand.Observe(p.Name, d.Unit)
 	}
 }

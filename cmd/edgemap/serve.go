@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -45,6 +46,7 @@ func serveCommand() *cli.Command {
 			&cli.IntFlag{Name: "up-after", Value: 2, EnvVars: []string{"EDGEMAP_UP_AFTER"}, Usage: "consecutive good checks before a down edge is up"},
 			&cli.Float64Flag{Name: "stability-ratio", Value: mapping.DefaultStability.Ratio, EnvVars: []string{"EDGEMAP_STABILITY_RATIO"}, Usage: "a unit moves to a better edge only if it is better by more than this fraction ..."},
 			&cli.Float64Flag{Name: "stability-ms", Value: mapping.DefaultStability.Ms, EnvVars: []string{"EDGEMAP_STABILITY_MS"}, Usage: "... and by more than this many ms"},
+			&cli.BoolFlag{Name: "pprof", EnvVars: []string{"EDGEMAP_PPROF"}, Usage: "serve Go profiles at /debug/pprof/ on the admin listener (behind its token)"},
 			&cli.DurationFlag{Name: "retention", Value: 24 * time.Hour, EnvVars: []string{"EDGEMAP_RETENTION"}, Usage: "measurements older than this are deleted from the database"},
 		},
 		Action: serve,
@@ -91,6 +93,7 @@ type serveConfig struct {
 	CheckInterval, CheckTimeout                           time.Duration
 	DownAfter, UpAfter                                    int
 	Stability                                             mapping.Stability
+	Pprof                                                 bool
 }
 
 // running says where a started server listens; tests wait for it instead
@@ -113,6 +116,7 @@ func serve(c *cli.Context) error {
 		CheckInterval: c.Duration("check-interval"), CheckTimeout: c.Duration("check-timeout"),
 		DownAfter: c.Int("down-after"), UpAfter: c.Int("up-after"),
 		Stability: mapping.Stability{Ratio: c.Float64("stability-ratio"), Ms: c.Float64("stability-ms")},
+		Pprof:     c.Bool("pprof"),
 	}
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -204,7 +208,15 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 	if err != nil {
 		return fmt.Errorf("--api-listen: %w", err)
 	}
-	httpSrv := &http.Server{Handler: a.routes(reg), ReadHeaderTimeout: 5 * time.Second}
+	handler := a.routes(reg)
+	if cfg.Pprof {
+		mux := http.NewServeMux()
+		mux.Handle("/", handler)
+		mux.Handle("/debug/pprof/", a.auth(pprof.Index))
+		mux.Handle("/debug/pprof/profile", a.auth(pprof.Profile))
+		handler = mux
+	}
+	httpSrv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 	httpErr := make(chan error, 1)
 	go func() { httpErr <- httpSrv.Serve(ln) }()
 
