@@ -180,7 +180,12 @@ func (s *Snapshot) Decide(p *Property, client netip.Addr, v6 bool, d *Decision) 
 				s.take(p, ei, v6, filter, d)
 			}
 		}
-		return
+		if d.N > 0 {
+			return
+		}
+		// None of the property's edges is among the unit's best: the
+		// client's geography decides, as for a unit without data.
+		d.Measured = false
 	}
 	if u != nil {
 		d.Unit = u.Block
