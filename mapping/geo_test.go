@@ -226,3 +226,35 @@ func TestLocateNeverZeroZero(t *testing.T) {
 		}
 	}
 }
+
+// The /24 table must answer exactly as the tree does, for every /24 the
+// test database places anything in and around, and for random addresses;
+// EDGEMAP_GEOLITE2=path/to/GeoLite2-City.mmdb runs the same check on a
+// real database.
+func TestLocateTableMatchesTree(t *testing.T) {
+	dbs := []string{"../testdata/GeoIP2-City-Test.mmdb"}
+	if p := os.Getenv("EDGEMAP_GEOLITE2"); p != "" {
+		dbs = append(dbs, p)
+	}
+	for _, path := range dbs {
+		g, err := openGeo(path, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rnd := rand.New(rand.NewPCG(1, 2))
+		var addrs []netip.Addr
+		for b := range 512 {
+			addrs = append(addrs, netip.AddrFrom4([4]byte{198, 18 + byte(b>>8), byte(b), 7}), netip.AddrFrom4([4]byte{127, 1, byte(b), 9}))
+		}
+		for range 200000 {
+			addrs = append(addrs, netip.AddrFrom4([4]byte{byte(rnd.Uint32()), byte(rnd.Uint32()), byte(rnd.Uint32()), byte(rnd.Uint32())}))
+		}
+		for _, a := range addrs {
+			p1, n1 := g.Locate(a)
+			p2, n2 := g.LocateTree(a)
+			if p1 != p2 || n1 != n2 {
+				t.Fatalf("%s in %s: table says %v %v, tree %v %v", a, path, p1, n1, p2, n2)
+			}
+		}
+	}
+}
