@@ -1,0 +1,92 @@
+package mapping
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// largeInputs is the map of the performance issue: 1 000 edges and 100 000
+// measured targets (/24s), each target measured by perTarget edges. With
+// EDGEMAP_GEOLITE2 set to a real GeoLite2 City database the targets get
+// real locations, and unmeasured edges real distance estimates.
+func largeInputs(tb testing.TB, perTarget int) Inputs {
+	tb.Helper()
+	var geo *Geo
+	if p := os.Getenv("EDGEMAP_GEOLITE2"); p != "" {
+		var err error
+		if geo, err = OpenGeo(p); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	rnd := rand.New(rand.NewPCG(7, 7))
+	in := Inputs{Zone: testZone(), Geo: geo, Now: measureNow}
+	for i := range 1000 {
+		in.Edges = append(in.Edges, Edge{
+			ID: fmt.Sprintf("e%04d", i), IPv4: netip.AddrFrom4([4]byte{192, 0, byte(2 + i/250), byte(i % 250)}),
+			Lat: rnd.Float64()*140 - 70, Lon: rnd.Float64()*360 - 180, Pool: "global",
+		})
+	}
+	in.Properties = []Property{{Name: "shop.cdn.example.net.", Pools: []string{"global"}, TTL: 20, Answers: 1}}
+	for i := range 100_000 {
+		block := netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(1 + i>>16), byte(i >> 8), byte(i), 0}), 24)
+		in.Targets = append(in.Targets, Target{Block: block, Probe: netip.AddrPortFrom(block.Addr().Next(), 443)})
+		for range perTarget {
+			in.Measurements = append(in.Measurements, Measurement{
+				Edge: in.Edges[rnd.IntN(len(in.Edges))].ID, Target: block,
+				RTTMs: 5 + rnd.Float64()*200, Samples: 3, At: measureNow.Add(-time.Second),
+			})
+		}
+	}
+	return in
+}
+
+// BenchmarkDecideLarge is the mapping decision on the large map: client
+// address and property to ranked edges, with the longest-prefix match over
+// 100 000 targets. The issue's target: under 1 µs, 0 allocations.
+func BenchmarkDecideLarge(b *testing.B) {
+	s, err := Build(largeInputs(b, 10))
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := s.props[0]
+	clients := make([]netip.Addr, 4096)
+	rnd := rand.New(rand.NewPCG(1, 1))
+	for i := range clients {
+		n := rnd.IntN(100_000)
+		clients[i] = netip.AddrFrom4([4]byte{byte(1 + n>>16), byte(n >> 8), byte(n), byte(rnd.Uint32())})
+	}
+	var d Decision
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		s.Decide(p, clients[i%len(clients)], false, &d)
+		i++
+	}
+	if d.N == 0 || !d.Measured {
+		b.Fatalf("not decided by a measured unit: %+v", d)
+	}
+}
+
+// BenchmarkBuildLarge is a rebuild of the large map, as every map interval
+// does. The issue's target: under 5 s on one core and under 1 GiB.
+func BenchmarkBuildLarge(b *testing.B) {
+	in := largeInputs(b, 10)
+	runtime.GC()
+	var before, after runtime.MemStats
+	b.ReportAllocs()
+	for b.Loop() {
+		runtime.ReadMemStats(&before)
+		s, err := Build(in)
+		if err != nil {
+			b.Fatal(err)
+		}
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/(1<<20), "MiB-allocated/op")
+		runtime.KeepAlive(s)
+	}
+}
