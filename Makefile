@@ -6,7 +6,7 @@ BIN     := bin/edgemap
 DB      ?= var/edgemap.db
 GEOIP   ?= testdata/GeoIP2-City-Test.mmdb
 
-.PHONY: build run test fuzz generate clean
+.PHONY: build run test fuzz generate clean bench
 
 build:
 	$(GO) build -o $(BIN) ./cmd/edgemap
@@ -23,6 +23,13 @@ test:
 FUZZTIME ?= 60s
 fuzz:
 	$(GO) test ./resolver -run '^$$' -fuzz '^FuzzServeDNS$$' -fuzztime $(FUZZTIME)
+
+# Go benchmarks (the large map: 1000 edges x 100000 measured targets; set
+# EDGEMAP_GEOLITE2 to a GeoLite2 City .mmdb for real locations), then
+# edgemap beside gdnsd and Knot under load (installs what it needs; root).
+bench:
+	GOMAXPROCS=1 $(GO) test -run '^$$' -bench . -benchmem ./mapping ./resolver
+	bash testdata/bench/peers.sh
 
 generate:
 	$(GO) generate ./...

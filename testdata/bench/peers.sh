@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Measures edgemap beside gdnsd and Knot on the same job in the same run,
+# with the peer benchmark kept beside the project (../shared/bench/peers):
+# www.cdn.test A with ECS of 1M distinct /24s from the real GeoLite2 data,
+# each server pinned to CPU 0 and the udpblast generator to CPU 1.
+# Prints each run, the medians and edgemap's resident memory.
+#
+#   testdata/bench/peers.sh            # RUNS=3 DURATION=10 by default
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PEERS=${PEERS:-$(cd ../shared/bench/peers && pwd)}
+export WORK=${WORK:-/tmp/peers-work} RESULTS=${RESULTS:-/tmp/edgemap-bench-results}
+export GEN=udpblast OUTSTANDING=${OUTSTANDING:-128} DURATION=${DURATION:-10}
+RUNS=${RUNS:-3}
+[ -f "$WORK/ecs-3.bin" ] || bash "$PEERS/setup.sh"
+rm -rf "$RESULTS" && mkdir -p "$RESULTS"
+
+go build -o bin/edgemap ./cmd/edgemap
+db=$(mktemp -d)/edgemap.db
+taskset -c 0 bin/edgemap serve --db "$db" --world testdata/bench/cdn-test.yaml --geoip "$WORK/city.mmdb" \
+	--listen 127.0.0.1:5310 --api-listen 127.0.0.1:8110 --node-id bench --log-format console >"$RESULTS/serve.log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null || true' EXIT
+for _ in $(seq 100); do curl -sf http://127.0.0.1:8110/healthz >/dev/null && break; sleep 0.2; done
+
+bash "$PEERS/verify.sh" 5310
+bash "$PEERS/run.sh" edgemap 5310 ecs "$RUNS"
+echo "edgemap RSS after the runs: $(( $(ps -o rss= -p $pid) / 1024 )) MiB"
+for peer in gdnsd:5301 knot:5303; do
+	name=${peer%%:*}
+	bash "$PEERS/peers.sh" start "$name"
+	sleep 2
+	bash "$PEERS/run.sh" "$name" "${peer##*:}" ecs "$RUNS" || true
+	bash "$PEERS/peers.sh" stop "$name"
+done
+echo "--- label, run, qps, lost (all runs)"
+cut -f2,4,5,8 "$RESULTS/summary.tsv"
