@@ -22,32 +22,6 @@ import (
 	"github.com/edgemap/edgemap/store"
 )
 
-// callRaw sends a JSON request to the admin API and returns the raw answer.
-func callRaw(t *testing.T, s *server, method, path string, body any) (int, []byte) {
-	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		raw, err := json.Marshal(body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rd = bytes.NewReader(raw)
-	}
-	req, err := http.NewRequest(method, s.API+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, raw
-}
 
 func listTargets(t *testing.T, s *server) []targetView {
 	t.Helper()

@@ -111,6 +111,18 @@ func queryA(t *testing.T, s *server, name, subnet string) []string {
 // call sends a JSON request to the admin API and decodes the answer.
 func call(t *testing.T, s *server, method, path string, body any, out any) int {
 	t.Helper()
+	code, raw := callRaw(t, s, method, path, body)
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			t.Fatalf("%s %s: decoding answer: %v", method, path, err)
+		}
+	}
+	return code
+}
+
+// callRaw sends a JSON request to the admin API and returns the raw answer.
+func callRaw(t *testing.T, s *server, method, path string, body any) (int, []byte) {
+	t.Helper()
 	var rd io.Reader
 	if body != nil {
 		raw, err := json.Marshal(body)
@@ -128,12 +140,11 @@ func call(t *testing.T, s *server, method, path string, body any, out any) int {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	if out != nil {
-		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-			t.Fatalf("%s %s: decoding answer: %v", method, path, err)
-		}
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return resp.StatusCode
+	return resp.StatusCode, raw
 }
 
 // eventually polls cond until it holds or the deadline passes.
