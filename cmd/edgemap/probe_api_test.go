@@ -22,7 +22,6 @@ import (
 	"github.com/edgemap/edgemap/store"
 )
 
-
 func listTargets(t *testing.T, s *server) []targetView {
 	t.Helper()
 	var out []targetView
