@@ -148,5 +148,6 @@ func (s *Snapshot) addName(name string) *Name {
 // finish applies health, then assigns units for stability and capacity.
 func (s *Snapshot) finish(in Inputs) {
 	s.applyHealth(in.Health)
+	s.rankPlaces()
 	s.assign(in.Demand, in.Previous, in.Stability)
 }

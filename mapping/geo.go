@@ -23,7 +23,8 @@ type Place struct {
 	Lat, Lon float64
 	City     string
 	Country  string
-	v        vec3 // the point on the unit sphere, for distances
+	v        vec3  // the point on the unit sphere, for distances
+	idx      int32 // index in its Geo's places, for precomputed rankings
 }
 
 // Geo answers "where is this address" from a GeoIP2 City database.
@@ -109,6 +110,7 @@ func openGeo(path string, forceTable bool) (*Geo, error) {
 		g.byOffset[off] = int32(len(g.places))
 		lat, lon := *rec.Location.Latitude, *rec.Location.Longitude
 		g.places = append(g.places, Place{
+			idx:     int32(len(g.places)),
 			Lat:     lat,
 			Lon:     lon,
 			v:       unitVector(lat, lon),

@@ -68,7 +68,7 @@ func TestLocate(t *testing.T) {
 			if place == nil {
 				t.Fatalf("place = nil, want %s", tt.city)
 			}
-			want := Place{Lat: tt.lat, Lon: tt.lon, City: tt.city, Country: tt.country, v: unitVector(tt.lat, tt.lon)}
+			want := Place{Lat: tt.lat, Lon: tt.lon, City: tt.city, Country: tt.country, v: unitVector(tt.lat, tt.lon), idx: place.idx}
 			if *place != want {
 				t.Errorf("place = %+v, want %+v", *place, want)
 			}

@@ -60,12 +60,13 @@ type Property struct {
 	AllDown string
 
 	index          int32
-	limited        bool    // some candidate has a capacity
-	allDown        [2]bool // [v4, v6]: no usable candidate of that family
-	unitFirst      []int32 // by unit index: the assigned first edge, -1 none
-	candidates     []*Edge // the edges of Pools, by ID
-	candidateIndex []int32 // their indices in the snapshot's edges
-	member         []bool  // by edge index: is the edge a candidate
+	limited        bool        // some candidate has a capacity
+	placeRank      *[2][]int32 // [v4, v6] best edges per GeoIP place (places.go)
+	allDown        [2]bool     // [v4, v6]: no usable candidate of that family
+	unitFirst      []int32     // by unit index: the assigned first edge, -1 none
+	candidates     []*Edge     // the edges of Pools, by ID
+	candidateIndex []int32     // their indices in the snapshot's edges
+	member         []bool      // by edge index: is the edge a candidate
 }
 
 // Name is what exists at one owner name in the zone. A name with every field
@@ -215,6 +216,23 @@ func (s *Snapshot) Decide(p *Property, client netip.Addr, v6 bool, d *Decision) 
 			first = ei
 			s.take(p, ei, v6, filter, d)
 		}
+	}
+	if place != nil && filter && p.placeRank != nil {
+		fam := 0
+		if v6 {
+			fam = 1
+		}
+		row := p.placeRank[fam][int(place.idx)*placeRankLen:][:placeRankLen]
+		for _, ei := range row {
+			if ei < 0 || d.N == k {
+				break
+			}
+			if ei != first {
+				d.Edges[d.N] = &s.edges[ei]
+				d.N++
+			}
+		}
+		return
 	}
 	var top [MaxAnswers]scored
 	n := 0
