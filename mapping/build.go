@@ -50,6 +50,7 @@ func Build(in Inputs) (*Snapshot, error) {
 	for i := range s.edges {
 		e := &s.edges[i]
 		e.v = unitVector(e.Lat, e.Lon)
+		e.idx = int32(i)
 		if i > 0 && s.edges[i-1].ID == e.ID {
 			return nil, &FieldError{"edges.id", "duplicate edge " + e.ID}
 		}

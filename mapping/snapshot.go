@@ -39,7 +39,8 @@ type Edge struct {
 	// Draining edges get no new answers but stay measured.
 	Draining bool
 
-	v vec3 // the point on the unit sphere; Build sets it
+	v   vec3  // the point on the unit sphere; Build sets it
+	idx int32 // the index in the snapshot's edges; Build sets it
 }
 
 // Serves reports whether the edge has an address of the asked family.
@@ -429,11 +430,8 @@ func (s *Snapshot) Explain(name string, client netip.Addr, v6 bool) (*Explanatio
 	return x, nil
 }
 
-// edgeIndex is the index of e in s.edges.
-func (s *Snapshot) edgeIndex(e *Edge) int32 {
-	i, _ := slices.BinarySearchFunc(s.edges, e.ID, func(x Edge, id string) int { return strings.Compare(x.ID, id) })
-	return int32(i)
-}
+// edgeIndex is the index of e in s.edges (set by Build, so no search).
+func (s *Snapshot) edgeIndex(e *Edge) int32 { return e.idx }
 
 func placeName(p *Place) string {
 	if p.City == "" {

@@ -31,9 +31,10 @@ import (
 // lets a server close idle connections; ten seconds keeps pipelining
 // resolvers happy without letting idle sockets pile up.
 const (
-	tcpIdleTimeout = 10 * time.Second
-	tcpMaxConns    = 1024
-	udpReadBuffer  = 4096 // larger than any EDNS query we accept
+	tcpIdleTimeout  = 10 * time.Second
+	tcpMaxConns     = 1024
+	udpReadBuffer   = 4096 // larger than any EDNS query we accept
+	udpSocketBuffer = 4 << 20
 )
 
 // Config configures a Server.
@@ -117,7 +118,12 @@ func (s *Server) bind(addr string, udpSockets int) error {
 		if err != nil {
 			return fmt.Errorf("dns listen udp %s: %w", addr, err)
 		}
-		s.udp = append(s.udp, pc.(*net.UDPConn))
+		uc := pc.(*net.UDPConn)
+		// A burst, or a moment the reader spends off the CPU, must not
+		// overflow the kernel's queue: 4 MiB holds about 40 000 queries.
+		// The kernel caps it at net.core.rmem_max.
+		_ = uc.SetReadBuffer(udpSocketBuffer)
+		s.udp = append(s.udp, uc)
 	}
 	return nil
 }
