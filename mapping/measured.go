@@ -84,21 +84,27 @@ type unit struct {
 	inner *bart.Table[struct{}]
 }
 
+// freshMeasurement is a fresh measurement as a unit keeps it: compact,
+// because a large map holds millions of them and rebuilds them every map
+// interval.
 type freshMeasurement struct {
-	edge int32
-	m    Measurement
+	edge    int32
+	rttMs   float32
+	loss    float32
+	samples uint32
+	at      int64 // unix ns
 }
 
 // measuredScore is the expected connect time over a measured path.
-func measuredScore(m *Measurement, estimate float64) float64 {
-	rtt := m.RTTMs
+func measuredScore(m *freshMeasurement, estimate float64) float64 {
+	rtt := float64(m.rttMs)
 	if rtt <= 0 {
 		rtt = estimate
 		if math.IsInf(rtt, 1) {
 			rtt = lossPenaltyMs
 		}
 	}
-	return rtt + lossPenaltyMs*m.Loss
+	return rtt + lossPenaltyMs*float64(m.loss)
 }
 
 // buildUnits indexes the targets and ranks every edge for each target that
@@ -152,14 +158,36 @@ func (s *Snapshot) buildUnits(targets []Target, ms []Measurement, now time.Time,
 			outer.inner.Insert(s.units[i].Block, struct{}{})
 		}
 	}
-	for _, m := range ms {
+	// Two passes, counting then filling one backing array, so that a
+	// rebuild allocates the fresh measurements once instead of growing a
+	// slice per unit.
+	fresh := func(m *Measurement) (int32, int32, bool) {
 		ui, okU := byBlock[m.Target]
 		ei, okE := edgeIndex[m.Edge]
 		if !okU || !okE || now.Sub(m.At) > maxAge || m.At.After(now.Add(maxAge)) {
-			continue // stale, or of an edge or target that is gone
+			return 0, 0, false // stale, or of an edge or target that is gone
 		}
-		u := &s.units[ui]
-		u.fresh = append(u.fresh, freshMeasurement{edge: ei, m: m})
+		return ui, ei, true
+	}
+	counts := make([]int32, len(s.units))
+	total := 0
+	for i := range ms {
+		if ui, _, ok := fresh(&ms[i]); ok {
+			counts[ui]++
+			total++
+		}
+	}
+	backing := make([]freshMeasurement, total)
+	for ui, n := range counts {
+		s.units[ui].fresh, backing = backing[:0:n], backing[n:]
+	}
+	for i := range ms {
+		m := &ms[i]
+		if ui, ei, ok := fresh(m); ok {
+			u := &s.units[ui]
+			u.fresh = append(u.fresh, freshMeasurement{edge: ei, rttMs: float32(m.RTTMs), loss: float32(m.Loss),
+				samples: uint32(min(m.Samples, math.MaxUint32)), at: m.At.UnixNano()})
+		}
 	}
 	// Every unit's ranking mixes its measured edges with distance estimates
 	// from its location for the rest. The estimates depend only on the
@@ -168,6 +196,7 @@ func (s *Snapshot) buildUnits(targets []Target, ms []Measurement, now time.Time,
 	// nearest others, unitRankingLen in all, not every edge (1 000 edges
 	// x 100 000 targets would be 400 MB of rankings and seconds of sorting).
 	nearest := map[*Place][]scored{}
+	var scratch []scored
 	for i := range s.units {
 		u := &s.units[i]
 		if len(u.fresh) == 0 {
@@ -182,7 +211,7 @@ func (s *Snapshot) buildUnits(targets []Target, ms []Measurement, now time.Time,
 			est = s.nearestEdges(u.place, unitRankingLen+len(u.fresh))
 			nearest[u.place] = est
 		}
-		all := make([]scored, 0, len(u.fresh)+len(est))
+		all := scratch[:0]
 		for _, f := range u.fresh {
 			all = append(all, s.unitScore(u, f.edge))
 		}
@@ -192,6 +221,7 @@ func (s *Snapshot) buildUnits(targets []Target, ms []Measurement, now time.Time,
 			}
 		}
 		sortScored(all)
+		scratch = all
 		all = all[:min(len(all), unitRankingLen)]
 		u.ranking = make([]int32, len(all))
 		for j, c := range all {
@@ -240,12 +270,12 @@ func (s *Snapshot) unitScore(u *unit, ei int32) scored {
 	return c
 }
 
-func (u *unit) measurement(ei int32) *Measurement {
+func (u *unit) measurement(ei int32) *freshMeasurement {
 	i, ok := slices.BinarySearchFunc(u.fresh, ei, func(f freshMeasurement, e int32) int { return cmp.Compare(f.edge, e) })
 	if !ok {
 		return nil
 	}
-	return &u.fresh[i].m
+	return &u.fresh[i]
 }
 
 // lookupUnit returns the measured unit that decides for client, or nil.

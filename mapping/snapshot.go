@@ -390,8 +390,8 @@ func (s *Snapshot) Explain(name string, client netip.Addr, v6 bool) (*Explanatio
 		case c.measured:
 			m := u.measurement(s.edgeIndex(c.edge))
 			r.Basis = "measured"
-			r.Measured = &MeasuredInfo{RTTMs: math.Round(m.RTTMs*10) / 10, Loss: math.Round(m.Loss*1000) / 1000,
-				AgeS: math.Round(s.built.Sub(m.At).Seconds()*10) / 10, Samples: m.Samples}
+			r.Measured = &MeasuredInfo{RTTMs: math.Round(float64(m.rttMs)*10) / 10, Loss: math.Round(float64(m.loss)*1000) / 1000,
+				AgeS: math.Round(s.built.Sub(time.Unix(0, m.at)).Seconds()*10) / 10, Samples: uint64(m.samples)}
 			measured++
 		case place == nil:
 			r.Basis = "default order (no location)"

@@ -25,8 +25,12 @@ type measKey struct {
 // The store stays the truth; this is loaded from it at start and only
 // changed after a write to it succeeded.
 type measurements struct {
-	mu    sync.RWMutex // guards byKey
+	mu    sync.RWMutex // guards byKey and mapView
 	byKey map[measKey]*store.Measurement
+	// mapView is byKey as the map reads it, kept between builds until a
+	// report or a prune changes byKey: converting a million measurements
+	// every map interval is garbage the answers would pay for.
+	mapView []mapping.Measurement
 
 	edgeLocks sync.Map // edge id -> *sync.Mutex: one report per edge at a time
 }
@@ -39,20 +43,25 @@ func (ms *measurements) load(st *store.Store) error {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	ms.byKey = make(map[measKey]*store.Measurement, len(all))
+	ms.mapView = nil
 	for i := range all {
 		ms.byKey[measKey{all[i].Edge, all[i].Target}] = &all[i]
 	}
 	return nil
 }
 
-// forMap converts the table for mapping.Build.
+// forMap is the table for mapping.Build, which only reads it.
 func (ms *measurements) forMap() []mapping.Measurement {
-	ms.mu.RLock()
-	defer ms.mu.RUnlock()
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	if ms.mapView != nil {
+		return ms.mapView
+	}
 	out := make([]mapping.Measurement, 0, len(ms.byKey))
 	for _, m := range ms.byKey {
 		out = append(out, mapping.Measurement{Edge: m.Edge, Target: m.Target, RTTMs: m.RTTMs, Loss: m.Loss, Samples: m.Samples, At: m.At})
 	}
+	ms.mapView = out
 	return out
 }
 
@@ -124,6 +133,7 @@ func (ms *measurements) accept(st *store.Store, keyID string, seq uint64, r *pro
 	for i := range recs {
 		ms.byKey[measKey{recs[i].Edge, recs[i].Target}] = &recs[i]
 	}
+	ms.mapView = nil
 	ms.mu.Unlock()
 	return nil
 }
@@ -153,6 +163,7 @@ func (ms *measurements) prune(st *store.Store, cfg store.Config, now time.Time, 
 			delete(ms.byKey, k)
 		}
 	}
+	ms.mapView = nil
 	ms.mu.Unlock()
 	if n > 0 {
 		log.Info("pruned measurements", zap.Int("deleted", n))

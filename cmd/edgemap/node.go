@@ -33,6 +33,11 @@ type node struct {
 	// now: a restarted server's first map is the one it published last.
 	asOf time.Time
 
+	// cfg is the stored configuration as last read; nil after a write.
+	// Every write goes through update, so the map loop can rebuild from it
+	// without decoding the file every interval.
+	cfg *store.Config
+
 	meas      measurements
 	maxAge    time.Duration
 	published time.Time // what the published snapshot was built for
@@ -116,10 +121,14 @@ func (n *node) rebuild() error {
 }
 
 func (n *node) rebuildLocked() error {
-	cfg, err := n.store.Config()
-	if err != nil {
-		return err
+	if n.cfg == nil {
+		cfg, err := n.store.Config()
+		if err != nil {
+			return err
+		}
+		n.cfg = &cfg
 	}
+	cfg := *n.cfg
 	in := inputs(cfg, n.geo)
 	in.Now = time.Now()
 	if !n.asOf.IsZero() {
@@ -167,6 +176,9 @@ func (n *node) update(fn func(c *store.Config) error) (bool, error) {
 		}
 		return checkConfig(*c)
 	})
+	if changed {
+		n.cfg = nil
+	}
 	if err != nil || !changed {
 		return changed, err
 	}
