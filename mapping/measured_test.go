@@ -223,3 +223,23 @@ func TestGeoScopeLeavesOutMeasuredTargets(t *testing.T) {
 		t.Fatalf("inside the target: %v scope %d, want fra1 scope 25", got, d.Scope)
 	}
 }
+
+func TestScopeZeroNeverCoversATarget(t *testing.T) {
+	// No GeoIP: a client outside every target would get scope 0, which
+	// would tell resolvers the answer holds for the measured target too.
+	in := testInputs(nil)
+	in.Now = measureNow
+	in.Targets = []Target{{Block: netip.MustParsePrefix("198.51.100.0/24"), Probe: netip.MustParseAddrPort("198.51.100.1:443")}}
+	in.Measurements = []Measurement{meas("syd1", "198.51.100.0/24", 1, 0, time.Second)}
+	s, err := Build(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d Decision
+	client := netip.MustParseAddr("203.0.113.9")
+	s.Decide(mustProperty(t, s, "shop.cdn.example.net."), client, false, &d)
+	scope, _ := client.Prefix(d.Scope)
+	if d.Scope == 0 || scope.Overlaps(netip.MustParsePrefix("198.51.100.0/24")) {
+		t.Fatalf("scope /%d (%s) covers the measured target", d.Scope, scope)
+	}
+}

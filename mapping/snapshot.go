@@ -204,7 +204,8 @@ func (s *Snapshot) Decide(p *Property, client netip.Addr, v6 bool, d *Decision) 
 		// Inside a target without fresh data: the answer is the client's
 		// own geography, but never for more than the target.
 		d.Scope = narrowScope(u.inner, client, max(d.Scope, u.Block.Bits()))
-	case s.targetSet != nil && d.Scope > 0:
+	case s.targetSet != nil && client.IsValid():
+		// Even a scope of 0 (no GeoIP network) must not cover targets.
 		d.Scope = narrowScope(s.targetSet, client, d.Scope)
 	}
 	if s.overrides != nil && d.Unit.IsValid() {

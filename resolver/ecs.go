@@ -8,8 +8,10 @@ import (
 
 // EDNS option codes this server acts on.
 const (
-	optionNSID = 3 // RFC 5001
-	optionECS  = 8 // RFC 7871
+	optionNSID    = 3  // RFC 5001
+	optionECS     = 8  // RFC 7871
+	optionCookie  = 10 // RFC 7873
+	optionPadding = 12 // RFC 7830
 )
 
 var (
@@ -36,6 +38,10 @@ type ednsOptions struct {
 	ecs    clientSubnet
 	hasECS bool
 	nsid   bool
+	// unusual is set by an option other than NSID, ECS, cookie and
+	// padding: miekg/dns validates some (keepalive, expire, ...), so the
+	// fast path leaves such queries to the general path.
+	unusual bool
 }
 
 // subnet is the query's ECS option, or nil.
@@ -63,6 +69,7 @@ func parseOptions(rdata []byte, o *ednsOptions) error {
 		body := rdata[4 : 4+n]
 		rdata = rdata[4+n:]
 		switch code {
+		case optionCookie, optionPadding:
 		case optionNSID:
 			o.nsid = true
 		case optionECS:
@@ -73,6 +80,8 @@ func parseOptions(rdata []byte, o *ednsOptions) error {
 				return err
 			}
 			o.hasECS = true
+		default:
+			o.unusual = true
 		}
 	}
 	return nil
@@ -101,7 +110,9 @@ func parseECS(b []byte, cs *clientSubnet) error {
 	default:
 		return errECSFamily
 	}
-	if int(cs.source) > max {
+	// A scope longer than the address is malformed (miekg/dns refuses it
+	// too), even though a query's scope is otherwise ignored.
+	if int(cs.source) > max || int(b[3]) > max {
 		return errECSPrefix
 	}
 	if len(addr) != (int(cs.source)+7)/8 {

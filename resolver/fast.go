@@ -179,7 +179,7 @@ func parseFast(req []byte, name *[256]byte, q *fastQuery) (int, bool) {
 	if len(rdata) != rdlen {
 		return 0, false
 	}
-	if parseOptions(rdata, &q.opts) != nil {
+	if parseOptions(rdata, &q.opts) != nil || q.opts.unusual {
 		return 0, false
 	}
 	if q.opts.hasECS {

@@ -59,6 +59,11 @@ func fastQueries(t testing.TB) [][]byte {
 			add(name, qt, subnet("198.18.1.0/16"))
 			add(name, qt, rawECS(0, 0))
 			add(name, qt, nsidOption())
+			// Options miekg/dns validates, and an ECS scope longer than
+			// the address: FORMERR on both paths, never a fast answer.
+			add(name, qt, &dns.EDNS0_LOCAL{Code: 11, Data: []byte{1}})
+			add(name, qt, &dns.EDNS0_LOCAL{Code: 8, Data: []byte{0, 1, 24, 33, 198, 18, 1}})
+			add(name, qt, &dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: "0102030405060708"}, subnet("198.18.2.0/24"))
 		}
 	}
 	return out

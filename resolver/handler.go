@@ -68,9 +68,11 @@ func (h *Handler) AppendResponse(dst, req []byte, src netip.Addr, tcp bool) (res
 			resp = append(dst, out...)
 		}
 	}()
-	if out, qtype, ok := h.fastAnswer(dst, req, src, tcp); ok && !h.noFast {
-		h.Metrics.observeFast(qtype, start)
-		return out
+	if !h.noFast {
+		if out, qtype, ok := h.fastAnswer(dst, req, src, tcp); ok {
+			h.Metrics.observeFast(qtype, start)
+			return out
+		}
 	}
 	var q dns.Msg
 	var reply *dns.Msg

@@ -219,10 +219,12 @@ func (s *Server) serveUDP(c *net.UDPConn) {
 				if errors.Is(err, net.ErrClosed) {
 					return
 				}
-				// The answer that could not be sent is skipped; the
-				// others in the batch still go.
+				// The answer that could not be sent (a spoofed port 0,
+				// a filtered destination) is skipped; the others in the
+				// batch still go. x/net reports a failed first message
+				// as -1.
 				s.log.Debug("udp write", zap.Error(err))
-				m++
+				m = max(m, 0) + 1
 			}
 			sent += m
 		}

@@ -203,3 +203,19 @@ func TestCapacitySpillsToNextBest(t *testing.T) {
 		break
 	}
 }
+
+// An edge that went down by its check comes back when the check is
+// removed: nothing is left to say it is down.
+func TestRemovingACheckBringsTheEdgeBack(t *testing.T) {
+	s := startServer(t, demoConfig(t))
+	call(t, s, "PATCH", "/v1/edges/fra1", edgeSpec{Check: ptr("tcp://" + closedPort(t))}, nil)
+	eventually(t, 3*time.Second, "fra1 down", func() bool {
+		_, got := rcodeOf(t, s, "shop.cdn.example.net.", "198.18.2.0/24")
+		return got[0] != "192.0.2.1"
+	})
+	call(t, s, "PATCH", "/v1/edges/fra1", edgeSpec{Check: ptr("")}, nil)
+	eventually(t, 3*time.Second, "fra1 back without a check", func() bool {
+		_, got := rcodeOf(t, s, "shop.cdn.example.net.", "198.18.2.0/24")
+		return got[0] == "192.0.2.1"
+	})
+}

@@ -61,19 +61,21 @@ func (b *healthBook) reported(edge string, up bool, at time.Time, interval time.
 	return !ok || old.up != up
 }
 
-// forget drops the state of edges that no longer exist.
-func (b *healthBook) forget(edges []store.Edge) {
+// forget drops what is known of edges that no longer exist, and the check
+// results of edges that are no longer checked: a check removed while its
+// edge was down must not keep it down.
+// It reports whether it dropped a check result.
+func (b *healthBook) forget(edges []store.Edge, checked map[string]bool) (dropped bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	keep := map[string]bool{}
 	for _, e := range edges {
 		keep[e.ID] = true
 	}
-	for _, m := range []map[string]sourceState{b.checks} {
-		for id := range m {
-			if !keep[id] {
-				delete(m, id)
-			}
+	for id := range b.checks {
+		if !keep[id] || !checked[id] {
+			delete(b.checks, id)
+			dropped = true
 		}
 	}
 	for id := range b.agents {
@@ -81,6 +83,7 @@ func (b *healthBook) forget(edges []store.Edge) {
 			delete(b.agents, id)
 		}
 	}
+	return dropped
 }
 
 // decide is every edge's health at now. Down wins: an edge is down if its

@@ -44,6 +44,7 @@ type node struct {
 
 	health    *healthBook
 	monitor   *probe.Monitor // nil: no checks (tests that do not need them)
+	syncMu    sync.Mutex     // serializes syncChecks; never held with mu
 	demand    *demandCounter
 	rates     []mapping.Demand // the latest demand rates, for every build
 	stability mapping.Stability
@@ -274,6 +275,10 @@ func (n *node) syncChecks() {
 	if n.monitor == nil {
 		return
 	}
+	// Reading the configuration and setting the checks happen together, so
+	// two updates cannot leave the monitor on the older one.
+	n.syncMu.Lock()
+	defer n.syncMu.Unlock()
 	cfg, err := n.store.Config()
 	if err != nil {
 		n.log.Error("reading edges for health checks", zap.Error(err))
@@ -296,8 +301,15 @@ func (n *node) syncChecks() {
 			initial[e.ID] = h.Up
 		}
 	}
-	n.health.forget(cfg.Edges)
 	n.monitor.Set(checks, initial)
+	checked := make(map[string]bool, len(checks))
+	for id := range checks {
+		checked[id] = true
+	}
+	// After Set: a loop being stopped may still record one last result.
+	if n.health.forget(cfg.Edges, checked) {
+		n.healthChanged()
+	}
 }
 
 // healthChanged publishes a new map at once: a dead edge must leave the
