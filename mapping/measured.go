@@ -239,24 +239,12 @@ const unitRankingLen = 32
 // nearestEdges is the n best edges by distance estimate from place (by id
 // without a place), best first: a bounded selection, not a sort of all.
 func (s *Snapshot) nearestEdges(place *Place, n int) []scored {
-	top := make([]scored, 0, n+1)
+	top := make([]scored, min(n, len(s.edges)))
+	k := 0
 	for i := range s.edges {
-		c := score(&s.edges[i], place)
-		if len(top) == n && !better(c, top[n-1]) {
-			continue
-		}
-		j := len(top)
-		if j < n {
-			top = append(top, c)
-		} else {
-			j = n - 1
-		}
-		for ; j > 0 && better(c, top[j-1]); j-- {
-			top[j] = top[j-1]
-		}
-		top[j] = c
+		k = keepBest(top, k, score(&s.edges[i], place))
 	}
-	return top
+	return top[:k]
 }
 
 // unitScore scores edge ei for unit u: measured when fresh, else estimated

@@ -57,18 +57,7 @@ func (s *Snapshot) placeTable(p *Property, v6 bool) []int32 {
 			if !e.Serves(v6) || !s.usable[p.candidateIndex[i]] {
 				continue
 			}
-			c := score(e, place)
-			if n == placeRankLen && !better(c, top[n-1]) {
-				continue
-			}
-			if n < placeRankLen {
-				n++
-			}
-			j := n - 1
-			for ; j > 0 && better(c, top[j-1]); j-- {
-				top[j] = top[j-1]
-			}
-			top[j] = c
+			n = keepBest(top[:], n, score(e, place))
 		}
 		row := out[pi*placeRankLen : (pi+1)*placeRankLen]
 		for j := range row {

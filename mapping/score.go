@@ -78,3 +78,22 @@ func better(a, b scored) bool {
 	}
 	return a.edge.ID < b.edge.ID
 }
+
+// keepBest adds c to the best-first list top[:n], which holds at most
+// len(top) entries, and returns the new length: a bounded insertion, for
+// keeping the best few of many candidates without sorting them all.
+func keepBest(top []scored, n int, c scored) int {
+	if n == len(top) {
+		if n == 0 || !better(c, top[n-1]) {
+			return n
+		}
+	} else {
+		n++
+	}
+	i := n - 1
+	for ; i > 0 && better(c, top[i-1]); i-- {
+		top[i] = top[i-1]
+	}
+	top[i] = c
+	return n
+}

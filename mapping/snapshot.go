@@ -243,19 +243,7 @@ func (s *Snapshot) Decide(p *Property, client netip.Addr, v6 bool, d *Decision) 
 		if !e.Serves(v6) || (filter && !s.usable[ei]) || ei == first {
 			continue
 		}
-		c := score(e, place)
-		if n == k && !better(c, top[n-1]) {
-			continue
-		}
-		if n < k {
-			n++
-		}
-		// Insertion into the short sorted prefix: k is at most 4.
-		i := n - 1
-		for ; i > 0 && better(c, top[i-1]); i-- {
-			top[i] = top[i-1]
-		}
-		top[i] = c
+		n = keepBest(top[:k], n, score(e, place))
 	}
 	for i := 0; i < n && d.N < k; i++ {
 		d.Edges[d.N] = top[i].edge

@@ -1,42 +1,6 @@
 package main
 
-import (
-	"bytes"
-	"os"
-	"path/filepath"
-	"strings"
-	"testing"
-)
-
-// goldenCLI runs one CLI command against s and compares what it prints,
-// and the error it ends with, to testdata/<golden>.golden: the command
-// line, a "---" separator, then the expected output (the format of
-// TestCLIGolden). With -update it rewrites the file instead.
-func goldenCLI(t *testing.T, s *server, golden, args string) {
-	t.Helper()
-	var out bytes.Buffer
-	app := newApp()
-	app.Writer, app.ErrWriter = &out, &out
-	argv := append([]string{"edgemap", "--api", s.API}, strings.Fields(args)...)
-	if err := app.Run(argv); err != nil {
-		out.WriteString("error: " + err.Error() + "\n")
-	}
-	got := "edgemap " + args + "\n---\n" + out.String()
-	path := filepath.Join("testdata", golden+".golden")
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("output differs from %s:\n--- got\n%s--- want\n%s", path, got, want)
-	}
-}
+import "testing"
 
 // TestCLIProbeGolden covers the target and key commands. The cases run in
 // order against one server and only print what does not depend on the

@@ -37,28 +37,37 @@ func TestCLIGolden(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.golden, func(t *testing.T) {
-			var out bytes.Buffer
-			app := newApp()
-			app.Writer, app.ErrWriter = &out, &out
-			args := append([]string{"edgemap", "--api", s.API}, strings.Fields(tc.args)...)
-			if err := app.Run(args); err != nil {
-				out.WriteString("error: " + err.Error() + "\n")
-			}
-			got := "edgemap " + tc.args + "\n---\n" + out.String()
-			path := filepath.Join("testdata", tc.golden+".golden")
-			if *update {
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create it)", err)
-			}
-			if got != string(want) {
-				t.Errorf("output differs from %s:\n--- got\n%s--- want\n%s", path, got, want)
-			}
+			goldenCLI(t, s, tc.golden, tc.args)
 		})
+	}
+}
+
+// goldenCLI runs one CLI command against s and compares what it prints,
+// and the error it ends with, to testdata/<golden>.golden: the command
+// line, a "---" separator, then the expected output. With -update it
+// rewrites the file instead.
+func goldenCLI(t *testing.T, s *server, golden, args string) {
+	t.Helper()
+	var out bytes.Buffer
+	app := newApp()
+	app.Writer, app.ErrWriter = &out, &out
+	argv := append([]string{"edgemap", "--api", s.API}, strings.Fields(args)...)
+	if err := app.Run(argv); err != nil {
+		out.WriteString("error: " + err.Error() + "\n")
+	}
+	got := "edgemap " + args + "\n---\n" + out.String()
+	path := filepath.Join("testdata", golden+".golden")
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("output differs from %s:\n--- got\n%s--- want\n%s", path, got, want)
 	}
 }

@@ -146,16 +146,7 @@ func (l *lab) listen(h *netemu.Host, addr string) {
 	if err := h.Do(func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
 		l.t.Fatal(err)
 	}
-	l.t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	acceptAndClose(l.t, ln)
 }
 
 func (l *lab) writeWorld() {

@@ -48,21 +48,8 @@ func metric(t *testing.T, s *server, series string) float64 {
 
 func rcodeOf(t *testing.T, s *server, name, subnet string) (int, []string) {
 	t.Helper()
-	m := new(dns.Msg)
-	m.SetQuestion(name, dns.TypeA)
-	m.SetEdns0(1232, false)
-	_, ipnet, _ := net.ParseCIDR(subnet)
-	bits, _ := ipnet.Mask.Size()
-	m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: uint8(bits), Address: ipnet.IP})
-	r, _, err := new(dns.Client).Exchange(m, s.DNS.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, rr := range r.Answer {
-		out = append(out, rr.(*dns.A).A.String())
-	}
-	return r.Rcode, out
+	r, addrs := askA(t, s, name, subnet)
+	return r.Rcode, addrs
 }
 
 func TestAllEdgesDownStillAnswers(t *testing.T) {
@@ -101,22 +88,9 @@ func TestAllEdgesDownStillAnswers(t *testing.T) {
 	for _, id := range []string{"nrt1", "sel1", "sin1"} {
 		call(t, s, "PATCH", "/v1/edges/"+id, edgeSpec{Check: ptr("")}, nil)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	up := loopbackProbe(t, "127.0.0.1")
 	for _, id := range []string{"nrt1", "sel1", "sin1"} {
-		call(t, s, "PATCH", "/v1/edges/"+id, edgeSpec{Check: ptr("tcp://" + ln.Addr().String())}, nil)
+		call(t, s, "PATCH", "/v1/edges/"+id, edgeSpec{Check: ptr("tcp://" + up)}, nil)
 	}
 	eventually(t, 3*time.Second, "apac back up", func() bool {
 		_, got := rcodeOf(t, s, "game.cdn.example.net.", "198.18.1.0/24")

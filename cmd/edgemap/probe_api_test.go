@@ -64,25 +64,9 @@ func measuredEdges(x *mapping.Explanation) []string {
 // addresses and the answer's ECS scope prefix length.
 func queryECS(t *testing.T, s *server, name, subnet string) ([]string, uint8) {
 	t.Helper()
-	p := netip.MustParsePrefix(subnet)
-	m := new(dns.Msg)
-	m.SetQuestion(name, dns.TypeA)
-	o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
-	o.SetUDPSize(1232)
-	o.Option = append(o.Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: uint8(p.Bits()), Address: p.Addr().AsSlice()})
-	m.Extra = append(m.Extra, o)
-	r, _, err := new(dns.Client).Exchange(m, s.DNS.String())
-	if err != nil {
-		t.Fatalf("query %s: %v", name, err)
-	}
+	r, addrs := askA(t, s, name, subnet)
 	if r.Rcode != dns.RcodeSuccess {
 		t.Fatalf("query %s: rcode %s", name, dns.RcodeToString[r.Rcode])
-	}
-	var addrs []string
-	for _, rr := range r.Answer {
-		if a, ok := rr.(*dns.A); ok {
-			addrs = append(addrs, a.A.String())
-		}
 	}
 	opt := r.IsEdns0()
 	if opt == nil {
@@ -472,21 +456,7 @@ func loopbackProbe(t *testing.T, ip string) string {
 	if err != nil {
 		t.Fatalf("listen on %s: %v", ip, err)
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-	})
+	acceptAndClose(t, ln)
 	return ln.Addr().String()
 }
 

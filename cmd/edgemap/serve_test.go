@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -76,36 +77,43 @@ func demoConfig(t *testing.T) serveConfig {
 	}
 }
 
-// queryA asks for name's A records as a resolver with ECS subnet would.
-func queryA(t *testing.T, s *server, name, subnet string) []string {
+// askA asks for name's A records as a resolver would, with ECS for subnet
+// unless it is empty, and returns the response and its A addresses.
+func askA(t *testing.T, s *server, name, subnet string) (*dns.Msg, []string) {
 	t.Helper()
 	m := new(dns.Msg)
 	m.SetQuestion(name, dns.TypeA)
-	o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
-	o.SetUDPSize(1232)
+	m.SetEdns0(1232, false)
 	if subnet != "" {
-		_, ipnet, err := net.ParseCIDR(subnet)
-		if err != nil {
-			t.Fatal(err)
+		p := netip.MustParsePrefix(subnet)
+		family := uint16(1)
+		if p.Addr().Is6() {
+			family = 2
 		}
-		bits, _ := ipnet.Mask.Size()
-		o.Option = append(o.Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: uint8(bits), Address: ipnet.IP})
+		m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: family,
+			SourceNetmask: uint8(p.Bits()), Address: p.Addr().AsSlice()})
 	}
-	m.Extra = append(m.Extra, o)
 	r, _, err := new(dns.Client).Exchange(m, s.DNS.String())
 	if err != nil {
 		t.Fatalf("query %s: %v", name, err)
 	}
+	var addrs []string
+	for _, rr := range r.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			addrs = append(addrs, a.A.String())
+		}
+	}
+	return r, addrs
+}
+
+// queryA is askA for an answer that must be NOERROR.
+func queryA(t *testing.T, s *server, name, subnet string) []string {
+	t.Helper()
+	r, addrs := askA(t, s, name, subnet)
 	if r.Rcode != dns.RcodeSuccess {
 		t.Fatalf("query %s: rcode %s", name, dns.RcodeToString[r.Rcode])
 	}
-	var out []string
-	for _, rr := range r.Answer {
-		if a, ok := rr.(*dns.A); ok {
-			out = append(out, a.A.String())
-		}
-	}
-	return out
+	return addrs
 }
 
 // call sends a JSON request to the admin API and decodes the answer.
@@ -426,4 +434,24 @@ func TestMetricsCountQueries(t *testing.T) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
+}
+
+// acceptAndClose accepts and closes every connection to ln, as a probe
+// address or a TCP health check target does, until the test ends.
+func acceptAndClose(t *testing.T, ln net.Listener) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+	})
 }
