@@ -22,8 +22,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
 
@@ -160,74 +158,6 @@ func (s *Server) closeSockets() {
 	}
 	if s.tcp != nil {
 		s.tcp.Close()
-	}
-}
-
-// udpBatch is how many datagrams one recvmmsg/sendmmsg moves. Under load
-// the system calls, not the answers, are the cost of a UDP server; batching
-// divides them by up to this much, and costs nothing when traffic is light
-// (recvmmsg returns what is there).
-const udpBatch = 32
-
-// batchConn is what ipv4.PacketConn and ipv6.PacketConn have in common.
-type batchConn interface {
-	ReadBatch(ms []ipv4.Message, flags int) (int, error)
-	WriteBatch(ms []ipv4.Message, flags int) (int, error)
-}
-
-func (s *Server) serveUDP(c *net.UDPConn) {
-	defer s.wg.Done()
-	var pc batchConn = ipv4.NewPacketConn(c)
-	if a := c.LocalAddr().(*net.UDPAddr).AddrPort().Addr(); a.Is6() && !a.Is4In6() {
-		pc = ipv6.NewPacketConn(c)
-	}
-	in := make([]ipv4.Message, udpBatch)
-	out := make([]ipv4.Message, udpBatch)
-	outBufs := make([][]byte, udpBatch)
-	for i := range in {
-		in[i].Buffers = [][]byte{make([]byte, udpReadBuffer)}
-		outBufs[i] = make([]byte, 0, udpReadBuffer)
-		out[i].Buffers = make([][]byte, 1)
-	}
-	for {
-		n, err := pc.ReadBatch(in, 0)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			s.log.Warn("udp read", zap.Error(err))
-			continue
-		}
-		k := 0
-		for _, m := range in[:n] {
-			src, ok := m.Addr.(*net.UDPAddr)
-			if !ok {
-				continue
-			}
-			addr, _ := netip.AddrFromSlice(src.IP)
-			resp := s.h.AppendResponse(outBufs[k][:0], m.Buffers[0][:m.N], addr.Unmap(), false)
-			if resp == nil {
-				continue
-			}
-			outBufs[k] = resp[:0] // keep a grown buffer
-			out[k].Buffers[0], out[k].Addr = resp, m.Addr
-			k++
-		}
-		for sent := 0; sent < k; {
-			m, err := pc.WriteBatch(out[sent:k], 0)
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				// The answer that could not be sent (a spoofed port 0,
-				// a filtered destination) is skipped; the others in the
-				// batch still go. x/net reports a failed first message
-				// as -1.
-				s.log.Debug("udp write", zap.Error(err))
-				m = max(m, 0) + 1
-			}
-			sent += m
-		}
 	}
 }
 

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Measures edgemap beside gdnsd and Knot on the same job in the same run,
+# Measures edgemap beside gdnsd, Knot and CoreDNS on the same job in the same run,
 # with the peer benchmark kept beside the project (../shared/bench/peers):
 # www.cdn.test A with ECS of 1M distinct /24s from the real GeoLite2 data,
 # each server pinned to CPU 0 and the udpblast generator to CPU 1.
-# Prints each run, the medians and edgemap's resident memory.
+# Prints each run, the medians and edgemap's resident memory. CoreDNS is
+# measured when the peers' setup found its source in $COREDNS_SRC and built
+# /tmp/coredns/coredns-bin (see ../shared/bench/peers/README.md).
 #
 #   testdata/bench/peers.sh            # RUNS=3 DURATION=10 by default
 set -euo pipefail
@@ -33,5 +35,14 @@ for peer in gdnsd:5301 knot:5303; do
 	bash "$PEERS/run.sh" "$name" "${peer##*:}" ecs "$RUNS" || true
 	bash "$PEERS/peers.sh" stop "$name"
 done
+if [ -x "${COREDNS_BIN:-/tmp/coredns/coredns-bin}" ]; then
+	bash "$PEERS/peers.sh" start coredns
+	sleep 2
+	bash "$PEERS/run.sh" coredns-file 5304 ecs "$RUNS" || true
+	bash "$PEERS/run.sh" coredns-geoip 5305 ecs "$RUNS" || true
+	bash "$PEERS/peers.sh" stop coredns
+else
+	echo "CoreDNS not measured: no ${COREDNS_BIN:-/tmp/coredns/coredns-bin}"
+fi
 echo "--- label, run, qps, lost (all runs)"
 cut -f2,4,5,8 "$RESULTS/summary.tsv"
