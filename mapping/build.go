@@ -34,6 +34,11 @@ type Inputs struct {
 	Demand    []Demand
 	Previous  map[PairKey]string
 	Stability Stability
+	// Reuse is the snapshot this one replaces, if any: a precomputed table
+	// whose inputs did not change is taken from it instead of computed
+	// again, which keeps periodic rebuilds from taking the core away from
+	// the answers.
+	Reuse *Snapshot
 	// Now stamps the snapshot; Build reads no clock itself so that it stays
 	// a pure function of its inputs.
 	Now time.Time
@@ -149,6 +154,6 @@ func (s *Snapshot) addName(name string) *Name {
 // finish applies health, then assigns units for stability and capacity.
 func (s *Snapshot) finish(in Inputs) {
 	s.applyHealth(in.Health)
-	s.rankPlaces()
+	s.rankPlaces(in.Reuse)
 	s.assign(in.Demand, in.Previous, in.Stability)
 }

@@ -1,8 +1,9 @@
 package mapping
 
 import (
-	"slices"
-	"strings"
+	"bytes"
+	"encoding/binary"
+	"math"
 )
 
 // Precomputed geographic rankings: gdnsd's trick applied to the map. A
@@ -21,27 +22,69 @@ const (
 	placeRankMaxWork = 50_000_000
 )
 
+// placeTables is one property's pair of tables (IPv4, IPv6) with what they
+// were ranked from: the GeoIP database and, per candidate, its index,
+// coordinates, families and usability. Equal inputs rank equally, so a
+// later build with the same ones reuses the tables.
+type placeTables struct {
+	geo   *Geo
+	from  []byte
+	ranks *[2][]int32
+}
+
 // rankPlaces fills each property's placeRank from the snapshot's GeoIP
-// database, health and drain state. Build calls it after applyHealth.
-func (s *Snapshot) rankPlaces() {
+// database, health and drain state, taking the tables prev already ranked
+// from the same inputs. Build calls it after applyHealth.
+func (s *Snapshot) rankPlaces(prev *Snapshot) {
 	if s.geo == nil || len(s.geo.places) == 0 {
 		return
 	}
-	tables := map[string]*[2][]int32{}
 	for _, p := range s.props {
 		if len(s.geo.places)*len(p.candidates) > placeRankMaxWork {
 			continue
 		}
-		pools := slices.Clone(p.Pools)
-		slices.Sort(pools)
-		key := strings.Join(pools, "\x00")
-		t, ok := tables[key]
-		if !ok {
-			t = &[2][]int32{s.placeTable(p, false), s.placeTable(p, true)}
-			tables[key] = t
+		from := s.rankedFrom(p)
+		t := findTables(s.placeTables, s.geo, from)
+		if t == nil && prev != nil {
+			if t = findTables(prev.placeTables, s.geo, from); t != nil {
+				s.placeTables = append(s.placeTables, t)
+			}
 		}
-		p.placeRank = t
+		if t == nil {
+			t = &placeTables{geo: s.geo, from: from, ranks: &[2][]int32{s.placeTable(p, false), s.placeTable(p, true)}}
+			s.placeTables = append(s.placeTables, t)
+		}
+		p.placeRank = t.ranks
 	}
+}
+
+func findTables(tables []*placeTables, geo *Geo, from []byte) *placeTables {
+	for _, t := range tables {
+		if t.geo == geo && bytes.Equal(t.from, from) {
+			return t
+		}
+	}
+	return nil
+}
+
+// rankedFrom is everything of p's candidates that placeTable reads.
+func (s *Snapshot) rankedFrom(p *Property) []byte {
+	b := make([]byte, 0, len(p.candidates)*22)
+	for i, e := range p.candidates {
+		idx := p.candidateIndex[i]
+		b = binary.LittleEndian.AppendUint32(b, uint32(idx))
+		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(e.Lat))
+		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(e.Lon))
+		b = append(b, boolByte(e.Serves(false)), boolByte(e.Serves(true)), boolByte(s.usable[idx]))
+	}
+	return b
+}
+
+func boolByte(b bool) byte {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // placeTable ranks p's usable candidates of one family for every place:

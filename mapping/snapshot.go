@@ -99,6 +99,8 @@ type Snapshot struct {
 	assigned  map[PairKey]*Assignment
 	load      []float64 // assigned qps by edge index
 	overrides map[overrideKey]int32
+
+	placeTables []*placeTables // what the properties' placeRank point to
 }
 
 // Zone is the served zone, or nil before the operator has set one.

@@ -547,3 +547,62 @@ func BenchmarkDecide(b *testing.B) {
 		})
 	}
 }
+
+// A rebuild with the same edges, health and GeoIP database takes the
+// per-place rankings from the snapshot it replaces instead of ranking every
+// place again; any change to what they depend on ranks afresh, and the
+// answers are those of a build from scratch either way.
+func TestRebuildReusesPlaceRankings(t *testing.T) {
+	geo := openTestGeo(t)
+	in := testInputs(geo)
+	first, err := Build(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.Reuse = first
+	same, err := Build(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shop := func(s *Snapshot) *Property { return mustProperty(t, s, "shop.cdn.example.net.") }
+	if shop(same).placeRank == nil || shop(same).placeRank != shop(first).placeRank {
+		t.Fatal("an unchanged rebuild ranked the places again")
+	}
+
+	in.Health = map[string]Health{"sel1": {Up: false}}
+	down, err := Build(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if shop(down).placeRank == shop(first).placeRank {
+		t.Fatal("a rebuild with sel1 down reused the rankings made with it up")
+	}
+	in.Reuse = nil
+	fresh, err := Build(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seoul := netip.MustParseAddr("198.18.1.9")
+	var got, want Decision
+	down.Decide(shop(down), seoul, false, &got)
+	fresh.Decide(shop(fresh), seoul, false, &want)
+	if !slices.Equal(decisionIDs(&got), decisionIDs(&want)) || decisionIDs(&got)[0] == "sel1" {
+		t.Fatalf("Seoul with sel1 down: reused build answers %v, fresh build %v", decisionIDs(&got), decisionIDs(&want))
+	}
+
+	// Moving an edge changes the rankings too.
+	in.Reuse = down
+	for i := range in.Edges {
+		if in.Edges[i].ID == "fra1" {
+			in.Edges[i].Lat, in.Edges[i].Lon = 37.5, 127.0 // to Seoul
+		}
+	}
+	moved, err := Build(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved.Decide(shop(moved), seoul, false, &got)
+	if decisionIDs(&got)[0] != "fra1" {
+		t.Fatalf("Seoul after fra1 moved there: %v", decisionIDs(&got))
+	}
+}

@@ -35,6 +35,14 @@ type udpBatcher struct {
 	names [udpBatch]unix.RawSockaddrInet6 // large enough for either family
 	bufs  [udpBatch][]byte
 	resps [udpBatch][]byte
+
+	// The calls RawConn runs, made once: a closure made per call would be
+	// an allocation per batch. They leave their results in the fields
+	// below.
+	recvmmsg, sendmmsg func(fd uintptr) bool
+	sent, toSend       int // sendmmsg sends out[sent:toSend]
+	result             int
+	errno              syscall.Errno
 }
 
 func newUDPBatcher(c *net.UDPConn) (*udpBatcher, error) {
@@ -43,6 +51,12 @@ func newUDPBatcher(c *net.UDPConn) (*udpBatcher, error) {
 		return nil, err
 	}
 	b := &udpBatcher{rc: rc}
+	b.recvmmsg = func(fd uintptr) bool {
+		return b.finish(unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.in[0])), udpBatch, 0, 0, 0))
+	}
+	b.sendmmsg = func(fd uintptr) bool {
+		return b.finish(unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.out[b.sent])), uintptr(b.toSend-b.sent), 0, 0, 0))
+	}
 	for i := range b.in {
 		b.bufs[i] = make([]byte, udpReadBuffer)
 		b.resps[i] = make([]byte, 0, udpReadBuffer)
@@ -101,6 +115,17 @@ func (s *Server) serveUDP(c *net.UDPConn) {
 	}
 }
 
+// finish records the outcome of a system call for RawConn: false asks it
+// to wait in the netpoller (EAGAIN), true ends the call. An interrupted
+// call is reported as EINTR and tried again by the caller's loop.
+func (b *udpBatcher) finish(r, _ uintptr, e syscall.Errno) bool {
+	if e == unix.EAGAIN {
+		return false
+	}
+	b.result, b.errno = int(r), e
+	return true
+}
+
 // receive fills up to udpBatch messages, waiting until at least one is
 // there.
 func (b *udpBatcher) receive() (int, error) {
@@ -108,63 +133,41 @@ func (b *udpBatcher) receive() (int, error) {
 		// The kernel writes back how much of the name it used.
 		b.in[i].Hdr.Namelen = unix.SizeofSockaddrInet6
 	}
-	var n int
-	var errno syscall.Errno
-	err := b.rc.Read(func(fd uintptr) bool {
-		for {
-			r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.in[0])), udpBatch, 0, 0, 0)
-			switch e {
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false // park in the netpoller until readable
-			}
-			n, errno = int(r), e
-			return true
+	for {
+		if err := b.rc.Read(b.recvmmsg); err != nil {
+			return 0, err
 		}
-	})
-	if err != nil {
-		return 0, err
+		switch b.errno {
+		case 0:
+			return b.result, nil
+		case unix.EINTR:
+			continue
+		}
+		return 0, b.errno
 	}
-	if errno != 0 {
-		return 0, errno
-	}
-	return n, nil
 }
 
 // send writes the first k answers. An answer the kernel refuses (a forged
 // source port 0, a filtered destination) is skipped; the rest of the batch
 // still goes.
 func (b *udpBatcher) send(k int) error {
-	var firstErr error
-	for sent := 0; sent < k; {
-		var m int
-		var errno syscall.Errno
-		err := b.rc.Write(func(fd uintptr) bool {
-			for {
-				r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.out[sent])), uintptr(k-sent), 0, 0, 0)
-				switch e {
-				case unix.EINTR:
-					continue
-				case unix.EAGAIN:
-					return false // the send buffer is full: wait until it drains
-				}
-				m, errno = int(r), e
-				return true
-			}
-		})
-		if err != nil {
+	var refused error
+	for b.sent, b.toSend = 0, k; b.sent < k; {
+		if err := b.rc.Write(b.sendmmsg); err != nil {
 			return err
 		}
-		if errno != 0 {
-			if firstErr == nil {
-				firstErr = errno
+		switch b.errno {
+		case 0:
+			b.sent += b.result
+		case unix.EINTR:
+		default:
+			if refused == nil {
+				refused = b.errno
 			}
-			m = 1
+			b.sent++
 		}
-		sent += m
 	}
-	return firstErr
+	return refused
 }
 
 // source is the client address of message i.

@@ -56,6 +56,7 @@ type node struct {
 	edgeCapacity *prometheus.GaugeVec
 
 	builds     prometheus.Counter
+	buildTime  prometheus.Histogram
 	serial     prometheus.Gauge
 	geoReloads *prometheus.CounterVec
 }
@@ -65,6 +66,10 @@ func newNode(log *zap.Logger, st *store.Store, geoPath string, reg prometheus.Re
 		log: log, store: st, geoPath: geoPath,
 		builds: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgemap_map_builds_total", Help: "Snapshots built and published.",
+		}),
+		buildTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "edgemap_map_build_seconds", Help: "Time to build a snapshot, published or not.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14), // 1 ms to 8 s
 		}),
 		serial: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "edgemap_config_serial", Help: "SOA serial of the configuration the published snapshot was built from.",
@@ -89,7 +94,7 @@ func newNode(log *zap.Logger, st *store.Store, geoPath string, reg prometheus.Re
 		stability: mapping.DefaultStability,
 		allDown:   map[string]bool{},
 	}
-	reg.MustRegister(n.builds, n.serial, n.geoReloads, n.edgeState, n.failovers, n.edgeLoad, n.edgeCapacity)
+	reg.MustRegister(n.builds, n.buildTime, n.serial, n.geoReloads, n.edgeState, n.failovers, n.edgeLoad, n.edgeCapacity)
 	return n
 }
 
@@ -141,6 +146,7 @@ func (n *node) rebuildLocked() error {
 	in.Stability = n.stability
 	if prev := n.snap.Load(); prev != nil {
 		in.Previous = prev.Assignments()
+		in.Reuse = prev
 	}
 	var changed map[string]mapping.Health
 	in.Health, changed = n.health.decide(cfg.Edges, time.Now())
@@ -149,7 +155,9 @@ func (n *node) rebuildLocked() error {
 	for _, t := range cfg.Targets {
 		n.targetSet[t.Block] = struct{}{}
 	}
+	start := time.Now()
 	snap, err := mapping.Build(in)
+	n.buildTime.Observe(time.Since(start).Seconds())
 	if err != nil {
 		// Only reachable if the file was edited behind our back: every
 		// write is checked with the same Build before it is committed.

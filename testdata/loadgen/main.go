@@ -1,18 +1,23 @@
 // Command loadgen sends ECS queries at a fixed rate (open loop, unlike a
-// closed-loop generator that slows down with the server) and reports the
-// answered, lost and latency percentiles per window, so that loss at a
-// given rate and latency while the map rebuilds can be measured. Each
-// query asks for -name with ECS of a random block from -blocks.
+// closed-loop generator that slows down with the server) and reports, per
+// window of send time, the queries sent, answered and lost and the latency
+// percentiles, so that loss at a given rate and latency while the map
+// rebuilds can be measured. Queries come from a file of client blocks (one
+// ECS query for -name per block) or from a dnsperf -B file such as the peer
+// benchmark's ecs-1.bin; each goes out with a fresh ID.
 //
 //	go run ./testdata/loadgen -server 127.0.0.1:5320 -blocks /tmp/large-blocks.txt -rate 50000 -duration 30s
+//	go run ./testdata/loadgen -server 127.0.0.1:5310 -queries /tmp/peers-work/ecs-1.bin -rate 250000
 package main
 
 import (
 	"bufio"
+	"encoding/binary"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -22,111 +27,213 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/net/ipv4"
 )
+
+// batch is how many queries one sendmmsg carries: at a few hundred
+// thousand queries a second, one write per query would make the generator,
+// not the server, the limit.
+const batch = 64
+
+// answerWait is how long after the last query the answers are still
+// counted; a later one is lost.
+const answerWait = time.Second
+
+type window struct {
+	sent, answered int
+	lat            []time.Duration
+}
 
 func main() {
 	server := flag.String("server", "127.0.0.1:5320", "DNS server")
 	blocksPath := flag.String("blocks", "", "file of client blocks, one per line")
-	name := flag.String("name", "www.cdn.test.", "name to ask for")
+	queriesPath := flag.String("queries", "", "dnsperf -B file of queries (instead of -blocks)")
+	name := flag.String("name", "www.cdn.test.", "name to ask for, with -blocks")
 	rate := flag.Int("rate", 50_000, "queries per second")
 	duration := flag.Duration("duration", 30*time.Second, "how long to send")
-	window := flag.Duration("window", 5*time.Second, "report every")
+	windowLen := flag.Duration("window", 5*time.Second, "report every")
 	flag.Parse()
 
-	var blocks []netip.Prefix
-	f, err := os.Open(*blocksPath)
+	queries, err := loadQueries(*blocksPath, *queriesPath, *name)
 	if err != nil {
 		log.Fatal(err)
-	}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		blocks = append(blocks, netip.MustParsePrefix(sc.Text()))
-	}
-	f.Close()
-	// Pre-packed queries, one per block, so sending costs no packing.
-	queries := make([][]byte, len(blocks))
-	for i, b := range blocks {
-		m := new(dns.Msg)
-		m.SetQuestion(*name, dns.TypeA)
-		m.SetEdns0(1232, false)
-		m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: uint8(b.Bits()), Address: b.Addr().AsSlice()})
-		if queries[i], err = m.Pack(); err != nil {
-			log.Fatal(err)
-		}
 	}
 	conn, err := net.Dial("udp", *server)
 	if err != nil {
 		log.Fatal(err)
 	}
 	conn.(*net.UDPConn).SetReadBuffer(8 << 20)
+	conn.(*net.UDPConn).SetWriteBuffer(8 << 20)
+	pc := ipv4.NewPacketConn(conn.(*net.UDPConn))
 
-	// sentAt[id] is when the query with that ID left, in ns since start.
+	// sentAt[id] is when the query with that ID left, in ns since start,
+	// 0 once answered, so that a duplicate answer counts once.
 	var sentAt [65536]atomic.Int64
 	start := time.Now()
-	var mu sync.Mutex // guards lat, answered
-	var lat []time.Duration
-	var answered int
+	var mu sync.Mutex // guards windows
+	var windows []*window
+	windowOf := func(ns int64) *window {
+		i := int(ns / int64(*windowLen))
+		for len(windows) <= i {
+			windows = append(windows, &window{})
+		}
+		return windows[i]
+	}
+
 	go func() {
-		buf := make([]byte, 2048)
+		msgs := make([]ipv4.Message, batch)
+		for i := range msgs {
+			msgs[i].Buffers = [][]byte{make([]byte, 4096)}
+		}
 		for {
-			n, err := conn.Read(buf)
+			n, err := pc.ReadBatch(msgs, 0)
 			if err != nil {
 				return
 			}
-			if n < 2 {
-				continue
-			}
-			id := uint16(buf[0])<<8 | uint16(buf[1])
-			d := time.Since(start) - time.Duration(sentAt[id].Load())
+			now := int64(time.Since(start))
 			mu.Lock()
-			lat = append(lat, d)
-			answered++
+			for _, m := range msgs[:n] {
+				if m.N < 2 {
+					continue
+				}
+				b := m.Buffers[0]
+				at := sentAt[binary.BigEndian.Uint16(b)].Swap(0)
+				if at == 0 {
+					continue
+				}
+				w := windowOf(at)
+				w.answered++
+				w.lat = append(w.lat, time.Duration(now-at))
+			}
 			mu.Unlock()
 		}
 	}()
-	rnd := rand.New(rand.NewPCG(9, 9))
-	interval := time.Second / time.Duration(*rate)
-	next := time.Now()
-	sent, windowSent := 0, 0
-	windowStart := time.Now()
-	report := func() {
-		mu.Lock()
-		l := slices.Clone(lat)
-		got := answered
-		lat, answered = lat[:0], 0
-		mu.Unlock()
-		slices.Sort(l)
-		pct := func(p float64) time.Duration {
-			if len(l) == 0 {
-				return 0
+
+	msgs := make([]ipv4.Message, batch)
+	bufs := make([][]byte, batch)
+	for i := range msgs {
+		bufs[i] = make([]byte, 4096)
+		msgs[i].Buffers = [][]byte{nil}
+	}
+	sent, reported := 0, 0
+	for {
+		now := time.Since(start)
+		if now >= *duration {
+			break
+		}
+		// Send what the schedule says is due by now: falling behind (a
+		// slow tick) catches up in batches, never by more than was due.
+		due := int(now.Seconds()*float64(*rate)) - sent
+		for due > 0 {
+			n := min(due, batch)
+			at := int64(time.Since(start))
+			mu.Lock()
+			w := windowOf(at)
+			w.sent += n
+			mu.Unlock()
+			for i := range n {
+				q := queries[sent%len(queries)]
+				buf := bufs[i][:len(q)]
+				copy(buf, q)
+				id := uint16(sent)
+				binary.BigEndian.PutUint16(buf, id)
+				sentAt[id].Store(at)
+				msgs[i].Buffers[0] = buf
+				sent++
 			}
-			return l[min(len(l)-1, int(p*float64(len(l))))]
+			for off := 0; off < n; {
+				k, err := pc.WriteBatch(msgs[off:n], 0)
+				if err != nil {
+					log.Fatal(err)
+				}
+				off += k
+			}
+			due -= n
 		}
-		fmt.Printf("t=%5.1fs sent=%d answered=%d lost=%d p50=%v p99=%v p999=%v max=%v\n",
-			time.Since(start).Seconds(), windowSent, got, max(0, windowSent-got), pct(0.5), pct(0.99), pct(0.999), pct(1))
-		windowSent = 0
-		windowStart = time.Now()
+		// Print each window once its answers have had time to arrive.
+		for reported < int((now-answerWait)/(*windowLen)) {
+			mu.Lock()
+			printWindow(reported, windows[reported], *windowLen)
+			mu.Unlock()
+			reported++
+		}
+		time.Sleep(100 * time.Microsecond)
 	}
-	var id uint16
-	for time.Since(start) < *duration {
-		// Send what is due; sleeping per query would not keep up.
-		for time.Now().After(next) {
-			q := queries[rnd.IntN(len(queries))]
-			id++
-			q[0], q[1] = byte(id>>8), byte(id)
-			sentAt[id].Store(int64(time.Since(start)))
-			conn.Write(q)
-			sent++
-			windowSent++
-			next = next.Add(interval)
-		}
-		if time.Since(windowStart) >= *window {
-			time.Sleep(200 * time.Millisecond) // let the window's answers arrive
-			report()
-		}
-		time.Sleep(50 * time.Microsecond)
+	time.Sleep(answerWait)
+	mu.Lock()
+	defer mu.Unlock()
+	total := window{}
+	for ; reported < len(windows); reported++ {
+		printWindow(reported, windows[reported], *windowLen)
 	}
-	time.Sleep(300 * time.Millisecond)
-	report()
-	fmt.Printf("total sent=%d in %v\n", sent, time.Since(start).Round(time.Millisecond))
+	for _, w := range windows {
+		total.sent += w.sent
+		total.answered += w.answered
+	}
+	fmt.Printf("total sent=%d answered=%d lost=%d in %v (%.0f qps)\n", total.sent, total.answered,
+		total.sent-total.answered, duration.Round(time.Millisecond), float64(total.sent)/duration.Seconds())
+}
+
+func printWindow(i int, w *window, length time.Duration) {
+	slices.Sort(w.lat)
+	pct := func(p float64) time.Duration {
+		if len(w.lat) == 0 {
+			return 0
+		}
+		return w.lat[min(len(w.lat)-1, int(p*float64(len(w.lat))))]
+	}
+	fmt.Printf("t=%5.1fs sent=%d answered=%d lost=%d p50=%v p99=%v p999=%v max=%v\n",
+		(time.Duration(i+1) * length).Seconds(), w.sent, w.answered, w.sent-w.answered,
+		pct(0.5), pct(0.99), pct(0.999), pct(1))
+	w.lat = nil
+}
+
+// loadQueries packs one ECS query per block, or reads a dnsperf -B file
+// (each query a 2-byte length and the message).
+func loadQueries(blocksPath, queriesPath, name string) ([][]byte, error) {
+	if queriesPath != "" {
+		raw, err := os.ReadFile(queriesPath)
+		if err != nil {
+			return nil, err
+		}
+		var queries [][]byte
+		for len(raw) >= 2 {
+			n := int(binary.BigEndian.Uint16(raw))
+			if len(raw) < 2+n || n < 12 {
+				return nil, errors.New(queriesPath + ": not a dnsperf -B file")
+			}
+			queries = append(queries, raw[2:2+n])
+			raw = raw[2+n:]
+		}
+		return queries, nil
+	}
+	f, err := os.Open(blocksPath)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var queries [][]byte
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		b, err := netip.ParsePrefix(sc.Text())
+		if err != nil {
+			return nil, err
+		}
+		m := new(dns.Msg)
+		m.SetQuestion(name, dns.TypeA)
+		m.SetEdns0(1232, false)
+		m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: uint8(b.Bits()), Address: b.Addr().AsSlice()})
+		q, err := m.Pack()
+		if err != nil {
+			return nil, err
+		}
+		queries = append(queries, q)
+	}
+	if err := sc.Err(); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	if len(queries) == 0 {
+		return nil, errors.New(blocksPath + ": no blocks")
+	}
+	return queries, nil
 }
