@@ -183,6 +183,7 @@ func (s *Snapshot) assign(demand []Demand, previous map[PairKey]string, st Stabi
 			if u.ranking == nil {
 				continue
 			}
+			s.yield()
 			if p.unitFirst == nil {
 				p.unitFirst = make([]int32, len(s.units))
 				for i := range p.unitFirst {

@@ -39,6 +39,11 @@ type Inputs struct {
 	// again, which keeps periodic rebuilds from taking the core away from
 	// the answers.
 	Reuse *Snapshot
+	// Pause, if set, is called every few hundred steps of the long loops
+	// (units, places, assignments): a server whose answers share a core
+	// with the build sleeps in it for a moment now and then, so that a
+	// rebuild of a large map never holds the core for long.
+	Pause func()
 	// Now stamps the snapshot; Build reads no clock itself so that it stays
 	// a pure function of its inputs.
 	Now time.Time
@@ -48,7 +53,8 @@ type Inputs struct {
 // syntax (names, addresses, ranges) is the caller's to check; Build rejects
 // what is inconsistent between records, naming the field.
 func Build(in Inputs) (*Snapshot, error) {
-	s := &Snapshot{names: make(map[string]*Name), geo: in.Geo, built: in.Now}
+	s := &Snapshot{names: make(map[string]*Name), geo: in.Geo, built: in.Now, pause: in.Pause}
+	defer func() { s.pause = nil }() // a published snapshot holds no caller's state
 	s.edges = slices.Clone(in.Edges)
 	slices.SortFunc(s.edges, func(a, b Edge) int { return strings.Compare(a.ID, b.ID) })
 	pools := make(map[string][]*Edge)
@@ -130,6 +136,23 @@ func Build(in Inputs) (*Snapshot, error) {
 	s.finish(in)
 	return s, nil
 }
+
+// yield calls the caller's Pause every pauseEvery steps.
+func (s *Snapshot) yield() {
+	if s.pause == nil {
+		return
+	}
+	s.steps++
+	if s.steps%pauseEvery == 0 {
+		s.pause()
+	}
+}
+
+// pauseEvery is how many steps run between calls of Pause. A step (a
+// measurement read, a unit indexed or ranked, a place ranked) takes from
+// nanoseconds to tens of microseconds; Pause itself decides from the clock
+// whether to sleep.
+const pauseEvery = 32
 
 // addName records name and every empty non-terminal between it and the apex.
 func (s *Snapshot) addName(name string) *Name {

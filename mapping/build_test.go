@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 )
 
 func TestBuildNames(t *testing.T) {
@@ -378,4 +379,43 @@ func edgeIDs(edges []Edge) []string {
 		ids = append(ids, e.ID)
 	}
 	return ids
+}
+
+// Build calls Pause throughout a long build, and pausing changes nothing
+// in the result: the server sleeps in it to let the answers have the core.
+func TestBuildPauses(t *testing.T) {
+	in := testInputs(openTestGeo(t))
+	in.Now = measureNow
+	for i := range 4000 {
+		block := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24)
+		in.Targets = append(in.Targets, Target{Block: block})
+		in.Measurements = append(in.Measurements, Measurement{Edge: in.Edges[i%len(in.Edges)].ID, Target: block,
+			RTTMs: float64(5 + i%97), Samples: 3, At: measureNow.Add(-time.Second)})
+	}
+	plain, err := Build(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pauses := 0
+	in.Pause = func() { pauses++ }
+	paused, err := Build(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 4000 targets indexed, 4000 measurements read twice, 4000 units
+	// ranked and assigned per property: thousands of steps.
+	if pauses < 20000/pauseEvery {
+		t.Fatalf("Pause called %d times over a build of 4000 measured targets", pauses)
+	}
+	for i := 0; i < 4000; i += 37 {
+		client := netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 9})
+		for _, p := range []string{"shop", "video"} {
+			var a, b Decision
+			plain.Decide(mustProperty(t, plain, p+".cdn.example.net."), client, false, &a)
+			paused.Decide(mustProperty(t, paused, p+".cdn.example.net."), client, false, &b)
+			if !slices.Equal(decisionIDs(&a), decisionIDs(&b)) || !a.Measured {
+				t.Fatalf("%s %v: %v without pauses, %v with (measured %v)", p, client, decisionIDs(&a), decisionIDs(&b), a.Measured)
+			}
+		}
+	}
 }

@@ -135,6 +135,7 @@ func (s *Snapshot) buildUnits(targets []Target, ms []Measurement, now time.Time,
 		if _, dup := byBlock[t.Block]; dup {
 			return &FieldError{"target.block", "duplicate target " + t.Block.String()}
 		}
+		s.yield()
 		u := &s.units[i]
 		u.Target = t
 		addr := t.Probe.Addr()
@@ -147,6 +148,7 @@ func (s *Snapshot) buildUnits(targets []Target, ms []Measurement, now time.Time,
 		s.targetSet.Insert(t.Block, struct{}{})
 	}
 	for i := range s.units {
+		s.yield()
 		for super := range s.unitTable.Supernets(s.units[i].Block) {
 			if super == s.units[i].Block {
 				continue
@@ -172,6 +174,7 @@ func (s *Snapshot) buildUnits(targets []Target, ms []Measurement, now time.Time,
 	counts := make([]int32, len(s.units))
 	total := 0
 	for i := range ms {
+		s.yield()
 		if ui, _, ok := fresh(&ms[i]); ok {
 			counts[ui]++
 			total++
@@ -182,6 +185,7 @@ func (s *Snapshot) buildUnits(targets []Target, ms []Measurement, now time.Time,
 		s.units[ui].fresh, backing = backing[:0:n], backing[n:]
 	}
 	for i := range ms {
+		s.yield()
 		m := &ms[i]
 		if ui, ei, ok := fresh(m); ok {
 			u := &s.units[ui]
@@ -202,6 +206,7 @@ func (s *Snapshot) buildUnits(targets []Target, ms []Measurement, now time.Time,
 		if len(u.fresh) == 0 {
 			continue
 		}
+		s.yield()
 		slices.SortFunc(u.fresh, func(a, b freshMeasurement) int { return cmp.Compare(a.edge, b.edge) })
 		est, ok := nearest[u.place]
 		if !ok {

@@ -94,6 +94,7 @@ func (s *Snapshot) placeTable(p *Property, v6 bool) []int32 {
 	out := make([]int32, len(places)*placeRankLen)
 	var top [placeRankLen]scored
 	for pi := range places {
+		s.yield()
 		place := &places[pi]
 		n := 0
 		for i, e := range p.candidates {

@@ -101,6 +101,9 @@ type Snapshot struct {
 	overrides map[overrideKey]int32
 
 	placeTables []*placeTables // what the properties' placeRank point to
+
+	pause func() // Inputs.Pause, during Build only
+	steps int
 }
 
 // Zone is the served zone, or nil before the operator has set one.
