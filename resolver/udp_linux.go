@@ -158,7 +158,7 @@ func (b *udpBatcher) send(k int) error {
 		}
 		switch b.errno {
 		case 0:
-			b.sent += b.result
+			b.sent += max(b.result, 1) // 0 would be a kernel bug; never spin on it
 		case unix.EINTR:
 		default:
 			if refused == nil {
