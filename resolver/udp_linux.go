@@ -65,6 +65,8 @@ func newUDPBatcher(c *net.UDPConn) (*udpBatcher, error) {
 		b.in[i].Hdr.Name = (*byte)(unsafe.Pointer(&b.names[i]))
 		b.in[i].Hdr.Iov = &b.inIov[i]
 		b.in[i].Hdr.SetIovlen(1)
+		b.out[i].Hdr.Iov = &b.outIo[i]
+		b.out[i].Hdr.SetIovlen(1)
 	}
 	return b, nil
 }
@@ -96,12 +98,9 @@ func (s *Server) serveUDP(c *net.UDPConn) {
 				continue
 			}
 			b.resps[k] = resp[:0] // keep a grown buffer
-			o := &b.out[k]
-			o.Hdr.Name, o.Hdr.Namelen = b.in[i].Hdr.Name, b.in[i].Hdr.Namelen
+			b.out[k].Hdr.Name, b.out[k].Hdr.Namelen = b.in[i].Hdr.Name, b.in[i].Hdr.Namelen
 			b.outIo[k].Base = &resp[0]
 			b.outIo[k].SetLen(len(resp))
-			o.Hdr.Iov = &b.outIo[k]
-			o.Hdr.SetIovlen(1)
 			k++
 		}
 		if err := b.send(k); err != nil {

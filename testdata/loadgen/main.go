@@ -16,7 +16,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log"
 	"net"
 	"net/netip"
@@ -126,7 +125,9 @@ func main() {
 		due := int(now.Seconds()*float64(*rate)) - sent
 		for due > 0 {
 			n := min(due, batch)
-			at := int64(time.Since(start))
+			// A batch that leaves just after the end still counts in the
+			// last window.
+			at := min(int64(time.Since(start)), int64(*duration)-1)
 			mu.Lock()
 			w := windowOf(at)
 			w.sent += n
@@ -229,7 +230,7 @@ func loadQueries(blocksPath, queriesPath, name string) ([][]byte, error) {
 		}
 		queries = append(queries, q)
 	}
-	if err := sc.Err(); err != nil && !errors.Is(err, io.EOF) {
+	if err := sc.Err(); err != nil {
 		return nil, err
 	}
 	if len(queries) == 0 {
