@@ -158,7 +158,7 @@ func (s *Snapshot) preference(p *Property, ranking []int32, scoreOf func(int32) 
 // preference: pairs whose best edge scores lowest choose first, each takes
 // the first edge of its list with room for its demand. Deterministic for
 // the same inputs.
-func (s *Snapshot) assign(demand []Demand, previous map[PairKey]string, st Stability) {
+func (s *Snapshot) assign(demand []Demand, previous *Snapshot, st Stability) {
 	want := map[PairKey]float64{}
 	for _, d := range demand {
 		if d.QPS > 0 && d.Unit.IsValid() {
@@ -207,6 +207,7 @@ func (s *Snapshot) assign(demand []Demand, previous map[PairKey]string, st Stabi
 		}
 	}
 	slices.SortFunc(keys, func(a, b PairKey) int {
+		s.yield()
 		return cmp.Or(strings.Compare(a.Property, b.Property), comparePrefix(a.Unit, b.Unit))
 	})
 	for _, k := range keys {
@@ -234,7 +235,7 @@ func (s *Snapshot) assign(demand []Demand, previous map[PairKey]string, st Stabi
 			continue
 		}
 		a := &Assignment{first: w.pref[0], natural: w.pref[0], Demand: w.demand}
-		if prev := edgeIdx(previous[w.key]); prev >= 0 && prev != w.pref[0] {
+		if prev := previous.firstEdge(w.key, edgeIdx); prev >= 0 && prev != w.pref[0] {
 			if j := slices.Index(w.pref, prev); j > 0 {
 				inc, best := w.scores[j], w.scores[0]
 				if !(inc-best > st.Ratio*inc && inc-best > st.Ms) {
@@ -251,6 +252,7 @@ func (s *Snapshot) assign(demand []Demand, previous map[PairKey]string, st Stabi
 	order := slices.Clone(pairs)
 	order = slices.DeleteFunc(order, func(w *pairWork) bool { return w.demand <= 0 || len(w.pref) == 0 })
 	slices.SortStableFunc(order, func(a, b *pairWork) int {
+		s.yield()
 		return cmp.Or(cmp.Compare(a.scores[0], b.scores[0]), strings.Compare(a.key.Property, b.key.Property), comparePrefix(a.key.Unit, b.key.Unit))
 	})
 	for _, w := range order {
@@ -313,8 +315,16 @@ func (s *Snapshot) unitPlace(unit netip.Prefix) *Place {
 	return place
 }
 
-// Assignments are the first edges of every assigned pair, by edge id: the
-// next build's Previous, so that stability carries over.
+// firstEdge is the index, by indexOf, of the edge s answered first for the
+// pair: -1 if s is nil, did not assign the pair, or its edge is gone.
+func (s *Snapshot) firstEdge(key PairKey, indexOf func(id string) int32) int32 {
+	if s == nil || s.assigned[key] == nil {
+		return -1
+	}
+	return indexOf(s.assigned[key].Edge)
+}
+
+// Assignments are the first edges of every assigned pair, by edge id.
 func (s *Snapshot) Assignments() map[PairKey]string {
 	out := make(map[PairKey]string, len(s.assigned))
 	for k, a := range s.assigned {

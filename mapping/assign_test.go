@@ -334,6 +334,29 @@ func TestBuildAllDownPolicy(t *testing.T) {
 // seoulPair is shop's answer for Seoul's /24.
 var seoulPair = PairKey{Property: propShop, Unit: seoulTarget}
 
+// answeredBefore is a snapshot that answered Seoul's /24 for property with
+// edge first and assigned nothing else: the Previous of a build whose
+// incumbent is edge. An edge that in does not have is added to the apac
+// pool, as if it had since been deleted.
+func answeredBefore(t testing.TB, in Inputs, property, edge string) *Snapshot {
+	t.Helper()
+	in.Edges = slices.Clone(in.Edges)
+	if !slices.ContainsFunc(in.Edges, func(e Edge) bool { return e.ID == edge }) {
+		in.Edges = append(in.Edges, Edge{ID: edge, IPv4: netip.MustParseAddr("192.0.2.99"), Lat: 37.5, Lon: 127, Pool: "apac"})
+	}
+	for i := range in.Edges {
+		in.Edges[i].Draining = false
+	}
+	in.Properties = slices.DeleteFunc(slices.Clone(in.Properties), func(p Property) bool { return p.Name != property })
+	in.Measurements = []Measurement{meas(edge, seoulTarget.String(), 1, 0, time.Second)}
+	in.Health, in.Demand, in.Previous = nil, nil, nil
+	s := buildInputs(t, in)
+	if got := s.Assignments()[PairKey{property, seoulTarget}]; got != edge || len(s.Assignments()) != 1 {
+		t.Fatalf("the build before answered %v, want only %s for %s", s.Assignments(), edge, property)
+	}
+	return s
+}
+
 func TestStabilityThreshold(t *testing.T) {
 	// nrt1 answered Seoul last time (Previous); sel1 now scores chal. sin1
 	// is measured out of the way so that only these two compete.
@@ -366,7 +389,7 @@ func TestStabilityThreshold(t *testing.T) {
 				meas("sin1", "198.18.1.0/24", 500, 0, time.Second))
 			in.Stability = tt.stability
 			prev := cmp.Or(tt.previous, "nrt1")
-			in.Previous = map[PairKey]string{seoulPair: prev}
+			in.Previous = answeredBefore(t, in, propShop, prev)
 			in.Health = tt.health
 			setEdges(t, &in, draining, tt.drain...)
 			s := buildInputs(t, in)
@@ -409,7 +432,7 @@ func TestStabilityFlap(t *testing.T) {
 		in.Stability = st
 		s := buildInputs(t, in)
 		for range builds {
-			in.Previous = s.Assignments()
+			in.Previous = s
 			in.Measurements[1].RTTMs = 28 + 3*rng.Float64() // sel1: 28..31 ms
 			s = buildInputs(t, in)
 			d := decide(t, s, propShop, "198.18.1.77", false)
@@ -443,7 +466,7 @@ func TestStabilityFlap(t *testing.T) {
 		meas("nrt1", "198.18.1.0/24", 30, 0, time.Second),
 		meas("sel1", "198.18.1.0/24", 29, 0, time.Second))
 	in.Stability = DefaultStability
-	in.Previous = map[PairKey]string{seoulPair: "nrt1"}
+	in.Previous = answeredBefore(t, in, propShop, "nrt1")
 	step := func(name, want string) {
 		t.Helper()
 		s := buildInputs(t, in)
@@ -451,7 +474,7 @@ func TestStabilityFlap(t *testing.T) {
 		if got := decisionIDs(&d); !slices.Equal(got, []string{want}) {
 			t.Fatalf("%s: Decide = %v, want %s", name, got, want)
 		}
-		in.Previous = s.Assignments()
+		in.Previous = s
 	}
 	step("jitter", "nrt1")
 	in.Measurements[1].RTTMs = 20
@@ -762,7 +785,7 @@ func TestDecideAllocsWithAssignments(t *testing.T) {
 		{Property: propShop, Unit: netip.MustParsePrefix("198.18.2.0/24"), QPS: 300},
 	}
 	in.Stability = DefaultStability
-	in.Previous = map[PairKey]string{{propVideo, seoulTarget}: "lon1"}
+	in.Previous = answeredBefore(t, in, propVideo, "lon1")
 	s := buildInputs(t, in)
 	// The paths below are only exercised if the build made them.
 	for _, c := range []struct{ property, client, reason string }{

@@ -29,16 +29,15 @@ type Inputs struct {
 	MaxAge       time.Duration
 	// Health by edge id; an edge without an entry is up.
 	Health map[string]Health
-	// Demand, Previous (the last snapshot's Assignments) and Stability
-	// drive the capacity and stability assignment.
+	// Demand and Stability drive the capacity and stability assignment.
 	Demand    []Demand
-	Previous  map[PairKey]string
 	Stability Stability
-	// Reuse is the snapshot this one replaces, if any: a precomputed table
-	// whose inputs did not change is taken from it instead of computed
-	// again, which keeps periodic rebuilds from taking the core away from
-	// the answers.
-	Reuse *Snapshot
+	// Previous is the snapshot this one replaces, if any. Its assignments
+	// are the incumbents that stability holds on to, and a precomputed
+	// table whose inputs did not change is taken from it instead of
+	// computed again, which keeps periodic rebuilds from taking the core
+	// away from the answers.
+	Previous *Snapshot
 	// Pause, if set, is called every few hundred steps of the long loops
 	// (units, places, assignments): a server whose answers share a core
 	// with the build sleeps in it for a moment now and then, so that a
@@ -67,7 +66,7 @@ func Build(in Inputs) (*Snapshot, error) {
 		}
 		pools[e.Pool] = append(pools[e.Pool], e)
 	}
-	if err := s.buildUnits(in.Targets, in.Measurements, in.Now, in.MaxAge); err != nil {
+	if err := s.buildUnits(in.Targets, in.Measurements, in.Now, in.MaxAge, in.Previous); err != nil {
 		return nil, err
 	}
 	if in.Zone == nil {
@@ -177,6 +176,6 @@ func (s *Snapshot) addName(name string) *Name {
 // finish applies health, then assigns units for stability and capacity.
 func (s *Snapshot) finish(in Inputs) {
 	s.applyHealth(in.Health)
-	s.rankPlaces(in.Reuse)
+	s.rankPlaces(in.Previous)
 	s.assign(in.Demand, in.Previous, in.Stability)
 }

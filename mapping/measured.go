@@ -110,7 +110,7 @@ func measuredScore(m *freshMeasurement, estimate float64) float64 {
 // buildUnits indexes the targets and ranks every edge for each target that
 // has fresh measurements. Edges are s.edges (sorted by ID), so the result
 // does not depend on the order of the inputs.
-func (s *Snapshot) buildUnits(targets []Target, ms []Measurement, now time.Time, maxAge time.Duration) error {
+func (s *Snapshot) buildUnits(targets []Target, ms []Measurement, now time.Time, maxAge time.Duration, prev *Snapshot) error {
 	if len(targets) == 0 {
 		return nil
 	}
@@ -123,7 +123,10 @@ func (s *Snapshot) buildUnits(targets []Target, ms []Measurement, now time.Time,
 		edgeIndex[s.edges[i].ID] = int32(i)
 	}
 	sorted := slices.Clone(targets)
-	slices.SortFunc(sorted, func(a, b Target) int { return comparePrefix(a.Block, b.Block) })
+	slices.SortFunc(sorted, func(a, b Target) int {
+		s.yield() // a sort of 100 000 targets is tens of ms
+		return comparePrefix(a.Block, b.Block)
+	})
 	s.units = make([]unit, len(sorted))
 	s.unitTable = new(bart.Table[int32])
 	s.targetSet = new(bart.Table[struct{}])
@@ -199,7 +202,11 @@ func (s *Snapshot) buildUnits(targets []Target, ms []Measurement, now time.Time,
 	// best few are kept: a unit's ranking is its measured edges and the
 	// nearest others, unitRankingLen in all, not every edge (1 000 edges
 	// x 100 000 targets would be 400 MB of rankings and seconds of sorting).
-	nearest := map[*Place][]scored{}
+	var prevNearest map[*Place][]int32
+	if prev != nil && prev.geo == s.geo && sameEdgePositions(prev.edges, s.edges) {
+		prevNearest = prev.nearest
+	}
+	s.nearest = map[*Place][]int32{}
 	var scratch []scored
 	for i := range s.units {
 		u := &s.units[i]
@@ -208,21 +215,24 @@ func (s *Snapshot) buildUnits(targets []Target, ms []Measurement, now time.Time,
 		}
 		s.yield()
 		slices.SortFunc(u.fresh, func(a, b freshMeasurement) int { return cmp.Compare(a.edge, b.edge) })
-		est, ok := nearest[u.place]
-		if !ok {
-			est = s.nearestEdges(u.place, unitRankingLen+len(u.fresh))
-			nearest[u.place] = est
-		} else if len(est) < min(len(s.edges), unitRankingLen+len(u.fresh)) {
-			est = s.nearestEdges(u.place, unitRankingLen+len(u.fresh))
-			nearest[u.place] = est
+		// A longer list than this unit needs, made for another unit at
+		// the same place, ranks the same: its extra edges are beyond
+		// unitRankingLen unmeasured ones.
+		need := min(len(s.edges), unitRankingLen+len(u.fresh))
+		near := s.nearest[u.place]
+		if len(near) < need {
+			if near = prevNearest[u.place]; len(near) < need {
+				near = s.nearestEdges(u.place, need)
+			}
+			s.nearest[u.place] = near
 		}
 		all := scratch[:0]
 		for _, f := range u.fresh {
 			all = append(all, s.unitScore(u, f.edge))
 		}
-		for _, c := range est {
-			if u.measurement(s.edgeIndex(c.edge)) == nil {
-				all = append(all, c)
+		for _, ei := range near {
+			if u.measurement(ei) == nil {
+				all = append(all, score(&s.edges[ei], u.place))
 			}
 		}
 		sortScored(all)
@@ -236,20 +246,31 @@ func (s *Snapshot) buildUnits(targets []Target, ms []Measurement, now time.Time,
 	return nil
 }
 
+// sameEdgePositions reports whether a and b are the same edges at the same
+// places, in the same order: what nearestEdges reads.
+func sameEdgePositions(a, b []Edge) bool {
+	return slices.EqualFunc(a, b, func(x, y Edge) bool { return x.ID == y.ID && x.Lat == y.Lat && x.Lon == y.Lon })
+}
+
 // unitRankingLen is how many edges a measured unit ranks: enough for any
 // property's answers and its capacity spill-over among the unit's best;
 // a property none of whose edges is among them is answered by geography.
 const unitRankingLen = 32
 
-// nearestEdges is the n best edges by distance estimate from place (by id
-// without a place), best first: a bounded selection, not a sort of all.
-func (s *Snapshot) nearestEdges(place *Place, n int) []scored {
+// nearestEdges is the indices of the n best edges by distance estimate from
+// place (by id without a place), best first: a bounded selection, not a
+// sort of all.
+func (s *Snapshot) nearestEdges(place *Place, n int) []int32 {
 	top := make([]scored, min(n, len(s.edges)))
 	k := 0
 	for i := range s.edges {
 		k = keepBest(top, k, score(&s.edges[i], place))
 	}
-	return top[:k]
+	out := make([]int32, k)
+	for i, c := range top[:k] {
+		out[i] = s.edgeIndex(c.edge)
+	}
+	return out
 }
 
 // unitScore scores edge ei for unit u: measured when fresh, else estimated
@@ -277,6 +298,15 @@ func (s *Snapshot) lookupUnit(client netip.Addr) *unit {
 		return u
 	}
 	return nil
+}
+
+// HasTarget reports whether block is one of the snapshot's targets.
+func (s *Snapshot) HasTarget(block netip.Prefix) bool {
+	if s.unitTable == nil {
+		return false
+	}
+	_, ok := s.unitTable.Get(block)
+	return ok
 }
 
 // matchUnit returns the longest target containing client, measured or not.

@@ -69,6 +69,22 @@ func TestMeasuredBeatsDistance(t *testing.T) {
 	}
 }
 
+// HasTarget is exact: a network inside or around a target is not one.
+func TestHasTarget(t *testing.T) {
+	s := measuredWorld(t)
+	for block, want := range map[string]bool{
+		"198.19.0.0/16": true, "198.19.7.0/24": true, "198.18.2.0/24": true,
+		"198.19.0.0/24": false, "198.19.7.0/25": false, "198.18.0.0/16": false, "2001:db8::/32": false,
+	} {
+		if got := s.HasTarget(netip.MustParsePrefix(block)); got != want {
+			t.Errorf("HasTarget(%s) = %v, want %v", block, got, want)
+		}
+	}
+	if testWorld(t, nil).HasTarget(netip.MustParsePrefix("198.19.0.0/16")) {
+		t.Error("a world without targets has one")
+	}
+}
+
 func TestStaleMeasurementsAreIgnored(t *testing.T) {
 	s := measuredWorld(t, meas("nrt1", "198.18.1.0/24", 30, 0, DefaultMaxAge+time.Second))
 	var d Decision
@@ -241,5 +257,37 @@ func TestScopeZeroNeverCoversATarget(t *testing.T) {
 	scope, _ := client.Prefix(d.Scope)
 	if d.Scope == 0 || scope.Overlaps(netip.MustParsePrefix("198.51.100.0/24")) {
 		t.Fatalf("scope /%d (%s) covers the measured target", d.Scope, scope)
+	}
+}
+
+// A rebuild with the same GeoIP database and edge positions takes each
+// measured unit's nearest edges from the snapshot it replaces; moving an
+// edge finds them afresh. The rankings are those of a build from scratch.
+func TestRebuildReusesNearestEdges(t *testing.T) {
+	in := seoulInputs(t, meas("sin1", "198.18.1.0/24", 90, 0, time.Second))
+	first := buildInputs(t, in)
+	seoulPlace := first.units[0].place
+	if len(first.nearest[seoulPlace]) == 0 {
+		t.Fatal("a build with a measured unit kept no nearest edges")
+	}
+	in.Previous = first
+	same := buildInputs(t, in)
+	if &same.nearest[seoulPlace][0] != &first.nearest[seoulPlace][0] {
+		t.Error("an unchanged rebuild found the nearest edges again")
+	}
+
+	setEdges(t, &in, func(e *Edge) { e.Lat, e.Lon = 37.57, 126.98 }, "fra1") // onto sel1: ties go by id
+	moved := buildInputs(t, in)
+	if &moved.nearest[seoulPlace][0] == &first.nearest[seoulPlace][0] {
+		t.Error("a rebuild after an edge moved reused the nearest edges")
+	}
+	in.Previous = nil
+	fresh := buildInputs(t, in)
+	if !slices.Equal(moved.units[0].ranking, fresh.units[0].ranking) || !slices.Equal(same.units[0].ranking, first.units[0].ranking) {
+		t.Fatalf("rankings differ from a build from scratch: moved %v fresh %v; same %v first %v",
+			moved.units[0].ranking, fresh.units[0].ranking, same.units[0].ranking, first.units[0].ranking)
+	}
+	if e := moved.edges[moved.units[0].ranking[0]].ID; e != "fra1" {
+		t.Errorf("Seoul's best after fra1 moved there: %s, want fra1", e)
 	}
 }

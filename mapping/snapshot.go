@@ -101,6 +101,11 @@ type Snapshot struct {
 	overrides map[overrideKey]int32
 
 	placeTables []*placeTables // what the properties' placeRank point to
+	// nearest is, per place of a measured unit, the edge indices nearest
+	// to it, best first, as many as a unit there needed: the next build
+	// takes them over while the GeoIP database and the edges' positions
+	// stay the same.
+	nearest map[*Place][]int32
 
 	pause func() // Inputs.Pause, during Build only
 	steps int

@@ -559,7 +559,7 @@ func TestRebuildReusesPlaceRankings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in.Reuse = first
+	in.Previous = first
 	same, err := Build(in)
 	if err != nil {
 		t.Fatal(err)
@@ -577,7 +577,7 @@ func TestRebuildReusesPlaceRankings(t *testing.T) {
 	if shop(down).placeRank == shop(first).placeRank {
 		t.Fatal("a rebuild with sel1 down reused the rankings made with it up")
 	}
-	in.Reuse = nil
+	in.Previous = nil
 	fresh, err := Build(in)
 	if err != nil {
 		t.Fatal(err)
@@ -591,7 +591,7 @@ func TestRebuildReusesPlaceRankings(t *testing.T) {
 	}
 
 	// Moving an edge changes the rankings too.
-	in.Reuse = down
+	in.Previous = down
 	for i := range in.Edges {
 		if in.Edges[i].ID == "fra1" {
 			in.Edges[i].Lat, in.Edges[i].Lon = 37.5, 127.0 // to Seoul

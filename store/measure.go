@@ -81,6 +81,17 @@ func decodeMeasurement(k, v []byte) (Measurement, error) {
 // Measurements returns every stored measurement.
 func (s *Store) Measurements() ([]Measurement, error) {
 	var out []Measurement
+	err := s.EachMeasurement(func(m *Measurement) error {
+		out = append(out, *m)
+		return nil
+	})
+	return out, err
+}
+
+// EachMeasurement calls fn with every stored measurement, in key order
+// (edge, then target), and stops at fn's first error. A large map holds
+// millions: this reads them without a slice of them all.
+func (s *Store) EachMeasurement(fn func(*Measurement) error) error {
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketMeasure)
 		if b == nil {
@@ -91,14 +102,13 @@ func (s *Store) Measurements() ([]Measurement, error) {
 			if err != nil {
 				return err
 			}
-			out = append(out, m)
-			return nil
+			return fn(&m)
 		})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read measurements from %s: %w", s.path, err)
+		return fmt.Errorf("read measurements from %s: %w", s.path, err)
 	}
-	return out, nil
+	return nil
 }
 
 // Record stores measurements from one report of key and advances the key's

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"net/http"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/edgemap/edgemap/probe"
@@ -33,12 +35,24 @@ func (a *api) listTargets(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusInternalServerError, err)
 		return
 	}
+	// The file, not memory, because only it keeps the latest reports' own
+	// values; one pass over it, grouped by target.
+	measured := map[netip.Prefix][]edgeRTT{}
+	err = a.n.store.EachMeasurement(func(m *store.Measurement) error {
+		measured[m.Target] = append(measured[m.Target], edgeRTT{Edge: m.Edge, RTTMs: m.RTTMs, Loss: m.Loss, LastRTT: m.LastRTTMs, At: m.At, Samples: m.Samples})
+		return nil
+	})
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, err)
+		return
+	}
 	out := make([]targetView, 0, len(cfg.Targets))
 	for _, t := range cfg.Targets {
-		v := targetView{Block: t.Block, Probe: t.Probe, Measured: []edgeRTT{}}
-		for _, m := range a.n.meas.ofTarget(t.Block) {
-			v.Measured = append(v.Measured, edgeRTT{Edge: m.Edge, RTTMs: m.RTTMs, Loss: m.Loss, LastRTT: m.LastRTTMs, At: m.At, Samples: m.Samples})
+		v := targetView{Block: t.Block, Probe: t.Probe, Measured: measured[t.Block]}
+		if v.Measured == nil {
+			v.Measured = []edgeRTT{}
 		}
+		slices.SortFunc(v.Measured, func(a, b edgeRTT) int { return cmp.Or(cmp.Compare(a.RTTMs, b.RTTMs), strings.Compare(a.Edge, b.Edge)) })
 		out = append(out, v)
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -59,7 +73,7 @@ func (a *api) createTarget(w http.ResponseWriter, r *http.Request) {
 			return &conflictError{fieldError{Field: "block", Msg: "target " + t.Block.String() + " already exists"}}
 		}
 		c.Targets = append(c.Targets, t)
-		slices.SortFunc(c.Targets, func(x, y store.Target) int { return compareStrings(x.Block.String(), y.Block.String()) })
+		slices.SortFunc(c.Targets, func(x, y store.Target) int { return strings.Compare(x.Block.String(), y.Block.String()) })
 		return nil
 	})
 	a.writeUpdate(w, http.StatusCreated, err, &t)

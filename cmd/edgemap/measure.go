@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,39 +16,66 @@ import (
 	"github.com/edgemap/edgemap/store"
 )
 
-type measKey struct {
-	edge   string
-	target netip.Prefix
-}
-
 // measurements is the node's in-memory copy of the stored measurements:
 // the map is built from it every map interval without reading the file.
 // The store stays the truth; this is loaded from it at start and only
-// changed after a write to it succeeded.
+// changed after a write to it succeeded. It keeps what the next report is
+// smoothed over and what the map reads; the latest reports' own values
+// stay in the file.
 type measurements struct {
-	mu    sync.RWMutex // guards byKey and mapView
-	byKey map[measKey]*store.Measurement
-	// mapView is byKey as the map reads it, kept between builds until a
-	// report or a prune changes byKey: converting a million measurements
-	// every map interval is garbage the answers would pay for.
+	mu sync.RWMutex // guards byTarget and mapView
+	// byTarget is every edge's measurement of each target, sorted by edge
+	// id. Grouped by target rather than keyed by (edge, target) because a
+	// map of a million such keys costs three times the memory.
+	byTarget map[netip.Prefix][]edgeMeasurement
+	// mapView is byTarget as the map reads it, kept between builds until a
+	// report or a prune changes byTarget: converting a million
+	// measurements every map interval is garbage the answers would pay for.
 	mapView []mapping.Measurement
 
 	edgeLocks sync.Map // edge id -> *sync.Mutex: one report per edge at a time
 }
 
+// edgeMeasurement is one edge's smoothed measurement of a target.
+type edgeMeasurement struct {
+	edge        string
+	rttMs, loss float64
+	samples     uint64
+	at          int64 // unix ns: a third of a time.Time
+}
+
+func (e *edgeMeasurement) time() time.Time { return time.Unix(0, e.at).UTC() }
+
 func (ms *measurements) load(st *store.Store) error {
-	all, err := st.Measurements()
+	byTarget := map[netip.Prefix][]edgeMeasurement{}
+	edgeIDs := map[string]string{} // one copy of each id, not one per record
+	err := st.EachMeasurement(func(m *store.Measurement) error {
+		id, ok := edgeIDs[m.Edge]
+		if !ok {
+			id = m.Edge
+			edgeIDs[id] = id
+		}
+		byTarget[m.Target] = append(byTarget[m.Target], edgeMeasurement{edge: id, rttMs: m.RTTMs, loss: m.Loss,
+			samples: m.Samples, at: m.At.UnixNano()})
+		return nil
+	})
 	if err != nil {
 		return err
 	}
+	for t, es := range byTarget {
+		slices.SortFunc(es, func(a, b edgeMeasurement) int { return strings.Compare(a.edge, b.edge) })
+		byTarget[t] = slices.Clip(es)
+	}
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
-	ms.byKey = make(map[measKey]*store.Measurement, len(all))
+	ms.byTarget = byTarget
 	ms.mapView = nil
-	for i := range all {
-		ms.byKey[measKey{all[i].Edge, all[i].Target}] = &all[i]
-	}
 	return nil
+}
+
+// find is the index of edge's measurement in es, or where it would go.
+func find(es []edgeMeasurement, edge string) (int, bool) {
+	return slices.BinarySearchFunc(es, edge, func(e edgeMeasurement, id string) int { return strings.Compare(e.edge, id) })
 }
 
 // forMap is the table for mapping.Build, which only reads it.
@@ -57,44 +85,19 @@ func (ms *measurements) forMap() []mapping.Measurement {
 	if ms.mapView != nil {
 		return ms.mapView
 	}
-	out := make([]mapping.Measurement, 0, len(ms.byKey))
-	for _, m := range ms.byKey {
-		out = append(out, mapping.Measurement{Edge: m.Edge, Target: m.Target, RTTMs: m.RTTMs, Loss: m.Loss, Samples: m.Samples, At: m.At})
+	n := 0
+	for _, es := range ms.byTarget {
+		n += len(es)
+	}
+	out := make([]mapping.Measurement, 0, n)
+	for t, es := range ms.byTarget {
+		for i := range es {
+			e := &es[i]
+			out = append(out, mapping.Measurement{Edge: e.edge, Target: t, RTTMs: e.rttMs, Loss: e.loss, Samples: e.samples, At: e.time()})
+		}
 	}
 	ms.mapView = out
 	return out
-}
-
-// ofTarget is every edge's measurement of one target, best RTT first.
-func (ms *measurements) ofTarget(block netip.Prefix) []store.Measurement {
-	ms.mu.RLock()
-	defer ms.mu.RUnlock()
-	var out []store.Measurement
-	for k, m := range ms.byKey {
-		if k.target == block {
-			out = append(out, *m)
-		}
-	}
-	slices.SortFunc(out, func(a, b store.Measurement) int {
-		if a.RTTMs != b.RTTMs {
-			if a.RTTMs < b.RTTMs {
-				return -1
-			}
-			return 1
-		}
-		return compareStrings(a.Edge, b.Edge)
-	})
-	return out
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // accept smooths a verified report into the table and stores the result
@@ -111,11 +114,13 @@ func (ms *measurements) accept(st *store.Store, keyID string, seq uint64, r *pro
 	ms.mu.RLock()
 	for _, m := range r.Measurements {
 		var prev *mapping.Measurement
-		if old := ms.byKey[measKey{r.Edge, m.Target}]; old != nil {
-			if !r.MeasuredAt.After(old.At) {
+		es := ms.byTarget[m.Target]
+		if i, ok := find(es, r.Edge); ok {
+			old := &es[i]
+			if !r.MeasuredAt.After(old.time()) {
 				continue // a retried report we already have, or an older one
 			}
-			prev = &mapping.Measurement{RTTMs: old.RTTMs, Loss: old.Loss, Samples: old.Samples, At: old.At}
+			prev = &mapping.Measurement{RTTMs: old.rttMs, Loss: old.loss, Samples: old.samples, At: old.time()}
 		}
 		sm := mapping.Smooth(prev, r.Edge, m.Target, m.RTTMs, m.Loss, m.Samples, r.MeasuredAt)
 		recs = append(recs, store.Measurement{Edge: r.Edge, Target: m.Target, RTTMs: sm.RTTMs, Loss: sm.Loss,
@@ -131,7 +136,14 @@ func (ms *measurements) accept(st *store.Store, keyID string, seq uint64, r *pro
 	}
 	ms.mu.Lock()
 	for i := range recs {
-		ms.byKey[measKey{recs[i].Edge, recs[i].Target}] = &recs[i]
+		rec := &recs[i]
+		e := edgeMeasurement{edge: r.Edge, rttMs: rec.RTTMs, loss: rec.Loss, samples: rec.Samples, at: rec.At.UnixNano()}
+		es := ms.byTarget[rec.Target]
+		if j, ok := find(es, r.Edge); ok {
+			es[j] = e
+		} else {
+			ms.byTarget[rec.Target] = slices.Insert(es, j, e)
+		}
 	}
 	ms.mapView = nil
 	ms.mu.Unlock()
@@ -139,7 +151,9 @@ func (ms *measurements) accept(st *store.Store, keyID string, seq uint64, r *pro
 }
 
 // prune forgets measurements older than retention and those of edges or
-// targets that no longer exist, in the file and in memory.
+// targets that no longer exist, in the file and in memory. The file is
+// only read when memory says there is something to delete: a full pass
+// over a large map's records would hold the core for a second.
 func (ms *measurements) prune(st *store.Store, cfg store.Config, now time.Time, retention time.Duration, log *zap.Logger) {
 	edges := map[string]bool{}
 	for _, e := range cfg.Edges {
@@ -149,25 +163,40 @@ func (ms *measurements) prune(st *store.Store, cfg store.Config, now time.Time, 
 	for _, t := range cfg.Targets {
 		targets[t.Block] = true
 	}
-	keep := func(m *store.Measurement) bool {
-		return edges[m.Edge] && targets[m.Target] && now.Sub(m.At) <= retention
+	oldest := now.Add(-retention).UnixNano()
+	keepIn := func(t netip.Prefix, e *edgeMeasurement) bool { return edges[e.edge] && targets[t] && e.at >= oldest }
+	stale := 0
+	ms.mu.RLock()
+	for t, es := range ms.byTarget {
+		for i := range es {
+			if !keepIn(t, &es[i]) {
+				stale++
+			}
+		}
 	}
-	n, err := st.PruneMeasurements(keep)
+	ms.mu.RUnlock()
+	if stale == 0 {
+		return
+	}
+	n, err := st.PruneMeasurements(func(m *store.Measurement) bool {
+		return edges[m.Edge] && targets[m.Target] && now.Sub(m.At) <= retention
+	})
 	if err != nil {
 		log.Error("pruning measurements", zap.Error(err))
 		return
 	}
 	ms.mu.Lock()
-	for k, m := range ms.byKey {
-		if !keep(m) {
-			delete(ms.byKey, k)
+	for t, es := range ms.byTarget {
+		es = slices.DeleteFunc(es, func(e edgeMeasurement) bool { return !keepIn(t, &e) })
+		if len(es) == 0 {
+			delete(ms.byTarget, t)
+		} else {
+			ms.byTarget[t] = es
 		}
 	}
 	ms.mapView = nil
 	ms.mu.Unlock()
-	if n > 0 {
-		log.Info("pruned measurements", zap.Int("deleted", n))
-	}
+	log.Info("pruned measurements", zap.Int("deleted", n))
 }
 
 // collectorStore is what the probe collector sees of the node.
@@ -186,7 +215,7 @@ func (c collectorStore) EdgeExists(id string) bool {
 	if snap == nil {
 		return false
 	}
-	_, found := slices.BinarySearchFunc(snap.Edges(), id, func(e mapping.Edge, id string) int { return compareStrings(e.ID, id) })
+	_, found := slices.BinarySearchFunc(snap.Edges(), id, func(e mapping.Edge, id string) int { return strings.Compare(e.ID, id) })
 	return found
 }
 
@@ -201,10 +230,8 @@ func (c collectorStore) Targets() []probe.Target {
 }
 
 func (c collectorStore) TargetExists(block netip.Prefix) bool {
-	c.n.mu.Lock()
-	defer c.n.mu.Unlock()
-	_, ok := c.n.targetSet[block]
-	return ok
+	snap := c.n.snap.Load()
+	return snap != nil && snap.HasTarget(block)
 }
 
 func (c collectorStore) Accept(keyID string, seq uint64, r *probe.Report) error {

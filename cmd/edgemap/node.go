@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,18 +24,19 @@ type node struct {
 	geoPath string
 	snap    atomic.Pointer[mapping.Snapshot]
 
-	mu        sync.Mutex // serializes configuration writes, rebuilds and reloads; guards the fields below
-	geo       *mapping.Geo
-	targets   []store.Target
-	targetSet map[netip.Prefix]struct{}
+	mu      sync.Mutex // serializes configuration writes, rebuilds and reloads; guards the fields below
+	geo     *mapping.Geo
+	targets []store.Target
 	// asOf, when set, is the time the next build is made for instead of
 	// now: a restarted server's first map is the one it published last.
 	asOf time.Time
 
-	// cfg is the stored configuration as last read; nil after a write.
-	// Every write goes through update, so the map loop can rebuild from it
-	// without decoding the file every interval.
-	cfg *store.Config
+	// cfg is the stored configuration as last read, and base the map's
+	// inputs made from it; nil after a write. Every write goes through
+	// update, so the map loop can rebuild from them without decoding the
+	// file or converting 100 000 targets every interval.
+	cfg  *store.Config
+	base *mapping.Inputs
 
 	meas      measurements
 	maxAge    time.Duration
@@ -132,10 +132,12 @@ func (n *node) rebuildLocked() error {
 		if err != nil {
 			return err
 		}
-		n.cfg = &cfg
+		base := inputs(cfg, nil)
+		n.cfg, n.base = &cfg, &base
 	}
 	cfg := *n.cfg
-	in := inputs(cfg, n.geo)
+	in := *n.base
+	in.Geo = n.geo
 	in.Now = time.Now()
 	if !n.asOf.IsZero() {
 		in.Now, n.asOf = n.asOf, time.Time{}
@@ -145,20 +147,14 @@ func (n *node) rebuildLocked() error {
 	in.Demand = n.rates
 	in.Stability = n.stability
 	in.Pause = buildPauser()
-	if prev := n.snap.Load(); prev != nil {
-		in.Previous = prev.Assignments()
-		in.Reuse = prev
-	}
+	in.Previous = n.snap.Load()
 	var changed map[string]mapping.Health
 	in.Health, changed = n.health.decide(cfg.Edges, time.Now())
 	n.targets = cfg.Targets
-	n.targetSet = make(map[netip.Prefix]struct{}, len(cfg.Targets))
-	for _, t := range cfg.Targets {
-		n.targetSet[t.Block] = struct{}{}
-	}
 	start := time.Now()
 	snap, err := mapping.Build(in)
 	n.buildTime.Observe(time.Since(start).Seconds())
+	n.log.Debug("map built", zap.Duration("took", time.Since(start)))
 	if err != nil {
 		// Only reachable if the file was edited behind our back: every
 		// write is checked with the same Build before it is committed.
@@ -209,7 +205,7 @@ func (n *node) update(fn func(c *store.Config) error) (bool, error) {
 		return checkConfig(*c)
 	})
 	if changed {
-		n.cfg = nil
+		n.cfg, n.base = nil, nil
 	}
 	if err != nil || !changed {
 		return changed, err

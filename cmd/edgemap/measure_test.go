@@ -1,0 +1,75 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/edgemap/edgemap/mapping"
+	"github.com/edgemap/edgemap/store"
+)
+
+// Pruning forgets, in the file and in memory alike, what is older than the
+// retention and what belongs to an edge or target that is gone; a reload
+// from the file gives what memory holds.
+func TestMeasurementsPrune(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "edgemap.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	kept, gone := netip.MustParsePrefix("198.18.1.0/24"), netip.MustParsePrefix("198.18.2.0/24")
+	rec := func(edge string, target netip.Prefix, rtt float64, age time.Duration) store.Measurement {
+		return store.Measurement{Edge: edge, Target: target, RTTMs: rtt, LastRTTMs: rtt, Samples: 3, At: now.Add(-age)}
+	}
+	err = st.Record("k1", 1, []store.Measurement{
+		rec("fra1", kept, 10, time.Minute),
+		rec("lon1", kept, 20, 2*time.Hour), // too old
+		rec("old1", kept, 30, time.Minute), // edge deleted
+		rec("fra1", gone, 40, time.Minute), // target deleted
+		rec("sel1", kept, 50, time.Minute),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ms measurements
+	if err := ms.load(st); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(ms.forMap()); n != 5 {
+		t.Fatalf("loaded %d measurements, want 5", n)
+	}
+	cfg := store.Config{
+		Edges:   []store.Edge{{ID: "fra1"}, {ID: "lon1"}, {ID: "sel1"}},
+		Targets: []store.Target{{Block: kept}},
+	}
+	ms.prune(st, cfg, now, time.Hour, zap.NewNop())
+
+	want := []string{"fra1 198.18.1.0/24 10", "sel1 198.18.1.0/24 50"}
+	if got := mapMeasurements(ms.forMap()); !slices.Equal(got, want) {
+		t.Errorf("in memory after prune: %v, want %v", got, want)
+	}
+	var reloaded measurements
+	if err := reloaded.load(st); err != nil {
+		t.Fatal(err)
+	}
+	if got := mapMeasurements(reloaded.forMap()); !slices.Equal(got, want) {
+		t.Errorf("in the file after prune: %v, want %v", got, want)
+	}
+}
+
+// mapMeasurements are what the map reads, as sorted "edge target rtt".
+func mapMeasurements(ms []mapping.Measurement) []string {
+	var out []string
+	for _, m := range ms {
+		out = append(out, fmt.Sprintf("%s %s %g", m.Edge, m.Target, m.RTTMs))
+	}
+	slices.Sort(out)
+	return out
+}
