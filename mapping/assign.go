@@ -81,6 +81,8 @@ type pairWork struct {
 	pref   []int32
 	scores []float64
 	demand float64
+	// assignment is the index of the pair's Assignment, -1 if none.
+	assignment int32
 }
 
 // clientUnit is the map unit of a client that no target matches: its /24
@@ -161,6 +163,7 @@ func (s *Snapshot) preference(p *Property, ranking []int32, scoreOf func(int32) 
 func (s *Snapshot) assign(demand []Demand, previous *Snapshot, st Stability) {
 	want := map[PairKey]float64{}
 	for _, d := range demand {
+		s.yield()
 		if d.QPS > 0 && d.Unit.IsValid() {
 			want[PairKey{d.Property, d.Unit.Masked()}] += d.QPS
 		}
@@ -202,6 +205,7 @@ func (s *Snapshot) assign(demand []Demand, previous *Snapshot, st Stability) {
 	}
 	keys := make([]PairKey, 0, len(want))
 	for k := range want {
+		s.yield()
 		if !seen[k] && byName[k.Property] != nil {
 			keys = append(keys, k)
 		}
@@ -211,6 +215,7 @@ func (s *Snapshot) assign(demand []Demand, previous *Snapshot, st Stability) {
 		return cmp.Or(strings.Compare(a.Property, b.Property), comparePrefix(a.Unit, b.Unit))
 	})
 	for _, k := range keys {
+		s.yield()
 		p := byName[k.Property]
 		place := s.unitPlace(k.Unit)
 		all := make([]scored, 0, len(p.candidates))
@@ -228,13 +233,20 @@ func (s *Snapshot) assign(demand []Demand, previous *Snapshot, st Stability) {
 		pairs = append(pairs, &pairWork{key: k, p: p, unit: -1, pref: pref, scores: scores, demand: want[k]})
 	}
 
-	s.assigned = make(map[PairKey]*Assignment, len(pairs))
+	// By value in one slice, not a pointer per pair: a large map has 100 000
+	// of them, and every object the snapshot holds is work for the GC.
+	s.assignments = make([]Assignment, 0, len(pairs))
+	s.assigned = make(map[PairKey]int32, len(pairs))
 	s.load = make([]float64, len(s.edges))
 	for _, w := range pairs {
+		s.yield()
+		w.assignment = -1
 		if len(w.pref) == 0 {
 			continue
 		}
-		a := &Assignment{first: w.pref[0], natural: w.pref[0], Demand: w.demand}
+		w.assignment = int32(len(s.assignments))
+		s.assignments = append(s.assignments, Assignment{first: w.pref[0], natural: w.pref[0], Demand: w.demand})
+		a := &s.assignments[w.assignment]
 		if prev := previous.firstEdge(w.key, edgeIdx); prev >= 0 && prev != w.pref[0] {
 			if j := slices.Index(w.pref, prev); j > 0 {
 				inc, best := w.scores[j], w.scores[0]
@@ -247,7 +259,7 @@ func (s *Snapshot) assign(demand []Demand, previous *Snapshot, st Stability) {
 				}
 			}
 		}
-		s.assigned[w.key] = a
+		s.assigned[w.key] = w.assignment
 	}
 	order := slices.Clone(pairs)
 	order = slices.DeleteFunc(order, func(w *pairWork) bool { return w.demand <= 0 || len(w.pref) == 0 })
@@ -256,7 +268,8 @@ func (s *Snapshot) assign(demand []Demand, previous *Snapshot, st Stability) {
 		return cmp.Or(cmp.Compare(a.scores[0], b.scores[0]), strings.Compare(a.key.Property, b.key.Property), comparePrefix(a.key.Unit, b.key.Unit))
 	})
 	for _, w := range order {
-		a := s.assigned[w.key]
+		s.yield()
+		a := &s.assignments[w.assignment]
 		chosen := int32(-1)
 		for _, ei := range w.pref {
 			c := float64(s.edges[ei].Capacity)
@@ -287,10 +300,11 @@ func (s *Snapshot) assign(demand []Demand, previous *Snapshot, st Stability) {
 		s.load[chosen] += w.demand
 	}
 	for _, w := range pairs {
-		a := s.assigned[w.key]
-		if a == nil {
+		s.yield()
+		if w.assignment < 0 {
 			continue
 		}
+		a := &s.assignments[w.assignment]
 		a.Edge, a.Best = s.edges[a.first].ID, s.edges[a.natural].ID
 		if w.unit >= 0 {
 			w.p.unitFirst[w.unit] = a.first
@@ -318,17 +332,29 @@ func (s *Snapshot) unitPlace(unit netip.Prefix) *Place {
 // firstEdge is the index, by indexOf, of the edge s answered first for the
 // pair: -1 if s is nil, did not assign the pair, or its edge is gone.
 func (s *Snapshot) firstEdge(key PairKey, indexOf func(id string) int32) int32 {
-	if s == nil || s.assigned[key] == nil {
-		return -1
+	if a := s.assignment(key); a != nil {
+		return indexOf(a.Edge)
 	}
-	return indexOf(s.assigned[key].Edge)
+	return -1
+}
+
+// assignment is the pair's Assignment in s, nil if s is nil or did not
+// assign the pair.
+func (s *Snapshot) assignment(key PairKey) *Assignment {
+	if s == nil {
+		return nil
+	}
+	if i, ok := s.assigned[key]; ok {
+		return &s.assignments[i]
+	}
+	return nil
 }
 
 // Assignments are the first edges of every assigned pair, by edge id.
 func (s *Snapshot) Assignments() map[PairKey]string {
 	out := make(map[PairKey]string, len(s.assigned))
-	for k, a := range s.assigned {
-		out[k] = a.Edge
+	for k, i := range s.assigned {
+		out[k] = s.assignments[i].Edge
 	}
 	return out
 }

@@ -127,47 +127,14 @@ func (s *Snapshot) buildUnits(targets []Target, ms []Measurement, now time.Time,
 		s.yield() // a sort of 100 000 targets is tens of ms
 		return comparePrefix(a.Block, b.Block)
 	})
-	s.units = make([]unit, len(sorted))
-	s.unitTable = new(bart.Table[int32])
-	s.targetSet = new(bart.Table[struct{}])
-	byBlock := make(map[netip.Prefix]int32, len(sorted))
-	for i, t := range sorted {
-		if !t.Block.IsValid() || t.Block != t.Block.Masked() {
-			return &FieldError{"target.block", t.Block.String() + " is not a canonical network"}
-		}
-		if _, dup := byBlock[t.Block]; dup {
-			return &FieldError{"target.block", "duplicate target " + t.Block.String()}
-		}
-		s.yield()
-		u := &s.units[i]
-		u.Target = t
-		addr := t.Probe.Addr()
-		if !addr.IsValid() {
-			addr = t.Block.Addr()
-		}
-		u.place, _ = s.locate(addr)
-		byBlock[t.Block] = int32(i)
-		s.unitTable.Insert(t.Block, int32(i))
-		s.targetSet.Insert(t.Block, struct{}{})
-	}
-	for i := range s.units {
-		s.yield()
-		for super := range s.unitTable.Supernets(s.units[i].Block) {
-			if super == s.units[i].Block {
-				continue
-			}
-			outer := &s.units[byBlock[super]]
-			if outer.inner == nil {
-				outer.inner = new(bart.Table[struct{}])
-			}
-			outer.inner.Insert(s.units[i].Block, struct{}{})
-		}
+	if err := s.indexUnits(sorted, prev); err != nil {
+		return err
 	}
 	// Two passes, counting then filling one backing array, so that a
 	// rebuild allocates the fresh measurements once instead of growing a
 	// slice per unit.
 	fresh := func(m *Measurement) (int32, int32, bool) {
-		ui, okU := byBlock[m.Target]
+		ui, okU := s.unitTable.Get(m.Target)
 		ei, okE := edgeIndex[m.Edge]
 		if !okU || !okE || now.Sub(m.At) > maxAge || m.At.After(now.Add(maxAge)) {
 			return 0, 0, false // stale, or of an edge or target that is gone
@@ -207,6 +174,15 @@ func (s *Snapshot) buildUnits(targets []Target, ms []Measurement, now time.Time,
 		prevNearest = prev.nearest
 	}
 	s.nearest = map[*Place][]int32{}
+	measured := 0
+	for i := range s.units {
+		if len(s.units[i].fresh) > 0 {
+			measured++
+		}
+	}
+	// One array for every ranking, not a slice per unit: each object the
+	// snapshot holds is work for every GC cycle.
+	rankings := make([]int32, measured*unitRankingLen)
 	var scratch []scored
 	for i := range s.units {
 		u := &s.units[i]
@@ -238,7 +214,7 @@ func (s *Snapshot) buildUnits(targets []Target, ms []Measurement, now time.Time,
 		sortScored(all)
 		scratch = all
 		all = all[:min(len(all), unitRankingLen)]
-		u.ranking = make([]int32, len(all))
+		u.ranking, rankings = rankings[:len(all):len(all)], rankings[len(all):]
 		for j, c := range all {
 			u.ranking[j] = s.edgeIndex(c.edge)
 		}
@@ -250,6 +226,63 @@ func (s *Snapshot) buildUnits(targets []Target, ms []Measurement, now time.Time,
 // places, in the same order: what nearestEdges reads.
 func sameEdgePositions(a, b []Edge) bool {
 	return slices.EqualFunc(a, b, func(x, y Edge) bool { return x.ID == y.ID && x.Lat == y.Lat && x.Lon == y.Lon })
+}
+
+// indexUnits makes the units of the sorted targets, their table and what
+// is inside each, and locates them. The same targets as prev's (the usual
+// rebuild) take prev's table and inner tables, which are read-only once
+// built, and with the same GeoIP database its places too.
+func (s *Snapshot) indexUnits(sorted []Target, prev *Snapshot) error {
+	s.units = make([]unit, len(sorted))
+	same := prev != nil && slices.EqualFunc(prev.units, sorted, func(u unit, t Target) bool { return u.Target == t })
+	if same {
+		s.unitTable = prev.unitTable
+	} else {
+		s.unitTable = new(bart.Table[int32])
+	}
+	for i, t := range sorted {
+		s.yield()
+		u := &s.units[i]
+		u.Target = t
+		if same {
+			u.inner = prev.units[i].inner
+			if prev.geo == s.geo {
+				u.place = prev.units[i].place
+				continue
+			}
+		} else {
+			switch {
+			case !t.Block.IsValid() || t.Block != t.Block.Masked():
+				return &FieldError{"target.block", t.Block.String() + " is not a canonical network"}
+			case i > 0 && sorted[i-1].Block == t.Block:
+				return &FieldError{"target.block", "duplicate target " + t.Block.String()}
+			}
+			s.unitTable.Insert(t.Block, int32(i))
+		}
+		addr := t.Probe.Addr()
+		if !addr.IsValid() {
+			addr = t.Block.Addr()
+		}
+		u.place, _ = s.locate(addr)
+	}
+	if same {
+		return nil
+	}
+	for i := range s.units {
+		s.yield()
+		for super := range s.unitTable.Supernets(s.units[i].Block) {
+			if super == s.units[i].Block {
+				continue
+			}
+			oi, _ := s.unitTable.Get(super)
+			outer := &s.units[oi]
+			if outer.inner == nil {
+				outer.inner = new(bart.Table[struct{}])
+			}
+			outer.inner.Insert(s.units[i].Block, struct{}{})
+		}
+	}
+	return nil
 }
 
 // unitRankingLen is how many edges a measured unit ranks: enough for any
@@ -344,7 +377,7 @@ func unitName(u *unit) string {
 // GeoIP /16 that holds a measured /24 target, or a target /16 with a /24
 // target inside it. client is never inside anything in tbl, so the loop
 // ends at the full address length at the latest.
-func narrowScope(tbl *bart.Table[struct{}], client netip.Addr, base int) int {
+func narrowScope[V any](tbl *bart.Table[V], client netip.Addr, base int) int {
 	if tbl == nil {
 		return base
 	}

@@ -13,6 +13,12 @@ var measureNow = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 // with a /24 inside it, and an unmeasured Frankfurt /24.
 func measuredWorld(t testing.TB, ms ...Measurement) *Snapshot {
 	t.Helper()
+	return buildInputs(t, measuredInputs(t, ms...))
+}
+
+// measuredInputs are measuredWorld's inputs.
+func measuredInputs(t testing.TB, ms ...Measurement) Inputs {
+	t.Helper()
 	in := testInputs(openTestGeo(t))
 	in.Now = measureNow
 	in.Targets = []Target{
@@ -22,11 +28,7 @@ func measuredWorld(t testing.TB, ms ...Measurement) *Snapshot {
 		{Block: netip.MustParsePrefix("198.18.2.0/24"), Probe: netip.MustParseAddrPort("198.18.2.10:443")},
 	}
 	in.Measurements = ms
-	s, err := Build(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return in
 }
 
 func meas(edge, target string, rtt, loss float64, age time.Duration) Measurement {
@@ -289,5 +291,42 @@ func TestRebuildReusesNearestEdges(t *testing.T) {
 	}
 	if e := moved.edges[moved.units[0].ranking[0]].ID; e != "fra1" {
 		t.Errorf("Seoul's best after fra1 moved there: %s, want fra1", e)
+	}
+}
+
+// A rebuild with the same targets takes the target table and what is inside
+// each target from the snapshot it replaces; a new target indexes afresh,
+// and the answers and scopes are those of a build from scratch.
+func TestRebuildReusesUnitIndex(t *testing.T) {
+	in := measuredInputs(t, meas("fra1", "198.19.0.0/16", 20, 0, time.Second))
+	first := buildInputs(t, in)
+	in.Previous = first
+	same := buildInputs(t, in)
+	if same.unitTable != first.unitTable || same.units[1].place != first.units[1].place {
+		t.Error("a rebuild with the same targets indexed them again")
+	}
+	in.Targets = append(slices.Clone(in.Targets), Target{Block: netip.MustParsePrefix("198.19.128.0/24")})
+	more := buildInputs(t, in)
+	if more.unitTable == first.unitTable {
+		t.Fatal("a rebuild with a new target kept the old table")
+	}
+	in.Previous = nil
+	fresh := buildInputs(t, in)
+	shop := func(s *Snapshot) *Property { return mustProperty(t, s, "shop.cdn.example.net.") }
+	for _, client := range []string{"198.19.200.1", "198.19.100.1", "198.19.7.1", "198.19.128.9", "198.18.3.1"} {
+		var got, want Decision
+		more.Decide(shop(more), netip.MustParseAddr(client), false, &got)
+		fresh.Decide(shop(fresh), netip.MustParseAddr(client), false, &want)
+		if !slices.Equal(decisionIDs(&got), decisionIDs(&want)) || got.Scope != want.Scope || got.Unit != want.Unit {
+			t.Errorf("%s: rebuilt %v scope %d unit %v; from scratch %v scope %d unit %v", client,
+				decisionIDs(&got), got.Scope, got.Unit, decisionIDs(&want), want.Scope, want.Unit)
+		}
+	}
+	// The new target narrows the scope of its neighbours in the /16.
+	var before, after Decision
+	first.Decide(shop(first), netip.MustParseAddr("198.19.200.1"), false, &before)
+	more.Decide(shop(more), netip.MustParseAddr("198.19.200.1"), false, &after)
+	if before.Scope != 17 || after.Scope != 18 {
+		t.Errorf("198.19.200.1: scope %d before 198.19.128.0/24 was added and %d after, want 17 and 18", before.Scope, after.Scope)
 	}
 }

@@ -90,15 +90,15 @@ type Snapshot struct {
 	built time.Time
 
 	units     []unit
-	unitTable *bart.Table[int32]    // target block -> index into units
-	targetSet *bart.Table[struct{}] // the same blocks, for overlap tests
+	unitTable *bart.Table[int32] // target block -> index into units
 	maxAge    time.Duration
 
-	health    []Health // by edge index
-	usable    []bool   // by edge index: up and not draining
-	assigned  map[PairKey]*Assignment
-	load      []float64 // assigned qps by edge index
-	overrides map[overrideKey]int32
+	health      []Health          // by edge index
+	usable      []bool            // by edge index: up and not draining
+	assigned    map[PairKey]int32 // index into assignments
+	assignments []Assignment
+	load        []float64 // assigned qps by edge index
+	overrides   map[overrideKey]int32
 
 	placeTables []*placeTables // what the properties' placeRank point to
 	// nearest is, per place of a measured unit, the edge indices nearest
@@ -214,9 +214,9 @@ func (s *Snapshot) Decide(p *Property, client netip.Addr, v6 bool, d *Decision) 
 		// Inside a target without fresh data: the answer is the client's
 		// own geography, but never for more than the target.
 		d.Scope = narrowScope(u.inner, client, max(d.Scope, u.Block.Bits()))
-	case s.targetSet != nil && client.IsValid():
+	case s.unitTable != nil && client.IsValid():
 		// Even a scope of 0 (no GeoIP network) must not cover targets.
-		d.Scope = narrowScope(s.targetSet, client, d.Scope)
+		d.Scope = narrowScope(s.unitTable, client, d.Scope)
 	}
 	if s.overrides != nil && d.Unit.IsValid() {
 		// Capacity may move single units; the answer is the unit's.
@@ -368,8 +368,8 @@ func (s *Snapshot) Explain(name string, client netip.Addr, v6 bool) (*Explanatio
 		}
 	}
 	all = append(head, slices.DeleteFunc(all, func(c scored) bool { return chosen[c.edge] })...)
-	if a := s.assigned[PairKey{p.Name, d.Unit}]; a != nil && a.Reason != "" && !d.FailOpen {
-		x.Assignment = a
+	if a := s.assignment(PairKey{p.Name, d.Unit}); a != nil && a.Reason != "" && !d.FailOpen {
+		x.Assignment = new(*a)
 	}
 	measured := 0
 	for _, c := range all {

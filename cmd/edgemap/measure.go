@@ -78,8 +78,11 @@ func find(es []edgeMeasurement, edge string) (int, bool) {
 	return slices.BinarySearchFunc(es, edge, func(e edgeMeasurement, id string) int { return strings.Compare(e.edge, id) })
 }
 
-// forMap is the table for mapping.Build, which only reads it.
-func (ms *measurements) forMap() []mapping.Measurement {
+// forMap is the table for mapping.Build, which only reads it. pause, if
+// set, is called now and then while the table is made: after reports came
+// in that is a million measurements, which must not hold the core. Reports
+// wait for it.
+func (ms *measurements) forMap(pause func()) []mapping.Measurement {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	if ms.mapView != nil {
@@ -91,6 +94,9 @@ func (ms *measurements) forMap() []mapping.Measurement {
 	}
 	out := make([]mapping.Measurement, 0, n)
 	for t, es := range ms.byTarget {
+		if pause != nil {
+			pause()
+		}
 		for i := range es {
 			e := &es[i]
 			out = append(out, mapping.Measurement{Edge: e.edge, Target: t, RTTMs: e.rttMs, Loss: e.loss, Samples: e.samples, At: e.time()})

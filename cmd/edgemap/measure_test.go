@@ -42,7 +42,7 @@ func TestMeasurementsPrune(t *testing.T) {
 	if err := ms.load(st); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(ms.forMap()); n != 5 {
+	if n := len(ms.forMap(nil)); n != 5 {
 		t.Fatalf("loaded %d measurements, want 5", n)
 	}
 	cfg := store.Config{
@@ -52,14 +52,14 @@ func TestMeasurementsPrune(t *testing.T) {
 	ms.prune(st, cfg, now, time.Hour, zap.NewNop())
 
 	want := []string{"fra1 198.18.1.0/24 10", "sel1 198.18.1.0/24 50"}
-	if got := mapMeasurements(ms.forMap()); !slices.Equal(got, want) {
+	if got := mapMeasurements(ms.forMap(nil)); !slices.Equal(got, want) {
 		t.Errorf("in memory after prune: %v, want %v", got, want)
 	}
 	var reloaded measurements
 	if err := reloaded.load(st); err != nil {
 		t.Fatal(err)
 	}
-	if got := mapMeasurements(reloaded.forMap()); !slices.Equal(got, want) {
+	if got := mapMeasurements(reloaded.forMap(nil)); !slices.Equal(got, want) {
 		t.Errorf("in the file after prune: %v, want %v", got, want)
 	}
 }

@@ -142,11 +142,11 @@ func (n *node) rebuildLocked() error {
 	if !n.asOf.IsZero() {
 		in.Now, n.asOf = n.asOf, time.Time{}
 	}
-	in.Measurements = n.meas.forMap()
+	in.Pause = buildPauser()
+	in.Measurements = n.meas.forMap(in.Pause)
 	in.MaxAge = n.maxAge
 	in.Demand = n.rates
 	in.Stability = n.stability
-	in.Pause = buildPauser()
 	in.Previous = n.snap.Load()
 	var changed map[string]mapping.Health
 	in.Health, changed = n.health.decide(cfg.Edges, time.Now())
