@@ -72,6 +72,34 @@ func BenchmarkDecideLarge(b *testing.B) {
 	}
 }
 
+// BenchmarkDecideLargeGeo is the decision on the large map for clients
+// outside every target, which are answered by their GeoIP place: with a
+// real database's 129 000 places and 1 000 edges, from the per-place
+// table. It needs EDGEMAP_GEOLITE2.
+func BenchmarkDecideLargeGeo(b *testing.B) {
+	if os.Getenv("EDGEMAP_GEOLITE2") == "" {
+		b.Skip("set EDGEMAP_GEOLITE2 to a GeoLite2 City database")
+	}
+	s, err := Build(largeInputs(b, 10))
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := s.props[0]
+	if p.placeRank == nil {
+		b.Fatal("the large map has no per-place table")
+	}
+	clients := make([]netip.Addr, 4096)
+	rnd := rand.New(rand.NewPCG(2, 2))
+	for i := range clients {
+		clients[i] = netip.AddrFrom4([4]byte{byte(20 + rnd.IntN(200)), byte(rnd.Uint32()), byte(rnd.Uint32()), byte(rnd.Uint32())})
+	}
+	var d Decision
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		s.Decide(p, clients[i%len(clients)], false, &d)
+	}
+}
+
 // BenchmarkBuildLarge is a rebuild of the large map, as every map interval
 // does. The target: under 5 s on one core and under 1 GiB.
 func BenchmarkBuildLarge(b *testing.B) {

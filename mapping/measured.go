@@ -295,9 +295,10 @@ const unitRankingLen = 32
 // sort of all.
 func (s *Snapshot) nearestEdges(place *Place, n int) []int32 {
 	top := make([]scored, min(n, len(s.edges)))
+	dots := make([]float64, len(top))
 	k := 0
 	for i := range s.edges {
-		k = keepBest(top, k, score(&s.edges[i], place))
+		k = keepNearest(top, dots, k, &s.edges[i], place)
 	}
 	out := make([]int32, k)
 	for i, c := range top[:k] {

@@ -19,7 +19,7 @@ const (
 	placeRankLen = MaxAnswers + 1
 	// placeRankMaxWork bounds places x candidates per table; past it (a
 	// property drawing on thousands of edges) queries score as before.
-	placeRankMaxWork = 50_000_000
+	placeRankMaxWork = 200_000_000
 )
 
 // placeTables is one property's pair of tables (IPv4, IPv6) with what they
@@ -51,7 +51,7 @@ func (s *Snapshot) rankPlaces(prev *Snapshot) {
 			}
 		}
 		if t == nil {
-			t = &placeTables{geo: s.geo, from: from, ranks: &[2][]int32{s.placeTable(p, false), s.placeTable(p, true)}}
+			t = &placeTables{geo: s.geo, from: from, ranks: s.placeTable(p)}
 			s.placeTables = append(s.placeTables, t)
 		}
 		p.placeRank = t.ranks
@@ -87,27 +87,34 @@ func boolByte(b bool) byte {
 	return 0
 }
 
-// placeTable ranks p's usable candidates of one family for every place:
+// placeTable ranks p's usable candidates of each family for every place:
 // placeRankLen entries per place, best first, -1 past the last.
-func (s *Snapshot) placeTable(p *Property, v6 bool) []int32 {
+func (s *Snapshot) placeTable(p *Property) *[2][]int32 {
 	places := s.geo.places
-	out := make([]int32, len(places)*placeRankLen)
-	var top [placeRankLen]scored
+	out := &[2][]int32{make([]int32, len(places)*placeRankLen), make([]int32, len(places)*placeRankLen)}
+	var top [2][placeRankLen]scored
+	var dots [2][placeRankLen]float64
 	for pi := range places {
 		s.yield()
 		place := &places[pi]
-		n := 0
+		var n [2]int
 		for i, e := range p.candidates {
-			if !e.Serves(v6) || !s.usable[p.candidateIndex[i]] {
+			if !s.usable[p.candidateIndex[i]] {
 				continue
 			}
-			n = keepBest(top[:], n, score(e, place))
+			for fam, v6 := range [2]bool{false, true} {
+				if e.Serves(v6) {
+					n[fam] = keepNearest(top[fam][:], dots[fam][:], n[fam], e, place)
+				}
+			}
 		}
-		row := out[pi*placeRankLen : (pi+1)*placeRankLen]
-		for j := range row {
-			row[j] = -1
-			if j < n {
-				row[j] = s.edgeIndex(top[j].edge)
+		for fam := range out {
+			row := out[fam][pi*placeRankLen : (pi+1)*placeRankLen]
+			for j := range row {
+				row[j] = -1
+				if j < n[fam] {
+					row[j] = s.edgeIndex(top[fam][j].edge)
+				}
 			}
 		}
 	}

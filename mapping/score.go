@@ -97,3 +97,39 @@ func keepBest(top []scored, n int, c scored) int {
 	top[i] = c
 	return n
 }
+
+// keepNearest is keepBest for edge e at place, with the kept entries' dot
+// products (unit vectors of place and edge) beside them in dots. An edge
+// whose dot product is below the worst kept one by more than dotMargin is
+// farther, so it scores worse: it is passed over without its exact score
+// (an acos). When a place's best few are picked from a thousand edges, that
+// is nearly all of them.
+func keepNearest(top []scored, dots []float64, n int, e *Edge, place *Place) int {
+	d := math.NaN()
+	if place != nil && place.v != (vec3{}) && e.v != (vec3{}) {
+		d = min(1, max(-1, place.v[0]*e.v[0]+place.v[1]*e.v[1]+place.v[2]*e.v[2]))
+		if n == len(top) && n > 0 && d < dots[n-1]-dotMargin {
+			return n
+		}
+	}
+	c := score(e, place)
+	if n == len(top) {
+		if n == 0 || !better(c, top[n-1]) {
+			return n
+		}
+	} else {
+		n++
+	}
+	i := n - 1
+	for ; i > 0 && better(c, top[i-1]); i-- {
+		top[i], dots[i] = top[i-1], dots[i-1]
+	}
+	top[i], dots[i] = c, d
+	return n
+}
+
+// dotMargin is how much smaller a dot product must be to mean a strictly
+// worse score: acos falls at least as steeply as its argument, so 1e-9
+// less is about 6 mm farther, far above the scores' rounding. A NaN (no
+// vector) never passes the test, so such an edge is always scored.
+const dotMargin = 1e-9

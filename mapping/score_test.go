@@ -1,7 +1,9 @@
 package mapping
 
 import (
+	"fmt"
 	"math"
+	"math/rand/v2"
 	"testing"
 )
 
@@ -95,5 +97,42 @@ func TestBetter(t *testing.T) {
 				t.Errorf("better = %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// keepNearest skips most edges without scoring them; it must keep exactly
+// what keepBest keeps from their scores, ties and clustered edges included.
+func TestKeepNearestKeepsWhatKeepBestKeeps(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(3, 9))
+	var edges []Edge
+	for i := range 500 {
+		lat, lon := rnd.Float64()*140-70, rnd.Float64()*360-180
+		if i%5 == 0 && i > 0 { // some edges share a site, so scores tie
+			lat, lon = edges[i-1].Lat, edges[i-1].Lon
+		}
+		edges = append(edges, Edge{ID: fmt.Sprintf("e%03d", 499-i), Lat: lat, Lon: lon, v: unitVector(lat, lon)})
+	}
+	for range 2000 {
+		lat, lon := rnd.Float64()*180-90, rnd.Float64()*360-180
+		if rnd.IntN(4) == 0 { // on top of an edge
+			e := edges[rnd.IntN(len(edges))]
+			lat, lon = e.Lat, e.Lon
+		}
+		place := &Place{Lat: lat, Lon: lon, v: unitVector(lat, lon)}
+		for _, n := range []int{1, 5, 42} {
+			want, got := make([]scored, n), make([]scored, n)
+			dots := make([]float64, n)
+			kw, kg := 0, 0
+			for i := range edges {
+				kw = keepBest(want, kw, score(&edges[i], place))
+				kg = keepNearest(got, dots, kg, &edges[i], place)
+			}
+			for i := range kw {
+				if kg != kw || got[i].edge != want[i].edge || got[i].scoreMs != want[i].scoreMs {
+					t.Fatalf("place %.4f,%.4f n=%d: keepNearest kept %d, [%d]=%s; keepBest %d, [%d]=%s",
+						lat, lon, n, kg, i, got[i].edge.ID, kw, i, want[i].edge.ID)
+				}
+			}
+		}
 	}
 }
