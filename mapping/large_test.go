@@ -118,3 +118,31 @@ func BenchmarkBuildLarge(b *testing.B) {
 		runtime.KeepAlive(s)
 	}
 }
+
+// BenchmarkPlaceTableEdgeDown is the per-place table of the large map (a
+// real database's places x 1 000 edges) rebuilt after one edge went down:
+// what failover costs beyond the rest of a rebuild. It needs
+// EDGEMAP_GEOLITE2.
+func BenchmarkPlaceTableEdgeDown(b *testing.B) {
+	if os.Getenv("EDGEMAP_GEOLITE2") == "" {
+		b.Skip("set EDGEMAP_GEOLITE2 to a GeoLite2 City database")
+	}
+	in := largeInputs(b, 0)
+	in.Targets, in.Measurements = nil, nil
+	up, err := Build(in)
+	if err != nil {
+		b.Fatal(err)
+	}
+	in.Previous = up
+	in.Health = map[string]Health{"e0500": {Up: false}}
+	b.ReportAllocs()
+	for b.Loop() {
+		s, err := Build(in)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if s.props[0].placeRank == up.props[0].placeRank {
+			b.Fatal("the table of the map with every edge up was reused")
+		}
+	}
+}

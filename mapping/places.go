@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"math"
+	"slices"
 )
 
 // Precomputed geographic rankings: gdnsd's trick applied to the map. A
@@ -24,60 +25,74 @@ const (
 
 // placeTables is one property's pair of tables (IPv4, IPv6) with what they
 // were ranked from: the GeoIP database and, per candidate, its index,
-// coordinates, families and usability. Equal inputs rank equally, so a
-// later build with the same ones reuses the tables.
+// coordinates and families (from) and its usability. Equal inputs rank
+// equally, so a later build with the same ones reuses the tables; one
+// where only usability changed (an edge went down or came back) ranks
+// again only the places whose rows that changes.
 type placeTables struct {
-	geo   *Geo
-	from  []byte
-	ranks *[2][]int32
+	geo    *Geo
+	from   []byte
+	usable []bool
+	ranks  *[2][]int32
 }
 
 // rankPlaces fills each property's placeRank from the snapshot's GeoIP
 // database, health and drain state, taking the tables prev already ranked
-// from the same inputs. Build calls it after applyHealth.
+// from the same inputs, or updating them where only health or drain state
+// changed. Build calls it after applyHealth.
 func (s *Snapshot) rankPlaces(prev *Snapshot) {
 	if s.geo == nil || len(s.geo.places) == 0 {
 		return
+	}
+	var prevTables []*placeTables
+	if prev != nil {
+		prevTables = prev.placeTables
 	}
 	for _, p := range s.props {
 		if len(s.geo.places)*len(p.candidates) > placeRankMaxWork {
 			continue
 		}
-		from := s.rankedFrom(p)
-		t := findTables(s.placeTables, s.geo, from)
-		if t == nil && prev != nil {
-			if t = findTables(prev.placeTables, s.geo, from); t != nil {
+		from, usable := s.rankedFrom(p)
+		t := findTables(s.placeTables, s.geo, from, usable)
+		if t == nil {
+			if t = findTables(prevTables, s.geo, from, usable); t != nil {
 				s.placeTables = append(s.placeTables, t)
 			}
 		}
 		if t == nil {
-			t = &placeTables{geo: s.geo, from: from, ranks: s.placeTable(p)}
+			base := findTables(prevTables, s.geo, from, nil)
+			t = &placeTables{geo: s.geo, from: from, usable: usable, ranks: s.placeTable(p, base)}
 			s.placeTables = append(s.placeTables, t)
 		}
 		p.placeRank = t.ranks
 	}
 }
 
-func findTables(tables []*placeTables, geo *Geo, from []byte) *placeTables {
+// findTables is the tables ranked from geo and from, with the same
+// usability unless usable is nil.
+func findTables(tables []*placeTables, geo *Geo, from []byte, usable []bool) *placeTables {
 	for _, t := range tables {
-		if t.geo == geo && bytes.Equal(t.from, from) {
+		if t.geo == geo && bytes.Equal(t.from, from) && (usable == nil || slices.Equal(t.usable, usable)) {
 			return t
 		}
 	}
 	return nil
 }
 
-// rankedFrom is everything of p's candidates that placeTable reads.
-func (s *Snapshot) rankedFrom(p *Property) []byte {
-	b := make([]byte, 0, len(p.candidates)*22)
+// rankedFrom is everything of p's candidates that placeTable reads: index,
+// coordinates and families, and apart from them, usability.
+func (s *Snapshot) rankedFrom(p *Property) ([]byte, []bool) {
+	b := make([]byte, 0, len(p.candidates)*19)
+	usable := make([]bool, len(p.candidates))
 	for i, e := range p.candidates {
 		idx := p.candidateIndex[i]
 		b = binary.LittleEndian.AppendUint32(b, uint32(idx))
 		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(e.Lat))
 		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(e.Lon))
-		b = append(b, boolByte(e.Serves(false)), boolByte(e.Serves(true)), boolByte(s.usable[idx]))
+		b = append(b, boolByte(e.Serves(false)), boolByte(e.Serves(true)))
+		usable[i] = s.usable[idx]
 	}
-	return b
+	return b, usable
 }
 
 func boolByte(b bool) byte {
@@ -88,35 +103,76 @@ func boolByte(b bool) byte {
 }
 
 // placeTable ranks p's usable candidates of each family for every place:
-// placeRankLen entries per place, best first, -1 past the last.
-func (s *Snapshot) placeTable(p *Property) *[2][]int32 {
+// placeRankLen entries per place, best first, -1 past the last. With base,
+// tables of the same candidates ranked when other ones were usable, a row
+// is ranked again only if it holds an edge no longer usable or an edge
+// that became usable beats its last entry; the rest are base's rows. So an
+// edge going down costs the places it served, not every place times every
+// candidate.
+func (s *Snapshot) placeTable(p *Property, base *placeTables) *[2][]int32 {
 	places := s.geo.places
 	out := &[2][]int32{make([]int32, len(places)*placeRankLen), make([]int32, len(places)*placeRankLen)}
-	var top [2][placeRankLen]scored
-	var dots [2][placeRankLen]float64
+	var gained []*Edge
+	if base != nil {
+		for i, e := range p.candidates {
+			if s.usable[p.candidateIndex[i]] && !base.usable[i] {
+				gained = append(gained, e)
+			}
+		}
+	}
+	var top [placeRankLen]scored
+	var dots [placeRankLen]float64
 	for pi := range places {
 		s.yield()
 		place := &places[pi]
-		var n [2]int
-		for i, e := range p.candidates {
-			if !s.usable[p.candidateIndex[i]] {
-				continue
-			}
-			for fam, v6 := range [2]bool{false, true} {
-				if e.Serves(v6) {
-					n[fam] = keepNearest(top[fam][:], dots[fam][:], n[fam], e, place)
+		for fam, v6 := range [2]bool{false, true} {
+			row := out[fam][pi*placeRankLen : (pi+1)*placeRankLen]
+			if base != nil {
+				was := base.ranks[fam][pi*placeRankLen : (pi+1)*placeRankLen]
+				if !s.rowChanged(was, gained, place, v6) {
+					copy(row, was)
+					continue
 				}
 			}
-		}
-		for fam := range out {
-			row := out[fam][pi*placeRankLen : (pi+1)*placeRankLen]
+			n := 0
+			for i, e := range p.candidates {
+				if e.Serves(v6) && s.usable[p.candidateIndex[i]] {
+					n = keepNearest(top[:], dots[:], n, e, place)
+				}
+			}
 			for j := range row {
 				row[j] = -1
-				if j < n[fam] {
-					row[j] = s.edgeIndex(top[fam][j].edge)
+				if j < n {
+					row[j] = s.edgeIndex(top[j].edge)
 				}
 			}
 		}
 	}
 	return out
+}
+
+// rowChanged reports whether a place's row ranked earlier (was) holds an
+// edge that is no longer usable, or may take one that became usable
+// (gained): one that serves the family and scores better than the row's
+// last entry, or any if the row is not full.
+func (s *Snapshot) rowChanged(was []int32, gained []*Edge, place *Place, v6 bool) bool {
+	last := -1
+	for j, ei := range was {
+		if ei < 0 {
+			break
+		}
+		if !s.usable[ei] {
+			return true
+		}
+		last = j
+	}
+	for _, e := range gained {
+		if !e.Serves(v6) {
+			continue
+		}
+		if last < len(was)-1 || better(score(e, place), score(&s.edges[was[last]], place)) {
+			return true
+		}
+	}
+	return false
 }

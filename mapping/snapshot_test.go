@@ -606,3 +606,40 @@ func TestRebuildReusesPlaceRankings(t *testing.T) {
 		t.Fatalf("Seoul after fra1 moved there: %v", decisionIDs(&got))
 	}
 }
+
+// When only health or drain state changed, a rebuild updates the per-place
+// tables of the snapshot it replaces instead of ranking every place again;
+// they must equal the tables of a build from scratch at every step.
+func TestPlaceTablesFollowHealth(t *testing.T) {
+	geo := openTestGeo(t)
+	in := testInputs(geo)
+	steps := []struct {
+		name  string
+		down  []string
+		drain []string
+	}{
+		{name: "all up"},
+		{name: "sel1 down", down: []string{"sel1"}},
+		{name: "sel1 and nrt1 down", down: []string{"sel1", "nrt1"}},
+		{name: "nrt1 back, fra1 draining", down: []string{"sel1"}, drain: []string{"fra1"}},
+		{name: "every apac edge down", down: []string{"sel1", "nrt1", "sin1"}, drain: []string{"fra1"}},
+		{name: "all up again"},
+	}
+	var prev *Snapshot
+	for _, st := range steps {
+		in.Health = down(st.down...)
+		in.Edges = testEdges()
+		setEdges(t, &in, draining, st.drain...)
+		in.Previous = prev
+		rebuilt := buildInputs(t, in)
+		in.Previous = nil
+		fresh := buildInputs(t, in)
+		for _, prop := range testProperties() {
+			got, want := mustProperty(t, rebuilt, prop.Name).placeRank, mustProperty(t, fresh, prop.Name).placeRank
+			if got == nil || !slices.Equal(got[0], want[0]) || !slices.Equal(got[1], want[1]) {
+				t.Fatalf("%s: %s's per-place table differs from a build from scratch", st.name, prop.Name)
+			}
+		}
+		prev = rebuilt
+	}
+}
