@@ -26,10 +26,13 @@ fuzz:
 
 # Go benchmarks (the large map: 1000 edges x 100000 measured targets; set
 # EDGEMAP_GEOLITE2 to a GeoLite2 City .mmdb for real locations), then
-# edgemap beside gdnsd and Knot under load (installs what it needs; root).
+# edgemap beside gdnsd, Knot and CoreDNS under load, then the large map
+# served under open-loop load while it is rebuilt (installs what it needs;
+# root).
 bench:
 	GOMAXPROCS=1 $(GO) test -run '^$$' -bench . -benchmem ./mapping ./resolver
 	bash testdata/bench/peers.sh
+	bash testdata/bench/large.sh
 
 generate:
 	$(GO) generate ./...

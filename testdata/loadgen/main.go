@@ -17,10 +17,10 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"math/bits"
 	"net"
 	"net/netip"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,7 +40,49 @@ const answerWait = time.Second
 
 type window struct {
 	sent, answered int
-	lat            []time.Duration
+	lat            latencies
+}
+
+// latencies is a log-linear histogram of latencies in ns: 16 buckets per
+// power of two, so a percentile is within 1/16 (6%) above the true value.
+// Counting is constant work and memory per answer; a slice of every
+// latency to sort once a window made the generator stall for a second at
+// the end of a long window and drop answers itself.
+type latencies struct {
+	counts [64 * 16]uint64
+	n      uint64
+	max    time.Duration
+}
+
+func (l *latencies) add(d time.Duration) {
+	v := uint64(max(d, 0))
+	i := v
+	if v >= 16 {
+		shift := bits.Len64(v) - 5 // keep the top five bits: 1mmmm
+		i = uint64(shift+1)*16 + (v>>shift)&15
+	}
+	l.counts[i]++
+	l.n++
+	l.max = max(l.max, d)
+}
+
+// quantile is the upper bound of the bucket holding the q-th latency.
+func (l *latencies) quantile(q float64) time.Duration {
+	if l.n == 0 {
+		return 0
+	}
+	rank := min(l.n-1, uint64(q*float64(l.n)))
+	var seen uint64
+	for i, c := range l.counts {
+		if seen += c; seen > rank {
+			if i < 16 {
+				return time.Duration(i)
+			}
+			shift := i/16 - 1
+			return min(time.Duration((uint64(16+i%16+1)<<shift)-1), l.max)
+		}
+	}
+	return l.max
 }
 
 func main() {
@@ -102,7 +144,7 @@ func main() {
 				}
 				w := windowOf(at)
 				w.answered++
-				w.lat = append(w.lat, time.Duration(now-at))
+				w.lat.add(time.Duration(now - at))
 			}
 			mu.Unlock()
 		}
@@ -176,17 +218,9 @@ func main() {
 }
 
 func printWindow(i int, w *window, length time.Duration) {
-	slices.Sort(w.lat)
-	pct := func(p float64) time.Duration {
-		if len(w.lat) == 0 {
-			return 0
-		}
-		return w.lat[min(len(w.lat)-1, int(p*float64(len(w.lat))))]
-	}
 	fmt.Printf("t=%5.1fs sent=%d answered=%d lost=%d p50=%v p99=%v p999=%v max=%v\n",
 		(time.Duration(i+1) * length).Seconds(), w.sent, w.answered, w.sent-w.answered,
-		pct(0.5), pct(0.99), pct(0.999), pct(1))
-	w.lat = nil
+		w.lat.quantile(0.5), w.lat.quantile(0.99), w.lat.quantile(0.999), w.lat.max)
 }
 
 // loadQueries packs one ECS query per block, or reads a dnsperf -B file

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Serves the large map of the performance issue (testdata/benchgen: 1 000
+# edges, 100 000 measured /24 targets x 10 edges) with the real GeoLite2
+# database of the peer setup, pinned to CPU 0, and drives it open loop from
+# CPU 1 with testdata/loadgen at RATE queries per second, each an ECS query
+# from one of the targets. The map is rebuilt every 10 s meanwhile, as in
+# production. Prints each window's loss and latency percentiles, the
+# builds, and the server's resident memory sampled every RSS_EVERY seconds.
+#
+#   testdata/bench/large.sh                      # RATE=150000 DURATION=30s
+#   RATE=150000 DURATION=600s RSS_EVERY=30 testdata/bench/large.sh   # the soak
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PEERS=${PEERS:-$(cd ../shared/bench/peers && pwd)}
+WORK=${WORK:-/tmp/peers-work}
+RATE=${RATE:-150000} DURATION=${DURATION:-30s} WINDOW=${WINDOW:-10s} RSS_EVERY=${RSS_EVERY:-10}
+[ -f "$WORK/city.mmdb" ] || bash "$PEERS/setup.sh"
+
+go build -o bin/edgemap ./cmd/edgemap
+go build -o bin/loadgen ./testdata/loadgen
+if [ ! -f "$WORK/large.db" ]; then
+	go run ./testdata/benchgen -db "$WORK/large.db.new" -blocks "$WORK/large-blocks.txt"
+	mv "$WORK/large.db.new" "$WORK/large.db"
+fi
+# A copy per run: the server owns its file, and benchgen's measurements
+# must look the same age every run (--max-age 24h keeps them fresh).
+dir=$(mktemp -d)
+cp "$WORK/large.db" "$dir/large.db"
+taskset -c 0 bin/edgemap serve --db "$dir/large.db" --max-age 24h --geoip "$WORK/city.mmdb" \
+	--listen 127.0.0.1:5320 --api-listen 127.0.0.1:8120 --node-id large --log-format console >"$dir/serve.log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
+for _ in $(seq 300); do curl -sf http://127.0.0.1:8120/healthz >/dev/null && break; sleep 0.2; done
+rss() { echo "$(( $(ps -o rss= -p $pid) / 1024 ))"; }
+echo "serving the large map; RSS $(rss) MiB"
+(while kill -0 $pid 2>/dev/null; do echo "$(date +%T) $(rss)" >>"$dir/rss.txt"; sleep "$RSS_EVERY"; done) &
+sampler=$!
+trap 'kill $sampler $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
+taskset -c 1 bin/loadgen -server 127.0.0.1:5320 -blocks "$WORK/large-blocks.txt" -rate "$RATE" -duration "$DURATION" -window "$WINDOW"
+curl -s http://127.0.0.1:8120/metrics | grep -E '^edgemap_map_build_seconds_(sum|count)|^go_gc_duration_seconds_count'
+echo "RSS (MiB) every ${RSS_EVERY}s: $(awk '{printf "%s ", $2}' "$dir/rss.txt")"
+echo "RSS at the end: $(rss) MiB"
