@@ -212,7 +212,7 @@ func (s *Snapshot) assign(demand []Demand, previous *Snapshot, st Stability) {
 	}
 	slices.SortFunc(keys, func(a, b PairKey) int {
 		s.yield()
-		return cmp.Or(strings.Compare(a.Property, b.Property), comparePrefix(a.Unit, b.Unit))
+		return cmp.Or(strings.Compare(a.Property, b.Property), a.Unit.Compare(b.Unit))
 	})
 	for _, k := range keys {
 		s.yield()
@@ -265,7 +265,7 @@ func (s *Snapshot) assign(demand []Demand, previous *Snapshot, st Stability) {
 	order = slices.DeleteFunc(order, func(w *pairWork) bool { return w.demand <= 0 || len(w.pref) == 0 })
 	slices.SortStableFunc(order, func(a, b *pairWork) int {
 		s.yield()
-		return cmp.Or(cmp.Compare(a.scores[0], b.scores[0]), strings.Compare(a.key.Property, b.key.Property), comparePrefix(a.key.Unit, b.key.Unit))
+		return cmp.Or(cmp.Compare(a.scores[0], b.scores[0]), strings.Compare(a.key.Property, b.key.Property), a.key.Unit.Compare(b.key.Unit))
 	})
 	for _, w := range order {
 		s.yield()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -133,6 +134,8 @@ func (n *node) rebuildLocked() error {
 			return err
 		}
 		base := inputs(cfg, nil)
+		// Sorted once here, Build need not copy them to sort every time.
+		slices.SortFunc(base.Targets, func(a, b mapping.Target) int { return a.Block.Compare(b.Block) })
 		n.cfg, n.base = &cfg, &base
 	}
 	cfg := *n.cfg

@@ -9,6 +9,7 @@
 #
 #   testdata/bench/large.sh                      # RATE=150000 DURATION=30s
 #   RATE=150000 DURATION=600s RSS_EVERY=30 testdata/bench/large.sh   # the soak
+#   SERVE_FLAGS="--map-interval 1h" testdata/bench/large.sh           # no rebuilds
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PEERS=${PEERS:-$(cd ../shared/bench/peers && pwd)}
@@ -27,7 +28,7 @@ fi
 dir=$(mktemp -d)
 cp "$WORK/large.db" "$dir/large.db"
 taskset -c 0 bin/edgemap serve --db "$dir/large.db" --max-age 24h --geoip "$WORK/city.mmdb" \
-	--listen 127.0.0.1:5320 --api-listen 127.0.0.1:8120 --node-id large --log-format console >"$dir/serve.log" 2>&1 &
+	--listen 127.0.0.1:5320 --api-listen 127.0.0.1:8120 --node-id large --log-format console ${SERVE_FLAGS:-} >"$dir/serve.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 for _ in $(seq 300); do curl -sf http://127.0.0.1:8120/healthz >/dev/null && break; sleep 0.2; done
@@ -35,7 +36,7 @@ rss() { echo "$(( $(ps -o rss= -p $pid) / 1024 ))"; }
 echo "serving the large map; RSS $(rss) MiB"
 (while kill -0 $pid 2>/dev/null; do echo "$(date +%T) $(rss)" >>"$dir/rss.txt"; sleep "$RSS_EVERY"; done) &
 sampler=$!
-trap 'kill $sampler $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
+trap 'kill $sampler $pid 2>/dev/null || true; cp "$dir/serve.log" "$WORK/large-serve.log"; rm -rf "$dir"' EXIT
 taskset -c 1 bin/loadgen -server 127.0.0.1:5320 -blocks "$WORK/large-blocks.txt" -rate "$RATE" -duration "$DURATION" -window "$WINDOW"
 curl -s http://127.0.0.1:8120/metrics | grep -E '^edgemap_map_build_seconds_(sum|count)|^go_gc_duration_seconds_count'
 echo "RSS (MiB) every ${RSS_EVERY}s: $(awk '{printf "%s ", $2}' "$dir/rss.txt")"
