@@ -157,23 +157,26 @@ func (ms *measurements) accept(st *store.Store, keyID string, seq uint64, r *pro
 }
 
 // prune forgets measurements older than retention and those of edges or
-// targets that no longer exist, in the file and in memory. The file is
+// targets that are not in snap (the published map, which every
+// configuration write updates), in the file and in memory. The file is
 // only read when memory says there is something to delete: a full pass
-// over a large map's records would hold the core for a second.
-func (ms *measurements) prune(st *store.Store, cfg store.Config, now time.Time, retention time.Duration, log *zap.Logger) {
+// over a large map's records would hold the core for a second. pause, if
+// set, is called now and then through the million measurements in memory.
+func (ms *measurements) prune(st *store.Store, snap *mapping.Snapshot, now time.Time, retention time.Duration, pause func(), log *zap.Logger) {
 	edges := map[string]bool{}
-	for _, e := range cfg.Edges {
+	for _, e := range snap.Edges() {
 		edges[e.ID] = true
 	}
-	targets := map[netip.Prefix]bool{}
-	for _, t := range cfg.Targets {
-		targets[t.Block] = true
-	}
 	oldest := now.Add(-retention).UnixNano()
-	keepIn := func(t netip.Prefix, e *edgeMeasurement) bool { return edges[e.edge] && targets[t] && e.at >= oldest }
+	keepIn := func(t netip.Prefix, e *edgeMeasurement) bool {
+		return edges[e.edge] && e.at >= oldest && snap.HasTarget(t)
+	}
 	stale := 0
 	ms.mu.RLock()
 	for t, es := range ms.byTarget {
+		if pause != nil {
+			pause()
+		}
 		for i := range es {
 			if !keepIn(t, &es[i]) {
 				stale++
@@ -185,7 +188,7 @@ func (ms *measurements) prune(st *store.Store, cfg store.Config, now time.Time, 
 		return
 	}
 	n, err := st.PruneMeasurements(func(m *store.Measurement) bool {
-		return edges[m.Edge] && targets[m.Target] && now.Sub(m.At) <= retention
+		return edges[m.Edge] && now.Sub(m.At) <= retention && snap.HasTarget(m.Target)
 	})
 	if err != nil {
 		log.Error("pruning measurements", zap.Error(err))

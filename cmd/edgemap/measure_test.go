@@ -45,11 +45,18 @@ func TestMeasurementsPrune(t *testing.T) {
 	if n := len(ms.forMap(nil)); n != 5 {
 		t.Fatalf("loaded %d measurements, want 5", n)
 	}
-	cfg := store.Config{
-		Edges:   []store.Edge{{ID: "fra1"}, {ID: "lon1"}, {ID: "sel1"}},
-		Targets: []store.Target{{Block: kept}},
+	snap, err := mapping.Build(mapping.Inputs{
+		Edges:   []mapping.Edge{{ID: "fra1"}, {ID: "lon1"}, {ID: "sel1"}},
+		Targets: []mapping.Target{{Block: kept}},
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	ms.prune(st, cfg, now, time.Hour, zap.NewNop())
+	pauses := 0
+	ms.prune(st, snap, now, time.Hour, func() { pauses++ }, zap.NewNop())
+	if pauses == 0 {
+		t.Error("prune never paused")
+	}
 
 	want := []string{"fra1 198.18.1.0/24 10", "sel1 198.18.1.0/24 50"}
 	if got := mapMeasurements(ms.forMap(nil)); !slices.Equal(got, want) {

@@ -409,10 +409,7 @@ func (n *node) mapLoop(ctx context.Context, interval, retention time.Duration) {
 			n.log.Error("recording the map time", zap.Error(err))
 		}
 		if i%30 == 0 {
-			cfg, err := n.store.Config()
-			if err == nil {
-				n.meas.prune(n.store, cfg, time.Now(), retention, n.log)
-			}
+			n.meas.prune(n.store, n.snap.Load(), time.Now(), retention, buildPauser(), n.log)
 		}
 	}
 }
