@@ -18,8 +18,9 @@ const (
 	// placeRankLen is how many edges are kept per place: the most answers
 	// a property has, plus one for an edge a capacity override puts first.
 	placeRankLen = MaxAnswers + 1
-	// placeRankMaxWork bounds places x candidates per table; past it (a
-	// property drawing on thousands of edges) queries score as before.
+	// placeRankMaxWork bounds places x candidates per pair of tables
+	// (each family is ranked in the same pass); past it (a property
+	// drawing on thousands of edges) queries score every candidate.
 	placeRankMaxWork = 200_000_000
 )
 

@@ -102,9 +102,9 @@ type Snapshot struct {
 
 	placeTables []*placeTables // what the properties' placeRank point to
 	// nearest is, per place of a measured unit, the edge indices nearest
-	// to it, best first, as many as a unit there needed: the next build
-	// takes them over while the GeoIP database and the edges' positions
-	// stay the same.
+	// to it, best first, at least as many as a unit there needed: the next
+	// build takes them over while the GeoIP database and the edges'
+	// positions stay the same.
 	nearest map[*Place][]int32
 
 	pause func() // Inputs.Pause, during Build only

@@ -28,7 +28,9 @@ type CollectorStore interface {
 	EdgeExists(id string) bool
 	// Targets returns every target; the collector sorts a copy.
 	Targets() []Target
-	// TargetExists reports whether block is a configured target's Block.
+	// TargetExists reports whether block is a target's Block in the map
+	// being served (serve publishes a new map with every configuration
+	// write, before the write returns).
 	TargetExists(block netip.Prefix) bool
 	// Accept durably stores the report's measurements and records seq as
 	// the key's last sequence number, atomically; it returns ErrReplay

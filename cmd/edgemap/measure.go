@@ -160,8 +160,10 @@ func (ms *measurements) accept(st *store.Store, keyID string, seq uint64, r *pro
 // targets that are not in snap (the published map, which every
 // configuration write updates), in the file and in memory. The file is
 // only read when memory says there is something to delete: a full pass
-// over a large map's records would hold the core for a second. pause, if
-// set, is called now and then through the million measurements in memory.
+// over a large map's records would hold the core for a second, and does
+// when something is stale (an edge or target was deleted). pause, if set,
+// is called now and then through the million measurements in memory;
+// reports wait for that pass.
 func (ms *measurements) prune(st *store.Store, snap *mapping.Snapshot, now time.Time, retention time.Duration, pause func(), log *zap.Logger) {
 	edges := map[string]bool{}
 	for _, e := range snap.Edges() {

@@ -386,13 +386,15 @@ func (n *node) mapLoop(ctx context.Context, interval, retention time.Duration) {
 			return
 		case <-t.C:
 		}
-		// Collect first, while the answers have the core to themselves. The
-		// build then runs far below the next collection's goal, so none
-		// starts inside it: Go makes a goroutine that allocates while the
-		// collector marks do marking in proportion, in pieces no Pause
-		// splits (tens of ms on the large map, taken from the answers),
-		// and the heap peaks at the live heap plus one build, not twice
-		// the live heap. Health changes rebuild at once, without this.
+		// Collect first, before the build allocates. The build then runs
+		// far below the next collection's goal, so none starts inside it:
+		// Go makes a goroutine that allocates while the collector marks do
+		// marking in proportion, in pieces no Pause splits (tens of ms on
+		// the large map, taken from the answers on one core). The
+		// collection itself runs beside the answers at its usual quarter
+		// of the CPU, and the heap peaks at the live heap plus one build,
+		// not twice the live heap. Health changes rebuild at once, without
+		// this.
 		runtime.GC()
 		rates := n.demand.rates(time.Now())
 		n.mu.Lock()
