@@ -158,12 +158,12 @@ func (n *node) rebuildLocked() error {
 	start := time.Now()
 	snap, err := mapping.Build(in)
 	n.buildTime.Observe(time.Since(start).Seconds())
-	n.log.Debug("map built", zap.Duration("took", time.Since(start)))
 	if err != nil {
 		// Only reachable if the file was edited behind our back: every
 		// write is checked with the same Build before it is committed.
 		return fmt.Errorf("build map from %s: %w", n.store.Path(), err)
 	}
+	n.log.Debug("map built", zap.Duration("took", time.Since(start)))
 	n.snap.Store(snap)
 	n.builds.Inc()
 	n.published = in.Now
