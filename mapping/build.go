@@ -38,10 +38,10 @@ type Inputs struct {
 	// computed again, which keeps periodic rebuilds from taking the core
 	// away from the answers.
 	Previous *Snapshot
-	// Pause, if set, is called every few hundred steps of the long loops
-	// (units, places, assignments): a server whose answers share a core
-	// with the build sleeps in it for a moment now and then, so that a
-	// rebuild of a large map never holds the core for long.
+	// Pause, if set, is called every few dozen steps of the long loops and
+	// sorts (units, places, assignments): a server whose answers share a
+	// core with the build sleeps in it for a moment now and then, so that
+	// a rebuild of a large map never holds the core for long.
 	Pause func()
 	// Now stamps the snapshot; Build reads no clock itself so that it stays
 	// a pure function of its inputs.

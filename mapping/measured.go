@@ -302,14 +302,12 @@ const unitRankingLen = 32
 // place (by id without a place), best first: a bounded selection, not a
 // sort of all.
 func (s *Snapshot) nearestEdges(place *Place, n int) []int32 {
-	top := make([]scored, min(n, len(s.edges)))
-	dots := make([]float64, len(top))
-	k := 0
+	t := nearestTop{top: make([]scored, min(n, len(s.edges)))}
 	for i := range s.edges {
-		k = keepNearest(top, dots, k, &s.edges[i], place)
+		t.add(&s.edges[i], place)
 	}
-	out := make([]int32, k)
-	for i, c := range top[:k] {
+	out := make([]int32, t.n)
+	for i, c := range t.top[:t.n] {
 		out[i] = s.edgeIndex(c.edge)
 	}
 	return out

@@ -226,10 +226,7 @@ func TestGeoScopeLeavesOutMeasuredTargets(t *testing.T) {
 	in.Now = measureNow
 	in.Targets = []Target{{Block: netip.MustParsePrefix("198.18.3.0/25"), Probe: netip.MustParseAddrPort("198.18.3.10:443")}}
 	in.Measurements = []Measurement{meas("fra1", "198.18.3.0/25", 1, 0, time.Second)}
-	s, err := Build(in)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := buildInputs(t, in)
 	shop := mustProperty(t, s, "shop.cdn.example.net.")
 	var d Decision
 	s.Decide(shop, netip.MustParseAddr("198.18.3.200"), false, &d)
@@ -249,10 +246,7 @@ func TestScopeZeroNeverCoversATarget(t *testing.T) {
 	in.Now = measureNow
 	in.Targets = []Target{{Block: netip.MustParsePrefix("198.51.100.0/24"), Probe: netip.MustParseAddrPort("198.51.100.1:443")}}
 	in.Measurements = []Measurement{meas("syd1", "198.51.100.0/24", 1, 0, time.Second)}
-	s, err := Build(in)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := buildInputs(t, in)
 	var d Decision
 	client := netip.MustParseAddr("203.0.113.9")
 	s.Decide(mustProperty(t, s, "shop.cdn.example.net."), client, false, &d)

@@ -122,7 +122,6 @@ func (s *Snapshot) placeTable(p *Property, base *placeTables) *[2][]int32 {
 		}
 	}
 	var top [placeRankLen]scored
-	var dots [placeRankLen]float64
 	for pi := range places {
 		s.yield()
 		place := &places[pi]
@@ -135,16 +134,16 @@ func (s *Snapshot) placeTable(p *Property, base *placeTables) *[2][]int32 {
 					continue
 				}
 			}
-			n := 0
+			t := nearestTop{top: top[:]}
 			for i, e := range p.candidates {
 				if e.Serves(v6) && s.usable[p.candidateIndex[i]] {
-					n = keepNearest(top[:], dots[:], n, e, place)
+					t.add(e, place)
 				}
 			}
 			for j := range row {
 				row[j] = -1
-				if j < n {
-					row[j] = s.edgeIndex(top[j].edge)
+				if j < t.n {
+					row[j] = s.edgeIndex(t.top[j].edge)
 				}
 			}
 		}

@@ -54,12 +54,17 @@ func score(e *Edge, place *Place) scored {
 	if b == (vec3{}) {
 		b = unitVector(e.Lat, e.Lon)
 	}
-	dot := min(1, max(-1, a[0]*b[0]+a[1]*b[1]+a[2]*b[2]))
-	km := earthRadiusKm * math.Acos(dot)
+	km := earthRadiusKm * math.Acos(clampedDot(a, b))
 	return scored{edge: e, km: km, scoreMs: estimateRTT(km)}
 }
 
 type vec3 [3]float64
+
+// clampedDot is the cosine of the angle between two unit vectors, kept in
+// acos's domain against rounding.
+func clampedDot(a, b vec3) float64 {
+	return min(1, max(-1, a[0]*b[0]+a[1]*b[1]+a[2]*b[2]))
+}
 
 // unitVector is a latitude and longitude as a point on the unit sphere.
 func unitVector(lat, lon float64) vec3 {
@@ -98,38 +103,33 @@ func keepBest(top []scored, n int, c scored) int {
 	return n
 }
 
-// keepNearest is keepBest for edge e at place, with the kept entries' dot
-// products (unit vectors of place and edge) beside them in dots. An edge
-// whose dot product is below the worst kept one by more than dotMargin is
+// nearestTop keeps the best edges for one place by distance, as keepBest
+// keeps them by score. An edge whose dot product with the place (of unit
+// vectors) is below the worst kept edge's by more than dotMargin is
 // farther, so it scores worse: it is passed over without its exact score
-// (an acos). When a place's best few are picked from a thousand edges, that
-// is nearly all of them.
-func keepNearest(top []scored, dots []float64, n int, e *Edge, place *Place) int {
-	d := math.NaN()
-	if place != nil && place.v != (vec3{}) && e.v != (vec3{}) {
-		d = min(1, max(-1, place.v[0]*e.v[0]+place.v[1]*e.v[1]+place.v[2]*e.v[2]))
-		if n == len(top) && n > 0 && d < dots[n-1]-dotMargin {
-			return n
+// (an acos). When a place's best few are picked from a thousand edges,
+// that is nearly all of them.
+type nearestTop struct {
+	top      []scored // best first; its length is how many are kept
+	n        int
+	worstDot float64 // of top[n-1] once top is full; NaN skips nothing
+}
+
+func (t *nearestTop) add(e *Edge, place *Place) {
+	full := t.n == len(t.top) && t.n > 0
+	if full && place != nil && place.v != (vec3{}) && e.v != (vec3{}) && clampedDot(place.v, e.v) < t.worstDot-dotMargin {
+		return
+	}
+	t.n = keepBest(t.top, t.n, score(e, place))
+	if t.n == len(t.top) && t.n > 0 {
+		t.worstDot = math.NaN()
+		if worst := t.top[t.n-1].edge; place != nil && place.v != (vec3{}) && worst.v != (vec3{}) {
+			t.worstDot = clampedDot(place.v, worst.v)
 		}
 	}
-	c := score(e, place)
-	if n == len(top) {
-		if n == 0 || !better(c, top[n-1]) {
-			return n
-		}
-	} else {
-		n++
-	}
-	i := n - 1
-	for ; i > 0 && better(c, top[i-1]); i-- {
-		top[i], dots[i] = top[i-1], dots[i-1]
-	}
-	top[i], dots[i] = c, d
-	return n
 }
 
 // dotMargin is how much smaller a dot product must be to mean a strictly
 // worse score: acos falls at least as steeply as its argument, so 1e-9
-// less is about 6 mm farther, far above the scores' rounding. A NaN (no
-// vector) never passes the test, so such an edge is always scored.
+// less is about 6 mm farther, far above the scores' rounding.
 const dotMargin = 1e-9

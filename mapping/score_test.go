@@ -100,9 +100,9 @@ func TestBetter(t *testing.T) {
 	}
 }
 
-// keepNearest skips most edges without scoring them; it must keep exactly
+// nearestTop skips most edges without scoring them; it must keep exactly
 // what keepBest keeps from their scores, ties and clustered edges included.
-func TestKeepNearestKeepsWhatKeepBestKeeps(t *testing.T) {
+func TestNearestTopKeepsWhatKeepBestKeeps(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(3, 9))
 	var edges []Edge
 	for i := range 500 {
@@ -120,17 +120,17 @@ func TestKeepNearestKeepsWhatKeepBestKeeps(t *testing.T) {
 		}
 		place := &Place{Lat: lat, Lon: lon, v: unitVector(lat, lon)}
 		for _, n := range []int{1, 5, 42} {
-			want, got := make([]scored, n), make([]scored, n)
-			dots := make([]float64, n)
-			kw, kg := 0, 0
+			want := make([]scored, n)
+			got := nearestTop{top: make([]scored, n)}
+			kw := 0
 			for i := range edges {
 				kw = keepBest(want, kw, score(&edges[i], place))
-				kg = keepNearest(got, dots, kg, &edges[i], place)
+				got.add(&edges[i], place)
 			}
 			for i := range kw {
-				if kg != kw || got[i].edge != want[i].edge || got[i].scoreMs != want[i].scoreMs {
-					t.Fatalf("place %.4f,%.4f n=%d: keepNearest kept %d, [%d]=%s; keepBest %d, [%d]=%s",
-						lat, lon, n, kg, i, got[i].edge.ID, kw, i, want[i].edge.ID)
+				if got.n != kw || got.top[i].edge != want[i].edge || got.top[i].scoreMs != want[i].scoreMs {
+					t.Fatalf("place %.4f,%.4f n=%d: nearestTop kept %d, [%d]=%s; keepBest %d, [%d]=%s",
+						lat, lon, n, got.n, i, got.top[i].edge.ID, kw, i, want[i].edge.ID)
 				}
 			}
 		}
