@@ -89,7 +89,7 @@ func decide(t testing.TB, s *Snapshot, property, client string, v6 bool) Decisio
 
 func explain(t testing.TB, s *Snapshot, property, client string, v6 bool) *Explanation {
 	t.Helper()
-	x, err := s.Explain(property, netip.MustParseAddr(client), v6)
+	x, err := s.Explain(property, ecsQuery(netip.MustParseAddr(client)), v6)
 	if err != nil {
 		t.Fatalf("Explain(%s, %s): %v", property, client, err)
 	}

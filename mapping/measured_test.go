@@ -135,7 +135,7 @@ func TestExplainShowsMeasurements(t *testing.T) {
 		meas("sel1", "198.18.1.0/24", 25, 0, 2*time.Second),
 		meas("nrt1", "198.18.1.0/24", 10, 0.015, 3*time.Second),
 	)
-	x, err := s.Explain("video.cdn.example.net.", netip.MustParseAddr("198.18.1.77"), false)
+	x, err := s.Explain("video.cdn.example.net.", ecsQuery(netip.MustParseAddr("198.18.1.77")), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func TestExplainAgreesWithDecideOnUnits(t *testing.T) {
 			for _, v6 := range []bool{false, true} {
 				var d Decision
 				s.Decide(p, netip.MustParseAddr(client), v6, &d)
-				x, err := s.Explain(p.Name, netip.MustParseAddr(client), v6)
+				x, err := s.Explain(p.Name, ecsQuery(netip.MustParseAddr(client)), v6)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -140,11 +140,20 @@ func (s *Snapshot) Lookup(name string) *Name { return s.names[name] }
 type Decision struct {
 	Edges [MaxAnswers]*Edge
 	N     int
+	// Client is the address that decided.
+	Client netip.Addr
 	// Scope is the prefix length the decision depended on (the measured
 	// target's, else the GeoIP network's), before clamping to the query's
 	// source prefix.
 	Scope   int
 	Located bool
+	// Set by DecideQuery: ByECS when the query's ECS address decided, else
+	// its source address did; ECSUnused names the special-purpose network
+	// an ECS address was in when that is why; ECSScope is the SCOPE
+	// PREFIX-LENGTH the answer carries, in bits of the option's family.
+	ByECS     bool
+	ECSUnused string
+	ECSScope  int
 	// Measured is set when a target with fresh measurements decided.
 	Measured bool
 	// Unit is the map unit the client belongs to, for demand counting.
@@ -165,7 +174,8 @@ func (s *Snapshot) Decide(p *Property, client netip.Addr, v6 bool, d *Decision) 
 	// Reset every field: a Decision is reused across queries, and a stale
 	// Unit would pick another network's capacity override.
 	d.N, d.Measured, d.FailOpen, d.AllDown, d.Scope = 0, false, false, false, 0
-	d.Located, d.Unit = false, netip.Prefix{}
+	d.Located, d.Unit, d.Client = false, netip.Prefix{}, client
+	d.ByECS, d.ECSUnused, d.ECSScope = false, "", 0
 	filter := true
 	if p.allDown[fam] {
 		if p.AllDown == AllDownNoData {
@@ -304,35 +314,69 @@ type MeasuredInfo struct {
 
 // Explanation is a ranking as an operator reads it.
 type Explanation struct {
-	Property string       `json:"property"`
-	Client   netip.Addr   `json:"client"`
-	Family   string       `json:"family"`
-	Unit     string       `json:"unit,omitempty"` // the target that decided, if one did
-	Network  netip.Prefix `json:"geoip_network,omitzero"`
-	Place    *Place       `json:"place,omitempty"`
-	Scope    int          `json:"scope"`
-	Answers  int          `json:"answers"`
-	Ranking  []RankedEdge `json:"ranking"`
+	Property string `json:"property"`
+	// ECS and Resolver are the query explained: its ECS network and its
+	// source address, either of which may be absent.
+	ECS      netip.Prefix `json:"ecs,omitzero"`
+	Resolver netip.Addr   `json:"resolver,omitzero"`
+	// DecidedBy is "ecs" when the ECS address decided, "source" when the
+	// query's source address did; ECSUnused says why an ECS address did
+	// not.
+	DecidedBy string `json:"decided_by"`
+	ECSUnused string `json:"ecs_unused,omitempty"`
+	// Client is the address that decided.
+	Client  netip.Addr   `json:"client"`
+	Family  string       `json:"family"`
+	Unit    string       `json:"unit,omitempty"` // the target that decided, if one did
+	Network netip.Prefix `json:"geoip_network,omitzero"`
+	Place   *Place       `json:"place,omitempty"`
+	// Scope is the ECS SCOPE PREFIX-LENGTH the answer carries: a resolver
+	// reuses it for every client whose ECS is inside ECS/Scope. 0 without
+	// ECS, where the answer carries no option.
+	Scope   int          `json:"scope"`
+	Answers int          `json:"answers"`
+	Ranking []RankedEdge `json:"ranking"`
 	// Assignment says why the first answer is not the best by score.
 	Assignment *Assignment `json:"assignment,omitempty"`
 	Reason     string      `json:"reason"`
 }
 
-// Explain ranks every candidate edge of the property for client with the
-// same lookup, scores and order that Decide uses, and says why. It
-// allocates and is meant for operators, not the query path.
-func (s *Snapshot) Explain(name string, client netip.Addr, v6 bool) (*Explanation, error) {
+// Explain ranks every candidate edge of the property for the query with
+// the same lookup, scores and order that DecideQuery uses, and says why.
+// It allocates and is meant for operators, not the query path. When the
+// query's source address would decide but q has none, it returns a
+// FieldError for "resolver" that says what the answer depends on.
+func (s *Snapshot) Explain(name string, q Query, v6 bool) (*Explanation, error) {
 	n := s.names[name]
 	if n == nil || n.Property == nil {
 		return nil, &FieldError{Field: "property", Msg: "no property named " + name}
 	}
 	p := n.Property
 	var d Decision
-	s.Decide(p, client, v6, &d)
-	x := &Explanation{Property: p.Name, Client: client, Family: "A", Scope: d.Scope, Answers: p.Answers}
+	s.DecideQuery(p, q, v6, &d)
+	x := &Explanation{Property: p.Name, ECS: q.ECS, Resolver: q.Source, DecidedBy: "source", Client: d.Client,
+		Family: "A", Scope: d.ECSScope, Answers: p.Answers}
 	if v6 {
 		x.Family = "AAAA"
 	}
+	ecs, _ := unmapPrefix(q.ECS)
+	switch {
+	case d.ByECS:
+		x.DecidedBy = "ecs"
+	case d.ECSUnused != "":
+		special, _, _ := specialRange(ecs)
+		x.ECSUnused = fmt.Sprintf("%s is inside %s, %s, which says nothing about where the user is", q.ECS, special, d.ECSUnused)
+	case ecs.Bits() == 0:
+		x.ECSUnused = "the source prefix is 0, so the resolver asks for an answer not tailored to its client (RFC 7871 7.1.2)"
+	}
+	if !d.ByECS && !q.Source.IsValid() {
+		why := x.ECSUnused
+		if why == "" {
+			why = "the query has no ECS"
+		}
+		return nil, &FieldError{Field: "resolver", Msg: fmt.Sprintf("%s, so the query's source address decides (ECS scope /%d): give the resolver's address", why, d.ECSScope)}
+	}
+	client := d.Client
 	u := s.lookupUnit(client)
 	var place *Place
 	if u != nil {
@@ -420,7 +464,7 @@ func (s *Snapshot) Explain(name string, client netip.Addr, v6 bool) (*Explanatio
 	case u != nil:
 		x.Reason = fmt.Sprintf("target %s has fresh measurements (%d of these edges, max age %v); other edges estimated from the target's location", u.Block, measured, s.maxAge)
 	case s.geo == nil:
-		x.Reason = "no GeoIP database loaded: default order by edge id, scope 0"
+		x.Reason = "no GeoIP database loaded: default order by edge id"
 	case place == nil:
 		x.Reason = "GeoIP has no location for " + x.Network.String() + ": default order by edge id"
 	default:

@@ -194,7 +194,7 @@ func TestDecideTiesByID(t *testing.T) {
 		if got := decisionIDs(&d); !slices.Equal(got, []string{"a", "b"}) {
 			t.Errorf("order %v: Decide = %v, want [a b]", order, got)
 		}
-		x, err := s.Explain("tie.cdn.example.net.", ip("198.18.2.9"), false)
+		x, err := s.Explain("tie.cdn.example.net.", ecsQuery(ip("198.18.2.9")), false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -238,6 +238,12 @@ func testClients(t testing.TB, g *Geo) []netip.Addr {
 	return append(clients, netip.Addr{})
 }
 
+// ecsQuery is a query with client's whole address as ECS, from a resolver
+// whose address never decides.
+func ecsQuery(client netip.Addr) Query {
+	return Query{ECS: netip.PrefixFrom(client, client.BitLen())}
+}
+
 // Explain is what operators read to understand an answer; if it disagreed
 // with Decide it would explain an answer nobody was given.
 func TestExplainAgreesWithDecide(t *testing.T) {
@@ -250,15 +256,29 @@ func TestExplainAgreesWithDecide(t *testing.T) {
 		for _, prop := range testProperties() {
 			p := mustProperty(t, s, prop.Name)
 			for _, client := range testClients(t, geo) {
-				for _, v6 := range []bool{false, true} {
-					where := fmt.Sprintf("%s %s %v v6=%v", snap.name, prop.Name, client, v6)
-					var d Decision
-					s.Decide(p, client, v6, &d)
-					x, err := s.Explain(prop.Name, client, v6)
-					if err != nil {
-						t.Fatalf("%s: Explain: %v", where, err)
+				if !client.IsValid() {
+					continue
+				}
+				// Asked by the client itself, and by a resolver in
+				// Frankfurt with the client's whole address as ECS.
+				for _, q := range []Query{{Source: client}, {Source: netip.MustParseAddr("198.18.2.53"), ECS: netip.PrefixFrom(client, client.BitLen())}} {
+					for _, v6 := range []bool{false, true} {
+						where := fmt.Sprintf("%s %s %+v v6=%v", snap.name, prop.Name, q, v6)
+						var d Decision
+						s.DecideQuery(p, q, v6, &d)
+						if !q.ECS.IsValid() {
+							var plain Decision
+							s.Decide(p, client.Unmap(), v6, &plain)
+							if !slices.Equal(decisionIDs(&d), decisionIDs(&plain)) || d.Client != client.Unmap() || d.ECSScope != 0 {
+								t.Errorf("%s: DecideQuery %v client %v scope %d; Decide %v", where, decisionIDs(&d), d.Client, d.ECSScope, decisionIDs(&plain))
+							}
+						}
+						x, err := s.Explain(prop.Name, q, v6)
+						if err != nil {
+							t.Fatalf("%s: Explain: %v", where, err)
+						}
+						checkExplanation(t, where, s, p, &d, x, v6)
 					}
-					checkExplanation(t, where, s, p, &d, x, v6)
 				}
 			}
 		}
@@ -311,8 +331,11 @@ func checkExplanation(t *testing.T, where string, s *Snapshot, p *Property, d *D
 			t.Errorf("%s: %s has score %v distance %v with place %v", where, r.ID, r.ScoreMs, r.DistanceKm, x.Place)
 		}
 	}
-	if x.Scope != d.Scope || x.Answers != p.Answers || x.Property != p.Name {
-		t.Errorf("%s: scope %d answers %d property %s; want %d %d %s", where, x.Scope, x.Answers, x.Property, d.Scope, p.Answers, p.Name)
+	if x.Scope != d.ECSScope || x.Answers != p.Answers || x.Property != p.Name {
+		t.Errorf("%s: scope %d answers %d property %s; want %d %d %s", where, x.Scope, x.Answers, x.Property, d.ECSScope, p.Answers, p.Name)
+	}
+	if x.Client != d.Client || (x.DecidedBy == "ecs") != d.ByECS {
+		t.Errorf("%s: client %v decided by %s; DecideQuery: %v by ECS %v", where, x.Client, x.DecidedBy, d.Client, d.ByECS)
 	}
 	if (x.Place != nil) != d.Located {
 		t.Errorf("%s: place %v, Located %v", where, x.Place, d.Located)
@@ -369,7 +392,7 @@ func TestExplain(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			x, err := tt.snap.Explain(tt.property, tt.client, tt.v6)
+			x, err := tt.snap.Explain(tt.property, ecsQuery(tt.client), tt.v6)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -406,7 +429,7 @@ func TestExplain(t *testing.T) {
 // Explain rounds for display; the values must still be the model's.
 func TestExplainNumbers(t *testing.T) {
 	s := testWorld(t, openTestGeo(t))
-	x, err := s.Explain("shop.cdn.example.net.", netip.MustParseAddr("198.19.5.5"), false)
+	x, err := s.Explain("shop.cdn.example.net.", ecsQuery(netip.MustParseAddr("198.19.5.5")), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -432,7 +455,7 @@ func TestExplainUnknownProperty(t *testing.T) {
 		"shop.example.org.",
 		"",
 	} {
-		x, err := s.Explain(name, netip.MustParseAddr("198.18.1.9"), false)
+		x, err := s.Explain(name, ecsQuery(netip.MustParseAddr("198.18.1.9")), false)
 		var fe *FieldError
 		if !errors.As(err, &fe) || fe.Field != "property" {
 			t.Errorf("Explain(%q) = %v, %v; want a *FieldError on property", name, x, err)

@@ -32,6 +32,15 @@ type clientSubnet struct {
 	prefix netip.Prefix
 }
 
+// network is the client network for mapping.Query: the zero Prefix when
+// there is no option, or it is of family 0.
+func (cs *clientSubnet) network() netip.Prefix {
+	if cs == nil {
+		return netip.Prefix{}
+	}
+	return cs.prefix
+}
+
 // ednsOptions is what a query's OPT record asks of us. The subnet is held
 // by value: a pointer into the struct itself would move it to the heap.
 type ednsOptions struct {

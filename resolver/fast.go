@@ -47,7 +47,7 @@ func (h *Handler) fastAnswer(dst, req []byte, src netip.Addr, tcp bool) ([]byte,
 	v6 := q.qtype == dns.TypeAAAA
 	ecs := q.opts.subnet()
 	var d mapping.Decision
-	snap.Decide(p, clientAddr(src, ecs), v6, &d)
+	snap.DecideQuery(p, mapping.Query{Source: src, ECS: ecs.network()}, v6, &d)
 	if d.N == 0 {
 		return nil, 0, false // NODATA carries the SOA: the general path
 	}
@@ -102,7 +102,7 @@ func (h *Handler) fastAnswer(dst, req []byte, src netip.Addr, tcp bool) ([]byte,
 			out = append(out, 0, optionECS)
 			out = binary.BigEndian.AppendUint16(out, uint16(4+len(q.ecsRaw)))
 			out = binary.BigEndian.AppendUint16(out, ecs.family)
-			out = append(out, ecs.source, byte(ecsScope(&d, ecs)))
+			out = append(out, ecs.source, byte(d.ECSScope))
 			out = append(out, q.ecsRaw...)
 		}
 		binary.BigEndian.PutUint16(out[lenAt:], uint16(len(out)-lenAt-2))

@@ -159,6 +159,10 @@ func (h *Handler) answer(q *dns.Msg, raw []byte, src netip.Addr, tcp bool) *dns.
 			resOPT.Option = append(resOPT.Option, &dns.EDNS0_NSID{Code: dns.EDNS0NSID, Nsid: hex.EncodeToString([]byte(h.NodeID))})
 		}
 	}
+	// Every answer from here on echoes the ECS option; all but a
+	// property's addresses are the same for every client: scope 0.
+	scope := 0
+	defer func() { echoECS(m, opts.subnet(), scope) }()
 
 	question := q.Question[0]
 	switch question.Qclass {
@@ -180,8 +184,6 @@ func (h *Handler) answer(q *dns.Msg, raw []byte, src netip.Addr, tcp bool) *dns.
 	m.Authoritative = true
 	zone := snap.Zone()
 	node := snap.Lookup(name)
-	scope := 0
-	defer func() { echoECS(m, opts.subnet(), scope) }()
 	if node == nil {
 		m.Rcode = dns.RcodeNameError
 		m.Ns = append(m.Ns, negativeSOA(zone))
@@ -202,7 +204,7 @@ func (h *Handler) answer(q *dns.Msg, raw []byte, src netip.Addr, tcp bool) *dns.
 		m.Answer = append(m.Answer, nsRecords(zone, question.Name)...)
 		m.Extra = append(glue(snap, zone), m.Extra...)
 	case node.Property != nil && (qt == dns.TypeA || qt == dns.TypeAAAA):
-		scope = h.edgeAnswer(m, snap, node.Property, question, clientAddr(src, opts.subnet()), opts.subnet())
+		scope = h.edgeAnswer(m, snap, node.Property, question, mapping.Query{Source: src, ECS: opts.subnet().network()})
 	case node.Host != nil && (qt == dns.TypeA || qt == dns.TypeAAAA):
 		m.Answer = append(m.Answer, hostAddress(node.Host, question.Name, qt)...)
 	}
@@ -213,11 +215,11 @@ func (h *Handler) answer(q *dns.Msg, raw []byte, src netip.Addr, tcp bool) *dns.
 }
 
 // edgeAnswer fills in the best edges and returns the ECS scope the answer
-// depends on.
-func (h *Handler) edgeAnswer(m *dns.Msg, snap *mapping.Snapshot, p *mapping.Property, question dns.Question, client netip.Addr, ecs *clientSubnet) int {
+// carries.
+func (h *Handler) edgeAnswer(m *dns.Msg, snap *mapping.Snapshot, p *mapping.Property, question dns.Question, q mapping.Query) int {
 	v6 := question.Qtype == dns.TypeAAAA
 	var d mapping.Decision
-	snap.Decide(p, client, v6, &d)
+	snap.DecideQuery(p, q, v6, &d)
 	h.decided(p, &d)
 	for _, e := range d.Edges[:d.N] {
 		hdr := header(question.Name, question.Qtype, p.TTL)
@@ -227,7 +229,7 @@ func (h *Handler) edgeAnswer(m *dns.Msg, snap *mapping.Snapshot, p *mapping.Prop
 			m.Answer = append(m.Answer, &dns.A{Hdr: hdr, A: net.IP(e.IPv4.AsSlice())})
 		}
 	}
-	return ecsScope(&d, ecs)
+	return d.ECSScope
 }
 
 // decided counts what a decision means beyond its answer: demand for
@@ -241,41 +243,8 @@ func (h *Handler) decided(p *mapping.Property, d *mapping.Decision) {
 	}
 }
 
-// ecsScope is the SCOPE PREFIX-LENGTH for an answer decided by d.
-func ecsScope(d *mapping.Decision, ecs *clientSubnet) int {
-	if !usesECS(ecs) {
-		return 0
-	}
-	scope := d.Scope
-	if ecs.family == 2 && ecs.prefix.Addr().Is4In6() && scope > 0 {
-		// clientAddr unmapped the address, so the scope is an IPv4
-		// length; count it in bits of the option's family, or a /24
-		// would claim the answer for all of ::/24.
-		scope += 96
-	}
-	// Never claim more than the resolver told us (RFC 7871 7.2.1).
-	return min(scope, int(ecs.source))
-}
-
-// clientAddr is the address to map: the ECS network when the resolver sent
-// a usable one, else the resolver itself. Private networks (RFC 1918, RFC
-// 4193) say nothing about where a user is, so RFC 7871 section 7.1.2 lets
-// us fall back to the source address.
-func clientAddr(src netip.Addr, ecs *clientSubnet) netip.Addr {
-	if usesECS(ecs) {
-		// Unmapped, so that an IPv4-mapped ECS address (family 2) finds
-		// the IPv4 targets and GeoIP networks it belongs to.
-		return ecs.prefix.Addr().Unmap()
-	}
-	return src.Unmap()
-}
-
-func usesECS(ecs *clientSubnet) bool {
-	return ecs != nil && ecs.source > 0 && ecs.prefix.IsValid() && !ecs.prefix.Addr().IsPrivate()
-}
-
-// echoECS returns the client's option with the scope we used (RFC 7871
-// 7.2.1). Answers that do not depend on the client say scope 0.
+// echoECS returns the client's option with the scope the answer is valid
+// for (RFC 7871 7.2.1); mapping.DecideQuery says which.
 func echoECS(m *dns.Msg, ecs *clientSubnet, scope int) {
 	opt := m.IsEdns0()
 	if ecs == nil || opt == nil {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -407,6 +408,10 @@ func (a *api) apply(w http.ResponseWriter, r *http.Request) {
 	a.writeUpdate(w, http.StatusOK, err, &res)
 }
 
+// explain explains the answer to a query as it reaches this server: with
+// ECS client/source_prefix (source_prefix defaults to 24 for IPv4 and 56
+// for IPv6, what RFC 7871 11.1 recommends and common resolvers send) from
+// the address resolver; either may be left out, not both.
 func (a *api) explain(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	name, err := domainName("property", q.Get("property"))
@@ -414,9 +419,38 @@ func (a *api) explain(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, err)
 		return
 	}
-	client, err := netip.ParseAddr(q.Get("client"))
-	if err != nil {
-		writeErr(w, http.StatusBadRequest, errf("client", "%q is not an IP address", q.Get("client")))
+	var query mapping.Query
+	if s := q.Get("resolver"); s != "" {
+		if query.Source, err = netip.ParseAddr(s); err != nil {
+			writeErr(w, http.StatusBadRequest, errf("resolver", "%q is not an IP address", s))
+			return
+		}
+	}
+	client := q.Get("client")
+	switch {
+	case client != "":
+		addr, err := netip.ParseAddr(client)
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, errf("client", "%q is not an IP address", client))
+			return
+		}
+		addr = addr.Unmap()
+		bits := 24
+		if addr.Is6() {
+			bits = 56
+		}
+		if s := q.Get("source_prefix"); s != "" {
+			if bits, err = strconv.Atoi(s); err != nil || bits < 0 || bits > addr.BitLen() {
+				writeErr(w, http.StatusBadRequest, errf("source_prefix", "%q: want 0 to %d", s, addr.BitLen()))
+				return
+			}
+		}
+		query.ECS, _ = addr.Prefix(bits)
+	case q.Has("source_prefix"):
+		writeErr(w, http.StatusBadRequest, errf("source_prefix", "needs client, the ECS address"))
+		return
+	case !query.Source.IsValid():
+		writeErr(w, http.StatusBadRequest, errf("client", "is required unless resolver is given: the ECS address, the resolver's address, or both"))
 		return
 	}
 	family := q.Get("family")
@@ -429,10 +463,14 @@ func (a *api) explain(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusServiceUnavailable, errNoSnapshot)
 		return
 	}
-	x, err := snap.Explain(name, client.Unmap(), family == "AAAA")
+	x, err := snap.Explain(name, query, family == "AAAA")
 	var fe *mapping.FieldError
 	if errors.As(err, &fe) {
-		writeErr(w, http.StatusNotFound, errf(fe.Field, "%s", fe.Msg))
+		status := http.StatusBadRequest
+		if fe.Field == "property" {
+			status = http.StatusNotFound
+		}
+		writeErr(w, status, errf(fe.Field, "%s", fe.Msg))
 		return
 	}
 	writeJSON(w, http.StatusOK, x)

@@ -39,11 +39,14 @@ func blocksOf(ts []targetView) []string {
 	return out
 }
 
-func explainFor(t *testing.T, s *server, property, client string) *mapping.Explanation {
+// explainFor explains the answer to a query from the address from without
+// ECS: loopback ECS is never used (it says nothing about a user), so the
+// loopback targets decide only for queries from their own addresses.
+func explainFor(t *testing.T, s *server, property, from string) *mapping.Explanation {
 	t.Helper()
 	var x mapping.Explanation
-	if code := call(t, s, "GET", "/v1/map/explain?property="+property+"&client="+client, nil, &x); code != http.StatusOK {
-		t.Fatalf("explain %s for %s: status %d", property, client, code)
+	if code := call(t, s, "GET", "/v1/map/explain?property="+property+"&resolver="+from, nil, &x); code != http.StatusOK {
+		t.Fatalf("explain %s for %s: status %d", property, from, code)
 	}
 	return &x
 }
@@ -60,25 +63,38 @@ func measuredEdges(x *mapping.Explanation) []string {
 	return out
 }
 
-// queryECS asks for name's A records with ECS subnet and returns the
-// addresses and the answer's ECS scope prefix length.
-func queryECS(t *testing.T, s *server, name, subnet string) ([]string, uint8) {
+// queryFrom asks for name's A records from the local address from, without
+// ECS, and returns the addresses.
+func queryFrom(t *testing.T, s *server, name, from string) []string {
 	t.Helper()
-	r, addrs := askA(t, s, name, subnet)
+	m := new(dns.Msg)
+	m.SetQuestion(name, dns.TypeA)
+	c := &dns.Client{Dialer: &net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP(from)}}}
+	r, _, err := c.Exchange(m, s.DNS.String())
+	if err != nil {
+		t.Fatalf("query %s from %s: %v", name, from, err)
+	}
 	if r.Rcode != dns.RcodeSuccess {
-		t.Fatalf("query %s: rcode %s", name, dns.RcodeToString[r.Rcode])
+		t.Fatalf("query %s from %s: rcode %s", name, from, dns.RcodeToString[r.Rcode])
 	}
-	opt := r.IsEdns0()
-	if opt == nil {
-		t.Fatalf("query %s: no OPT in the answer", name)
-	}
-	for _, o := range opt.Option {
-		if e, ok := o.(*dns.EDNS0_SUBNET); ok {
-			return addrs, e.SourceScope
+	var addrs []string
+	for _, rr := range r.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			addrs = append(addrs, a.A.String())
 		}
 	}
-	t.Fatalf("query %s: no ECS option in the answer", name)
-	return nil, 0
+	return addrs
+}
+
+// chosen is the addresses an explanation says the answer holds.
+func chosen(x *mapping.Explanation) []string {
+	var out []string
+	for _, r := range x.Ranking {
+		if r.Chosen {
+			out = append(out, r.Address.String())
+		}
+	}
+	return out
 }
 
 // seededTargets are the demo world's targets (testdata/world.yaml).
@@ -558,7 +574,7 @@ func measuredSetup(t *testing.T, cfg serveConfig) (*server, *agents, [2]string) 
 	eventually(t, 4*time.Second, "measurements decide the map", func() bool {
 		for i, client := range []string{"127.1.1.9", "127.1.2.9"} {
 			x := explainFor(t, s, "shop.cdn.example.net", client)
-			if x.Unit != units[i] || !slices.Equal(measuredEdges(x), []string{"fra1", "sel1"}) || x.Scope != 24 {
+			if x.Unit != units[i] || !slices.Equal(measuredEdges(x), []string{"fra1", "sel1"}) {
 				return false
 			}
 		}
@@ -585,10 +601,10 @@ func TestLoopbackMeasurementPath(t *testing.T) {
 			t.Errorf("measured entry without its measurement: %+v", r)
 		}
 	}
-	for _, subnet := range []string{"127.1.1.0/24", "127.1.2.0/24"} {
-		addrs, scope := queryECS(t, s, "shop.cdn.example.net.", subnet)
-		if len(addrs) != 1 || scope != 24 {
-			t.Errorf("ECS %s: answers %v scope %d; want one address and scope 24", subnet, addrs, scope)
+	for _, from := range []string{"127.1.1.9", "127.1.2.9"} {
+		x := explainFor(t, s, "shop.cdn.example.net", from)
+		if addrs := queryFrom(t, s, "shop.cdn.example.net.", from); len(addrs) != 1 || !slices.Equal(addrs, chosen(x)) {
+			t.Errorf("from %s: answers %v; want the one explain chose, %v", from, addrs, chosen(x))
 		}
 	}
 
@@ -662,8 +678,8 @@ func TestRestartKeepsMeasurements(t *testing.T) {
 				client, x.Unit, measuredEdges(x), units[i])
 		}
 	}
-	if _, scope := queryECS(t, s, "shop.cdn.example.net.", "127.1.1.0/24"); scope != 24 {
-		t.Errorf("ECS scope after restart %d, want 24", scope)
+	if x, addrs := explainFor(t, s, "shop.cdn.example.net", "127.1.1.9"), queryFrom(t, s, "shop.cdn.example.net.", "127.1.1.9"); !slices.Equal(addrs, chosen(x)) || len(addrs) != 1 {
+		t.Errorf("answer after restart %v; want the measured one explain chose, %v", addrs, chosen(x))
 	}
 	// The targets list shows what was stored, an hour older.
 	after := listTargets(t, s)
