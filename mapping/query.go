@@ -68,7 +68,7 @@ func unmapPrefix(p netip.Prefix) (netip.Prefix, int) {
 
 // DecideQuery is Decide for a DNS query. The ECS address decides, unless
 // the query has none, its source prefix is 0 (the resolver asks for an
-// answer not tailored to its client, RFC 7871 7.1.2), or it lies inside
+// answer not tailored to its client), or it lies inside
 // a special-purpose network; then the query's source address decides.
 //
 // It also sets d.ECSScope, the SCOPE PREFIX-LENGTH the answer carries:

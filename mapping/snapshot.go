@@ -367,7 +367,7 @@ func (s *Snapshot) Explain(name string, q Query, v6 bool) (*Explanation, error) 
 		special, _, _ := specialRange(ecs)
 		x.ECSUnused = fmt.Sprintf("%s is inside %s, %s, which says nothing about where the user is", q.ECS, special, d.ECSUnused)
 	case ecs.Bits() == 0:
-		x.ECSUnused = "the source prefix is 0, so the resolver asks for an answer not tailored to its client (RFC 7871 7.1.2)"
+		x.ECSUnused = "the source prefix is 0, so the resolver asks for an answer not tailored to its client"
 	}
 	if !d.ByECS && !q.Source.IsValid() {
 		why := x.ECSUnused
