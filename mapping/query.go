@@ -1,9 +1,9 @@
 package mapping
 
 import (
+	"encoding/binary"
+	"math/bits"
 	"net/netip"
-
-	"github.com/gaissmai/bart"
 )
 
 // Query is what a DNS query says about whom its answer is for.
@@ -18,41 +18,79 @@ type Query struct {
 	ECS netip.Prefix
 }
 
-// specialRanges are the special-purpose networks (RFC 6890) whose addresses
+// specialNets are the special-purpose networks (RFC 6890) whose addresses
 // say nothing about where a user is: an ECS network inside one of them is
 // not used, and the query's source address decides instead. PowerDNS
 // Recursor's default ecs-add-for leaves out the same private, shared,
 // loopback and link-local networks for the same reason, and sends them on
 // only when told to pass on what its clients send. The documentation and
 // benchmarking networks are not here: only labs and tests use them, as if
-// they were public, and the test GeoIP database places them.
-var specialRanges = func() *bart.Table[string] {
-	t := new(bart.Table[string])
-	for _, r := range []struct{ prefix, what string }{
-		{"0.0.0.0/8", `"this network" (RFC 791)`},
-		{"10.0.0.0/8", "private-use (RFC 1918)"},
-		{"100.64.0.0/10", "shared address space, carrier-grade NAT (RFC 6598)"},
-		{"127.0.0.0/8", "loopback (RFC 1122)"},
-		{"169.254.0.0/16", "link-local (RFC 3927)"},
-		{"172.16.0.0/12", "private-use (RFC 1918)"},
-		{"192.168.0.0/16", "private-use (RFC 1918)"},
-		{"224.0.0.0/4", "multicast (RFC 5771)"},
-		{"240.0.0.0/4", "reserved, and broadcast (RFC 1112, RFC 919)"},
-		{"::/128", "the unspecified address (RFC 4291)"},
-		{"::1/128", "loopback (RFC 4291)"},
-		{"fc00::/7", "unique local (RFC 4193)"},
-		{"fe80::/10", "link-local (RFC 4291)"},
-		{"ff00::/8", "multicast (RFC 4291)"},
-	} {
-		t.Insert(netip.MustParsePrefix(r.prefix), r.what)
-	}
-	return t
-}()
+// they were public, and the test GeoIP database places them. Read-only.
+var specialNets = [...]struct {
+	prefix netip.Prefix
+	what   string
+}{
+	{netip.MustParsePrefix("0.0.0.0/8"), `"this network" (RFC 791)`},
+	{netip.MustParsePrefix("10.0.0.0/8"), "private-use (RFC 1918)"},
+	{netip.MustParsePrefix("100.64.0.0/10"), "shared address space, carrier-grade NAT (RFC 6598)"},
+	{netip.MustParsePrefix("127.0.0.0/8"), "loopback (RFC 1122)"},
+	{netip.MustParsePrefix("169.254.0.0/16"), "link-local (RFC 3927)"},
+	{netip.MustParsePrefix("172.16.0.0/12"), "private-use (RFC 1918)"},
+	{netip.MustParsePrefix("192.168.0.0/16"), "private-use (RFC 1918)"},
+	{netip.MustParsePrefix("224.0.0.0/4"), "multicast (RFC 5771)"},
+	{netip.MustParsePrefix("240.0.0.0/4"), "reserved, and broadcast (RFC 1112, RFC 919)"},
+	{netip.MustParsePrefix("::/128"), "the unspecified address (RFC 4291)"},
+	{netip.MustParsePrefix("::1/128"), "loopback (RFC 4291)"},
+	{netip.MustParsePrefix("fc00::/7"), "unique local (RFC 4193)"},
+	{netip.MustParsePrefix("fe80::/10"), "link-local (RFC 4291)"},
+	{netip.MustParsePrefix("ff00::/8"), "multicast (RFC 4291)"},
+}
 
 // specialRange returns the special-purpose network that holds all of ecs (an
-// unmapped, masked prefix), and what it is.
+// unmapped, masked prefix), and what it is. The networks do not nest, so
+// at most one does.
 func specialRange(ecs netip.Prefix) (netip.Prefix, string, bool) {
-	return specialRanges.LookupPrefixLPM(ecs)
+	for i := range specialNets {
+		if r := specialNets[i].prefix; r.Bits() <= ecs.Bits() && r.Contains(ecs.Addr()) {
+			return r, specialNets[i].what, true
+		}
+	}
+	return netip.Prefix{}, "", false
+}
+
+// clearOfSpecial is the shortest prefix length, from base up, at which
+// client's network holds no special-purpose network; the full length when
+// client is in one. A network of client overlaps a special network it is
+// not in only by holding it whole, that is while its length is at most
+// the special one's and the bits client shares with it, so one pass
+// finds the answer without trying each length.
+func clearOfSpecial(client netip.Addr, base int) int {
+	scope := base
+	for i := range specialNets {
+		r := specialNets[i].prefix
+		if r.Addr().BitLen() != client.BitLen() {
+			continue
+		}
+		shared := min(r.Bits(), commonBits(client, r.Addr()))
+		if shared == r.Bits() {
+			return client.BitLen()
+		}
+		scope = max(scope, shared+1)
+	}
+	return scope
+}
+
+// commonBits is how many leading bits a and b, of one family, share.
+func commonBits(a, b netip.Addr) int {
+	if a.Is4() {
+		x, y := a.As4(), b.As4()
+		return bits.LeadingZeros32(binary.BigEndian.Uint32(x[:]) ^ binary.BigEndian.Uint32(y[:]))
+	}
+	x, y := a.As16(), b.As16()
+	if hi := binary.BigEndian.Uint64(x[:8]) ^ binary.BigEndian.Uint64(y[:8]); hi != 0 {
+		return bits.LeadingZeros64(hi)
+	}
+	return 64 + bits.LeadingZeros64(binary.BigEndian.Uint64(x[8:])^binary.BigEndian.Uint64(y[8:]))
 }
 
 // unmapPrefix is p with an IPv4-mapped address as the IPv4 prefix it
@@ -104,7 +142,7 @@ func (s *Snapshot) DecideQuery(p *Property, q Query, v6 bool, d *Decision) {
 	case d.N == 0 || ecs.Bits() <= 0:
 		d.ECSScope = 0
 	case byECS:
-		scope := narrowScope(specialRanges, client, d.Scope)
+		scope := clearOfSpecial(client, d.Scope)
 		if scope > 0 {
 			// Counted in bits of the option's family, or an IPv4 /24
 			// would claim the answer for all of ::/24.

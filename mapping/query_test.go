@@ -1,10 +1,13 @@
 package mapping
 
 import (
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/gaissmai/bart"
 )
 
 // TestDecideQuery holds DecideQuery to its rules: which address decides
@@ -129,6 +132,36 @@ func TestDecideQueryAllocs(t *testing.T) {
 		var d Decision
 		if n := testing.AllocsPerRun(1000, func() { s.DecideQuery(shop, q, false, &d) }); n != 0 {
 			t.Errorf("ECS %s: %v allocations per query; the budget is 0", ecs, n)
+		}
+	}
+}
+
+// clearOfSpecial finds in one pass what trying each length in turn finds:
+// the first at which the client's network overlaps no special network.
+func TestClearOfSpecialIsTheFirstClearLength(t *testing.T) {
+	var special bart.Table[struct{}]
+	for _, s := range specialNets {
+		special.Insert(s.prefix, struct{}{})
+	}
+	clients := []netip.Addr{}
+	for _, s := range []string{"8.8.8.8", "9.255.255.255", "11.0.0.0", "100.63.255.255", "100.128.0.0", "126.255.255.255",
+		"128.0.0.0", "172.15.255.255", "172.32.0.0", "192.167.255.255", "192.169.0.0", "198.18.1.9", "223.255.255.255",
+		"10.1.2.3", "0.0.0.0", "255.255.255.255", "2001:db8::1", "fbff:ffff::1", "fe00::", "fec0::", "ff00::", "::2", "::", "::1", "2a00::1"} {
+		clients = append(clients, netip.MustParseAddr(s))
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 2000 {
+		var b [16]byte
+		for i := range b {
+			b[i] = byte(rng.IntN(256))
+		}
+		clients = append(clients, netip.AddrFrom4([4]byte(b[:4])), netip.AddrFrom16(b))
+	}
+	for _, c := range clients {
+		for base := 0; base <= c.BitLen(); base++ {
+			if got, want := clearOfSpecial(c, base), narrowScope(&special, c, base); got != want {
+				t.Fatalf("clearOfSpecial(%s, %d) = %d; trying each length gives %d", c, base, got, want)
+			}
 		}
 	}
 }

@@ -238,3 +238,25 @@ func TestPrivateECSAllocs(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkQueryECSKinds is the fast path for ECS networks of each kind:
+// located, unlocated (narrowed clear of special networks) and private
+// (answered for the source).
+func BenchmarkQueryECSKinds(b *testing.B) {
+	h, _, _ := newHandler(b, build(b, worldInputs(b)))
+	src := netip.MustParseAddr("192.0.2.99")
+	for _, ecs := range []string{"198.18.1.0/24", "8.8.8.0/24", "10.1.2.0/24"} {
+		m := new(dns.Msg)
+		m.SetQuestion("shop.cdn.example.net.", dns.TypeA)
+		m.SetEdns0(1232, false)
+		m.IsEdns0().Option = append(m.IsEdns0().Option, subnet(ecs))
+		req := pack(b, m)
+		b.Run(ecs, func(b *testing.B) {
+			buf := make([]byte, 0, 4096)
+			b.ReportAllocs()
+			for b.Loop() {
+				buf = h.AppendResponse(buf[:0], req, src, false)
+			}
+		})
+	}
+}
