@@ -25,72 +25,94 @@ type Query struct {
 // loopback and link-local networks for the same reason, and sends them on
 // only when told to pass on what its clients send. The documentation and
 // benchmarking networks are not here: only labs and tests use them, as if
-// they were public, and the test GeoIP database places them. Read-only.
-var specialNets = [...]struct {
+// they were public, and the test GeoIP database places them. None holds
+// another. Read-only after init.
+var specialNets = func() []specialNet {
+	var nets []specialNet
+	for _, n := range []struct{ prefix, what string }{
+		{"0.0.0.0/8", `"this network" (RFC 791)`},
+		{"10.0.0.0/8", "private-use (RFC 1918)"},
+		{"100.64.0.0/10", "shared address space, carrier-grade NAT (RFC 6598)"},
+		{"127.0.0.0/8", "loopback (RFC 1122)"},
+		{"169.254.0.0/16", "link-local (RFC 3927)"},
+		{"172.16.0.0/12", "private-use (RFC 1918)"},
+		{"192.168.0.0/16", "private-use (RFC 1918)"},
+		{"224.0.0.0/4", "multicast (RFC 5771)"},
+		{"240.0.0.0/4", "reserved, and broadcast (RFC 1112, RFC 919)"},
+		{"::/128", "the unspecified address (RFC 4291)"},
+		{"::1/128", "loopback (RFC 4291)"},
+		{"fc00::/7", "unique local (RFC 4193)"},
+		{"fe80::/10", "link-local (RFC 4291)"},
+		{"ff00::/8", "multicast (RFC 4291)"},
+	} {
+		p := netip.MustParsePrefix(n.prefix)
+		hi, lo := leftAligned(p.Addr())
+		nets = append(nets, specialNet{prefix: p, what: n.what, is4: p.Addr().Is4(), bits: p.Bits(), hi: hi, lo: lo})
+	}
+	return nets
+}()
+
+// specialNet is one of specialNets, with its address as numbers for the
+// query path.
+type specialNet struct {
 	prefix netip.Prefix
 	what   string
-}{
-	{netip.MustParsePrefix("0.0.0.0/8"), `"this network" (RFC 791)`},
-	{netip.MustParsePrefix("10.0.0.0/8"), "private-use (RFC 1918)"},
-	{netip.MustParsePrefix("100.64.0.0/10"), "shared address space, carrier-grade NAT (RFC 6598)"},
-	{netip.MustParsePrefix("127.0.0.0/8"), "loopback (RFC 1122)"},
-	{netip.MustParsePrefix("169.254.0.0/16"), "link-local (RFC 3927)"},
-	{netip.MustParsePrefix("172.16.0.0/12"), "private-use (RFC 1918)"},
-	{netip.MustParsePrefix("192.168.0.0/16"), "private-use (RFC 1918)"},
-	{netip.MustParsePrefix("224.0.0.0/4"), "multicast (RFC 5771)"},
-	{netip.MustParsePrefix("240.0.0.0/4"), "reserved, and broadcast (RFC 1112, RFC 919)"},
-	{netip.MustParsePrefix("::/128"), "the unspecified address (RFC 4291)"},
-	{netip.MustParsePrefix("::1/128"), "loopback (RFC 4291)"},
-	{netip.MustParsePrefix("fc00::/7"), "unique local (RFC 4193)"},
-	{netip.MustParsePrefix("fe80::/10"), "link-local (RFC 4291)"},
-	{netip.MustParsePrefix("ff00::/8"), "multicast (RFC 4291)"},
+	is4    bool
+	bits   int
+	hi, lo uint64 // leftAligned(prefix.Addr())
 }
 
-// specialRange returns the special-purpose network that holds all of ecs (an
-// unmapped, masked prefix), and what it is. The networks do not nest, so
-// at most one does.
-func specialRange(ecs netip.Prefix) (netip.Prefix, string, bool) {
-	for i := range specialNets {
-		if r := specialNets[i].prefix; r.Bits() <= ecs.Bits() && r.Contains(ecs.Addr()) {
-			return r, specialNets[i].what, true
-		}
+// leftAligned is a as a 128-bit number, IPv4 in the top 32 bits, so that
+// both families count leading bits alike.
+func leftAligned(a netip.Addr) (hi, lo uint64) {
+	if a.Is4() {
+		b := a.As4()
+		return uint64(binary.BigEndian.Uint32(b[:])) << 32, 0
 	}
-	return netip.Prefix{}, "", false
+	b := a.As16()
+	return binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])
 }
 
-// clearOfSpecial is the shortest prefix length, from base up, at which
-// client's network holds no special-purpose network; the full length when
-// client is in one. A network of client overlaps a special network it is
-// not in only by holding it whole, that is while its length is at most
-// the special one's and the bits client shares with it, so one pass
-// finds the answer without trying each length.
-func clearOfSpecial(client netip.Addr, base int) int {
-	scope := base
+// specialIn looks at an unmapped, masked ECS network in one pass over
+// specialNets. in is the index of the special network that holds all of
+// it, or -1. clear is the shortest length at which a network of its
+// address holds no special network (the address's full length when it is
+// in one): a network of an address overlaps a special network the
+// address is not in only by holding it whole, that is while its length is
+// at most the bits the two share, so no length need be tried in turn.
+func specialIn(ecs netip.Prefix) (in, clear int) {
+	a := ecs.Addr()
+	is4 := a.Is4()
+	hi, lo := leftAligned(a)
+	in = -1
 	for i := range specialNets {
-		r := specialNets[i].prefix
-		if r.Addr().BitLen() != client.BitLen() {
+		n := &specialNets[i]
+		if n.is4 != is4 {
 			continue
 		}
-		shared := min(r.Bits(), commonBits(client, r.Addr()))
-		if shared == r.Bits() {
-			return client.BitLen()
+		shared := bits.LeadingZeros64(hi ^ n.hi)
+		if shared == 64 {
+			shared += bits.LeadingZeros64(lo ^ n.lo)
 		}
-		scope = max(scope, shared+1)
+		if shared < n.bits {
+			clear = max(clear, shared+1)
+			continue
+		}
+		clear = a.BitLen()
+		if ecs.Bits() >= n.bits {
+			in = i
+		}
 	}
-	return scope
+	return in, clear
 }
 
-// commonBits is how many leading bits a and b, of one family, share.
-func commonBits(a, b netip.Addr) int {
-	if a.Is4() {
-		x, y := a.As4(), b.As4()
-		return bits.LeadingZeros32(binary.BigEndian.Uint32(x[:]) ^ binary.BigEndian.Uint32(y[:]))
+// specialRange returns the special network that holds all of ecs (unmapped
+// and masked), and what it is.
+func specialRange(ecs netip.Prefix) (netip.Prefix, string, bool) {
+	if in, _ := specialIn(ecs); in >= 0 {
+		return specialNets[in].prefix, specialNets[in].what, true
 	}
-	x, y := a.As16(), b.As16()
-	if hi := binary.BigEndian.Uint64(x[:8]) ^ binary.BigEndian.Uint64(y[:8]); hi != 0 {
-		return bits.LeadingZeros64(hi)
-	}
-	return 64 + bits.LeadingZeros64(binary.BigEndian.Uint64(x[8:])^binary.BigEndian.Uint64(y[8:]))
+	return netip.Prefix{}, "", false
 }
 
 // unmapPrefix is p with an IPv4-mapped address as the IPv4 prefix it
@@ -127,22 +149,23 @@ func unmapPrefix(p netip.Prefix) (netip.Prefix, int) {
 func (s *Snapshot) DecideQuery(p *Property, q Query, v6 bool, d *Decision) {
 	ecs, mapped := unmapPrefix(q.ECS)
 	client := q.Source.Unmap()
-	var special netip.Prefix
-	var why string
+	in, clear := -1, 0
 	byECS := false
 	if ecs.Bits() > 0 { // -1 without ECS
-		var ok bool
-		if special, why, ok = specialRange(ecs); !ok {
+		if in, clear = specialIn(ecs); in < 0 {
 			client, byECS = ecs.Addr(), true
 		}
 	}
 	s.Decide(p, client, v6, d)
-	d.ByECS, d.ECSUnused = byECS, why
+	d.ByECS = byECS
+	if in >= 0 {
+		d.ECSUnused = specialNets[in].what
+	}
 	switch {
 	case d.N == 0 || ecs.Bits() <= 0:
 		d.ECSScope = 0
 	case byECS:
-		scope := clearOfSpecial(client, d.Scope)
+		scope := max(d.Scope, clear)
 		if scope > 0 {
 			// Counted in bits of the option's family, or an IPv4 /24
 			// would claim the answer for all of ::/24.
@@ -151,6 +174,6 @@ func (s *Snapshot) DecideQuery(p *Property, q Query, v6 bool, d *Decision) {
 		// Never claim more than the resolver told us (RFC 7871 7.2.1).
 		d.ECSScope = min(scope, q.ECS.Bits())
 	default:
-		d.ECSScope = special.Bits() + mapped
+		d.ECSScope = specialNets[in].bits + mapped
 	}
 }

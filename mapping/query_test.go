@@ -136,12 +136,13 @@ func TestDecideQueryAllocs(t *testing.T) {
 	}
 }
 
-// clearOfSpecial finds in one pass what trying each length in turn finds:
-// the first at which the client's network overlaps no special network.
-func TestClearOfSpecialIsTheFirstClearLength(t *testing.T) {
-	var special bart.Table[struct{}]
-	for _, s := range specialNets {
-		special.Insert(s.prefix, struct{}{})
+// special finds in one pass what trying each length in turn finds: the
+// first at which the client's network overlaps no special network; and
+// the special network that holds a whole ECS network, if one does.
+func TestSpecialInOnePass(t *testing.T) {
+	var table bart.Table[struct{}]
+	for _, n := range specialNets {
+		table.Insert(n.prefix, struct{}{})
 	}
 	clients := []netip.Addr{}
 	for _, s := range []string{"8.8.8.8", "9.255.255.255", "11.0.0.0", "100.63.255.255", "100.128.0.0", "126.255.255.255",
@@ -158,9 +159,16 @@ func TestClearOfSpecialIsTheFirstClearLength(t *testing.T) {
 		clients = append(clients, netip.AddrFrom4([4]byte(b[:4])), netip.AddrFrom16(b))
 	}
 	for _, c := range clients {
-		for base := 0; base <= c.BitLen(); base++ {
-			if got, want := clearOfSpecial(c, base), narrowScope(&special, c, base); got != want {
-				t.Fatalf("clearOfSpecial(%s, %d) = %d; trying each length gives %d", c, base, got, want)
+		_, clear := specialIn(netip.PrefixFrom(c, c.BitLen()))
+		for l := 0; l <= c.BitLen(); l++ {
+			if got, want := max(l, clear), narrowScope(&table, c, l); got != want {
+				t.Fatalf("%s from /%d: clear at /%d; trying each length gives /%d", c, l, got, want)
+			}
+			ecs, _ := c.Prefix(l)
+			in, _ := specialIn(ecs)
+			lpm, _, ok := table.LookupPrefixLPM(ecs)
+			if (in >= 0) != ok || (ok && specialNets[in].prefix != lpm) {
+				t.Fatalf("%s: special network %d, the table's %v %v", ecs, in, lpm, ok)
 			}
 		}
 	}
