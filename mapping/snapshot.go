@@ -143,8 +143,9 @@ type Decision struct {
 	// Client is the address that decided.
 	Client netip.Addr
 	// Scope is the prefix length the decision depended on (the measured
-	// target's, else the GeoIP network's), before clamping to the query's
-	// source prefix.
+	// target's, else the GeoIP network's), before DecideQuery narrows it
+	// clear of special-purpose networks and clamps it to the source
+	// prefix.
 	Scope   int
 	Located bool
 	// Set by DecideQuery: ByECS when the query's ECS address decided, else
