@@ -2,11 +2,15 @@ package resolver_test
 
 import (
 	"net"
+	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgemap/edgemap/mapping"
 )
 
 // labelled is the value of the counter family name whose labels are
@@ -131,5 +135,31 @@ func TestOversizedDatagramDropped(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 	if n, err := c.Read(buf); err == nil {
 		t.Fatalf("a second reply arrived: the oversized datagram was answered: %x", buf[:n])
+	}
+}
+
+// TestAmplificationDropsGlueFirst: when an answer with its glue would be
+// over 4x the query but the answer alone is not, the glue goes and TC
+// stays clear; the answer is whole, and a resolver can ask for the
+// addresses. Over TCP, or with a valid server cookie, the glue stays.
+func TestAmplificationDropsGlueFirst(t *testing.T) {
+	in := worldInputs(t)
+	z := *in.Zone
+	z.NameServers = append(slices.Clone(z.NameServers), mapping.NameServer{Name: "ns3.cdn.example.net.",
+		IPv4: netip.MustParseAddr("203.0.113.53"), IPv6: netip.MustParseAddr("2001:db8:53::3")})
+	in.Zone = &z
+	srv := startServer(t, build(t, in))
+	m := new(dns.Msg)
+	m.SetQuestion(zoneName, dns.TypeNS)
+	req := pack(t, m)
+
+	raw := rawExchange(t, "udp", srv.addr, req, 3*time.Second)
+	r := unpack(t, raw)
+	if len(raw) > 4*len(req) || r.Truncated || len(r.Answer) != 3 || len(r.Extra) != 0 {
+		t.Fatalf("udp: %d bytes for a %d-byte query, tc %v, %d NS, %d additional; want <= 4x, no TC, 3 NS, no glue",
+			len(raw), len(req), r.Truncated, len(r.Answer), len(r.Extra))
+	}
+	if r := unpack(t, rawExchange(t, "tcp", srv.addr, req, 3*time.Second)); len(r.Answer) != 3 || len(r.Extra) != 5 {
+		t.Fatalf("tcp: %d NS and %d glue records, want 3 and 5", len(r.Answer), len(r.Extra))
 	}
 }
