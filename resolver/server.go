@@ -4,7 +4,11 @@
 //
 // A Server is started with Start and stopped with Close; its Handler is safe
 // for concurrent use and is what the listeners, the tests and the fuzzer
-// call.
+// call. The protections a server on the open Internet needs live here too,
+// each safe for concurrent use: TCP connection limits (tcp.go), response
+// rate limiting (RateLimiter, rrl.go), DNS Cookies (CookieSecrets,
+// cookie.go), the amplification bound (handler.go) and the sources that
+// are dropped (source.go).
 package resolver
 
 import (
