@@ -102,7 +102,7 @@ func parseCookie(body []byte) error {
 	return nil
 }
 
-// hash is the RFC 9018 hash of a server cookie for the client cookie,
+// cookieHash is the RFC 9018 hash of a server cookie for the client cookie,
 // the 8 bytes of version, reserved and timestamp, and the client's
 // address, with key k.
 func cookieHash(k [2]uint64, client, header []byte, src netip.Addr) uint64 {

@@ -113,7 +113,9 @@ func cookieOf(r *dns.Msg) string {
 // flooder held every slot of the global cap and none of the 72 was
 // answered.
 func TestTCPFloodFromOneSourceLeavesOthersServed(t *testing.T) {
-	s := startServer(t, demoConfig(t))
+	cfg := demoConfig(t)
+	cfg.DNS = defaultDNSSettings() // what serve's flags give
+	s := startServer(t, cfg)
 	const (
 		flooders = 1100
 		period   = 5 * time.Second
@@ -304,7 +306,9 @@ func udpBurst(t *testing.T, s *server, local string, q *dns.Msg, n int, d time.D
 // flooding address itself is answered in full when it shows a valid
 // server cookie, but not with a client cookie alone.
 func TestRRLBurst(t *testing.T) {
-	s := startServer(t, demoConfig(t))
+	cfg := demoConfig(t)
+	cfg.DNS = defaultDNSSettings() // what serve's flags give, rate limiting on
+	s := startServer(t, cfg)
 	const burst = 2000
 
 	// A server cookie for 127.0.0.2, learnt over TCP (exempt from RRL).

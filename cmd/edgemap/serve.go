@@ -109,7 +109,11 @@ type serveConfig struct {
 	DownAfter, UpAfter                                    int
 	Stability                                             mapping.Stability
 	Pprof                                                 bool
-	// DNS holds the DNS listener's limits; nil means the defaults.
+	// DNS holds the DNS listener's limits; serve always sets it from its
+	// flags. Nil (configs built in code, i.e. tests) is the flags'
+	// defaults with response rate limiting off: a test that polls the
+	// server from one address many times a second would be limited as a
+	// flood is. Tests of rate limiting set defaultDNSSettings().
 	DNS *dnsSettings
 }
 
@@ -273,6 +277,7 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 	}
 	if cfg.DNS == nil {
 		cfg.DNS = defaultDNSSettings()
+		cfg.DNS.RRLMappedRate, cfg.DNS.RRLRate = 0, 0
 	}
 	if err := cfg.DNS.check(); err != nil {
 		return err
