@@ -28,11 +28,12 @@ import (
 // (GCRA: the bucket is full when the time is in the past; each response
 // moves it 1/rate ahead; a response that would move it more than a second
 // ahead is limited). The buckets live in a fixed table and a flow hashes to
-// two of them; it is judged by the emptier of the two and moves both up to
-// its new time (a count-min sketch with conservative update). Flows that
-// share a bucket add up, so a full table limits more, never less, and the
-// table never grows. Each bucket is one 64-bit word updated with
-// compare-and-swap: no locks, no allocation.
+// two of them, in one cache line (the table is read on every answer); it is
+// judged by the emptier of the two and moves both up to its new time (a
+// count-min sketch with conservative update). Flows that share a bucket add
+// up, so a full table limits more, never less, and the table never grows.
+// Each bucket is one 64-bit word updated with compare-and-swap: no locks, no
+// allocation.
 
 // RRL response classes. An answer of a property is asked by a resolver once
 // per client network (ECS scope) and TTL, so a big resolver asks it often;
@@ -76,8 +77,8 @@ type RRLConfig struct {
 	// Exempt lists client networks never limited (large resolvers the
 	// operator knows).
 	Exempt []netip.Prefix
-	// TableSize is the number of buckets, rounded up to a power of two;
-	// 8 bytes each.
+	// TableSize is the number of buckets, rounded up to a power of two
+	// and at least 8 (a cache line); 8 bytes each.
 	TableSize int
 	// Logger gets one line per rrlLogEvery while anything is limited.
 	Logger *zap.Logger
@@ -93,8 +94,8 @@ type RateLimiter struct {
 	epoch    time.Time
 	interval [rrlClasses]int64 // µs a response moves its flow's time; 0: unlimited
 	buckets  []atomic.Uint64   // theoretical arrival time in µs since epoch (low 56 bits), slip count (high 8)
-	mask     uint64
-	nextLog  atomic.Int64 // µs since epoch before which nothing is logged
+	lines    uint64            // mask of the line index: len(buckets)/lineBuckets - 1
+	nextLog  atomic.Int64      // µs since epoch before which nothing is logged
 }
 
 const (
@@ -103,6 +104,9 @@ const (
 	burstUs  = int64(time.Second / time.Microsecond) // a flow may run one second ahead
 	maxSlip  = 10
 	keyBytes = 1 + 16 + 2 + 255
+	// lineBuckets is the buckets in a 64-byte cache line. A table this
+	// large is allocated page-aligned, so its lines are whole.
+	lineBuckets = 8
 )
 
 // NewRateLimiter checks cfg and makes its table.
@@ -118,20 +122,20 @@ func NewRateLimiter(cfg RRLConfig) (*RateLimiter, error) {
 		return nil, fmt.Errorf("rrl: IPv4 prefix length %d is not 1..32", cfg.IPv4Prefix)
 	case cfg.IPv6Prefix < 1 || cfg.IPv6Prefix > 128:
 		return nil, fmt.Errorf("rrl: IPv6 prefix length %d is not 1..128", cfg.IPv6Prefix)
-	case cfg.TableSize < 2 || cfg.TableSize > 1<<26:
-		return nil, fmt.Errorf("rrl: table size %d is not 2..%d", cfg.TableSize, 1<<26)
+	case cfg.TableSize < 1 || cfg.TableSize > 1<<26:
+		return nil, fmt.Errorf("rrl: table size %d is not 1..%d", cfg.TableSize, 1<<26)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	size := 1 << bits.Len(uint(cfg.TableSize-1))
+	size := max(lineBuckets, 1<<bits.Len(uint(cfg.TableSize-1)))
 	l := &RateLimiter{
 		cfg:     cfg,
 		exempt:  new(bart.Lite),
 		seed:    maphash.MakeSeed(),
 		epoch:   time.Now(),
 		buckets: make([]atomic.Uint64, size),
-		mask:    uint64(size - 1),
+		lines:   uint64(size/lineBuckets - 1),
 	}
 	for _, p := range cfg.Exempt {
 		l.exempt.Insert(p.Masked())
@@ -178,12 +182,12 @@ func (l *RateLimiter) decide(class int, src netip.Addr, qtype uint16, qname []by
 	key[17], key[18] = byte(qtype>>8), byte(qtype)
 	n := 19 + copy(key[19:], qname)
 	h := maphash.Bytes(l.seed, key[:n])
-	b1 := &l.buckets[h&l.mask]
-	i2 := (h >> 32) & l.mask
-	if i2 == h&l.mask {
-		i2 ^= 1
+	line := (h & l.lines) * lineBuckets
+	s1, s2 := (h>>32)%lineBuckets, (h>>35)%(lineBuckets-1)
+	if s2 >= s1 {
+		s2++ // two different buckets of the line
 	}
-	b2 := &l.buckets[i2]
+	b1, b2 := &l.buckets[line+s1], &l.buckets[line+s2]
 
 	t := now.Sub(l.epoch).Microseconds()
 	tat := min(int64(b1.Load()&tatMask), int64(b2.Load()&tatMask))

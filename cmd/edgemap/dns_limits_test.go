@@ -667,7 +667,7 @@ func TestDNSLimitFlagsNameTheFlag(t *testing.T) {
 		{[]string{"--rrl-rate", "-1"}, "--rrl-rate"},
 		{[]string{"--rrl-ipv4-prefix", "33"}, "--rrl-ipv4-prefix"},
 		{[]string{"--rrl-ipv6-prefix", "0"}, "--rrl-ipv6-prefix"},
-		{[]string{"--rrl-table-size", "1"}, "--rrl-table-size"},
+		{[]string{"--rrl-table-size", "0"}, "--rrl-table-size"},
 		{[]string{"--rrl-exempt", "192.0.2.0/24,not-a-net"}, "--rrl-exempt"},
 		{[]string{"--tcp-max-conns", "10", "--tcp-max-conns-per-source", "11"}, "--tcp-max-conns-per-source"},
 		{[]string{"--tcp-io-timeout", "0s"}, "--tcp-io-timeout"},

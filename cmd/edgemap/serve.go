@@ -60,7 +60,7 @@ func serveCommand() *cli.Command {
 			&cli.IntFlag{Name: "rrl-ipv4-prefix", Value: resolver.DefaultRRLIPv4Prefix, EnvVars: []string{"EDGEMAP_RRL_IPV4_PREFIX"}, Usage: "IPv4 client network length rate limiting counts per"},
 			&cli.IntFlag{Name: "rrl-ipv6-prefix", Value: resolver.DefaultRRLIPv6Prefix, EnvVars: []string{"EDGEMAP_RRL_IPV6_PREFIX"}, Usage: "IPv6 client network length rate limiting counts per"},
 			&cli.StringSliceFlag{Name: "rrl-exempt", EnvVars: []string{"EDGEMAP_RRL_EXEMPT"}, Usage: "client network never rate-limited, e.g. a large resolver's (repeat or comma-separate)"},
-			&cli.IntFlag{Name: "rrl-table-size", Value: resolver.DefaultRRLTableSize, EnvVars: []string{"EDGEMAP_RRL_TABLE_SIZE"}, Usage: "rate limiting buckets (8 bytes each); a full table limits more, never less"},
+			&cli.IntFlag{Name: "rrl-table-size", Value: resolver.DefaultRRLTableSize, EnvVars: []string{"EDGEMAP_RRL_TABLE_SIZE"}, Usage: "rate limiting buckets (8 bytes each, rounded up to a power of two, at least 8); a full table limits more, never less"},
 			&cli.BoolFlag{Name: "cookies", Value: true, EnvVars: []string{"EDGEMAP_COOKIES"}, Usage: "answer DNS Cookies (RFC 7873, 9018); a valid server cookie exempts a query from rate limiting"},
 			&cli.StringFlag{Name: "cookie-secret-file", EnvVars: []string{"EDGEMAP_COOKIE_SECRET_FILE"}, Usage: "DNS cookie secrets shared by a fleet: 32 hex digits a line, the current first (default: a random secret kept in --db)"},
 		},
@@ -184,7 +184,7 @@ func (d *dnsSettings) check() error {
 		{"--rrl-slip", d.RRLSlip, 0, 10},
 		{"--rrl-ipv4-prefix", d.RRLIPv4Prefix, 1, 32},
 		{"--rrl-ipv6-prefix", d.RRLIPv6Prefix, 1, 128},
-		{"--rrl-table-size", d.RRLTableSize, 2, 1 << 26},
+		{"--rrl-table-size", d.RRLTableSize, 1, 1 << 26},
 	} {
 		if c.v < c.lo || c.v > c.hi {
 			return fmt.Errorf("%s %d: want %d..%d", c.flag, c.v, c.lo, c.hi)
