@@ -23,6 +23,8 @@ test:
 FUZZTIME ?= 60s
 fuzz:
 	$(GO) test ./resolver -run '^$$' -fuzz '^FuzzServeDNS$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./resolver -run '^$$' -fuzz '^FuzzCookie$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./resolver -run '^$$' -fuzz '^FuzzCookieSecrets$$' -fuzztime $(FUZZTIME)
 
 # Go benchmarks (the large map: 1000 edges x 100000 measured targets; set
 # EDGEMAP_GEOLITE2 to a GeoLite2 City .mmdb for real locations), then

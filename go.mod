@@ -3,6 +3,7 @@ module github.com/edgemap/edgemap
 go 1.26.8
 
 require (
+	github.com/dchest/siphash v1.2.3
 	github.com/gaissmai/bart v0.30.0
 	github.com/maxmind/mmdbwriter v1.2.0
 	github.com/miekg/dns v1.1.73

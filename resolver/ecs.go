@@ -47,6 +47,9 @@ type ednsOptions struct {
 	ecs    clientSubnet
 	hasECS bool
 	nsid   bool
+	// cookie is the COOKIE option's body (length checked), nil without
+	// one; it points into the query.
+	cookie []byte
 	// unusual is set by an option other than NSID, ECS, cookie and
 	// padding: miekg/dns validates some (keepalive, expire, ...), so the
 	// fast path leaves such queries to the general path.
@@ -78,7 +81,15 @@ func parseOptions(rdata []byte, o *ednsOptions) error {
 		body := rdata[4 : 4+n]
 		rdata = rdata[4+n:]
 		switch code {
-		case optionCookie, optionPadding:
+		case optionPadding:
+		case optionCookie:
+			if o.cookie != nil {
+				return errCookieDuplicate
+			}
+			if err := parseCookie(body); err != nil {
+				return err
+			}
+			o.cookie = body
 		case optionNSID:
 			o.nsid = true
 		case optionECS:

@@ -1,6 +1,9 @@
 package resolver
 
-import "net/netip"
+import (
+	"net/netip"
+	"time"
+)
 
 // ServeSlow answers through the general path only, so that tests can hold
 // the fast path to it.
@@ -9,3 +12,11 @@ func (h *Handler) ServeSlow(req []byte, src netip.Addr, tcp bool) []byte {
 	slow.noFast = true
 	return slow.ServeDNS(req, src, tcp)
 }
+
+// SetClock makes h read the time of cookies and response rate limiting
+// from now.
+func (h *Handler) SetClock(now func() time.Time) { h.now = now }
+
+// SetEpoch sets the time l counts from, for a test clock that is not
+// time.Now.
+func (l *RateLimiter) SetEpoch(t time.Time) { l.epoch = t }

@@ -3,6 +3,7 @@ package resolver
 import (
 	"encoding/binary"
 	"net/netip"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -28,7 +29,11 @@ type fastQuery struct {
 	ecsRaw  []byte // the ECS option's address bytes, echoed as received
 }
 
-func (h *Handler) fastAnswer(dst, req []byte, src netip.Addr, tcp bool) ([]byte, uint16, bool) {
+// fastAnswer answers req, appending to dst, when it has the fast path's
+// shape. ok=false leaves the query to the general path, untouched: nothing
+// counted, nothing rate-limited. ok=true with a nil response is a response
+// rate limiting dropped.
+func (h *Handler) fastAnswer(dst, req []byte, src netip.Addr, tcp bool, now time.Time) (resp []byte, qtype uint16, ok bool) {
 	var name [256]byte
 	var q fastQuery
 	n, ok := parseFast(req, &name, &q)
@@ -51,11 +56,19 @@ func (h *Handler) fastAnswer(dst, req []byte, src netip.Addr, tcp bool) ([]byte,
 	if d.N == 0 {
 		return nil, 0, false // NODATA carries the SOA: the general path
 	}
+	verdict, reuse := 0, false
+	now32 := uint32(now.Unix())
+	if q.opts.cookie != nil && h.Cookies != nil {
+		verdict, reuse = h.Cookies.check(q.opts.cookie, src, now32)
+	}
 	limit := maxTCPSize
 	if !tcp {
 		limit = minUDPSize
 		if q.hasOPT {
 			limit = max(minUDPSize, min(int(q.udpSize), advertisedUDPSize))
+		}
+		if verdict != cookieValid {
+			limit = min(limit, maxAmplification*len(req))
 		}
 	}
 	start := len(dst)
@@ -83,35 +96,73 @@ func (h *Handler) fastAnswer(dst, req []byte, src netip.Addr, tcp bool) ([]byte,
 		}
 	}
 	if q.hasOPT {
-		out = append(out, 0, 0, 41) // root, OPT
-		out = binary.BigEndian.AppendUint16(out, advertisedUDPSize)
-		flags := byte(0)
-		if q.do {
-			flags = 0x80
-		}
-		out = append(out, 0, 0, flags, 0) // extended rcode, version 0, DO
-		lenAt := len(out)
-		out = append(out, 0, 0)
-		// NSID before ECS, the order the general path writes them in.
-		if q.opts.nsid && h.NodeID != "" {
-			out = append(out, 0, optionNSID)
-			out = binary.BigEndian.AppendUint16(out, uint16(len(h.NodeID)))
-			out = append(out, h.NodeID...)
-		}
-		if ecs != nil {
-			out = append(out, 0, optionECS)
-			out = binary.BigEndian.AppendUint16(out, uint16(4+len(q.ecsRaw)))
-			out = binary.BigEndian.AppendUint16(out, ecs.family)
-			out = append(out, ecs.source, byte(d.ECSScope))
-			out = append(out, q.ecsRaw...)
-		}
-		binary.BigEndian.PutUint16(out[lenAt:], uint16(len(out)-lenAt-2))
+		out = h.appendOPT(out, &q, ecs, byte(d.ECSScope), src, reuse, now32, true)
 	}
 	if len(out)-start > limit {
 		return nil, 0, false // the general path truncates properly
 	}
+	if !tcp && h.RRL != nil {
+		action := rrlExempt
+		if verdict != cookieValid && !h.RRL.exempted(src) {
+			action = h.RRL.decide(classMapped, src, q.qtype, name[:n], now)
+		}
+		h.Metrics.limited(action)
+		switch action {
+		case rrlDrop:
+			h.Metrics.cookie(verdict)
+			return nil, q.qtype, true
+		case rrlSlip:
+			// The header with TC and no answers, the question, and the
+			// OPT with only the cookie: what slipped makes of the reply.
+			out = append(out[:start], req[0], req[1], 0x80|0x04|0x02|req[2]&0x01, req[3]&0x10, 0, 1, 0, 0, 0, 0, 0, 0)
+			if q.hasOPT {
+				out[start+11] = 1
+			}
+			out = append(out, req[12:q.qEnd]...)
+			if q.hasOPT {
+				out = h.appendOPT(out, &q, ecs, 0, src, reuse, now32, false)
+			}
+			h.Metrics.cookie(verdict)
+			return out, q.qtype, true
+		}
+	}
+	h.Metrics.cookie(verdict)
 	h.decided(p, &d)
 	return out, q.qtype, true
+}
+
+// appendOPT writes the response's OPT record for q: our UDP size, DO
+// echoed, and the options in the order the general path writes them:
+// NSID, cookie, ECS. A slipped response (all=false) carries the cookie
+// only.
+func (h *Handler) appendOPT(out []byte, q *fastQuery, ecs *clientSubnet, scope byte, src netip.Addr, reuse bool, now uint32, all bool) []byte {
+	out = append(out, 0, 0, 41) // root, OPT
+	out = binary.BigEndian.AppendUint16(out, advertisedUDPSize)
+	flags := byte(0)
+	if q.do {
+		flags = 0x80
+	}
+	out = append(out, 0, 0, flags, 0) // extended rcode, version 0, DO
+	lenAt := len(out)
+	out = append(out, 0, 0)
+	if all && q.opts.nsid && h.NodeID != "" {
+		out = append(out, 0, optionNSID)
+		out = binary.BigEndian.AppendUint16(out, uint16(len(h.NodeID)))
+		out = append(out, h.NodeID...)
+	}
+	if q.opts.cookie != nil && h.Cookies != nil {
+		out = append(out, 0, optionCookie, 0, clientCookieLen+serverCookieLen)
+		out = h.Cookies.responseCookie(out, q.opts.cookie, reuse, src, now)
+	}
+	if all && ecs != nil {
+		out = append(out, 0, optionECS)
+		out = binary.BigEndian.AppendUint16(out, uint16(4+len(q.ecsRaw)))
+		out = binary.BigEndian.AppendUint16(out, ecs.family)
+		out = append(out, ecs.source, scope)
+		out = append(out, q.ecsRaw...)
+	}
+	binary.BigEndian.PutUint16(out[lenAt:], uint16(len(out)-lenAt-2))
+	return out
 }
 
 // parseFast reads a query of the fast path's shape, writing the lower-case

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/edgemap/edgemap/resolver"
 )
 
 // sameAnswer fails unless the fast path's response equals the general
@@ -107,6 +109,42 @@ func TestQueryAllocs(t *testing.T) {
 	sameAnswer(t, buf, h.ServeSlow(req, src, false))
 }
 
+// TestQueryAllocsWithRRLAndCookies holds the budget of 0 with response rate
+// limiting and DNS Cookies on: a query with a client cookie (a server
+// cookie made), with a valid server cookie (checked and returned), and
+// rate-limited ones (dropped and slipped).
+func TestQueryAllocsWithRRLAndCookies(t *testing.T) {
+	client := "0102030405060708"
+	for _, tc := range []struct {
+		name   string
+		cookie string
+		rate   int
+	}{
+		{"new cookie, passed", client, 1e6},
+		{"valid cookie, exempt", validCookie(t, client, "192.0.2.99"), 1},
+		{"no cookie, limited", "", 1},
+	} {
+		for _, slip := range []int{0, 1} {
+			h, _, _ := rrlHandler(t, resolver.RRLConfig{MappedRate: tc.rate, Rate: tc.rate, Slip: slip})
+			m := new(dns.Msg)
+			m.SetQuestion("shop.cdn.example.net.", dns.TypeA)
+			m.SetEdns0(1232, false)
+			m.IsEdns0().Option = append(m.IsEdns0().Option, subnet("198.18.1.0/24"))
+			if tc.cookie != "" {
+				m.IsEdns0().Option = append(m.IsEdns0().Option, cookieOpt(tc.cookie))
+			}
+			req := pack(t, m)
+			src := netip.MustParseAddr("192.0.2.99")
+			buf := make([]byte, 0, 4096)
+			h.AppendResponse(buf, req, src, false) // the first may log that it limits
+			// A dropped query returns nil; the listener keeps its buffer.
+			if n := testing.AllocsPerRun(1000, func() { h.AppendResponse(buf[:0], req, src, false) }); n != 0 {
+				t.Errorf("%s, slip %d: a query allocates %v times; the budget is 0", tc.name, slip, n)
+			}
+		}
+	}
+}
+
 func BenchmarkQuery(b *testing.B) {
 	h, _, _ := newHandler(b, build(b, worldInputs(b)))
 	src := netip.MustParseAddr("192.0.2.99")
@@ -135,6 +173,49 @@ func BenchmarkQuery(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				buf = h.AppendResponse(buf[:0], req, src, false)
+			}
+		})
+	}
+
+	// The same query with response rate limiting (the defaults) and DNS
+	// Cookies on, from 4096 resolver networks in turn so that no flow is
+	// over its rate: the cost RRL and cookies add to every answer.
+	rrl, err := resolver.NewRateLimiter(resolver.RRLConfig{
+		MappedRate: resolver.DefaultRRLMappedRate, Rate: resolver.DefaultRRLRate, Slip: resolver.DefaultRRLSlip,
+		IPv4Prefix: resolver.DefaultRRLIPv4Prefix, IPv6Prefix: resolver.DefaultRRLIPv6Prefix, TableSize: resolver.DefaultRRLTableSize,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	hr := &resolver.Handler{NodeID: h.NodeID, Snapshot: h.Snapshot, Metrics: h.Metrics, RRL: rrl, Cookies: resolver.NewCookieSecrets(testCookieSecret)}
+	srcs := make([]netip.Addr, 4096)
+	for i := range srcs {
+		srcs[i] = netip.AddrFrom4([4]byte{100, 64 + byte(i>>8), byte(i), 53})
+	}
+	for _, bc := range []struct {
+		name   string
+		cookie bool
+	}{
+		{"fast/A+ECS+RRL", false},
+		{"fast/A+ECS+RRL+cookie", true},
+	} {
+		m := new(dns.Msg)
+		m.SetQuestion("shop.cdn.example.net.", dns.TypeA)
+		m.SetEdns0(1232, false)
+		m.IsEdns0().Option = append(m.IsEdns0().Option, subnet("198.18.1.0/24"))
+		if bc.cookie {
+			// A client cookie alone: the server cookie is made for every
+			// answer, the most a cookie costs.
+			m.IsEdns0().Option = append(m.IsEdns0().Option, cookieOpt("0102030405060708"))
+		}
+		req := pack(b, m)
+		b.Run(bc.name, func(b *testing.B) {
+			buf := make([]byte, 0, 4096)
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				i++
+				buf = hr.AppendResponse(buf[:0], req, srcs[i&4095], false)
 			}
 		})
 	}

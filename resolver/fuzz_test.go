@@ -80,7 +80,32 @@ func fuzzSeeds(t testing.TB) []fuzzSeed {
 		{data: []byte{}},
 		// Twelve zero bytes: a header with no question, FORMERR.
 		{data: make([]byte, 12), tcp: true},
+		// A client cookie alone: a server cookie is made.
+		{data: q("shop.cdn.example.net.", dns.TypeA, dns.ClassINET, edns(cookieOpt("0102030405060708")))},
+		// A valid server cookie for 127.1.1.2 at the fixture's clock: the
+		// amplification bound lifted, the cookie returned as it is.
+		{data: q("cdn.example.net.", dns.TypeNS, dns.ClassINET, edns(cookieOpt(validCookie(t, "0102030405060708", "127.1.1.2"))))},
+		// A server cookie of another server (24 bytes, version 0).
+		{data: q("nope.cdn.example.net.", dns.TypeA, dns.ClassINET, edns(cookieOpt("0102030405060708000000000000000000000000000000000000000000000000")))},
+		// Malformed: a partial server cookie (12 bytes) is FORMERR.
+		{data: q("shop.cdn.example.net.", dns.TypeA, dns.ClassINET, edns(&dns.EDNS0_LOCAL{Code: dns.EDNS0COOKIE, Data: make([]byte, 12)}))},
+		// Malformed: two cookies.
+		{data: q("shop.cdn.example.net.", dns.TypeA, dns.ClassINET, edns(cookieOpt("0102030405060708"), cookieOpt("0102030405060708")))},
+		// A question cut after its QTYPE: FORMERR.
+		{data: []byte{0x42, 0x42, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, 'c', 'd', 'n', 0, 0, 1}},
 	}
+}
+
+func cookieOpt(hexCookie string) *dns.EDNS0_COOKIE {
+	return &dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: hexCookie}
+}
+
+// validCookie is the COOKIE option the fixture's handler answers a client
+// cookie from src with: client and server cookie, valid at the fixture's
+// clock.
+func validCookie(t testing.TB, client, src string) string {
+	h, _, _ := newHandler(t, build(t, worldInputs(t)))
+	return cookieOption(t, unpack(t, h.ServeDNS(cookieQuery(t, "cdn.example.net.", dns.TypeSOA, client), netip.MustParseAddr(src), true)))
 }
 
 // FuzzServeDNS calls the handler directly, without sockets. A recovered

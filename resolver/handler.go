@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"net"
 	"net/netip"
@@ -33,9 +34,21 @@ type Handler struct {
 	Metrics *Metrics
 	// Demand, if not nil, is told of every property answer, for capacity.
 	Demand DemandObserver
+	// RRL, if not nil, limits the rate of UDP responses (rrl.go).
+	RRL *RateLimiter
+	// Cookies, if not nil, answers DNS Cookies (cookie.go); a query with
+	// a valid server cookie is exempt from RRL and from the amplification
+	// bound. Without it the option is checked for form and ignored.
+	Cookies *CookieSecrets
 
-	noFast bool // tests: answer everything through the general path
+	noFast bool             // tests: answer everything through the general path
+	now    func() time.Time // tests: the clock of cookies and RRL; nil is time.Now
 }
+
+// maxAmplification bounds a UDP response without a valid server cookie to
+// this many times the query's size: the answer a forger can aim at a victim
+// is never much larger than what the forger sends. TCP cannot be forged.
+const maxAmplification = 4
 
 // DemandObserver counts answered queries per property and map unit. It is
 // called per query, so it must be cheap and safe for concurrent use.
@@ -43,9 +56,19 @@ type DemandObserver interface {
 	Observe(property string, unit netip.Prefix)
 }
 
+// queryState is what the general path learns about a query beyond its
+// answer: what response rate limiting and the size bound need.
+type queryState struct {
+	now    time.Time
+	cookie int    // cookie verdict; 0 without a COOKIE option
+	mapped bool   // the answer is a property's edges
+	zone   string // the zone of a negative answer
+}
+
 // ServeDNS returns the response to req from src, or nil when nothing must be
-// sent: a packet too short for a header, or a response (QR=1), which would
-// let anyone bounce traffic between two servers.
+// sent: a packet too short for a header, a response (QR=1), which would
+// let anyone bounce traffic between two servers, or a response rate
+// limiting drops.
 func (h *Handler) ServeDNS(req []byte, src netip.Addr, tcp bool) []byte {
 	return h.AppendResponse(nil, req, src, tcp)
 }
@@ -55,8 +78,12 @@ func (h *Handler) ServeDNS(req []byte, src netip.Addr, tcp bool) []byte {
 // fast path without allocating; everything else goes through miekg/dns.
 func (h *Handler) AppendResponse(dst, req []byte, src netip.Addr, tcp bool) (resp []byte) {
 	start := time.Now()
-	if len(req) < 12 || req[2]&0x80 != 0 {
-		h.Metrics.dropped()
+	if len(req) < 12 {
+		h.Metrics.dropped(dropShort)
+		return nil
+	}
+	if req[2]&0x80 != 0 {
+		h.Metrics.dropped(dropResponse)
 		return nil
 	}
 	defer func() {
@@ -68,22 +95,100 @@ func (h *Handler) AppendResponse(dst, req []byte, src netip.Addr, tcp bool) (res
 			resp = append(dst, out...)
 		}
 	}()
+	st := queryState{now: start}
+	if h.now != nil {
+		st.now = h.now()
+	}
 	if !h.noFast {
-		if out, qtype, ok := h.fastAnswer(dst, req, src, tcp); ok {
-			h.Metrics.observeFast(qtype, start)
+		if out, qtype, ok := h.fastAnswer(dst, req, src, tcp, st.now); ok {
+			if out != nil {
+				h.Metrics.observeFast(qtype, start)
+			}
 			return out
 		}
 	}
 	var q dns.Msg
 	var reply *dns.Msg
-	if err := q.Unpack(req); err != nil {
+	if err := q.Unpack(req); err != nil || !questionsWhole(req) {
 		reply = headerOnly(req, dns.RcodeFormatError)
 	} else {
-		reply = h.answer(&q, req, src, tcp)
+		reply = h.answer(&q, req, src, tcp, &st)
 	}
-	resp = append(dst, pack(reply, &q, tcp)...)
+	bound := 0
+	if !tcp {
+		switch h.limit(reply, src, &st) {
+		case rrlDrop:
+			return nil
+		case rrlSlip:
+			reply = slipped(reply)
+		}
+		if st.cookie != cookieValid {
+			bound = maxAmplification * len(req)
+		}
+	}
+	resp = append(dst, pack(reply, &q, tcp, bound)...)
 	h.Metrics.observe(&q, reply, start)
 	return resp
+}
+
+// questionsWhole reports whether every question of a message miekg/dns
+// unpacked has its QTYPE and QCLASS: miekg/dns reads a question cut after
+// its name or its QTYPE as if the rest were zero, and class 0 would be
+// answered REFUSED instead of FORMERR.
+func questionsWhole(msg []byte) bool {
+	off := 12
+	for range binary.BigEndian.Uint16(msg[4:]) {
+		if off = skipName(msg, off); off < 0 || off+4 > len(msg) {
+			return false
+		}
+		off += 4
+	}
+	return true
+}
+
+// limit asks response rate limiting about a general-path UDP reply.
+func (h *Handler) limit(reply *dns.Msg, src netip.Addr, st *queryState) int {
+	if h.RRL == nil {
+		return rrlPass
+	}
+	if st.cookie == cookieValid || h.RRL.exempted(src) {
+		h.Metrics.limited(rrlExempt)
+		return rrlPass
+	}
+	class, qtype, name := classError, uint16(0), ""
+	switch {
+	case reply.Rcode == dns.RcodeSuccess && len(reply.Answer) > 0 && len(reply.Question) == 1:
+		class, qtype, name = classAnswer, reply.Question[0].Qtype, strings.ToLower(reply.Question[0].Name)
+		if st.mapped {
+			class = classMapped
+		}
+	case reply.Rcode == dns.RcodeSuccess && st.zone != "":
+		class, name = classNoData, st.zone
+	case reply.Rcode == dns.RcodeNameError:
+		class, name = classNXDomain, st.zone
+	}
+	action := h.RRL.decide(class, src, qtype, []byte(name), st.now)
+	h.Metrics.limited(action)
+	return action
+}
+
+// slipped is what goes out instead of a rate-limited reply every slip-th
+// time: the header with TC set and the question, so that a real resolver
+// asks again over TCP, where no forger can follow; and the server cookie,
+// with which it may ask over UDP unlimited.
+func slipped(m *dns.Msg) *dns.Msg {
+	t := &dns.Msg{MsgHdr: m.MsgHdr, Question: m.Question}
+	t.Truncated = true
+	if opt := m.IsEdns0(); opt != nil {
+		o := &dns.OPT{Hdr: opt.Hdr}
+		for _, e := range opt.Option {
+			if e.Option() == dns.EDNS0COOKIE {
+				o.Option = append(o.Option, e)
+			}
+		}
+		t.Extra = []dns.RR{o}
+	}
+	return t
 }
 
 // headerOnly is the answer to a query whose body could not be read: its ID
@@ -98,16 +203,17 @@ func headerOnly(req []byte, rcode int) *dns.Msg {
 	return m
 }
 
-// pack limits the response to what the transport and the client allow,
-// setting TC when the answer had to be cut (RFC 1035 4.2.1, RFC 6891 6.2.5).
-func pack(m, q *dns.Msg, tcp bool) []byte {
+// pack compresses the response and limits it to what the transport and the
+// client allow, setting TC when the answer had to be cut (RFC 1035 4.2.1,
+// RFC 6891 6.2.5), and to bound bytes when bound is not 0.
+func pack(m, q *dns.Msg, tcp bool, bound int) []byte {
 	size := minUDPSize
 	if tcp {
 		size = maxTCPSize
 	} else if opt := q.IsEdns0(); opt != nil && m.IsEdns0() != nil {
 		size = max(minUDPSize, min(int(opt.UDPSize()), advertisedUDPSize))
 	}
-	m.Truncate(size)
+	fit(m, size, bound)
 	out, err := m.Pack()
 	if err != nil {
 		// Only a bug gets here; answer SERVFAIL rather than nothing.
@@ -119,7 +225,54 @@ func pack(m, q *dns.Msg, tcp bool) []byte {
 	return out
 }
 
-func (h *Handler) answer(q *dns.Msg, raw []byte, src netip.Addr, tcp bool) *dns.Msg {
+// fit makes m, compressed, at most size bytes (the transport's limit) and,
+// when bound is not 0, at most bound (the amplification bound). The
+// transport's limit truncates as RFC 1035 and 6891 do: as many records as
+// fit, TC set. Under the bound, additional records (glue) go first without
+// TC, since the answer is whole without them; then answer and authority
+// records from the end, with TC; then the options a response adds (NSID,
+// ECS), keeping the cookie.
+func fit(m *dns.Msg, size, bound int) {
+	m.Compress = true
+	if bound == 0 || bound >= size {
+		if m.Len() > size {
+			m.Truncate(size)
+			m.Compress = true // Truncate clears it when the message fits uncompressed
+		}
+		return
+	}
+	if m.Len() <= bound {
+		return
+	}
+	opt := m.IsEdns0()
+	m.Extra = m.Extra[:0]
+	if opt != nil {
+		m.Extra = append(m.Extra, opt)
+	}
+	for m.Len() > bound {
+		switch {
+		case len(m.Ns) > 0:
+			m.Ns = m.Ns[:len(m.Ns)-1]
+		case len(m.Answer) > 0:
+			m.Answer = m.Answer[:len(m.Answer)-1]
+		default:
+			if opt == nil {
+				return // a header and question longer than 4x the query: cannot be
+			}
+			keep := opt.Option[:0]
+			for _, e := range opt.Option {
+				if e.Option() == dns.EDNS0COOKIE {
+					keep = append(keep, e)
+				}
+			}
+			opt.Option = keep
+			return
+		}
+		m.Truncated = true
+	}
+}
+
+func (h *Handler) answer(q *dns.Msg, raw []byte, src netip.Addr, tcp bool, st *queryState) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetReply(q)
 	m.Authoritative = false
@@ -158,6 +311,14 @@ func (h *Handler) answer(q *dns.Msg, raw []byte, src netip.Addr, tcp bool) *dns.
 		if opts.nsid && h.NodeID != "" {
 			resOPT.Option = append(resOPT.Option, &dns.EDNS0_NSID{Code: dns.EDNS0NSID, Nsid: hex.EncodeToString([]byte(h.NodeID))})
 		}
+		if opts.cookie != nil && h.Cookies != nil {
+			now := uint32(st.now.Unix())
+			var reuse bool
+			st.cookie, reuse = h.Cookies.check(opts.cookie, src, now)
+			h.Metrics.cookie(st.cookie)
+			c := h.Cookies.responseCookie(nil, opts.cookie, reuse, src, now)
+			resOPT.Option = append(resOPT.Option, &dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: hex.EncodeToString(c)})
+		}
 	}
 	// Every answer from here on echoes the ECS option; all but a
 	// property's addresses are the same for every client: scope 0.
@@ -183,6 +344,7 @@ func (h *Handler) answer(q *dns.Msg, raw []byte, src netip.Addr, tcp bool) *dns.
 	}
 	m.Authoritative = true
 	zone := snap.Zone()
+	st.zone = zone.Name
 	node := snap.Lookup(name)
 	if node == nil {
 		m.Rcode = dns.RcodeNameError
@@ -205,6 +367,7 @@ func (h *Handler) answer(q *dns.Msg, raw []byte, src netip.Addr, tcp bool) *dns.
 		m.Extra = append(glue(snap, zone), m.Extra...)
 	case node.Property != nil && (qt == dns.TypeA || qt == dns.TypeAAAA):
 		scope = h.edgeAnswer(m, snap, node.Property, question, mapping.Query{Source: src, ECS: opts.subnet().network()})
+		st.mapped = true
 	case node.Host != nil && (qt == dns.TypeA || qt == dns.TypeAAAA):
 		m.Answer = append(m.Answer, hostAddress(node.Host, question.Name, qt)...)
 	}

@@ -11,15 +11,73 @@ import (
 // so that a scan of random types cannot grow the number of series.
 var metricQtypes = []uint16{dns.TypeA, dns.TypeAAAA, dns.TypeSOA, dns.TypeNS, dns.TypeANY, dns.TypeTXT, dns.TypeHINFO}
 
-// rcodes that get their own label value, likewise.
-var metricRcodes = []int{dns.RcodeSuccess, dns.RcodeFormatError, dns.RcodeServerFailure, dns.RcodeNameError, dns.RcodeNotImplemented, dns.RcodeRefused, dns.RcodeBadVers}
+// rcodes that get their own label value, likewise, with their names: RCODE
+// 16 is BADVERS in a response's OPT (RFC 6891) but BADSIG in TSIG, and
+// miekg's RcodeToString gives the TSIG name.
+var metricRcodes = []struct {
+	rcode int
+	name  string
+}{
+	{dns.RcodeSuccess, "NOERROR"}, {dns.RcodeFormatError, "FORMERR"}, {dns.RcodeServerFailure, "SERVFAIL"},
+	{dns.RcodeNameError, "NXDOMAIN"}, {dns.RcodeNotImplemented, "NOTIMP"}, {dns.RcodeRefused, "REFUSED"},
+	{dns.RcodeBadVers, "BADVERS"},
+}
+
+// Why a packet was dropped unanswered: the label values of
+// edgemap_dns_dropped_total.
+const (
+	dropShort    = iota // shorter than a header
+	dropResponse        // QR=1: answering would bounce packets between servers
+	dropSource          // from an address or port no real client has
+	dropOversize        // longer than the read buffer: we saw only part of it
+	dropReasons
+)
+
+var dropReasonNames = [dropReasons]string{"short", "response", "source", "oversize"}
+
+// RRL decisions: the label values of edgemap_dns_rrl_responses_total.
+const (
+	rrlPass   = iota // within the rate: answered
+	rrlSlip          // over the rate: answered truncated (TC=1), header and question only
+	rrlDrop          // over the rate: not answered
+	rrlExempt        // a valid server cookie or an allow-listed client: answered unchecked
+	rrlActions
+)
+
+var rrlActionNames = [rrlActions]string{"pass", "slip", "drop", "exempt"}
+
+// Why a TCP connection was closed by the server before the client was
+// done: the label values of edgemap_dns_tcp_shed_total.
+const (
+	shedSourceLimit = iota // its source already had --tcp-max-conns-per-source
+	shedTotalLimit         // the server had --tcp-max-conns and nothing idle to evict
+	shedEvicted            // idle, closed to make room for another source
+	shedSlow               // a message not complete within --tcp-io-timeout
+	shedReasons
+)
+
+var shedReasonNames = [shedReasons]string{"source_limit", "total_limit", "evicted", "slow"}
+
+// Cookie verdicts of queries that carried a COOKIE option: the label values
+// of edgemap_dns_cookies_total.
+const (
+	cookieClientOnly = iota + 1 // a client cookie alone: a new client
+	cookieInvalid               // a server cookie we did not make, or too old
+	cookieValid                 // our server cookie for this client, fresh
+)
+
+var cookieResultNames = []string{"", "client_only", "invalid", "valid"}
 
 // Metrics counts what the resolver does. The counters are resolved once at
 // construction so that counting a query does no label hashing or
 // allocation. A nil *Metrics counts nothing.
 type Metrics struct {
 	queries        [][]prometheus.Counter // [rcode index][qtype index]
-	droppedPackets prometheus.Counter
+	droppedPackets [dropReasons]prometheus.Counter
+	rrl            [rrlActions]prometheus.Counter
+	tcpShed        [shedReasons]prometheus.Counter
+	tcpOpen        prometheus.Gauge
+	cookies        [4]prometheus.Counter // by cookie verdict; [0] unused
 	panics         prometheus.Counter
 	failOpen       prometheus.Counter
 	latency        prometheus.Histogram
@@ -31,10 +89,26 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "edgemap_dns_queries_total",
 		Help: "DNS queries answered, by response code and query type.",
 	}, []string{"rcode", "qtype"})
+	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "edgemap_dns_dropped_total",
+		Help: "Packets dropped unanswered: short (under 12 bytes), response (QR=1), source (an address or port only a forger sends from), oversize (longer than the read buffer).",
+	}, []string{"reason"})
+	rrl := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "edgemap_dns_rrl_responses_total",
+		Help: "UDP responses by response rate limiting's decision: pass, slip (sent truncated), drop, exempt (valid server cookie or allow-listed client).",
+	}, []string{"action"})
+	shed := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "edgemap_dns_tcp_shed_total",
+		Help: "TCP connections the server refused or closed early: source_limit, total_limit, evicted (idle, for another source), slow (a message not complete within the I/O timeout).",
+	}, []string{"reason"})
+	cookies := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "edgemap_dns_cookies_total",
+		Help: "Queries with a DNS COOKIE option, by what it held: client_only, invalid (a server cookie not ours, or expired), valid.",
+	}, []string{"result"})
 	m := &Metrics{
-		droppedPackets: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "edgemap_dns_dropped_total",
-			Help: "Packets dropped unanswered: shorter than a header, or responses (QR=1).",
+		tcpOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "edgemap_dns_tcp_connections",
+			Help: "Open DNS-over-TCP connections.",
 		}),
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgemap_dns_panics_total",
@@ -53,7 +127,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for i := 0; i <= len(metricRcodes); i++ {
 		rcode := "other"
 		if i < len(metricRcodes) {
-			rcode = dns.RcodeToString[metricRcodes[i]]
+			rcode = metricRcodes[i].name
 		}
 		row := make([]prometheus.Counter, 0, len(metricQtypes)+1)
 		for j := 0; j <= len(metricQtypes); j++ {
@@ -65,7 +139,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}
 		m.queries = append(m.queries, row)
 	}
-	reg.MustRegister(vec, m.droppedPackets, m.panics, m.failOpen, m.latency)
+	for i, name := range dropReasonNames {
+		m.droppedPackets[i] = dropped.WithLabelValues(name)
+	}
+	for i, name := range rrlActionNames {
+		m.rrl[i] = rrl.WithLabelValues(name)
+	}
+	for i, name := range shedReasonNames {
+		m.tcpShed[i] = shed.WithLabelValues(name)
+	}
+	for i := cookieClientOnly; i <= cookieValid; i++ {
+		m.cookies[i] = cookies.WithLabelValues(cookieResultNames[i])
+	}
+	reg.MustRegister(vec, dropped, rrl, shed, cookies, m.tcpOpen, m.panics, m.failOpen, m.latency)
 	return m
 }
 
@@ -84,7 +170,7 @@ func (m *Metrics) observe(q, reply *dns.Msg, start time.Time) {
 	}
 	ri := len(metricRcodes)
 	for i, r := range metricRcodes {
-		if reply.Rcode == r {
+		if reply.Rcode == r.rcode {
 			ri = i
 			break
 		}
@@ -93,9 +179,33 @@ func (m *Metrics) observe(q, reply *dns.Msg, start time.Time) {
 	m.latency.Observe(time.Since(start).Seconds())
 }
 
-func (m *Metrics) dropped() {
+func (m *Metrics) dropped(reason int) {
 	if m != nil {
-		m.droppedPackets.Inc()
+		m.droppedPackets[reason].Inc()
+	}
+}
+
+func (m *Metrics) limited(action int) {
+	if m != nil {
+		m.rrl[action].Inc()
+	}
+}
+
+func (m *Metrics) shed(reason int) {
+	if m != nil {
+		m.tcpShed[reason].Inc()
+	}
+}
+
+func (m *Metrics) tcpConns(delta float64) {
+	if m != nil {
+		m.tcpOpen.Add(delta)
+	}
+}
+
+func (m *Metrics) cookie(verdict int) {
+	if m != nil && verdict != 0 {
+		m.cookies[verdict].Inc()
 	}
 }
 

@@ -103,12 +103,23 @@ func build(t testing.TB, in mapping.Inputs) *mapping.Snapshot {
 	return s
 }
 
-// newHandler is a Handler serving snap, counting into a private registry.
+// The fixture's cookie secret and clock: a fixed clock makes the fast and
+// the general path hand out the same server cookie, and lets a test make
+// a valid one.
+var (
+	testCookieSecret = [16]byte{0xe5, 0xe9, 0x73, 0xe5, 0xa6, 0xb2, 0xa4, 0x3f, 0x48, 0xe7, 0xdc, 0x84, 0x9e, 0x37, 0xbf, 0xcf}
+	testNow          = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+)
+
+// newHandler is a Handler serving snap with DNS Cookies and the fixture's
+// clock, counting into a private registry; response rate limiting is off
+// (the RRL tests make their own).
 func newHandler(t testing.TB, snap *mapping.Snapshot) (*resolver.Handler, *atomic.Pointer[mapping.Snapshot], *prometheus.Registry) {
 	var p atomic.Pointer[mapping.Snapshot]
 	p.Store(snap)
 	reg := prometheus.NewRegistry()
-	h := &resolver.Handler{NodeID: nodeID, Snapshot: &p, Metrics: resolver.NewMetrics(reg)}
+	h := &resolver.Handler{NodeID: nodeID, Snapshot: &p, Metrics: resolver.NewMetrics(reg), Cookies: resolver.NewCookieSecrets(testCookieSecret)}
+	h.SetClock(func() time.Time { return testNow })
 	return h, &p, reg
 }
 
@@ -782,8 +793,27 @@ func TestTruncation(t *testing.T) {
 		}
 	})
 
-	t.Run("udp with EDNS 4096: within 1232 bytes", func(t *testing.T) {
-		raw := rawExchange(t, "udp", srv.addr, query(4096), 3*time.Second)
+	t.Run("udp with EDNS 4096, no cookie: within 4x the query", func(t *testing.T) {
+		q := query(4096)
+		raw := rawExchange(t, "udp", srv.addr, q, 3*time.Second)
+		if len(raw) > 4*len(q) {
+			t.Errorf("response is %d bytes, over 4x the %d-byte query", len(raw), len(q))
+		}
+		if r := unpack(t, raw); !r.Truncated || r.IsEdns0() == nil {
+			t.Errorf("TC clear or OPT dropped in a response cut to 4x the query")
+		}
+	})
+
+	t.Run("udp with EDNS 4096 and a valid server cookie: within 1232 bytes", func(t *testing.T) {
+		// The cookie is learnt as a resolver learns it: from an answer.
+		m := new(dns.Msg)
+		m.SetQuestion(zoneName, dns.TypeSOA)
+		m.SetEdns0(4096, false)
+		m.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: "0102030405060708"}}
+		cookie := cookieOption(t, exchange(t, "udp", srv.addr, "", m))
+		m.SetQuestion(zoneName, dns.TypeNS)
+		m.IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: cookie}}
+		raw := rawExchange(t, "udp", srv.addr, pack(t, m), 3*time.Second)
 		if len(raw) > 1232 {
 			t.Errorf("response is %d bytes, over the advertised 1232", len(raw))
 		}
@@ -1006,13 +1036,24 @@ func checkServe(t testing.TB, req, resp []byte, tcp bool) {
 	}
 	limit := 512
 	var q dns.Msg
+	serverCookie := false
 	if q.Unpack(req) == nil {
 		if opt := q.IsEdns0(); opt != nil {
 			limit = max(512, min(int(opt.UDPSize()), 1232))
+			for _, o := range opt.Option {
+				if c, ok := o.(*dns.EDNS0_COOKIE); ok && len(c.Cookie) > 16 {
+					serverCookie = true
+				}
+			}
 		}
 	}
 	if len(resp) > limit {
 		t.Fatalf("%d-byte UDP response, limit %d: amplification\nreq %x", len(resp), limit, req)
+	}
+	// Without a server cookie (a valid one would lift this), a response
+	// is at most 4x its query.
+	if !serverCookie && len(resp) > 4*len(req) {
+		t.Fatalf("%d-byte UDP response to a %d-byte query: over 4x\nreq %x\nresp %x", len(resp), len(req), req, resp)
 	}
 }
 

@@ -4,34 +4,32 @@
 //
 // A Server is started with Start and stopped with Close; its Handler is safe
 // for concurrent use and is what the listeners, the tests and the fuzzer
-// call.
+// call. The protections a server on the open Internet needs live here too,
+// each safe for concurrent use: TCP connection limits (tcp.go), response
+// rate limiting (RateLimiter, rrl.go), DNS Cookies (CookieSecrets,
+// cookie.go), the amplification bound (handler.go) and the sources that
+// are dropped (source.go).
 package resolver
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"runtime"
 	"strings"
 	"sync"
 	"syscall"
-	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
 
-// TCP limits. A DNS client sends a query right after connecting and RFC 7766
-// lets a server close idle connections; ten seconds keeps pipelining
-// resolvers happy without letting idle sockets pile up.
+// UDP buffers. A datagram longer than the read buffer is dropped
+// (MSG_TRUNC): no query we answer is that long.
 const (
-	tcpIdleTimeout  = 10 * time.Second
-	tcpMaxConns     = 1024
-	udpReadBuffer   = 4096 // larger than any EDNS query we accept
+	udpReadBuffer   = 4096
 	udpSocketBuffer = 4 << 20
 )
 
@@ -45,7 +43,9 @@ type Config struct {
 	// with its own reader; default GOMAXPROCS, so that the kernel spreads
 	// clients over all cores.
 	UDPSockets int
-	Logger     *zap.Logger
+	// TCP bounds DNS over TCP; zero fields take the defaults.
+	TCP    TCPLimits
+	Logger *zap.Logger
 }
 
 // Server is a running DNS listener.
@@ -55,9 +55,7 @@ type Server struct {
 	udp   []*net.UDPConn
 	tcp   *net.TCPListener
 	wg    sync.WaitGroup
-	sem   chan struct{}
-	mu    sync.Mutex // guards conns
-	conns map[net.Conn]struct{}
+	conns *tcpTracker
 }
 
 // Start binds the UDP sockets and the TCP listener and serves until Close.
@@ -69,7 +67,7 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.UDPSockets <= 0 {
 		cfg.UDPSockets = runtime.GOMAXPROCS(0)
 	}
-	s := &Server{h: cfg.Handler, log: cfg.Logger, sem: make(chan struct{}, tcpMaxConns), conns: make(map[net.Conn]struct{})}
+	s := &Server{h: cfg.Handler, log: cfg.Logger, conns: newTCPTracker(cfg.TCP, cfg.Handler.Metrics, cfg.Logger)}
 	var err error
 	for attempt := 0; ; attempt++ {
 		err = s.bind(cfg.Addr, cfg.UDPSockets)
@@ -143,11 +141,7 @@ func (s *Server) Addr() netip.AddrPort {
 // every reader to return.
 func (s *Server) Close() error {
 	s.closeSockets()
-	s.mu.Lock()
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
+	s.conns.closeAll()
 	s.wg.Wait()
 	return nil
 }
@@ -158,72 +152,5 @@ func (s *Server) closeSockets() {
 	}
 	if s.tcp != nil {
 		s.tcp.Close()
-	}
-}
-
-func (s *Server) serveTCP() {
-	defer s.wg.Done()
-	for {
-		conn, err := s.tcp.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			s.log.Warn("tcp accept", zap.Error(err))
-			time.Sleep(10 * time.Millisecond) // EMFILE and friends: do not spin
-			continue
-		}
-		select {
-		case s.sem <- struct{}{}:
-		default:
-			conn.Close() // over the connection limit: shed, do not queue
-			continue
-		}
-		s.mu.Lock()
-		s.conns[conn] = struct{}{}
-		s.mu.Unlock()
-		s.wg.Add(1)
-		go s.serveConn(conn)
-	}
-}
-
-// serveConn answers the length-prefixed queries of one connection in order
-// (RFC 7766), until the client closes it or stays idle too long.
-func (s *Server) serveConn(conn net.Conn) {
-	defer func() {
-		s.mu.Lock()
-		delete(s.conns, conn)
-		s.mu.Unlock()
-		conn.Close()
-		<-s.sem
-		s.wg.Done()
-	}()
-	src := conn.RemoteAddr().(*net.TCPAddr).AddrPort().Addr()
-	var lenBuf [2]byte
-	buf := make([]byte, 512)
-	out := make([]byte, 2, 512)
-	for {
-		conn.SetDeadline(time.Now().Add(tcpIdleTimeout))
-		if _, err := io.ReadFull(conn, lenBuf[:]); err != nil {
-			return
-		}
-		n := int(binary.BigEndian.Uint16(lenBuf[:]))
-		if n > cap(buf) {
-			buf = make([]byte, n)
-		}
-		if _, err := io.ReadFull(conn, buf[:n]); err != nil {
-			return
-		}
-		// The length prefix goes in front of the answer in one buffer, so
-		// that the answer leaves in one segment.
-		resp := s.h.AppendResponse(out[:2], buf[:n], src, true)
-		if resp == nil {
-			return
-		}
-		binary.BigEndian.PutUint16(resp, uint16(len(resp)-2))
-		out = resp[:0]
-		if _, err := conn.Write(resp); err != nil {
-			return
-		}
 	}
 }

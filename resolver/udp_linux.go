@@ -89,8 +89,15 @@ func (s *Server) serveUDP(c *net.UDPConn) {
 		}
 		k := 0
 		for i := range n {
-			addr, ok := b.source(i)
-			if !ok {
+			if b.in[i].Hdr.Flags&unix.MSG_TRUNC != 0 {
+				// Longer than the buffer: what we have is not the
+				// datagram, and no query we answer is this long.
+				s.h.Metrics.dropped(dropOversize)
+				continue
+			}
+			addr, port, ok := b.source(i)
+			if !ok || !plausibleSource(addr, port) {
+				s.h.Metrics.dropped(dropSource)
 				continue
 			}
 			resp := s.h.AppendResponse(b.resps[k][:0], b.bufs[i][:b.in[i].Len], addr, false)
@@ -169,14 +176,18 @@ func (b *udpBatcher) send(k int) error {
 	return refused
 }
 
-// source is the client address of message i.
-func (b *udpBatcher) source(i int) (netip.Addr, bool) {
+// source is the client address and port of message i.
+func (b *udpBatcher) source(i int) (netip.Addr, uint16, bool) {
 	sa := &b.names[i]
+	// The port is in network byte order, at the same offset in both
+	// families.
+	pb := (*[2]byte)(unsafe.Pointer(&sa.Port))
+	port := uint16(pb[0])<<8 | uint16(pb[1])
 	switch sa.Family {
 	case unix.AF_INET:
-		return netip.AddrFrom4((*unix.RawSockaddrInet4)(unsafe.Pointer(sa)).Addr), true
+		return netip.AddrFrom4((*unix.RawSockaddrInet4)(unsafe.Pointer(sa)).Addr), port, true
 	case unix.AF_INET6:
-		return netip.AddrFrom16(sa.Addr).Unmap(), true
+		return netip.AddrFrom16(sa.Addr).Unmap(), port, true
 	}
-	return netip.Addr{}, false
+	return netip.Addr{}, 0, false
 }

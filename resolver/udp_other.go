@@ -13,7 +13,9 @@ import (
 // Linux reader batches with, are Linux's own.
 func (s *Server) serveUDP(c *net.UDPConn) {
 	defer s.wg.Done()
-	buf := make([]byte, udpReadBuffer)
+	// One byte more than any query we answer: a datagram that fills it
+	// was longer than the buffer and arrived cut.
+	buf := make([]byte, udpReadBuffer+1)
 	out := make([]byte, 0, udpReadBuffer)
 	for {
 		n, src, err := c.ReadFromUDPAddrPort(buf)
@@ -24,7 +26,16 @@ func (s *Server) serveUDP(c *net.UDPConn) {
 			s.log.Warn("udp read", zap.Error(err))
 			continue
 		}
-		resp := s.h.AppendResponse(out[:0], buf[:n], src.Addr().Unmap(), false)
+		if n > udpReadBuffer {
+			s.h.Metrics.dropped(dropOversize)
+			continue
+		}
+		addr := src.Addr().Unmap()
+		if !plausibleSource(addr, src.Port()) {
+			s.h.Metrics.dropped(dropSource)
+			continue
+		}
+		resp := s.h.AppendResponse(out[:0], buf[:n], addr, false)
 		if len(resp) == 0 {
 			continue
 		}

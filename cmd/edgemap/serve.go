@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -49,6 +50,19 @@ func serveCommand() *cli.Command {
 			&cli.Float64Flag{Name: "stability-ms", Value: mapping.DefaultStability.Ms, EnvVars: []string{"EDGEMAP_STABILITY_MS"}, Usage: "... and by more than this many ms"},
 			&cli.BoolFlag{Name: "pprof", EnvVars: []string{"EDGEMAP_PPROF"}, Usage: "serve Go profiles at /debug/pprof/ on the admin listener (behind its token)"},
 			&cli.DurationFlag{Name: "retention", Value: 24 * time.Hour, EnvVars: []string{"EDGEMAP_RETENTION"}, Usage: "measurements older than this are deleted from the database"},
+			&cli.IntFlag{Name: "tcp-max-conns", Value: resolver.DefaultTCPMaxConns, EnvVars: []string{"EDGEMAP_TCP_MAX_CONNS"}, Usage: "open DNS-over-TCP connections at most; at the cap a lighter source evicts the heaviest source's longest-idle one"},
+			&cli.IntFlag{Name: "tcp-max-conns-per-source", Value: resolver.DefaultTCPMaxConnsPerSource, EnvVars: []string{"EDGEMAP_TCP_MAX_CONNS_PER_SOURCE"}, Usage: "DNS-over-TCP connections per IPv4 address or IPv6 /56"},
+			&cli.DurationFlag{Name: "tcp-idle-timeout", Value: resolver.DefaultTCPIdleTimeout, EnvVars: []string{"EDGEMAP_TCP_IDLE_TIMEOUT"}, Usage: "how long a TCP connection may wait for its next query; shrinks to 1s as --tcp-max-conns nears"},
+			&cli.DurationFlag{Name: "tcp-io-timeout", Value: resolver.DefaultTCPIOTimeout, EnvVars: []string{"EDGEMAP_TCP_IO_TIMEOUT"}, Usage: "how long a TCP query may take to arrive once it has begun, and its answer to be written"},
+			&cli.IntFlag{Name: "rrl-mapped-rate", Value: resolver.DefaultRRLMappedRate, EnvVars: []string{"EDGEMAP_RRL_MAPPED_RATE"}, Usage: "UDP answers of a property per second per client network, name and type (0: unlimited)"},
+			&cli.IntFlag{Name: "rrl-rate", Value: resolver.DefaultRRLRate, EnvVars: []string{"EDGEMAP_RRL_RATE"}, Usage: "other UDP responses per second per client network and class: zone answers by name and type, NXDOMAIN and NODATA by zone, errors (0: unlimited)"},
+			&cli.IntFlag{Name: "rrl-slip", Value: resolver.DefaultRRLSlip, EnvVars: []string{"EDGEMAP_RRL_SLIP"}, Usage: "every Nth rate-limited response goes out truncated (TC=1), the rest are dropped; 0 drops all, 1 truncates all"},
+			&cli.IntFlag{Name: "rrl-ipv4-prefix", Value: resolver.DefaultRRLIPv4Prefix, EnvVars: []string{"EDGEMAP_RRL_IPV4_PREFIX"}, Usage: "IPv4 client network length rate limiting counts per"},
+			&cli.IntFlag{Name: "rrl-ipv6-prefix", Value: resolver.DefaultRRLIPv6Prefix, EnvVars: []string{"EDGEMAP_RRL_IPV6_PREFIX"}, Usage: "IPv6 client network length rate limiting counts per"},
+			&cli.StringSliceFlag{Name: "rrl-exempt", EnvVars: []string{"EDGEMAP_RRL_EXEMPT"}, Usage: "client network never rate-limited, e.g. a large resolver's (repeat or comma-separate)"},
+			&cli.IntFlag{Name: "rrl-table-size", Value: resolver.DefaultRRLTableSize, EnvVars: []string{"EDGEMAP_RRL_TABLE_SIZE"}, Usage: "rate limiting buckets (8 bytes each, rounded up to a power of two, at least 8); a full table limits more, never less"},
+			&cli.BoolFlag{Name: "cookies", Value: true, EnvVars: []string{"EDGEMAP_COOKIES"}, Usage: "answer DNS Cookies (RFC 7873, 9018); a valid server cookie exempts a query from rate limiting"},
+			&cli.StringFlag{Name: "cookie-secret-file", EnvVars: []string{"EDGEMAP_COOKIE_SECRET_FILE"}, Usage: "DNS cookie secrets shared by a fleet: 32 hex digits a line, the current first (default: a random secret kept in --db)"},
 		},
 		Action: serve,
 	}
@@ -95,6 +109,133 @@ type serveConfig struct {
 	DownAfter, UpAfter                                    int
 	Stability                                             mapping.Stability
 	Pprof                                                 bool
+	// DNS holds the DNS listener's limits; serve always sets it from its
+	// flags. Nil (configs built in code, i.e. tests) is the flags'
+	// defaults with response rate limiting off: a test that polls the
+	// server from one address many times a second would be limited as a
+	// flood is. Tests of rate limiting set defaultDNSSettings().
+	DNS *dnsSettings
+}
+
+// dnsSettings are the limits of the DNS listener (README "Security").
+type dnsSettings struct {
+	TCP                          resolver.TCPLimits
+	RRLMappedRate, RRLRate       int
+	RRLSlip                      int
+	RRLIPv4Prefix, RRLIPv6Prefix int
+	RRLTableSize                 int
+	RRLExempt                    []netip.Prefix
+	Cookies                      bool
+	CookieSecretFile             string
+}
+
+func defaultDNSSettings() *dnsSettings {
+	return &dnsSettings{
+		TCP: resolver.TCPLimits{
+			MaxConns: resolver.DefaultTCPMaxConns, MaxConnsPerSource: resolver.DefaultTCPMaxConnsPerSource,
+			IdleTimeout: resolver.DefaultTCPIdleTimeout, IOTimeout: resolver.DefaultTCPIOTimeout,
+		},
+		RRLMappedRate: resolver.DefaultRRLMappedRate, RRLRate: resolver.DefaultRRLRate, RRLSlip: resolver.DefaultRRLSlip,
+		RRLIPv4Prefix: resolver.DefaultRRLIPv4Prefix, RRLIPv6Prefix: resolver.DefaultRRLIPv6Prefix,
+		RRLTableSize: resolver.DefaultRRLTableSize, Cookies: true,
+	}
+}
+
+// dnsSettingsFromFlags reads the DNS limits' flags.
+func dnsSettingsFromFlags(c *cli.Context) (*dnsSettings, error) {
+	d := &dnsSettings{
+		TCP: resolver.TCPLimits{
+			MaxConns: c.Int("tcp-max-conns"), MaxConnsPerSource: c.Int("tcp-max-conns-per-source"),
+			IdleTimeout: c.Duration("tcp-idle-timeout"), IOTimeout: c.Duration("tcp-io-timeout"),
+		},
+		RRLMappedRate: c.Int("rrl-mapped-rate"), RRLRate: c.Int("rrl-rate"), RRLSlip: c.Int("rrl-slip"),
+		RRLIPv4Prefix: c.Int("rrl-ipv4-prefix"), RRLIPv6Prefix: c.Int("rrl-ipv6-prefix"), RRLTableSize: c.Int("rrl-table-size"),
+		Cookies: c.Bool("cookies"), CookieSecretFile: c.String("cookie-secret-file"),
+	}
+	for _, s := range c.StringSlice("rrl-exempt") {
+		for _, f := range strings.Split(s, ",") {
+			if f = strings.TrimSpace(f); f == "" {
+				continue
+			}
+			p, err := netip.ParsePrefix(f)
+			if err != nil {
+				if a, aerr := netip.ParseAddr(f); aerr == nil {
+					p = netip.PrefixFrom(a, a.BitLen())
+				} else {
+					return nil, fmt.Errorf("--rrl-exempt %q: not a network (192.0.2.0/24) or an address", f)
+				}
+			}
+			d.RRLExempt = append(d.RRLExempt, p.Masked())
+		}
+	}
+	return d, nil
+}
+
+// check names the flag of the first setting that is out of range.
+func (d *dnsSettings) check() error {
+	for _, c := range []struct {
+		flag      string
+		v, lo, hi int
+	}{
+		{"--tcp-max-conns", d.TCP.MaxConns, 1, 1 << 20},
+		{"--tcp-max-conns-per-source", d.TCP.MaxConnsPerSource, 1, d.TCP.MaxConns},
+		{"--rrl-mapped-rate", d.RRLMappedRate, 0, 1e6},
+		{"--rrl-rate", d.RRLRate, 0, 1e6},
+		{"--rrl-slip", d.RRLSlip, 0, 10},
+		{"--rrl-ipv4-prefix", d.RRLIPv4Prefix, 1, 32},
+		{"--rrl-ipv6-prefix", d.RRLIPv6Prefix, 1, 128},
+		{"--rrl-table-size", d.RRLTableSize, 1, 1 << 26},
+	} {
+		if c.v < c.lo || c.v > c.hi {
+			return fmt.Errorf("%s %d: want %d..%d", c.flag, c.v, c.lo, c.hi)
+		}
+	}
+	if d.TCP.IdleTimeout <= 0 || d.TCP.IOTimeout <= 0 {
+		return fmt.Errorf("--tcp-idle-timeout and --tcp-io-timeout must be positive (got %v, %v)", d.TCP.IdleTimeout, d.TCP.IOTimeout)
+	}
+	return nil
+}
+
+// secretFile reads --cookie-secret-file, nil without one.
+func (d *dnsSettings) secretFile() (*resolver.CookieSecrets, error) {
+	if !d.Cookies || d.CookieSecretFile == "" {
+		return nil, nil
+	}
+	raw, err := os.ReadFile(d.CookieSecretFile)
+	if err != nil {
+		return nil, fmt.Errorf("--cookie-secret-file: %w", err)
+	}
+	secrets, err := resolver.ParseCookieSecrets(raw)
+	if err != nil {
+		return nil, fmt.Errorf("--cookie-secret-file %s: %w", d.CookieSecretFile, err)
+	}
+	return secrets, nil
+}
+
+// protections makes the rate limiter (nil when both rates are 0) and the
+// cookie secrets (nil when cookies are off): fromFile (--cookie-secret-file)
+// when not nil, else the secret kept in the database.
+func (d *dnsSettings) protections(fromFile *resolver.CookieSecrets, st *store.Store, log *zap.Logger) (*resolver.RateLimiter, *resolver.CookieSecrets, error) {
+	var rrl *resolver.RateLimiter
+	if d.RRLMappedRate > 0 || d.RRLRate > 0 {
+		var err error
+		rrl, err = resolver.NewRateLimiter(resolver.RRLConfig{
+			MappedRate: d.RRLMappedRate, Rate: d.RRLRate, Slip: d.RRLSlip,
+			IPv4Prefix: d.RRLIPv4Prefix, IPv6Prefix: d.RRLIPv6Prefix, Exempt: d.RRLExempt,
+			TableSize: d.RRLTableSize, Logger: log.Named("rrl"),
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	if !d.Cookies || fromFile != nil {
+		return rrl, fromFile, nil
+	}
+	secret, err := st.CookieSecret()
+	if err != nil {
+		return nil, nil, err
+	}
+	return rrl, resolver.NewCookieSecrets(secret), nil
 }
 
 // running says where a started server listens; tests wait for it instead
@@ -119,6 +260,9 @@ func serve(c *cli.Context) error {
 		Stability: mapping.Stability{Ratio: c.Float64("stability-ratio"), Ms: c.Float64("stability-ms")},
 		Pprof:     c.Bool("pprof"),
 	}
+	if cfg.DNS, err = dnsSettingsFromFlags(c); err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	return runServer(ctx, cfg, log, nil)
@@ -130,6 +274,17 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 	if cfg.MapInterval <= 0 || cfg.MaxAge <= 0 || cfg.Retention < cfg.MaxAge {
 		return fmt.Errorf("--map-interval and --max-age must be positive and --retention at least --max-age (got %v, %v, %v)",
 			cfg.MapInterval, cfg.MaxAge, cfg.Retention)
+	}
+	if cfg.DNS == nil {
+		cfg.DNS = defaultDNSSettings()
+		cfg.DNS.RRLMappedRate, cfg.DNS.RRLRate = 0, 0
+	}
+	if err := cfg.DNS.check(); err != nil {
+		return err
+	}
+	cookieFile, err := cfg.DNS.secretFile()
+	if err != nil {
+		return err
 	}
 	needToken, err := apiNeedsToken(cfg.APIListen)
 	if err != nil {
@@ -200,10 +355,16 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 	// system instead of staying resident.
 	debug.FreeOSMemory()
 
+	rrl, cookies, err := cfg.DNS.protections(cookieFile, st, log)
+	if err != nil {
+		return err
+	}
 	dns, err := resolver.Start(resolver.Config{
-		Addr:    cfg.Listen,
-		Handler: &resolver.Handler{NodeID: nodeID, Snapshot: &n.snap, Metrics: resolver.NewMetrics(reg), Demand: n.demand},
-		Logger:  log.Named("dns"),
+		Addr: cfg.Listen,
+		Handler: &resolver.Handler{NodeID: nodeID, Snapshot: &n.snap, Metrics: resolver.NewMetrics(reg), Demand: n.demand,
+			RRL: rrl, Cookies: cookies},
+		TCP:    cfg.DNS.TCP,
+		Logger: log.Named("dns"),
 	})
 	if err != nil {
 		return err
