@@ -405,8 +405,22 @@ func TestGeoIPReloadKeepsOldDatabaseOnFailure(t *testing.T) {
 	if code := call(t, s, "POST", "/v1/geoip/reload", nil, &fe); code != http.StatusUnprocessableEntity || fe.Field != "geoip" {
 		t.Fatalf("reload of a broken file: %d %+v", code, fe)
 	}
+	// The snapshot in use was built before the failed reload, so answers
+	// alone prove nothing: make the node build a new one (a configuration
+	// write rebuilds at once) and check that it still has the database.
+	builds := metric(t, s, "edgemap_map_builds_total")
+	if code := call(t, s, "PATCH", "/v1/edges/iad1", edgeSpec{Capacity: ptr(12345)}, nil); code != http.StatusOK {
+		t.Fatalf("configuration write after the failed reload: %d", code)
+	}
+	if after := metric(t, s, "edgemap_map_builds_total"); after <= builds {
+		t.Fatalf("no map was built after the failed reload (builds %v, then %v)", builds, after)
+	}
 	if !seoul() {
-		t.Fatal("a failed reload lost the database in use")
+		t.Fatal("a map built after a failed reload lost the GeoIP database in use")
+	}
+	var health map[string]any
+	if call(t, s, "GET", "/healthz", nil, &health); health["geoip"] == nil {
+		t.Fatalf("healthz after the failed reload: %v, want the GeoIP database described", health)
 	}
 	if err := os.WriteFile(cfg.GeoIP, good, 0o600); err != nil {
 		t.Fatal(err)
