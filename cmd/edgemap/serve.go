@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -97,6 +98,18 @@ type serveConfig struct {
 	Pprof                                                 bool
 }
 
+// dbAdvice says what to do about a database the server cannot start from.
+// Open has left the file as it was.
+func dbAdvice(path string, err error) error {
+	switch {
+	case errors.Is(err, store.ErrLocked):
+		return fmt.Errorf("%w; is another edgemap serve using it?", err)
+	case errors.Is(err, store.ErrSchemaTooNew):
+		return fmt.Errorf("%w; run the edgemap that wrote it", err)
+	}
+	return fmt.Errorf("%w\nThe file was left unchanged. Restore it from a backup, or move it aside to start a new database; `edgemap db check %s` lists the damage.", err, path)
+}
+
 // running says where a started server listens; tests wait for it instead
 // of sleeping.
 type running struct {
@@ -151,9 +164,12 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 
 	st, err := store.Open(cfg.DB, store.Options{})
 	if err != nil {
-		return err
+		return dbAdvice(cfg.DB, err)
 	}
 	defer st.Close()
+	for _, w := range st.Warnings() {
+		log.Warn("database damaged, and read through bbolt's second meta page", zap.String("db", cfg.DB), zap.String("damage", w))
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -176,7 +192,7 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 	}
 	defer n.monitor.Close()
 	if err := n.restore(); err != nil {
-		return err
+		return dbAdvice(cfg.DB, err)
 	}
 	if err := n.loadGeo(); err != nil {
 		return fmt.Errorf("--geoip: %w", err)
