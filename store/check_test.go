@@ -267,3 +267,38 @@ func BenchmarkCheck(b *testing.B) {
 		})
 	}
 }
+
+// FuzzOpenDamaged writes the fuzzer's bytes anywhere in a real database and
+// opens it: Open must refuse it or open a file that reads whole, never
+// panic, and never change a file it refused.
+func FuzzOpenDamaged(f *testing.F) {
+	good, err := os.ReadFile(damageFixture(f))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(uint32(2*4096), []byte{0xff, 0xff, 0xff, 0xff})
+	f.Add(uint32(2*4096+16+8), []byte{2, 0, 0, 0, 0, 0, 0, 0}) // a branch child
+	f.Add(uint32(4096+16), []byte("garbage over the second meta page"))
+	f.Fuzz(func(t *testing.T, off uint32, data []byte) {
+		bad := bytes.Clone(good)
+		copy(bad[int(off)%len(bad):], data)
+		path := filepath.Join(t.TempDir(), "edgemap.db")
+		if err := os.WriteFile(path, bad, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s, err := Open(path, Options{})
+		if err != nil {
+			if after, _ := os.ReadFile(path); !bytes.Equal(after, bad) {
+				t.Fatal("Open changed a file it refused")
+			}
+			return
+		}
+		defer s.Close()
+		s.Config()
+		s.Measurements()
+		s.Keys()
+		s.Health()
+		s.SetMapAsOf(at) // a write, which walks the free list
+		s.PruneMeasurements(func(m *Measurement) bool { return m.RTTMs < 100 })
+	})
+}
