@@ -110,7 +110,7 @@ func (h *Handler) fastAnswer(dst, req []byte, src netip.Addr, tcp bool) ([]byte,
 	if len(out)-start > limit {
 		return nil, 0, false // the general path truncates properly
 	}
-	h.decided(p, &d)
+	h.decided(p, &d, src)
 	return out, q.qtype, true
 }
 

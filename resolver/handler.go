@@ -37,10 +37,12 @@ type Handler struct {
 	noFast bool // tests: answer everything through the general path
 }
 
-// DemandObserver counts answered queries per property and map unit. It is
-// called per query, so it must be cheap and safe for concurrent use.
+// DemandObserver counts answered queries per property and map unit. src is
+// the query's source address (the resolver's, or the client's), so that
+// what one source claims for other networks through ECS can be bounded. It
+// is called per query, so it must be cheap and safe for concurrent use.
 type DemandObserver interface {
-	Observe(property string, unit netip.Prefix)
+	Observe(property string, unit netip.Prefix, src netip.Addr)
 }
 
 // ServeDNS returns the response to req from src, or nil when nothing must be
@@ -202,7 +204,7 @@ func (h *Handler) answer(q *dns.Msg, raw []byte, src netip.Addr, tcp bool) *dns.
 		m.Answer = append(m.Answer, nsRecords(zone, question.Name)...)
 		m.Extra = append(glue(snap, zone), m.Extra...)
 	case node.Property != nil && (qt == dns.TypeA || qt == dns.TypeAAAA):
-		scope = h.edgeAnswer(m, snap, node.Property, question, clientAddr(src, opts.subnet()), opts.subnet())
+		scope = h.edgeAnswer(m, snap, node.Property, question, src, opts.subnet())
 	case node.Host != nil && (qt == dns.TypeA || qt == dns.TypeAAAA):
 		m.Answer = append(m.Answer, hostAddress(node.Host, question.Name, qt)...)
 	}
@@ -214,11 +216,11 @@ func (h *Handler) answer(q *dns.Msg, raw []byte, src netip.Addr, tcp bool) *dns.
 
 // edgeAnswer fills in the best edges and returns the ECS scope the answer
 // depends on.
-func (h *Handler) edgeAnswer(m *dns.Msg, snap *mapping.Snapshot, p *mapping.Property, question dns.Question, client netip.Addr, ecs *clientSubnet) int {
+func (h *Handler) edgeAnswer(m *dns.Msg, snap *mapping.Snapshot, p *mapping.Property, question dns.Question, src netip.Addr, ecs *clientSubnet) int {
 	v6 := question.Qtype == dns.TypeAAAA
 	var d mapping.Decision
-	snap.Decide(p, client, v6, &d)
-	h.decided(p, &d)
+	snap.Decide(p, clientAddr(src, ecs), v6, &d)
+	h.decided(p, &d, src)
 	for _, e := range d.Edges[:d.N] {
 		hdr := header(question.Name, question.Qtype, p.TTL)
 		if v6 {
@@ -232,12 +234,12 @@ func (h *Handler) edgeAnswer(m *dns.Msg, snap *mapping.Snapshot, p *mapping.Prop
 
 // decided counts what a decision means beyond its answer: demand for
 // capacity, and answers given although every edge was down.
-func (h *Handler) decided(p *mapping.Property, d *mapping.Decision) {
+func (h *Handler) decided(p *mapping.Property, d *mapping.Decision, src netip.Addr) {
 	if d.FailOpen {
 		h.Metrics.failedOpen()
 	}
 	if h.Demand != nil && d.Unit.IsValid() && p.HasCapacityLimits() {
-		h.Demand.Observe(p.Name, d.Unit)
+		h.Demand.Observe(p.Name, d.Unit, src)
 	}
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -49,6 +50,8 @@ func serveCommand() *cli.Command {
 			&cli.Float64Flag{Name: "stability-ratio", Value: mapping.DefaultStability.Ratio, EnvVars: []string{"EDGEMAP_STABILITY_RATIO"}, Usage: "a unit moves to a better edge only if it is better by more than this fraction ..."},
 			&cli.Float64Flag{Name: "stability-ms", Value: mapping.DefaultStability.Ms, EnvVars: []string{"EDGEMAP_STABILITY_MS"}, Usage: "... and by more than this many ms"},
 			&cli.BoolFlag{Name: "pprof", EnvVars: []string{"EDGEMAP_PPROF"}, Usage: "serve Go profiles at /debug/pprof/ on the admin listener (behind its token)"},
+			&cli.IntFlag{Name: "demand-table", Value: defaultDemandSlots, EnvVars: []string{"EDGEMAP_DEMAND_TABLE"}, Usage: "slots of the capacity demand table (property, map unit, source network); half are kept free"},
+			&cli.Float64Flag{Name: "demand-source-cap", Value: defaultDemandSourceCap, EnvVars: []string{"EDGEMAP_DEMAND_SOURCE_CAP"}, Usage: "qps one source /24 or /48 may add to one map unit's demand (0: no cap)"},
 			&cli.DurationFlag{Name: "retention", Value: 24 * time.Hour, EnvVars: []string{"EDGEMAP_RETENTION"}, Usage: "measurements older than this are deleted from the database"},
 		},
 		Action: serve,
@@ -96,6 +99,10 @@ type serveConfig struct {
 	DownAfter, UpAfter                                    int
 	Stability                                             mapping.Stability
 	Pprof                                                 bool
+	// DemandSlots sizes the demand table (0: the default);
+	// DemandSourceCap bounds one source network's demand (0: no bound).
+	DemandSlots     int
+	DemandSourceCap float64
 }
 
 // dbAdvice says what to do about a database the server cannot start from.
@@ -129,8 +136,9 @@ func serve(c *cli.Context) error {
 		MapInterval: c.Duration("map-interval"), MaxAge: c.Duration("max-age"), Retention: c.Duration("retention"),
 		CheckInterval: c.Duration("check-interval"), CheckTimeout: c.Duration("check-timeout"),
 		DownAfter: c.Int("down-after"), UpAfter: c.Int("up-after"),
-		Stability: mapping.Stability{Ratio: c.Float64("stability-ratio"), Ms: c.Float64("stability-ms")},
-		Pprof:     c.Bool("pprof"),
+		Stability:   mapping.Stability{Ratio: c.Float64("stability-ratio"), Ms: c.Float64("stability-ms")},
+		Pprof:       c.Bool("pprof"),
+		DemandSlots: c.Int("demand-table"), DemandSourceCap: c.Float64("demand-source-cap"),
 	}
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -176,7 +184,11 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 	if cfg.Stability.Ratio < 0 || cfg.Stability.Ms < 0 {
 		return fmt.Errorf("--stability-ratio and --stability-ms must not be negative")
 	}
+	if cfg.DemandSlots < 0 || cfg.DemandSourceCap < 0 {
+		return fmt.Errorf("--demand-table and --demand-source-cap must not be negative")
+	}
 	n := newNode(log.Named("map"), st, cfg.GeoIP, reg)
+	n.demand = newDemandCounter(time.Now(), cmp.Or(cfg.DemandSlots, defaultDemandSlots), cfg.DemandSourceCap, reg)
 	n.maxAge = cfg.MaxAge
 	n.stability = cfg.Stability
 	n.monitor, err = probe.NewMonitor(probe.MonitorConfig{

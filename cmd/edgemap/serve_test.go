@@ -73,7 +73,8 @@ func demoConfig(t *testing.T) serveConfig {
 		Listen: "127.0.0.1:0", APIListen: "127.0.0.1:0", NodeID: "test",
 		MapInterval: time.Second, MaxAge: 90 * time.Second, Retention: time.Hour,
 		CheckInterval: 200 * time.Millisecond, CheckTimeout: 100 * time.Millisecond, DownAfter: 3, UpAfter: 2,
-		Stability: mapping.DefaultStability,
+		Stability:       mapping.DefaultStability,
+		DemandSourceCap: defaultDemandSourceCap,
 	}
 }
 
