@@ -8,12 +8,15 @@ import (
 	"net/netip"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
 
 	"github.com/edgemap/edgemap/mapping"
+	"github.com/edgemap/edgemap/resolver"
+	"github.com/edgemap/edgemap/store"
 )
 
 var (
@@ -354,5 +357,48 @@ func TestForgedECSDoesNotMoveClients(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The query path with demand counting still allocates nothing: a property
+// A query with ECS through the resolver's handler, counted by the table.
+// (TestQueryAllocs pins the handler without an observer.)
+func TestQueryWithDemandAllocs(t *testing.T) {
+	w, err := readWorld(testWorld)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c store.Config
+	if err := w.applyTo(&c, false, &applyResult{}); err != nil {
+		t.Fatal(err)
+	}
+	geo, err := mapping.OpenGeo(testGeoIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := mapping.Build(inputs(c, geo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var current atomic.Pointer[mapping.Snapshot]
+	current.Store(snap)
+	dc := newDemandCounter(demandStart, 1024, 0, nil) // no cap: count them all
+	h := &resolver.Handler{Snapshot: &current, Demand: dc}
+	m := new(dns.Msg)
+	m.SetQuestion("shop.cdn.example.net.", dns.TypeA)
+	m.SetEdns0(1232, false)
+	m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: 24, Address: unitParis.Addr().AsSlice()})
+	req, err := m.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 0, 4096)
+	const runs = 1000
+	if n := testing.AllocsPerRun(runs, func() { buf = h.AppendResponse(buf[:0], req, resolverA, false) }); n != 0 {
+		t.Fatalf("a property query with demand counting allocates %v times; the budget is 0", n)
+	}
+	// AllocsPerRun runs once more to warm up; every query was counted.
+	if got := demandOf(dc.rates(demandStart.Add(time.Second)), "shop.cdn.example.net.", unitParis); !near(got, 0.5*(runs+1)) {
+		t.Fatalf("demand %v, want every query counted (%v)", got, 0.5*(runs+1))
 	}
 }
