@@ -125,7 +125,11 @@ func TestOpenDamagedPages(t *testing.T) {
 	refused := map[string]int{}
 	seen := map[string]int{}
 	for id, typ := range types {
-		for _, off := range []int{0, 16} {
+		offsets := []int{0, 16}
+		if typ == "free" || typ == "unused" {
+			offsets = offsets[:1] // in no tree: nothing reads them
+		}
+		for _, off := range offsets {
 			seen[typ]++
 			path := damage(t, good, id*pageSize+off, 512, uint64(id))
 			before, _ := os.ReadFile(path)
