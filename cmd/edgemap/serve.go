@@ -275,7 +275,15 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 			log.Info("shutting down")
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			return httpSrv.Shutdown(sctx)
+			// What is left after the grace is cut: a request that slow, or
+			// a client that connected and never sent one, which net/http
+			// counts as active for just as long.
+			err := httpSrv.Shutdown(sctx)
+			if errors.Is(err, context.DeadlineExceeded) {
+				log.Warn("admin API connections still open after 5 s; closing them")
+				return httpSrv.Close()
+			}
+			return err
 		case err := <-httpErr:
 			return fmt.Errorf("admin api: %w", err)
 		}

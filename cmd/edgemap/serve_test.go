@@ -470,3 +470,19 @@ func acceptAndClose(t *testing.T, ln net.Listener) {
 		<-done
 	})
 }
+
+// A client that connected to the admin API but sent nothing (an agent
+// stopped between its dial and its request does this) must not turn a
+// clean stop into an error: net/http counts such a connection active for
+// 5 s, as long as the shutdown grace.
+func TestStopWithSilentAPIClient(t *testing.T) {
+	s := startServer(t, demoConfig(t))
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.API, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := s.stop(); err != nil {
+		t.Fatalf("stop with a silent client connected: %v", err)
+	}
+}
