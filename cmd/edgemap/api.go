@@ -317,7 +317,7 @@ func (a *api) listProperties(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) getProperty(w http.ResponseWriter, r *http.Request) {
-	name, err := hostName("name", r.PathValue("name"))
+	name, err := lookupName("name", r.PathValue("name"))
 	if err != nil {
 		writeErr(w, http.StatusBadRequest, err)
 		return
@@ -346,7 +346,11 @@ func (a *api) patchProperty(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) putProperty(w http.ResponseWriter, s propertySpec, rawName string, create bool) {
-	name, err := hostName("name", rawName)
+	check := lookupName // a stored name is found, whatever rules it predates
+	if create {
+		check = hostName
+	}
+	name, err := check("name", rawName)
 	if err != nil {
 		writeErr(w, http.StatusBadRequest, err)
 		return
@@ -384,7 +388,7 @@ func (a *api) putProperty(w http.ResponseWriter, s propertySpec, rawName string,
 }
 
 func (a *api) deleteProperty(w http.ResponseWriter, r *http.Request) {
-	name, err := hostName("name", r.PathValue("name"))
+	name, err := lookupName("name", r.PathValue("name"))
 	if err != nil {
 		writeErr(w, http.StatusBadRequest, err)
 		return
@@ -420,7 +424,7 @@ func (a *api) apply(w http.ResponseWriter, r *http.Request) {
 
 func (a *api) explain(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	name, err := hostName("property", q.Get("property"))
+	name, err := lookupName("property", q.Get("property"))
 	if err != nil {
 		writeErr(w, http.StatusBadRequest, err)
 		return

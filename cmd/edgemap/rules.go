@@ -55,6 +55,20 @@ func hostName(field, name string) (string, error) {
 	return fq, nil
 }
 
+// lookupName is how a name that is looked up, not stored, is read: as
+// hostName writes it (lower case, a final dot), without its rules, so that
+// a record stored before them can still be read, changed and removed.
+func lookupName(field, name string) (string, error) {
+	if name == "" {
+		return "", errf(field, "is required")
+	}
+	name = strings.ToLower(name)
+	if !strings.HasSuffix(name, ".") {
+		name += "."
+	}
+	return name, nil
+}
+
 // hostLabel says what is wrong with one label of a host name, or "".
 func hostLabel(label string) string {
 	switch {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -76,7 +77,7 @@ func TestAPIRefusesNonsense(t *testing.T) {
 		{"property name not UTF-8", "POST", "/v1/properties", "{\"name\":\"\xe4pfel.cdn.example.net.\",\"pools\":[\"global\"]}", "name", "not ASCII"},
 		{"property name with bad punycode", "POST", "/v1/properties", `{"name":"xn--a.cdn.example.net.","pools":["global"]}`, "name", "punycode"},
 		{"property name label of 64", "POST", "/v1/properties", `{"name":"` + strings.Repeat("a", 64) + `.cdn.example.net.","pools":["global"]}`, "name", "longer than 63"},
-		{"property name with a leading '-'", "PATCH", "/v1/properties/-shop.cdn.example.net", `{"ttl":30}`, "name", "starts or ends with '-'"},
+		{"property name with a leading '-'", "POST", "/v1/properties", `{"name":"-shop.cdn.example.net.","pools":["global"]}`, "name", "starts or ends with '-'"},
 		{"edge 0.0.0.0", "POST", "/v1/edges", edge(`"ipv4":"0.0.0.0"`), "ipv4", "unspecified"},
 		{"edge 255.255.255.255", "POST", "/v1/edges", edge(`"ipv4":"255.255.255.255"`), "ipv4", "broadcast"},
 		{"edge 127.0.0.1", "POST", "/v1/edges", edge(`"ipv4":"127.0.0.1"`), "ipv4", "loopback"},
@@ -184,5 +185,47 @@ func TestWorldFileRefusesNonsense(t *testing.T) {
 				t.Errorf("the refused world left %+v, %v; want nothing", c, err)
 			}
 		})
+	}
+}
+
+// A name stored before the rules (by an older edgemap) can still be read,
+// changed and removed through the API: lookups do not apply the rules that
+// keep new nonsense out.
+func TestNamesBeforeTheRulesCanBeRemoved(t *testing.T) {
+	cfg := demoConfig(t)
+	st, err := store.Open(cfg.DB, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := readWorld(testWorld)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const old = "bad_name!.cdn.example.net."
+	_, err = st.Update(func(c *store.Config) error {
+		if err := w.applyTo(c, false, &applyResult{}); err != nil {
+			return err
+		}
+		c.Properties = append(c.Properties, store.Property{Name: old, Pools: []string{"global"}, TTL: 20, Answers: 1})
+		return nil
+	})
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.World = ""
+	s := startServer(t, cfg)
+	path := "/v1/properties/" + url.PathEscape(old)
+	if code := call(t, s, "GET", path, nil, nil); code != http.StatusOK {
+		t.Fatalf("GET %s: %d", old, code)
+	}
+	if code := call(t, s, "PATCH", path, propertySpec{TTL: ptr(uint32(30))}, nil); code != http.StatusOK {
+		t.Fatalf("PATCH %s: %d", old, code)
+	}
+	if code := call(t, s, "DELETE", path, nil, nil); code != http.StatusOK {
+		t.Fatalf("DELETE %s: %d", old, code)
+	}
+	if code := call(t, s, "GET", path, nil, nil); code != http.StatusNotFound {
+		t.Fatalf("GET %s after DELETE: %d", old, code)
 	}
 }
