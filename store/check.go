@@ -46,12 +46,12 @@ type CheckReport struct {
 // a page pointing back at its parent cannot exhaust the stack), the free
 // list, bbolt's consistency check (tx.Check) and every record decoded. A
 // damaged file is not an error: the report lists its problems (at most 20
-// of each kind). The error is
-// for a file that cannot be checked at all (missing, empty, locked, not a
-// bbolt file, or a schema too new).
+// of each kind). The error is for a file that cannot be checked at all
+// (missing, empty, locked, not a bbolt file, or a schema too new).
 //
-// It costs one read of the file: about a second per GB on a laptop SSD
-// (README, "Database"), run by every Open.
+// Every Open runs the same read without decoding: one pass over the file,
+// 0.15 s for a 254 MB database with a million measurements (README, "The
+// database file").
 func Check(path string, opts Options) (CheckReport, error) {
 	r, err := check(path, opts, true)
 	if err != nil {

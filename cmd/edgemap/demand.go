@@ -142,7 +142,7 @@ func (dc *demandCounter) hash(property string, unit, source netip.Prefix) uint64
 // address) that map unit decided.
 func (dc *demandCounter) Observe(property string, unit netip.Prefix, src netip.Addr) {
 	h := dc.hash(property, unit, sourceNetwork(src))
-	for attempt := 0; attempt < 2; attempt++ {
+	for range 2 {
 		free := -1
 		for i := range uint64(demandProbe) {
 			j := int((h + i) & dc.mask)
