@@ -72,9 +72,11 @@ const (
 	demandProbe = 8
 	// demandForget frees a slot whose rate decayed below this (qps).
 	demandForget = 0.01
-	// DefaultDemandSlots is the table's default size: 131 072 slots of 72
+	// defaultDemandSlots is the table's default size: 131 072 slots of 72
 	// bytes, 9 MB. Half of it is kept free for new keys.
 	defaultDemandSlots = 1 << 17
+	// maxDemandSlots bounds --demand-table: 16 777 216 slots are 1.2 GB.
+	maxDemandSlots = 1 << 24
 	// defaultDemandSourceCap is what one source network may add to one
 	// unit's demand, in qps: 50 caches behind one /24 asking A and AAAA
 	// every 20 s (the default TTL) send 5.

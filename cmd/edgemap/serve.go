@@ -184,8 +184,8 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 	if cfg.Stability.Ratio < 0 || cfg.Stability.Ms < 0 {
 		return fmt.Errorf("--stability-ratio and --stability-ms must not be negative")
 	}
-	if cfg.DemandSlots < 0 || cfg.DemandSourceCap < 0 {
-		return fmt.Errorf("--demand-table and --demand-source-cap must not be negative")
+	if cfg.DemandSlots < 0 || cfg.DemandSlots > maxDemandSlots || cfg.DemandSourceCap < 0 {
+		return fmt.Errorf("--demand-table must be 0..%d and --demand-source-cap not negative (got %d, %v)", maxDemandSlots, cfg.DemandSlots, cfg.DemandSourceCap)
 	}
 	n := newNode(log.Named("map"), st, cfg.GeoIP, reg)
 	n.demand = newDemandCounter(time.Now(), cmp.Or(cfg.DemandSlots, defaultDemandSlots), cfg.DemandSourceCap, reg)
