@@ -33,8 +33,8 @@ import (
 //
 // Observe is safe for concurrent use and takes no lock: it hashes the key,
 // finds its slot by an atomic load and adds to an atomic counter, without
-// allocating. rates and the metrics' reads are for one goroutine (the map
-// loop).
+// allocating. rates is for one goroutine at a time (the map loop); the
+// metrics may be scraped at any time.
 type demandCounter struct {
 	slots     []demandSlot
 	mask      uint64
