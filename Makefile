@@ -25,6 +25,10 @@ fuzz:
 	$(GO) test ./resolver -run '^$$' -fuzz '^FuzzServeDNS$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./resolver -run '^$$' -fuzz '^FuzzCookie$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./resolver -run '^$$' -fuzz '^FuzzCookieSecrets$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./store -run '^$$' -fuzz '^FuzzOpenDamaged$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./cmd/edgemap -run '^$$' -fuzz '^FuzzHostName$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./cmd/edgemap -run '^$$' -fuzz '^FuzzMailbox$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./cmd/edgemap -run '^$$' -fuzz '^FuzzDuplicateKey$$' -fuzztime $(FUZZTIME)
 
 # Go benchmarks (the large map: 1000 edges x 100000 measured targets; set
 # EDGEMAP_GEOLITE2 to a GeoLite2 City .mmdb for real locations), then

@@ -56,19 +56,28 @@ func TestAgentDeadCollectorDelaysNoOther(t *testing.T) {
 	go func() { defer close(done); a.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 
-	deadline := time.Now().Add(5 * time.Second)
-	for st.acceptedCount() < 6 {
+	// The store counts a report when the collector accepts it, the agent
+	// counts it Sent only when the answer is back: wait for both, and for
+	// the dead collector's queue (2) to have overflowed. 10 s for 6 rounds
+	// of 100 ms leaves room for a machine busy with other work.
+	var stats []AgentStats
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		stats = a.Stats()
+		if st.acceptedCount() >= 6 && stats[1].Sent >= 6 && stats[0].Dropped > 0 {
+			break
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the live collector got %d reports in 5 s of 100 ms rounds", st.acceptedCount())
+			t.Fatalf("after 10 s of 100 ms rounds: the live collector's store accepted %d reports, agent stats %+v", st.acceptedCount(), stats)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	stats := a.Stats()
-	if stats[0].Sent != 0 || stats[0].Dropped == 0 {
-		t.Errorf("dead collector: %+v, want nothing sent and the oldest reports dropped", stats[0])
+	// Whatever the timing, the dead collector costs the live one nothing.
+	if stats[0].Sent != 0 {
+		t.Errorf("dead collector: %+v, want nothing sent", stats[0])
 	}
-	if stats[1].Sent < 6 || stats[1].Dropped != 0 {
-		t.Errorf("live collector: %+v, want every report and no drops", stats[1])
+	if stats[1].Dropped != 0 {
+		t.Errorf("live collector: %+v, want no drops", stats[1])
 	}
 	st.mu.Lock()
 	r := st.accepted[0].report

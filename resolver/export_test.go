@@ -20,3 +20,14 @@ func (h *Handler) SetClock(now func() time.Time) { h.now = now }
 // SetEpoch sets the time l counts from, for a test clock that is not
 // time.Now.
 func (l *RateLimiter) SetEpoch(t time.Time) { l.epoch = t }
+
+// ServeFast answers through the fast path only; ok is false when the fast
+// path declines the query (the general path would answer it).
+func (h *Handler) ServeFast(req []byte, src netip.Addr, tcp bool) (resp []byte, ok bool) {
+	now := time.Now()
+	if h.now != nil {
+		now = h.now()
+	}
+	resp, _, ok = h.fastAnswer(nil, req, src, tcp, now)
+	return resp, ok
+}

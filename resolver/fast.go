@@ -127,7 +127,7 @@ func (h *Handler) fastAnswer(dst, req []byte, src netip.Addr, tcp bool, now time
 		}
 	}
 	h.Metrics.cookie(verdict)
-	h.decided(p, &d)
+	h.decided(p, &d, src)
 	return out, q.qtype, true
 }
 

@@ -34,10 +34,19 @@ func sameAnswer(t testing.TB, fast, slow []byte) {
 	}
 }
 
+// fastQuery is a test query; shaped marks the fast path's own shape (a
+// property, A or AAAA, at most ECS and NSID), which it must answer itself
+// whenever there is an answer, rather than hand to the general path.
+type fastQuery struct {
+	req    []byte
+	shaped bool
+}
+
 // fastQueries are queries of the fast path's shape, and near misses.
-func fastQueries(t testing.TB) [][]byte {
-	var out [][]byte
-	add := func(name string, qtype uint16, opts ...dns.EDNS0) {
+func fastQueries(t testing.TB) []fastQuery {
+	var out []fastQuery
+	property := false
+	add := func(shaped bool, name string, qtype uint16, opts ...dns.EDNS0) {
 		for _, edns := range []bool{false, true} {
 			if !edns && len(opts) > 0 {
 				continue
@@ -50,43 +59,72 @@ func fastQueries(t testing.TB) [][]byte {
 				m.SetEdns0(4096, qtype == dns.TypeA)
 				m.IsEdns0().Option = append(m.IsEdns0().Option, opts...)
 			}
-			out = append(out, pack(t, m))
+			out = append(out, fastQuery{pack(t, m), shaped && property})
 		}
 	}
 	for _, name := range []string{"shop.cdn.example.net.", "ShOp.CdN.eXaMpLe.NeT.", "video.cdn.example.net.", "game.cdn.example.net.", "static.eu.cdn.example.net.", "nope.cdn.example.net.", "ns1.cdn.example.net."} {
+		property = name != "nope.cdn.example.net." && name != "ns1.cdn.example.net."
 		for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
-			add(name, qt)
-			add(name, qt, subnet("198.18.1.0/24"))
-			add(name, qt, subnet("198.19.5.0/24"), nsidOption())
-			add(name, qt, subnet("2001:db8:2::/48"))
-			add(name, qt, subnet("::ffff:198.18.1.0/120"))
-			add(name, qt, subnet("10.1.2.0/24"))
-			add(name, qt, subnet("::ffff:10.1.2.0/120"))
-			add(name, qt, subnet("fd00::/48"))
-			add(name, qt, subnet("127.1.2.0/24"))
-			add(name, qt, subnet("8.8.8.0/24"))
-			add(name, qt, subnet("198.18.1.0/16"))
-			add(name, qt, rawECS(0, 0))
-			add(name, qt, nsidOption())
+			add(true, name, qt)
+			add(true, name, qt, subnet("198.18.1.0/24"))
+			add(true, name, qt, subnet("198.19.5.0/24"), nsidOption())
+			add(true, name, qt, subnet("2001:db8:2::/48"))
+			add(true, name, qt, subnet("::ffff:198.18.1.0/120"))
+			add(true, name, qt, subnet("10.1.2.0/24"))
+			add(true, name, qt, subnet("::ffff:10.1.2.0/120"))
+			add(true, name, qt, subnet("fd00::/48"))
+			add(true, name, qt, subnet("127.1.2.0/24"))
+			add(true, name, qt, subnet("8.8.8.0/24"))
+			add(true, name, qt, subnet("198.18.1.0/16"))
+			add(true, name, qt, rawECS(0, 0))
+			add(true, name, qt, nsidOption())
 			// Options miekg/dns validates, and an ECS scope longer than
 			// the address: FORMERR on both paths, never a fast answer.
-			add(name, qt, &dns.EDNS0_LOCAL{Code: 11, Data: []byte{1}})
-			add(name, qt, &dns.EDNS0_LOCAL{Code: 8, Data: []byte{0, 1, 24, 33, 198, 18, 1}})
-			add(name, qt, &dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: "0102030405060708"}, subnet("198.18.2.0/24"))
+			add(false, name, qt, &dns.EDNS0_LOCAL{Code: 11, Data: []byte{1}})
+			add(false, name, qt, &dns.EDNS0_LOCAL{Code: 8, Data: []byte{0, 1, 24, 33, 198, 18, 1}})
+			add(false, name, qt, &dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: "0102030405060708"}, subnet("198.18.2.0/24"))
 		}
 	}
 	return out
 }
 
+// TestFastPathMatchesGeneralPath holds every fast answer to the general
+// path's, and counts them: a fast path that declined everything would
+// otherwise pass. Every query of its shape that has an answer must be
+// answered fast.
 func TestFastPathMatchesGeneralPath(t *testing.T) {
 	h, _, _ := newHandler(t, build(t, worldInputs(t)))
+	answered, shaped := 0, 0
 	for _, src := range []netip.Addr{netip.MustParseAddr("127.1.1.2"), netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("2001:db8:3::9")} {
 		for _, tcp := range []bool{false, true} {
 			for _, q := range fastQueries(t) {
-				sameAnswer(t, h.ServeDNS(q, src, tcp), h.ServeSlow(q, src, tcp))
+				slow := h.ServeSlow(q.req, src, tcp)
+				sameAnswer(t, h.ServeDNS(q.req, src, tcp), slow)
+				fast, ok := h.ServeFast(q.req, src, tcp)
+				if ok {
+					answered++
+					sameAnswer(t, fast, slow)
+				}
+				var m dns.Msg
+				if err := m.Unpack(slow); err != nil {
+					t.Fatal(err)
+				}
+				if !q.shaped || m.Rcode != dns.RcodeSuccess || len(m.Answer) == 0 {
+					continue
+				}
+				shaped++
+				if !ok {
+					t.Errorf("the fast path declined a query of its shape with an answer:\n%s", &m)
+				}
 			}
 		}
 	}
+	// 5 property names x A, AAAA x 6 option sets, less NODATA; the count
+	// guards against the loop above testing nothing.
+	if shaped < 100 || answered < shaped {
+		t.Fatalf("the fast path answered %d queries, %d of them of its shape; want at least 100 of its shape", answered, shaped)
+	}
+	t.Logf("fast path answered %d queries, %d of its own shape", answered, shaped)
 }
 
 // TestQueryAllocs pins the allocation budget of a whole query in process:

@@ -50,10 +50,12 @@ type Handler struct {
 // is never much larger than what the forger sends. TCP cannot be forged.
 const maxAmplification = 4
 
-// DemandObserver counts answered queries per property and map unit. It is
-// called per query, so it must be cheap and safe for concurrent use.
+// DemandObserver counts answered queries per property and map unit. src is
+// the query's source address (the resolver's, or the client's), so that
+// what one source claims for other networks through ECS can be bounded. It
+// is called per query, so it must be cheap and safe for concurrent use.
 type DemandObserver interface {
-	Observe(property string, unit netip.Prefix)
+	Observe(property string, unit netip.Prefix, src netip.Addr)
 }
 
 // queryState is what the general path learns about a query beyond its
@@ -383,7 +385,7 @@ func (h *Handler) edgeAnswer(m *dns.Msg, snap *mapping.Snapshot, p *mapping.Prop
 	v6 := question.Qtype == dns.TypeAAAA
 	var d mapping.Decision
 	snap.DecideQuery(p, q, v6, &d)
-	h.decided(p, &d)
+	h.decided(p, &d, q.Source)
 	for _, e := range d.Edges[:d.N] {
 		hdr := header(question.Name, question.Qtype, p.TTL)
 		if v6 {
@@ -397,12 +399,12 @@ func (h *Handler) edgeAnswer(m *dns.Msg, snap *mapping.Snapshot, p *mapping.Prop
 
 // decided counts what a decision means beyond its answer: demand for
 // capacity, and answers given although every edge was down.
-func (h *Handler) decided(p *mapping.Property, d *mapping.Decision) {
+func (h *Handler) decided(p *mapping.Property, d *mapping.Decision, src netip.Addr) {
 	if d.FailOpen {
 		h.Metrics.failedOpen()
 	}
 	if h.Demand != nil && d.Unit.IsValid() && p.HasCapacityLimits() {
-		h.Demand.Observe(p.Name, d.Unit)
+		h.Demand.Observe(p.Name, d.Unit, src)
 	}
 }
 

@@ -67,38 +67,56 @@ type Options struct {
 
 // Store is an open edgemap database.
 type Store struct {
-	db   *bolt.DB
-	path string
+	db       *bolt.DB
+	path     string
+	warnings []string
 }
 
 // Open opens the database at path. Unless opts.ReadOnly, it creates the
 // parent directory (0o750) and the file (0o600) when missing, and lays out
-// the schema in a new or empty file. Errors name the path and wrap
-// ErrNotDatabase, ErrSchemaTooNew or ErrLocked where one applies.
+// the schema in a new file. An existing file is read whole first, read-only
+// (see Check), so that a damaged one is refused before anything is written
+// to it; an empty one is refused too, never laid out as if it were new.
+// Errors name the path and wrap ErrNotDatabase, ErrDamaged, ErrSchemaTooNew
+// or ErrLocked where one applies.
 func Open(path string, opts Options) (*Store, error) {
 	timeout := opts.LockTimeout
 	if timeout <= 0 {
 		timeout = DefaultLockTimeout
 	}
-	info, statErr := os.Stat(path)
-	existed := statErr == nil && info.Size() > 0
-	if opts.ReadOnly {
-		if statErr != nil {
-			return nil, fmt.Errorf("open store: %w", statErr)
+	_, statErr := os.Stat(path)
+	existed := statErr == nil
+	var warnings []string
+	switch {
+	case existed:
+		r, err := check(path, opts, false)
+		warnings = r.Warnings
+		if err != nil {
+			return nil, fmt.Errorf("open %s: %w", path, err)
 		}
-		// bbolt would try to lay out an empty file and fail with EBADF.
-		if info.Size() == 0 {
-			return nil, fmt.Errorf("open %s: %w: the file is empty", path, ErrNotDatabase)
+		if len(r.Problems) > 0 {
+			more := ""
+			if n := len(r.Problems) - 1; n > 0 {
+				more = fmt.Sprintf(" (and %d more)", n)
+			}
+			return nil, fmt.Errorf("open %s: %w: %s%s", path, ErrDamaged, r.Problems[0], more)
 		}
-	} else if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
+	case opts.ReadOnly:
+		return nil, fmt.Errorf("open store: %w", statErr)
+	default:
+		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+			return nil, fmt.Errorf("open %s: %w", path, err)
+		}
 	}
 
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: opts.ReadOnly})
+	// Checked, the file is opened again for real. Another process could
+	// change it in between only by ignoring the lock edgemap takes, as
+	// could any process at any time.
+	db, err := openBolt(path, &bolt.Options{Timeout: timeout, ReadOnly: opts.ReadOnly})
 	if err != nil {
-		return nil, openError(path, err, existed, timeout)
+		return nil, fmt.Errorf("open %s: %w", path, openError(err, existed, timeout))
 	}
-	s := &Store{db: db, path: path}
+	s := &Store{db: db, path: path, warnings: warnings}
 	if err := s.prepare(opts.ReadOnly); err != nil {
 		_ = db.Close() // the schema error is the one worth reporting
 		return nil, fmt.Errorf("open %s: %w", path, err)
@@ -107,21 +125,23 @@ func Open(path string, opts Options) (*Store, error) {
 }
 
 // openError maps bbolt's open errors to this package's sentinels.
-func openError(path string, err error, existed bool, timeout time.Duration) error {
+func openError(err error, existed bool, timeout time.Duration) error {
 	switch {
 	case errors.Is(err, berrors.ErrTimeout):
-		return fmt.Errorf("open %s: %w: held by another process or Open (waited %v): %w", path, ErrLocked, timeout, err)
+		return fmt.Errorf("%w: held by another process or Open (waited %v): %w", ErrLocked, timeout, err)
+	case errors.Is(err, ErrDamaged):
+		return err
 	case errors.Is(err, berrors.ErrInvalid),
 		errors.Is(err, berrors.ErrVersionMismatch),
 		errors.Is(err, berrors.ErrChecksum):
-		return fmt.Errorf("open %s: %w: %w", path, ErrNotDatabase, err)
+		return fmt.Errorf("%w: %w", ErrNotDatabase, err)
 	case existed && !isOSError(err):
 		// bbolt reports a file shorter than two pages ("file size too small
 		// 5000") with an unexported, unwrapped error. Any failure that is
 		// not the operating system's is about the content of the file.
-		return fmt.Errorf("open %s: %w: %w", path, ErrNotDatabase, err)
+		return fmt.Errorf("%w: %w", ErrNotDatabase, err)
 	default:
-		return fmt.Errorf("open %s: %w", path, err)
+		return err
 	}
 }
 
@@ -167,6 +187,10 @@ func (s *Store) Close() error {
 	}
 	return nil
 }
+
+// Warnings returns the damage Open found that bbolt survives by design (a
+// damaged meta page: bbolt keeps two), for the caller to log.
+func (s *Store) Warnings() []string { return s.warnings }
 
 // Path returns the path the store was opened with.
 func (s *Store) Path() string { return s.path }

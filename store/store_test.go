@@ -334,20 +334,29 @@ func TestOpenCreates(t *testing.T) {
 	}
 }
 
+// An empty file is what a failed copy or a truncation leaves: laid out as
+// new, it would silently become an empty configuration. Both opens refuse
+// it, say why, and leave it as it was.
 func TestOpenEmptyFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "edgemap.db")
 	if err := os.WriteFile(path, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Open(path, Options{ReadOnly: true}); !errors.Is(err, ErrNotDatabase) {
-		t.Errorf("read-only Open of an empty file: %v, want ErrNotDatabase", err)
+	for _, readOnly := range []bool{true, false} {
+		_, err := Open(path, Options{ReadOnly: readOnly})
+		if !errors.Is(err, ErrNotDatabase) {
+			t.Errorf("Open(ReadOnly: %v) of an empty file: %v, want ErrNotDatabase", readOnly, err)
+			continue
+		}
+		for _, want := range []string{path, "empty (0 bytes)"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("Open(ReadOnly: %v) error %q does not say %q", readOnly, err, want)
+			}
+		}
 	}
-	s, err := Open(path, Options{})
-	if err != nil {
-		t.Fatalf("Open of an empty file: %v", err)
+	if fi, err := os.Stat(path); err != nil || fi.Size() != 0 {
+		t.Errorf("the empty file was changed: %v, %v", fi, err)
 	}
-	defer s.Close()
-	mustUpdate(t, s, setConfig(demoConfig()))
 }
 
 func TestOpenReadOnly(t *testing.T) {

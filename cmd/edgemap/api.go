@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -103,12 +104,18 @@ func writeErr(w http.ResponseWriter, status int, err error) {
 	writeJSON(w, status, fe)
 }
 
-// decode reads a JSON body strictly: unknown fields and trailing data are
-// errors, so a typo is reported instead of ignored.
+// decode reads a JSON body strictly: unknown fields, trailing data and a
+// key given twice in one object are errors, so a typo or a doubled field is
+// reported instead of ignored or silently overwritten.
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, errf("body", "%v", err))
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
+	err = dec.Decode(v)
 	if err == nil && dec.Decode(&struct{}{}) != io.EOF {
 		err = errors.New("trailing data after the JSON value")
 	}
@@ -119,6 +126,10 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 			field = te.Field
 		}
 		writeErr(w, http.StatusBadRequest, errf(field, "bad JSON: %v", err))
+		return false
+	}
+	if key := duplicateKey(body); key != "" {
+		writeErr(w, http.StatusBadRequest, errf(key, "given twice; give each field once"))
 		return false
 	}
 	return true
@@ -307,7 +318,7 @@ func (a *api) listProperties(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) getProperty(w http.ResponseWriter, r *http.Request) {
-	name, err := domainName("name", r.PathValue("name"))
+	name, err := lookupName("name", r.PathValue("name"))
 	if err != nil {
 		writeErr(w, http.StatusBadRequest, err)
 		return
@@ -336,7 +347,11 @@ func (a *api) patchProperty(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) putProperty(w http.ResponseWriter, s propertySpec, rawName string, create bool) {
-	name, err := domainName("name", rawName)
+	check := lookupName // a stored name is found, whatever rules it predates
+	if create {
+		check = hostName
+	}
+	name, err := check("name", rawName)
 	if err != nil {
 		writeErr(w, http.StatusBadRequest, err)
 		return
@@ -374,7 +389,7 @@ func (a *api) putProperty(w http.ResponseWriter, s propertySpec, rawName string,
 }
 
 func (a *api) deleteProperty(w http.ResponseWriter, r *http.Request) {
-	name, err := domainName("name", r.PathValue("name"))
+	name, err := lookupName("name", r.PathValue("name"))
 	if err != nil {
 		writeErr(w, http.StatusBadRequest, err)
 		return
@@ -414,7 +429,7 @@ func (a *api) apply(w http.ResponseWriter, r *http.Request) {
 // the address resolver; either may be left out, not both.
 func (a *api) explain(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	name, err := domainName("property", q.Get("property"))
+	name, err := lookupName("property", q.Get("property"))
 	if err != nil {
 		writeErr(w, http.StatusBadRequest, err)
 		return

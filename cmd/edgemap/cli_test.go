@@ -5,6 +5,8 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -34,6 +36,20 @@ func TestCLIGolden(t *testing.T) {
 		{"edge-set-missing", "edge set --id nope --lat 3"},
 		{"property-add-outside", "property add --name shop.example.org --pool global"},
 		{"zone-set-bad-ns", "zone set --name cdn.example.net --ns ns1.cdn.example.net=192.0.2 --contact hostmaster@example.net"},
+		// Nonsense the rules refuse (rules.go; validate_test.go proves
+		// that nothing is stored).
+		{"property-add-bad-char", "property add --name bad_name!.cdn.example.net --pool global"},
+		{"property-add-space", `property add --name "a b.cdn.example.net" --pool global`},
+		{"property-add-idn", "property add --name bücher.cdn.example.net --pool global"},
+		{"property-add-not-utf8", `property add --name "\xe4pfel.cdn.example.net" --pool global`},
+		{"edge-add-unspecified", "edge add --id x1 --ipv4 0.0.0.0 --lat 1 --lon 2 --pool global"},
+		{"edge-add-broadcast", "edge add --id x1 --ipv4 255.255.255.255 --lat 1 --lon 2 --pool global"},
+		{"edge-add-loopback", "edge add --id x1 --ipv4 127.0.0.1 --lat 1 --lon 2 --pool global"},
+		{"edge-add-multicast", "edge add --id x1 --ipv4 224.0.0.251 --lat 1 --lon 2 --pool global"},
+		{"edge-add-unspecified-v6", "edge add --id x1 --ipv6 :: --lat 1 --lon 2 --pool global"},
+		{"zone-set-contact-newline", `zone set --name cdn.example.net --ns ns1.cdn.example.net=192.0.2.53 --contact "host\nmaster@example.net"`},
+		{"apply-duplicate-key", "apply -f testdata/world-duplicate-key.yaml"},
+		{"apply-loopback-edge", "apply -f testdata/world-loopback-edge.yaml"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.golden, func(t *testing.T) {
@@ -51,7 +67,7 @@ func goldenCLI(t *testing.T, s *server, golden, args string) {
 	var out bytes.Buffer
 	app := newApp()
 	app.Writer, app.ErrWriter = &out, &out
-	argv := append([]string{"edgemap", "--api", s.API}, strings.Fields(args)...)
+	argv := append([]string{"edgemap", "--api", s.API}, splitArgs(t, args)...)
 	if err := app.Run(argv); err != nil {
 		out.WriteString("error: " + err.Error() + "\n")
 	}
@@ -70,4 +86,22 @@ func goldenCLI(t *testing.T, s *server, golden, args string) {
 	if got != string(want) {
 		t.Errorf("output differs from %s:\n--- got\n%s--- want\n%s", path, got, want)
 	}
+}
+
+// splitArgs splits a command line at spaces, except inside a double-quoted
+// Go string literal ("a b", "host\nmaster"), which becomes one argument.
+func splitArgs(t *testing.T, line string) []string {
+	t.Helper()
+	var out []string
+	for _, tok := range regexp.MustCompile(`"(?:[^"\\]|\\.)*"|\S+`).FindAllString(line, -1) {
+		if strings.HasPrefix(tok, `"`) {
+			u, err := strconv.Unquote(tok)
+			if err != nil {
+				t.Fatalf("%s: %v", tok, err)
+			}
+			tok = u
+		}
+		out = append(out, tok)
+	}
+	return out
 }

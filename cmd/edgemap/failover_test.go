@@ -123,10 +123,12 @@ func TestDrainedEdgeGetsNoAnswers(t *testing.T) {
 	}
 }
 
-// TestCapacitySpillsToNextBest queries from 40 Paris /24s at a known rate.
-// Paris's nearest edge is lon1, its next fra1. With lon1's capacity at 30
-// qps and every unit at 2 qps, about 15 units fit on lon1 and the rest
-// must go to fra1, each to its next-best edge, never over capacity.
+// TestCapacitySpillsToNextBest queries from 40 Paris /24s at about 2 qps
+// each. Paris's nearest edge is lon1, its next fra1. With lon1's capacity
+// at 30 qps, lon1 must fill up to at most 30 qps and the rest go to fra1,
+// each to its next-best edge. The rates a slow machine really sends vary,
+// so the test waits for the outcome (with a generous deadline) instead of
+// assuming a rate, and checks it against what the server measured.
 func TestCapacitySpillsToNextBest(t *testing.T) {
 	s := startServer(t, demoConfig(t))
 	if code := call(t, s, "PATCH", "/v1/edges/lon1", edgeSpec{Capacity: ptr(30)}, nil); code != http.StatusOK {
@@ -134,47 +136,66 @@ func TestCapacitySpillsToNextBest(t *testing.T) {
 	}
 	const units, perUnitQPS = 40, 2
 	unit := func(i int) string { return fmt.Sprintf("198.19.%d.0/24", i) }
+	explain := func(u string) mapping.Explanation {
+		var x mapping.Explanation
+		call(t, s, "GET", "/v1/map/explain?property=shop.cdn.example.net&client="+strings.TrimSuffix(u, "0/24")+"1", nil, &x)
+		return x
+	}
 	tick := time.NewTicker(time.Second / perUnitQPS)
 	defer tick.Stop()
 	answers := map[string]string{}
-	deadline := time.Now().Add(6 * time.Second)
-	for time.Now().Before(deadline) {
+	var load float64
+	sawCapacity := false
+	// Demand is smoothed over 1 s map intervals, so the spill shows after
+	// a few seconds; 30 s leaves room for a machine busy with other work.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
 		<-tick.C
+		onLon, onFra := 0, 0
 		for i := range units {
 			_, got := rcodeOf(t, s, "shop.cdn.example.net.", unit(i))
 			answers[unit(i)] = got[0]
+			switch got[0] {
+			case "192.0.2.2":
+				onLon++
+			case "192.0.2.1":
+				onFra++
+			default:
+				t.Fatalf("%s answered %s: overflow must go to the next-best edge (fra1)", unit(i), got[0])
+			}
+		}
+		load = metric(t, s, `edgemap_edge_assigned_qps{edge="lon1"}`)
+		if load > 30 {
+			t.Fatalf("lon1 assigned %v qps, over its capacity 30", load)
+		}
+		// The first units moved off lon1 are moved for capacity; later,
+		// stability may keep them on fra1 when lon1 has a little room.
+		for u, a := range answers {
+			if a == "192.0.2.1" && !sawCapacity {
+				if x := explain(u); x.Assignment != nil && x.Assignment.Reason == "capacity" {
+					sawCapacity = true
+				}
+			}
+		}
+		if onLon > 0 && onFra > 0 && load > 0 && sawCapacity {
+			t.Logf("lon1 %d units (%.1f qps assigned), fra1 %d units", onLon, load, onFra)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30 s: lon1 %d units (%.1f qps assigned), fra1 %d, a capacity move explained: %v; want lon1 filled to its capacity and the rest on fra1",
+				onLon, load, onFra, sawCapacity)
 		}
 	}
-	load := metric(t, s, `edgemap_edge_assigned_qps{edge="lon1"}`)
-	if load <= 0 || load > 30 {
-		t.Fatalf("lon1 assigned %v qps, want some and at most its capacity 30", load)
-	}
-	onLon, onFra := 0, 0
-	for u, a := range answers {
-		switch a {
-		case "192.0.2.2":
-			onLon++
-		case "192.0.2.1":
-			onFra++
-		default:
-			t.Errorf("%s answered %s: overflow must go to the next-best edge (fra1)", u, a)
-		}
-	}
-	if onLon == 0 || onFra == 0 || onLon*perUnitQPS > 30+perUnitQPS {
-		t.Fatalf("lon1 %d units, fra1 %d: want lon1 filled to its capacity and the rest on fra1", onLon, onFra)
-	}
-	t.Logf("lon1 %d units (%.1f qps assigned), fra1 %d units", onLon, load, onFra)
-	// Explain names the move for a unit on fra1.
+	// Every unit on fra1 is there because lon1 was full: explain names the
+	// move, or stability keeping the unit where capacity put it.
 	for u, a := range answers {
 		if a != "192.0.2.1" {
 			continue
 		}
-		var x mapping.Explanation
-		call(t, s, "GET", "/v1/map/explain?property=shop.cdn.example.net&client="+strings.TrimSuffix(u, "0/24")+"1", nil, &x)
-		if x.Assignment == nil || x.Assignment.Reason != "capacity" || x.Assignment.Best != "lon1" || x.Assignment.Edge != "fra1" {
-			t.Fatalf("explain %s: assignment %+v, want moved off lon1 to fra1 for capacity", u, x.Assignment)
+		x := explain(u)
+		if x.Assignment == nil || x.Assignment.Best != "lon1" || (x.Assignment.Reason != "capacity" && x.Assignment.Reason != "stability") {
+			t.Errorf("explain %s: assignment %+v, want moved off lon1 for capacity (or kept on fra1 for stability)", u, x.Assignment)
 		}
-		break
 	}
 }
 

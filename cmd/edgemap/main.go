@@ -35,6 +35,7 @@ func newApp() *cli.App {
 			targetCommand(),
 			keyCommand(),
 			probeCommand(),
+			dbCommand(),
 		},
 		// Errors are printed once, by main, with their field.
 		ExitErrHandler: func(*cli.Context, error) {},

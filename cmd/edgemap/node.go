@@ -45,9 +45,9 @@ type node struct {
 	published time.Time // what the published snapshot was built for
 
 	health    *healthBook
-	monitor   *probe.Monitor // nil: no checks (tests that do not need them)
-	syncMu    sync.Mutex     // serializes syncChecks; never held with mu
-	demand    *demandCounter
+	monitor   *probe.Monitor   // nil: no checks (tests that do not need them)
+	syncMu    sync.Mutex       // serializes syncChecks; never held with mu
+	demand    *demandCounter   // set by serve, before the map loop starts
 	rates     []mapping.Demand // the latest demand rates, for every build
 	stability mapping.Stability
 	allDown   map[string]bool // properties all down in the published map
@@ -92,7 +92,6 @@ func newNode(log *zap.Logger, st *store.Store, geoPath string, reg prometheus.Re
 			Name: "edgemap_edge_capacity_qps", Help: "The edge's configured capacity (0: unlimited).",
 		}, []string{"edge"}),
 		health:    newHealthBook(nil),
-		demand:    newDemandCounter(time.Now()),
 		stability: mapping.DefaultStability,
 		allDown:   map[string]bool{},
 	}

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -49,6 +51,8 @@ func serveCommand() *cli.Command {
 			&cli.Float64Flag{Name: "stability-ratio", Value: mapping.DefaultStability.Ratio, EnvVars: []string{"EDGEMAP_STABILITY_RATIO"}, Usage: "a unit moves to a better edge only if it is better by more than this fraction ..."},
 			&cli.Float64Flag{Name: "stability-ms", Value: mapping.DefaultStability.Ms, EnvVars: []string{"EDGEMAP_STABILITY_MS"}, Usage: "... and by more than this many ms"},
 			&cli.BoolFlag{Name: "pprof", EnvVars: []string{"EDGEMAP_PPROF"}, Usage: "serve Go profiles at /debug/pprof/ on the admin listener (behind its token)"},
+			&cli.IntFlag{Name: "demand-table", Value: defaultDemandSlots, EnvVars: []string{"EDGEMAP_DEMAND_TABLE"}, Usage: "slots of the capacity demand table (property, map unit, source network); half are kept free"},
+			&cli.Float64Flag{Name: "demand-source-cap", Value: defaultDemandSourceCap, EnvVars: []string{"EDGEMAP_DEMAND_SOURCE_CAP"}, Usage: "qps one source /24 or /48 may add to one map unit's demand (0: no cap)"},
 			&cli.DurationFlag{Name: "retention", Value: 24 * time.Hour, EnvVars: []string{"EDGEMAP_RETENTION"}, Usage: "measurements older than this are deleted from the database"},
 			&cli.IntFlag{Name: "tcp-max-conns", Value: resolver.DefaultTCPMaxConns, EnvVars: []string{"EDGEMAP_TCP_MAX_CONNS"}, Usage: "open DNS-over-TCP connections at most; at the cap a lighter source evicts the heaviest source's longest-idle one"},
 			&cli.IntFlag{Name: "tcp-max-conns-per-source", Value: resolver.DefaultTCPMaxConnsPerSource, EnvVars: []string{"EDGEMAP_TCP_MAX_CONNS_PER_SOURCE"}, Usage: "DNS-over-TCP connections per IPv4 address or IPv6 /56"},
@@ -115,6 +119,10 @@ type serveConfig struct {
 	// server from one address many times a second would be limited as a
 	// flood is. Tests of rate limiting set defaultDNSSettings().
 	DNS *dnsSettings
+	// DemandSlots sizes the demand table (0: the default);
+	// DemandSourceCap bounds one source network's demand (0: no bound).
+	DemandSlots     int
+	DemandSourceCap float64
 }
 
 // dnsSettings are the limits of the DNS listener (README "Security").
@@ -238,6 +246,18 @@ func (d *dnsSettings) protections(fromFile *resolver.CookieSecrets, st *store.St
 	return rrl, resolver.NewCookieSecrets(secret), nil
 }
 
+// dbAdvice says what to do about a database the server cannot start from.
+// Open has left the file as it was.
+func dbAdvice(path string, err error) error {
+	switch {
+	case errors.Is(err, store.ErrLocked):
+		return fmt.Errorf("%w; is another edgemap serve using it?", err)
+	case errors.Is(err, store.ErrSchemaTooNew):
+		return fmt.Errorf("%w; run the edgemap that wrote it", err)
+	}
+	return fmt.Errorf("%w\nThe file was left unchanged. Restore it from a backup, or move it aside to start a new database; `edgemap db check %s` lists the damage.", err, path)
+}
+
 // running says where a started server listens; tests wait for it instead
 // of sleeping.
 type running struct {
@@ -257,8 +277,9 @@ func serve(c *cli.Context) error {
 		MapInterval: c.Duration("map-interval"), MaxAge: c.Duration("max-age"), Retention: c.Duration("retention"),
 		CheckInterval: c.Duration("check-interval"), CheckTimeout: c.Duration("check-timeout"),
 		DownAfter: c.Int("down-after"), UpAfter: c.Int("up-after"),
-		Stability: mapping.Stability{Ratio: c.Float64("stability-ratio"), Ms: c.Float64("stability-ms")},
-		Pprof:     c.Bool("pprof"),
+		Stability:   mapping.Stability{Ratio: c.Float64("stability-ratio"), Ms: c.Float64("stability-ms")},
+		Pprof:       c.Bool("pprof"),
+		DemandSlots: c.Int("demand-table"), DemandSourceCap: c.Float64("demand-source-cap"),
 	}
 	if cfg.DNS, err = dnsSettingsFromFlags(c); err != nil {
 		return err
@@ -306,16 +327,23 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 
 	st, err := store.Open(cfg.DB, store.Options{})
 	if err != nil {
-		return err
+		return dbAdvice(cfg.DB, err)
 	}
 	defer st.Close()
+	for _, w := range st.Warnings() {
+		log.Warn("database damaged, and read through bbolt's second meta page", zap.String("db", cfg.DB), zap.String("damage", w))
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if cfg.Stability.Ratio < 0 || cfg.Stability.Ms < 0 {
 		return fmt.Errorf("--stability-ratio and --stability-ms must not be negative")
 	}
+	if cfg.DemandSlots < 0 || cfg.DemandSlots > maxDemandSlots || cfg.DemandSourceCap < 0 {
+		return fmt.Errorf("--demand-table must be 0..%d and --demand-source-cap not negative (got %d, %v)", maxDemandSlots, cfg.DemandSlots, cfg.DemandSourceCap)
+	}
 	n := newNode(log.Named("map"), st, cfg.GeoIP, reg)
+	n.demand = newDemandCounter(time.Now(), cmp.Or(cfg.DemandSlots, defaultDemandSlots), cfg.DemandSourceCap, reg)
 	n.maxAge = cfg.MaxAge
 	n.stability = cfg.Stability
 	n.monitor, err = probe.NewMonitor(probe.MonitorConfig{
@@ -331,7 +359,7 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 	}
 	defer n.monitor.Close()
 	if err := n.restore(); err != nil {
-		return err
+		return dbAdvice(cfg.DB, err)
 	}
 	if err := n.loadGeo(); err != nil {
 		return fmt.Errorf("--geoip: %w", err)
@@ -408,7 +436,15 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 			log.Info("shutting down")
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			return httpSrv.Shutdown(sctx)
+			// What is left after the grace is cut: a request that slow, or
+			// a client that connected and never sent one, which net/http
+			// counts as active for just as long.
+			err := httpSrv.Shutdown(sctx)
+			if errors.Is(err, context.DeadlineExceeded) {
+				log.Warn("admin API connections still open after 5 s; closing them")
+				return httpSrv.Close()
+			}
+			return err
 		case err := <-httpErr:
 			return fmt.Errorf("admin api: %w", err)
 		}

@@ -73,7 +73,8 @@ func demoConfig(t *testing.T) serveConfig {
 		Listen: "127.0.0.1:0", APIListen: "127.0.0.1:0", NodeID: "test",
 		MapInterval: time.Second, MaxAge: 90 * time.Second, Retention: time.Hour,
 		CheckInterval: 200 * time.Millisecond, CheckTimeout: 100 * time.Millisecond, DownAfter: 3, UpAfter: 2,
-		Stability: mapping.DefaultStability,
+		Stability:       mapping.DefaultStability,
+		DemandSourceCap: defaultDemandSourceCap,
 	}
 }
 
@@ -405,8 +406,22 @@ func TestGeoIPReloadKeepsOldDatabaseOnFailure(t *testing.T) {
 	if code := call(t, s, "POST", "/v1/geoip/reload", nil, &fe); code != http.StatusUnprocessableEntity || fe.Field != "geoip" {
 		t.Fatalf("reload of a broken file: %d %+v", code, fe)
 	}
+	// The snapshot in use was built before the failed reload, so answers
+	// alone prove nothing: make the node build a new one (a configuration
+	// write rebuilds at once) and check that it still has the database.
+	builds := metric(t, s, "edgemap_map_builds_total")
+	if code := call(t, s, "PATCH", "/v1/edges/iad1", edgeSpec{Capacity: ptr(12345)}, nil); code != http.StatusOK {
+		t.Fatalf("configuration write after the failed reload: %d", code)
+	}
+	if after := metric(t, s, "edgemap_map_builds_total"); after <= builds {
+		t.Fatalf("no map was built after the failed reload (builds %v, then %v)", builds, after)
+	}
 	if !seoul() {
-		t.Fatal("a failed reload lost the database in use")
+		t.Fatal("a map built after a failed reload lost the GeoIP database in use")
+	}
+	var health map[string]any
+	if call(t, s, "GET", "/healthz", nil, &health); health["geoip"] == nil {
+		t.Fatalf("healthz after the failed reload: %v, want the GeoIP database described", health)
 	}
 	if err := os.WriteFile(cfg.GeoIP, good, 0o600); err != nil {
 		t.Fatal(err)
@@ -454,4 +469,20 @@ func acceptAndClose(t *testing.T, ln net.Listener) {
 		ln.Close()
 		<-done
 	})
+}
+
+// A client that connected to the admin API but sent nothing (an agent
+// stopped between its dial and its request does this) must not turn a
+// clean stop into an error: net/http counts such a connection active for
+// 5 s, as long as the shutdown grace.
+func TestStopWithSilentAPIClient(t *testing.T) {
+	s := startServer(t, demoConfig(t))
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.API, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := s.stop(); err != nil {
+		t.Fatalf("stop with a silent client connected: %v", err)
+	}
 }

@@ -4,11 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
-	"regexp"
 	"slices"
-	"strings"
-
-	"github.com/miekg/dns"
 
 	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/probe"
@@ -99,51 +95,13 @@ func within(prefix string, err error) error {
 	return err
 }
 
-var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
-
-// domainName returns name as a lower-case FQDN, or a field error.
-func domainName(field, name string) (string, error) {
-	if name == "" {
-		return "", errf(field, "is required")
-	}
-	fq := dns.Fqdn(strings.ToLower(name))
-	if _, ok := dns.IsDomainName(fq); !ok || len(fq) > 254 || fq == "." || strings.Contains(fq, "..") {
-		return "", errf(field, "%q is not a valid domain name", name)
-	}
-	return fq, nil
-}
-
-// address parses an address of one family; "" is the zero Addr (none).
-func address(field, s string, v6 bool) (netip.Addr, error) {
-	if s == "" {
-		return netip.Addr{}, nil
-	}
-	a, err := netip.ParseAddr(s)
-	switch {
-	case err != nil:
-		return a, errf(field, "%q is not an IP address", s)
-	case v6 && !a.Is6(), v6 && a.Is4In6():
-		return a, errf(field, "%q is not an IPv6 address", s)
-	case !v6 && !a.Is4():
-		return a, errf(field, "%q is not an IPv4 address", s)
-	case a.Zone() != "":
-		return a, errf(field, "%q has a zone; give a global address", s)
-	}
-	return a, nil
-}
-
 func (s zoneSpec) toZone(old *store.Zone) (store.Zone, error) {
 	var z store.Zone
 	var err error
-	if z.Name, err = domainName("name", s.Name); err != nil {
+	if z.Name, err = hostName("name", s.Name); err != nil {
 		return z, err
 	}
-	// RFC 1035 writes the contact mailbox as a name; accept the mail form too.
-	contact := s.Contact
-	if local, domain, ok := strings.Cut(contact, "@"); ok {
-		contact = strings.ReplaceAll(local, ".", `\.`) + "." + domain
-	}
-	if z.Contact, err = domainName("contact", contact); err != nil {
+	if z.Contact, err = mailbox("contact", s.Contact); err != nil {
 		return z, err
 	}
 	if len(s.NameServers) == 0 {
@@ -153,17 +111,17 @@ func (s zoneSpec) toZone(old *store.Zone) (store.Zone, error) {
 	for i, ns := range s.NameServers {
 		field := fmt.Sprintf("nameservers[%d]", i)
 		var out store.NameServer
-		if out.Name, err = domainName(field+".name", ns.Name); err != nil {
+		if out.Name, err = hostName(field+".name", ns.Name); err != nil {
 			return z, err
 		}
 		if seen[out.Name] {
 			return z, errf(field+".name", "duplicate name server %s", out.Name)
 		}
 		seen[out.Name] = true
-		if out.IPv4, err = address(field+".ipv4", ns.IPv4, false); err != nil {
+		if out.IPv4, err = unicastAddr(field+".ipv4", ns.IPv4, false); err != nil {
 			return z, err
 		}
-		if out.IPv6, err = address(field+".ipv6", ns.IPv6, true); err != nil {
+		if out.IPv6, err = unicastAddr(field+".ipv6", ns.IPv6, true); err != nil {
 			return z, err
 		}
 		z.NameServers = append(z.NameServers, out)
@@ -180,12 +138,12 @@ func (s edgeSpec) apply(base store.Edge, create bool) (store.Edge, error) {
 	e := base
 	var err error
 	if s.IPv4 != nil {
-		if e.IPv4, err = address("ipv4", *s.IPv4, false); err != nil {
+		if e.IPv4, err = unicastAddr("ipv4", *s.IPv4, false); err != nil {
 			return e, err
 		}
 	}
 	if s.IPv6 != nil {
-		if e.IPv6, err = address("ipv6", *s.IPv6, true); err != nil {
+		if e.IPv6, err = unicastAddr("ipv6", *s.IPv6, true); err != nil {
 			return e, err
 		}
 	}

@@ -87,7 +87,7 @@ func (w *worldSpec) applyTo(c *store.Config, prune bool, res *applyResult) error
 	props := map[string]store.Property{}
 	for i, s := range w.Properties {
 		field := fmt.Sprintf("properties[%d]", i)
-		name, err := domainName("name", s.Name)
+		name, err := hostName("name", s.Name)
 		if err != nil {
 			return within(field, err)
 		}

@@ -1,0 +1,231 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"go.uber.org/zap"
+
+	"github.com/edgemap/edgemap/store"
+)
+
+// configOf is everything the admin API says is configured, as raw JSON, to
+// compare before and after a request that must store nothing.
+func configOf(t *testing.T, s *server) string {
+	t.Helper()
+	var b strings.Builder
+	for _, path := range []string{"/v1/zone", "/v1/edges", "/v1/properties", "/v1/map/targets"} {
+		code, raw := callRaw(t, s, "GET", path, nil)
+		if code != http.StatusOK {
+			t.Fatalf("GET %s: %d", path, code)
+		}
+		b.Write(raw)
+	}
+	return b.String()
+}
+
+// sendRawBody sends body exactly as given, for JSON that json.Marshal would
+// never write (a key twice, bytes that are not UTF-8).
+func sendRawBody(t *testing.T, s *server, method, path, body string) (int, fieldError) {
+	t.Helper()
+	req, err := http.NewRequest(method, s.API+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var fe fieldError
+	if resp.StatusCode >= 300 {
+		if err := json.NewDecoder(resp.Body).Decode(&fe); err != nil {
+			t.Fatalf("%s %s: the error is not JSON: %v", method, path, err)
+		}
+	}
+	return resp.StatusCode, fe
+}
+
+// TestAPIRefusesNonsense sends each kind of nonsense of issue 11 item 3 to
+// the admin API: every request is refused with 400 naming the field, and
+// the configuration is byte for byte what it was.
+func TestAPIRefusesNonsense(t *testing.T) {
+	s := startServer(t, demoConfig(t))
+	before := configOf(t, s)
+	edge := func(addr string) string {
+		return `{"id":"x1",` + addr + `,"lat":1,"lon":2,"pool":"global"}`
+	}
+	zone := func(contact, ns string) string {
+		return `{"name":"cdn.example.net.","contact":"` + contact + `","nameservers":[` + ns + `]}`
+	}
+	const ns1 = `{"name":"ns1.cdn.example.net.","ipv4":"192.0.2.53"}`
+	for _, tc := range []struct {
+		name, method, path, body string
+		field, says              string
+	}{
+		{"property name with '_' and '!'", "POST", "/v1/properties", `{"name":"bad_name!.cdn.example.net.","pools":["global"]}`, "name", "not a host name"},
+		{"property name with a space", "POST", "/v1/properties", `{"name":"a b.cdn.example.net.","pools":["global"]}`, "name", "not a host name"},
+		{"property name in Unicode", "POST", "/v1/properties", `{"name":"bücher.cdn.example.net.","pools":["global"]}`, "name", "xn--bcher-kva.cdn.example.net."},
+		{"property name not UTF-8", "POST", "/v1/properties", "{\"name\":\"\xe4pfel.cdn.example.net.\",\"pools\":[\"global\"]}", "name", "not ASCII"},
+		{"property name with bad punycode", "POST", "/v1/properties", `{"name":"xn--a.cdn.example.net.","pools":["global"]}`, "name", "punycode"},
+		{"property name label of 64", "POST", "/v1/properties", `{"name":"` + strings.Repeat("a", 64) + `.cdn.example.net.","pools":["global"]}`, "name", "longer than 63"},
+		{"property name with a leading '-'", "POST", "/v1/properties", `{"name":"-shop.cdn.example.net.","pools":["global"]}`, "name", "starts or ends with '-'"},
+		{"edge 0.0.0.0", "POST", "/v1/edges", edge(`"ipv4":"0.0.0.0"`), "ipv4", "unspecified"},
+		{"edge 255.255.255.255", "POST", "/v1/edges", edge(`"ipv4":"255.255.255.255"`), "ipv4", "broadcast"},
+		{"edge 127.0.0.1", "POST", "/v1/edges", edge(`"ipv4":"127.0.0.1"`), "ipv4", "loopback"},
+		{"edge multicast", "POST", "/v1/edges", edge(`"ipv4":"239.1.2.3"`), "ipv4", "multicast"},
+		{"edge 240.0.0.1", "POST", "/v1/edges", edge(`"ipv4":"240.0.0.1"`), "ipv4", "240.0.0.0/4"},
+		{"edge link-local", "POST", "/v1/edges", edge(`"ipv4":"169.254.1.1"`), "ipv4", "link-local"},
+		{"edge ::", "POST", "/v1/edges", edge(`"ipv6":"::"`), "ipv6", "unspecified"},
+		{"edge ::1", "POST", "/v1/edges", edge(`"ipv6":"::1"`), "ipv6", "loopback"},
+		{"edge ff02::1", "POST", "/v1/edges", edge(`"ipv6":"ff02::1"`), "ipv6", "multicast"},
+		{"edge changed to loopback", "PATCH", "/v1/edges/fra1", `{"ipv4":"127.0.0.1"}`, "ipv4", "loopback"},
+		{"zone contact with a newline", "PUT", "/v1/zone", zone(`host\nmaster@example.net`, ns1), "contact", `'\n'`},
+		{"zone contact with a space", "PUT", "/v1/zone", zone(`host master.example.net.`, ns1), "contact", `' '`},
+		{"zone contact domain bad", "PUT", "/v1/zone", zone(`hostmaster@exa_mple.net`, ns1), "contact", "not a host name"},
+		{"name server name", "PUT", "/v1/zone", zone(`hostmaster@example.net`, `{"name":"ns_1.cdn.example.net.","ipv4":"192.0.2.53"}`), "nameservers[0].name", "not a host name"},
+		{"name server glue multicast", "PUT", "/v1/zone", zone(`hostmaster@example.net`, `{"name":"ns1.cdn.example.net.","ipv4":"224.0.0.1"}`), "nameservers[0].ipv4", "multicast"},
+		{"zone name in Unicode", "PUT", "/v1/zone", `{"name":"cdn.exämple.net.","contact":"h@example.net","nameservers":[` + ns1 + `]}`, "name", "xn--exmple-cua.net."},
+		{"duplicate key", "POST", "/v1/edges", `{"id":"x1","ipv4":"192.0.2.9","ipv4":"192.0.2.10","lat":1,"lon":2,"pool":"global"}`, "ipv4", "given twice"},
+		{"duplicate key, other case", "PATCH", "/v1/edges/fra1", `{"ipv4":"192.0.2.9","IPv4":"192.0.2.10"}`, "IPv4", "given twice"},
+		{"duplicate key deep in apply", "POST", "/v1/apply", `{"edges":[{"id":"fra1","ipv4":"192.0.2.1","lat":1,"lon":2,"pool":"global","pool":"apac"}],"properties":[]}`, "edges[0].pool", "given twice"},
+		{"bad property name in apply", "POST", "/v1/apply", `{"edges":[],"properties":[{"name":"a b.cdn.example.net.","pools":["global"]}]}`, "properties[0].name", "not a host name"},
+		{"loopback edge in apply", "POST", "/v1/apply", `{"edges":[{"id":"fra1","ipv4":"127.0.0.2","lat":1,"lon":2,"pool":"global"}],"properties":[]}`, "edges[0].ipv4", "loopback"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, fe := sendRawBody(t, s, tc.method, tc.path, tc.body)
+			if code != http.StatusBadRequest || fe.Field != tc.field || !strings.Contains(fe.Msg, tc.says) {
+				t.Errorf("%s %s: %d %+v, want 400 on field %q saying %q", tc.method, tc.path, code, fe, tc.field, tc.says)
+			}
+			if after := configOf(t, s); after != before {
+				t.Fatalf("the refused request changed the configuration:\n%s\nwas\n%s", after, before)
+			}
+		})
+	}
+	// The rules allow what labs and tests use: private and documentation
+	// ranges, ULAs, and names that are already punycode.
+	for _, body := range []string{
+		edge(`"ipv4":"10.1.2.3","ipv6":"fd00::1"`),
+		`{"id":"x2","ipv4":"100.64.0.1","lat":1,"lon":2,"pool":"global"}`,
+	} {
+		if code, fe := sendRawBody(t, s, "POST", "/v1/edges", body); code != http.StatusCreated {
+			t.Errorf("POST /v1/edges %s: %d %+v, want 201", body, code, fe)
+		}
+	}
+	if code, fe := sendRawBody(t, s, "POST", "/v1/properties", `{"name":"xn--bcher-kva.cdn.example.net.","pools":["global"]}`); code != http.StatusCreated {
+		t.Errorf("a punycode property: %d %+v, want 201", code, fe)
+	}
+	if code, fe := sendRawBody(t, s, "PUT", "/v1/zone", zone(`host.master@example.net`, ns1)); code != http.StatusOK {
+		t.Errorf("a contact with a dot in its mailbox: %d %+v, want 200", code, fe)
+	}
+}
+
+// TestWorldFileRefusesNonsense seeds a new database from world files with
+// one piece of nonsense each: `serve --world` must refuse to start, naming
+// the field (or for a key given twice, the key and its line), and store
+// nothing.
+func TestWorldFileRefusesNonsense(t *testing.T) {
+	good, err := os.ReadFile(testWorld)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, old, new string
+		says           []string
+	}{
+		{"property name", "{name: video.cdn.example.net.,", "{name: bad_name!.cdn.example.net.,", []string{"properties[1].name", "not a host name"}},
+		{"property name in Unicode", "{name: game.cdn.example.net.,", "{name: spiel-über.cdn.example.net.,", []string{"properties[2].name", "xn--spiel-ber-v9a.cdn.example.net."}},
+		{"edge loopback", "ipv4: 192.0.2.2,", "ipv4: 127.0.0.1,", []string{"edges[1].ipv4", "loopback"}},
+		{"edge broadcast", "ipv4: 192.0.2.3,", "ipv4: 255.255.255.255,", []string{"edges[2].ipv4", "broadcast"}},
+		{"edge unspecified v6", `ipv6: "2001:db8:e::4"`, `ipv6: "::"`, []string{"edges[3].ipv6", "unspecified"}},
+		{"glue multicast", "ipv4: 198.51.100.53,", "ipv4: 224.0.0.53,", []string{"zone.nameservers[1].ipv4", "multicast"}},
+		{"contact with a newline", "contact: hostmaster.example.net.", `contact: "host\nmaster.example.net."`, []string{"zone.contact", `'\n'`}},
+		{"key given twice", "{id: fra1, ipv4: 192.0.2.1,", "{id: fra1, ipv4: 192.0.2.9, ipv4: 192.0.2.1,", []string{`mapping key "ipv4" already defined`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !bytes.Contains(good, []byte(tc.old)) {
+				t.Fatalf("the world file has no %q", tc.old)
+			}
+			dir := t.TempDir()
+			cfg := demoConfig(t)
+			cfg.DB = filepath.Join(dir, "edgemap.db")
+			cfg.World = filepath.Join(dir, "world.yaml")
+			if err := os.WriteFile(cfg.World, bytes.Replace(good, []byte(tc.old), []byte(tc.new), 1), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			err := runServer(context.Background(), cfg, zap.NewNop(), func(running) { t.Error("serve started") })
+			if err == nil {
+				t.Fatal("serve accepted the world file")
+			}
+			for _, want := range tc.says {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not say %q", err, want)
+				}
+			}
+			// A world file that did not parse stops serve before the
+			// database is opened; one that did is checked as a whole.
+			if _, err := os.Stat(cfg.DB); err != nil {
+				return
+			}
+			st, err := store.Open(cfg.DB, store.Options{ReadOnly: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			c, err := st.Config()
+			if err != nil || c.Zone != nil || len(c.Edges) != 0 || len(c.Properties) != 0 || len(c.Targets) != 0 {
+				t.Errorf("the refused world left %+v, %v; want nothing", c, err)
+			}
+		})
+	}
+}
+
+// A name stored before the rules (by an older edgemap) can still be read,
+// changed and removed through the API: lookups do not apply the rules that
+// keep new nonsense out.
+func TestNamesBeforeTheRulesCanBeRemoved(t *testing.T) {
+	cfg := demoConfig(t)
+	st, err := store.Open(cfg.DB, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := readWorld(testWorld)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const old = "bad_name!.cdn.example.net."
+	_, err = st.Update(func(c *store.Config) error {
+		if err := w.applyTo(c, false, &applyResult{}); err != nil {
+			return err
+		}
+		c.Properties = append(c.Properties, store.Property{Name: old, Pools: []string{"global"}, TTL: 20, Answers: 1})
+		return nil
+	})
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.World = ""
+	s := startServer(t, cfg)
+	path := "/v1/properties/" + url.PathEscape(old)
+	if code := call(t, s, "GET", path, nil, nil); code != http.StatusOK {
+		t.Fatalf("GET %s: %d", old, code)
+	}
+	if code := call(t, s, "PATCH", path, propertySpec{TTL: ptr(uint32(30))}, nil); code != http.StatusOK {
+		t.Fatalf("PATCH %s: %d", old, code)
+	}
+	if code := call(t, s, "DELETE", path, nil, nil); code != http.StatusOK {
+		t.Fatalf("DELETE %s: %d", old, code)
+	}
+	if code := call(t, s, "GET", path, nil, nil); code != http.StatusNotFound {
+		t.Fatalf("GET %s after DELETE: %d", old, code)
+	}
+}
