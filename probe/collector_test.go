@@ -84,7 +84,7 @@ func (s *fakeStore) TargetExists(block netip.Prefix) bool {
 	return strings.HasPrefix(block.String(), "10.") && block.Bits() == 32 // manyMeasurements' targets
 }
 
-func (s *fakeStore) Accept(keyID string, seq uint64, r *Report) error {
+func (s *fakeStore) Accept(keyID string, seq uint64, r *Report) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.panicking {
@@ -92,14 +92,14 @@ func (s *fakeStore) Accept(keyID string, seq uint64, r *Report) error {
 	}
 	if s.failWith != nil {
 		s.failed++
-		return s.failWith
+		return 0, s.failWith
 	}
 	if seq <= s.lastSeq[keyID] {
-		return fmt.Errorf("fake store: key %s seq %d after %d: %w", keyID, seq, s.lastSeq[keyID], ErrReplay)
+		return 0, fmt.Errorf("fake store: key %s seq %d after %d: %w", keyID, seq, s.lastSeq[keyID], ErrReplay)
 	}
 	s.lastSeq[keyID] = seq
 	s.accepted = append(s.accepted, accepted{keyID, seq, r})
-	return nil
+	return len(r.Measurements), nil
 }
 
 func (s *fakeStore) acceptedCount() int {
@@ -210,7 +210,8 @@ func TestReportSignature(t *testing.T) {
 	}{
 		{"unsigned", func() call { c := report(validJSON, 1); c.keyID = ""; return c }, 401, HeaderKey},
 		{"wrong secret", func() call { c := report(validJSON, 1); c.secret = secretK2; return c }, 401, HeaderSignature},
-		{"unknown key", func() call { c := report(validJSON, 1); c.keyID = "k9"; return c }, 401, HeaderKey},
+		// One answer for an unknown key and a bad signature: no probing for key IDs.
+		{"unknown key", func() call { c := report(validJSON, 1); c.keyID = "k9"; return c }, 401, HeaderSignature},
 		{"body tampered after signing", func() call {
 			c := report(validJSON, 1)
 			c.tamper = func(r *http.Request) {
