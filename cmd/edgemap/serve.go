@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -49,6 +50,13 @@ func serveCommand() *cli.Command {
 			&cli.Float64Flag{Name: "stability-ms", Value: mapping.DefaultStability.Ms, EnvVars: []string{"EDGEMAP_STABILITY_MS"}, Usage: "... and by more than this many ms"},
 			&cli.BoolFlag{Name: "pprof", EnvVars: []string{"EDGEMAP_PPROF"}, Usage: "serve Go profiles at /debug/pprof/ on the admin listener (behind its token)"},
 			&cli.DurationFlag{Name: "retention", Value: 24 * time.Hour, EnvVars: []string{"EDGEMAP_RETENTION"}, Usage: "measurements older than this are deleted from the database"},
+			&cli.StringSliceFlag{Name: "api-allowed-hosts", EnvVars: []string{"EDGEMAP_API_ALLOWED_HOSTS"}, Usage: "names (host or host:port) the admin API may be reached by, besides the address it is reached at and localhost on loopback"},
+			&cli.DurationFlag{Name: "api-read-timeout", Value: defaultAPIReadTimeout, EnvVars: []string{"EDGEMAP_API_READ_TIMEOUT"}, Usage: "time to read a whole admin API request, headers and body"},
+			&cli.DurationFlag{Name: "api-write-timeout", Value: defaultAPIWriteTimeout, EnvVars: []string{"EDGEMAP_API_WRITE_TIMEOUT"}, Usage: "time from the end of a request's headers to the end of its answer, the handler's work included"},
+			&cli.DurationFlag{Name: "api-idle-timeout", Value: defaultAPIIdleTimeout, EnvVars: []string{"EDGEMAP_API_IDLE_TIMEOUT"}, Usage: "how long an idle keep-alive connection is kept"},
+			&cli.IntFlag{Name: "api-max-conns", Value: defaultAPIMaxConns, EnvVars: []string{"EDGEMAP_API_MAX_CONNS"}, Usage: "open admin API connections; at the cap the oldest idle one is closed for a new one"},
+			&cli.DurationFlag{Name: "collector-read-timeout", Value: probe.DefaultBodyTimeout, EnvVars: []string{"EDGEMAP_COLLECTOR_READ_TIMEOUT"}, Usage: "time for a probe report's body to arrive after its headers"},
+			&cli.Int64Flag{Name: "collector-max-buffered", Value: probe.DefaultMaxBufferedBytes, EnvVars: []string{"EDGEMAP_COLLECTOR_MAX_BUFFERED"}, Usage: "bytes of probe reports held in memory at once; more uploads get 429"},
 		},
 		Action: serve,
 	}
@@ -87,6 +95,39 @@ func apiNeedsToken(addr string) (bool, error) {
 	return ip == nil || !ip.IsLoopback(), nil
 }
 
+// Admin listener limits: defaults of the serve flags, and the two that are
+// not flags.
+const (
+	// defaultAPIReadTimeout bounds reading one request, headers and body:
+	// 60 s, an 8 MiB apply at ~1 Mbit/s. Report bodies have their own,
+	// shorter deadline (--collector-read-timeout).
+	defaultAPIReadTimeout = 60 * time.Second
+	// defaultAPIWriteTimeout bounds a request from the end of its headers
+	// to the end of its answer, the handler's work included: 2 min, a large
+	// apply (a map rebuild of 100 000 targets takes seconds) or a long
+	// target list to a slow reader with room to spare. A handler that
+	// streams longer (a database backup) must extend its own deadline with
+	// http.ResponseController.SetWriteDeadline.
+	defaultAPIWriteTimeout = 2 * time.Minute
+	// defaultAPIIdleTimeout closes a keep-alive connection idle this long:
+	// 60 s, twice the default probe interval, so that agents keep reusing
+	// their connection.
+	defaultAPIIdleTimeout = 60 * time.Second
+	// defaultAPIMaxConns caps open admin connections: 1024, far below the
+	// descriptor limits serve runs with, so that the admin listener can
+	// never take TCP DNS's descriptors. One agent holds one connection to
+	// each name server; above ~1000 agents raise it (idle ones past the
+	// cap are closed and reconnect, which only costs a handshake).
+	defaultAPIMaxConns = 1024
+	// apiReadHeaderTimeout bounds a request's headers: 5 s (a slowloris
+	// sends them byte by byte); real clients send them in one packet.
+	apiReadHeaderTimeout = 5 * time.Second
+	// apiMaxHeaderBytes caps request headers: 64 KiB. The API's own headers
+	// (token, signing headers) take a few hundred bytes; net/http's default
+	// is 1 MiB per connection.
+	apiMaxHeaderBytes = 64 << 10
+)
+
 // serveConfig is everything `edgemap serve` is told by flags.
 type serveConfig struct {
 	DB, Listen, APIListen, APIToken, GeoIP, NodeID, World string
@@ -95,6 +136,15 @@ type serveConfig struct {
 	DownAfter, UpAfter                                    int
 	Stability                                             mapping.Stability
 	Pprof                                                 bool
+
+	// APIAllowedHosts are extra names the admin API may be reached by.
+	APIAllowedHosts []string
+	// Admin listener limits; zero means the default.
+	APIReadTimeout, APIWriteTimeout, APIIdleTimeout time.Duration
+	APIMaxConns                                     int
+	// Collector limits; zero means the probe package's default.
+	CollectorReadTimeout time.Duration
+	CollectorMaxBuffered int64
 }
 
 // running says where a started server listens; tests wait for it instead
@@ -118,6 +168,11 @@ func serve(c *cli.Context) error {
 		DownAfter: c.Int("down-after"), UpAfter: c.Int("up-after"),
 		Stability: mapping.Stability{Ratio: c.Float64("stability-ratio"), Ms: c.Float64("stability-ms")},
 		Pprof:     c.Bool("pprof"),
+
+		APIAllowedHosts: c.StringSlice("api-allowed-hosts"),
+		APIReadTimeout:  c.Duration("api-read-timeout"), APIWriteTimeout: c.Duration("api-write-timeout"),
+		APIIdleTimeout: c.Duration("api-idle-timeout"), APIMaxConns: c.Int("api-max-conns"),
+		CollectorReadTimeout: c.Duration("collector-read-timeout"), CollectorMaxBuffered: c.Int64("collector-max-buffered"),
 	}
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -137,6 +192,14 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 	}
 	if needToken && cfg.APIToken == "" {
 		return fmt.Errorf("--api-listen %s is not loopback: set --api-token (or EDGEMAP_API_TOKEN)", cfg.APIListen)
+	}
+	hosts, err := newHostPolicy(cfg.APIAllowedHosts)
+	if err != nil {
+		return err
+	}
+	if cfg.APIReadTimeout < 0 || cfg.APIWriteTimeout < 0 || cfg.APIIdleTimeout < 0 || cfg.APIMaxConns < 0 ||
+		cfg.CollectorReadTimeout < 0 || cfg.CollectorMaxBuffered < 0 {
+		return fmt.Errorf("--api-read-timeout, --api-write-timeout, --api-idle-timeout, --api-max-conns, --collector-read-timeout and --collector-max-buffered must not be negative")
 	}
 	nodeID := cfg.NodeID
 	if nodeID == "" {
@@ -210,20 +273,33 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 	}
 	defer dns.Close()
 
-	a := &api{n: n, token: cfg.APIToken, log: log.Named("api")}
-	ln, err := net.Listen("tcp", cfg.APIListen)
+	a := &api{n: n, token: cfg.APIToken, hosts: hosts, log: log.Named("api"),
+		collector: probe.Collector{BodyTimeout: cfg.CollectorReadTimeout, MaxBufferedBytes: cfg.CollectorMaxBuffered}}
+	tcpLn, err := net.Listen("tcp", cfg.APIListen)
 	if err != nil {
 		return fmt.Errorf("--api-listen: %w", err)
 	}
+	ln := newConnCap(tcpLn, cmp.Or(cfg.APIMaxConns, defaultAPIMaxConns), log.Named("api"), reg)
 	handler := a.routes(reg)
 	if cfg.Pprof {
 		mux := http.NewServeMux()
 		mux.Handle("/", handler)
-		mux.Handle("/debug/pprof/", a.auth(pprof.Index))
-		mux.Handle("/debug/pprof/profile", a.auth(pprof.Profile))
+		mux.Handle("/debug/pprof/", a.admin(pprof.Index))
+		mux.Handle("/debug/pprof/profile", a.admin(pprof.Profile))
 		handler = mux
 	}
-	httpSrv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
+	httpSrv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: apiReadHeaderTimeout,
+		ReadTimeout:       cmp.Or(cfg.APIReadTimeout, defaultAPIReadTimeout),
+		WriteTimeout:      cmp.Or(cfg.APIWriteTimeout, defaultAPIWriteTimeout),
+		IdleTimeout:       cmp.Or(cfg.APIIdleTimeout, defaultAPIIdleTimeout),
+		MaxHeaderBytes:    apiMaxHeaderBytes,
+		ConnState:         ln.track,
+	}
+	if httpSrv.ErrorLog, err = zap.NewStdLogAt(log.Named("http"), zapcore.WarnLevel); err != nil {
+		return err
+	}
 	httpErr := make(chan error, 1)
 	go func() { httpErr <- httpSrv.Serve(ln) }()
 
