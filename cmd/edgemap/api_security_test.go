@@ -1,0 +1,364 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edgemap/edgemap/probe"
+)
+
+// attackWorld is what a hostile web page would apply: every property
+// served by one edge at the attacker's address.
+func attackWorld() worldSpec {
+	evil := "203.0.113.66"
+	w := worldSpec{Zone: &zoneSpec{Name: "cdn.example.net.", Contact: "hostmaster.example.net.",
+		NameServers: []nsSpec{{Name: "ns1.cdn.example.net.", IPv4: evil}}}}
+	for _, pool := range []string{"global", "apac"} {
+		w.Edges = append(w.Edges, edgeSpec{ID: "evil-" + pool, IPv4: ptr(evil), Lat: ptr(0.0), Lon: ptr(0.0), Pool: ptr(pool)})
+	}
+	for _, name := range []string{"shop", "video", "game", "static.eu"} {
+		w.Properties = append(w.Properties, propertySpec{Name: name + ".cdn.example.net.", Pools: []string{"global", "apac"}})
+	}
+	return w
+}
+
+// configState is everything the admin API and the DNS say about the
+// configuration, to compare before and after an attack.
+func configState(t *testing.T, s *server) string {
+	t.Helper()
+	var b strings.Builder
+	for _, path := range []string{"/v1/zone", "/v1/edges", "/v1/properties", "/v1/map/targets", "/v1/keys"} {
+		code, raw := callRaw(t, s, "GET", path, nil)
+		fmt.Fprintf(&b, "%s %d %s\n", path, code, raw)
+	}
+	for _, name := range []string{"shop", "video", "game", "static.eu"} {
+		for _, subnet := range []string{"198.18.1.0/24", "198.18.2.0/24", "203.0.113.0/24"} {
+			_, addrs := askA(t, s, name+".cdn.example.net.", subnet)
+			fmt.Fprintf(&b, "%s %s %v\n", name, subnet, addrs)
+		}
+	}
+	return b.String()
+}
+
+// rawRequest sends one request with exactly these headers (Host included)
+// on a new connection and returns the status and body.
+func rawRequest(t *testing.T, s *server, method, path string, hdr map[string]string, body []byte) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, s.API+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		if k == "Host" {
+			req.Host = v
+			continue
+		}
+		req.Header.Set(k, v)
+	}
+	cl := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	resp, err := cl.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, raw
+}
+
+// TestCSRFApplyIsRefused is the attack of issue 10: a web page the
+// operator visits posts a "simple" cross-origin request (text/plain, so no
+// CORS preflight) to the loopback API, with DNS rebinding's Host.
+func TestCSRFApplyIsRefused(t *testing.T) {
+	s := startServer(t, demoConfig(t))
+	before := configState(t, s)
+	world, _ := json.Marshal(attackWorld())
+
+	code, raw := rawRequest(t, s, "POST", "/v1/apply?prune=true", map[string]string{
+		"Host": "evil.example", "Origin": "http://evil.example", "Content-Type": "text/plain",
+	}, world)
+	var fe fieldError
+	if code != http.StatusForbidden || json.Unmarshal(raw, &fe) != nil || fe.Msg == "" {
+		t.Errorf("cross-origin apply: %d %s, want 403 with a JSON error", code, raw)
+	}
+	if after := configState(t, s); after != before {
+		t.Fatalf("the refused request changed the configuration:\nbefore\n%s\nafter\n%s", before, after)
+	}
+}
+
+// hostOf is the API's host:port, what the CLI sends as Host.
+func hostOf(s *server) string { return strings.TrimPrefix(s.API, "http://") }
+
+// vmRSS is the process's resident set from /proc/self/status, in bytes.
+func vmRSS(t *testing.T) int64 {
+	t.Helper()
+	raw, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Skipf("no /proc/self/status: %v", err)
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	t.Skip("no VmRSS in /proc/self/status")
+	return 0
+}
+
+// liveHeap is the heap the last full collection found reachable.
+func liveHeap() int64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc)
+}
+
+// TestStalledUploadsHoldLittleMemory is the collector attack of issue 10:
+// 32 connections each send a real key id, a current timestamp, a forged
+// signature and all but the last byte of an 8 MiB - 1 body, then stall.
+// The server and this test share a process, so the server's cost is the
+// process's growth: the live heap after a full collection (what the
+// server holds; the client side sends from one buffer allocated before the
+// baseline) and VmRSS (reported; under -race it includes the detector's
+// shadow memory, so only the heap is asserted).
+func TestStalledUploadsHoldLittleMemory(t *testing.T) {
+	cfg := demoConfig(t)
+	const bodyTimeout = 3 * time.Second
+	cfg.CollectorReadTimeout = bodyTimeout
+	s := startServer(t, cfg)
+	addKey(t, s, "fra1-agent", "fra1")
+
+	const conns = 32
+	const declared = probe.MaxReportBytes - 1
+	body := bytes.Repeat([]byte("x"), declared-1) // the last byte never comes
+	head := fmt.Sprintf("POST /v1/reports HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"+
+		"%s: fra1-agent\r\n%s: %d\r\n%s: %d\r\n%s: %s\r\n\r\n",
+		hostOf(s), declared, probe.HeaderKey, probe.HeaderTimestamp, time.Now().Unix(),
+		probe.HeaderSeq, time.Now().UnixNano(), probe.HeaderSignature, strings.Repeat("0", 64))
+
+	// The baseline is the least of a few samples and the attack's figure
+	// the most (below), so the map loop's own garbage can only make the
+	// difference larger, never hide what the uploads hold.
+	debug.FreeOSMemory()
+	heap0, rss0 := liveHeap(), vmRSS(t)
+	for range 4 {
+		time.Sleep(50 * time.Millisecond)
+		heap0, rss0 = min(heap0, liveHeap()), min(rss0, vmRSS(t))
+	}
+
+	var wg sync.WaitGroup
+	cs := make([]net.Conn, conns)
+	for i := range cs {
+		c, err := net.Dial("tcp", hostOf(s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		cs[i] = c
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// A refused upload is answered and closed, so the write may
+			// fail; what counts is what the server holds afterwards.
+			c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			c.Write([]byte(head))
+			c.Write(body)
+		}()
+	}
+	wg.Wait()
+	stalled := time.Now()
+
+	// Every connection must be closed by the server within the body
+	// deadline; 8 s of slack for a slow, shared CI machine.
+	const within = bodyTimeout + 8*time.Second
+	var open atomic.Int32
+	var lastClose atomic.Int64 // ns after the stall
+	var closeWG sync.WaitGroup
+	for _, c := range cs {
+		closeWG.Add(1)
+		go func() {
+			defer closeWG.Done()
+			c.SetReadDeadline(stalled.Add(within))
+			_, err := io.Copy(io.Discard, c)
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				open.Add(1)
+				return
+			}
+			for took := int64(time.Since(stalled)); ; {
+				last := lastClose.Load()
+				if took <= last || lastClose.CompareAndSwap(last, took) {
+					break
+				}
+			}
+		}()
+	}
+
+	// A write returns once the kernel has the bytes, not the server, so
+	// the most the server holds is sampled for a second of the stall.
+	var heap1, rss1 int64
+	for start := time.Now(); time.Since(start) < time.Second; time.Sleep(100 * time.Millisecond) {
+		heap1, rss1 = max(heap1, liveHeap()), max(rss1, vmRSS(t))
+	}
+	t.Logf("%d stalled uploads: live heap +%d MiB, VmRSS +%d MiB", conns, (heap1-heap0)>>20, (rss1-rss0)>>20)
+	closeWG.Wait()
+	t.Logf("%d of %d still open %v after the stall; the last one closed %v after it",
+		open.Load(), conns, within, time.Duration(lastClose.Load()).Round(time.Millisecond))
+	if heap1-heap0 >= 64<<20 {
+		t.Errorf("%d stalled uploads hold %d MiB of heap, want < 64 MiB", conns, (heap1-heap0)>>20)
+	}
+	if n := open.Load(); n > 0 {
+		t.Errorf("%d of %d stalled uploads still open %v after they stalled", n, conns, within)
+	}
+}
+
+// raiseNoFile lifts the soft descriptor limit to the hard one, or skips
+// the test if even that is below need.
+func raiseNoFile(t *testing.T, need uint64) {
+	t.Helper()
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Skipf("getrlimit: %v", err)
+	}
+	if lim.Cur >= need {
+		return
+	}
+	if lim.Max < need {
+		t.Skipf("RLIMIT_NOFILE hard limit %d is below the %d descriptors this test needs", lim.Max, need)
+	}
+	old := lim
+	lim.Cur = lim.Max
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Skipf("raising RLIMIT_NOFILE to %d: %v", lim.Max, err)
+	}
+	t.Cleanup(func() { syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old) })
+}
+
+// TestIdleKeepAlivesAreClosed is issue 10's descriptor attack: 1500
+// keep-alive connections each ask GET /healthz once and then sit idle.
+// They must be closed after the idle timeout while /healthz keeps
+// answering new connections throughout.
+func TestIdleKeepAlivesAreClosed(t *testing.T) {
+	const idle = 1500
+	raiseNoFile(t, 2*idle+500) // both ends live in this process
+	cfg := demoConfig(t)
+	const idleTimeout = 2 * time.Second
+	cfg.APIIdleTimeout = idleTimeout
+	s := startServer(t, cfg)
+
+	req := "GET /healthz HTTP/1.1\r\nHost: " + hostOf(s) + "\r\n\r\n"
+	type idleConn struct {
+		c      net.Conn
+		closed chan time.Time
+	}
+	conns := make([]idleConn, idle)
+	work := make(chan int)
+	var wg sync.WaitGroup
+	var failed atomic.Int32
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				c, err := net.Dial("tcp", hostOf(s))
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				t.Cleanup(func() { c.Close() })
+				br := bufio.NewReader(c)
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				c.Write([]byte(req))
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil || resp.StatusCode != http.StatusOK {
+					failed.Add(1)
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				c.SetDeadline(time.Time{})
+				ic := idleConn{c: c, closed: make(chan time.Time, 1)}
+				conns[i] = ic
+				go func() {
+					c.SetReadDeadline(time.Now().Add(30 * time.Second))
+					br.ReadByte() // returns when the server closes (or the deadline)
+					ic.closed <- time.Now()
+				}()
+			}
+		}()
+	}
+	start := time.Now()
+	for i := range conns {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	opened := time.Now()
+	t.Logf("%d keep-alives opened in %v (%d failed)", idle, opened.Sub(start).Round(time.Millisecond), failed.Load())
+
+	// /healthz must answer on new connections until every idle one is
+	// gone. 10 s of slack past the idle timeout for a slow CI machine.
+	const within = idleTimeout + 10*time.Second
+	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 3 * time.Second}
+	var polls, bad int
+	deadline := opened.Add(within)
+	allClosed := func() int {
+		n := 0
+		for _, ic := range conns {
+			if ic.c == nil {
+				continue
+			}
+			select {
+			case at := <-ic.closed:
+				ic.closed <- at
+			default:
+				n++
+			}
+		}
+		return n
+	}
+	for time.Now().Before(deadline) {
+		polls++
+		resp, err := hc.Get(s.API + "/healthz")
+		if err != nil {
+			bad++
+			t.Logf("/healthz: %v", err)
+		} else {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				bad++
+			}
+		}
+		if allClosed() == 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	stillOpen := allClosed()
+	t.Logf("after %v: %d of %d idle keep-alives still open; /healthz answered %d of %d polls",
+		time.Since(opened).Round(100*time.Millisecond), stillOpen, idle, polls-bad, polls)
+	if failed.Load() > 0 {
+		t.Errorf("%d of %d keep-alives could not be opened", failed.Load(), idle)
+	}
+	if stillOpen > 0 {
+		t.Errorf("%d idle keep-alives still open %v after they went idle", stillOpen, within)
+	}
+	if bad > 0 {
+		t.Errorf("/healthz failed %d of %d polls while the idle connections were held", bad, polls)
+	}
+}
