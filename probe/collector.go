@@ -211,8 +211,13 @@ func unwrapWriter(w http.ResponseWriter) http.ResponseWriter {
 
 func (c *Collector) postReport(w http.ResponseWriter, r *http.Request) {
 	now := c.now()
+	// Refusals before the body close the connection: net/http would
+	// otherwise read up to 256 KiB of the body before it answers, to keep
+	// the connection, and a refusal must not wait for a stalled body.
+	closeConn := func() { w.Header().Set("Connection", "close") }
 	// A declared length over the limit is refused before anything is read.
 	if r.ContentLength > MaxReportBytes {
+		closeConn()
 		writeError(w, http.StatusRequestEntityTooLarge, tooLarge())
 		return
 	}
@@ -220,10 +225,12 @@ func (c *Collector) postReport(w http.ResponseWriter, r *http.Request) {
 	// a key ID and a clock cannot make the server read one.
 	s, err := verifyHeaders(r, c.Store.Key, now)
 	if err != nil {
+		closeConn()
 		c.unauthorized(w, r, err)
 		return
 	}
 	if SeqAhead(s.seq, now) {
+		closeConn()
 		c.rejected(w, c.log().With(zap.String("key", s.keyID)), http.StatusBadRequest, fieldErr(HeaderSeq,
 			"sequence number %d is ahead of the server's clock (at most unix time in ns + %s, %d); derive it from the clock at signing",
 			s.seq, MaxClockSkew, uint64(now.Add(MaxClockSkew).UnixNano())))
@@ -231,6 +238,7 @@ func (c *Collector) postReport(w http.ResponseWriter, r *http.Request) {
 	}
 	release, err := c.admit(s, r.ContentLength)
 	if err != nil {
+		closeConn()
 		c.log().Debug("upload refused", zap.String("key", s.keyID), zap.String("remote", r.RemoteAddr), zap.Error(err))
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusTooManyRequests, err)

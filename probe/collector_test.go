@@ -48,6 +48,7 @@ type fakeStore struct {
 	accepted  []accepted        // guarded by mu
 	failWith  error             // Accept returns it when set; guarded by mu
 	panicking bool              // Accept panics when set; guarded by mu
+	storeNone bool              // Accept records the seq but stores no measurement, as for a retried report
 	failed    int               // Accepts that returned failWith; guarded by mu
 }
 
@@ -99,6 +100,9 @@ func (s *fakeStore) Accept(keyID string, seq uint64, r *Report) (int, error) {
 	}
 	s.lastSeq[keyID] = seq
 	s.accepted = append(s.accepted, accepted{keyID, seq, r})
+	if s.storeNone {
+		return 0, nil
+	}
 	return len(r.Measurements), nil
 }
 

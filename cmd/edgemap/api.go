@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -178,7 +179,8 @@ func newHostPolicy(entries []string) (hostPolicy, error) {
 			continue
 		}
 		host, port := splitHost(e)
-		if host == "" || strings.ContainsAny(e, "/?#@ ") || (port != "" && !validPort(port)) {
+		_, ipErr := netip.ParseAddr(host)
+		if (ipErr != nil && !hostnamePattern.MatchString(host)) || (port != "" && !validPort(port)) {
 			return hostPolicy{}, fmt.Errorf("--api-allowed-hosts: %q: want a host name or address, optionally with :port", e)
 		}
 		if port != "" {
@@ -211,6 +213,10 @@ func (p hostPolicy) allows(r *http.Request) bool {
 	}
 	return host == "localhost" && local.IsLoopback()
 }
+
+// hostnamePattern is a host name as a Host header carries it: dot-separated
+// labels of letters, digits, '-' and '_' (lower case after splitHost).
+var hostnamePattern = regexp.MustCompile(`^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$`)
 
 // splitHost splits "host", "host:port", "[v6]" and "[v6]:port" and returns
 // the host in lower case without a trailing dot.

@@ -3,11 +3,15 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -18,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/edgemap/edgemap/probe"
 )
@@ -214,6 +220,7 @@ func TestStalledUploadsHoldLittleMemory(t *testing.T) {
 	for start := time.Now(); time.Since(start) < time.Second; time.Sleep(100 * time.Millisecond) {
 		heap1, rss1 = max(heap1, liveHeap()), max(rss1, vmRSS(t))
 	}
+	runtime.KeepAlive(body) // in the baseline, so it must stay live in the figure too
 	t.Logf("%d stalled uploads: live heap +%d MiB, VmRSS +%d MiB", conns, (heap1-heap0)>>20, (rss1-rss0)>>20)
 	closeWG.Wait()
 	t.Logf("%d of %d still open %v after the stall; the last one closed %v after it",
@@ -360,5 +367,297 @@ func TestIdleKeepAlivesAreClosed(t *testing.T) {
 	}
 	if bad > 0 {
 		t.Errorf("/healthz failed %d of %d polls while the idle connections were held", bad, polls)
+	}
+}
+
+// TestAdminAPIRefusesBrowsers: each thing a web page can forge is refused
+// on its own, with a JSON error naming the header, and changes nothing;
+// what the CLI, agents and scrapers send still works.
+func TestAdminAPIRefusesBrowsers(t *testing.T) {
+	s := startServer(t, demoConfig(t))
+	before := configState(t, s)
+	world, _ := json.Marshal(attackWorld())
+	self := hostOf(s)
+	const json_ = "application/json"
+	refused := []struct {
+		name, method, path string
+		hdr                map[string]string
+		status             int
+		field              string
+	}{
+		{"cross-origin JSON apply", "POST", "/v1/apply?prune=true", map[string]string{"Host": self, "Origin": "http://evil.example", "Content-Type": json_}, 403, "Origin"},
+		{"rebinding: foreign Host, no Origin", "POST", "/v1/apply?prune=true", map[string]string{"Host": "evil.example:" + portOf(s), "Content-Type": json_}, 403, "Host"},
+		{"rebinding: same-origin to the page", "POST", "/v1/apply?prune=true", map[string]string{"Host": "evil.example", "Origin": "http://evil.example", "Content-Type": json_}, 403, "Host"},
+		{"text/plain without Origin", "POST", "/v1/apply?prune=true", map[string]string{"Host": self, "Content-Type": "text/plain"}, 415, "Content-Type"},
+		{"form post", "POST", "/v1/apply?prune=true", map[string]string{"Host": self, "Content-Type": "application/x-www-form-urlencoded"}, 415, "Content-Type"},
+		{"Origin null (sandboxed page)", "POST", "/v1/apply?prune=true", map[string]string{"Host": self, "Origin": "null", "Content-Type": json_}, 403, "Origin"},
+		{"Origin on another port", "POST", "/v1/apply?prune=true", map[string]string{"Host": self, "Origin": "http://127.0.0.1:1", "Content-Type": json_}, 403, "Origin"},
+		{"body-less cross-origin drain", "POST", "/v1/edges/fra1/drain", map[string]string{"Host": self, "Origin": "http://evil.example"}, 403, "Origin"},
+		{"body-less drain, no type", "POST", "/v1/edges/fra1/drain", map[string]string{"Host": self}, 415, "Content-Type"},
+		{"delete, foreign Host", "DELETE", "/v1/edges/fra1", map[string]string{"Host": "evil.example", "Content-Type": json_}, 403, "Host"},
+		{"keys read by a rebound page", "GET", "/v1/keys", map[string]string{"Host": "evil.example"}, 403, "Host"},
+		{"edges read by a rebound page", "GET", "/v1/edges", map[string]string{"Host": "evil.example"}, 403, "Host"},
+		{"explain read by a rebound page", "GET", "/v1/map/explain?property=shop.cdn.example.net&client=192.0.2.1", map[string]string{"Host": "evil.example"}, 403, "Host"},
+		{"unknown endpoint, foreign Host", "GET", "/v1/nothing", map[string]string{"Host": "evil.example"}, 403, "Host"},
+	}
+	for _, tc := range refused {
+		code, raw := rawRequest(t, s, tc.method, tc.path, tc.hdr, world)
+		var fe fieldError
+		if code != tc.status || json.Unmarshal(raw, &fe) != nil || fe.Field != tc.field || fe.Msg == "" {
+			t.Errorf("%s: %d %s, want %d naming %s", tc.name, code, raw, tc.status, tc.field)
+		}
+	}
+	if after := configState(t, s); after != before {
+		t.Fatalf("refused requests changed the configuration:\nbefore\n%s\nafter\n%s", before, after)
+	}
+
+	allowed := []struct {
+		name, method, path string
+		hdr                map[string]string
+		status             int
+	}{
+		{"/healthz for a scraper by any name", "GET", "/healthz", map[string]string{"Host": "ns1.example.net"}, 200},
+		{"/metrics for a scraper by any name", "GET", "/metrics", map[string]string{"Host": "ns1.example.net"}, 200},
+		{"localhost on loopback", "GET", "/v1/zone", map[string]string{"Host": "localhost:" + portOf(s)}, 200},
+		{"the address on another port (a port forward)", "GET", "/v1/zone", map[string]string{"Host": "127.0.0.1:18053"}, 200},
+		{"same origin", "POST", "/v1/edges/fra1/drain", map[string]string{"Host": self, "Origin": "http://" + self, "Content-Type": json_}, 200},
+		{"JSON with a charset", "POST", "/v1/edges/fra1/undrain", map[string]string{"Host": self, "Content-Type": "application/json; charset=utf-8"}, 200},
+		// Agents reach collectors by name; the signature is their check.
+		{"collector by name", "GET", "/v1/targets", map[string]string{"Host": "ns1.example.net"}, 401},
+	}
+	for _, tc := range allowed {
+		if code, raw := rawRequest(t, s, tc.method, tc.path, tc.hdr, nil); code != tc.status {
+			t.Errorf("%s: %d %s, want %d", tc.name, code, raw, tc.status)
+		}
+	}
+	// The CLI, as users run it.
+	var z struct {
+		Name string `json:"name"`
+	}
+	cl := &client{base: s.API, http: http.DefaultClient}
+	if err := cl.do("POST", "/v1/edges/fra1/drain", nil, nil); err != nil {
+		t.Errorf("CLI drain: %v", err)
+	}
+	if err := cl.do("POST", "/v1/edges/fra1/undrain", nil, nil); err != nil {
+		t.Errorf("CLI undrain: %v", err)
+	}
+	if err := cl.do("GET", "/v1/zone", nil, &z); err != nil || z.Name != "cdn.example.net." {
+		t.Errorf("CLI zone show: %+v %v", z, err)
+	}
+}
+
+func portOf(s *server) string {
+	_, port, _ := net.SplitHostPort(hostOf(s))
+	return port
+}
+
+// TestAdminRefusalBeforeBody: a refused write is answered from its headers
+// alone, without waiting for (or reading) the body it declares.
+func TestAdminRefusalBeforeBody(t *testing.T) {
+	s := startServer(t, demoConfig(t))
+	for _, hdr := range []string{
+		"Host: evil.example\r\nOrigin: http://evil.example\r\nContent-Type: text/plain\r\n",
+		"Host: " + hostOf(s) + "\r\nContent-Type: text/plain\r\n",
+	} {
+		c, err := net.Dial("tcp", hostOf(s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "POST /v1/apply?prune=true HTTP/1.1\r\n%sContent-Length: 100000\r\n\r\n", hdr)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second)) // the body never comes
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("%q: no answer before the body: %v", hdr, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden && resp.StatusCode != http.StatusUnsupportedMediaType {
+			t.Errorf("%q: %d, want 403 or 415", hdr, resp.StatusCode)
+		}
+	}
+}
+
+// TestAPIAllowedHosts: names listed in --api-allowed-hosts reach the API,
+// with any port or the one listed; others do not.
+func TestAPIAllowedHosts(t *testing.T) {
+	cfg := demoConfig(t)
+	cfg.APIAllowedHosts = []string{"API.example.net.", "ns1.example.net:9999", "[2001:db8::53]:8053"}
+	s := startServer(t, cfg)
+	for host, want := range map[string]int{
+		"api.example.net":      200,
+		"Api.Example.Net:8053": 200,
+		"api.example.net.:1":   200,
+		"ns1.example.net:9999": 200,
+		"ns1.example.net:8053": 403,
+		"ns1.example.net":      403,
+		"[2001:db8::53]:8053":  200,
+		"[2001:db8::53]:8054":  403,
+		"evil.example":         403,
+		"api.example.net.evil": 403,
+	} {
+		if code, raw := rawRequest(t, s, "GET", "/v1/zone", map[string]string{"Host": host}, nil); code != want {
+			t.Errorf("Host %q: %d %s, want %d", host, code, raw, want)
+		}
+	}
+	// HTTP/1.0 without a Host names nothing.
+	c, err := net.Dial("tcp", hostOf(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprint(c, "GET /v1/zone HTTP/1.0\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Errorf("no Host: %v %v, want 403", resp, err)
+	}
+	// A context that is done already: a server that wrongly starts stops
+	// at once instead of hanging the test.
+	done, cancel := context.WithCancel(t.Context())
+	cancel()
+	for _, bad := range []string{"http://api.example.net", "api.example.net/x", "a:b:c", "host:0", "user@host", "a..b", "-a.example"} {
+		cfg := demoConfig(t)
+		cfg.APIAllowedHosts = []string{bad}
+		if err := runServer(done, cfg, zap.NewNop(), nil); err == nil || !strings.Contains(err.Error(), "--api-allowed-hosts") {
+			t.Errorf("--api-allowed-hosts %q: %v, want an error naming the flag", bad, err)
+		}
+	}
+}
+
+// TestAPIConnectionCap: at the cap a new connection closes the oldest idle
+// keep-alive (else the oldest that has sent no request), so that neither
+// can keep /healthz out.
+func TestAPIConnectionCap(t *testing.T) {
+	cfg := demoConfig(t)
+	const limit = 20
+	cfg.APIMaxConns = limit
+	s := startServer(t, cfg)
+	open := func(n int, sendRequest bool) []net.Conn {
+		var cs []net.Conn
+		for range n {
+			c, err := net.Dial("tcp", hostOf(s))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			if sendRequest {
+				fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: %s\r\n\r\n", hostOf(s))
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			cs = append(cs, c)
+		}
+		return cs
+	}
+	closed := func(c net.Conn) bool {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err := c.Read(make([]byte, 1))
+		return err != nil && !errors.Is(err, os.ErrDeadlineExceeded)
+	}
+	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	healthz := func() int {
+		resp, err := hc.Get(s.API + "/healthz")
+		if err != nil {
+			t.Fatalf("/healthz at the cap: %v", err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+
+	for _, tc := range []struct {
+		reason      string
+		sendRequest bool
+	}{{"idle", true}, {"new", false}} {
+		shed := metric(t, s, `edgemap_api_connections_shed_total{reason="`+tc.reason+`"}`)
+		cs := open(limit, tc.sendRequest)
+		if code := healthz(); code != http.StatusOK {
+			t.Fatalf("%s: /healthz at the cap: %d", tc.reason, code)
+		}
+		if !closed(cs[0]) {
+			t.Errorf("%s: the oldest connection is still open after a new one came at the cap", tc.reason)
+		}
+		if got := metric(t, s, `edgemap_api_connections_shed_total{reason="`+tc.reason+`"}`); got <= shed {
+			t.Errorf("%s: shed counter %v, want more than %v", tc.reason, got, shed)
+		}
+		for _, c := range cs {
+			c.Close()
+		}
+		eventually(t, 5*time.Second, "connections closed", func() bool {
+			return metric(t, s, "edgemap_api_connections") <= 1
+		})
+	}
+}
+
+// TestReportSeqBoundAndIgnored is issue 11's collector accounting through
+// the real collector and store: a seq of 2^64-1 is refused naming the
+// header and does not lock the key out; a report whose measurements are
+// not newer than the stored ones says they were ignored, and why.
+func TestReportSeqBoundAndIgnored(t *testing.T) {
+	s := startServer(t, demoConfig(t))
+	secret := addKey(t, s, "fra1-agent", "fra1")
+	fra := netip.MustParsePrefix("198.18.2.0/24")
+	seoul := netip.MustParsePrefix("198.18.1.0/24")
+	at := time.Now().UTC().Add(-time.Minute).Truncate(time.Millisecond)
+	post := func(rep *probe.Report, seq uint64) (int, []byte) {
+		body, h := signReport(t, rep, "fra1-agent", secret, seq)
+		req, _ := http.NewRequest("POST", s.API+"/v1/reports", bytes.NewReader(body))
+		req.Header = h
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, raw
+	}
+	seq := func() uint64 { return uint64(time.Now().UnixNano()) }
+	rep := func(at time.Time, rtt float64, blocks ...netip.Prefix) *probe.Report {
+		r := &probe.Report{Edge: "fra1", MeasuredAt: at, IntervalMs: 30000}
+		for _, b := range blocks {
+			r.Measurements = append(r.Measurements, probe.Measurement{Target: b, RTTMs: rtt, Samples: 3})
+		}
+		return r
+	}
+
+	code, raw := post(rep(at, 10, fra), math.MaxUint64)
+	var fe probe.FieldError
+	if json.Unmarshal(raw, &fe); code != http.StatusBadRequest || fe.Field != probe.HeaderSeq {
+		t.Fatalf("seq 2^64-1: %d %s, want 400 naming %s", code, raw, probe.HeaderSeq)
+	}
+	if m := frankfurtMeasured(t, s); len(m) != 0 {
+		t.Fatalf("the refused report was stored: %+v", m)
+	}
+	type answer struct {
+		Accepted      int    `json:"accepted"`
+		Ignored       int    `json:"ignored"`
+		IgnoredReason string `json:"ignored_reason"`
+	}
+	check := func(what string, code int, raw []byte, want answer) {
+		t.Helper()
+		var got answer
+		if err := json.Unmarshal(raw, &got); err != nil || code != http.StatusOK || got.Accepted != want.Accepted ||
+			got.Ignored != want.Ignored || (got.IgnoredReason != "") != (want.Ignored > 0) {
+			t.Errorf("%s: %d %s, want accepted %d, ignored %d (with a reason when any)", what, code, raw, want.Accepted, want.Ignored)
+		}
+	}
+	code, raw = post(rep(at, 10, fra), seq())
+	check("first report (the key is not locked out)", code, raw, answer{Accepted: 1})
+	code, raw = post(rep(at, 99, fra), seq())
+	check("the same measured_at again", code, raw, answer{Ignored: 1})
+	code, raw = post(rep(at.Add(-time.Second), 99, fra), seq())
+	check("an older measured_at", code, raw, answer{Ignored: 1})
+	if m := frankfurtMeasured(t, s); len(m) != 1 || m[0].LastRTT != 10 || m[0].Samples != 3 {
+		t.Fatalf("an ignored report changed the stored measurement: %+v", m)
+	}
+	code, raw = post(rep(at, 20, fra, seoul), seq())
+	check("one target new, one not newer", code, raw, answer{Accepted: 1, Ignored: 1})
+	code, raw = post(rep(at.Add(time.Second), 30, fra, seoul), seq())
+	check("a newer report", code, raw, answer{Accepted: 2})
+	if m := frankfurtMeasured(t, s); len(m) != 1 || m[0].LastRTT != 30 {
+		t.Fatalf("the newer report is not stored: %+v", m)
 	}
 }
