@@ -222,7 +222,8 @@ func (c *Collector) postReport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The signing headers and timestamp before the body: a caller without
-	// a key ID and a clock cannot make the server read one.
+	// a clock cannot make the server read one, and one without a known key
+	// ID cannot make it keep one (readBody).
 	s, err := verifyHeaders(r, c.Store.Key, now)
 	if err != nil {
 		closeConn()

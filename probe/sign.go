@@ -203,9 +203,9 @@ func SeqAhead(seq uint64, now time.Time) bool {
 // signed is a request whose signing headers are well-formed and whose
 // timestamp is fresh; key is set when the key ID is known. The collector
 // checks these before it reads a body of up to MaxReportBytes, so that a
-// caller without a key ID and a clock cannot make it read one; an unknown
-// key is only refused after the body (read but not kept), so that its
-// answer and timing are those of a bad signature.
+// caller without a clock cannot make it read one; an unknown key is only
+// refused after the body (read but not kept), so that its answer and
+// timing are those of a bad signature.
 type signed struct {
 	keyID  string
 	key    Key
