@@ -103,6 +103,7 @@ func (a *api) auth(h http.HandlerFunc) http.Handler {
 			want := "Bearer " + a.token
 			if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte(want)) != 1 {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="edgemap"`)
+				w.Header().Set("Connection", "close") // answer without reading the body first
 				writeErr(w, http.StatusUnauthorized, errf("authorization", "missing or wrong bearer token"))
 				return
 			}
