@@ -19,7 +19,10 @@ test:
 	$(GO) vet ./...
 	$(GO) test -race ./...
 
-# Each fuzz target for FUZZTIME (default 60s).
+# Each fuzz target for FUZZTIME (default 60s). The admin API targets write
+# to a real bbolt file per input (a few ms each), so minimizing a new
+# input is capped at 5s instead of go test's 60s, which would leave them
+# no time to fuzz.
 FUZZTIME ?= 60s
 fuzz:
 	$(GO) test ./resolver -run '^$$' -fuzz '^FuzzServeDNS$$' -fuzztime $(FUZZTIME)
@@ -29,6 +32,10 @@ fuzz:
 	$(GO) test ./cmd/edgemap -run '^$$' -fuzz '^FuzzHostName$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./cmd/edgemap -run '^$$' -fuzz '^FuzzMailbox$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./cmd/edgemap -run '^$$' -fuzz '^FuzzDuplicateKey$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./probe -run '^$$' -fuzz '^FuzzCollector$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./probe -run '^$$' -fuzz '^FuzzDecodeReport$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./cmd/edgemap -run '^$$' -fuzz '^FuzzAdminAPI$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+	$(GO) test ./cmd/edgemap -run '^$$' -fuzz '^FuzzAdminGuard$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 
 # Go benchmarks (the large map: 1000 edges x 100000 measured targets; set
 # EDGEMAP_GEOLITE2 to a GeoLite2 City .mmdb for real locations), then

@@ -396,8 +396,18 @@ func (s *sender) do(ctx context.Context, method, path string, body []byte) ([]by
 }
 
 func (s *sender) post(ctx context.Context, body []byte) error {
-	_, err := s.do(ctx, http.MethodPost, "/v1/reports", body)
-	return err
+	raw, err := s.do(ctx, http.MethodPost, "/v1/reports", body)
+	if err != nil {
+		return err
+	}
+	// Ignored measurements are normal after a retry whose first attempt
+	// was stored; a collector that predates "ignored" leaves it 0.
+	var resp reportResponse
+	if json.Unmarshal(raw, &resp) == nil && resp.Ignored > 0 {
+		s.a.log.Debug("collector ignored measurements of a report", zap.String("collector", s.base),
+			zap.Int("stored", resp.Accepted), zap.Int("ignored", resp.Ignored), zap.String("reason", resp.IgnoredReason))
+	}
+	return nil
 }
 
 func (s *sender) fetchTargets(ctx context.Context) (targetList, error) {

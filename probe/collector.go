@@ -1,14 +1,18 @@
 package probe
 
 import (
+	"cmp"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -36,14 +40,43 @@ type CollectorStore interface {
 	// the key's last sequence number, atomically; it returns ErrReplay
 	// (wrapped or not) when seq is not greater than the last accepted one.
 	// It returns only after the data is on disk: an acknowledged report
-	// must never be lost. It must not keep r after it returns.
-	Accept(keyID string, seq uint64, r *Report) error
+	// must never be lost. It must not keep r after it returns. stored is
+	// how many of r's measurements it kept; the others were not newer than
+	// what it has for their target (r.MeasuredAt not after the stored
+	// measurement's time: a retry of a report already stored, or an older
+	// one arriving late), and the collector says so in its answer.
+	Accept(keyID string, seq uint64, r *Report) (stored int, err error)
 }
+
+// Defaults of the Collector's limits on uploads.
+const (
+	// DefaultBodyTimeout is how long a report's body may take to arrive
+	// once its headers are in: 20 s, enough for MaxReportBytes at 4 Mbit/s
+	// (a real report of 1000 targets is ~70 KB). A stalled upload holds its
+	// slot (see DefaultUploadsPerKey) and connection at most this long.
+	DefaultBodyTimeout = 20 * time.Second
+	// DefaultUploadsPerKey bounds the reports of one key ID in flight at
+	// once: 2. An agent posts one report at a time to each collector; the
+	// second slot lets a retry overlap an attempt the agent gave up on.
+	// Hazard: key IDs are not secret, so anyone who knows one can hold its
+	// slots (for DefaultBodyTimeout at a time) and delay that agent's
+	// reports; firewall the collector to the agents' addresses where that
+	// matters.
+	DefaultUploadsPerKey = 2
+	// DefaultMaxBufferedBytes bounds the report bytes all uploads may hold
+	// in memory at once, counted by declared length (MaxReportBytes for a
+	// chunked body): 256 MiB, 32 full-size reports. Without it the memory a
+	// stall attack can pin grows with the number of key IDs the attacker
+	// knows (2 x 8 MiB each). Requests over it get 429 and are retried by
+	// agents with backoff.
+	DefaultMaxBufferedBytes = 256 << 20
+)
 
 // Collector is the name server's side of the probe protocol: the HTTP
 // handlers that take signed reports from agents and hand them their
 // targets. Its methods are safe for concurrent use when Store is; set the
-// fields before Register and do not change them after.
+// fields before Register and do not change them after. It counts the
+// uploads in flight, so it must not be copied after Register.
 type Collector struct {
 	// Store is where reports go; required.
 	Store CollectorStore
@@ -54,17 +87,32 @@ type Collector struct {
 	// Now is the clock for timestamp checks; nil means time.Now. Tests
 	// replace it.
 	Now func() time.Time
+
+	// BodyTimeout, UploadsPerKey and MaxBufferedBytes bound uploads; zero
+	// means DefaultBodyTimeout, DefaultUploadsPerKey and
+	// DefaultMaxBufferedBytes. BodyTimeout replaces the HTTP server's read
+	// deadline for a report's body.
+	BodyTimeout      time.Duration
+	UploadsPerKey    int
+	MaxBufferedBytes int64
+
+	mu       sync.Mutex     // guards uploads and buffered
+	uploads  map[string]int // reports in flight per claimed key ID; no zero entries
+	buffered int64          // bytes reserved by reports in flight of known keys
 }
 
 // Register adds the collector's endpoints to mux:
 //
-//	POST /v1/reports  a signed Report; 200 {"accepted": N}
+//	POST /v1/reports  a signed Report; 200 {"accepted": N, "ignored": M, ...}
 //	GET  /v1/targets  signed, empty body; 200 {"edge": ..., "targets": [...]}
 //
-// Errors are JSON FieldErrors: 400 a bad report, 401 a bad signature,
-// 403 a key reporting for another edge, 409 a replayed seq, 413 a body over
-// MaxReportBytes, 500 a store failure or a bug (a panic is recovered and
-// logged; the server keeps running).
+// Errors are JSON FieldErrors: 400 a bad report or a seq beyond SeqAhead,
+// 401 a bad signature or an unknown key (one answer for both, so that key
+// IDs cannot be probed), 403 a key reporting for another edge, 408 a body
+// not received within BodyTimeout, 409 a replayed seq, 413 a body over
+// MaxReportBytes, 429 too many uploads in flight (UploadsPerKey,
+// MaxBufferedBytes), 500 a store failure or a bug (a panic is recovered
+// and logged; the server keeps running).
 func (c *Collector) Register(mux *http.ServeMux) {
 	if c.Store == nil {
 		panic("probe: Collector.Store is nil") // a wiring bug; fail at start, not per request
@@ -73,10 +121,17 @@ func (c *Collector) Register(mux *http.ServeMux) {
 	mux.Handle("GET /v1/targets", c.guard(c.getTargets))
 }
 
-// reportResponse is the answer to an accepted report.
+// reportResponse is the answer to an accepted report. Accepted counts the
+// measurements stored; Ignored those that were not, for IgnoredReason.
+// Before Ignored existed Accepted counted every measurement of the report.
 type reportResponse struct {
-	Accepted int `json:"accepted"`
+	Accepted      int    `json:"accepted"`
+	Ignored       int    `json:"ignored"`
+	IgnoredReason string `json:"ignored_reason,omitempty"`
 }
+
+// ignoredNotNewer is why measurements of an accepted report were ignored.
+const ignoredNotNewer = "measured_at is not newer than the stored measurement of those targets (a retried or late report)"
 
 // targetsResponse is the answer to GET /v1/targets.
 type targetsResponse struct {
@@ -156,31 +211,55 @@ func unwrapWriter(w http.ResponseWriter) http.ResponseWriter {
 
 func (c *Collector) postReport(w http.ResponseWriter, r *http.Request) {
 	now := c.now()
+	// Refusals before the body close the connection: net/http would
+	// otherwise read up to 256 KiB of the body before it answers, to keep
+	// the connection, and a refusal must not wait for a stalled body.
+	closeConn := func() { w.Header().Set("Connection", "close") }
 	// A declared length over the limit is refused before anything is read.
 	if r.ContentLength > MaxReportBytes {
+		closeConn()
 		writeError(w, http.StatusRequestEntityTooLarge, tooLarge())
 		return
 	}
-	// Headers, key and timestamp before the body: a caller without a key
-	// ID and a clock cannot make the server buffer MaxReportBytes.
+	// The signing headers and timestamp before the body: a caller without
+	// a clock cannot make the server read one, and one without a known key
+	// ID cannot make it keep one (readBody).
 	s, err := verifyHeaders(r, c.Store.Key, now)
 	if err != nil {
+		closeConn()
 		c.unauthorized(w, r, err)
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(unwrapWriter(w), r.Body, MaxReportBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, tooLarge())
-			return
-		}
-		// The client went away or sent a broken chunked body; the answer
-		// probably reaches nobody, but it costs nothing.
-		writeError(w, http.StatusBadRequest, fieldErr("body", "reading the body failed"))
+	if SeqAhead(s.seq, now) {
+		closeConn()
+		c.rejected(w, c.log().With(zap.String("key", s.keyID)), http.StatusBadRequest, fieldErr(HeaderSeq,
+			"sequence number %d is ahead of the server's clock (at most unix time in ns + %s, %d); derive it from the clock at signing",
+			s.seq, MaxClockSkew, uint64(now.Add(MaxClockSkew).UnixNano())))
 		return
 	}
-	if err := s.verifyMAC(r, body); err != nil {
+	release, err := c.admit(s, r.ContentLength)
+	if err != nil {
+		closeConn()
+		c.log().Debug("upload refused", zap.String("key", s.keyID), zap.String("remote", r.RemoteAddr), zap.Error(err))
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusTooManyRequests, err)
+		return
+	}
+	defer release()
+	body, sum, err := c.readBody(w, r, s.known)
+	if err != nil {
+		status := http.StatusBadRequest
+		switch {
+		case errors.Is(err, errTooLarge):
+			status = http.StatusRequestEntityTooLarge
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			status = http.StatusRequestTimeout
+		}
+		c.log().Debug("report body not read", zap.String("key", s.keyID), zap.String("remote", r.RemoteAddr), zap.Error(err))
+		writeError(w, status, err)
+		return
+	}
+	if err := s.verifyMAC(r, sum); err != nil {
 		c.unauthorized(w, r, err)
 		return
 	}
@@ -215,7 +294,8 @@ func (c *Collector) postReport(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if err := c.Store.Accept(key.ID, s.seq, rep); err != nil {
+	stored, err := c.Store.Accept(key.ID, s.seq, rep)
+	if err != nil {
 		if errors.Is(err, ErrReplay) {
 			c.rejected(w, log, http.StatusConflict, fieldErr(HeaderSeq, "sequence number %d is not greater than the last one accepted for key %s", s.seq, key.ID))
 			return
@@ -224,8 +304,93 @@ func (c *Collector) postReport(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, &FieldError{Msg: "storing report failed"})
 		return
 	}
-	log.Debug("report accepted", zap.String("edge", rep.Edge), zap.Int("measurements", len(rep.Measurements)))
-	writeJSON(w, http.StatusOK, reportResponse{Accepted: len(rep.Measurements)})
+	resp := reportResponse{Accepted: stored, Ignored: len(rep.Measurements) - stored}
+	if resp.Ignored > 0 {
+		resp.IgnoredReason = ignoredNotNewer
+	}
+	log.Debug("report accepted", zap.String("edge", rep.Edge), zap.Int("stored", resp.Accepted), zap.Int("ignored", resp.Ignored))
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// errTooLarge marks a body over MaxReportBytes.
+var errTooLarge = errors.New("report too large")
+
+// admit takes one of the claimed key ID's upload slots and, for a known
+// key, reserves the declared body length (MaxReportBytes if undeclared)
+// from MaxBufferedBytes; release gives both back. Slots are counted for
+// unknown key IDs too, so that a third concurrent upload is refused alike
+// whether or not the key exists. Unknown keys reserve no bytes: their
+// bodies are hashed and dropped, never kept, and an attacker who knows no
+// key ID must not be able to use the budget up (the price: while the
+// budget is full, a known key gets 429 where an unknown one does not).
+func (c *Collector) admit(s *signed, declared int64) (release func(), err error) {
+	reserve := int64(0)
+	if s.known {
+		reserve = declared
+		if reserve < 0 {
+			reserve = MaxReportBytes
+		}
+	}
+	perKey := cmp.Or(c.UploadsPerKey, DefaultUploadsPerKey)
+	budget := cmp.Or(c.MaxBufferedBytes, DefaultMaxBufferedBytes)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.uploads[s.keyID] >= perKey {
+		return nil, fieldErr(HeaderKey, "%d uploads of this key are in flight already; retry after one has finished", perKey)
+	}
+	if reserve > 0 && c.buffered+reserve > budget {
+		return nil, fieldErr("body", "the collector is holding %d MiB of reports already; retry shortly", c.buffered>>20)
+	}
+	if c.uploads == nil {
+		c.uploads = map[string]int{}
+	}
+	c.uploads[s.keyID]++
+	c.buffered += reserve
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.uploads[s.keyID]--; c.uploads[s.keyID] == 0 {
+			delete(c.uploads, s.keyID)
+		}
+		c.buffered -= reserve
+	}, nil
+}
+
+// readBody reads the body under BodyTimeout, hashing it as it arrives, and
+// returns it with its SHA-256; for an unknown key (keep false) it only
+// hashes, so that a body no key can sign costs no memory, and the answer
+// still comes after the body as for a known key. Errors are *FieldError
+// naming "body", wrapping errTooLarge or os.ErrDeadlineExceeded.
+func (c *Collector) readBody(w http.ResponseWriter, r *http.Request, keep bool) ([]byte, [sha256.Size]byte, error) {
+	var sum [sha256.Size]byte
+	timeout := cmp.Or(c.BodyTimeout, DefaultBodyTimeout)
+	// The real clock, not c.Now: the deadline is the connection's. A
+	// recorder in tests has no connection to set one on.
+	if err := http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return nil, sum, &FieldError{Field: "body", Msg: "reading the body failed", err: err}
+	}
+	h := sha256.New()
+	in := io.TeeReader(http.MaxBytesReader(unwrapWriter(w), r.Body, MaxReportBytes), h)
+	var body []byte
+	var err error
+	if keep {
+		body, err = io.ReadAll(in)
+	} else {
+		_, err = io.Copy(io.Discard, in)
+	}
+	var mbe *http.MaxBytesError
+	switch {
+	case err == nil:
+		h.Sum(sum[:0])
+		return body, sum, nil
+	case errors.As(err, &mbe):
+		return nil, sum, &FieldError{Field: "body", Msg: tooLarge().Msg, err: errTooLarge}
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return nil, sum, &FieldError{Field: "body", Msg: fmt.Sprintf("not received within %s of the headers", timeout), err: os.ErrDeadlineExceeded}
+	}
+	// The client went away or sent a broken chunked body; the answer
+	// probably reaches nobody, but it costs nothing.
+	return nil, sum, &FieldError{Field: "body", Msg: "reading the body failed", err: err}
 }
 
 // getTargets answers the signed target list. It checks no seq: the read
@@ -266,11 +431,16 @@ func sortTargets(ts []Target) []Target {
 }
 
 // unauthorized answers 401 with the FieldError of a failed verification.
-// Its message says which header was wrong but never more about the secret
-// than "bad signature".
+// An unknown key and a bad signature get one answer, so that the answer
+// does not tell which key IDs exist; the debug log tells them apart for
+// the operator. Other messages say which header was wrong but never more
+// about the secret than "bad signature".
 func (c *Collector) unauthorized(w http.ResponseWriter, r *http.Request, err error) {
 	c.log().Debug("request not authenticated",
 		zap.String("path", r.URL.Path), zap.String("remote", r.RemoteAddr), zap.Error(err))
+	if errors.Is(err, ErrUnknownKey) || errors.Is(err, ErrBadSignature) {
+		err = &FieldError{Field: HeaderSignature, Msg: "bad signature or unknown key", err: ErrBadSignature}
+	}
 	w.Header().Set("WWW-Authenticate", signatureVersion)
 	writeError(w, http.StatusUnauthorized, err)
 }

@@ -48,6 +48,7 @@ type fakeStore struct {
 	accepted  []accepted        // guarded by mu
 	failWith  error             // Accept returns it when set; guarded by mu
 	panicking bool              // Accept panics when set; guarded by mu
+	storeNone bool              // Accept records the seq but stores no measurement, as for a retried report
 	failed    int               // Accepts that returned failWith; guarded by mu
 }
 
@@ -84,7 +85,7 @@ func (s *fakeStore) TargetExists(block netip.Prefix) bool {
 	return strings.HasPrefix(block.String(), "10.") && block.Bits() == 32 // manyMeasurements' targets
 }
 
-func (s *fakeStore) Accept(keyID string, seq uint64, r *Report) error {
+func (s *fakeStore) Accept(keyID string, seq uint64, r *Report) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.panicking {
@@ -92,14 +93,17 @@ func (s *fakeStore) Accept(keyID string, seq uint64, r *Report) error {
 	}
 	if s.failWith != nil {
 		s.failed++
-		return s.failWith
+		return 0, s.failWith
 	}
 	if seq <= s.lastSeq[keyID] {
-		return fmt.Errorf("fake store: key %s seq %d after %d: %w", keyID, seq, s.lastSeq[keyID], ErrReplay)
+		return 0, fmt.Errorf("fake store: key %s seq %d after %d: %w", keyID, seq, s.lastSeq[keyID], ErrReplay)
 	}
 	s.lastSeq[keyID] = seq
 	s.accepted = append(s.accepted, accepted{keyID, seq, r})
-	return nil
+	if s.storeNone {
+		return 0, nil
+	}
+	return len(r.Measurements), nil
 }
 
 func (s *fakeStore) acceptedCount() int {
@@ -210,7 +214,8 @@ func TestReportSignature(t *testing.T) {
 	}{
 		{"unsigned", func() call { c := report(validJSON, 1); c.keyID = ""; return c }, 401, HeaderKey},
 		{"wrong secret", func() call { c := report(validJSON, 1); c.secret = secretK2; return c }, 401, HeaderSignature},
-		{"unknown key", func() call { c := report(validJSON, 1); c.keyID = "k9"; return c }, 401, HeaderKey},
+		// One answer for an unknown key and a bad signature: no probing for key IDs.
+		{"unknown key", func() call { c := report(validJSON, 1); c.keyID = "k9"; return c }, 401, HeaderSignature},
 		{"body tampered after signing", func() call {
 			c := report(validJSON, 1)
 			c.tamper = func(r *http.Request) {
@@ -396,20 +401,30 @@ func TestSortTargetsEmpty(t *testing.T) {
 
 // FuzzCollector posts arbitrary bodies, correctly signed, through the
 // handler: it must never panic and never answer 5xx unless the store
-// failed; whatever it accepts must be what DecodeReport accepts. tsHeader
-// and seqHeader, when not empty, replace the signed headers, to reach the
-// header parsing as well.
+// failed; whatever it accepts must be what DecodeReport accepts. keyHeader,
+// tsHeader, seqHeader and sigHeader, when not empty, replace the signed
+// headers, to reach the header parsing and the key lookup as well: a
+// replaced header is never accepted, a seq beyond SeqAhead never stored,
+// and a 401 never tells an unknown key from a bad signature.
 func FuzzCollector(f *testing.F) {
-	f.Add([]byte(validJSON), false, "", "")
-	f.Add([]byte(validJSON), true, "", "")
-	f.Add([]byte(mut(f, `"198.18.1.0/24"`, `"198.18.9.0/24"`)), false, "", "")
-	f.Add([]byte(mut(f, `"edge":"fra1"`, `"edge":"ams1"`)), false, "", "")
-	f.Add([]byte(mut(f, "11:59:00Z", "13:00:00Z")), false, "", "")
-	f.Add([]byte(`{}`), false, "", "")
-	f.Add([]byte(validJSON), false, "1772366400", "1")
-	f.Add([]byte(validJSON), false, "01772366400", "")
-	f.Add([]byte(validJSON), false, "", "18446744073709551615")
-	f.Fuzz(func(t *testing.T, body []byte, failStore bool, tsHeader, seqHeader string) {
+	f.Add([]byte(validJSON), false, "", "", "", "")
+	f.Add([]byte(validJSON), true, "", "", "", "")
+	f.Add([]byte(mut(f, `"198.18.1.0/24"`, `"198.18.9.0/24"`)), false, "", "", "", "")
+	f.Add([]byte(mut(f, `"edge":"fra1"`, `"edge":"ams1"`)), false, "", "", "", "")
+	f.Add([]byte(mut(f, "11:59:00Z", "13:00:00Z")), false, "", "", "", "")
+	f.Add([]byte(`{}`), false, "", "", "", "")
+	f.Add([]byte(validJSON), false, "", "1772366400", "1", "")
+	f.Add([]byte(validJSON), false, "", "01772366400", "", "")
+	f.Add([]byte(validJSON), false, "", "", "18446744073709551615", "")
+	f.Add([]byte(validJSON), false, "k9", "", "", "")                    // unknown key
+	f.Add([]byte(validJSON), false, "k2", "", "", "")                    // another key's ID, k1's MAC
+	f.Add([]byte(validJSON), false, "k-ghost", "", "", "")               // a key whose edge is gone
+	f.Add([]byte(validJSON), false, "k1 ", "", "", "")                   // malformed ID
+	f.Add([]byte(validJSON), false, "", "", "", strings.Repeat("0", 64)) // forged MAC
+	f.Add([]byte(validJSON), false, "", "", "", strings.Repeat("g", 64)) // not hex
+	f.Add([]byte(validJSON), false, strings.Repeat("k", 65), "", "", "") // ID too long
+	f.Add([]byte(validJSON), false, "", "", "1772366700000000001", "")   // one past SeqAhead
+	f.Fuzz(func(t *testing.T, body []byte, failStore bool, keyHeader, tsHeader, seqHeader, sigHeader string) {
 		store := newFakeStore()
 		if failStore {
 			store.failWith = errors.New("fake store: disk full")
@@ -420,11 +435,12 @@ func FuzzCollector(f *testing.F) {
 
 		req := httptest.NewRequest("POST", "/v1/reports", bytes.NewReader(body))
 		Sign(req, body, "k1", secretK1, testNow, 1)
-		if tsHeader != "" {
-			req.Header[HeaderTimestamp] = []string{tsHeader}
-		}
-		if seqHeader != "" {
-			req.Header[HeaderSeq] = []string{seqHeader}
+		replaced := false
+		for h, v := range map[string]string{HeaderKey: keyHeader, HeaderTimestamp: tsHeader, HeaderSeq: seqHeader, HeaderSignature: sigHeader} {
+			if v != "" {
+				replaced = replaced || v != req.Header.Get(h)
+				req.Header[h] = []string{v}
+			}
 		}
 		rec := httptest.NewRecorder()
 		mux.ServeHTTP(rec, req)
@@ -439,6 +455,9 @@ func FuzzCollector(f *testing.F) {
 		case rec.Code == http.StatusOK:
 			if stored != 1 {
 				t.Fatalf("200 but %d reports stored", stored)
+			}
+			if replaced {
+				t.Fatalf("200 for a request whose signed headers were replaced")
 			}
 			if _, err := DecodeReport(body); err != nil {
 				t.Fatalf("200 for a body DecodeReport rejects: %v", err)
@@ -455,8 +474,14 @@ func FuzzCollector(f *testing.F) {
 			if err := json.Unmarshal(rec.Body.Bytes(), &fe); err != nil || fe.Field == "" {
 				t.Fatalf("status %d with answer %q: want a FieldError naming a field", rec.Code, rec.Body)
 			}
+			if rec.Code == http.StatusUnauthorized && strings.Contains(fe.Msg, "unknown key") && fe.Msg != "bad signature or unknown key" {
+				t.Fatalf("401 %q tells an unknown key apart", fe.Msg)
+			}
 		default:
 			t.Fatalf("unexpected status %d", rec.Code)
+		}
+		if seq, ok := parseDecimal(req.Header.Get(HeaderSeq), 64); ok && SeqAhead(seq, testNow) && stored != 0 {
+			t.Fatalf("seq %d beyond the clock was stored", seq)
 		}
 	})
 }

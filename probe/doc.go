@@ -39,6 +39,9 @@
 // target lists travel in clear unless the listener is behind TLS.
 //
 // Each report request holds up to MaxReportBytes of body plus its decoded
-// form in memory; bound the number of concurrent requests with the HTTP
-// server in front of the collector.
+// form in memory. The collector bounds the uploads in flight per key ID
+// (Collector.UploadsPerKey) and the body bytes they may hold together
+// (Collector.MaxBufferedBytes), and reads a body under its own deadline
+// (Collector.BodyTimeout); the number of connections and their header and
+// idle timeouts are the HTTP server's to bound.
 package probe

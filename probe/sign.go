@@ -26,7 +26,10 @@ const (
 	// strictly from one accepted report of a key to the next; it is what
 	// turns a replay inside the MaxClockSkew window into a 409. Agents
 	// should derive it from the wall clock (e.g. UnixNano at signing) so it
-	// keeps growing across restarts without state.
+	// keeps growing across restarts without state. A report's seq may not
+	// exceed the collector's clock in unix nanoseconds plus MaxClockSkew
+	// (see SeqAhead): one accepted seq near 2^64 would otherwise lock its
+	// key out for good, since no later seq could be greater.
 	HeaderSeq = "X-Edgemap-Seq"
 	// HeaderSignature carries the hex HMAC-SHA256 of the canonical string
 	// (see Sign).
@@ -134,7 +137,12 @@ func Sign(req *http.Request, body []byte, keyID string, secret []byte, now time.
 }
 
 func computeMAC(secret []byte, keyID, ts, seq, method, path string, body []byte) []byte {
-	sum := sha256.Sum256(body)
+	return computeMACSum(secret, keyID, ts, seq, method, path, sha256.Sum256(body))
+}
+
+// computeMACSum is computeMAC over the body's SHA-256, so that the
+// collector can hash a body as it arrives.
+func computeMACSum(secret []byte, keyID, ts, seq, method, path string, sum [sha256.Size]byte) []byte {
 	m := hmac.New(sha256.New, secret)
 	for _, s := range [...]string{signatureVersion, keyID, ts, seq, method, path} {
 		m.Write([]byte(s))
@@ -168,23 +176,40 @@ func requestPath(req *http.Request) string {
 // seq grows: that needs durable state, which the CollectorStore's Accept
 // keeps. lookup must be safe for concurrent use if Verify is called
 // concurrently. Errors are *FieldError naming the header at fault, wrapping
-// ErrUnsigned, ErrUnknownKey, ErrStale or ErrBadSignature.
+// ErrUnsigned, ErrUnknownKey, ErrStale or ErrBadSignature. The timestamp is
+// checked before the key is looked up, so a stale request is ErrStale
+// whether or not its key exists.
 func Verify(req *http.Request, body []byte, lookup func(keyID string) (Key, bool), now time.Time) (Key, uint64, error) {
 	s, err := verifyHeaders(req, lookup, now)
 	if err != nil {
 		return Key{}, 0, err
 	}
-	if err := s.verifyMAC(req, body); err != nil {
+	if err := s.verifyMAC(req, sha256.Sum256(body)); err != nil {
 		return Key{}, 0, err
 	}
 	return s.key, s.seq, nil
 }
 
-// signed is a request whose headers, key and timestamp checked out; the
-// collector checks those before it reads a body of up to MaxReportBytes, so
-// a caller without a key ID and a clock cannot make it read one.
+// SeqAhead reports whether seq is beyond what an agent following HeaderSeq
+// could have signed by now: more than the clock in unix nanoseconds plus
+// MaxClockSkew, the most an agent's clock may run ahead (its timestamp
+// would be refused beyond that). An agent counting from 1 instead of the
+// clock is far below the bound; a seq above it would, once accepted, leave
+// no room for the next one.
+func SeqAhead(seq uint64, now time.Time) bool {
+	return seq > uint64(now.Add(MaxClockSkew).UnixNano())
+}
+
+// signed is a request whose signing headers are well-formed and whose
+// timestamp is fresh; key is set when the key ID is known. The collector
+// checks these before it reads a body of up to MaxReportBytes, so that a
+// caller without a clock cannot make it read one; an unknown key is only
+// refused after the body (read but not kept), so that its answer and
+// timing are those of a bad signature.
 type signed struct {
+	keyID  string
 	key    Key
+	known  bool
 	ts     string // canonical decimal, as signed
 	seqStr string // canonical decimal, as signed
 	seq    uint64
@@ -200,6 +225,7 @@ func verifyHeaders(req *http.Request, lookup func(string) (Key, bool), now time.
 	if !validKeyID(keyID) {
 		return nil, &FieldError{Field: HeaderKey, Msg: fmt.Sprintf("malformed: want 1..%d characters of A-Z a-z 0-9 . _ -", maxKeyIDLen), err: ErrUnsigned}
 	}
+	s.keyID = keyID
 	if s.ts, err = header(req, HeaderTimestamp); err != nil {
 		return nil, err
 	}
@@ -224,17 +250,8 @@ func verifyHeaders(req *http.Request, lookup func(string) (Key, bool), now time.
 		return nil, &FieldError{Field: HeaderSignature, Msg: "malformed: want 64 hex digits", err: ErrUnsigned}
 	}
 
-	// Key IDs are not secret, so "unknown key" tells a caller nothing it
-	// could not learn otherwise, and helps an operator with a typo. A key
-	// whose stored secret is too short (a broken store) is treated as
-	// unknown rather than accept MACs made with a guessable secret.
-	key, ok := lookup(keyID)
-	if !ok || key.ID != keyID || len(key.Secret) < SecretSize {
-		return nil, &FieldError{Field: HeaderKey, Msg: "unknown key", err: ErrUnknownKey}
-	}
-	s.key = key
-
 	// Integer arithmetic: ts < 2^63 and now is near 2^31, so no overflow.
+	// Before the key lookup, so that the answer does not depend on it.
 	if skew := now.Unix() - int64(ts); skew > int64(MaxClockSkew/time.Second) || skew < -int64(MaxClockSkew/time.Second) {
 		return nil, &FieldError{
 			Field: HeaderTimestamp,
@@ -242,13 +259,35 @@ func verifyHeaders(req *http.Request, lookup func(string) (Key, bool), now time.
 			err:   ErrStale,
 		}
 	}
+
+	// A key whose stored secret is too short (a broken store) is treated
+	// as unknown rather than accept MACs made with a guessable secret.
+	key, ok := lookup(keyID)
+	s.known = ok && key.ID == keyID && len(key.Secret) >= SecretSize
+	if s.known {
+		s.key = key
+	}
 	return &s, nil
 }
 
-// verifyMAC recomputes the MAC over the canonical string of req and body.
-func (s *signed) verifyMAC(req *http.Request, body []byte) error {
-	want := computeMAC(s.key.Secret, s.key.ID, s.ts, s.seqStr, requestMethod(req), requestPath(req), body)
-	if !hmac.Equal(want, s.mac) {
+// unknownKeySecret stands in for the secret of an unknown key, so that
+// refusing one costs the same MAC computation as a bad signature.
+var unknownKeySecret = make([]byte, SecretSize)
+
+// verifyMAC recomputes the MAC over the canonical string of req and the
+// body's SHA-256. An unknown key fails here, after the same work as a
+// known one, with ErrUnknownKey.
+func (s *signed) verifyMAC(req *http.Request, bodySum [sha256.Size]byte) error {
+	secret := unknownKeySecret
+	if s.known {
+		secret = s.key.Secret
+	}
+	want := computeMACSum(secret, s.keyID, s.ts, s.seqStr, requestMethod(req), requestPath(req), bodySum)
+	ok := hmac.Equal(want, s.mac)
+	switch {
+	case !s.known:
+		return &FieldError{Field: HeaderKey, Msg: "unknown key", err: ErrUnknownKey}
+	case !ok:
 		return &FieldError{Field: HeaderSignature, Msg: "bad signature", err: ErrBadSignature}
 	}
 	return nil

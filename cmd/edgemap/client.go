@@ -44,7 +44,9 @@ func (cl *client) do(method, path string, body, out any) error {
 	if err != nil {
 		return fmt.Errorf("--api: %w", err)
 	}
-	if body != nil {
+	// Every write says JSON, a body or not: the API refuses writes of any
+	// other type, which is what keeps web pages from sending them.
+	if body != nil || method != http.MethodGet {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if cl.token != "" {

@@ -233,6 +233,7 @@ func (l *lab) apiCall(method, path string, body, out any) {
 	raw, _ := json.Marshal(body)
 	req, _ := http.NewRequest(method, l.api+path, bytes.NewReader(raw))
 	req.Header.Set("Authorization", "Bearer "+labToken)
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := l.http.Do(req)
 	if err != nil {
 		l.t.Fatal(err)

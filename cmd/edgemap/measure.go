@@ -107,10 +107,12 @@ func (ms *measurements) forMap(pause func()) []mapping.Measurement {
 }
 
 // accept smooths a verified report into the table and stores the result
-// together with the key's sequence number. Reports of one edge are applied
-// one at a time so that each smooths over the one before; reports of
-// different edges run concurrently and share a bbolt commit.
-func (ms *measurements) accept(st *store.Store, keyID string, seq uint64, r *probe.Report) error {
+// together with the key's sequence number, and returns how many of its
+// measurements it stored: one whose target already has a measurement of
+// this edge at or after r.MeasuredAt is skipped. Reports of one edge are
+// applied one at a time so that each smooths over the one before; reports
+// of different edges run concurrently and share a bbolt commit.
+func (ms *measurements) accept(st *store.Store, keyID string, seq uint64, r *probe.Report) (int, error) {
 	l, _ := ms.edgeLocks.LoadOrStore(r.Edge, new(sync.Mutex))
 	mu := l.(*sync.Mutex)
 	mu.Lock()
@@ -136,9 +138,9 @@ func (ms *measurements) accept(st *store.Store, keyID string, seq uint64, r *pro
 
 	if err := st.Record(keyID, seq, recs); err != nil {
 		if errors.Is(err, store.ErrStaleSequence) {
-			return fmt.Errorf("%w: %w", probe.ErrReplay, err)
+			return 0, fmt.Errorf("%w: %w", probe.ErrReplay, err)
 		}
-		return err
+		return 0, err
 	}
 	ms.mu.Lock()
 	for i := range recs {
@@ -153,7 +155,7 @@ func (ms *measurements) accept(st *store.Store, keyID string, seq uint64, r *pro
 	}
 	ms.mapView = nil
 	ms.mu.Unlock()
-	return nil
+	return len(recs), nil
 }
 
 // prune forgets measurements older than retention and those of edges or
@@ -245,9 +247,10 @@ func (c collectorStore) TargetExists(block netip.Prefix) bool {
 	return snap != nil && snap.HasTarget(block)
 }
 
-func (c collectorStore) Accept(keyID string, seq uint64, r *probe.Report) error {
-	if err := c.n.meas.accept(c.n.store, keyID, seq, r); err != nil {
-		return err
+func (c collectorStore) Accept(keyID string, seq uint64, r *probe.Report) (int, error) {
+	stored, err := c.n.meas.accept(c.n.store, keyID, seq, r)
+	if err != nil {
+		return 0, err
 	}
 	if r.EdgeUp != nil {
 		interval := time.Duration(r.IntervalMs) * time.Millisecond
@@ -255,5 +258,5 @@ func (c collectorStore) Accept(keyID string, seq uint64, r *probe.Report) error 
 			c.n.healthChanged()
 		}
 	}
-	return nil
+	return stored, nil
 }

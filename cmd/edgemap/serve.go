@@ -67,6 +67,13 @@ func serveCommand() *cli.Command {
 			&cli.IntFlag{Name: "rrl-table-size", Value: resolver.DefaultRRLTableSize, EnvVars: []string{"EDGEMAP_RRL_TABLE_SIZE"}, Usage: "rate limiting buckets (8 bytes each, rounded up to a power of two, at least 8); a full table limits more, never less"},
 			&cli.BoolFlag{Name: "cookies", Value: true, EnvVars: []string{"EDGEMAP_COOKIES"}, Usage: "answer DNS Cookies (RFC 7873, 9018); a valid server cookie exempts a query from rate limiting"},
 			&cli.StringFlag{Name: "cookie-secret-file", EnvVars: []string{"EDGEMAP_COOKIE_SECRET_FILE"}, Usage: "DNS cookie secrets shared by a fleet: 32 hex digits a line, the current first (default: a random secret kept in --db)"},
+			&cli.StringSliceFlag{Name: "api-allowed-hosts", EnvVars: []string{"EDGEMAP_API_ALLOWED_HOSTS"}, Usage: "names (host or host:port) the admin API may be reached by, besides the address it is reached at and localhost on loopback"},
+			&cli.DurationFlag{Name: "api-read-timeout", Value: defaultAPIReadTimeout, EnvVars: []string{"EDGEMAP_API_READ_TIMEOUT"}, Usage: "time to read a whole admin API request, headers and body"},
+			&cli.DurationFlag{Name: "api-write-timeout", Value: defaultAPIWriteTimeout, EnvVars: []string{"EDGEMAP_API_WRITE_TIMEOUT"}, Usage: "time from the end of a request's headers to the end of its answer, the handler's work included"},
+			&cli.DurationFlag{Name: "api-idle-timeout", Value: defaultAPIIdleTimeout, EnvVars: []string{"EDGEMAP_API_IDLE_TIMEOUT"}, Usage: "how long an idle keep-alive connection is kept"},
+			&cli.IntFlag{Name: "api-max-conns", Value: defaultAPIMaxConns, EnvVars: []string{"EDGEMAP_API_MAX_CONNS"}, Usage: "open admin API connections; at the cap the oldest idle one is closed for a new one"},
+			&cli.DurationFlag{Name: "collector-read-timeout", Value: probe.DefaultBodyTimeout, EnvVars: []string{"EDGEMAP_COLLECTOR_READ_TIMEOUT"}, Usage: "time for a probe report's body to arrive after its headers"},
+			&cli.Int64Flag{Name: "collector-max-buffered", Value: probe.DefaultMaxBufferedBytes, EnvVars: []string{"EDGEMAP_COLLECTOR_MAX_BUFFERED"}, Usage: "bytes of probe reports held in memory at once; more uploads get 429"},
 		},
 		Action: serve,
 	}
@@ -105,6 +112,39 @@ func apiNeedsToken(addr string) (bool, error) {
 	return ip == nil || !ip.IsLoopback(), nil
 }
 
+// Admin listener limits: defaults of the serve flags, and the two that are
+// not flags.
+const (
+	// defaultAPIReadTimeout bounds reading one request, headers and body:
+	// 60 s, an 8 MiB apply at ~1 Mbit/s. Report bodies have their own,
+	// shorter deadline (--collector-read-timeout).
+	defaultAPIReadTimeout = 60 * time.Second
+	// defaultAPIWriteTimeout bounds a request from the end of its headers
+	// to the end of its answer, the handler's work included: 2 min, a large
+	// apply (a map rebuild of 100 000 targets takes seconds) or a long
+	// target list to a slow reader with room to spare. A handler that
+	// streams longer (a database backup) must extend its own deadline with
+	// http.ResponseController.SetWriteDeadline.
+	defaultAPIWriteTimeout = 2 * time.Minute
+	// defaultAPIIdleTimeout closes a keep-alive connection idle this long:
+	// 60 s, twice the default probe interval, so that agents keep reusing
+	// their connection.
+	defaultAPIIdleTimeout = 60 * time.Second
+	// defaultAPIMaxConns caps open admin connections: 1024, far below the
+	// descriptor limits serve runs with, so that the admin listener can
+	// never take TCP DNS's descriptors. One agent holds one connection to
+	// each name server; above ~1000 agents raise it (idle ones past the
+	// cap are closed and reconnect, which only costs a handshake).
+	defaultAPIMaxConns = 1024
+	// apiReadHeaderTimeout bounds a request's headers: 5 s (a slowloris
+	// sends them byte by byte); real clients send them in one packet.
+	apiReadHeaderTimeout = 5 * time.Second
+	// apiMaxHeaderBytes caps request headers: 64 KiB. The API's own headers
+	// (token, signing headers) take a few hundred bytes; net/http's default
+	// is 1 MiB per connection.
+	apiMaxHeaderBytes = 64 << 10
+)
+
 // serveConfig is everything `edgemap serve` is told by flags.
 type serveConfig struct {
 	DB, Listen, APIListen, APIToken, GeoIP, NodeID, World string
@@ -123,6 +163,15 @@ type serveConfig struct {
 	// DemandSourceCap bounds one source network's demand (0: no bound).
 	DemandSlots     int
 	DemandSourceCap float64
+
+	// APIAllowedHosts are extra names the admin API may be reached by.
+	APIAllowedHosts []string
+	// Admin listener limits; zero means the default.
+	APIReadTimeout, APIWriteTimeout, APIIdleTimeout time.Duration
+	APIMaxConns                                     int
+	// Collector limits; zero means the probe package's default.
+	CollectorReadTimeout time.Duration
+	CollectorMaxBuffered int64
 }
 
 // dnsSettings are the limits of the DNS listener (README "Security").
@@ -280,6 +329,11 @@ func serve(c *cli.Context) error {
 		Stability:   mapping.Stability{Ratio: c.Float64("stability-ratio"), Ms: c.Float64("stability-ms")},
 		Pprof:       c.Bool("pprof"),
 		DemandSlots: c.Int("demand-table"), DemandSourceCap: c.Float64("demand-source-cap"),
+
+		APIAllowedHosts: c.StringSlice("api-allowed-hosts"),
+		APIReadTimeout:  c.Duration("api-read-timeout"), APIWriteTimeout: c.Duration("api-write-timeout"),
+		APIIdleTimeout: c.Duration("api-idle-timeout"), APIMaxConns: c.Int("api-max-conns"),
+		CollectorReadTimeout: c.Duration("collector-read-timeout"), CollectorMaxBuffered: c.Int64("collector-max-buffered"),
 	}
 	if cfg.DNS, err = dnsSettingsFromFlags(c); err != nil {
 		return err
@@ -313,6 +367,14 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 	}
 	if needToken && cfg.APIToken == "" {
 		return fmt.Errorf("--api-listen %s is not loopback: set --api-token (or EDGEMAP_API_TOKEN)", cfg.APIListen)
+	}
+	hosts, err := newHostPolicy(cfg.APIAllowedHosts)
+	if err != nil {
+		return err
+	}
+	if cfg.APIReadTimeout < 0 || cfg.APIWriteTimeout < 0 || cfg.APIIdleTimeout < 0 || cfg.APIMaxConns < 0 ||
+		cfg.CollectorReadTimeout < 0 || cfg.CollectorMaxBuffered < 0 {
+		return fmt.Errorf("--api-read-timeout, --api-write-timeout, --api-idle-timeout, --api-max-conns, --collector-read-timeout and --collector-max-buffered must not be negative")
 	}
 	nodeID := cfg.NodeID
 	if nodeID == "" {
@@ -399,20 +461,33 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 	}
 	defer dns.Close()
 
-	a := &api{n: n, token: cfg.APIToken, log: log.Named("api")}
-	ln, err := net.Listen("tcp", cfg.APIListen)
+	a := &api{n: n, token: cfg.APIToken, hosts: hosts, log: log.Named("api"),
+		collector: probe.Collector{BodyTimeout: cfg.CollectorReadTimeout, MaxBufferedBytes: cfg.CollectorMaxBuffered}}
+	tcpLn, err := net.Listen("tcp", cfg.APIListen)
 	if err != nil {
 		return fmt.Errorf("--api-listen: %w", err)
 	}
+	ln := newConnCap(tcpLn, cmp.Or(cfg.APIMaxConns, defaultAPIMaxConns), log.Named("api"), reg)
 	handler := a.routes(reg)
 	if cfg.Pprof {
 		mux := http.NewServeMux()
 		mux.Handle("/", handler)
-		mux.Handle("/debug/pprof/", a.auth(pprof.Index))
-		mux.Handle("/debug/pprof/profile", a.auth(pprof.Profile))
+		mux.Handle("/debug/pprof/", a.admin(pprof.Index))
+		mux.Handle("/debug/pprof/profile", a.admin(pprof.Profile))
 		handler = mux
 	}
-	httpSrv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
+	httpSrv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: apiReadHeaderTimeout,
+		ReadTimeout:       cmp.Or(cfg.APIReadTimeout, defaultAPIReadTimeout),
+		WriteTimeout:      cmp.Or(cfg.APIWriteTimeout, defaultAPIWriteTimeout),
+		IdleTimeout:       cmp.Or(cfg.APIIdleTimeout, defaultAPIIdleTimeout),
+		MaxHeaderBytes:    apiMaxHeaderBytes,
+		ConnState:         ln.track,
+	}
+	if httpSrv.ErrorLog, err = zap.NewStdLogAt(log.Named("http"), zapcore.WarnLevel); err != nil {
+		return err
+	}
 	httpErr := make(chan error, 1)
 	go func() { httpErr <- httpSrv.Serve(ln) }()
 

@@ -144,6 +144,9 @@ func callRaw(t *testing.T, s *server, method, path string, body any) (int, []byt
 	if err != nil {
 		t.Fatal(err)
 	}
+	if method != http.MethodGet {
+		req.Header.Set("Content-Type", "application/json") // as the CLI sends every write
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
