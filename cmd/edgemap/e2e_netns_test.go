@@ -20,7 +20,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/edgemap/edgemap/mapping"
-	"github.com/edgemap/edgemap/probe/netemu"
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/netemu"
 )
 
 // The namespace tests run real `edgemap serve` and `edgemap probe`

@@ -18,7 +18,7 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/edgemap/edgemap/probe/netemu"
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/netemu"
 )
 
 // The real-resolver test puts a caching resolver that honours ECS scopes
