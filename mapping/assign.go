@@ -10,22 +10,27 @@ import (
 	"time"
 )
 
-// What a property does when every edge it may use is down or draining.
-const (
-	// AllDownServeBest answers with the best edges by score anyway: an
-	// empty answer helps nobody, and a health check can be wrong.
-	AllDownServeBest = "serve-best"
-	// AllDownNoData fails closed with NODATA.
-	AllDownNoData = "nodata"
-)
-
 // Health is an edge's health as the name server last decided it.
 type Health struct {
-	Up bool
-	// Source is what decided: "agent", "check", "persisted" or "none".
-	Source string
+	Up     bool
+	Source HealthSource
 	Since  time.Time
 }
+
+// HealthSource is what decided an edge's health.
+type HealthSource string
+
+const (
+	// HealthAgent: the probe agent beside the edge, while it reports.
+	HealthAgent HealthSource = "agent"
+	// HealthCheck: the name server's own checks of the edge.
+	HealthCheck HealthSource = "check"
+	// HealthPersisted: what was decided before a restart, until the
+	// edge's first check completes.
+	HealthPersisted HealthSource = "persisted"
+	// HealthNone: nothing has said; the edge is up.
+	HealthNone HealthSource = "none"
+)
 
 // Demand is the query rate one name server saw from one map unit for one
 // property: the matched target, or the client's /24 or /48.
@@ -60,14 +65,28 @@ const maxPreference = 8
 // Assignment is the first edge one property answers one unit with, and why
 // it is not simply the best by score.
 type Assignment struct {
-	Edge    string  `json:"edge"`
-	Best    string  `json:"best"`
-	Reason  string  `json:"reason,omitempty"` // "", "capacity" or "stability"
-	Detail  string  `json:"detail,omitempty"`
-	Demand  float64 `json:"demand_qps"`
+	Edge    string       `json:"edge"`
+	Best    string       `json:"best"`
+	Reason  AssignReason `json:"reason,omitempty"`
+	Detail  string       `json:"detail,omitempty"`
+	Demand  float64      `json:"demand_qps"`
 	first   int32
 	natural int32
 }
+
+// AssignReason says why an assignment's edge is not the best by score.
+type AssignReason string
+
+const (
+	// AssignedBest: the edge is the best by score.
+	AssignedBest AssignReason = ""
+	// AssignedForCapacity: the best edge by score had no room for the
+	// unit's demand.
+	AssignedForCapacity AssignReason = "capacity"
+	// AssignedForStability: the unit stays on its edge, which another
+	// beats by less than the stability threshold.
+	AssignedForStability AssignReason = "stability"
+)
 
 type overrideKey struct {
 	property int32
@@ -104,7 +123,7 @@ func (s *Snapshot) applyHealth(health map[string]Health) {
 	for i := range s.edges {
 		h, ok := health[s.edges[i].ID]
 		if !ok {
-			h = Health{Up: true, Source: "none"}
+			h = Health{Up: true, Source: HealthNone}
 		}
 		s.health[i] = h
 		s.usable[i] = h.Up && !s.edges[i].Draining
@@ -254,7 +273,7 @@ func (s *Snapshot) assign(demand []Demand, previous *Snapshot, st Stability) {
 					// Keep the incumbent at the head of the list.
 					w.pref = append([]int32{prev}, slices.Delete(slices.Clone(w.pref), j, j+1)...)
 					w.scores = append([]float64{inc}, slices.Delete(slices.Clone(w.scores), j, j+1)...)
-					a.first, a.Reason = prev, "stability"
+					a.first, a.Reason = prev, AssignedForStability
 					a.Detail = fmt.Sprintf("kept %s: %s is better by only %.1f ms (%.0f%%)", s.edges[prev].ID, s.edges[a.natural].ID, inc-best, 100*(inc-best)/inc)
 				}
 			}
@@ -292,7 +311,7 @@ func (s *Snapshot) assign(demand []Demand, previous *Snapshot, st Stability) {
 		// even if stability had kept the unit elsewhere already.
 		if nat := a.natural; chosen != nat {
 			if c := s.edges[nat].Capacity; c > 0 && s.load[nat]+w.demand > float64(c) {
-				a.Reason = "capacity"
+				a.Reason = AssignedForCapacity
 				a.Detail = fmt.Sprintf("moved off %s (full: %.0f of %d qps) to %s", s.edges[nat].ID, s.load[nat], c, s.edges[chosen].ID)
 			}
 		}

@@ -223,7 +223,7 @@ func TestAllDown(t *testing.T) {
 	global := []string{"fra1", "lon1", "iad1", "sjc1", "gru1", "jnb1", "syd1"}
 	tests := []struct {
 		name     string
-		policy   string // game's all-down policy
+		policy   AllDownPolicy // game's all-down policy
 		health   map[string]Health
 		drain    []string
 		property string
@@ -305,7 +305,7 @@ func TestAllDown(t *testing.T) {
 }
 
 func TestBuildAllDownPolicy(t *testing.T) {
-	for _, policy := range []string{"", AllDownServeBest, AllDownNoData, "bogus", "NODATA"} {
+	for _, policy := range []AllDownPolicy{"", AllDownServeBest, AllDownNoData, "bogus", "NODATA"} {
 		in := testInputs(nil)
 		in.Properties[0].AllDown = policy
 		s, err := Build(in)
@@ -368,7 +368,7 @@ func TestStabilityThreshold(t *testing.T) {
 		drain     []string
 		previous  string
 		want      string
-		reason    string // Assignment.Reason in explain
+		reason    AssignReason // Assignment.Reason in explain
 	}{
 		{name: "within both", inc: 30, chal: 28, stability: DefaultStability, want: "nrt1", reason: "stability"},
 		{name: "beyond ratio only", inc: 30, chal: 26, stability: DefaultStability, want: "nrt1", reason: "stability"}, // 4 ms > 3 ms (10%), < 5 ms
@@ -703,8 +703,8 @@ func TestCapacityGeoUnits(t *testing.T) {
 		client   string
 		v6       bool
 		want     []string
-		reason   string // explain's Assignment.Reason
-		best     string // and its Best, when there is a reason
+		reason   AssignReason // explain's Assignment.Reason
+		best     string       // and its Best, when there is a reason
 	}{
 		{name: "moved, A", property: propShop, client: "198.18.2.9", want: []string{"lon1"}, reason: "capacity", best: "fra1"},
 		{name: "moved, AAAA", property: propShop, client: "198.18.2.200", v6: true, want: []string{"lon1"}, reason: "capacity", best: "fra1"},
@@ -788,7 +788,10 @@ func TestDecideAllocsWithAssignments(t *testing.T) {
 	in.Previous = answeredBefore(t, in, propVideo, "lon1")
 	s := buildInputs(t, in)
 	// The paths below are only exercised if the build made them.
-	for _, c := range []struct{ property, client, reason string }{
+	for _, c := range []struct {
+		property, client string
+		reason           AssignReason
+	}{
 		{propShop, "198.18.1.77", "capacity"},
 		{propShop, "198.18.2.9", "capacity"},
 		{propVideo, "198.18.1.77", "stability"},

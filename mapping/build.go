@@ -7,15 +7,6 @@ import (
 	"time"
 )
 
-// FieldError is returned by Build when the configuration is inconsistent;
-// Field names the offending field as the admin API and world file call it.
-type FieldError struct {
-	Field string
-	Msg   string
-}
-
-func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
-
 // Inputs is everything a snapshot is built from.
 type Inputs struct {
 	Zone       *Zone
@@ -62,7 +53,7 @@ func Build(in Inputs) (*Snapshot, error) {
 		e.v = unitVector(e.Lat, e.Lon)
 		e.idx = int32(i)
 		if i > 0 && s.edges[i-1].ID == e.ID {
-			return nil, &FieldError{"edges.id", "duplicate edge " + e.ID}
+			return nil, &FieldError{Field: "edges.id", Msg: "duplicate edge " + e.ID}
 		}
 		pools[e.Pool] = append(pools[e.Pool], e)
 	}
@@ -71,7 +62,7 @@ func Build(in Inputs) (*Snapshot, error) {
 	}
 	if in.Zone == nil {
 		if len(in.Properties) > 0 {
-			return nil, &FieldError{"zone", "properties need a zone: set one first"}
+			return nil, &FieldError{Field: "zone", Msg: "properties need a zone: set one first"}
 		}
 		s.finish(in)
 		return s, nil
@@ -88,10 +79,10 @@ func Build(in Inputs) (*Snapshot, error) {
 			continue // out-of-zone name servers get no glue
 		}
 		if ns.Name == z.Name {
-			return nil, &FieldError{"zone.nameservers", "a name server cannot be the zone apex"}
+			return nil, &FieldError{Field: "zone.nameservers", Msg: "a name server cannot be the zone apex"}
 		}
 		if !ns.IPv4.IsValid() && !ns.IPv6.IsValid() {
-			return nil, &FieldError{"zone.nameservers", "in-zone name server " + ns.Name + " needs an address (glue)"}
+			return nil, &FieldError{Field: "zone.nameservers", Msg: "in-zone name server " + ns.Name + " needs an address (glue)"}
 		}
 		s.addName(ns.Name).Host = ns
 	}
@@ -100,23 +91,23 @@ func Build(in Inputs) (*Snapshot, error) {
 		p.Pools = slices.Clone(in.Pools)
 		switch {
 		case !s.InZone(p.Name) || p.Name == z.Name:
-			return nil, &FieldError{"property.name", fmt.Sprintf("%s is not below the zone %s", p.Name, z.Name)}
+			return nil, &FieldError{Field: "property.name", Msg: fmt.Sprintf("%s is not below the zone %s", p.Name, z.Name)}
 		case s.names[p.Name] != nil && s.names[p.Name].Property != nil:
-			return nil, &FieldError{"property.name", "duplicate property " + p.Name}
+			return nil, &FieldError{Field: "property.name", Msg: "duplicate property " + p.Name}
 		case s.names[p.Name] != nil && s.names[p.Name].Host != nil:
-			return nil, &FieldError{"property.name", p.Name + " is a name server's host name"}
-		case p.Answers < 1 || p.Answers > MaxAnswers:
-			return nil, &FieldError{"property.answers", fmt.Sprintf("%d is outside 1..%d", p.Answers, MaxAnswers)}
-		case p.AllDown != "" && p.AllDown != AllDownServeBest && p.AllDown != AllDownNoData:
-			return nil, &FieldError{"property.all_down", fmt.Sprintf("%q: want %s or %s", p.AllDown, AllDownServeBest, AllDownNoData)}
+			return nil, &FieldError{Field: "property.name", Msg: p.Name + " is a name server's host name"}
 		}
-		if p.AllDown == "" {
-			p.AllDown = AllDownServeBest
+		if err := CheckAnswers("property.answers", p.Answers); err != nil {
+			return nil, err
+		}
+		var err error
+		if p.AllDown, err = ParseAllDownPolicy("property.all_down", string(p.AllDown)); err != nil {
+			return nil, err
 		}
 		p.index = int32(len(s.props))
 		for _, pool := range p.Pools {
 			if len(pools[pool]) == 0 {
-				return nil, &FieldError{"property.pools", fmt.Sprintf("pool %q of %s has no edges", pool, p.Name)}
+				return nil, &FieldError{Field: "property.pools", Msg: fmt.Sprintf("pool %q of %s has no edges", pool, p.Name)}
 			}
 			p.candidates = append(p.candidates, pools[pool]...)
 		}

@@ -261,9 +261,9 @@ func (s *Snapshot) indexUnits(sorted []Target, prev *Snapshot) error {
 		} else {
 			switch {
 			case !t.Block.IsValid() || t.Block != t.Block.Masked():
-				return &FieldError{"target.block", t.Block.String() + " is not a canonical network"}
+				return &FieldError{Field: "target.block", Msg: t.Block.String() + " is not a canonical network"}
 			case i > 0 && sorted[i-1].Block == t.Block:
-				return &FieldError{"target.block", "duplicate target " + t.Block.String()}
+				return &FieldError{Field: "target.block", Msg: "duplicate target " + t.Block.String()}
 			}
 			s.unitTable.Insert(t.Block, int32(i))
 		}

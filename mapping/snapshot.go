@@ -57,8 +57,8 @@ type Property struct {
 	Pools   []string
 	TTL     uint32
 	Answers int
-	// AllDown is AllDownServeBest (the default) or AllDownNoData.
-	AllDown string
+	// AllDown is AllDownServeBest ("" means it too) or AllDownNoData.
+	AllDown AllDownPolicy
 
 	index          int32
 	limited        bool        // some candidate has a capacity
@@ -413,7 +413,7 @@ func (s *Snapshot) Explain(name string, q Query, v6 bool) (*Explanation, error) 
 		}
 	}
 	all = append(head, slices.DeleteFunc(all, func(c scored) bool { return chosen[c.edge] })...)
-	if a := s.assignment(PairKey{p.Name, d.Unit}); a != nil && a.Reason != "" && !d.FailOpen {
+	if a := s.assignment(PairKey{p.Name, d.Unit}); a != nil && a.Reason != AssignedBest && !d.FailOpen {
 		x.Assignment = new(*a)
 	}
 	measured := 0
@@ -450,8 +450,8 @@ func (s *Snapshot) Explain(name string, q Query, v6 bool) (*Explanation, error) 
 		default:
 			r.Health = "down"
 		}
-		if h.Source != "none" {
-			r.Health += " (" + h.Source + " since " + h.Since.UTC().Format(time.RFC3339) + ")"
+		if h.Source != HealthNone {
+			r.Health += " (" + string(h.Source) + " since " + h.Since.UTC().Format(time.RFC3339) + ")"
 		}
 		x.Ranking = append(x.Ranking, r)
 	}

@@ -3,7 +3,6 @@ package probe
 import (
 	"cmp"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/edgemap/edgemap/mapping"
 )
 
 // CollectorStore is what the collector needs from the name server; the
@@ -172,7 +173,7 @@ func (c *Collector) guard(h http.HandlerFunc) http.Handler {
 				zap.String("method", r.Method), zap.String("path", r.URL.Path),
 				zap.Any("panic", v), zap.StackSkip("stack", 1))
 			if !tw.wrote {
-				writeError(tw, http.StatusInternalServerError, &FieldError{Msg: "internal error"})
+				WriteError(tw, http.StatusInternalServerError, &mapping.FieldError{Msg: "internal error"})
 			}
 		}()
 		h(tw, r)
@@ -218,7 +219,7 @@ func (c *Collector) postReport(w http.ResponseWriter, r *http.Request) {
 	// A declared length over the limit is refused before anything is read.
 	if r.ContentLength > MaxReportBytes {
 		closeConn()
-		writeError(w, http.StatusRequestEntityTooLarge, tooLarge())
+		WriteError(w, http.StatusRequestEntityTooLarge, tooLarge())
 		return
 	}
 	// The signing headers and timestamp before the body: a caller without
@@ -232,7 +233,7 @@ func (c *Collector) postReport(w http.ResponseWriter, r *http.Request) {
 	}
 	if SeqAhead(s.seq, now) {
 		closeConn()
-		c.rejected(w, c.log().With(zap.String("key", s.keyID)), http.StatusBadRequest, fieldErr(HeaderSeq,
+		c.rejected(w, c.log().With(zap.String("key", s.keyID)), http.StatusBadRequest, mapping.FieldErrorf(HeaderSeq,
 			"sequence number %d is ahead of the server's clock (at most unix time in ns + %s, %d); derive it from the clock at signing",
 			s.seq, MaxClockSkew, uint64(now.Add(MaxClockSkew).UnixNano())))
 		return
@@ -242,7 +243,7 @@ func (c *Collector) postReport(w http.ResponseWriter, r *http.Request) {
 		closeConn()
 		c.log().Debug("upload refused", zap.String("key", s.keyID), zap.String("remote", r.RemoteAddr), zap.Error(err))
 		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusTooManyRequests, err)
+		WriteError(w, http.StatusTooManyRequests, err)
 		return
 	}
 	defer release()
@@ -256,7 +257,7 @@ func (c *Collector) postReport(w http.ResponseWriter, r *http.Request) {
 			status = http.StatusRequestTimeout
 		}
 		c.log().Debug("report body not read", zap.String("key", s.keyID), zap.String("remote", r.RemoteAddr), zap.Error(err))
-		writeError(w, status, err)
+		WriteError(w, status, err)
 		return
 	}
 	if err := s.verifyMAC(r, sum); err != nil {
@@ -272,36 +273,36 @@ func (c *Collector) postReport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if rep.Edge != key.Edge {
-		c.rejected(w, log, http.StatusForbidden, fieldErr("edge", "key %s may only report for edge %s", key.ID, key.Edge))
+		c.rejected(w, log, http.StatusForbidden, mapping.FieldErrorf("edge", "key %s may only report for edge %s", key.ID, key.Edge))
 		return
 	}
 	// A report is about the past: a measured_at ahead of the server's clock
 	// (beyond the skew the signature allows) would keep its measurements
 	// "fresh" in the map long after they stopped being true.
 	if ahead := rep.MeasuredAt.Sub(now); ahead > MaxClockSkew {
-		c.rejected(w, log, http.StatusBadRequest, fieldErr("measured_at", "%s is %s ahead of the server's clock", rep.MeasuredAt.Format(time.RFC3339), ahead.Round(time.Second)))
+		c.rejected(w, log, http.StatusBadRequest, mapping.FieldErrorf("measured_at", "%s is %s ahead of the server's clock", rep.MeasuredAt.Format(time.RFC3339), ahead.Round(time.Second)))
 		return
 	}
 	// The key is bound to the edge, but the edge may have been deleted
 	// since the key was made.
 	if !c.Store.EdgeExists(rep.Edge) {
-		c.rejected(w, log, http.StatusBadRequest, fieldErr("edge", "unknown edge %s", rep.Edge))
+		c.rejected(w, log, http.StatusBadRequest, mapping.FieldErrorf("edge", "unknown edge %s", rep.Edge))
 		return
 	}
 	for i, m := range rep.Measurements {
 		if !c.Store.TargetExists(m.Target) {
-			c.rejected(w, log, http.StatusBadRequest, fieldErr(measurementPath(i, "target"), "unknown target %s", m.Target))
+			c.rejected(w, log, http.StatusBadRequest, mapping.FieldErrorf(measurementPath(i, "target"), "unknown target %s", m.Target))
 			return
 		}
 	}
 	stored, err := c.Store.Accept(key.ID, s.seq, rep)
 	if err != nil {
 		if errors.Is(err, ErrReplay) {
-			c.rejected(w, log, http.StatusConflict, fieldErr(HeaderSeq, "sequence number %d is not greater than the last one accepted for key %s", s.seq, key.ID))
+			c.rejected(w, log, http.StatusConflict, mapping.FieldErrorf(HeaderSeq, "sequence number %d is not greater than the last one accepted for key %s", s.seq, key.ID))
 			return
 		}
 		log.Error("storing report failed", zap.String("edge", rep.Edge), zap.Error(err))
-		writeError(w, http.StatusInternalServerError, &FieldError{Msg: "storing report failed"})
+		WriteError(w, http.StatusInternalServerError, &mapping.FieldError{Msg: "storing report failed"})
 		return
 	}
 	resp := reportResponse{Accepted: stored, Ignored: len(rep.Measurements) - stored}
@@ -309,7 +310,7 @@ func (c *Collector) postReport(w http.ResponseWriter, r *http.Request) {
 		resp.IgnoredReason = ignoredNotNewer
 	}
 	log.Debug("report accepted", zap.String("edge", rep.Edge), zap.Int("stored", resp.Accepted), zap.Int("ignored", resp.Ignored))
-	writeJSON(w, http.StatusOK, resp)
+	WriteJSON(w, http.StatusOK, resp)
 }
 
 // errTooLarge marks a body over MaxReportBytes.
@@ -336,10 +337,10 @@ func (c *Collector) admit(s *signed, declared int64) (release func(), err error)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.uploads[s.keyID] >= perKey {
-		return nil, fieldErr(HeaderKey, "%d uploads of this key are in flight already; retry after one has finished", perKey)
+		return nil, mapping.FieldErrorf(HeaderKey, "%d uploads of this key are in flight already; retry after one has finished", perKey)
 	}
 	if reserve > 0 && c.buffered+reserve > budget {
-		return nil, fieldErr("body", "the collector is holding %d MiB of reports already; retry shortly", c.buffered>>20)
+		return nil, mapping.FieldErrorf("body", "the collector is holding %d MiB of reports already; retry shortly", c.buffered>>20)
 	}
 	if c.uploads == nil {
 		c.uploads = map[string]int{}
@@ -359,7 +360,7 @@ func (c *Collector) admit(s *signed, declared int64) (release func(), err error)
 // readBody reads the body under BodyTimeout, hashing it as it arrives, and
 // returns it with its SHA-256; for an unknown key (keep false) it only
 // hashes, so that a body no key can sign costs no memory, and the answer
-// still comes after the body as for a known key. Errors are *FieldError
+// still comes after the body as for a known key. Errors are *mapping.FieldError
 // naming "body", wrapping errTooLarge or os.ErrDeadlineExceeded.
 func (c *Collector) readBody(w http.ResponseWriter, r *http.Request, keep bool) ([]byte, [sha256.Size]byte, error) {
 	var sum [sha256.Size]byte
@@ -367,7 +368,7 @@ func (c *Collector) readBody(w http.ResponseWriter, r *http.Request, keep bool) 
 	// The real clock, not c.Now: the deadline is the connection's. A
 	// recorder in tests has no connection to set one on.
 	if err := http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		return nil, sum, &FieldError{Field: "body", Msg: "reading the body failed", err: err}
+		return nil, sum, &mapping.FieldError{Field: "body", Msg: "reading the body failed", Err: err}
 	}
 	h := sha256.New()
 	in := io.TeeReader(http.MaxBytesReader(unwrapWriter(w), r.Body, MaxReportBytes), h)
@@ -384,13 +385,13 @@ func (c *Collector) readBody(w http.ResponseWriter, r *http.Request, keep bool) 
 		h.Sum(sum[:0])
 		return body, sum, nil
 	case errors.As(err, &mbe):
-		return nil, sum, &FieldError{Field: "body", Msg: tooLarge().Msg, err: errTooLarge}
+		return nil, sum, &mapping.FieldError{Field: "body", Msg: tooLarge().Msg, Err: errTooLarge}
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		return nil, sum, &FieldError{Field: "body", Msg: fmt.Sprintf("not received within %s of the headers", timeout), err: os.ErrDeadlineExceeded}
+		return nil, sum, &mapping.FieldError{Field: "body", Msg: fmt.Sprintf("not received within %s of the headers", timeout), Err: os.ErrDeadlineExceeded}
 	}
 	// The client went away or sent a broken chunked body; the answer
 	// probably reaches nobody, but it costs nothing.
-	return nil, sum, &FieldError{Field: "body", Msg: "reading the body failed", err: err}
+	return nil, sum, &mapping.FieldError{Field: "body", Msg: "reading the body failed", Err: err}
 }
 
 // getTargets answers the signed target list. It checks no seq: the read
@@ -408,7 +409,7 @@ func (c *Collector) getTargets(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	targets := sortTargets(c.Store.Targets())
-	writeJSON(w, http.StatusOK, targetsResponse{Edge: key.Edge, Targets: targets})
+	WriteJSON(w, http.StatusOK, targetsResponse{Edge: key.Edge, Targets: targets})
 }
 
 // sortTargets returns a copy of ts sorted by Block's string form, which is
@@ -439,43 +440,18 @@ func (c *Collector) unauthorized(w http.ResponseWriter, r *http.Request, err err
 	c.log().Debug("request not authenticated",
 		zap.String("path", r.URL.Path), zap.String("remote", r.RemoteAddr), zap.Error(err))
 	if errors.Is(err, ErrUnknownKey) || errors.Is(err, ErrBadSignature) {
-		err = &FieldError{Field: HeaderSignature, Msg: "bad signature or unknown key", err: ErrBadSignature}
+		err = &mapping.FieldError{Field: HeaderSignature, Msg: "bad signature or unknown key", Err: ErrBadSignature}
 	}
 	w.Header().Set("WWW-Authenticate", signatureVersion)
-	writeError(w, http.StatusUnauthorized, err)
+	WriteError(w, http.StatusUnauthorized, err)
 }
 
 // rejected answers a 4xx to a request signed with a valid key.
 func (c *Collector) rejected(w http.ResponseWriter, log *zap.Logger, status int, err error) {
 	log.Info("report rejected", zap.Int("status", status), zap.Error(err))
-	writeError(w, status, err)
+	WriteError(w, status, err)
 }
 
-func tooLarge() *FieldError {
-	return fieldErr("body", "report larger than %d bytes", MaxReportBytes)
-}
-
-// writeError answers err as JSON {"field": ..., "error": ...}.
-func writeError(w http.ResponseWriter, status int, err error) {
-	var fe *FieldError
-	if !errors.As(err, &fe) {
-		// Every caller passes a FieldError; this is a guard against
-		// leaking an internal error's text if one ever does not.
-		fe = &FieldError{Msg: http.StatusText(status)}
-	}
-	writeJSON(w, status, fe)
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		// Only our own response types reach here; they always marshal.
-		panic(fmt.Errorf("probe: marshal response: %w", err))
-	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
+func tooLarge() *mapping.FieldError {
+	return mapping.FieldErrorf("body", "report larger than %d bytes", MaxReportBytes)
 }

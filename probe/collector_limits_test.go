@@ -19,6 +19,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/edgemap/edgemap/mapping"
 )
 
 // newLimitedServer is newTestServer with the collector's limits set.
@@ -72,19 +74,19 @@ func startUpload(t *testing.T, srv *httptest.Server, keyID string, secret, body 
 }
 
 // answer reads the response within d, or returns status 0 if none came.
-func (u *upload) answer(t *testing.T, d time.Duration) (int, FieldError, []byte) {
+func (u *upload) answer(t *testing.T, d time.Duration) (int, mapping.FieldError, []byte) {
 	t.Helper()
 	u.c.SetReadDeadline(time.Now().Add(d))
 	resp, err := http.ReadResponse(u.br, nil)
 	if err != nil {
 		if ne, ok := err.(net.Error); ok && ne.Timeout() {
-			return 0, FieldError{}, nil
+			return 0, mapping.FieldError{}, nil
 		}
 		t.Fatalf("reading the answer: %v", err)
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	var fe FieldError
+	var fe mapping.FieldError
 	json.Unmarshal(raw, &fe)
 	return resp.StatusCode, fe, raw
 }

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/edgemap/edgemap/mapping"
 )
 
 // The test world: two edges, a key for each, a key whose edge was deleted,
@@ -138,7 +140,7 @@ type call struct {
 }
 
 // do sends c and returns the status and the decoded error (if any).
-func (c call) do(t *testing.T, srv *httptest.Server) (int, FieldError, []byte) {
+func (c call) do(t *testing.T, srv *httptest.Server) (int, mapping.FieldError, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(c.method, srv.URL+c.path, bytes.NewReader(c.body))
 	if err != nil {
@@ -166,13 +168,13 @@ func (c call) do(t *testing.T, srv *httptest.Server) (int, FieldError, []byte) {
 	if err != nil {
 		t.Fatalf("reading answer: %v", err)
 	}
-	var fe FieldError
+	var fe mapping.FieldError
 	if resp.StatusCode != http.StatusOK {
 		if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 			t.Errorf("status %d with Content-Type %q, want application/json", resp.StatusCode, ct)
 		}
 		if err := json.Unmarshal(raw, &fe); err != nil {
-			t.Errorf("error answer %q is not a JSON FieldError: %v", raw, err)
+			t.Errorf("error answer %q is not a JSON mapping.FieldError: %v", raw, err)
 		}
 	}
 	return resp.StatusCode, fe, raw
@@ -470,9 +472,9 @@ func FuzzCollector(f *testing.F) {
 			if stored != 0 {
 				t.Fatalf("status %d but %d reports stored", rec.Code, stored)
 			}
-			var fe FieldError
+			var fe mapping.FieldError
 			if err := json.Unmarshal(rec.Body.Bytes(), &fe); err != nil || fe.Field == "" {
-				t.Fatalf("status %d with answer %q: want a FieldError naming a field", rec.Code, rec.Body)
+				t.Fatalf("status %d with answer %q: want a mapping.FieldError naming a field", rec.Code, rec.Body)
 			}
 			if rec.Code == http.StatusUnauthorized && strings.Contains(fe.Msg, "unknown key") && fe.Msg != "bad signature or unknown key" {
 				t.Fatalf("401 %q tells an unknown key apart", fe.Msg)

@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"strconv"
 	"time"
+
+	"github.com/edgemap/edgemap/mapping"
 )
 
 // Target is one client network (the map unit) and the address inside it
@@ -76,8 +78,6 @@ const (
 
 	// maxIntervalMs is the longest accepted interval_ms: one day.
 	maxIntervalMs = 86_400_000
-	// maxEdgeIDLen is the longest edge ID: 63, a DNS label's length.
-	maxEdgeIDLen = 63
 )
 
 // measuredAt bounds. The low bound catches a clock that never synced (an
@@ -88,33 +88,6 @@ var (
 	minMeasuredAt = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 	maxMeasuredAt = time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)
 )
-
-// FieldError is a rejected request: which field (a JSON path such as
-// "measurements[3].rtt_ms", "body", or a header name) and why. It is also
-// the JSON body of every error answer of the collector.
-type FieldError struct {
-	Field string `json:"field"`
-	Msg   string `json:"error"`
-
-	// err is the sentinel behind the error, if any (ErrStale, ...), for
-	// errors.Is; it is never sent to the client.
-	err error
-}
-
-// Error returns "field: msg".
-func (e *FieldError) Error() string {
-	if e.Field == "" {
-		return e.Msg
-	}
-	return e.Field + ": " + e.Msg
-}
-
-// Unwrap returns the sentinel error behind e, or nil.
-func (e *FieldError) Unwrap() error { return e.err }
-
-func fieldErr(field, format string, args ...any) *FieldError {
-	return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
-}
 
 // DecodeReport parses and validates a report body. It is stricter than
 // encoding/json's defaults, so that what the name server stores is exactly
@@ -127,7 +100,7 @@ func fieldErr(field, format string, args ...any) *FieldError {
 //   - no value is null (it would leave the field zero);
 //   - numbers are in range for their type, integers are integers.
 //
-// Every error is a *FieldError whose Field is the JSON path of the
+// Every error is a *mapping.FieldError whose Field is the JSON path of the
 // offending value ("measurements[3].rtt_ms") or "body" for malformed JSON.
 //
 // Cost (BenchmarkDecodeReport): about 4 µs, 55 allocations and 1.4 KB of
@@ -137,7 +110,7 @@ func fieldErr(field, format string, args ...any) *FieldError {
 // signature checked out, so only key holders can make it pay.
 func DecodeReport(body []byte) (*Report, error) {
 	if len(body) > MaxReportBytes {
-		return nil, fieldErr("body", "report larger than %d bytes", MaxReportBytes)
+		return nil, mapping.FieldErrorf("body", "report larger than %d bytes", MaxReportBytes)
 	}
 	d := decoder{dec: json.NewDecoder(bytes.NewReader(body))}
 	// Numbers arrive as json.Number so that integers are parsed as integers
@@ -148,7 +121,7 @@ func DecodeReport(body []byte) (*Report, error) {
 		return nil, err
 	}
 	if _, err := d.dec.Token(); err != io.EOF {
-		return nil, fieldErr("body", "unexpected data after the report at byte %d", d.dec.InputOffset())
+		return nil, mapping.FieldErrorf("body", "unexpected data after the report at byte %d", d.dec.InputOffset())
 	}
 	if err := r.Validate(); err != nil {
 		return nil, err
@@ -170,15 +143,15 @@ func (d *decoder) token() (json.Token, error) {
 	}
 	if err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) {
 		if d.dec.InputOffset() == 0 {
-			return nil, fieldErr("body", "empty body; want a JSON report object")
+			return nil, mapping.FieldErrorf("body", "empty body; want a JSON report object")
 		}
-		return nil, fieldErr("body", "truncated JSON at byte %d", d.dec.InputOffset())
+		return nil, mapping.FieldErrorf("body", "truncated JSON at byte %d", d.dec.InputOffset())
 	}
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
-		return nil, fieldErr("body", "invalid JSON at byte %d: %s", se.Offset, se.Error())
+		return nil, mapping.FieldErrorf("body", "invalid JSON at byte %d: %s", se.Offset, se.Error())
 	}
-	return nil, fieldErr("body", "invalid JSON at byte %d", d.dec.InputOffset())
+	return nil, mapping.FieldErrorf("body", "invalid JSON at byte %d", d.dec.InputOffset())
 }
 
 // Bits for the keys seen in an object, to find duplicates and missing keys.
@@ -205,7 +178,7 @@ func (d *decoder) report(r *Report) error {
 		return err
 	}
 	if tok != json.Delim('{') {
-		return fieldErr("body", "want a JSON object, got %s", describe(tok))
+		return mapping.FieldErrorf("body", "want a JSON object, got %s", describe(tok))
 	}
 	var seen int
 	for d.dec.More() {
@@ -227,10 +200,10 @@ func (d *decoder) report(r *Report) error {
 		case "edge_up":
 			bit = keyEdgeUp
 		default:
-			return &FieldError{Field: keyName(key), Msg: "unknown field"}
+			return &mapping.FieldError{Field: keyName(key), Msg: "unknown field"}
 		}
 		if seen&bit != 0 {
-			return &FieldError{Field: key, Msg: "duplicate field"}
+			return &mapping.FieldError{Field: key, Msg: "duplicate field"}
 		}
 		seen |= bit
 		if bit == keyMeasurements {
@@ -257,7 +230,7 @@ func (d *decoder) report(r *Report) error {
 			r.EdgeUp = &up
 		}
 		if err != nil {
-			return &FieldError{Field: key, Msg: err.Error()}
+			return &mapping.FieldError{Field: key, Msg: err.Error()}
 		}
 	}
 	if _, err := d.token(); err != nil { // the closing brace
@@ -277,12 +250,12 @@ func (d *decoder) measurements(r *Report) error {
 		return nil
 	}
 	if tok != json.Delim('[') {
-		return fieldErr("measurements", "want an array, got %s", describe(tok))
+		return mapping.FieldErrorf("measurements", "want an array, got %s", describe(tok))
 	}
 	r.Measurements = []Measurement{}
 	for i := 0; d.dec.More(); i++ {
 		if i == MaxMeasurements {
-			return fieldErr("measurements", "more than %d measurements", MaxMeasurements)
+			return mapping.FieldErrorf("measurements", "more than %d measurements", MaxMeasurements)
 		}
 		var m Measurement
 		if err := d.measurement(i, &m); err != nil {
@@ -300,7 +273,7 @@ func (d *decoder) measurement(i int, m *Measurement) error {
 		return err
 	}
 	if tok != json.Delim('{') {
-		return fieldErr(measurementPath(i, ""), "want an object, got %s", describe(tok))
+		return mapping.FieldErrorf(measurementPath(i, ""), "want an object, got %s", describe(tok))
 	}
 	var seen int
 	for d.dec.More() {
@@ -320,10 +293,10 @@ func (d *decoder) measurement(i int, m *Measurement) error {
 		case "samples":
 			bit = keySamples
 		default:
-			return &FieldError{Field: measurementPath(i, keyName(key)), Msg: "unknown field"}
+			return &mapping.FieldError{Field: measurementPath(i, keyName(key)), Msg: "unknown field"}
 		}
 		if seen&bit != 0 {
-			return &FieldError{Field: measurementPath(i, key), Msg: "duplicate field"}
+			return &mapping.FieldError{Field: measurementPath(i, key), Msg: "duplicate field"}
 		}
 		seen |= bit
 		if tok, err = d.token(); err != nil {
@@ -347,7 +320,7 @@ func (d *decoder) measurement(i int, m *Measurement) error {
 			m.Samples = int(n)
 		}
 		if err != nil {
-			return &FieldError{Field: measurementPath(i, key), Msg: err.Error()}
+			return &mapping.FieldError{Field: measurementPath(i, key), Msg: err.Error()}
 		}
 	}
 	if _, err := d.token(); err != nil {
@@ -366,7 +339,7 @@ func missing(prefix string, seen, all int, names []string) error {
 			if prefix != "" {
 				name = prefix + "." + name
 			}
-			return &FieldError{Field: name, Msg: "missing"}
+			return &mapping.FieldError{Field: name, Msg: "missing"}
 		}
 	}
 	return nil
@@ -397,7 +370,7 @@ func asTime(tok json.Token) (time.Time, error) {
 	var t time.Time
 	// UnmarshalText is strict RFC 3339, as time.Time's UnmarshalJSON.
 	if err := t.UnmarshalText([]byte(s)); err != nil {
-		return time.Time{}, fmt.Errorf("%s is not an RFC 3339 time", shortQuote(s))
+		return time.Time{}, fmt.Errorf("%s is not an RFC 3339 time", mapping.ShortQuote(s))
 	}
 	return t.UTC(), nil
 }
@@ -409,7 +382,7 @@ func asPrefix(tok json.Token) (netip.Prefix, error) {
 	}
 	p, err := netip.ParsePrefix(s)
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%s is not an address prefix", shortQuote(s))
+		return netip.Prefix{}, fmt.Errorf("%s is not an address prefix", mapping.ShortQuote(s))
 	}
 	return p, nil
 }
@@ -472,57 +445,42 @@ func shorten(s string) string {
 	return s[:max] + "..."
 }
 
-// shortQuote quotes client-supplied text for an error, cut so that the
-// quoted form stays under 70 bytes however many bytes need escaping.
-func shortQuote(s string) string {
-	n := min(len(s), 64)
-	q := strconv.Quote(s[:n])
-	for len(q) > 66 {
-		n--
-		q = strconv.Quote(s[:n])
-	}
-	if n < len(s) {
-		q += "..."
-	}
-	return q
-}
-
 // keyName is an unknown key as a FieldError's Field: as is when it looks
 // like a field name, else quoted and cut ("" for the empty key, which
 // would otherwise leave Field empty).
 func keyName(key string) string {
 	if key == "" || len(key) > 64 {
-		return shortQuote(key)
+		return mapping.ShortQuote(key)
 	}
 	for i := 0; i < len(key); i++ {
 		c := key[i]
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
-			return shortQuote(key)
+			return mapping.ShortQuote(key)
 		}
 	}
 	return key
 }
 
 // Validate checks a report's values; DecodeReport calls it, and an agent
-// can call it before sending. Errors are *FieldError naming the field.
+// can call it before sending. Errors are *mapping.FieldError naming the field.
 func (r *Report) Validate() error {
 	if r == nil {
-		return fieldErr("body", "no report")
+		return mapping.FieldErrorf("body", "no report")
 	}
-	if err := validEdgeID(r.Edge); err != nil {
-		return &FieldError{Field: "edge", Msg: err.Error()}
+	if err := mapping.CheckID("edge", r.Edge); err != nil {
+		return err
 	}
 	switch {
 	case r.MeasuredAt.IsZero():
-		return fieldErr("measured_at", "missing")
+		return mapping.FieldErrorf("measured_at", "missing")
 	case r.MeasuredAt.Before(minMeasuredAt) || !r.MeasuredAt.Before(maxMeasuredAt):
-		return fieldErr("measured_at", "%s out of range %d..%d", r.MeasuredAt.UTC().Format(time.RFC3339), minMeasuredAt.Year(), maxMeasuredAt.Year())
+		return mapping.FieldErrorf("measured_at", "%s out of range %d..%d", r.MeasuredAt.UTC().Format(time.RFC3339), minMeasuredAt.Year(), maxMeasuredAt.Year())
 	}
 	if r.IntervalMs < 1 || r.IntervalMs > maxIntervalMs {
-		return fieldErr("interval_ms", "%d out of range 1..%d", r.IntervalMs, maxIntervalMs)
+		return mapping.FieldErrorf("interval_ms", "%d out of range 1..%d", r.IntervalMs, maxIntervalMs)
 	}
 	if len(r.Measurements) > MaxMeasurements {
-		return fieldErr("measurements", "%d measurements, more than %d", len(r.Measurements), MaxMeasurements)
+		return mapping.FieldErrorf("measurements", "%d measurements, more than %d", len(r.Measurements), MaxMeasurements)
 	}
 	seen := make(map[netip.Prefix]int, len(r.Measurements))
 	for i, m := range r.Measurements {
@@ -531,7 +489,7 @@ func (r *Report) Validate() error {
 			return err
 		}
 		if j, dup := seen[m.Target]; dup {
-			return fieldErr(measurementPath(i, "target"), "%s already measured in measurements[%d]", m.Target, j)
+			return mapping.FieldErrorf(measurementPath(i, "target"), "%s already measured in measurements[%d]", m.Target, j)
 		}
 		seen[m.Target] = i
 	}
@@ -539,51 +497,35 @@ func (r *Report) Validate() error {
 }
 
 // validate returns an error whose Field is relative to the measurement.
-func (m *Measurement) validate() *FieldError {
+func (m *Measurement) validate() *mapping.FieldError {
 	t := m.Target
 	switch {
 	case !t.IsValid():
-		return fieldErr("target", "missing or invalid prefix")
+		return mapping.FieldErrorf("target", "missing or invalid prefix")
 	case t.Addr().Is4In6():
 		// A client address is unmapped before lookup, so a 4-in-6 target
 		// could never match; make the mistake loud instead.
-		return fieldErr("target", "%s is IPv4-mapped IPv6; use the IPv4 prefix", t)
+		return mapping.FieldErrorf("target", "%s is IPv4-mapped IPv6; use the IPv4 prefix", t)
 	case t != t.Masked():
-		return fieldErr("target", "%s is not canonical; use %s", t, t.Masked())
+		return mapping.FieldErrorf("target", "%s is not canonical; use %s", t, t.Masked())
 	}
 	// NaN fails every comparison, so the range checks are written to let
 	// nothing through that is not provably inside; encoding/json cannot
 	// produce NaN or Inf, but a report built in code can.
 	if !(m.RTTMs >= 0 && m.RTTMs <= MaxRTTMs) {
-		return fieldErr("rtt_ms", "%v out of range 0..%d", m.RTTMs, MaxRTTMs)
+		return mapping.FieldErrorf("rtt_ms", "%v out of range 0..%d", m.RTTMs, MaxRTTMs)
 	}
 	if !(m.Loss >= 0 && m.Loss <= 1) {
-		return fieldErr("loss", "%v out of range 0..1", m.Loss)
+		return mapping.FieldErrorf("loss", "%v out of range 0..1", m.Loss)
 	}
 	if m.Samples < 1 || m.Samples > MaxSamples {
-		return fieldErr("samples", "%d out of range 1..%d", m.Samples, MaxSamples)
+		return mapping.FieldErrorf("samples", "%d out of range 1..%d", m.Samples, MaxSamples)
 	}
 	if m.Loss < 1 && !(m.RTTMs > 0) {
-		return fieldErr("rtt_ms", "must be > 0 when loss < 1 (some connects succeeded)")
+		return mapping.FieldErrorf("rtt_ms", "must be > 0 when loss < 1 (some connects succeeded)")
 	}
 	if m.Loss == 1 && m.RTTMs != 0 {
-		return fieldErr("rtt_ms", "must be 0 when loss is 1 (no connect succeeded)")
-	}
-	return nil
-}
-
-func validEdgeID(id string) error {
-	if id == "" {
-		return errors.New("missing")
-	}
-	if len(id) > maxEdgeIDLen {
-		return fmt.Errorf("longer than %d characters", maxEdgeIDLen)
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
-			return fmt.Errorf("%s: only a-z, 0-9, _ and - allowed", shortQuote(id))
-		}
+		return mapping.FieldErrorf("rtt_ms", "must be 0 when loss is 1 (no connect succeeded)")
 	}
 	return nil
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgemap/edgemap/mapping"
 )
 
 // validJSON is a report the test world (see collector_test.go) accepts from
@@ -148,9 +150,9 @@ func TestDecodeReportErrors(t *testing.T) {
 			if err == nil {
 				t.Fatalf("DecodeReport = %+v, want an error for %s", r, tt.field)
 			}
-			var fe *FieldError
+			var fe *mapping.FieldError
 			if !errors.As(err, &fe) {
-				t.Fatalf("error %v (%T) is not a *FieldError", err, err)
+				t.Fatalf("error %v (%T) is not a *mapping.FieldError", err, err)
 			}
 			if fe.Field != tt.field {
 				t.Errorf("field = %q, want %q (error %v)", fe.Field, tt.field, err)
@@ -166,7 +168,7 @@ func TestDecodeReportTooLarge(t *testing.T) {
 	body := bytes.Repeat([]byte(" "), MaxReportBytes+1)
 	copy(body, validJSON)
 	_, err := DecodeReport(body)
-	var fe *FieldError
+	var fe *mapping.FieldError
 	if !errors.As(err, &fe) || fe.Field != "body" {
 		t.Fatalf("DecodeReport(%d bytes) = %v, want a body error", len(body), err)
 	}
@@ -227,7 +229,7 @@ func TestValidateInCode(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			r := base()
 			tt.edit(r)
-			var fe *FieldError
+			var fe *mapping.FieldError
 			if err := r.Validate(); !errors.As(err, &fe) || fe.Field != tt.field {
 				t.Errorf("Validate = %v, want a %s error", err, tt.field)
 			}
@@ -255,7 +257,7 @@ func reportsEqual(a, b *Report) bool {
 }
 
 // FuzzDecodeReport checks that DecodeReport never panics, that every error
-// is a short *FieldError naming a field, and that whatever it accepts is
+// is a short *mapping.FieldError naming a field, and that whatever it accepts is
 // valid and survives encoding/json unchanged (what an agent built with
 // json.Marshal sends is what the name server reads).
 func FuzzDecodeReport(f *testing.F) {
@@ -290,9 +292,9 @@ func FuzzDecodeReport(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		r, err := DecodeReport(body)
 		if err != nil {
-			var fe *FieldError
+			var fe *mapping.FieldError
 			if !errors.As(err, &fe) || fe.Field == "" || fe.Msg == "" {
-				t.Fatalf("error %v (%T) is not a *FieldError with a field and a message", err, err)
+				t.Fatalf("error %v (%T) is not a *mapping.FieldError with a field and a message", err, err)
 			}
 			if len(fe.Field) > 200 || len(fe.Msg) > 300 {
 				t.Fatalf("error too long (%d+%d bytes): it echoes the input", len(fe.Field), len(fe.Msg))

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/edgemap/edgemap/mapping"
 )
 
 // Request signing. An agent signs every request with its key's secret
@@ -51,10 +53,7 @@ const (
 // so that a MAC of one scheme can never verify under another.
 const signatureVersion = "edgemap-v1"
 
-// maxKeyIDLen bounds HeaderKey.
-const maxKeyIDLen = 64
-
-// Errors of Verify (inside a *FieldError naming the header) and of a
+// Errors of Verify (inside a *mapping.FieldError naming the header) and of a
 // CollectorStore's Accept; test for them with errors.Is.
 var (
 	// ErrUnsigned is returned when a signing header is missing, repeated or
@@ -175,7 +174,7 @@ func requestPath(req *http.Request) string {
 // time. It returns the key and the request's seq. It does NOT check that
 // seq grows: that needs durable state, which the CollectorStore's Accept
 // keeps. lookup must be safe for concurrent use if Verify is called
-// concurrently. Errors are *FieldError naming the header at fault, wrapping
+// concurrently. Errors are *mapping.FieldError naming the header at fault, wrapping
 // ErrUnsigned, ErrUnknownKey, ErrStale or ErrBadSignature. The timestamp is
 // checked before the key is looked up, so a stale request is ErrStale
 // whether or not its key exists.
@@ -222,8 +221,8 @@ func verifyHeaders(req *http.Request, lookup func(string) (Key, bool), now time.
 	if err != nil {
 		return nil, err
 	}
-	if !validKeyID(keyID) {
-		return nil, &FieldError{Field: HeaderKey, Msg: fmt.Sprintf("malformed: want 1..%d characters of A-Z a-z 0-9 . _ -", maxKeyIDLen), err: ErrUnsigned}
+	if err := mapping.CheckID(HeaderKey, keyID); err != nil {
+		return nil, &mapping.FieldError{Field: HeaderKey, Msg: "malformed: " + err.(*mapping.FieldError).Msg, Err: ErrUnsigned}
 	}
 	s.keyID = keyID
 	if s.ts, err = header(req, HeaderTimestamp); err != nil {
@@ -231,32 +230,32 @@ func verifyHeaders(req *http.Request, lookup func(string) (Key, bool), now time.
 	}
 	ts, ok := parseDecimal(s.ts, 63)
 	if !ok {
-		return nil, &FieldError{Field: HeaderTimestamp, Msg: "malformed: want unix seconds in decimal", err: ErrUnsigned}
+		return nil, &mapping.FieldError{Field: HeaderTimestamp, Msg: "malformed: want unix seconds in decimal", Err: ErrUnsigned}
 	}
 	if s.seqStr, err = header(req, HeaderSeq); err != nil {
 		return nil, err
 	}
 	if s.seq, ok = parseDecimal(s.seqStr, 64); !ok {
-		return nil, &FieldError{Field: HeaderSeq, Msg: "malformed: want a decimal uint64", err: ErrUnsigned}
+		return nil, &mapping.FieldError{Field: HeaderSeq, Msg: "malformed: want a decimal uint64", Err: ErrUnsigned}
 	}
 	sig, err := header(req, HeaderSignature)
 	if err != nil {
 		return nil, err
 	}
 	if len(sig) != 2*sha256.Size {
-		return nil, &FieldError{Field: HeaderSignature, Msg: "malformed: want 64 hex digits", err: ErrUnsigned}
+		return nil, &mapping.FieldError{Field: HeaderSignature, Msg: "malformed: want 64 hex digits", Err: ErrUnsigned}
 	}
 	if s.mac, err = hex.DecodeString(sig); err != nil {
-		return nil, &FieldError{Field: HeaderSignature, Msg: "malformed: want 64 hex digits", err: ErrUnsigned}
+		return nil, &mapping.FieldError{Field: HeaderSignature, Msg: "malformed: want 64 hex digits", Err: ErrUnsigned}
 	}
 
 	// Integer arithmetic: ts < 2^63 and now is near 2^31, so no overflow.
 	// Before the key lookup, so that the answer does not depend on it.
 	if skew := now.Unix() - int64(ts); skew > int64(MaxClockSkew/time.Second) || skew < -int64(MaxClockSkew/time.Second) {
-		return nil, &FieldError{
+		return nil, &mapping.FieldError{
 			Field: HeaderTimestamp,
 			Msg:   fmt.Sprintf("timestamp is %d s off the server's clock; at most %d s allowed", absInt64(skew), int64(MaxClockSkew/time.Second)),
-			err:   ErrStale,
+			Err:   ErrStale,
 		}
 	}
 
@@ -286,9 +285,9 @@ func (s *signed) verifyMAC(req *http.Request, bodySum [sha256.Size]byte) error {
 	ok := hmac.Equal(want, s.mac)
 	switch {
 	case !s.known:
-		return &FieldError{Field: HeaderKey, Msg: "unknown key", err: ErrUnknownKey}
+		return &mapping.FieldError{Field: HeaderKey, Msg: "unknown key", Err: ErrUnknownKey}
 	case !ok:
-		return &FieldError{Field: HeaderSignature, Msg: "bad signature", err: ErrBadSignature}
+		return &mapping.FieldError{Field: HeaderSignature, Msg: "bad signature", Err: ErrBadSignature}
 	}
 	return nil
 }
@@ -300,11 +299,11 @@ func header(req *http.Request, name string) (string, error) {
 	vs := req.Header.Values(name)
 	switch len(vs) {
 	case 0:
-		return "", &FieldError{Field: name, Msg: "missing", err: ErrUnsigned}
+		return "", &mapping.FieldError{Field: name, Msg: "missing", Err: ErrUnsigned}
 	case 1:
 		return vs[0], nil
 	}
-	return "", &FieldError{Field: name, Msg: "repeated", err: ErrUnsigned}
+	return "", &mapping.FieldError{Field: name, Msg: "repeated", Err: ErrUnsigned}
 }
 
 // parseDecimal parses a canonical unsigned decimal (no sign, no leading
@@ -321,19 +320,6 @@ func parseDecimal(s string, bits int) (uint64, bool) {
 	}
 	n, err := strconv.ParseUint(s, 10, bits)
 	return n, err == nil
-}
-
-func validKeyID(id string) bool {
-	if id == "" || len(id) > maxKeyIDLen {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 func absInt64(n int64) int64 {

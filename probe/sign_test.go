@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgemap/edgemap/mapping"
 )
 
 var (
@@ -109,7 +111,7 @@ func TestVerify(t *testing.T) {
 			if !errors.Is(err, tt.err) {
 				t.Fatalf("Verify = %v, want %v", err, tt.err)
 			}
-			var fe *FieldError
+			var fe *mapping.FieldError
 			if !errors.As(err, &fe) || fe.Field != tt.field {
 				t.Errorf("Verify error %v names %q, want %q", err, fe.Field, tt.field)
 			}

@@ -85,7 +85,7 @@ func (a *api) routes(gather prometheus.Gatherer) http.Handler {
 	mux.Handle("/v1/reports", a.browserSafe(false, collector))
 	mux.Handle("/v1/targets", a.browserSafe(false, collector))
 	mux.Handle("/v1/", a.admin(func(w http.ResponseWriter, r *http.Request) {
-		writeErr(w, http.StatusNotFound, errf("path", "no such endpoint: %s %s", r.Method, r.URL.Path))
+		probe.WriteError(w, http.StatusNotFound, mapping.FieldErrorf("path", "no such endpoint: %s %s", r.Method, r.URL.Path))
 	}))
 	return mux
 }
@@ -105,7 +105,7 @@ func (a *api) auth(h http.HandlerFunc) http.Handler {
 			if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte(want)) != 1 {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="edgemap"`)
 				w.Header().Set("Connection", "close") // answer without reading the body first
-				writeErr(w, http.StatusUnauthorized, errf("authorization", "missing or wrong bearer token"))
+				probe.WriteError(w, http.StatusUnauthorized, mapping.FieldErrorf("authorization", "missing or wrong bearer token"))
 				return
 			}
 		}
@@ -135,19 +135,19 @@ func (a *api) browserSafe(checkHost bool, h http.Handler) http.Handler {
 			a.log.Debug("request refused", zap.String("method", r.Method), zap.String("path", r.URL.Path),
 				zap.String("remote", r.RemoteAddr), zap.Error(err))
 			w.Header().Set("Connection", "close")
-			writeErr(w, status, err)
+			probe.WriteError(w, status, err)
 		}
 		if checkHost && !a.hosts.allows(r) {
-			refuse(http.StatusForbidden, errf("Host", "%q is not this API's address; to reach the API by that name, list it in --api-allowed-hosts", r.Host))
+			refuse(http.StatusForbidden, mapping.FieldErrorf("Host", "%q is not this API's address; to reach the API by that name, list it in --api-allowed-hosts", r.Host))
 			return
 		}
 		if origins := r.Header.Values("Origin"); len(origins) > 0 && (len(origins) > 1 || !sameOrigin(origins[0], r.Host)) {
-			refuse(http.StatusForbidden, errf("Origin", "cross-origin request from %q refused: the admin API does not serve web pages", strings.Join(origins, ", ")))
+			refuse(http.StatusForbidden, mapping.FieldErrorf("Origin", "cross-origin request from %q refused: the admin API does not serve web pages", strings.Join(origins, ", ")))
 			return
 		}
 		if checkHost && r.Method != http.MethodGet && r.Method != http.MethodHead {
 			if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-				refuse(http.StatusUnsupportedMediaType, errf("Content-Type", "a %s must be sent as application/json, not %q", r.Method, r.Header.Get("Content-Type")))
+				refuse(http.StatusUnsupportedMediaType, mapping.FieldErrorf("Content-Type", "a %s must be sent as application/json, not %q", r.Method, r.Header.Get("Content-Type")))
 				return
 			}
 		}
@@ -237,31 +237,13 @@ func validPort(p string) bool {
 	return err == nil && n > 0
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
-}
-
-// writeErr answers {"error": ..., "field": ...}; errors that are not a
-// caller's fault are 500s.
-func writeErr(w http.ResponseWriter, status int, err error) {
-	var fe *fieldError
-	if !errors.As(err, &fe) {
-		fe = &fieldError{Msg: err.Error()}
-	}
-	writeJSON(w, status, fe)
-}
-
 // decode reads a JSON body strictly: unknown fields, trailing data and a
 // key given twice in one object are errors, so a typo or a doubled field is
 // reported instead of ignored or silently overwritten.
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	if err != nil {
-		writeErr(w, http.StatusBadRequest, errf("body", "%v", err))
+		probe.WriteError(w, http.StatusBadRequest, mapping.FieldErrorf("body", "%v", err))
 		return false
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -276,11 +258,11 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 		if errors.As(err, &te) && te.Field != "" {
 			field = te.Field
 		}
-		writeErr(w, http.StatusBadRequest, errf(field, "bad JSON: %v", err))
+		probe.WriteError(w, http.StatusBadRequest, mapping.FieldErrorf(field, "bad JSON: %v", err))
 		return false
 	}
 	if key := duplicateKey(body); key != "" {
-		writeErr(w, http.StatusBadRequest, errf(key, "given twice; give each field once"))
+		probe.WriteError(w, http.StatusBadRequest, mapping.FieldErrorf(key, "given twice; give each field once"))
 		return false
 	}
 	return true
@@ -289,29 +271,35 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 // writeUpdate answers the outcome of a configuration write or read.
 func (a *api) writeUpdate(w http.ResponseWriter, status int, err error, v any) {
 	var ce *conflictError
-	var fe *fieldError
+	var fe *mapping.FieldError
 	switch {
 	case err == nil:
-		writeJSON(w, status, v)
+		probe.WriteJSON(w, status, v)
 	case errors.As(err, &ce):
-		writeJSON(w, http.StatusConflict, &ce.fieldError)
+		probe.WriteJSON(w, http.StatusConflict, &ce.FieldError)
 	case errors.Is(err, store.ErrNotFound):
-		writeErr(w, http.StatusNotFound, err)
+		probe.WriteError(w, http.StatusNotFound, err)
 	case errors.As(err, &fe):
-		writeErr(w, http.StatusBadRequest, err)
+		probe.WriteError(w, http.StatusBadRequest, err)
 	default:
-		a.log.Error("configuration write failed", zap.Error(err))
-		writeErr(w, http.StatusInternalServerError, err)
+		a.internal(w, err)
 	}
 }
 
 // conflictError is a create of something that already exists.
-type conflictError struct{ fieldError }
+type conflictError struct{ mapping.FieldError }
+
+// internal answers 500 for an error that is not the caller's, and logs it:
+// its text is for the operator reading the log.
+func (a *api) internal(w http.ResponseWriter, err error) {
+	a.log.Error("admin API request failed", zap.Error(err))
+	a.internal(w, err)
+}
 
 func (a *api) healthz(w http.ResponseWriter, r *http.Request) {
 	snap := a.n.snap.Load()
 	if snap == nil {
-		writeErr(w, http.StatusServiceUnavailable, errNoSnapshot)
+		probe.WriteError(w, http.StatusServiceUnavailable, errNoSnapshot)
 		return
 	}
 	st := map[string]any{"status": "ok", "map_built": snap.Built()}
@@ -321,18 +309,18 @@ func (a *api) healthz(w http.ResponseWriter, r *http.Request) {
 	if g := snap.Geo(); g != nil {
 		st["geoip"] = g.Describe()
 	}
-	writeJSON(w, http.StatusOK, st)
+	probe.WriteJSON(w, http.StatusOK, st)
 }
 
 func (a *api) getZone(w http.ResponseWriter, r *http.Request) {
 	cfg, err := a.n.store.Config()
 	switch {
 	case err != nil:
-		writeErr(w, http.StatusInternalServerError, err)
+		a.internal(w, err)
 	case cfg.Zone == nil:
-		writeErr(w, http.StatusNotFound, errf("zone", "no zone is set; use `edgemap zone set`"))
+		probe.WriteError(w, http.StatusNotFound, mapping.FieldErrorf("zone", "no zone is set; use `edgemap zone set`"))
 	default:
-		writeJSON(w, http.StatusOK, cfg.Zone)
+		probe.WriteJSON(w, http.StatusOK, cfg.Zone)
 	}
 }
 
@@ -348,7 +336,7 @@ func (a *api) putZone(w http.ResponseWriter, r *http.Request) {
 			return err
 		}
 		if c.Zone != nil && c.Zone.Name != z.Name && len(c.Properties) > 0 {
-			return errf("name", "the zone has properties under %s; remove them or use `edgemap apply --prune`", c.Zone.Name)
+			return mapping.FieldErrorf("name", "the zone has properties under %s; remove them or use `edgemap apply --prune`", c.Zone.Name)
 		}
 		c.Zone, out = &z, z
 		return nil
@@ -359,10 +347,10 @@ func (a *api) putZone(w http.ResponseWriter, r *http.Request) {
 func (a *api) listEdges(w http.ResponseWriter, r *http.Request) {
 	cfg, err := a.n.store.Config()
 	if err != nil {
-		writeErr(w, http.StatusInternalServerError, err)
+		a.internal(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, cfg.Edges)
+	probe.WriteJSON(w, http.StatusOK, cfg.Edges)
 }
 
 func (a *api) getEdge(w http.ResponseWriter, r *http.Request) {
@@ -387,7 +375,7 @@ func (a *api) patchEdge(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.ID != "" && s.ID != r.PathValue("id") {
-		writeErr(w, http.StatusBadRequest, errf("id", "cannot rename edge %s to %s; add the new one and remove the old", r.PathValue("id"), s.ID))
+		probe.WriteError(w, http.StatusBadRequest, mapping.FieldErrorf("id", "cannot rename edge %s to %s; add the new one and remove the old", r.PathValue("id"), s.ID))
 		return
 	}
 	s.ID = r.PathValue("id")
@@ -400,7 +388,7 @@ func (a *api) putEdge(w http.ResponseWriter, s edgeSpec, create bool) {
 		i := slices.IndexFunc(c.Edges, func(e store.Edge) bool { return e.ID == s.ID })
 		switch {
 		case create && i >= 0:
-			return &conflictError{fieldError{Field: "id", Msg: fmt.Sprintf("edge %s already exists; use `edge set`", s.ID)}}
+			return &conflictError{mapping.FieldError{Field: "id", Msg: fmt.Sprintf("edge %s already exists; use `edge set`", s.ID)}}
 		case !create && i < 0:
 			return notFound("id", "edge "+s.ID)
 		}
@@ -462,16 +450,16 @@ func (a *api) deleteEdge(w http.ResponseWriter, r *http.Request) {
 func (a *api) listProperties(w http.ResponseWriter, r *http.Request) {
 	cfg, err := a.n.store.Config()
 	if err != nil {
-		writeErr(w, http.StatusInternalServerError, err)
+		a.internal(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, cfg.Properties)
+	probe.WriteJSON(w, http.StatusOK, cfg.Properties)
 }
 
 func (a *api) getProperty(w http.ResponseWriter, r *http.Request) {
 	name, err := lookupName("name", r.PathValue("name"))
 	if err != nil {
-		writeErr(w, http.StatusBadRequest, err)
+		probe.WriteError(w, http.StatusBadRequest, err)
 		return
 	}
 	p, err := a.n.store.Property(name)
@@ -504,7 +492,7 @@ func (a *api) putProperty(w http.ResponseWriter, s propertySpec, rawName string,
 	}
 	name, err := check("name", rawName)
 	if err != nil {
-		writeErr(w, http.StatusBadRequest, err)
+		probe.WriteError(w, http.StatusBadRequest, err)
 		return
 	}
 	var out store.Property
@@ -512,7 +500,7 @@ func (a *api) putProperty(w http.ResponseWriter, s propertySpec, rawName string,
 		i := slices.IndexFunc(c.Properties, func(p store.Property) bool { return p.Name == name })
 		switch {
 		case create && i >= 0:
-			return &conflictError{fieldError{Field: "name", Msg: fmt.Sprintf("property %s already exists; use `property set`", name)}}
+			return &conflictError{mapping.FieldError{Field: "name", Msg: fmt.Sprintf("property %s already exists; use `property set`", name)}}
 		case !create && i < 0:
 			return notFound("name", "property "+name)
 		}
@@ -542,7 +530,7 @@ func (a *api) putProperty(w http.ResponseWriter, s propertySpec, rawName string,
 func (a *api) deleteProperty(w http.ResponseWriter, r *http.Request) {
 	name, err := lookupName("name", r.PathValue("name"))
 	if err != nil {
-		writeErr(w, http.StatusBadRequest, err)
+		probe.WriteError(w, http.StatusBadRequest, err)
 		return
 	}
 	_, err = a.n.update(func(c *store.Config) error {
@@ -582,13 +570,13 @@ func (a *api) explain(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	name, err := lookupName("property", q.Get("property"))
 	if err != nil {
-		writeErr(w, http.StatusBadRequest, err)
+		probe.WriteError(w, http.StatusBadRequest, err)
 		return
 	}
 	var query mapping.Query
 	if s := q.Get("resolver"); s != "" {
 		if query.Source, err = netip.ParseAddr(s); err != nil {
-			writeErr(w, http.StatusBadRequest, errf("resolver", "%q is not an IP address", s))
+			probe.WriteError(w, http.StatusBadRequest, mapping.FieldErrorf("resolver", "%q is not an IP address", s))
 			return
 		}
 	}
@@ -597,7 +585,7 @@ func (a *api) explain(w http.ResponseWriter, r *http.Request) {
 	case client != "":
 		addr, err := netip.ParseAddr(client)
 		if err != nil {
-			writeErr(w, http.StatusBadRequest, errf("client", "%q is not an IP address", client))
+			probe.WriteError(w, http.StatusBadRequest, mapping.FieldErrorf("client", "%q is not an IP address", client))
 			return
 		}
 		addr = addr.Unmap()
@@ -607,26 +595,26 @@ func (a *api) explain(w http.ResponseWriter, r *http.Request) {
 		}
 		if s := q.Get("source_prefix"); s != "" {
 			if bits, err = strconv.Atoi(s); err != nil || bits < 0 || bits > addr.BitLen() {
-				writeErr(w, http.StatusBadRequest, errf("source_prefix", "%q: want 0 to %d", s, addr.BitLen()))
+				probe.WriteError(w, http.StatusBadRequest, mapping.FieldErrorf("source_prefix", "%q: want 0 to %d", s, addr.BitLen()))
 				return
 			}
 		}
 		query.ECS, _ = addr.Prefix(bits)
 	case q.Has("source_prefix"):
-		writeErr(w, http.StatusBadRequest, errf("source_prefix", "needs client, the ECS address"))
+		probe.WriteError(w, http.StatusBadRequest, mapping.FieldErrorf("source_prefix", "needs client, the ECS address"))
 		return
 	case !query.Source.IsValid():
-		writeErr(w, http.StatusBadRequest, errf("client", "is required unless resolver is given: the ECS address, the resolver's address, or both"))
+		probe.WriteError(w, http.StatusBadRequest, mapping.FieldErrorf("client", "is required unless resolver is given: the ECS address, the resolver's address, or both"))
 		return
 	}
 	family := q.Get("family")
 	if family != "" && family != "A" && family != "AAAA" {
-		writeErr(w, http.StatusBadRequest, errf("family", "%q: want A or AAAA", family))
+		probe.WriteError(w, http.StatusBadRequest, mapping.FieldErrorf("family", "%q: want A or AAAA", family))
 		return
 	}
 	snap := a.n.snap.Load()
 	if snap == nil {
-		writeErr(w, http.StatusServiceUnavailable, errNoSnapshot)
+		probe.WriteError(w, http.StatusServiceUnavailable, errNoSnapshot)
 		return
 	}
 	x, err := snap.Explain(name, query, family == "AAAA")
@@ -636,21 +624,21 @@ func (a *api) explain(w http.ResponseWriter, r *http.Request) {
 		if fe.Field == "property" {
 			status = http.StatusNotFound
 		}
-		writeErr(w, status, errf(fe.Field, "%s", fe.Msg))
+		probe.WriteError(w, status, mapping.FieldErrorf(fe.Field, "%s", fe.Msg))
 		return
 	}
-	writeJSON(w, http.StatusOK, x)
+	probe.WriteJSON(w, http.StatusOK, x)
 }
 
 func (a *api) reloadGeo(w http.ResponseWriter, r *http.Request) {
 	if a.n.geoPath == "" {
-		writeErr(w, http.StatusBadRequest, errf("geoip", "serve was started without --geoip"))
+		probe.WriteError(w, http.StatusBadRequest, mapping.FieldErrorf("geoip", "serve was started without --geoip"))
 		return
 	}
 	if err := a.n.loadGeo(); err != nil {
 		a.log.Error("geoip reload failed; keeping the database in use", zap.Error(err))
-		writeErr(w, http.StatusUnprocessableEntity, errf("geoip", "%v (the database in use is kept)", err))
+		probe.WriteError(w, http.StatusUnprocessableEntity, mapping.FieldErrorf("geoip", "%v (the database in use is kept)", err))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"geoip": a.n.snap.Load().Geo().Describe()})
+	probe.WriteJSON(w, http.StatusOK, map[string]string{"geoip": a.n.snap.Load().Geo().Describe()})
 }

@@ -154,7 +154,7 @@ func FuzzAdminAPI(f *testing.F) {
 			t.Fatalf("%s %s: %d answer %q of type %q, want JSON", ep.method, ep.path, rec.Code, rec.Body, ct)
 		}
 		if rec.Code >= 300 {
-			var fe fieldError
+			var fe mapping.FieldError
 			if err := json.Unmarshal(rec.Body.Bytes(), &fe); err != nil || fe.Msg == "" {
 				t.Fatalf("%d with answer %q: want a JSON error", rec.Code, rec.Body)
 			}
@@ -208,7 +208,7 @@ func FuzzAdminGuard(f *testing.F) {
 		if rec.Code == http.StatusOK {
 			return
 		}
-		var fe fieldError
+		var fe mapping.FieldError
 		if err := json.Unmarshal(rec.Body.Bytes(), &fe); err != nil || fe.Msg == "" || rec.Code < 400 || rec.Code >= 500 {
 			t.Fatalf("Host %q Origin %q type %q: %d %q, want a 4xx JSON error", host, origin, ctype, rec.Code, rec.Body)
 		}

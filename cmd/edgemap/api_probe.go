@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/probe"
 	"github.com/edgemap/edgemap/store"
 )
@@ -32,7 +33,7 @@ type edgeRTT struct {
 func (a *api) listTargets(w http.ResponseWriter, r *http.Request) {
 	cfg, err := a.n.store.Config()
 	if err != nil {
-		writeErr(w, http.StatusInternalServerError, err)
+		a.internal(w, err)
 		return
 	}
 	// The file, not memory, because only it keeps the latest reports' own
@@ -43,7 +44,7 @@ func (a *api) listTargets(w http.ResponseWriter, r *http.Request) {
 		return nil
 	})
 	if err != nil {
-		writeErr(w, http.StatusInternalServerError, err)
+		a.internal(w, err)
 		return
 	}
 	out := make([]targetView, 0, len(cfg.Targets))
@@ -55,7 +56,7 @@ func (a *api) listTargets(w http.ResponseWriter, r *http.Request) {
 		slices.SortFunc(v.Measured, func(a, b edgeRTT) int { return cmp.Or(cmp.Compare(a.RTTMs, b.RTTMs), strings.Compare(a.Edge, b.Edge)) })
 		out = append(out, v)
 	}
-	writeJSON(w, http.StatusOK, out)
+	probe.WriteJSON(w, http.StatusOK, out)
 }
 
 func (a *api) createTarget(w http.ResponseWriter, r *http.Request) {
@@ -65,12 +66,12 @@ func (a *api) createTarget(w http.ResponseWriter, r *http.Request) {
 	}
 	t, err := s.toTarget()
 	if err != nil {
-		writeErr(w, http.StatusBadRequest, err)
+		probe.WriteError(w, http.StatusBadRequest, err)
 		return
 	}
 	_, err = a.n.update(func(c *store.Config) error {
 		if slices.ContainsFunc(c.Targets, func(x store.Target) bool { return x.Block == t.Block }) {
-			return &conflictError{fieldError{Field: "block", Msg: "target " + t.Block.String() + " already exists"}}
+			return &conflictError{mapping.FieldError{Field: "block", Msg: "target " + t.Block.String() + " already exists"}}
 		}
 		c.Targets = append(c.Targets, t)
 		slices.SortFunc(c.Targets, func(x, y store.Target) int { return strings.Compare(x.Block.String(), y.Block.String()) })
@@ -82,7 +83,7 @@ func (a *api) createTarget(w http.ResponseWriter, r *http.Request) {
 func (a *api) deleteTarget(w http.ResponseWriter, r *http.Request) {
 	block, err := netip.ParsePrefix(r.URL.Query().Get("block"))
 	if err != nil {
-		writeErr(w, http.StatusBadRequest, errf("block", "%q is not a network", r.URL.Query().Get("block")))
+		probe.WriteError(w, http.StatusBadRequest, mapping.FieldErrorf("block", "%q is not a network", r.URL.Query().Get("block")))
 		return
 	}
 	_, err = a.n.update(func(c *store.Config) error {
@@ -108,14 +109,14 @@ type keyView struct {
 func (a *api) listKeys(w http.ResponseWriter, r *http.Request) {
 	keys, err := a.n.store.Keys()
 	if err != nil {
-		writeErr(w, http.StatusInternalServerError, err)
+		a.internal(w, err)
 		return
 	}
 	out := make([]keyView, 0, len(keys))
 	for _, k := range keys {
 		out = append(out, keyView{ID: k.ID, Edge: k.Edge, Created: k.Created})
 	}
-	writeJSON(w, http.StatusOK, out)
+	probe.WriteJSON(w, http.StatusOK, out)
 }
 
 func (a *api) createKey(w http.ResponseWriter, r *http.Request) {
@@ -126,37 +127,37 @@ func (a *api) createKey(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &s) {
 		return
 	}
-	if !idPattern.MatchString(s.ID) {
-		writeErr(w, http.StatusBadRequest, errf("id", "%q must be 1-63 of a-z, 0-9, '-', '_'", s.ID))
+	if err := mapping.CheckID("id", s.ID); err != nil {
+		probe.WriteError(w, http.StatusBadRequest, err)
 		return
 	}
 	if !(collectorStore{a.n}).EdgeExists(s.Edge) {
-		writeErr(w, http.StatusBadRequest, errf("edge", "no edge %q: a key is bound to an existing edge", s.Edge))
+		probe.WriteError(w, http.StatusBadRequest, mapping.FieldErrorf("edge", "no edge %q: a key is bound to an existing edge", s.Edge))
 		return
 	}
 	k := store.Key{ID: s.ID, Edge: s.Edge, Secret: probe.NewSecret(), Created: time.Now().UTC().Truncate(time.Second)}
 	if err := a.n.store.AddKey(k); err != nil {
 		if errors.Is(err, store.ErrExists) {
-			writeJSON(w, http.StatusConflict, &fieldError{Field: "id", Msg: "key " + s.ID + " already exists; remove it first to rotate"})
+			probe.WriteJSON(w, http.StatusConflict, &mapping.FieldError{Field: "id", Msg: "key " + s.ID + " already exists; remove it first to rotate"})
 			return
 		}
-		writeErr(w, http.StatusInternalServerError, err)
+		a.internal(w, err)
 		return
 	}
 	// The secret is in this answer and nowhere else: it is not logged and
 	// no endpoint returns it again.
-	writeJSON(w, http.StatusCreated, keyView{ID: k.ID, Edge: k.Edge, Created: k.Created, Secret: probe.EncodeSecret(k.Secret)})
+	probe.WriteJSON(w, http.StatusCreated, keyView{ID: k.ID, Edge: k.Edge, Created: k.Created, Secret: probe.EncodeSecret(k.Secret)})
 }
 
 func (a *api) deleteKey(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	if err := a.n.store.DeleteKey(id); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			writeErr(w, http.StatusNotFound, notFound("id", "key "+id))
+			probe.WriteError(w, http.StatusNotFound, notFound("id", "key "+id))
 			return
 		}
-		writeErr(w, http.StatusInternalServerError, err)
+		a.internal(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"deleted": id})
+	probe.WriteJSON(w, http.StatusOK, map[string]string{"deleted": id})
 }

@@ -26,6 +26,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/probe"
 )
 
@@ -98,7 +99,7 @@ func TestCSRFApplyIsRefused(t *testing.T) {
 	code, raw := rawRequest(t, s, "POST", "/v1/apply?prune=true", map[string]string{
 		"Host": "evil.example", "Origin": "http://evil.example", "Content-Type": "text/plain",
 	}, world)
-	var fe fieldError
+	var fe mapping.FieldError
 	if code != http.StatusForbidden || json.Unmarshal(raw, &fe) != nil || fe.Msg == "" {
 		t.Errorf("cross-origin apply: %d %s, want 403 with a JSON error", code, raw)
 	}
@@ -403,7 +404,7 @@ func TestAdminAPIRefusesBrowsers(t *testing.T) {
 	}
 	for _, tc := range refused {
 		code, raw := rawRequest(t, s, tc.method, tc.path, tc.hdr, world)
-		var fe fieldError
+		var fe mapping.FieldError
 		if code != tc.status || json.Unmarshal(raw, &fe) != nil || fe.Field != tc.field || fe.Msg == "" {
 			t.Errorf("%s: %d %s, want %d naming %s", tc.name, code, raw, tc.status, tc.field)
 		}
@@ -646,7 +647,7 @@ func TestReportSeqBoundAndIgnored(t *testing.T) {
 	}
 
 	code, raw := post(rep(at, 10, fra), math.MaxUint64)
-	var fe probe.FieldError
+	var fe mapping.FieldError
 	if json.Unmarshal(raw, &fe); code != http.StatusBadRequest || fe.Field != probe.HeaderSeq {
 		t.Fatalf("seq 2^64-1: %d %s, want 400 naming %s", code, raw, probe.HeaderSeq)
 	}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/edgemap/edgemap/mapping"
 )
 
 // client talks to a name server's admin API for the CLI subcommands.
@@ -29,7 +31,7 @@ func newClient(c *cli.Context) *client {
 }
 
 // do sends body (if not nil) as JSON and decodes the answer into out (if
-// not nil). An API error comes back as a *fieldError, so the CLI prints the
+// not nil). An API error comes back as a *mapping.FieldError, so the CLI prints the
 // same "field: what is wrong" the API said.
 func (cl *client) do(method, path string, body, out any) error {
 	var rd io.Reader
@@ -62,7 +64,7 @@ func (cl *client) do(method, path string, body, out any) error {
 		return fmt.Errorf("admin API: %w", err)
 	}
 	if resp.StatusCode >= 300 {
-		var fe fieldError
+		var fe mapping.FieldError
 		if json.Unmarshal(raw, &fe) == nil && fe.Msg != "" {
 			if fe.Field == "" {
 				return errors.New(fe.Msg)

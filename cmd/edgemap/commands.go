@@ -55,7 +55,7 @@ func zoneCommand() *cli.Command {
 					for i, arg := range c.StringSlice("ns") {
 						ns, err := parseNS(arg)
 						if err != nil {
-							return within(fmt.Sprintf("--ns[%d]", i), err)
+							return mapping.Within(fmt.Sprintf("--ns[%d]", i), err)
 						}
 						s.NameServers = append(s.NameServers, ns)
 					}
@@ -102,7 +102,7 @@ func parseNS(arg string) (nsSpec, error) {
 		ip, err := netip.ParseAddr(a)
 		switch {
 		case err != nil:
-			return ns, errf("address", "%q is not an IP address", a)
+			return ns, mapping.FieldErrorf("address", "%q is not an IP address", a)
 		case ip.Is4():
 			ns.IPv4 = a
 		default:
@@ -232,7 +232,7 @@ func drainCommand(name, usage string, drain bool) *cli.Command {
 				id = c.Args().First()
 			}
 			if id == "" || c.Args().Len() > 1 {
-				return errf("id", "give one edge: edgemap edge %s ID", name)
+				return mapping.FieldErrorf("id", "give one edge: edgemap edge %s ID", name)
 			}
 			var e store.Edge
 			if err := newClient(c).do("POST", "/v1/edges/"+url.PathEscape(id)+"/"+name, nil, &e); err != nil {
@@ -281,7 +281,7 @@ func printProperties(c *cli.Context, props []store.Property) error {
 		for _, p := range props {
 			allDown := p.AllDown
 			if allDown == "" {
-				allDown = mapping.AllDownServeBest
+				allDown = string(mapping.AllDownServeBest)
 			}
 			fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\n", p.Name, strings.Join(p.Pools, ","), p.TTL, p.Answers, allDown)
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/store"
 )
 
@@ -24,7 +25,7 @@ func dbCommand() *cli.Command {
 				ArgsUsage: "FILE",
 				Action: func(c *cli.Context) error {
 					if c.Args().Len() != 1 {
-						return errf("FILE", "give one database file: edgemap db check FILE")
+						return mapping.FieldErrorf("FILE", "give one database file: edgemap db check FILE")
 					}
 					return dbCheck(c, c.Args().First())
 				},

@@ -19,8 +19,8 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/netemu"
+	"github.com/edgemap/edgemap/mapping"
 )
 
 // The namespace tests run real `edgemap serve` and `edgemap probe`

@@ -1,8 +1,8 @@
 package main
 
 import (
+	"encoding/json"
 	"net/http"
-	"strings"
 	"testing"
 
 	"github.com/edgemap/edgemap/mapping"
@@ -46,7 +46,8 @@ func TestExplainQueryParams(t *testing.T) {
 		{"property=shop.cdn.example.net&client=198.18.1.9&source_prefix=0", 400, "resolver"},
 	} {
 		code, raw := callRaw(t, s, "GET", "/v1/map/explain?"+tc.query, nil)
-		if code != tc.code || !strings.Contains(string(raw), `"field": "`+tc.field+`"`) {
+		var fe mapping.FieldError
+		if code != tc.code || json.Unmarshal(raw, &fe) != nil || fe.Field != tc.field {
 			t.Errorf("%s: %d %s, want %d naming %s", tc.query, code, raw, tc.code, tc.field)
 		}
 	}

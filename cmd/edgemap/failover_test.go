@@ -78,7 +78,7 @@ func TestAllEdgesDownStillAnswers(t *testing.T) {
 		t.Fatalf("fail-open answers not counted: %v", v)
 	}
 	// nodata fails closed.
-	if code := call(t, s, "PATCH", "/v1/properties/game.cdn.example.net", propertySpec{AllDown: ptr(mapping.AllDownNoData)}, nil); code != http.StatusOK {
+	if code := call(t, s, "PATCH", "/v1/properties/game.cdn.example.net", propertySpec{AllDown: ptr(string(mapping.AllDownNoData))}, nil); code != http.StatusOK {
 		t.Fatalf("set all-down nodata: %d", code)
 	}
 	if rc, got := rcodeOf(t, s, "game.cdn.example.net.", "198.18.1.0/24"); rc != dns.RcodeSuccess || len(got) != 0 {

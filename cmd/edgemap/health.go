@@ -103,18 +103,18 @@ func (b *healthBook) decide(edges []store.Edge, now time.Time) (map[string]mappi
 		check, hasCheck := b.checks[e.ID]
 		switch {
 		case fresh && !agent.up:
-			h = mapping.Health{Up: false, Source: "agent", Since: agent.since}
+			h = mapping.Health{Up: false, Source: mapping.HealthAgent, Since: agent.since}
 		case hasCheck && !check.up:
-			h = mapping.Health{Up: false, Source: "check", Since: check.since}
+			h = mapping.Health{Up: false, Source: mapping.HealthCheck, Since: check.since}
 		case fresh:
-			h = mapping.Health{Up: true, Source: "agent", Since: agent.since}
+			h = mapping.Health{Up: true, Source: mapping.HealthAgent, Since: agent.since}
 		case hasCheck:
-			h = mapping.Health{Up: true, Source: "check", Since: check.since}
+			h = mapping.Health{Up: true, Source: mapping.HealthCheck, Since: check.since}
 		default:
 			if p, ok := b.persisted[e.ID]; ok && e.Check != "" {
-				h = mapping.Health{Up: p.Up, Source: "persisted", Since: p.Since}
+				h = mapping.Health{Up: p.Up, Source: mapping.HealthPersisted, Since: p.Since}
 			} else {
-				h = mapping.Health{Up: true, Source: "none"}
+				h = mapping.Health{Up: true, Source: mapping.HealthNone}
 			}
 		}
 		if old, ok := b.decided[e.ID]; ok && old.Up == h.Up {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"runtime"
 	"slices"
@@ -242,7 +241,7 @@ func (n *node) seed(w *worldSpec) error {
 	return nil
 }
 
-var errNoSnapshot = errors.New("no map published yet")
+var errNoSnapshot = &mapping.FieldError{Field: "map", Msg: "no map published yet"}
 
 // observe logs and counts what a new map changed: edges going down or up
 // (persisted, so a restarted server starts from them), properties entering
@@ -250,16 +249,16 @@ var errNoSnapshot = errors.New("no map published yet")
 // per-edge gauges. Called with n.mu held.
 func (n *node) observe(cfg store.Config, snap *mapping.Snapshot, changed map[string]mapping.Health) {
 	for id, h := range changed {
-		if h.Source == "none" {
+		if h.Source == mapping.HealthNone {
 			continue
 		}
 		if !h.Up {
 			n.failovers.Inc()
-			n.log.Warn("edge down; answers move to other edges", zap.String("edge", id), zap.String("source", h.Source))
+			n.log.Warn("edge down; answers move to other edges", zap.String("edge", id), zap.String("source", string(h.Source)))
 		} else {
-			n.log.Info("edge up", zap.String("edge", id), zap.String("source", h.Source))
+			n.log.Info("edge up", zap.String("edge", id), zap.String("source", string(h.Source)))
 		}
-		if err := n.store.SetHealth(id, store.EdgeHealth{Up: h.Up, Source: h.Source, Since: h.Since}); err != nil {
+		if err := n.store.SetHealth(id, store.EdgeHealth{Up: h.Up, Source: string(h.Source), Since: h.Since}); err != nil {
 			n.log.Error("persisting edge health", zap.Error(err))
 		}
 	}

@@ -137,7 +137,7 @@ func TestTargetsAPI(t *testing.T) {
 		{"unknown field", map[string]string{"block": "198.18.4.0/24", "prob": "198.18.4.7:443"}, 400, "body"},
 	}
 	for _, tc := range cases {
-		var fe fieldError
+		var fe mapping.FieldError
 		if code := call(t, s, "POST", "/v1/map/targets", tc.body, &fe); code != tc.status || fe.Field != tc.field || fe.Msg == "" {
 			t.Errorf("%s: got %d %+v, want %d naming %q", tc.name, code, fe, tc.status, tc.field)
 		}
@@ -159,7 +159,7 @@ func TestTargetsAPI(t *testing.T) {
 		t.Fatalf("added target %+v", got[2])
 	}
 
-	var fe fieldError
+	var fe mapping.FieldError
 	if code := call(t, s, "DELETE", "/v1/map/targets?block=198.18.3.0/24", nil, nil); code != http.StatusOK {
 		t.Fatalf("delete: status %d", code)
 	}
@@ -228,7 +228,7 @@ func TestTargetsInWorldFile(t *testing.T) {
 		// A new edge in the same file must not be written either.
 		b.Edges = append(slices.Clone(w.Edges), edgeSpec{ID: "new1", IPv4: ptr("192.0.2.99"), Lat: ptr(1.0), Lon: ptr(2.0), Pool: ptr("global")})
 		b.Targets = tc.targets
-		var fe fieldError
+		var fe mapping.FieldError
 		if code := call(t, s, "POST", "/v1/apply?prune=true", b, &fe); code != http.StatusBadRequest || fe.Field != tc.field {
 			t.Errorf("apply %+v: %d %+v; want 400 naming %s", tc.targets, code, fe, tc.field)
 		}
@@ -323,7 +323,7 @@ func TestKeysAPI(t *testing.T) {
 		{"unknown field", map[string]string{"id": "x1", "edge": "fra1", "secret": "00"}, 400, "body"},
 	}
 	for _, tc := range cases {
-		var fe fieldError
+		var fe mapping.FieldError
 		if code := call(t, s, "POST", "/v1/keys", tc.body, &fe); code != tc.status || fe.Field != tc.field || fe.Msg == "" {
 			t.Errorf("%s: got %d %+v, want %d naming %q", tc.name, code, fe, tc.status, tc.field)
 		}
@@ -337,7 +337,7 @@ func TestKeysAPI(t *testing.T) {
 	if code := call(t, s, "DELETE", "/v1/keys/fra1-agent", nil, nil); code != http.StatusOK {
 		t.Fatalf("delete key: %d", code)
 	}
-	var fe fieldError
+	var fe mapping.FieldError
 	if code := call(t, s, "DELETE", "/v1/keys/fra1-agent", nil, &fe); code != http.StatusNotFound || fe.Field != "id" {
 		t.Fatalf("delete again: %d %+v, want 404 naming id", code, fe)
 	}
@@ -349,7 +349,7 @@ func TestKeysAPI(t *testing.T) {
 
 // signedPost posts body to /v1/reports signed with the given headers'
 // values, so that a test can send the very same request twice.
-func signedPost(t *testing.T, s *server, body []byte, h http.Header) (int, probe.FieldError) {
+func signedPost(t *testing.T, s *server, body []byte, h http.Header) (int, mapping.FieldError) {
 	t.Helper()
 	req, err := http.NewRequest("POST", s.API+"/v1/reports", bytes.NewReader(body))
 	if err != nil {
@@ -361,7 +361,7 @@ func signedPost(t *testing.T, s *server, body []byte, h http.Header) (int, probe
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var fe probe.FieldError
+	var fe mapping.FieldError
 	raw, _ := io.ReadAll(resp.Body)
 	json.Unmarshal(raw, &fe)
 	return resp.StatusCode, fe

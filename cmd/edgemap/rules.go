@@ -5,19 +5,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"regexp"
 	"strings"
 
 	"golang.org/x/net/idna"
+
+	"github.com/edgemap/edgemap/mapping"
 )
 
 // The rules every name and address a person writes must follow, in one
 // place: the admin API applies them to its request bodies, and through it
 // the CLI and `apply`; `serve --world` applies them to the world file. The
 // store and the map trust what passed them.
-
-// idPattern is an edge id, a pool or a probe key id.
-var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
 // hostName returns name as a lower-case FQDN if it is a host name: labels of
 // letters, digits and '-' (not at either end), 1-63 bytes each, at most 253
@@ -27,14 +25,14 @@ var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 // (non-ASCII: an IDN must be written in the punycode form resolvers ask for).
 func hostName(field, name string) (string, error) {
 	if name == "" {
-		return "", errf(field, "is required")
+		return "", mapping.FieldErrorf(field, "is required")
 	}
 	for i := 0; i < len(name); i++ {
 		if name[i] >= 0x80 {
 			if ace, err := idna.Lookup.ToASCII(strings.TrimSuffix(name, ".")); err == nil {
-				return "", errf(field, "%q is not ASCII: write an internationalized name in its punycode form, %s.", name, ace)
+				return "", mapping.FieldErrorf(field, "%q is not ASCII: write an internationalized name in its punycode form, %s.", name, ace)
 			}
-			return "", errf(field, "%q is not ASCII, nor an internationalized name that has a punycode form", name)
+			return "", mapping.FieldErrorf(field, "%q is not ASCII, nor an internationalized name that has a punycode form", name)
 		}
 	}
 	fq := strings.ToLower(name)
@@ -42,14 +40,14 @@ func hostName(field, name string) (string, error) {
 		fq += "."
 	}
 	if len(fq) > 254 {
-		return "", errf(field, "%q is longer than 253 characters", name)
+		return "", mapping.FieldErrorf(field, "%q is longer than 253 characters", name)
 	}
 	if fq == "." {
-		return "", errf(field, "%q is the root, not a host name", name)
+		return "", mapping.FieldErrorf(field, "%q is the root, not a host name", name)
 	}
 	for _, label := range strings.Split(fq[:len(fq)-1], ".") {
 		if err := hostLabel(label); err != "" {
-			return "", errf(field, "%q is not a host name: %s", name, err)
+			return "", mapping.FieldErrorf(field, "%q is not a host name: %s", name, err)
 		}
 	}
 	return fq, nil
@@ -60,7 +58,7 @@ func hostName(field, name string) (string, error) {
 // a record stored before them can still be read, changed and removed.
 func lookupName(field, name string) (string, error) {
 	if name == "" {
-		return "", errf(field, "is required")
+		return "", mapping.FieldErrorf(field, "is required")
 	}
 	name = strings.ToLower(name)
 	if !strings.HasSuffix(name, ".") {
@@ -100,7 +98,7 @@ func hostLabel(label string) string {
 // outside ASCII, which would end up verbatim in every SOA answer.
 func mailbox(field, contact string) (string, error) {
 	if contact == "" {
-		return "", errf(field, "is required")
+		return "", mapping.FieldErrorf(field, "is required")
 	}
 	local, domain, mail := strings.Cut(contact, "@")
 	if !mail {
@@ -114,17 +112,17 @@ func mailbox(field, contact string) (string, error) {
 		local, domain = strings.ReplaceAll(contact[:min(i, len(contact))], `\.`, "."), contact[min(i+1, len(contact)):]
 	}
 	if local == "" || len(local) > 63 {
-		return "", errf(field, "%q: the mailbox before the domain must be 1-63 characters", contact)
+		return "", mapping.FieldErrorf(field, "%q: the mailbox before the domain must be 1-63 characters", contact)
 	}
 	for i := 0; i < len(local); i++ {
 		c := local[i]
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+/=?^_`{|}~.-", c) >= 0) {
-			return "", errf(field, "%q: the mailbox has %q; write it as hostmaster@example.net", contact, c)
+			return "", mapping.FieldErrorf(field, "%q: the mailbox has %q; write it as hostmaster@example.net", contact, c)
 		}
 	}
 	d, err := hostName(field, domain)
 	if err != nil {
-		return "", errf(field, "%q: the domain after the mailbox: %s", contact, strings.TrimPrefix(err.Error(), field+": "))
+		return "", mapping.FieldErrorf(field, "%q: the domain after the mailbox: %s", contact, strings.TrimPrefix(err.Error(), field+": "))
 	}
 	return strings.ToLower(strings.ReplaceAll(local, ".", `\.`)) + "." + d, nil
 }
@@ -141,13 +139,13 @@ func unicastAddr(field, s string, v6 bool) (netip.Addr, error) {
 	a, err := netip.ParseAddr(s)
 	switch {
 	case err != nil:
-		return a, errf(field, "%q is not an IP address", s)
+		return a, mapping.FieldErrorf(field, "%q is not an IP address", s)
 	case v6 && !a.Is6(), v6 && a.Is4In6():
-		return a, errf(field, "%q is not an IPv6 address", s)
+		return a, mapping.FieldErrorf(field, "%q is not an IPv6 address", s)
 	case !v6 && !a.Is4():
-		return a, errf(field, "%q is not an IPv4 address", s)
+		return a, mapping.FieldErrorf(field, "%q is not an IPv4 address", s)
 	case a.Zone() != "":
-		return a, errf(field, "%q has a zone; give a global address", s)
+		return a, mapping.FieldErrorf(field, "%q has a zone; give a global address", s)
 	}
 	why := ""
 	switch {
@@ -167,7 +165,7 @@ func unicastAddr(field, s string, v6 bool) (netip.Addr, error) {
 		why = `in 0.0.0.0/8 ("this network")`
 	}
 	if why != "" {
-		return a, errf(field, "%s is %s, which no client can reach; give a unicast address (documentation and private ranges are fine for labs)", a, why)
+		return a, mapping.FieldErrorf(field, "%s is %s, which no client can reach; give a unicast address (documentation and private ranges are fine for labs)", a, why)
 	}
 	return a, nil
 }

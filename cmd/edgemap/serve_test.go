@@ -255,7 +255,7 @@ func TestApplyIsIdempotentAndInvalidWritesNothing(t *testing.T) {
 	bad := *w
 	bad.Edges = append([]edgeSpec{{ID: "new1", IPv4: ptr("192.0.2.99"), Lat: ptr(1.0), Lon: ptr(2.0), Pool: ptr("global")}}, w.Edges...)
 	bad.Edges[2].Lat = ptr(100.0)
-	var fe fieldError
+	var fe mapping.FieldError
 	if code := call(t, s, "POST", "/v1/apply?prune=true", bad, &fe); code != http.StatusBadRequest || fe.Field != "edges[2].lat" {
 		t.Fatalf("invalid apply: status %d, %+v; want 400 naming edges[2].lat", code, fe)
 	}
@@ -307,7 +307,7 @@ func TestAPIErrorsNameTheField(t *testing.T) {
 		{"GET", "/v1/nothing", nil, 404, "path"},
 	}
 	for _, tc := range cases {
-		var fe fieldError
+		var fe mapping.FieldError
 		code := call(t, s, tc.method, tc.path, tc.body, &fe)
 		if code != tc.status || fe.Field != tc.field || fe.Msg == "" {
 			t.Errorf("%s %s: got %d %+v, want %d naming %q", tc.method, tc.path, code, fe, tc.status, tc.field)
@@ -322,7 +322,7 @@ func TestRemovingLastEdgeOfAUsedPoolIsRefused(t *testing.T) {
 			t.Fatalf("rm %s: %d", id, code)
 		}
 	}
-	var fe fieldError
+	var fe mapping.FieldError
 	if code := call(t, s, "DELETE", "/v1/edges/sin1", nil, &fe); code != http.StatusBadRequest || fe.Field != "property.pools" {
 		t.Fatalf("rm the last apac edge: %d %+v; want 400 naming property.pools", code, fe)
 	}
@@ -405,7 +405,7 @@ func TestGeoIPReloadKeepsOldDatabaseOnFailure(t *testing.T) {
 	if err := os.WriteFile(cfg.GeoIP, good[:len(good)/2], 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var fe fieldError
+	var fe mapping.FieldError
 	if code := call(t, s, "POST", "/v1/geoip/reload", nil, &fe); code != http.StatusUnprocessableEntity || fe.Field != "geoip" {
 		t.Fatalf("reload of a broken file: %d %+v", code, fe)
 	}

@@ -67,32 +67,8 @@ const (
 	maxTTL         = 86400
 )
 
-// fieldError is a bad input, named by its field, as every API and CLI error
-// must be.
-type fieldError struct {
-	Field string `json:"field"`
-	Msg   string `json:"error"`
-	cause error  // a sentinel such as store.ErrNotFound, for errors.Is
-}
-
-func (e *fieldError) Error() string { return e.Field + ": " + e.Msg }
-func (e *fieldError) Unwrap() error { return e.cause }
-
 func notFound(field, what string) error {
-	return &fieldError{Field: field, Msg: what + " does not exist", cause: store.ErrNotFound}
-}
-
-func errf(field, format string, args ...any) error {
-	return &fieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
-}
-
-// within prefixes the field of a fieldError (or mapping.FieldError) with
-// where the record sits, e.g. "edges[3]".
-func within(prefix string, err error) error {
-	if fe, ok := err.(*fieldError); ok {
-		return &fieldError{Field: prefix + "." + fe.Field, Msg: fe.Msg}
-	}
-	return err
+	return &mapping.FieldError{Field: field, Msg: what + " does not exist", Err: store.ErrNotFound}
 }
 
 func (s zoneSpec) toZone(old *store.Zone) (store.Zone, error) {
@@ -105,7 +81,7 @@ func (s zoneSpec) toZone(old *store.Zone) (store.Zone, error) {
 		return z, err
 	}
 	if len(s.NameServers) == 0 {
-		return z, errf("nameservers", "at least one name server is required")
+		return z, mapping.FieldErrorf("nameservers", "at least one name server is required")
 	}
 	seen := map[string]bool{}
 	for i, ns := range s.NameServers {
@@ -115,7 +91,7 @@ func (s zoneSpec) toZone(old *store.Zone) (store.Zone, error) {
 			return z, err
 		}
 		if seen[out.Name] {
-			return z, errf(field+".name", "duplicate name server %s", out.Name)
+			return z, mapping.FieldErrorf(field+".name", "duplicate name server %s", out.Name)
 		}
 		seen[out.Name] = true
 		if out.IPv4, err = unicastAddr(field+".ipv4", ns.IPv4, false); err != nil {
@@ -163,27 +139,29 @@ func (s edgeSpec) apply(base store.Edge, create bool) (store.Edge, error) {
 		e.Check = *s.Check
 		if e.Check != "" {
 			if _, err := probe.ParseCheck(e.Check); err != nil {
-				return e, errf("check", "%v", err)
+				return e, mapping.FieldErrorf("check", "%v", err)
 			}
 		}
 	}
+	if err := mapping.CheckID("id", e.ID); err != nil {
+		return e, err
+	}
+	if err := mapping.CheckID("pool", e.Pool); err != nil {
+		return e, err
+	}
 	switch {
-	case !idPattern.MatchString(e.ID):
-		return e, errf("id", "%q must be 1-63 of a-z, 0-9, '-', '_', starting with a letter or digit", e.ID)
 	case !e.IPv4.IsValid() && !e.IPv6.IsValid():
-		return e, errf("ipv4", "an edge needs an IPv4 or an IPv6 address")
+		return e, mapping.FieldErrorf("ipv4", "an edge needs an IPv4 or an IPv6 address")
 	case create && s.Lat == nil:
-		return e, errf("lat", "is required")
+		return e, mapping.FieldErrorf("lat", "is required")
 	case create && s.Lon == nil:
-		return e, errf("lon", "is required")
+		return e, mapping.FieldErrorf("lon", "is required")
 	case math.IsNaN(e.Lat) || e.Lat < -90 || e.Lat > 90:
-		return e, errf("lat", "%v is outside -90..90", e.Lat)
+		return e, mapping.FieldErrorf("lat", "%v is outside -90..90", e.Lat)
 	case math.IsNaN(e.Lon) || e.Lon < -180 || e.Lon > 180:
-		return e, errf("lon", "%v is outside -180..180", e.Lon)
-	case !idPattern.MatchString(e.Pool):
-		return e, errf("pool", "%q must be 1-63 of a-z, 0-9, '-', '_'", e.Pool)
+		return e, mapping.FieldErrorf("lon", "%v is outside -180..180", e.Lon)
 	case e.Capacity < 0:
-		return e, errf("capacity", "%d is negative", e.Capacity)
+		return e, mapping.FieldErrorf("capacity", "%d is negative", e.Capacity)
 	}
 	return e, nil
 }
@@ -203,55 +181,53 @@ func (s propertySpec) apply(base store.Property, create bool) (store.Property, e
 		p.Answers = *s.Answers
 	}
 	if s.AllDown != nil {
-		p.AllDown = *s.AllDown
-		if p.AllDown == mapping.AllDownServeBest {
+		policy, err := mapping.ParseAllDownPolicy("all_down", *s.AllDown)
+		if err != nil {
+			return p, err
+		}
+		p.AllDown = string(policy)
+		if policy == mapping.AllDownServeBest {
 			p.AllDown = "" // the default, stored as such
 		}
 	}
-	if p.AllDown != "" && p.AllDown != mapping.AllDownNoData {
-		return p, errf("all_down", "%q: want %s or %s", p.AllDown, mapping.AllDownServeBest, mapping.AllDownNoData)
-	}
 	if len(p.Pools) == 0 {
-		return p, errf("pools", "at least one pool is required")
+		return p, mapping.FieldErrorf("pools", "at least one pool is required")
 	}
 	for i, pool := range p.Pools {
-		if !idPattern.MatchString(pool) {
-			return p, errf(fmt.Sprintf("pools[%d]", i), "%q is not a pool name", pool)
+		if err := mapping.CheckID(fmt.Sprintf("pools[%d]", i), pool); err != nil {
+			return p, err
 		}
 		if slices.Index(p.Pools, pool) != i {
-			return p, errf(fmt.Sprintf("pools[%d]", i), "duplicate pool %q", pool)
+			return p, mapping.FieldErrorf(fmt.Sprintf("pools[%d]", i), "duplicate pool %q", pool)
 		}
 	}
-	switch {
-	case p.TTL < 1 || p.TTL > maxTTL:
-		return p, errf("ttl", "%d is outside 1..%d seconds", p.TTL, maxTTL)
-	case p.Answers < 1 || p.Answers > mapping.MaxAnswers:
-		return p, errf("answers", "%d is outside 1..%d", p.Answers, mapping.MaxAnswers)
+	if p.TTL < 1 || p.TTL > maxTTL {
+		return p, mapping.FieldErrorf("ttl", "%d is outside 1..%d seconds", p.TTL, maxTTL)
 	}
-	return p, nil
+	return p, mapping.CheckAnswers("answers", p.Answers)
 }
 
 func (s targetSpec) toTarget() (store.Target, error) {
 	var t store.Target
 	block, err := netip.ParsePrefix(s.Block)
 	if err != nil {
-		return t, errf("block", "%q is not a network (e.g. 203.0.113.0/24)", s.Block)
+		return t, mapping.FieldErrorf("block", "%q is not a network (e.g. 203.0.113.0/24)", s.Block)
 	}
 	if block != block.Masked() {
-		return t, errf("block", "%s has host bits set; did you mean %s?", block, block.Masked())
+		return t, mapping.FieldErrorf("block", "%s has host bits set; did you mean %s?", block, block.Masked())
 	}
 	if block.Addr().Is4In6() || block.Addr().Zone() != "" {
-		return t, errf("block", "%s: give a plain IPv4 or IPv6 network", block)
+		return t, mapping.FieldErrorf("block", "%s: give a plain IPv4 or IPv6 network", block)
 	}
 	probe, err := netip.ParseAddrPort(s.Probe)
 	if err != nil {
-		return t, errf("probe", "%q is not an address:port (e.g. 203.0.113.10:443)", s.Probe)
+		return t, mapping.FieldErrorf("probe", "%q is not an address:port (e.g. 203.0.113.10:443)", s.Probe)
 	}
 	if !block.Contains(probe.Addr()) {
-		return t, errf("probe", "%s is not inside %s: a target is measured through an address in it", probe.Addr(), block)
+		return t, mapping.FieldErrorf("probe", "%s is not inside %s: a target is measured through an address in it", probe.Addr(), block)
 	}
 	if probe.Port() == 0 {
-		return t, errf("probe", "port 0 cannot be connected to")
+		return t, mapping.FieldErrorf("probe", "port 0 cannot be connected to")
 	}
 	return store.Target{Block: block, Probe: probe}, nil
 }
@@ -271,7 +247,7 @@ func inputs(c store.Config, geo *mapping.Geo) mapping.Inputs {
 			Pool: e.Pool, Capacity: e.Capacity, Draining: e.Draining})
 	}
 	for _, p := range c.Properties {
-		in.Properties = append(in.Properties, mapping.Property{Name: p.Name, Pools: p.Pools, TTL: p.TTL, Answers: p.Answers, AllDown: p.AllDown})
+		in.Properties = append(in.Properties, mapping.Property{Name: p.Name, Pools: p.Pools, TTL: p.TTL, Answers: p.Answers, AllDown: mapping.AllDownPolicy(p.AllDown)})
 	}
 	for _, t := range c.Targets {
 		in.Targets = append(in.Targets, mapping.Target(t))
@@ -283,8 +259,5 @@ func inputs(c store.Config, geo *mapping.Geo) mapping.Inputs {
 // so that nothing is stored that the map cannot be built from.
 func checkConfig(c store.Config) error {
 	_, err := mapping.Build(inputs(c, nil))
-	if fe, ok := err.(*mapping.FieldError); ok {
-		return &fieldError{Field: fe.Field, Msg: fe.Msg}
-	}
 	return err
 }

@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/store"
 )
 
@@ -33,7 +34,7 @@ func configOf(t *testing.T, s *server) string {
 
 // sendRawBody sends body exactly as given, for JSON that json.Marshal would
 // never write (a key twice, bytes that are not UTF-8).
-func sendRawBody(t *testing.T, s *server, method, path, body string) (int, fieldError) {
+func sendRawBody(t *testing.T, s *server, method, path, body string) (int, mapping.FieldError) {
 	t.Helper()
 	req, err := http.NewRequest(method, s.API+path, strings.NewReader(body))
 	if err != nil {
@@ -45,7 +46,7 @@ func sendRawBody(t *testing.T, s *server, method, path, body string) (int, field
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var fe fieldError
+	var fe mapping.FieldError
 	if resp.StatusCode >= 300 {
 		if err := json.NewDecoder(resp.Body).Decode(&fe); err != nil {
 			t.Fatalf("%s %s: the error is not JSON: %v", method, path, err)

@@ -12,6 +12,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/store"
 )
 
@@ -50,7 +51,7 @@ func (w *worldSpec) applyTo(c *store.Config, prune bool, res *applyResult) error
 	if w.Zone != nil {
 		z, err := w.Zone.toZone(c.Zone)
 		if err != nil {
-			return within("zone", err)
+			return mapping.Within("zone", err)
 		}
 		if c.Zone == nil {
 			res.Created = append(res.Created, "zone "+z.Name)
@@ -59,7 +60,7 @@ func (w *worldSpec) applyTo(c *store.Config, prune bool, res *applyResult) error
 		}
 		c.Zone = &z
 	} else if prune && c.Zone != nil {
-		return errf("zone", "--prune needs the file to declare the zone")
+		return mapping.FieldErrorf("zone", "--prune needs the file to declare the zone")
 	}
 
 	edges := map[string]store.Edge{}
@@ -67,10 +68,10 @@ func (w *worldSpec) applyTo(c *store.Config, prune bool, res *applyResult) error
 		field := fmt.Sprintf("edges[%d]", i)
 		e, err := s.apply(store.Edge{ID: s.ID}, true)
 		if err != nil {
-			return within(field, err)
+			return mapping.Within(field, err)
 		}
 		if _, dup := edges[e.ID]; dup {
-			return errf(field+".id", "duplicate edge %q", e.ID)
+			return mapping.FieldErrorf(field+".id", "duplicate edge %q", e.ID)
 		}
 		edges[e.ID] = e
 	}
@@ -89,14 +90,14 @@ func (w *worldSpec) applyTo(c *store.Config, prune bool, res *applyResult) error
 		field := fmt.Sprintf("properties[%d]", i)
 		name, err := hostName("name", s.Name)
 		if err != nil {
-			return within(field, err)
+			return mapping.Within(field, err)
 		}
 		p, err := s.apply(store.Property{Name: name}, true)
 		if err != nil {
-			return within(field, err)
+			return mapping.Within(field, err)
 		}
 		if _, dup := props[name]; dup {
-			return errf(field+".name", "duplicate property %q", name)
+			return mapping.FieldErrorf(field+".name", "duplicate property %q", name)
 		}
 		props[name] = p
 	}
@@ -107,10 +108,10 @@ func (w *worldSpec) applyTo(c *store.Config, prune bool, res *applyResult) error
 		field := fmt.Sprintf("targets[%d]", i)
 		t, err := s.toTarget()
 		if err != nil {
-			return within(field, err)
+			return mapping.Within(field, err)
 		}
 		if _, dup := targets[t.Block.String()]; dup {
-			return errf(field+".block", "duplicate target %s", t.Block)
+			return mapping.FieldErrorf(field+".block", "duplicate target %s", t.Block)
 		}
 		targets[t.Block.String()] = t
 	}
