@@ -95,7 +95,7 @@ type overrideKey struct {
 
 type pairWork struct {
 	key    PairKey
-	p      *Property
+	p      *ServedProperty
 	unit   int32 // index into s.units for a measured unit, else -1
 	pref   []int32
 	scores []float64
@@ -117,7 +117,8 @@ func clientUnit(client netip.Addr) netip.Prefix {
 
 // applyHealth marks which edges may be answered and which properties have
 // none left.
-func (s *Snapshot) applyHealth(health map[string]Health) {
+func (b *builder) applyHealth(health map[string]Health) {
+	s := b.s
 	s.health = make([]Health, len(s.edges))
 	s.usable = make([]bool, len(s.edges))
 	for i := range s.edges {
@@ -133,7 +134,7 @@ func (s *Snapshot) applyHealth(health map[string]Health) {
 		// health, not "all down".
 		for fam, v6 := range []bool{false, true} {
 			serves, usable := false, false
-			for _, ei := range p.candidateIndex {
+			for _, ei := range p.candidates {
 				if s.edges[ei].Serves(v6) {
 					serves = true
 					usable = usable || s.usable[ei]
@@ -158,7 +159,7 @@ func (s *Snapshot) AllDown() []string {
 
 // preference is up to maxPreference usable candidates of p in the order of
 // ranking (edge indices), with their scores.
-func (s *Snapshot) preference(p *Property, ranking []int32, scoreOf func(int32) float64) ([]int32, []float64) {
+func (s *Snapshot) preference(p *ServedProperty, ranking []int32, scoreOf func(int32) float64) ([]int32, []float64) {
 	var pref []int32
 	var scores []float64
 	for _, ei := range ranking {
@@ -179,37 +180,36 @@ func (s *Snapshot) preference(p *Property, ranking []int32, scoreOf func(int32) 
 // preference: pairs whose best edge scores lowest choose first, each takes
 // the first edge of its list with room for its demand. Deterministic for
 // the same inputs.
-func (s *Snapshot) assign(demand []Demand, previous *Snapshot, st Stability) {
+func (b *builder) assign(demand []Demand, previous *Snapshot, st Stability) {
+	s := b.s
 	want := map[PairKey]float64{}
 	for _, d := range demand {
-		s.yield()
+		b.yield()
 		if d.QPS > 0 && d.Unit.IsValid() {
 			want[PairKey{d.Property, d.Unit.Masked()}] += d.QPS
 		}
 	}
 	edgeIdx := func(id string) int32 {
-		i, ok := slices.BinarySearchFunc(s.edges, id, func(e Edge, id string) int { return strings.Compare(e.ID, id) })
-		if !ok {
-			return -1
+		if i, ok := s.findEdge(id); ok {
+			return i
 		}
-		return int32(i)
+		return -1
 	}
 	props := slices.Clone(s.props)
-	slices.SortFunc(props, func(a, b *Property) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(props, func(a, b *ServedProperty) int { return strings.Compare(a.Name, b.Name) })
 	var pairs []*pairWork
 	seen := map[PairKey]bool{}
 	for _, p := range props {
-		p.unitFirst = nil
 		for ui := range s.units {
 			u := &s.units[ui]
 			if u.ranking == nil {
 				continue
 			}
-			s.yield()
-			if p.unitFirst == nil {
-				p.unitFirst = make([]int32, len(s.units))
-				for i := range p.unitFirst {
-					p.unitFirst[i] = -1
+			b.yield()
+			if p.unitAssigned == nil {
+				p.unitAssigned = make([]int32, len(s.units))
+				for i := range p.unitAssigned {
+					p.unitAssigned[i] = -1
 				}
 			}
 			key := PairKey{p.Name, u.Block}
@@ -218,34 +218,34 @@ func (s *Snapshot) assign(demand []Demand, previous *Snapshot, st Stability) {
 			seen[key] = true
 		}
 	}
-	byName := map[string]*Property{}
+	byName := map[string]*ServedProperty{}
 	for _, p := range props {
 		byName[p.Name] = p
 	}
 	keys := make([]PairKey, 0, len(want))
 	for k := range want {
-		s.yield()
+		b.yield()
 		if !seen[k] && byName[k.Property] != nil {
 			keys = append(keys, k)
 		}
 	}
-	slices.SortFunc(keys, func(a, b PairKey) int {
-		s.yield()
-		return cmp.Or(strings.Compare(a.Property, b.Property), a.Unit.Compare(b.Unit))
+	slices.SortFunc(keys, func(x, y PairKey) int {
+		b.yield()
+		return cmp.Or(strings.Compare(x.Property, y.Property), x.Unit.Compare(y.Unit))
 	})
 	for _, k := range keys {
-		s.yield()
+		b.yield()
 		p := byName[k.Property]
 		place := s.unitPlace(k.Unit)
 		all := make([]scored, 0, len(p.candidates))
-		for _, e := range p.candidates {
-			all = append(all, score(e, place))
+		for _, ei := range p.candidates {
+			all = append(all, score(&s.edges[ei], place))
 		}
 		sortScored(all)
 		ranking := make([]int32, len(all))
 		byEdge := map[int32]float64{}
 		for i, c := range all {
-			ranking[i] = s.edgeIndex(c.edge)
+			ranking[i] = c.edge.idx
 			byEdge[ranking[i]] = c.scoreMs
 		}
 		pref, scores := s.preference(p, ranking, func(ei int32) float64 { return byEdge[ei] })
@@ -258,7 +258,7 @@ func (s *Snapshot) assign(demand []Demand, previous *Snapshot, st Stability) {
 	s.assigned = make(map[PairKey]int32, len(pairs))
 	s.load = make([]float64, len(s.edges))
 	for _, w := range pairs {
-		s.yield()
+		b.yield()
 		w.assignment = -1
 		if len(w.pref) == 0 {
 			continue
@@ -282,12 +282,12 @@ func (s *Snapshot) assign(demand []Demand, previous *Snapshot, st Stability) {
 	}
 	order := slices.Clone(pairs)
 	order = slices.DeleteFunc(order, func(w *pairWork) bool { return w.demand <= 0 || len(w.pref) == 0 })
-	slices.SortStableFunc(order, func(a, b *pairWork) int {
-		s.yield()
-		return cmp.Or(cmp.Compare(a.scores[0], b.scores[0]), strings.Compare(a.key.Property, b.key.Property), a.key.Unit.Compare(b.key.Unit))
+	slices.SortStableFunc(order, func(x, y *pairWork) int {
+		b.yield()
+		return cmp.Or(cmp.Compare(x.scores[0], y.scores[0]), strings.Compare(x.key.Property, y.key.Property), x.key.Unit.Compare(y.key.Unit))
 	})
 	for _, w := range order {
-		s.yield()
+		b.yield()
 		a := &s.assignments[w.assignment]
 		chosen := int32(-1)
 		for _, ei := range w.pref {
@@ -319,19 +319,19 @@ func (s *Snapshot) assign(demand []Demand, previous *Snapshot, st Stability) {
 		s.load[chosen] += w.demand
 	}
 	for _, w := range pairs {
-		s.yield()
+		b.yield()
 		if w.assignment < 0 {
 			continue
 		}
 		a := &s.assignments[w.assignment]
 		a.Edge, a.Best = s.edges[a.first].ID, s.edges[a.natural].ID
 		if w.unit >= 0 {
-			w.p.unitFirst[w.unit] = a.first
+			w.p.unitAssigned[w.unit] = w.assignment
 		} else if a.first != a.natural {
 			if s.overrides == nil {
 				s.overrides = map[overrideKey]int32{}
 			}
-			s.overrides[overrideKey{w.p.index, w.key.Unit}] = a.first
+			s.overrides[overrideKey{w.p.index, w.key.Unit}] = w.assignment
 		}
 	}
 }

@@ -83,7 +83,7 @@ func down(ids ...string) map[string]Health {
 func decide(t testing.TB, s *Snapshot, property, client string, v6 bool) Decision {
 	t.Helper()
 	var d Decision
-	s.Decide(mustProperty(t, s, property), netip.MustParseAddr(client), v6, &d)
+	mustProperty(t, s, property).Decide(netip.MustParseAddr(client), v6, &d)
 	return d
 }
 
@@ -755,16 +755,16 @@ func TestDecideReusedAfterAssignments(t *testing.T) {
 	frankfurt := netip.MustParseAddr("198.18.2.9")
 
 	var d Decision
-	s.Decide(shop, frankfurt, false, &d)
+	shop.Decide(frankfurt, false, &d)
 	if got := decisionIDs(&d); !slices.Equal(got, []string{"lon1"}) {
 		t.Fatalf("Frankfurt = %v, want lon1 (moved for capacity)", got)
 	}
-	s.Decide(game, frankfurt, false, &d)
+	game.Decide(frankfurt, false, &d)
 	if d.N != 0 || !d.AllDown || d.Located || d.Unit.IsValid() || d.Scope != 0 {
 		t.Errorf("after all-down NODATA: N=%d AllDown=%v Located=%v Unit=%v Scope=%d", d.N, d.AllDown, d.Located, d.Unit, d.Scope)
 	}
-	s.Decide(shop, frankfurt, false, &d)
-	s.Decide(shop, netip.Addr{}, false, &d)
+	shop.Decide(frankfurt, false, &d)
+	shop.Decide(netip.Addr{}, false, &d)
 	if got := decisionIDs(&d); d.Unit.IsValid() || slices.Equal(got, []string{"lon1"}) {
 		t.Errorf("no client: unit %v answer %v; want no unit and the default order, not Frankfurt's override", d.Unit, got)
 	}
@@ -823,7 +823,7 @@ func TestDecideAllocsWithAssignments(t *testing.T) {
 			p := mustProperty(t, s, tt.property)
 			client := netip.MustParseAddr(tt.client)
 			var d Decision
-			if n := testing.AllocsPerRun(1000, func() { s.Decide(p, client, tt.v6, &d) }); n != 0 {
+			if n := testing.AllocsPerRun(1000, func() { p.Decide(client, tt.v6, &d) }); n != 0 {
 				t.Errorf("Decide allocates %v times per call, want 0", n)
 			}
 		})

@@ -43,29 +43,49 @@ type Inputs struct {
 // syntax (names, addresses, ranges) is the caller's to check; Build rejects
 // what is inconsistent between records, naming the field.
 func Build(in Inputs) (*Snapshot, error) {
-	s := &Snapshot{names: make(map[string]*Name), geo: in.Geo, built: in.Now, pause: in.Pause}
-	defer func() { s.pause = nil }() // a published snapshot holds no caller's state
-	s.edges = slices.Clone(in.Edges)
-	slices.SortFunc(s.edges, func(a, b Edge) int { return strings.Compare(a.ID, b.ID) })
-	pools := make(map[string][]*Edge)
+	b := &builder{s: &Snapshot{names: make(map[string]*Name), geo: in.Geo, built: in.Now}, pause: in.Pause}
+	if err := b.build(in); err != nil {
+		return nil, err
+	}
+	return b.s, nil
+}
+
+// builder makes one Snapshot. Everything that changes a snapshot is a
+// builder method, and the builder is dropped when Build returns: the
+// snapshot it hands out is never written again, and holds nothing of the
+// caller's (Pause) or of the build's bookkeeping.
+type builder struct {
+	s     *Snapshot
+	pause func() // Inputs.Pause
+	steps int
+}
+
+func (b *builder) build(in Inputs) error {
+	s := b.s
+	s.edges = make([]edge, len(in.Edges))
+	for i := range in.Edges {
+		s.edges[i].Edge = in.Edges[i]
+	}
+	slices.SortFunc(s.edges, func(a, b edge) int { return strings.Compare(a.ID, b.ID) })
+	pools := make(map[string][]int32)
 	for i := range s.edges {
 		e := &s.edges[i]
 		e.v = unitVector(e.Lat, e.Lon)
 		e.idx = int32(i)
 		if i > 0 && s.edges[i-1].ID == e.ID {
-			return nil, &FieldError{Field: "edges.id", Msg: "duplicate edge " + e.ID}
+			return &FieldError{Field: "edges.id", Msg: "duplicate edge " + e.ID}
 		}
-		pools[e.Pool] = append(pools[e.Pool], e)
+		pools[e.Pool] = append(pools[e.Pool], e.idx)
 	}
-	if err := s.buildUnits(in.Targets, in.Measurements, in.Now, in.MaxAge, in.Previous); err != nil {
-		return nil, err
+	if err := b.buildUnits(in.Targets, in.Measurements, in.Now, in.MaxAge, in.Previous); err != nil {
+		return err
 	}
 	if in.Zone == nil {
 		if len(in.Properties) > 0 {
-			return nil, &FieldError{Field: "zone", Msg: "properties need a zone: set one first"}
+			return &FieldError{Field: "zone", Msg: "properties need a zone: set one first"}
 		}
-		s.finish(in)
-		return s, nil
+		b.finish(in)
+		return nil
 	}
 	z := *in.Zone
 	// Copy the slice too: Host points into it, and a snapshot must not change
@@ -79,62 +99,61 @@ func Build(in Inputs) (*Snapshot, error) {
 			continue // out-of-zone name servers get no glue
 		}
 		if ns.Name == z.Name {
-			return nil, &FieldError{Field: "zone.nameservers", Msg: "a name server cannot be the zone apex"}
+			return &FieldError{Field: "zone.nameservers", Msg: "a name server cannot be the zone apex"}
 		}
 		if !ns.IPv4.IsValid() && !ns.IPv6.IsValid() {
-			return nil, &FieldError{Field: "zone.nameservers", Msg: "in-zone name server " + ns.Name + " needs an address (glue)"}
+			return &FieldError{Field: "zone.nameservers", Msg: "in-zone name server " + ns.Name + " needs an address (glue)"}
 		}
-		s.addName(ns.Name).Host = ns
+		b.addName(ns.Name).Host = ns
 	}
 	for _, in := range in.Properties {
-		p := in
+		p := &ServedProperty{Property: in, snap: s}
 		p.Pools = slices.Clone(in.Pools)
 		switch {
 		case !s.InZone(p.Name) || p.Name == z.Name:
-			return nil, &FieldError{Field: "property.name", Msg: fmt.Sprintf("%s is not below the zone %s", p.Name, z.Name)}
+			return &FieldError{Field: "property.name", Msg: fmt.Sprintf("%s is not below the zone %s", p.Name, z.Name)}
 		case s.names[p.Name] != nil && s.names[p.Name].Property != nil:
-			return nil, &FieldError{Field: "property.name", Msg: "duplicate property " + p.Name}
+			return &FieldError{Field: "property.name", Msg: "duplicate property " + p.Name}
 		case s.names[p.Name] != nil && s.names[p.Name].Host != nil:
-			return nil, &FieldError{Field: "property.name", Msg: p.Name + " is a name server's host name"}
+			return &FieldError{Field: "property.name", Msg: p.Name + " is a name server's host name"}
 		}
 		if err := CheckAnswers("property.answers", p.Answers); err != nil {
-			return nil, err
+			return err
 		}
 		var err error
 		if p.AllDown, err = ParseAllDownPolicy("property.all_down", string(p.AllDown)); err != nil {
-			return nil, err
+			return err
 		}
 		p.index = int32(len(s.props))
 		for _, pool := range p.Pools {
 			if len(pools[pool]) == 0 {
-				return nil, &FieldError{Field: "property.pools", Msg: fmt.Sprintf("pool %q of %s has no edges", pool, p.Name)}
+				return &FieldError{Field: "property.pools", Msg: fmt.Sprintf("pool %q of %s has no edges", pool, p.Name)}
 			}
 			p.candidates = append(p.candidates, pools[pool]...)
 		}
-		slices.SortFunc(p.candidates, func(a, b *Edge) int { return strings.Compare(a.ID, b.ID) })
+		// Edge indices follow edge IDs, so this is the candidates by ID.
+		slices.Sort(p.candidates)
 		p.candidates = slices.Compact(p.candidates)
 		p.member = make([]bool, len(s.edges))
-		for _, e := range p.candidates {
-			p.limited = p.limited || e.Capacity > 0
-			i := s.edgeIndex(e)
-			p.member[i] = true
-			p.candidateIndex = append(p.candidateIndex, i)
+		for _, ei := range p.candidates {
+			p.limited = p.limited || s.edges[ei].Capacity > 0
+			p.member[ei] = true
 		}
-		s.props = append(s.props, &p)
-		s.addName(p.Name).Property = &p
+		s.props = append(s.props, p)
+		b.addName(p.Name).Property = p
 	}
-	s.finish(in)
-	return s, nil
+	b.finish(in)
+	return nil
 }
 
 // yield calls the caller's Pause every pauseEvery steps.
-func (s *Snapshot) yield() {
-	if s.pause == nil {
+func (b *builder) yield() {
+	if b.pause == nil {
 		return
 	}
-	s.steps++
-	if s.steps%pauseEvery == 0 {
-		s.pause()
+	b.steps++
+	if b.steps%pauseEvery == 0 {
+		b.pause()
 	}
 }
 
@@ -145,7 +164,8 @@ func (s *Snapshot) yield() {
 const pauseEvery = 32
 
 // addName records name and every empty non-terminal between it and the apex.
-func (s *Snapshot) addName(name string) *Name {
+func (b *builder) addName(name string) *Name {
+	s := b.s
 	n := s.names[name]
 	if n == nil {
 		n = &Name{}
@@ -165,8 +185,8 @@ func (s *Snapshot) addName(name string) *Name {
 }
 
 // finish applies health, then assigns units for stability and capacity.
-func (s *Snapshot) finish(in Inputs) {
-	s.applyHealth(in.Health)
-	s.rankPlaces(in.Previous)
-	s.assign(in.Demand, in.Previous, in.Stability)
+func (b *builder) finish(in Inputs) {
+	b.applyHealth(in.Health)
+	b.rankPlaces(in.Previous)
+	b.assign(in.Demand, in.Previous, in.Stability)
 }

@@ -292,8 +292,8 @@ func TestBuildPoolNamedTwice(t *testing.T) {
 	}
 	p := mustProperty(t, s, "video.cdn.example.net.")
 	ids := make([]string, 0, len(p.candidates))
-	for _, e := range p.candidates {
-		ids = append(ids, e.ID)
+	for _, ei := range p.candidates {
+		ids = append(ids, s.edges[ei].ID)
 	}
 	if want := []string{"fra1", "gru1", "iad1", "jnb1", "lon1", "nrt1", "sel1", "sin1", "sjc1", "syd1"}; !slices.Equal(ids, want) {
 		t.Errorf("candidates = %v, want %v", ids, want)
@@ -328,8 +328,8 @@ func TestBuildDeterministic(t *testing.T) {
 			for _, client := range clients {
 				for _, v6 := range []bool{false, true} {
 					var got, want Decision
-					s.Decide(mustProperty(t, s, p.Name), client, v6, &got)
-					ref.Decide(mustProperty(t, ref, p.Name), client, v6, &want)
+					mustProperty(t, s, p.Name).Decide(client, v6, &got)
+					mustProperty(t, ref, p.Name).Decide(client, v6, &want)
 					if !slices.Equal(decisionIDs(&got), decisionIDs(&want)) || got.Scope != want.Scope || got.Located != want.Located {
 						t.Fatalf("round %d: %s %v v6=%v: %v, want %v", round, p.Name, client, v6, decisionIDs(&got), decisionIDs(&want))
 					}
@@ -411,8 +411,8 @@ func TestBuildPauses(t *testing.T) {
 		client := netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 9})
 		for _, p := range []string{"shop", "video"} {
 			var a, b Decision
-			plain.Decide(mustProperty(t, plain, p+".cdn.example.net."), client, false, &a)
-			paused.Decide(mustProperty(t, paused, p+".cdn.example.net."), client, false, &b)
+			mustProperty(t, plain, p+".cdn.example.net.").Decide(client, false, &a)
+			mustProperty(t, paused, p+".cdn.example.net.").Decide(client, false, &b)
 			if !slices.Equal(decisionIDs(&a), decisionIDs(&b)) || !a.Measured {
 				t.Fatalf("%s %v: %v without pauses, %v with (measured %v)", p, client, decisionIDs(&a), decisionIDs(&b), a.Measured)
 			}

@@ -1,11 +1,34 @@
 // Package mapping decides which edges answer a lookup: it owns the zone's
 // names, the properties and edges, client geolocation, scoring and ranking.
 //
-// Everything is published as an immutable Snapshot built by Build off the
-// query path. A Snapshot is safe for concurrent use by any number of
-// goroutines; the resolver reads one through an atomic pointer per query.
-// Build is a pure, deterministic function of its inputs, so two name servers
-// given the same configuration answer alike.
+// # Basics
 //
-// mapping does no I/O beyond opening a GeoIP database (OpenGeo).
+// Build makes an immutable Snapshot from Inputs (configuration, GeoIP,
+// measurements, health, demand and the snapshot it replaces). Build is a
+// pure, deterministic function of its inputs, so two name servers given the
+// same configuration and reports answer alike; it reads no clock (Inputs.Now)
+// and does no I/O. Its working state lives in an unexported builder that is
+// dropped when Build returns: every method of Snapshot only reads.
+//
+// A query looks its name up (Snapshot.Lookup) and decides with the
+// ServedProperty it finds there (Decide, DecideQuery): ranked by the
+// client's measured target when its ranking holds the property's edges,
+// else by the client's GeoIP location, else by edge ID; the first edge may
+// be moved for capacity or kept for stability by the snapshot's
+// assignments. The Decision records that basis and the numbers it used, and
+// Snapshot.Explain prints the record, so an explanation cannot disagree
+// with the answer.
+//
+// # Concurrency
+//
+// A Snapshot and everything reachable from it (Names, ServedProperties,
+// Decisions' pointers) is safe for concurrent use by any number of
+// goroutines and must not be written to; the resolver reads one through an
+// atomic pointer per query. Decide and DecideQuery are allocation-free.
+//
+// mapping does no I/O beyond opening a GeoIP database (OpenGeo) and imports
+// nothing of edgemap. FieldError, the rules for IDs, answers and the
+// all-down policy, and the typed states that cross packages (AllDownPolicy,
+// HealthSource, AssignReason) live here because every other package may
+// import it.
 package mapping

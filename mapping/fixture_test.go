@@ -90,7 +90,7 @@ func testWorld(t testing.TB, geo *Geo) *Snapshot {
 }
 
 // mustProperty is the snapshot's property called name or fails the test.
-func mustProperty(t testing.TB, s *Snapshot, name string) *Property {
+func mustProperty(t testing.TB, s *Snapshot, name string) *ServedProperty {
 	t.Helper()
 	n := s.Lookup(name)
 	if n == nil || n.Property == nil {

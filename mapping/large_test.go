@@ -64,7 +64,7 @@ func BenchmarkDecideLarge(b *testing.B) {
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		s.Decide(p, clients[i%len(clients)], false, &d)
+		p.Decide(clients[i%len(clients)], false, &d)
 		i++
 	}
 	if d.N == 0 || !d.Measured {
@@ -96,7 +96,7 @@ func BenchmarkDecideLargeGeo(b *testing.B) {
 	var d Decision
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		s.Decide(p, clients[i%len(clients)], false, &d)
+		p.Decide(clients[i%len(clients)], false, &d)
 	}
 }
 

@@ -110,7 +110,8 @@ func measuredScore(m *freshMeasurement, estimate float64) float64 {
 // buildUnits indexes the targets and ranks every edge for each target that
 // has fresh measurements. Edges are s.edges (sorted by ID), so the result
 // does not depend on the order of the inputs.
-func (s *Snapshot) buildUnits(targets []Target, ms []Measurement, now time.Time, maxAge time.Duration, prev *Snapshot) error {
+func (b *builder) buildUnits(targets []Target, ms []Measurement, now time.Time, maxAge time.Duration, prev *Snapshot) error {
+	s := b.s
 	if len(targets) == 0 {
 		return nil
 	}
@@ -126,16 +127,16 @@ func (s *Snapshot) buildUnits(targets []Target, ms []Measurement, now time.Time,
 	// copy of 100 000 targets is one large allocation, and while the GC
 	// marks, Go makes the allocating goroutine do marking in proportion,
 	// in one piece that no Pause breaks up (47 ms measured).
-	byBlock := func(a, b Target) int { return a.Block.Compare(b.Block) }
+	byBlock := func(x, y Target) int { return x.Block.Compare(y.Block) }
 	sorted := targets
 	if !slices.IsSortedFunc(targets, byBlock) {
 		sorted = slices.Clone(targets)
-		slices.SortFunc(sorted, func(a, b Target) int {
-			s.yield() // a sort of 100 000 targets is tens of ms
-			return byBlock(a, b)
+		slices.SortFunc(sorted, func(x, y Target) int {
+			b.yield() // a sort of 100 000 targets is tens of ms
+			return byBlock(x, y)
 		})
 	}
-	if err := s.indexUnits(sorted, prev); err != nil {
+	if err := b.indexUnits(sorted, prev); err != nil {
 		return err
 	}
 	// Two passes, counting then filling one backing array, so that a
@@ -152,7 +153,7 @@ func (s *Snapshot) buildUnits(targets []Target, ms []Measurement, now time.Time,
 	counts := make([]int32, len(s.units))
 	total := 0
 	for i := range ms {
-		s.yield()
+		b.yield()
 		if ui, _, ok := fresh(&ms[i]); ok {
 			counts[ui]++
 			total++
@@ -163,7 +164,7 @@ func (s *Snapshot) buildUnits(targets []Target, ms []Measurement, now time.Time,
 		s.units[ui].fresh, backing = backing[:0:n], backing[n:]
 	}
 	for i := range ms {
-		s.yield()
+		b.yield()
 		m := &ms[i]
 		if ui, ei, ok := fresh(m); ok {
 			u := &s.units[ui]
@@ -197,7 +198,7 @@ func (s *Snapshot) buildUnits(targets []Target, ms []Measurement, now time.Time,
 		if len(u.fresh) == 0 {
 			continue
 		}
-		s.yield()
+		b.yield()
 		slices.SortFunc(u.fresh, func(a, b freshMeasurement) int { return cmp.Compare(a.edge, b.edge) })
 		// A longer list than this unit needs, made for another unit at
 		// the same place, ranks the same: its extra edges are beyond
@@ -224,7 +225,7 @@ func (s *Snapshot) buildUnits(targets []Target, ms []Measurement, now time.Time,
 		all = all[:min(len(all), unitRankingLen)]
 		u.ranking, rankings = rankings[:len(all):len(all)], rankings[len(all):]
 		for j, c := range all {
-			u.ranking[j] = s.edgeIndex(c.edge)
+			u.ranking[j] = c.edge.idx
 		}
 	}
 	return nil
@@ -232,15 +233,16 @@ func (s *Snapshot) buildUnits(targets []Target, ms []Measurement, now time.Time,
 
 // sameEdgePositions reports whether a and b are the same edges at the same
 // places, in the same order: what nearestEdges reads.
-func sameEdgePositions(a, b []Edge) bool {
-	return slices.EqualFunc(a, b, func(x, y Edge) bool { return x.ID == y.ID && x.Lat == y.Lat && x.Lon == y.Lon })
+func sameEdgePositions(a, b []edge) bool {
+	return slices.EqualFunc(a, b, func(x, y edge) bool { return x.ID == y.ID && x.Lat == y.Lat && x.Lon == y.Lon })
 }
 
 // indexUnits makes the units of the sorted targets, their table and what
 // is inside each, and locates them. The same targets as prev's (the usual
 // rebuild) take prev's table and inner tables, which are read-only once
 // built, and with the same GeoIP database its places too.
-func (s *Snapshot) indexUnits(sorted []Target, prev *Snapshot) error {
+func (b *builder) indexUnits(sorted []Target, prev *Snapshot) error {
+	s := b.s
 	s.units = make([]unit, len(sorted))
 	same := prev != nil && slices.EqualFunc(prev.units, sorted, func(u unit, t Target) bool { return u.Target == t })
 	if same {
@@ -249,7 +251,7 @@ func (s *Snapshot) indexUnits(sorted []Target, prev *Snapshot) error {
 		s.unitTable = new(bart.Table[int32])
 	}
 	for i, t := range sorted {
-		s.yield()
+		b.yield()
 		u := &s.units[i]
 		u.Target = t
 		if same {
@@ -277,7 +279,7 @@ func (s *Snapshot) indexUnits(sorted []Target, prev *Snapshot) error {
 		return nil
 	}
 	for i := range s.units {
-		s.yield()
+		b.yield()
 		for super := range s.unitTable.Supernets(s.units[i].Block) {
 			if super == s.units[i].Block {
 				continue
@@ -308,7 +310,7 @@ func (s *Snapshot) nearestEdges(place *Place, n int) []int32 {
 	}
 	out := make([]int32, t.n)
 	for i, c := range t.top[:t.n] {
-		out[i] = s.edgeIndex(c.edge)
+		out[i] = c.edge.idx
 	}
 	return out
 }
@@ -330,14 +332,6 @@ func (u *unit) measurement(ei int32) *freshMeasurement {
 		return nil
 	}
 	return &u.fresh[i]
-}
-
-// lookupUnit returns the measured unit that decides for client, or nil.
-func (s *Snapshot) lookupUnit(client netip.Addr) *unit {
-	if _, u := s.matchUnit(client); u != nil && u.ranking != nil {
-		return u
-	}
-	return nil
 }
 
 // HasTarget reports whether block is one of the snapshot's targets.

@@ -2,8 +2,10 @@ package mapping
 
 import (
 	"cmp"
+	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -65,7 +67,7 @@ func TestMeasuredBeatsDistance(t *testing.T) {
 	}
 	for _, tc := range cases {
 		var d Decision
-		s.Decide(shop, netip.MustParseAddr(tc.client), false, &d)
+		shop.Decide(netip.MustParseAddr(tc.client), false, &d)
 		if got := decisionIDs(&d); !slices.Equal(got, tc.want) || d.Scope != tc.scope || d.Measured != tc.measured {
 			t.Errorf("%s: got %v scope %d measured %v, want %v scope %d measured %v", tc.client, got, d.Scope, d.Measured, tc.want, tc.scope, tc.measured)
 		}
@@ -91,7 +93,7 @@ func TestHasTarget(t *testing.T) {
 func TestStaleMeasurementsAreIgnored(t *testing.T) {
 	s := measuredWorld(t, meas("nrt1", "198.18.1.0/24", 30, 0, DefaultMaxAge+time.Second))
 	var d Decision
-	s.Decide(mustProperty(t, s, "shop.cdn.example.net."), netip.MustParseAddr("198.18.1.77"), false, &d)
+	mustProperty(t, s, "shop.cdn.example.net.").Decide(netip.MustParseAddr("198.18.1.77"), false, &d)
 	if got := decisionIDs(&d); !slices.Equal(got, []string{"sel1"}) || d.Measured {
 		t.Fatalf("stale data decided: %v measured=%v, want geography (sel1)", got, d.Measured)
 	}
@@ -105,7 +107,7 @@ func TestLossPenalty(t *testing.T) {
 		meas("nrt1", "198.18.1.0/24", 5, 0.1, time.Second),
 	)
 	var d Decision
-	s.Decide(mustProperty(t, s, "shop.cdn.example.net."), netip.MustParseAddr("198.18.1.77"), false, &d)
+	mustProperty(t, s, "shop.cdn.example.net.").Decide(netip.MustParseAddr("198.18.1.77"), false, &d)
 	if got := decisionIDs(&d); !slices.Equal(got, []string{"sel1"}) {
 		t.Fatalf("got %v, want sel1", got)
 	}
@@ -121,11 +123,11 @@ func TestMeasuredRespectsPoolsAndFamily(t *testing.T) {
 		meas("sel1", "198.18.1.0/24", 50, 0, time.Second),
 	)
 	var d Decision
-	s.Decide(mustProperty(t, s, "game.cdn.example.net."), netip.MustParseAddr("198.18.1.77"), false, &d)
+	mustProperty(t, s, "game.cdn.example.net.").Decide(netip.MustParseAddr("198.18.1.77"), false, &d)
 	if got := decisionIDs(&d); !slices.Equal(got, []string{"sin1"}) {
 		t.Errorf("game: got %v, want sin1", got)
 	}
-	s.Decide(mustProperty(t, s, "shop.cdn.example.net."), netip.MustParseAddr("198.18.1.77"), true, &d)
+	mustProperty(t, s, "shop.cdn.example.net.").Decide(netip.MustParseAddr("198.18.1.77"), true, &d)
 	if got := decisionIDs(&d); !slices.Equal(got, []string{"fra1"}) {
 		t.Errorf("shop AAAA: got %v, want fra1", got)
 	}
@@ -176,7 +178,7 @@ func TestExplainAgreesWithDecideOnUnits(t *testing.T) {
 		for _, p := range s.props {
 			for _, v6 := range []bool{false, true} {
 				var d Decision
-				s.Decide(p, netip.MustParseAddr(client), v6, &d)
+				p.Decide(netip.MustParseAddr(client), v6, &d)
 				x, err := s.Explain(p.Name, ecsQuery(netip.MustParseAddr(client)), v6)
 				if err != nil {
 					t.Fatal(err)
@@ -275,7 +277,7 @@ func TestDecideMeasuredAllocs(t *testing.T) {
 	shop := mustProperty(t, s, "shop.cdn.example.net.")
 	client := netip.MustParseAddr("198.18.1.77")
 	var d Decision
-	if n := testing.AllocsPerRun(1000, func() { s.Decide(shop, client, false, &d) }); n != 0 {
+	if n := testing.AllocsPerRun(1000, func() { shop.Decide(client, false, &d) }); n != 0 {
 		t.Fatalf("Decide on a measured unit allocates %v times", n)
 	}
 }
@@ -291,11 +293,11 @@ func TestGeoScopeLeavesOutMeasuredTargets(t *testing.T) {
 	s := buildInputs(t, in)
 	shop := mustProperty(t, s, "shop.cdn.example.net.")
 	var d Decision
-	s.Decide(shop, netip.MustParseAddr("198.18.3.200"), false, &d)
+	shop.Decide(netip.MustParseAddr("198.18.3.200"), false, &d)
 	if got := decisionIDs(&d); !slices.Equal(got, []string{"iad1"}) || d.Scope != 25 {
 		t.Fatalf("outside the target: %v scope %d, want iad1 scope 25", got, d.Scope)
 	}
-	s.Decide(shop, netip.MustParseAddr("198.18.3.9"), false, &d)
+	shop.Decide(netip.MustParseAddr("198.18.3.9"), false, &d)
 	if got := decisionIDs(&d); !slices.Equal(got, []string{"fra1"}) || d.Scope != 25 {
 		t.Fatalf("inside the target: %v scope %d, want fra1 scope 25", got, d.Scope)
 	}
@@ -311,7 +313,7 @@ func TestScopeZeroNeverCoversATarget(t *testing.T) {
 	s := buildInputs(t, in)
 	var d Decision
 	client := netip.MustParseAddr("203.0.113.9")
-	s.Decide(mustProperty(t, s, "shop.cdn.example.net."), client, false, &d)
+	mustProperty(t, s, "shop.cdn.example.net.").Decide(client, false, &d)
 	scope, _ := client.Prefix(d.Scope)
 	if d.Scope == 0 || scope.Overlaps(netip.MustParsePrefix("198.51.100.0/24")) {
 		t.Fatalf("scope /%d (%s) covers the measured target", d.Scope, scope)
@@ -382,11 +384,11 @@ func TestRebuildReusesUnitIndex(t *testing.T) {
 	}
 	in.Previous = nil
 	fresh := buildInputs(t, in)
-	shop := func(s *Snapshot) *Property { return mustProperty(t, s, "shop.cdn.example.net.") }
+	shop := func(s *Snapshot) *ServedProperty { return mustProperty(t, s, "shop.cdn.example.net.") }
 	for _, client := range []string{"198.19.200.1", "198.19.100.1", "198.19.7.1", "198.19.128.9", "198.18.3.1"} {
 		var got, want Decision
-		more.Decide(shop(more), netip.MustParseAddr(client), false, &got)
-		fresh.Decide(shop(fresh), netip.MustParseAddr(client), false, &want)
+		shop(more).Decide(netip.MustParseAddr(client), false, &got)
+		shop(fresh).Decide(netip.MustParseAddr(client), false, &want)
 		if !slices.Equal(decisionIDs(&got), decisionIDs(&want)) || got.Scope != want.Scope || got.Unit != want.Unit {
 			t.Errorf("%s: rebuilt %v scope %d unit %v; from scratch %v scope %d unit %v", client,
 				decisionIDs(&got), got.Scope, got.Unit, decisionIDs(&want), want.Scope, want.Unit)
@@ -394,9 +396,56 @@ func TestRebuildReusesUnitIndex(t *testing.T) {
 	}
 	// The new target narrows the scope of its neighbours in the /16.
 	var before, after Decision
-	first.Decide(shop(first), netip.MustParseAddr("198.19.200.1"), false, &before)
-	more.Decide(shop(more), netip.MustParseAddr("198.19.200.1"), false, &after)
+	shop(first).Decide(netip.MustParseAddr("198.19.200.1"), false, &before)
+	shop(more).Decide(netip.MustParseAddr("198.19.200.1"), false, &after)
 	if before.Scope != 17 || after.Scope != 18 {
 		t.Errorf("198.19.200.1: scope %d before 198.19.128.0/24 was added and %d after, want 17 and 18", before.Scope, after.Scope)
+	}
+}
+
+// The case issue 12 verified: a measured unit whose ranking (its
+// unitRankingLen best edges) holds none of the property's edges. Decide
+// falls back to the client's geography; explain used to say "target ... has
+// fresh measurements (0 of these edges ...)" and rank by the target's
+// scores, a different computation from the one that answered. Now Decide
+// records the basis it used and explain prints that record.
+func TestExplainUnitRankingWithoutThePropertysEdges(t *testing.T) {
+	in := measuredInputs(t)
+	// 40 global edges in Seoul, measured from Seoul's target at 1.0-4.9 ms:
+	// better than any estimate (5 ms at distance 0), so they fill the
+	// unit's ranking and game's apac edges are not in it.
+	for i := range 40 {
+		id := fmt.Sprintf("seoul%02d", i)
+		in.Edges = append(in.Edges, Edge{ID: id, IPv4: netip.AddrFrom4([4]byte{198, 51, 100, byte(i + 1)}), Lat: 37.57, Lon: 126.98, Pool: "global"})
+		in.Measurements = append(in.Measurements, meas(id, "198.18.1.0/24", 1+float64(i)/10, 0, time.Second))
+	}
+	s := buildInputs(t, in)
+	game := mustProperty(t, s, "game.cdn.example.net.")
+	client := netip.MustParseAddr("198.18.1.77")
+	var d Decision
+	game.Decide(client, false, &d)
+	if got := decisionIDs(&d); !slices.Equal(got, []string{"sel1"}) {
+		t.Fatalf("game from Seoul: %v, want sel1 by geography", got)
+	}
+	if d.Basis != BasisGeography || d.Measured || !d.UnitMeasured || d.Unit != netip.MustParsePrefix("198.18.1.0/24") ||
+		d.Place == nil || d.Place.City != "Seoul" {
+		t.Fatalf("record: basis %v measured %v unit measured %v unit %v place %+v; want geography from Seoul, the unit measured",
+			d.Basis, d.Measured, d.UnitMeasured, d.Unit, d.Place)
+	}
+	x := explain(t, s, "game.cdn.example.net.", "198.18.1.77", false)
+	if x.Basis != BasisGeography || x.Unit != "" || strings.Contains(x.Reason, "0 of these edges") ||
+		!strings.Contains(x.Reason, "none of these edges is among its 32 best") || !strings.Contains(x.Reason, "nearest by estimated RTT from Seoul") {
+		t.Fatalf("explain: basis %v unit %q reason %q; want geography, and why", x.Basis, x.Unit, x.Reason)
+	}
+	for i, r := range x.Ranking {
+		if r.Basis != "distance" || r.Measured != nil || r.Chosen != (i == 0) || (i == 0 && r.ID != "sel1") {
+			t.Errorf("ranking[%d] = %+v; want sel1 chosen, every edge by distance", i, r)
+		}
+	}
+	// The same unit for a property whose edges it ranks is measured.
+	var shop Decision
+	mustProperty(t, s, "shop.cdn.example.net.").Decide(client, false, &shop)
+	if shop.Basis != BasisMeasured || !shop.Measured || decisionIDs(&shop)[0] != "seoul00" {
+		t.Errorf("shop from Seoul: %v basis %v; want seoul00, measured", decisionIDs(&shop), shop.Basis)
 	}
 }

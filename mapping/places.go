@@ -41,7 +41,8 @@ type placeTables struct {
 // database, health and drain state, taking the tables prev already ranked
 // from the same inputs, or updating them where only health or drain state
 // changed. Build calls it after applyHealth.
-func (s *Snapshot) rankPlaces(prev *Snapshot) {
+func (b *builder) rankPlaces(prev *Snapshot) {
+	s := b.s
 	if s.geo == nil || len(s.geo.places) == 0 {
 		return
 	}
@@ -62,7 +63,7 @@ func (s *Snapshot) rankPlaces(prev *Snapshot) {
 		}
 		if t == nil {
 			base := findTables(prevTables, s.geo, from, nil)
-			t = &placeTables{geo: s.geo, from: from, usable: usable, ranks: s.placeTable(p, base)}
+			t = &placeTables{geo: s.geo, from: from, usable: usable, ranks: b.placeTable(p, base)}
 			s.placeTables = append(s.placeTables, t)
 		}
 		p.placeRank = t.ranks
@@ -82,16 +83,16 @@ func findTables(tables []*placeTables, geo *Geo, from []byte, usable []bool) *pl
 
 // rankedFrom is everything of p's candidates that placeTable reads: index,
 // coordinates and families, and apart from them, usability.
-func (s *Snapshot) rankedFrom(p *Property) ([]byte, []bool) {
+func (s *Snapshot) rankedFrom(p *ServedProperty) ([]byte, []bool) {
 	b := make([]byte, 0, len(p.candidates)*19)
 	usable := make([]bool, len(p.candidates))
-	for i, e := range p.candidates {
-		idx := p.candidateIndex[i]
-		b = binary.LittleEndian.AppendUint32(b, uint32(idx))
+	for i, ei := range p.candidates {
+		e := &s.edges[ei]
+		b = binary.LittleEndian.AppendUint32(b, uint32(ei))
 		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(e.Lat))
 		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(e.Lon))
 		b = append(b, boolByte(e.Serves(false)), boolByte(e.Serves(true)))
-		usable[i] = s.usable[idx]
+		usable[i] = s.usable[ei]
 	}
 	return b, usable
 }
@@ -110,20 +111,21 @@ func boolByte(b bool) byte {
 // that became usable beats its last entry; the rest are base's rows. So an
 // edge going down costs the places it served, not every place times every
 // candidate.
-func (s *Snapshot) placeTable(p *Property, base *placeTables) *[2][]int32 {
+func (b *builder) placeTable(p *ServedProperty, base *placeTables) *[2][]int32 {
+	s := b.s
 	places := s.geo.places
 	out := &[2][]int32{make([]int32, len(places)*placeRankLen), make([]int32, len(places)*placeRankLen)}
-	var gained []*Edge
+	var gained []*edge
 	if base != nil {
-		for i, e := range p.candidates {
-			if s.usable[p.candidateIndex[i]] && !base.usable[i] {
-				gained = append(gained, e)
+		for i, ei := range p.candidates {
+			if s.usable[ei] && !base.usable[i] {
+				gained = append(gained, &s.edges[ei])
 			}
 		}
 	}
 	var top [placeRankLen]scored
 	for pi := range places {
-		s.yield()
+		b.yield()
 		place := &places[pi]
 		for fam, v6 := range [2]bool{false, true} {
 			row := out[fam][pi*placeRankLen : (pi+1)*placeRankLen]
@@ -135,15 +137,15 @@ func (s *Snapshot) placeTable(p *Property, base *placeTables) *[2][]int32 {
 				}
 			}
 			t := nearestTop{top: top[:]}
-			for i, e := range p.candidates {
-				if e.Serves(v6) && s.usable[p.candidateIndex[i]] {
+			for _, ei := range p.candidates {
+				if e := &s.edges[ei]; e.Serves(v6) && s.usable[ei] {
 					t.add(e, place)
 				}
 			}
 			for j := range row {
 				row[j] = -1
 				if j < t.n {
-					row[j] = s.edgeIndex(t.top[j].edge)
+					row[j] = t.top[j].edge.idx
 				}
 			}
 		}
@@ -155,7 +157,7 @@ func (s *Snapshot) placeTable(p *Property, base *placeTables) *[2][]int32 {
 // edge that is no longer usable, or may take one that became usable
 // (gained): one that serves the family and scores better than the row's
 // last entry, or any if the row is not full.
-func (s *Snapshot) rowChanged(was []int32, gained []*Edge, place *Place, v6 bool) bool {
+func (s *Snapshot) rowChanged(was []int32, gained []*edge, place *Place, v6 bool) bool {
 	last := -1
 	for j, ei := range was {
 		if ei < 0 {

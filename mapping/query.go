@@ -146,7 +146,7 @@ func unmapPrefix(p netip.Prefix) (netip.Prefix, int) {
 //     0.
 //
 // Like Decide it is allocation-free and safe for concurrent use.
-func (s *Snapshot) DecideQuery(p *Property, q Query, v6 bool, d *Decision) {
+func (p *ServedProperty) DecideQuery(q Query, v6 bool, d *Decision) {
 	ecs, mapped := unmapPrefix(q.ECS)
 	client := q.Source.Unmap()
 	in, clear := -1, 0
@@ -156,7 +156,7 @@ func (s *Snapshot) DecideQuery(p *Property, q Query, v6 bool, d *Decision) {
 			client, byECS = ecs.Addr(), true
 		}
 	}
-	s.Decide(p, client, v6, d)
+	p.Decide(client, v6, d)
 	d.ByECS = byECS
 	if in >= 0 {
 		d.ECSUnused = specialNets[in].what

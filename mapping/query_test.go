@@ -106,7 +106,7 @@ func TestDecideQuery(t *testing.T) {
 				q.ECS = netip.MustParsePrefix(tt.ecs)
 			}
 			var d Decision
-			s.DecideQuery(mustProperty(t, s, property), q, tt.v6, &d)
+			mustProperty(t, s, property).DecideQuery(q, tt.v6, &d)
 			if got := decisionIDs(&d); !slices.Equal(got, tt.want) && (len(got) != 0 || len(tt.want) != 0) {
 				t.Errorf("edges %v, want %v", got, tt.want)
 			}
@@ -130,7 +130,7 @@ func TestDecideQueryAllocs(t *testing.T) {
 	for _, ecs := range []string{"198.18.1.0/24", "8.8.8.0/24", "10.1.2.0/24", "::ffff:10.1.2.0/120", "fd00::/48", "0.0.0.0/0"} {
 		q := Query{Source: src, ECS: netip.MustParsePrefix(ecs)}
 		var d Decision
-		if n := testing.AllocsPerRun(1000, func() { s.DecideQuery(shop, q, false, &d) }); n != 0 {
+		if n := testing.AllocsPerRun(1000, func() { shop.DecideQuery(q, false, &d) }); n != 0 {
 			t.Errorf("ECS %s: %v allocations per query; the budget is 0", ecs, n)
 		}
 	}

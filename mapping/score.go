@@ -31,7 +31,7 @@ func distanceKm(lat1, lon1, lat2, lon2 float64) float64 {
 
 // scored is one candidate edge with its score for one client.
 type scored struct {
-	edge    *Edge
+	edge    *edge
 	km      float64 // great-circle distance; NaN when the client has no place
 	scoreMs float64 // expected RTT; +Inf when the client has no place
 	// measured is set when scoreMs comes from a fresh measurement.
@@ -43,18 +43,15 @@ type scored struct {
 // It is on the query path for every candidate edge, so the distance comes
 // from the dot product of two unit vectors computed when the snapshot was
 // built (one acos) rather than from the haversine formula (five trig calls).
-func score(e *Edge, place *Place) scored {
+func score(e *edge, place *Place) scored {
 	if place == nil {
 		return scored{edge: e, km: math.NaN(), scoreMs: math.Inf(1)}
 	}
-	a, b := place.v, e.v
-	if a == (vec3{}) { // a Place or Edge made outside OpenGeo and Build
+	a := place.v
+	if a == (vec3{}) { // a Place made outside OpenGeo
 		a = unitVector(place.Lat, place.Lon)
 	}
-	if b == (vec3{}) {
-		b = unitVector(e.Lat, e.Lon)
-	}
-	km := earthRadiusKm * math.Acos(clampedDot(a, b))
+	km := earthRadiusKm * math.Acos(clampedDot(a, e.v))
 	return scored{edge: e, km: km, scoreMs: estimateRTT(km)}
 }
 
@@ -115,15 +112,15 @@ type nearestTop struct {
 	worstDot float64 // of top[n-1] once top is full; NaN skips nothing
 }
 
-func (t *nearestTop) add(e *Edge, place *Place) {
+func (t *nearestTop) add(e *edge, place *Place) {
 	full := t.n == len(t.top) && t.n > 0
-	if full && place != nil && place.v != (vec3{}) && e.v != (vec3{}) && clampedDot(place.v, e.v) < t.worstDot-dotMargin {
+	if full && place != nil && place.v != (vec3{}) && clampedDot(place.v, e.v) < t.worstDot-dotMargin {
 		return
 	}
 	t.n = keepBest(t.top, t.n, score(e, place))
 	if t.n == len(t.top) && t.n > 0 {
 		t.worstDot = math.NaN()
-		if worst := t.top[t.n-1].edge; place != nil && place.v != (vec3{}) && worst.v != (vec3{}) {
+		if worst := t.top[t.n-1].edge; place != nil && place.v != (vec3{}) {
 			t.worstDot = clampedDot(place.v, worst.v)
 		}
 	}

@@ -61,7 +61,7 @@ func TestEstimateRTTMonotonic(t *testing.T) {
 }
 
 func TestScore(t *testing.T) {
-	e := &Edge{ID: "fra1", Lat: 50.11, Lon: 8.68}
+	e := &edge{Edge: Edge{ID: "fra1", Lat: 50.11, Lon: 8.68}, v: unitVector(50.11, 8.68)}
 	// Unknown location: +Inf sorts every edge equal, so the id decides.
 	c := score(e, nil)
 	if !math.IsInf(c.scoreMs, 1) || !math.IsNaN(c.km) || c.edge != e {
@@ -76,7 +76,7 @@ func TestScore(t *testing.T) {
 }
 
 func TestBetter(t *testing.T) {
-	a, b := &Edge{ID: "a"}, &Edge{ID: "b"}
+	a, b := &edge{Edge: Edge{ID: "a"}}, &edge{Edge: Edge{ID: "b"}}
 	tests := []struct {
 		name string
 		x, y scored
@@ -104,13 +104,13 @@ func TestBetter(t *testing.T) {
 // what keepBest keeps from their scores, ties and clustered edges included.
 func TestNearestTopKeepsWhatKeepBestKeeps(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(3, 9))
-	var edges []Edge
+	var edges []edge
 	for i := range 500 {
 		lat, lon := rnd.Float64()*140-70, rnd.Float64()*360-180
 		if i%5 == 0 && i > 0 { // some edges share a site, so scores tie
 			lat, lon = edges[i-1].Lat, edges[i-1].Lon
 		}
-		edges = append(edges, Edge{ID: fmt.Sprintf("e%03d", 499-i), Lat: lat, Lon: lon, v: unitVector(lat, lon)})
+		edges = append(edges, edge{Edge: Edge{ID: fmt.Sprintf("e%03d", 499-i), Lat: lat, Lon: lon}, v: unitVector(lat, lon)})
 	}
 	for range 2000 {
 		lat, lon := rnd.Float64()*180-90, rnd.Float64()*360-180

@@ -66,7 +66,7 @@ func TestDecideGeo(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := mustProperty(t, s, tt.property+".cdn.example.net.")
 			var d Decision
-			s.Decide(p, netip.MustParseAddr(tt.client), tt.v6, &d)
+			p.Decide(netip.MustParseAddr(tt.client), tt.v6, &d)
 			if got := decisionIDs(&d); !slices.Equal(got, tt.want) {
 				t.Errorf("Decide = %v, want %v", got, tt.want)
 			}
@@ -132,7 +132,7 @@ func TestDecideUnlocated(t *testing.T) {
 			for name, byFamily := range want {
 				for v6, ids := range byFamily {
 					var d Decision
-					tt.snap.Decide(mustProperty(t, tt.snap, name), tt.client, v6, &d)
+					mustProperty(t, tt.snap, name).Decide(tt.client, v6, &d)
 					if got := decisionIDs(&d); !slices.Equal(got, ids) {
 						t.Errorf("%s v6=%v: Decide = %v, want %v", name, v6, got, ids)
 					}
@@ -163,8 +163,8 @@ func geoBits(t *testing.T, g *Geo, addr string) int {
 func TestDecideReusesDecision(t *testing.T) {
 	s := testWorld(t, openTestGeo(t))
 	var d Decision
-	s.Decide(mustProperty(t, s, "video.cdn.example.net."), netip.MustParseAddr("198.18.1.9"), false, &d)
-	s.Decide(mustProperty(t, s, "game.cdn.example.net."), netip.Addr{}, true, &d)
+	mustProperty(t, s, "video.cdn.example.net.").Decide(netip.MustParseAddr("198.18.1.9"), false, &d)
+	mustProperty(t, s, "game.cdn.example.net.").Decide(netip.Addr{}, true, &d)
 	if d.N != 0 || d.Located || d.Scope != 0 {
 		t.Errorf("after a NODATA decision: N=%d Located=%v Scope=%d", d.N, d.Located, d.Scope)
 	}
@@ -190,7 +190,7 @@ func TestDecideTiesByID(t *testing.T) {
 			t.Fatal(err)
 		}
 		var d Decision
-		s.Decide(mustProperty(t, s, "tie.cdn.example.net."), ip("198.18.2.9"), false, &d)
+		mustProperty(t, s, "tie.cdn.example.net.").Decide(ip("198.18.2.9"), false, &d)
 		if got := decisionIDs(&d); !slices.Equal(got, []string{"a", "b"}) {
 			t.Errorf("order %v: Decide = %v, want [a b]", order, got)
 		}
@@ -265,10 +265,10 @@ func TestExplainAgreesWithDecide(t *testing.T) {
 					for _, v6 := range []bool{false, true} {
 						where := fmt.Sprintf("%s %s %+v v6=%v", snap.name, prop.Name, q, v6)
 						var d Decision
-						s.DecideQuery(p, q, v6, &d)
+						p.DecideQuery(q, v6, &d)
 						if !q.ECS.IsValid() {
 							var plain Decision
-							s.Decide(p, client.Unmap(), v6, &plain)
+							p.Decide(client.Unmap(), v6, &plain)
 							if !slices.Equal(decisionIDs(&d), decisionIDs(&plain)) || d.Client != client.Unmap() || d.ECSScope != 0 {
 								t.Errorf("%s: DecideQuery %v client %v scope %d; Decide %v", where, decisionIDs(&d), d.Client, d.ECSScope, decisionIDs(&plain))
 							}
@@ -286,7 +286,7 @@ func TestExplainAgreesWithDecide(t *testing.T) {
 }
 
 // checkExplanation checks x against the Decision for the same query.
-func checkExplanation(t *testing.T, where string, s *Snapshot, p *Property, d *Decision, x *Explanation, v6 bool) {
+func checkExplanation(t *testing.T, where string, s *Snapshot, p *ServedProperty, d *Decision, x *Explanation, v6 bool) {
 	t.Helper()
 	if d.N > len(x.Ranking) {
 		t.Fatalf("%s: %d decided, %d ranked", where, d.N, len(x.Ranking))
@@ -315,8 +315,8 @@ func checkExplanation(t *testing.T, where string, s *Snapshot, p *Property, d *D
 	}
 	// Every candidate with an address of the family is ranked, once.
 	var want int
-	for _, e := range p.candidates {
-		if e.Serves(v6) {
+	for _, ei := range p.candidates {
+		if p.snap.edges[ei].Serves(v6) {
 			want++
 		}
 	}
@@ -472,18 +472,18 @@ func TestDecideConcurrent(t *testing.T) {
 	geo := openTestGeo(t)
 	s := testWorld(t, geo)
 	clients := testClients(t, geo)
-	props := make([]*Property, 0, 4)
+	props := make([]*ServedProperty, 0, 4)
 	for _, p := range testProperties() {
 		props = append(props, mustProperty(t, s, p.Name))
 	}
 	// The answers from one goroutine are the reference for the others.
 	want := make(map[string][]string)
-	key := func(p *Property, c netip.Addr, v6 bool) string { return fmt.Sprint(p.Name, c, v6) }
+	key := func(p *ServedProperty, c netip.Addr, v6 bool) string { return fmt.Sprint(p.Name, c, v6) }
 	for _, p := range props {
 		for _, c := range clients {
 			for _, v6 := range []bool{false, true} {
 				var d Decision
-				s.Decide(p, c, v6, &d)
+				p.Decide(c, v6, &d)
 				want[key(p, c, v6)] = decisionIDs(&d)
 			}
 		}
@@ -496,7 +496,7 @@ func TestDecideConcurrent(t *testing.T) {
 			for _, p := range props {
 				for _, c := range clients {
 					for _, v6 := range []bool{false, true} {
-						s.Decide(p, c, v6, &d)
+						p.Decide(c, v6, &d)
 						if got := decisionIDs(&d); !slices.Equal(got, want[key(p, c, v6)]) {
 							errs <- fmt.Sprintf("%s %v v6=%v: %v, want %v", p.Name, c, v6, got, want[key(p, c, v6)])
 							return
@@ -539,7 +539,7 @@ func TestDecideAllocs(t *testing.T) {
 			p := mustProperty(t, s, tt.property)
 			client := netip.MustParseAddr(tt.client)
 			var d Decision
-			allocs := testing.AllocsPerRun(1000, func() { s.Decide(p, client, tt.v6, &d) })
+			allocs := testing.AllocsPerRun(1000, func() { p.Decide(client, tt.v6, &d) })
 			if allocs != 0 {
 				t.Errorf("Decide allocates %v times per call, want 0", allocs)
 			}
@@ -565,7 +565,7 @@ func BenchmarkDecide(b *testing.B) {
 			var d Decision
 			b.ReportAllocs()
 			for b.Loop() {
-				s.Decide(p, client, false, &d)
+				p.Decide(client, false, &d)
 			}
 		})
 	}
@@ -587,7 +587,7 @@ func TestRebuildReusesPlaceRankings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	shop := func(s *Snapshot) *Property { return mustProperty(t, s, "shop.cdn.example.net.") }
+	shop := func(s *Snapshot) *ServedProperty { return mustProperty(t, s, "shop.cdn.example.net.") }
 	if shop(same).placeRank == nil || shop(same).placeRank != shop(first).placeRank {
 		t.Fatal("an unchanged rebuild ranked the places again")
 	}
@@ -607,8 +607,8 @@ func TestRebuildReusesPlaceRankings(t *testing.T) {
 	}
 	seoul := netip.MustParseAddr("198.18.1.9")
 	var got, want Decision
-	down.Decide(shop(down), seoul, false, &got)
-	fresh.Decide(shop(fresh), seoul, false, &want)
+	shop(down).Decide(seoul, false, &got)
+	shop(fresh).Decide(seoul, false, &want)
 	if !slices.Equal(decisionIDs(&got), decisionIDs(&want)) || decisionIDs(&got)[0] == "sel1" {
 		t.Fatalf("Seoul with sel1 down: reused build answers %v, fresh build %v", decisionIDs(&got), decisionIDs(&want))
 	}
@@ -624,7 +624,7 @@ func TestRebuildReusesPlaceRankings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	moved.Decide(shop(moved), seoul, false, &got)
+	shop(moved).Decide(seoul, false, &got)
 	if decisionIDs(&got)[0] != "fra1" {
 		t.Fatalf("Seoul after fra1 moved there: %v", decisionIDs(&got))
 	}

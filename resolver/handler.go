@@ -368,7 +368,7 @@ func (h *Handler) answer(q *dns.Msg, raw []byte, src netip.Addr, tcp bool, st *q
 		m.Answer = append(m.Answer, nsRecords(zone, question.Name)...)
 		m.Extra = append(glue(snap, zone), m.Extra...)
 	case node.Property != nil && (qt == dns.TypeA || qt == dns.TypeAAAA):
-		scope = h.edgeAnswer(m, snap, node.Property, question, mapping.Query{Source: src, ECS: opts.subnet().network()})
+		scope = h.edgeAnswer(m, node.Property, question, mapping.Query{Source: src, ECS: opts.subnet().network()})
 		st.mapped = true
 	case node.Host != nil && (qt == dns.TypeA || qt == dns.TypeAAAA):
 		m.Answer = append(m.Answer, hostAddress(node.Host, question.Name, qt)...)
@@ -381,10 +381,10 @@ func (h *Handler) answer(q *dns.Msg, raw []byte, src netip.Addr, tcp bool, st *q
 
 // edgeAnswer fills in the best edges and returns the ECS scope the answer
 // carries.
-func (h *Handler) edgeAnswer(m *dns.Msg, snap *mapping.Snapshot, p *mapping.Property, question dns.Question, q mapping.Query) int {
+func (h *Handler) edgeAnswer(m *dns.Msg, p *mapping.ServedProperty, question dns.Question, q mapping.Query) int {
 	v6 := question.Qtype == dns.TypeAAAA
 	var d mapping.Decision
-	snap.DecideQuery(p, q, v6, &d)
+	p.DecideQuery(q, v6, &d)
 	h.decided(p, &d, q.Source)
 	for _, e := range d.Edges[:d.N] {
 		hdr := header(question.Name, question.Qtype, p.TTL)
@@ -399,7 +399,7 @@ func (h *Handler) edgeAnswer(m *dns.Msg, snap *mapping.Snapshot, p *mapping.Prop
 
 // decided counts what a decision means beyond its answer: demand for
 // capacity, and answers given although every edge was down.
-func (h *Handler) decided(p *mapping.Property, d *mapping.Decision, src netip.Addr) {
+func (h *Handler) decided(p *mapping.ServedProperty, d *mapping.Decision, src netip.Addr) {
 	if d.FailOpen {
 		h.Metrics.failedOpen()
 	}

@@ -225,11 +225,7 @@ func (c collectorStore) Key(id string) (probe.Key, bool) {
 
 func (c collectorStore) EdgeExists(id string) bool {
 	snap := c.n.snap.Load()
-	if snap == nil {
-		return false
-	}
-	_, found := slices.BinarySearchFunc(snap.Edges(), id, func(e mapping.Edge, id string) int { return strings.Compare(e.ID, id) })
-	return found
+	return snap != nil && snap.HasEdge(id)
 }
 
 func (c collectorStore) Targets() []probe.Target {
