@@ -1,6 +1,9 @@
 package store
 
-import "net/netip"
+import (
+	"net/netip"
+	"slices"
+)
 
 // Config is the whole operator-managed configuration: what `edgemap apply`
 // describes and what the admin API edits. It is plain data; validation of
@@ -15,6 +18,24 @@ type Config struct {
 	Properties []Property `json:"properties"`
 	// Targets are sorted by Block (as text).
 	Targets []Target `json:"targets"`
+}
+
+// Clone is a copy of c that shares no memory with it.
+func (c Config) Clone() Config {
+	out := Config{
+		Edges:      slices.Clone(c.Edges),
+		Properties: slices.Clone(c.Properties),
+		Targets:    slices.Clone(c.Targets),
+	}
+	if c.Zone != nil {
+		z := *c.Zone
+		z.NameServers = slices.Clone(z.NameServers)
+		out.Zone = &z
+	}
+	for i := range out.Properties {
+		out.Properties[i].Pools = slices.Clone(out.Properties[i].Pools)
+	}
+	return out
 }
 
 // Target is a client network that probes measure (a map unit): clients

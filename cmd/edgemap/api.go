@@ -13,7 +13,6 @@ import (
 	"net/netip"
 	"net/url"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -21,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/probe"
 	"github.com/edgemap/edgemap/store"
@@ -261,22 +261,22 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 		probe.WriteError(w, http.StatusBadRequest, mapping.FieldErrorf(field, "bad JSON: %v", err))
 		return false
 	}
-	if key := duplicateKey(body); key != "" {
+	if key := config.DuplicateKey(body); key != "" {
 		probe.WriteError(w, http.StatusBadRequest, mapping.FieldErrorf(key, "given twice; give each field once"))
 		return false
 	}
 	return true
 }
 
-// writeUpdate answers the outcome of a configuration write or read.
-func (a *api) writeUpdate(w http.ResponseWriter, status int, err error, v any) {
-	var ce *conflictError
+// write answers the outcome of a configuration read or write: v with
+// status, or the error with the status its kind calls for.
+func (a *api) write(w http.ResponseWriter, status int, err error, v any) {
 	var fe *mapping.FieldError
 	switch {
 	case err == nil:
 		probe.WriteJSON(w, status, v)
-	case errors.As(err, &ce):
-		probe.WriteJSON(w, http.StatusConflict, &ce.FieldError)
+	case errors.Is(err, config.ErrConflict):
+		probe.WriteError(w, http.StatusConflict, err)
 	case errors.Is(err, store.ErrNotFound):
 		probe.WriteError(w, http.StatusNotFound, err)
 	case errors.As(err, &fe):
@@ -286,15 +286,26 @@ func (a *api) writeUpdate(w http.ResponseWriter, status int, err error, v any) {
 	}
 }
 
-// conflictError is a create of something that already exists.
-type conflictError struct{ mapping.FieldError }
-
 // internal answers 500 for an error that is not the caller's, and logs it:
 // its text is for the operator reading the log.
 func (a *api) internal(w http.ResponseWriter, err error) {
 	a.log.Error("admin API request failed", zap.Error(err))
-	a.internal(w, err)
+	probe.WriteError(w, http.StatusInternalServerError, err)
 }
+
+// edit commits one configuration edit and answers the record it wrote, as
+// show makes it for the wire: every write endpoint is one of these.
+func edit[T, V any](a *api, w http.ResponseWriter, status int, show func(T) V, fn func(c *store.Config) (T, error)) {
+	var rec T
+	_, err := a.n.update(func(c *store.Config) (err error) {
+		rec, err = fn(c)
+		return err
+	})
+	a.write(w, status, err, show(rec))
+}
+
+// deleted is the answer to a DELETE.
+func deleted(key string) map[string]string { return map[string]string{"deleted": key} }
 
 func (a *api) healthz(w http.ResponseWriter, r *http.Request) {
 	snap := a.n.snap.Load()
@@ -320,57 +331,39 @@ func (a *api) getZone(w http.ResponseWriter, r *http.Request) {
 	case cfg.Zone == nil:
 		probe.WriteError(w, http.StatusNotFound, mapping.FieldErrorf("zone", "no zone is set; use `edgemap zone set`"))
 	default:
-		probe.WriteJSON(w, http.StatusOK, cfg.Zone)
+		probe.WriteJSON(w, http.StatusOK, config.ZoneOf(*cfg.Zone))
 	}
 }
 
 func (a *api) putZone(w http.ResponseWriter, r *http.Request) {
-	var s zoneSpec
-	if !decode(w, r, &s) {
-		return
+	var s config.ZoneSpec
+	if decode(w, r, &s) {
+		edit(a, w, http.StatusOK, config.ZoneOf, func(c *store.Config) (store.Zone, error) { return config.SetZone(c, s) })
 	}
-	var out store.Zone
-	_, err := a.n.update(func(c *store.Config) error {
-		z, err := s.toZone(c.Zone)
-		if err != nil {
-			return err
-		}
-		if c.Zone != nil && c.Zone.Name != z.Name && len(c.Properties) > 0 {
-			return mapping.FieldErrorf("name", "the zone has properties under %s; remove them or use `edgemap apply --prune`", c.Zone.Name)
-		}
-		c.Zone, out = &z, z
-		return nil
-	})
-	a.writeUpdate(w, http.StatusOK, err, &out)
 }
 
 func (a *api) listEdges(w http.ResponseWriter, r *http.Request) {
 	cfg, err := a.n.store.Config()
-	if err != nil {
-		a.internal(w, err)
-		return
-	}
-	probe.WriteJSON(w, http.StatusOK, cfg.Edges)
+	a.write(w, http.StatusOK, err, config.EdgesOf(cfg.Edges))
 }
 
 func (a *api) getEdge(w http.ResponseWriter, r *http.Request) {
 	e, err := a.n.store.Edge(r.PathValue("id"))
 	if errors.Is(err, store.ErrNotFound) {
-		err = notFound("id", "edge "+r.PathValue("id"))
+		err = config.NotFound("id", "edge "+r.PathValue("id"))
 	}
-	a.writeUpdate(w, http.StatusOK, err, e)
+	a.write(w, http.StatusOK, err, config.EdgeOf(e))
 }
 
 func (a *api) createEdge(w http.ResponseWriter, r *http.Request) {
-	var s edgeSpec
-	if !decode(w, r, &s) {
-		return
+	var s config.EdgeSpec
+	if decode(w, r, &s) {
+		edit(a, w, http.StatusCreated, config.EdgeOf, func(c *store.Config) (store.Edge, error) { return config.PutEdge(c, s, true) })
 	}
-	a.putEdge(w, s, true)
 }
 
 func (a *api) patchEdge(w http.ResponseWriter, r *http.Request) {
-	var s edgeSpec
+	var s config.EdgeSpec
 	if !decode(w, r, &s) {
 		return
 	}
@@ -379,187 +372,86 @@ func (a *api) patchEdge(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.ID = r.PathValue("id")
-	a.putEdge(w, s, false)
+	edit(a, w, http.StatusOK, config.EdgeOf, func(c *store.Config) (store.Edge, error) { return config.PutEdge(c, s, false) })
 }
 
-func (a *api) putEdge(w http.ResponseWriter, s edgeSpec, create bool) {
-	var out store.Edge
-	_, err := a.n.update(func(c *store.Config) error {
-		i := slices.IndexFunc(c.Edges, func(e store.Edge) bool { return e.ID == s.ID })
-		switch {
-		case create && i >= 0:
-			return &conflictError{mapping.FieldError{Field: "id", Msg: fmt.Sprintf("edge %s already exists; use `edge set`", s.ID)}}
-		case !create && i < 0:
-			return notFound("id", "edge "+s.ID)
-		}
-		base := store.Edge{ID: s.ID}
-		if i >= 0 {
-			base = c.Edges[i]
-		}
-		e, err := s.apply(base, create)
-		if err != nil {
-			return err
-		}
-		if i >= 0 {
-			c.Edges[i] = e
-		} else {
-			c.Edges = append(c.Edges, e)
-		}
-		out = e
-		return nil
-	})
-	status := http.StatusOK
-	if create {
-		status = http.StatusCreated
-	}
-	a.writeUpdate(w, status, err, &out)
-}
-
-// drainEdge marks an edge draining (no new answers, still measured and
-// checked) or brings it back.
 func (a *api) drainEdge(drain bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		id := r.PathValue("id")
-		var out store.Edge
-		_, err := a.n.update(func(c *store.Config) error {
-			i := slices.IndexFunc(c.Edges, func(e store.Edge) bool { return e.ID == id })
-			if i < 0 {
-				return notFound("id", "edge "+id)
-			}
-			c.Edges[i].Draining = drain
-			out = c.Edges[i]
-			return nil
+		edit(a, w, http.StatusOK, config.EdgeOf, func(c *store.Config) (store.Edge, error) {
+			return config.DrainEdge(c, r.PathValue("id"), drain)
 		})
-		a.writeUpdate(w, http.StatusOK, err, &out)
 	}
 }
 
 func (a *api) deleteEdge(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	_, err := a.n.update(func(c *store.Config) error {
-		i := slices.IndexFunc(c.Edges, func(e store.Edge) bool { return e.ID == id })
-		if i < 0 {
-			return notFound("id", "edge "+id)
-		}
-		c.Edges = slices.Delete(c.Edges, i, i+1)
-		return nil
-	})
-	a.writeUpdate(w, http.StatusOK, err, map[string]string{"deleted": id})
+	edit(a, w, http.StatusOK, deleted, func(c *store.Config) (string, error) { return id, config.DeleteEdge(c, id) })
 }
 
 func (a *api) listProperties(w http.ResponseWriter, r *http.Request) {
 	cfg, err := a.n.store.Config()
-	if err != nil {
-		a.internal(w, err)
-		return
-	}
-	probe.WriteJSON(w, http.StatusOK, cfg.Properties)
+	a.write(w, http.StatusOK, err, config.PropertiesOf(cfg.Properties))
 }
 
 func (a *api) getProperty(w http.ResponseWriter, r *http.Request) {
-	name, err := lookupName("name", r.PathValue("name"))
-	if err != nil {
-		probe.WriteError(w, http.StatusBadRequest, err)
-		return
+	name, err := config.LookupName("name", r.PathValue("name"))
+	var p store.Property
+	if err == nil {
+		if p, err = a.n.store.Property(name); errors.Is(err, store.ErrNotFound) {
+			err = config.NotFound("name", "property "+name)
+		}
 	}
-	p, err := a.n.store.Property(name)
-	if errors.Is(err, store.ErrNotFound) {
-		err = notFound("name", "property "+name)
-	}
-	a.writeUpdate(w, http.StatusOK, err, p)
+	a.write(w, http.StatusOK, err, config.PropertyOf(p))
 }
 
 func (a *api) createProperty(w http.ResponseWriter, r *http.Request) {
-	var s propertySpec
-	if !decode(w, r, &s) {
-		return
+	var s config.PropertySpec
+	if decode(w, r, &s) {
+		edit(a, w, http.StatusCreated, config.PropertyOf, func(c *store.Config) (store.Property, error) {
+			return config.PutProperty(c, s, s.Name, true)
+		})
 	}
-	a.putProperty(w, s, s.Name, true)
 }
 
 func (a *api) patchProperty(w http.ResponseWriter, r *http.Request) {
-	var s propertySpec
-	if !decode(w, r, &s) {
-		return
+	var s config.PropertySpec
+	if decode(w, r, &s) {
+		edit(a, w, http.StatusOK, config.PropertyOf, func(c *store.Config) (store.Property, error) {
+			return config.PutProperty(c, s, r.PathValue("name"), false)
+		})
 	}
-	a.putProperty(w, s, r.PathValue("name"), false)
-}
-
-func (a *api) putProperty(w http.ResponseWriter, s propertySpec, rawName string, create bool) {
-	check := lookupName // a stored name is found, whatever rules it predates
-	if create {
-		check = hostName
-	}
-	name, err := check("name", rawName)
-	if err != nil {
-		probe.WriteError(w, http.StatusBadRequest, err)
-		return
-	}
-	var out store.Property
-	_, err = a.n.update(func(c *store.Config) error {
-		i := slices.IndexFunc(c.Properties, func(p store.Property) bool { return p.Name == name })
-		switch {
-		case create && i >= 0:
-			return &conflictError{mapping.FieldError{Field: "name", Msg: fmt.Sprintf("property %s already exists; use `property set`", name)}}
-		case !create && i < 0:
-			return notFound("name", "property "+name)
-		}
-		base := store.Property{Name: name}
-		if i >= 0 {
-			base = c.Properties[i]
-		}
-		p, err := s.apply(base, create)
-		if err != nil {
-			return err
-		}
-		if i >= 0 {
-			c.Properties[i] = p
-		} else {
-			c.Properties = append(c.Properties, p)
-		}
-		out = p
-		return nil
-	})
-	status := http.StatusOK
-	if create {
-		status = http.StatusCreated
-	}
-	a.writeUpdate(w, status, err, &out)
 }
 
 func (a *api) deleteProperty(w http.ResponseWriter, r *http.Request) {
-	name, err := lookupName("name", r.PathValue("name"))
-	if err != nil {
-		probe.WriteError(w, http.StatusBadRequest, err)
-		return
-	}
-	_, err = a.n.update(func(c *store.Config) error {
-		i := slices.IndexFunc(c.Properties, func(p store.Property) bool { return p.Name == name })
-		if i < 0 {
-			return notFound("name", "property "+name)
-		}
-		c.Properties = slices.Delete(c.Properties, i, i+1)
-		return nil
+	name := r.PathValue("name")
+	edit(a, w, http.StatusOK, deleted, func(c *store.Config) (string, error) {
+		name, _ = config.LookupName("name", name)
+		return name, config.DeleteProperty(c, name)
 	})
-	a.writeUpdate(w, http.StatusOK, err, map[string]string{"deleted": name})
 }
 
+// apply makes the configuration match a world, and answers what changed.
 func (a *api) apply(w http.ResponseWriter, r *http.Request) {
-	var world worldSpec
+	var world config.WorldSpec
 	if !decode(w, r, &world) {
 		return
 	}
 	prune := r.URL.Query().Get("prune") == "true"
-	var res applyResult
+	var res config.ApplyResult
 	changed, err := a.n.update(func(c *store.Config) error {
-		res = applyResult{}
-		return world.applyTo(c, prune, &res)
+		before := c.Clone()
+		if err := world.ApplyTo(c, prune); err != nil {
+			return err
+		}
+		res.Diff = config.DiffConfigs(before, *c)
+		return nil
 	})
 	res.Changed = changed
+	res.Created, res.Updated, res.Deleted = res.Diff.Lists()
 	if snap := a.n.snap.Load(); snap != nil && snap.Zone() != nil {
 		res.Serial = snap.Zone().Serial
 	}
-	a.writeUpdate(w, http.StatusOK, err, &res)
+	a.write(w, http.StatusOK, err, &res)
 }
 
 // explain explains the answer to a query as it reaches this server: with
@@ -568,7 +460,7 @@ func (a *api) apply(w http.ResponseWriter, r *http.Request) {
 // the address resolver; either may be left out, not both.
 func (a *api) explain(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	name, err := lookupName("property", q.Get("property"))
+	name, err := config.LookupName("property", q.Get("property"))
 	if err != nil {
 		probe.WriteError(w, http.StatusBadRequest, err)
 		return

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/store"
 )
@@ -34,11 +35,11 @@ var fuzzEndpoints = []struct{ method, path string }{
 type fuzzAPI struct {
 	handler http.Handler
 	a       *api
-	world   *worldSpec
+	world   *config.WorldSpec
 }
 
 func newFuzzAPI(f *testing.F) *fuzzAPI {
-	world, err := readWorld(testWorld)
+	world, err := config.ReadWorld(testWorld)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -70,7 +71,7 @@ func newFuzzAPI(f *testing.F) *fuzzAPI {
 // starts from the same state and a crasher reproduces on its own.
 func (fa *fuzzAPI) reset(t *testing.T) {
 	if _, err := fa.a.n.update(func(c *store.Config) error {
-		return fa.world.applyTo(c, true, &applyResult{})
+		return fa.world.ApplyTo(c, true)
 	}); err != nil {
 		t.Fatalf("reset: %v", err)
 	}
@@ -122,7 +123,7 @@ func (fa *fuzzAPI) do(method, path, host, origin, ctype string, body []byte) *ht
 // refusal is a JSON error and changes nothing stored; an apply that
 // succeeded is idempotent.
 func FuzzAdminAPI(f *testing.F) {
-	demo, err := readWorld(testWorld)
+	demo, err := config.ReadWorld(testWorld)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -165,7 +166,7 @@ func FuzzAdminAPI(f *testing.F) {
 		}
 		if strings.HasPrefix(ep.path, "/v1/apply") {
 			again := fa.do(ep.method, ep.path, "api.test", "", "application/json", body)
-			var res applyResult
+			var res config.ApplyResult
 			if again.Code != http.StatusOK || json.Unmarshal(again.Body.Bytes(), &res) != nil || res.Changed {
 				t.Fatalf("applying the same body twice: %d %s, want 200 unchanged", again.Code, again.Body)
 			}

@@ -26,21 +26,22 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/probe"
 )
 
 // attackWorld is what a hostile web page would apply: every property
 // served by one edge at the attacker's address.
-func attackWorld() worldSpec {
+func attackWorld() config.WorldSpec {
 	evil := "203.0.113.66"
-	w := worldSpec{Zone: &zoneSpec{Name: "cdn.example.net.", Contact: "hostmaster.example.net.",
-		NameServers: []nsSpec{{Name: "ns1.cdn.example.net.", IPv4: evil}}}}
+	w := config.WorldSpec{Zone: &config.ZoneSpec{Name: "cdn.example.net.", Contact: "hostmaster.example.net.",
+		NameServers: []config.NSSpec{{Name: "ns1.cdn.example.net.", IPv4: evil}}}}
 	for _, pool := range []string{"global", "apac"} {
-		w.Edges = append(w.Edges, edgeSpec{ID: "evil-" + pool, IPv4: ptr(evil), Lat: ptr(0.0), Lon: ptr(0.0), Pool: ptr(pool)})
+		w.Edges = append(w.Edges, config.EdgeSpec{ID: "evil-" + pool, IPv4: ptr(evil), Lat: ptr(0.0), Lon: ptr(0.0), Pool: ptr(pool)})
 	}
 	for _, name := range []string{"shop", "video", "game", "static.eu"} {
-		w.Properties = append(w.Properties, propertySpec{Name: name + ".cdn.example.net.", Pools: []string{"global", "apac"}})
+		w.Properties = append(w.Properties, config.PropertySpec{Name: name + ".cdn.example.net.", Pools: []string{"global", "apac"}})
 	}
 	return w
 }

@@ -11,8 +11,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 	"github.com/edgemap/edgemap/mapping"
-	"github.com/edgemap/edgemap/store"
 )
 
 var jsonFlag = &cli.BoolFlag{Name: "json", Usage: "print JSON for scripts instead of a table"}
@@ -51,7 +51,7 @@ func zoneCommand() *cli.Command {
 					&cli.StringFlag{Name: "contact", Required: true, Usage: "SOA contact, hostmaster.example.net or hostmaster@example.net"},
 				},
 				Action: func(c *cli.Context) error {
-					s := zoneSpec{Name: c.String("name"), Contact: c.String("contact")}
+					s := config.ZoneSpec{Name: c.String("name"), Contact: c.String("contact")}
 					for i, arg := range c.StringSlice("ns") {
 						ns, err := parseNS(arg)
 						if err != nil {
@@ -59,7 +59,7 @@ func zoneCommand() *cli.Command {
 						}
 						s.NameServers = append(s.NameServers, ns)
 					}
-					var z store.Zone
+					var z config.Zone
 					if err := newClient(c).do("PUT", "/v1/zone", s, &z); err != nil {
 						return err
 					}
@@ -72,7 +72,7 @@ func zoneCommand() *cli.Command {
 				Usage: "print the zone",
 				Flags: []cli.Flag{jsonFlag},
 				Action: func(c *cli.Context) error {
-					var z store.Zone
+					var z config.Zone
 					if err := newClient(c).do("GET", "/v1/zone", nil, &z); err != nil {
 						return err
 					}
@@ -92,9 +92,9 @@ func zoneCommand() *cli.Command {
 }
 
 // parseNS reads NAME or NAME=ADDR[,ADDR].
-func parseNS(arg string) (nsSpec, error) {
+func parseNS(arg string) (config.NSSpec, error) {
 	name, addrs, _ := strings.Cut(arg, "=")
-	ns := nsSpec{Name: name}
+	ns := config.NSSpec{Name: name}
 	for a := range strings.SplitSeq(addrs, ",") {
 		if a == "" {
 			continue
@@ -127,8 +127,8 @@ func edgeFlags(create bool) []cli.Flag {
 
 // edgeSpecFromFlags sends only the flags given, so `edge set` changes just
 // those fields.
-func edgeSpecFromFlags(c *cli.Context) edgeSpec {
-	s := edgeSpec{ID: c.String("id")}
+func edgeSpecFromFlags(c *cli.Context) config.EdgeSpec {
+	s := config.EdgeSpec{ID: c.String("id")}
 	str := func(name string) *string {
 		if !c.IsSet(name) {
 			return nil
@@ -152,7 +152,7 @@ func edgeSpecFromFlags(c *cli.Context) edgeSpec {
 	return s
 }
 
-func printEdges(c *cli.Context, edges []store.Edge) error {
+func printEdges(c *cli.Context, edges []config.Edge) error {
 	if c.Bool("json") {
 		return printJSON(c, edges)
 	}
@@ -178,27 +178,27 @@ func edgeCommand() *cli.Command {
 			{
 				Name: "add", Usage: "add an edge", Flags: append(edgeFlags(true), jsonFlag),
 				Action: func(c *cli.Context) error {
-					var e store.Edge
+					var e config.Edge
 					if err := newClient(c).do("POST", "/v1/edges", edgeSpecFromFlags(c), &e); err != nil {
 						return err
 					}
-					return printEdges(c, []store.Edge{e})
+					return printEdges(c, []config.Edge{e})
 				},
 			},
 			{
 				Name: "set", Usage: "change the given fields of an edge", Flags: append(edgeFlags(false), jsonFlag),
 				Action: func(c *cli.Context) error {
-					var e store.Edge
+					var e config.Edge
 					if err := newClient(c).do("PATCH", "/v1/edges/"+url.PathEscape(c.String("id")), edgeSpecFromFlags(c), &e); err != nil {
 						return err
 					}
-					return printEdges(c, []store.Edge{e})
+					return printEdges(c, []config.Edge{e})
 				},
 			},
 			{
 				Name: "list", Usage: "list edges", Flags: []cli.Flag{jsonFlag},
 				Action: func(c *cli.Context) error {
-					var edges []store.Edge
+					var edges []config.Edge
 					if err := newClient(c).do("GET", "/v1/edges", nil, &edges); err != nil {
 						return err
 					}
@@ -234,11 +234,11 @@ func drainCommand(name, usage string, drain bool) *cli.Command {
 			if id == "" || c.Args().Len() > 1 {
 				return mapping.FieldErrorf("id", "give one edge: edgemap edge %s ID", name)
 			}
-			var e store.Edge
+			var e config.Edge
 			if err := newClient(c).do("POST", "/v1/edges/"+url.PathEscape(id)+"/"+name, nil, &e); err != nil {
 				return err
 			}
-			return printEdges(c, []store.Edge{e})
+			return printEdges(c, []config.Edge{e})
 		},
 	}
 }
@@ -247,14 +247,14 @@ func propertyFlags(create bool) []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "name", Required: true, Usage: "hostname under the zone, e.g. shop.cdn.example.net"},
 		&cli.StringSliceFlag{Name: "pool", Required: create, Usage: "edge pool the property may use; repeat"},
-		&cli.UintFlag{Name: "ttl", Usage: "answer TTL in seconds (default " + strconv.Itoa(defaultTTL) + ")"},
+		&cli.UintFlag{Name: "ttl", Usage: "answer TTL in seconds (default " + strconv.Itoa(config.DefaultTTL) + ")"},
 		&cli.IntFlag{Name: "answers", Usage: "edges per answer, 1.." + strconv.Itoa(mapping.MaxAnswers) + " (default 1)"},
 		&cli.StringFlag{Name: "all-down", Usage: "when every edge is down: serve-best (default: answer anyway) or nodata"},
 	}
 }
 
-func propertySpecFromFlags(c *cli.Context) propertySpec {
-	s := propertySpec{Name: c.String("name")}
+func propertySpecFromFlags(c *cli.Context) config.PropertySpec {
+	s := config.PropertySpec{Name: c.String("name")}
 	if c.IsSet("pool") {
 		s.Pools = c.StringSlice("pool")
 	}
@@ -273,7 +273,7 @@ func propertySpecFromFlags(c *cli.Context) propertySpec {
 	return s
 }
 
-func printProperties(c *cli.Context, props []store.Property) error {
+func printProperties(c *cli.Context, props []config.Property) error {
 	if c.Bool("json") {
 		return printJSON(c, props)
 	}
@@ -296,27 +296,27 @@ func propertyCommand() *cli.Command {
 			{
 				Name: "add", Usage: "add a property", Flags: append(propertyFlags(true), jsonFlag),
 				Action: func(c *cli.Context) error {
-					var p store.Property
+					var p config.Property
 					if err := newClient(c).do("POST", "/v1/properties", propertySpecFromFlags(c), &p); err != nil {
 						return err
 					}
-					return printProperties(c, []store.Property{p})
+					return printProperties(c, []config.Property{p})
 				},
 			},
 			{
 				Name: "set", Usage: "change the given fields of a property", Flags: append(propertyFlags(false), jsonFlag),
 				Action: func(c *cli.Context) error {
-					var p store.Property
+					var p config.Property
 					if err := newClient(c).do("PATCH", "/v1/properties/"+url.PathEscape(c.String("name")), propertySpecFromFlags(c), &p); err != nil {
 						return err
 					}
-					return printProperties(c, []store.Property{p})
+					return printProperties(c, []config.Property{p})
 				},
 			},
 			{
 				Name: "list", Usage: "list properties", Flags: []cli.Flag{jsonFlag},
 				Action: func(c *cli.Context) error {
-					var props []store.Property
+					var props []config.Property
 					if err := newClient(c).do("GET", "/v1/properties", nil, &props); err != nil {
 						return err
 					}
@@ -347,11 +347,11 @@ func applyCommand() *cli.Command {
 			jsonFlag,
 		},
 		Action: func(c *cli.Context) error {
-			w, err := readWorld(c.String("file"))
+			w, err := config.ReadWorld(c.String("file"))
 			if err != nil {
 				return err
 			}
-			var res applyResult
+			var res config.ApplyResult
 			if err := newClient(c).do("POST", "/v1/apply?prune="+strconv.FormatBool(c.Bool("prune")), w, &res); err != nil {
 				return err
 			}

@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"go.uber.org/zap"
 
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 	"github.com/edgemap/edgemap/probe"
 )
 
@@ -31,7 +32,7 @@ func targetCommand() *cli.Command {
 					&cli.StringFlag{Name: "probe", Required: true, Usage: "address:port inside the block that agents TCP-connect to"},
 				},
 				Action: func(c *cli.Context) error {
-					s := targetSpec{Block: c.String("block"), Probe: c.String("probe")}
+					s := config.TargetSpec{Block: c.String("block"), Probe: c.String("probe")}
 					if err := newClient(c).do("POST", "/v1/map/targets", s, nil); err != nil {
 						return err
 					}
@@ -44,7 +45,7 @@ func targetCommand() *cli.Command {
 				Usage: "list targets with each edge's freshest RTT",
 				Flags: []cli.Flag{jsonFlag},
 				Action: func(c *cli.Context) error {
-					var targets []targetView
+					var targets []config.MeasuredTarget
 					if err := newClient(c).do("GET", "/v1/map/targets", nil, &targets); err != nil {
 						return err
 					}
@@ -95,7 +96,7 @@ func keyCommand() *cli.Command {
 					&cli.StringFlag{Name: "edge", Required: true, Usage: "the edge this key may report for"},
 				},
 				Action: func(c *cli.Context) error {
-					var k keyView
+					var k config.Key
 					if err := newClient(c).do("POST", "/v1/keys", map[string]string{"id": c.String("id"), "edge": c.String("edge")}, &k); err != nil {
 						return err
 					}
@@ -109,7 +110,7 @@ func keyCommand() *cli.Command {
 				Usage: "list keys (never their secrets)",
 				Flags: []cli.Flag{jsonFlag},
 				Action: func(c *cli.Context) error {
-					var keys []keyView
+					var keys []config.Key
 					if err := newClient(c).do("GET", "/v1/keys", nil, &keys); err != nil {
 						return err
 					}

@@ -18,6 +18,7 @@ import (
 	"github.com/miekg/dns"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 	"github.com/edgemap/edgemap/store"
 )
 
@@ -31,18 +32,18 @@ func realDatabase(t *testing.T) (string, []string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := readWorld(testWorld)
+	w, err := config.ReadWorld(testWorld)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range 300 {
-		w.Edges = append(w.Edges, edgeSpec{ID: fmt.Sprintf("x%03d", i), IPv4: ptr(fmt.Sprintf("198.51.100.%d", 1+i%250)),
+		w.Edges = append(w.Edges, config.EdgeSpec{ID: fmt.Sprintf("x%03d", i), IPv4: ptr(fmt.Sprintf("198.51.100.%d", 1+i%250)),
 			Lat: ptr(float64(i%170) - 85), Lon: ptr(float64(i%360) - 180), Pool: ptr("global"), Capacity: ptr(1000 + i)})
 	}
 	for i := range 200 {
-		w.Targets = append(w.Targets, targetSpec{Block: fmt.Sprintf("198.19.%d.0/24", i), Probe: fmt.Sprintf("198.19.%d.10:443", i)})
+		w.Targets = append(w.Targets, config.TargetSpec{Block: fmt.Sprintf("198.19.%d.0/24", i), Probe: fmt.Sprintf("198.19.%d.10:443", i)})
 	}
-	if _, err := st.Update(func(c *store.Config) error { return w.applyTo(c, false, &applyResult{}) }); err != nil {
+	if _, err := st.Update(func(c *store.Config) error { return w.ApplyTo(c, false) }); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now()

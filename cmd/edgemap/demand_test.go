@@ -14,6 +14,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/resolver"
 	"github.com/edgemap/edgemap/store"
@@ -306,7 +307,7 @@ func TestForgedECSDoesNotMoveClients(t *testing.T) {
 			cfg := demoConfig(t)
 			cfg.DemandSourceCap = tc.sourceCap
 			s := startServer(t, cfg)
-			if code := call(t, s, "PATCH", "/v1/edges/lon1", edgeSpec{Capacity: ptr(capacity)}, nil); code != http.StatusOK {
+			if code := call(t, s, "PATCH", "/v1/edges/lon1", config.EdgeSpec{Capacity: ptr(capacity)}, nil); code != http.StatusOK {
 				t.Fatalf("set capacity: %d", code)
 			}
 			to := net.UDPAddrFromAddrPort(s.DNS)
@@ -364,19 +365,21 @@ func TestForgedECSDoesNotMoveClients(t *testing.T) {
 // A query with ECS through the resolver's handler, counted by the table.
 // (TestQueryAllocs pins the handler without an observer.)
 func TestQueryWithDemandAllocs(t *testing.T) {
-	w, err := readWorld(testWorld)
+	w, err := config.ReadWorld(testWorld)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var c store.Config
-	if err := w.applyTo(&c, false, &applyResult{}); err != nil {
+	if err := w.ApplyTo(&c, false); err != nil {
 		t.Fatal(err)
 	}
 	geo, err := mapping.OpenGeo(testGeoIP)
 	if err != nil {
 		t.Fatal(err)
 	}
-	snap, err := mapping.Build(inputs(c, geo))
+	in := config.Inputs(c)
+	in.Geo = geo
+	snap, err := mapping.Build(in)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/netemu"
 	"github.com/edgemap/edgemap/mapping"
 )
@@ -253,7 +254,7 @@ func (l *lab) apiCall(method, path string, body, out any) {
 // startProbes creates a key per edge and runs an agent beside each edge.
 func (l *lab) startProbes() {
 	for _, e := range l.edges {
-		var k keyView
+		var k config.Key
 		l.apiCall("POST", "/v1/keys", map[string]string{"id": e.id, "edge": e.id}, &k)
 		secretFile := filepath.Join(l.dir, e.id+".key")
 		if err := os.WriteFile(secretFile, []byte(k.Secret+"\n"), 0o600); err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 	"github.com/edgemap/edgemap/mapping"
 )
 
@@ -56,7 +57,7 @@ func TestAllEdgesDownStillAnswers(t *testing.T) {
 	s := startServer(t, demoConfig(t))
 	dead := "tcp://" + closedPort(t)
 	for _, id := range []string{"nrt1", "sel1", "sin1"} { // the whole apac pool
-		if code := call(t, s, "PATCH", "/v1/edges/"+id, edgeSpec{Check: ptr(dead)}, nil); code != http.StatusOK {
+		if code := call(t, s, "PATCH", "/v1/edges/"+id, config.EdgeSpec{Check: ptr(dead)}, nil); code != http.StatusOK {
 			t.Fatalf("set check on %s: %d", id, code)
 		}
 	}
@@ -78,7 +79,7 @@ func TestAllEdgesDownStillAnswers(t *testing.T) {
 		t.Fatalf("fail-open answers not counted: %v", v)
 	}
 	// nodata fails closed.
-	if code := call(t, s, "PATCH", "/v1/properties/game.cdn.example.net", propertySpec{AllDown: ptr(string(mapping.AllDownNoData))}, nil); code != http.StatusOK {
+	if code := call(t, s, "PATCH", "/v1/properties/game.cdn.example.net", config.PropertySpec{AllDown: ptr(string(mapping.AllDownNoData))}, nil); code != http.StatusOK {
 		t.Fatalf("set all-down nodata: %d", code)
 	}
 	if rc, got := rcodeOf(t, s, "game.cdn.example.net.", "198.18.1.0/24"); rc != dns.RcodeSuccess || len(got) != 0 {
@@ -86,11 +87,11 @@ func TestAllEdgesDownStillAnswers(t *testing.T) {
 	}
 	// A check that passes again brings the edges back after up-after.
 	for _, id := range []string{"nrt1", "sel1", "sin1"} {
-		call(t, s, "PATCH", "/v1/edges/"+id, edgeSpec{Check: ptr("")}, nil)
+		call(t, s, "PATCH", "/v1/edges/"+id, config.EdgeSpec{Check: ptr("")}, nil)
 	}
 	up := loopbackProbe(t, "127.0.0.1")
 	for _, id := range []string{"nrt1", "sel1", "sin1"} {
-		call(t, s, "PATCH", "/v1/edges/"+id, edgeSpec{Check: ptr("tcp://" + up)}, nil)
+		call(t, s, "PATCH", "/v1/edges/"+id, config.EdgeSpec{Check: ptr("tcp://" + up)}, nil)
 	}
 	eventually(t, 3*time.Second, "apac back up", func() bool {
 		_, got := rcodeOf(t, s, "game.cdn.example.net.", "198.18.1.0/24")
@@ -110,7 +111,7 @@ func TestDrainedEdgeGetsNoAnswers(t *testing.T) {
 		t.Fatalf("Frankfurt with fra1 draining: %v, want lon1", got)
 	}
 	// Draining survives an apply of a file that does not mention it.
-	w, _ := readWorld(testWorld)
+	w, _ := config.ReadWorld(testWorld)
 	call(t, s, "POST", "/v1/apply", w, nil)
 	if _, got := rcodeOf(t, s, "shop.cdn.example.net.", "198.18.2.0/24"); got[0] != "192.0.2.2" {
 		t.Fatalf("apply undrained fra1: %v", got)
@@ -131,7 +132,7 @@ func TestDrainedEdgeGetsNoAnswers(t *testing.T) {
 // assuming a rate, and checks it against what the server measured.
 func TestCapacitySpillsToNextBest(t *testing.T) {
 	s := startServer(t, demoConfig(t))
-	if code := call(t, s, "PATCH", "/v1/edges/lon1", edgeSpec{Capacity: ptr(30)}, nil); code != http.StatusOK {
+	if code := call(t, s, "PATCH", "/v1/edges/lon1", config.EdgeSpec{Capacity: ptr(30)}, nil); code != http.StatusOK {
 		t.Fatalf("set capacity: %d", code)
 	}
 	const units, perUnitQPS = 40, 2
@@ -203,12 +204,12 @@ func TestCapacitySpillsToNextBest(t *testing.T) {
 // removed: nothing is left to say it is down.
 func TestRemovingACheckBringsTheEdgeBack(t *testing.T) {
 	s := startServer(t, demoConfig(t))
-	call(t, s, "PATCH", "/v1/edges/fra1", edgeSpec{Check: ptr("tcp://" + closedPort(t))}, nil)
+	call(t, s, "PATCH", "/v1/edges/fra1", config.EdgeSpec{Check: ptr("tcp://" + closedPort(t))}, nil)
 	eventually(t, 3*time.Second, "fra1 down", func() bool {
 		_, got := rcodeOf(t, s, "shop.cdn.example.net.", "198.18.2.0/24")
 		return got[0] != "192.0.2.1"
 	})
-	call(t, s, "PATCH", "/v1/edges/fra1", edgeSpec{Check: ptr("")}, nil)
+	call(t, s, "PATCH", "/v1/edges/fra1", config.EdgeSpec{Check: ptr("")}, nil)
 	eventually(t, 3*time.Second, "fra1 back without a check", func() bool {
 		_, got := rcodeOf(t, s, "shop.cdn.example.net.", "198.18.2.0/24")
 		return got[0] == "192.0.2.1"

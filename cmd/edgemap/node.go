@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/probe"
 	"github.com/edgemap/edgemap/store"
@@ -132,7 +133,7 @@ func (n *node) rebuildLocked() error {
 		if err != nil {
 			return err
 		}
-		base := inputs(cfg, nil)
+		base := config.Inputs(cfg)
 		// Sorted once here, Build need not copy them to sort every time.
 		slices.SortFunc(base.Targets, func(a, b mapping.Target) int { return a.Block.Compare(b.Block) })
 		n.cfg, n.base = &cfg, &base
@@ -204,7 +205,7 @@ func (n *node) update(fn func(c *store.Config) error) (bool, error) {
 		if err := fn(c); err != nil {
 			return err
 		}
-		return checkConfig(*c)
+		return config.Check(*c)
 	})
 	if changed {
 		n.cfg, n.base = nil, nil
@@ -224,7 +225,7 @@ func (n *node) update(fn func(c *store.Config) error) (bool, error) {
 
 // seed applies a world file to an empty database; a configured database is
 // left alone, because `serve --world` must never undo an operator's edits.
-func (n *node) seed(w *worldSpec) error {
+func (n *node) seed(w *config.WorldSpec) error {
 	cfg, err := n.store.Config()
 	if err != nil {
 		return err
@@ -233,8 +234,7 @@ func (n *node) seed(w *worldSpec) error {
 		n.log.Info("database already configured; --world not applied (use `edgemap apply`)")
 		return nil
 	}
-	var res applyResult
-	if _, err := n.update(func(c *store.Config) error { return w.applyTo(c, false, &res) }); err != nil {
+	if _, err := n.update(func(c *store.Config) error { return w.ApplyTo(c, false) }); err != nil {
 		return fmt.Errorf("seed: %w", err)
 	}
 	n.log.Info("database seeded from world file", zap.Int("edges", len(w.Edges)), zap.Int("properties", len(w.Properties)))

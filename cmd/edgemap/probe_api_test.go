@@ -17,21 +17,22 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/probe"
 	"github.com/edgemap/edgemap/store"
 )
 
-func listTargets(t *testing.T, s *server) []targetView {
+func listTargets(t *testing.T, s *server) []config.MeasuredTarget {
 	t.Helper()
-	var out []targetView
+	var out []config.MeasuredTarget
 	if code := call(t, s, "GET", "/v1/map/targets", nil, &out); code != http.StatusOK {
 		t.Fatalf("GET /v1/map/targets: status %d", code)
 	}
 	return out
 }
 
-func blocksOf(ts []targetView) []string {
+func blocksOf(ts []config.MeasuredTarget) []string {
 	var out []string
 	for _, t := range ts {
 		out = append(out, t.Block.String())
@@ -105,15 +106,15 @@ func TestTargetsAPI(t *testing.T) {
 	if got := blocksOf(listTargets(t, s)); !slices.Equal(got, seededTargets) {
 		t.Fatalf("seeded targets %v, want %v", got, seededTargets)
 	}
-	var created store.Target
-	if code := call(t, s, "POST", "/v1/map/targets", targetSpec{Block: "198.18.3.0/24", Probe: "198.18.3.7:443"}, &created); code != http.StatusCreated {
+	var created config.Target
+	if code := call(t, s, "POST", "/v1/map/targets", config.TargetSpec{Block: "198.18.3.0/24", Probe: "198.18.3.7:443"}, &created); code != http.StatusCreated {
 		t.Fatalf("add target: status %d", code)
 	}
 	if created.Block.String() != "198.18.3.0/24" || created.Probe.String() != "198.18.3.7:443" {
 		t.Fatalf("add target answered %+v", created)
 	}
 	// A whole access network, and an IPv6 one.
-	for _, ts := range []targetSpec{{"198.19.0.0/16", "198.19.4.4:80"}, {"2001:db8:1::/48", "[2001:db8:1::7]:443"}} {
+	for _, ts := range []config.TargetSpec{{Block: "198.19.0.0/16", Probe: "198.19.4.4:80"}, {Block: "2001:db8:1::/48", Probe: "[2001:db8:1::7]:443"}} {
 		if code := call(t, s, "POST", "/v1/map/targets", ts, nil); code != http.StatusCreated {
 			t.Fatalf("add %s: status %d", ts.Block, code)
 		}
@@ -125,15 +126,15 @@ func TestTargetsAPI(t *testing.T) {
 		status int
 		field  string
 	}{
-		{"host bits", targetSpec{"198.18.4.7/24", "198.18.4.7:443"}, 400, "block"},
-		{"not a network", targetSpec{"nope", "198.18.4.7:443"}, 400, "block"},
-		{"no length", targetSpec{"198.18.4.0", "198.18.4.7:443"}, 400, "block"},
-		{"mapped", targetSpec{"::ffff:198.18.4.0/120", "[::ffff:198.18.4.7]:443"}, 400, "block"},
-		{"probe outside", targetSpec{"198.18.4.0/24", "198.18.5.7:443"}, 400, "probe"},
-		{"probe without port", targetSpec{"198.18.4.0/24", "198.18.4.7"}, 400, "probe"},
-		{"probe port 0", targetSpec{"198.18.4.0/24", "198.18.4.7:0"}, 400, "probe"},
-		{"duplicate", targetSpec{"198.18.3.0/24", "198.18.3.8:443"}, 409, "block"},
-		{"duplicate of a seeded one", targetSpec{"198.18.1.0/24", "198.18.1.7:443"}, 409, "block"},
+		{"host bits", config.TargetSpec{Block: "198.18.4.7/24", Probe: "198.18.4.7:443"}, 400, "block"},
+		{"not a network", config.TargetSpec{Block: "nope", Probe: "198.18.4.7:443"}, 400, "block"},
+		{"no length", config.TargetSpec{Block: "198.18.4.0", Probe: "198.18.4.7:443"}, 400, "block"},
+		{"mapped", config.TargetSpec{Block: "::ffff:198.18.4.0/120", Probe: "[::ffff:198.18.4.7]:443"}, 400, "block"},
+		{"probe outside", config.TargetSpec{Block: "198.18.4.0/24", Probe: "198.18.5.7:443"}, 400, "probe"},
+		{"probe without port", config.TargetSpec{Block: "198.18.4.0/24", Probe: "198.18.4.7"}, 400, "probe"},
+		{"probe port 0", config.TargetSpec{Block: "198.18.4.0/24", Probe: "198.18.4.7:0"}, 400, "probe"},
+		{"duplicate", config.TargetSpec{Block: "198.18.3.0/24", Probe: "198.18.3.8:443"}, 409, "block"},
+		{"duplicate of a seeded one", config.TargetSpec{Block: "198.18.1.0/24", Probe: "198.18.1.7:443"}, 409, "block"},
 		{"unknown field", map[string]string{"block": "198.18.4.0/24", "prob": "198.18.4.7:443"}, 400, "body"},
 	}
 	for _, tc := range cases {
@@ -181,7 +182,7 @@ func TestTargetsInWorldFile(t *testing.T) {
 	if got := blocksOf(listTargets(t, s)); !slices.Equal(got, seededTargets) {
 		t.Fatalf("seeded targets %v, want %v", got, seededTargets)
 	}
-	w, err := readWorld(testWorld)
+	w, err := config.ReadWorld(testWorld)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,8 +191,8 @@ func TestTargetsInWorldFile(t *testing.T) {
 	}
 
 	more := *w
-	more.Targets = append(slices.Clone(w.Targets), targetSpec{"198.18.3.0/24", "198.18.3.7:443"})
-	var res applyResult
+	more.Targets = append(slices.Clone(w.Targets), config.TargetSpec{Block: "198.18.3.0/24", Probe: "198.18.3.7:443"})
+	var res config.ApplyResult
 	if code := call(t, s, "POST", "/v1/apply", more, &res); code != http.StatusOK || !res.Changed ||
 		!slices.Equal(res.Created, []string{"target 198.18.3.0/24"}) || len(res.Updated)+len(res.Deleted) != 0 {
 		t.Fatalf("apply with a new target: %d %+v; want target 198.18.3.0/24 created", code, res)
@@ -213,20 +214,20 @@ func TestTargetsInWorldFile(t *testing.T) {
 	// Invalid targets are named by their place in the file, and nothing
 	// of the file is written.
 	before := listTargets(t, s)
-	var beforeEdges []store.Edge
+	var beforeEdges []config.Edge
 	call(t, s, "GET", "/v1/edges", nil, &beforeEdges)
 	bad := []struct {
-		targets []targetSpec
+		targets []config.TargetSpec
 		field   string
 	}{
-		{[]targetSpec{{"198.18.4.0/24", "198.18.4.7:443"}, {"198.18.5.7/24", "198.18.5.7:443"}}, "targets[1].block"},
-		{[]targetSpec{{"198.18.4.0/24", "198.18.5.7:443"}}, "targets[0].probe"},
-		{[]targetSpec{{"198.18.4.0/24", "198.18.4.7:443"}, {"198.18.4.0/24", "198.18.4.8:443"}}, "targets[1].block"},
+		{[]config.TargetSpec{{Block: "198.18.4.0/24", Probe: "198.18.4.7:443"}, {Block: "198.18.5.7/24", Probe: "198.18.5.7:443"}}, "targets[1].block"},
+		{[]config.TargetSpec{{Block: "198.18.4.0/24", Probe: "198.18.5.7:443"}}, "targets[0].probe"},
+		{[]config.TargetSpec{{Block: "198.18.4.0/24", Probe: "198.18.4.7:443"}, {Block: "198.18.4.0/24", Probe: "198.18.4.8:443"}}, "targets[1].block"},
 	}
 	for _, tc := range bad {
 		b := *w
 		// A new edge in the same file must not be written either.
-		b.Edges = append(slices.Clone(w.Edges), edgeSpec{ID: "new1", IPv4: ptr("192.0.2.99"), Lat: ptr(1.0), Lon: ptr(2.0), Pool: ptr("global")})
+		b.Edges = append(slices.Clone(w.Edges), config.EdgeSpec{ID: "new1", IPv4: ptr("192.0.2.99"), Lat: ptr(1.0), Lon: ptr(2.0), Pool: ptr("global")})
 		b.Targets = tc.targets
 		var fe mapping.FieldError
 		if code := call(t, s, "POST", "/v1/apply?prune=true", b, &fe); code != http.StatusBadRequest || fe.Field != tc.field {
@@ -236,7 +237,7 @@ func TestTargetsInWorldFile(t *testing.T) {
 	if after := listTargets(t, s); !equalJSON(before, after) {
 		t.Fatalf("an invalid apply changed the targets:\nbefore %+v\nafter  %+v", before, after)
 	}
-	var afterEdges []store.Edge
+	var afterEdges []config.Edge
 	call(t, s, "GET", "/v1/edges", nil, &afterEdges)
 	if !equalJSON(beforeEdges, afterEdges) {
 		t.Fatal("an invalid apply wrote its edges")
@@ -269,7 +270,7 @@ func TestKeysAPI(t *testing.T) {
 		t.Fatalf("keys of a new server: %d %s, want []", code, raw)
 	}
 
-	var created keyView
+	var created config.Key
 	if code := call(t, s, "POST", "/v1/keys", map[string]string{"id": "fra1-agent", "edge": "fra1"}, &created); code != http.StatusCreated {
 		t.Fatalf("add key: status %d", code)
 	}
@@ -279,7 +280,7 @@ func TestKeysAPI(t *testing.T) {
 	if _, err := probe.DecodeSecret(created.Secret); err != nil {
 		t.Fatalf("the secret does not decode: %v", err)
 	}
-	var second keyView
+	var second config.Key
 	if code := call(t, s, "POST", "/v1/keys", map[string]string{"id": "sel1-agent", "edge": "sel1"}, &second); code != http.StatusCreated {
 		t.Fatalf("add a second key: status %d", code)
 	}
@@ -328,7 +329,7 @@ func TestKeysAPI(t *testing.T) {
 			t.Errorf("%s: got %d %+v, want %d naming %q", tc.name, code, fe, tc.status, tc.field)
 		}
 	}
-	var keys []keyView
+	var keys []config.Key
 	call(t, s, "GET", "/v1/keys", nil, &keys)
 	if len(keys) != 2 || keys[0].Edge != "fra1" {
 		t.Fatalf("refused creates changed the keys: %+v", keys)
@@ -385,7 +386,7 @@ func signReport(t *testing.T, r *probe.Report, keyID string, secret []byte, seq 
 
 func addKey(t *testing.T, s *server, id, edge string) []byte {
 	t.Helper()
-	var k keyView
+	var k config.Key
 	if code := call(t, s, "POST", "/v1/keys", map[string]string{"id": id, "edge": edge}, &k); code != http.StatusCreated {
 		t.Fatalf("add key %s: status %d", id, code)
 	}
@@ -397,7 +398,7 @@ func addKey(t *testing.T, s *server, id, edge string) []byte {
 }
 
 // frankfurtMeasured is what GET /v1/map/targets says of 198.18.2.0/24.
-func frankfurtMeasured(t *testing.T, s *server) []edgeRTT {
+func frankfurtMeasured(t *testing.T, s *server) []config.EdgeMeasurement {
 	t.Helper()
 	for _, tv := range listTargets(t, s) {
 		if tv.Block.String() == "198.18.2.0/24" {
@@ -537,7 +538,7 @@ func measuredSetup(t *testing.T, cfg serveConfig) (*server, *agents, [2]string) 
 	}
 	seoul := loopbackProbe(t, "127.1.1.10")
 	frankfurt := loopbackProbe(t, "127.1.2.10")
-	for _, ts := range []targetSpec{{"127.1.1.0/24", seoul}, {"127.1.2.0/24", frankfurt}} {
+	for _, ts := range []config.TargetSpec{{Block: "127.1.1.0/24", Probe: seoul}, {Block: "127.1.2.0/24", Probe: frankfurt}} {
 		if code := call(t, s, "POST", "/v1/map/targets", ts, nil); code != http.StatusCreated {
 			t.Fatalf("add target %s: %d", ts.Block, code)
 		}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/netemu"
 )
 
@@ -232,7 +233,7 @@ func realResolverSequence(t *testing.T, r realResolver) {
 		return err == nil && resp.Rcode == dns.RcodeSuccess && len(resp.Answer) == 1
 	})
 
-	w, err := readWorld(testWorld)
+	w, err := config.ReadWorld(testWorld)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/probe"
 	"github.com/edgemap/edgemap/resolver"
@@ -380,9 +381,9 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 	if nodeID == "" {
 		nodeID, _ = os.Hostname()
 	}
-	var world *worldSpec
+	var world *config.WorldSpec
 	if cfg.World != "" {
-		if world, err = readWorld(cfg.World); err != nil {
+		if world, err = config.ReadWorld(cfg.World); err != nil {
 			return fmt.Errorf("--world: %w", err)
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
 
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/store"
 )
@@ -181,7 +182,7 @@ func TestAPIChangeReachesAnswersWithoutRestart(t *testing.T) {
 		t.Fatalf("before: Frankfurt gets %v, want fra1 192.0.2.1", got)
 	}
 	// An edge exactly where the GeoIP database puts Frankfurt beats fra1.
-	edge := edgeSpec{ID: "fra2", IPv4: ptr("198.51.100.77"), Lat: ptr(50.1109), Lon: ptr(8.6821), Pool: ptr("global")}
+	edge := config.EdgeSpec{ID: "fra2", IPv4: ptr("198.51.100.77"), Lat: ptr(50.1109), Lon: ptr(8.6821), Pool: ptr("global")}
 	if code := call(t, s, "POST", "/v1/edges", edge, nil); code != http.StatusCreated {
 		t.Fatalf("add edge: status %d", code)
 	}
@@ -191,7 +192,7 @@ func TestAPIChangeReachesAnswersWithoutRestart(t *testing.T) {
 	})
 	t.Logf("edge add reached answers in %v", took)
 
-	if code := call(t, s, "PATCH", "/v1/properties/shop.cdn.example.net", propertySpec{Answers: ptr(2)}, nil); code != http.StatusOK {
+	if code := call(t, s, "PATCH", "/v1/properties/shop.cdn.example.net", config.PropertySpec{Answers: ptr(2)}, nil); code != http.StatusOK {
 		t.Fatalf("set answers: status %d", code)
 	}
 	eventually(t, time.Second, "answers=2", func() bool {
@@ -211,15 +212,15 @@ func TestAPIChangeReachesAnswersWithoutRestart(t *testing.T) {
 func TestRestartKeepsConfiguration(t *testing.T) {
 	cfg := demoConfig(t)
 	s := startServer(t, cfg)
-	edge := edgeSpec{ID: "sel2", IPv4: ptr("198.51.100.88"), Lat: ptr(37.5665), Lon: ptr(126.978), Pool: ptr("apac"), Capacity: ptr(500)}
+	edge := config.EdgeSpec{ID: "sel2", IPv4: ptr("198.51.100.88"), Lat: ptr(37.5665), Lon: ptr(126.978), Pool: ptr("apac"), Capacity: ptr(500)}
 	if code := call(t, s, "POST", "/v1/edges", edge, nil); code != http.StatusCreated {
 		t.Fatalf("add edge: status %d", code)
 	}
-	prop := propertySpec{Name: "new.cdn.example.net", Pools: []string{"apac"}, TTL: ptr(uint32(45))}
+	prop := config.PropertySpec{Name: "new.cdn.example.net", Pools: []string{"apac"}, TTL: ptr(uint32(45))}
 	if code := call(t, s, "POST", "/v1/properties", prop, nil); code != http.StatusCreated {
 		t.Fatalf("add property: status %d", code)
 	}
-	var before []store.Edge
+	var before []config.Edge
 	call(t, s, "GET", "/v1/edges", nil, &before)
 	if err := s.stop(); err != nil {
 		t.Fatal(err)
@@ -228,7 +229,7 @@ func TestRestartKeepsConfiguration(t *testing.T) {
 	// Restart without the world file: everything must come from the store.
 	cfg.World = ""
 	s = startServer(t, cfg)
-	var after []store.Edge
+	var after []config.Edge
 	call(t, s, "GET", "/v1/edges", nil, &after)
 	if !equalJSON(before, after) {
 		t.Fatalf("edges changed across restart:\nbefore %+v\nafter  %+v", before, after)
@@ -240,26 +241,26 @@ func TestRestartKeepsConfiguration(t *testing.T) {
 
 func TestApplyIsIdempotentAndInvalidWritesNothing(t *testing.T) {
 	s := startServer(t, demoConfig(t))
-	w, err := readWorld(testWorld)
+	w, err := config.ReadWorld(testWorld)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var res applyResult
+	var res config.ApplyResult
 	if code := call(t, s, "POST", "/v1/apply", w, &res); code != http.StatusOK || res.Changed {
 		t.Fatalf("re-applying the seed world: status %d, %+v; want 200 and no change", code, res)
 	}
 	serial := res.Serial
 
-	var beforeEdges []store.Edge
+	var beforeEdges []config.Edge
 	call(t, s, "GET", "/v1/edges", nil, &beforeEdges)
 	bad := *w
-	bad.Edges = append([]edgeSpec{{ID: "new1", IPv4: ptr("192.0.2.99"), Lat: ptr(1.0), Lon: ptr(2.0), Pool: ptr("global")}}, w.Edges...)
+	bad.Edges = append([]config.EdgeSpec{{ID: "new1", IPv4: ptr("192.0.2.99"), Lat: ptr(1.0), Lon: ptr(2.0), Pool: ptr("global")}}, w.Edges...)
 	bad.Edges[2].Lat = ptr(100.0)
 	var fe mapping.FieldError
 	if code := call(t, s, "POST", "/v1/apply?prune=true", bad, &fe); code != http.StatusBadRequest || fe.Field != "edges[2].lat" {
 		t.Fatalf("invalid apply: status %d, %+v; want 400 naming edges[2].lat", code, fe)
 	}
-	var afterEdges []store.Edge
+	var afterEdges []config.Edge
 	call(t, s, "GET", "/v1/edges", nil, &afterEdges)
 	if !equalJSON(beforeEdges, afterEdges) {
 		t.Fatalf("an invalid apply wrote something:\nbefore %+v\nafter  %+v", beforeEdges, afterEdges)
@@ -268,7 +269,7 @@ func TestApplyIsIdempotentAndInvalidWritesNothing(t *testing.T) {
 	// A file that is valid record by record but inconsistent as a whole
 	// (a property drawing on a pool no edge is in) is refused too.
 	incons := *w
-	incons.Properties = append(incons.Properties, propertySpec{Name: "x.cdn.example.net", Pools: []string{"nowhere"}})
+	incons.Properties = append(incons.Properties, config.PropertySpec{Name: "x.cdn.example.net", Pools: []string{"nowhere"}})
 	if code := call(t, s, "POST", "/v1/apply", incons, &fe); code != http.StatusBadRequest || fe.Field != "property.pools" {
 		t.Fatalf("inconsistent apply: status %d, %+v", code, fe)
 	}
@@ -289,19 +290,19 @@ func TestAPIErrorsNameTheField(t *testing.T) {
 		status       int
 		field        string
 	}{
-		{"POST", "/v1/edges", edgeSpec{ID: "Bad ID", IPv4: ptr("192.0.2.1"), Lat: ptr(0.0), Lon: ptr(0.0), Pool: ptr("p")}, 400, "id"},
-		{"POST", "/v1/edges", edgeSpec{ID: "e1", IPv4: ptr("2001:db8::1"), Lat: ptr(0.0), Lon: ptr(0.0), Pool: ptr("p")}, 400, "ipv4"},
-		{"POST", "/v1/edges", edgeSpec{ID: "e1", IPv4: ptr("192.0.2.1"), Lon: ptr(0.0), Pool: ptr("p")}, 400, "lat"},
-		{"POST", "/v1/edges", edgeSpec{ID: "e1", IPv4: ptr("192.0.2.1"), Lat: ptr(0.0), Lon: ptr(181.0), Pool: ptr("p")}, 400, "lon"},
-		{"POST", "/v1/edges", edgeSpec{ID: "fra1", IPv4: ptr("192.0.2.1"), Lat: ptr(0.0), Lon: ptr(0.0), Pool: ptr("p")}, 409, "id"},
+		{"POST", "/v1/edges", config.EdgeSpec{ID: "Bad ID", IPv4: ptr("192.0.2.1"), Lat: ptr(0.0), Lon: ptr(0.0), Pool: ptr("p")}, 400, "id"},
+		{"POST", "/v1/edges", config.EdgeSpec{ID: "e1", IPv4: ptr("2001:db8::1"), Lat: ptr(0.0), Lon: ptr(0.0), Pool: ptr("p")}, 400, "ipv4"},
+		{"POST", "/v1/edges", config.EdgeSpec{ID: "e1", IPv4: ptr("192.0.2.1"), Lon: ptr(0.0), Pool: ptr("p")}, 400, "lat"},
+		{"POST", "/v1/edges", config.EdgeSpec{ID: "e1", IPv4: ptr("192.0.2.1"), Lat: ptr(0.0), Lon: ptr(181.0), Pool: ptr("p")}, 400, "lon"},
+		{"POST", "/v1/edges", config.EdgeSpec{ID: "fra1", IPv4: ptr("192.0.2.1"), Lat: ptr(0.0), Lon: ptr(0.0), Pool: ptr("p")}, 409, "id"},
 		{"POST", "/v1/edges", map[string]any{"id": "e1", "lattitude": 1}, 400, "body"},
 		{"POST", "/v1/edges", map[string]any{"id": "e1", "lat": "north"}, 400, "lat"},
-		{"PATCH", "/v1/edges/nope", edgeSpec{Lat: ptr(1.0)}, 404, "id"},
-		{"POST", "/v1/properties", propertySpec{Name: "a.example.org", Pools: []string{"global"}}, 400, "property.name"},
-		{"POST", "/v1/properties", propertySpec{Name: "a.cdn.example.net", Pools: []string{"global"}, Answers: ptr(5)}, 400, "answers"},
-		{"POST", "/v1/properties", propertySpec{Name: "a.cdn.example.net", Pools: []string{"global"}, TTL: ptr(uint32(0))}, 400, "ttl"},
-		{"POST", "/v1/properties", propertySpec{Name: "a..cdn.example.net", Pools: []string{"global"}}, 400, "name"},
-		{"PUT", "/v1/zone", zoneSpec{Name: "cdn.example.net", Contact: "hostmaster@example.net"}, 400, "nameservers"},
+		{"PATCH", "/v1/edges/nope", config.EdgeSpec{Lat: ptr(1.0)}, 404, "id"},
+		{"POST", "/v1/properties", config.PropertySpec{Name: "a.example.org", Pools: []string{"global"}}, 400, "property.name"},
+		{"POST", "/v1/properties", config.PropertySpec{Name: "a.cdn.example.net", Pools: []string{"global"}, Answers: ptr(5)}, 400, "answers"},
+		{"POST", "/v1/properties", config.PropertySpec{Name: "a.cdn.example.net", Pools: []string{"global"}, TTL: ptr(uint32(0))}, 400, "ttl"},
+		{"POST", "/v1/properties", config.PropertySpec{Name: "a..cdn.example.net", Pools: []string{"global"}}, 400, "name"},
+		{"PUT", "/v1/zone", config.ZoneSpec{Name: "cdn.example.net", Contact: "hostmaster@example.net"}, 400, "nameservers"},
 		{"GET", "/v1/map/explain?property=shop.cdn.example.net&client=nope", nil, 400, "client"},
 		{"GET", "/v1/map/explain?property=none.cdn.example.net&client=192.0.2.1", nil, 404, "property"},
 		{"GET", "/v1/nothing", nil, 404, "path"},
@@ -413,7 +414,7 @@ func TestGeoIPReloadKeepsOldDatabaseOnFailure(t *testing.T) {
 	// alone prove nothing: make the node build a new one (a configuration
 	// write rebuilds at once) and check that it still has the database.
 	builds := metric(t, s, "edgemap_map_builds_total")
-	if code := call(t, s, "PATCH", "/v1/edges/iad1", edgeSpec{Capacity: ptr(12345)}, nil); code != http.StatusOK {
+	if code := call(t, s, "PATCH", "/v1/edges/iad1", config.EdgeSpec{Capacity: ptr(12345)}, nil); code != http.StatusOK {
 		t.Fatalf("configuration write after the failed reload: %d", code)
 	}
 	if after := metric(t, s, "edgemap_map_builds_total"); after <= builds {
@@ -488,4 +489,11 @@ func TestStopWithSilentAPIClient(t *testing.T) {
 	if err := s.stop(); err != nil {
 		t.Fatalf("stop with a silent client connected: %v", err)
 	}
+}
+
+// equalJSON reports whether a and b encode to the same JSON.
+func equalJSON(a, b any) bool {
+	x, errA := json.Marshal(a)
+	y, errB := json.Marshal(b)
+	return errA == nil && errB == nil && bytes.Equal(x, y)
 }

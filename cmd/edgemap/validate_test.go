@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/store"
 )
@@ -125,7 +126,7 @@ func TestAPIRefusesNonsense(t *testing.T) {
 		t.Errorf("a punycode property: %d %+v, want 201", code, fe)
 	}
 	if code, fe := sendRawBody(t, s, "PUT", "/v1/zone", zone(`host.master@example.net`, ns1)); code != http.StatusOK {
-		t.Errorf("a contact with a dot in its mailbox: %d %+v, want 200", code, fe)
+		t.Errorf("a contact with a dot in its config.Mailbox: %d %+v, want 200", code, fe)
 	}
 }
 
@@ -198,13 +199,13 @@ func TestNamesBeforeTheRulesCanBeRemoved(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := readWorld(testWorld)
+	w, err := config.ReadWorld(testWorld)
 	if err != nil {
 		t.Fatal(err)
 	}
 	const old = "bad_name!.cdn.example.net."
 	_, err = st.Update(func(c *store.Config) error {
-		if err := w.applyTo(c, false, &applyResult{}); err != nil {
+		if err := w.ApplyTo(c, false); err != nil {
 			return err
 		}
 		c.Properties = append(c.Properties, store.Property{Name: old, Pools: []string{"global"}, TTL: 20, Answers: 1})
@@ -220,7 +221,7 @@ func TestNamesBeforeTheRulesCanBeRemoved(t *testing.T) {
 	if code := call(t, s, "GET", path, nil, nil); code != http.StatusOK {
 		t.Fatalf("GET %s: %d", old, code)
 	}
-	if code := call(t, s, "PATCH", path, propertySpec{TTL: ptr(uint32(30))}, nil); code != http.StatusOK {
+	if code := call(t, s, "PATCH", path, config.PropertySpec{TTL: ptr(uint32(30))}, nil); code != http.StatusOK {
 		t.Fatalf("PATCH %s: %d", old, code)
 	}
 	if code := call(t, s, "DELETE", path, nil, nil); code != http.StatusOK {

@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"encoding/json"
@@ -25,9 +25,9 @@ func TestHostName(t *testing.T) {
 		{"xn--.example.net", ""},
 		{"caf\u00e9.example.net", ""},
 	} {
-		got, err := hostName("name", tc.in)
+		got, err := HostName("name", tc.in)
 		if got != tc.want || (err == nil) != (tc.want != "") {
-			t.Errorf("hostName(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+			t.Errorf("HostName(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
 		}
 	}
 }
@@ -46,9 +46,9 @@ func TestMailbox(t *testing.T) {
 		{"hostmaster", ""},
 		{"h\u00f6st@example.net", ""},
 	} {
-		got, err := mailbox("contact", tc.in)
+		got, err := Mailbox("contact", tc.in)
 		if got != tc.want || (err == nil) != (tc.want != "") {
-			t.Errorf("mailbox(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+			t.Errorf("Mailbox(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
 		}
 	}
 }
@@ -63,8 +63,8 @@ func TestDuplicateKey(t *testing.T) {
 		`[{"k":[[{"z":1,"z":1}]]}]`:           "[0].k[0][0].z",
 		`{"s":"{\"a\":1,\"a\":2}","n":[1,2]}`: "",
 	} {
-		if got := duplicateKey([]byte(doc)); got != want {
-			t.Errorf("duplicateKey(%s) = %q, want %q", doc, got, want)
+		if got := DuplicateKey([]byte(doc)); got != want {
+			t.Errorf("DuplicateKey(%s) = %q, want %q", doc, got, want)
 		}
 	}
 }
@@ -76,20 +76,20 @@ func FuzzHostName(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
-		out, err := hostName("name", in)
+		out, err := HostName("name", in)
 		if err != nil {
 			return
 		}
 		if _, ok := dns.IsDomainName(out); !ok || out != strings.ToLower(out) || !strings.HasSuffix(out, ".") {
-			t.Fatalf("hostName(%q) = %q", in, out)
+			t.Fatalf("HostName(%q) = %q", in, out)
 		}
 		for _, c := range []byte(out) {
 			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
-				t.Fatalf("hostName(%q) = %q holds %q", in, out, c)
+				t.Fatalf("HostName(%q) = %q holds %q", in, out, c)
 			}
 		}
-		if again, err := hostName("name", out); again != out || err != nil {
-			t.Fatalf("hostName(%q) = %q, but hostName of that = %q, %v", in, out, again, err)
+		if again, err := HostName("name", out); again != out || err != nil {
+			t.Fatalf("HostName(%q) = %q, but hostName of that = %q, %v", in, out, again, err)
 		}
 	})
 }
@@ -101,15 +101,15 @@ func FuzzMailbox(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
-		out, err := mailbox("contact", in)
+		out, err := Mailbox("contact", in)
 		if err != nil {
 			return
 		}
 		if _, ok := dns.IsDomainName(out); !ok || strings.ContainsFunc(out, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
-			t.Fatalf("mailbox(%q) = %q", in, out)
+			t.Fatalf("Mailbox(%q) = %q", in, out)
 		}
-		if again, err := mailbox("contact", out); again != out || err != nil {
-			t.Fatalf("mailbox(%q) = %q, but mailbox of that = %q, %v", in, out, again, err)
+		if again, err := Mailbox("contact", out); again != out || err != nil {
+			t.Fatalf("Mailbox(%q) = %q, but mailbox of that = %q, %v", in, out, again, err)
 		}
 	})
 }
@@ -126,14 +126,14 @@ func FuzzDuplicateKey(f *testing.F) {
 		if json.Unmarshal([]byte(doc), &v) != nil {
 			return
 		}
-		path := duplicateKey([]byte(doc))
+		path := DuplicateKey([]byte(doc))
 		if path == "" {
 			return
 		}
 		key := path[strings.LastIndexAny(path, ".]")+1:]
 		plain := !strings.ContainsAny(doc, `\.[]`) // keys the path shows as they are
 		if plain && strings.Count(strings.ToLower(doc), strings.ToLower(`"`+key+`"`)) < 2 {
-			t.Fatalf("duplicateKey(%s) = %q, but the key is not there twice", doc, path)
+			t.Fatalf("DuplicateKey(%s) = %q, but the key is not there twice", doc, path)
 		}
 	})
 }

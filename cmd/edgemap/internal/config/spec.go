@@ -1,6 +1,7 @@
-package main
+package config
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net/netip"
@@ -16,19 +17,22 @@ import (
 // tell "absent, keep" from "zero", and addresses are strings so that a bad
 // one is reported with its field name rather than as a bare parse error.
 
-type zoneSpec struct {
+// ZoneSpec is the zone as written: PUT /v1/zone, a world file's zone.
+type ZoneSpec struct {
 	Name        string   `json:"name" yaml:"name"`
 	Contact     string   `json:"contact" yaml:"contact"`
-	NameServers []nsSpec `json:"nameservers" yaml:"nameservers"`
+	NameServers []NSSpec `json:"nameservers" yaml:"nameservers"`
 }
 
-type nsSpec struct {
+// NSSpec is one name server, with its glue addresses when in the zone.
+type NSSpec struct {
 	Name string `json:"name" yaml:"name"`
 	IPv4 string `json:"ipv4,omitempty" yaml:"ipv4"`
 	IPv6 string `json:"ipv6,omitempty" yaml:"ipv6"`
 }
 
-type edgeSpec struct {
+// EdgeSpec is an edge as written; in a PATCH, absent fields are kept.
+type EdgeSpec struct {
 	ID       string   `json:"id" yaml:"id"`
 	IPv4     *string  `json:"ipv4,omitempty" yaml:"ipv4"`
 	IPv6     *string  `json:"ipv6,omitempty" yaml:"ipv6"`
@@ -39,7 +43,9 @@ type edgeSpec struct {
 	Check    *string  `json:"check,omitempty" yaml:"check"`
 }
 
-type propertySpec struct {
+// PropertySpec is a property as written; in a PATCH, absent fields are
+// kept.
+type PropertySpec struct {
 	Name    string   `json:"name" yaml:"name"`
 	Pools   []string `json:"pools,omitempty" yaml:"pools"`
 	TTL     *uint32  `json:"ttl,omitempty" yaml:"ttl"`
@@ -47,37 +53,54 @@ type propertySpec struct {
 	AllDown *string  `json:"all_down,omitempty" yaml:"all_down"`
 }
 
-type targetSpec struct {
+// TargetSpec is a target as written.
+type TargetSpec struct {
 	Block string `json:"block" yaml:"block"`
 	Probe string `json:"probe" yaml:"probe"`
 }
 
-// worldSpec is a whole declared configuration (`edgemap apply`).
-type worldSpec struct {
-	Zone       *zoneSpec      `json:"zone,omitempty" yaml:"zone"`
-	Edges      []edgeSpec     `json:"edges" yaml:"edges"`
-	Properties []propertySpec `json:"properties" yaml:"properties"`
-	Targets    []targetSpec   `json:"targets,omitempty" yaml:"targets"`
+// WorldSpec is a whole declared configuration: a world file, the body of
+// POST /v1/apply.
+type WorldSpec struct {
+	Zone       *ZoneSpec      `json:"zone,omitempty" yaml:"zone"`
+	Edges      []EdgeSpec     `json:"edges" yaml:"edges"`
+	Properties []PropertySpec `json:"properties" yaml:"properties"`
+	Targets    []TargetSpec   `json:"targets,omitempty" yaml:"targets"`
 }
 
-// Defaults for what a property may leave out.
+// Defaults and bounds of what a property may leave out.
 const (
-	defaultTTL     = 20 // seconds: short, so that a changed map reaches users fast
-	defaultAnswers = 1
-	maxTTL         = 86400
+	// DefaultTTL is 20 s: short, so that a changed map reaches users fast.
+	DefaultTTL = 20
+	// DefaultAnswers is one edge per answer.
+	DefaultAnswers = 1
+	// MaxTTL is a day, the longest a resolver should keep a map's answer.
+	MaxTTL = 86400
 )
 
-func notFound(field, what string) error {
+// ErrConflict is returned (inside a FieldError naming the key) when a
+// create names a record that exists already. Missing records are
+// store.ErrNotFound.
+var ErrConflict = errors.New("already exists")
+
+// NotFound is the FieldError of a record that does not exist.
+func NotFound(field, what string) error {
 	return &mapping.FieldError{Field: field, Msg: what + " does not exist", Err: store.ErrNotFound}
 }
 
-func (s zoneSpec) toZone(old *store.Zone) (store.Zone, error) {
+func conflict(field, format string, args ...any) error {
+	return &mapping.FieldError{Field: field, Msg: fmt.Sprintf(format, args...), Err: ErrConflict}
+}
+
+// Zone checks the spec and makes the zone it describes, with old's serial
+// (the store's to change).
+func (s ZoneSpec) Zone(old *store.Zone) (store.Zone, error) {
 	var z store.Zone
 	var err error
-	if z.Name, err = hostName("name", s.Name); err != nil {
+	if z.Name, err = HostName("name", s.Name); err != nil {
 		return z, err
 	}
-	if z.Contact, err = mailbox("contact", s.Contact); err != nil {
+	if z.Contact, err = Mailbox("contact", s.Contact); err != nil {
 		return z, err
 	}
 	if len(s.NameServers) == 0 {
@@ -87,17 +110,17 @@ func (s zoneSpec) toZone(old *store.Zone) (store.Zone, error) {
 	for i, ns := range s.NameServers {
 		field := fmt.Sprintf("nameservers[%d]", i)
 		var out store.NameServer
-		if out.Name, err = hostName(field+".name", ns.Name); err != nil {
+		if out.Name, err = HostName(field+".name", ns.Name); err != nil {
 			return z, err
 		}
 		if seen[out.Name] {
 			return z, mapping.FieldErrorf(field+".name", "duplicate name server %s", out.Name)
 		}
 		seen[out.Name] = true
-		if out.IPv4, err = unicastAddr(field+".ipv4", ns.IPv4, false); err != nil {
+		if out.IPv4, err = UnicastAddr(field+".ipv4", ns.IPv4, false); err != nil {
 			return z, err
 		}
-		if out.IPv6, err = unicastAddr(field+".ipv6", ns.IPv6, true); err != nil {
+		if out.IPv6, err = UnicastAddr(field+".ipv6", ns.IPv6, true); err != nil {
 			return z, err
 		}
 		z.NameServers = append(z.NameServers, out)
@@ -108,18 +131,18 @@ func (s zoneSpec) toZone(old *store.Zone) (store.Zone, error) {
 	return z, nil
 }
 
-// apply merges the spec onto base (the stored edge for a PATCH, one with
+// Apply merges the spec onto base (the stored edge for a PATCH, one with
 // only the ID for a new one) and checks the result.
-func (s edgeSpec) apply(base store.Edge, create bool) (store.Edge, error) {
+func (s EdgeSpec) Apply(base store.Edge, create bool) (store.Edge, error) {
 	e := base
 	var err error
 	if s.IPv4 != nil {
-		if e.IPv4, err = unicastAddr("ipv4", *s.IPv4, false); err != nil {
+		if e.IPv4, err = UnicastAddr("ipv4", *s.IPv4, false); err != nil {
 			return e, err
 		}
 	}
 	if s.IPv6 != nil {
-		if e.IPv6, err = unicastAddr("ipv6", *s.IPv6, true); err != nil {
+		if e.IPv6, err = UnicastAddr("ipv6", *s.IPv6, true); err != nil {
 			return e, err
 		}
 	}
@@ -166,10 +189,12 @@ func (s edgeSpec) apply(base store.Edge, create bool) (store.Edge, error) {
 	return e, nil
 }
 
-func (s propertySpec) apply(base store.Property, create bool) (store.Property, error) {
+// Apply merges the spec onto base (the stored property for a PATCH, one
+// with only the name for a new one) and checks the result.
+func (s PropertySpec) Apply(base store.Property, create bool) (store.Property, error) {
 	p := base
 	if create {
-		p.TTL, p.Answers = defaultTTL, defaultAnswers
+		p.TTL, p.Answers = DefaultTTL, DefaultAnswers
 	}
 	if s.Pools != nil {
 		p.Pools = slices.Clone(s.Pools)
@@ -201,13 +226,14 @@ func (s propertySpec) apply(base store.Property, create bool) (store.Property, e
 			return p, mapping.FieldErrorf(fmt.Sprintf("pools[%d]", i), "duplicate pool %q", pool)
 		}
 	}
-	if p.TTL < 1 || p.TTL > maxTTL {
-		return p, mapping.FieldErrorf("ttl", "%d is outside 1..%d seconds", p.TTL, maxTTL)
+	if p.TTL < 1 || p.TTL > MaxTTL {
+		return p, mapping.FieldErrorf("ttl", "%d is outside 1..%d seconds", p.TTL, MaxTTL)
 	}
 	return p, mapping.CheckAnswers("answers", p.Answers)
 }
 
-func (s targetSpec) toTarget() (store.Target, error) {
+// Target checks the spec and makes the target it describes.
+func (s TargetSpec) Target() (store.Target, error) {
 	var t store.Target
 	block, err := netip.ParsePrefix(s.Block)
 	if err != nil {
@@ -230,34 +256,4 @@ func (s targetSpec) toTarget() (store.Target, error) {
 		return t, mapping.FieldErrorf("probe", "port 0 cannot be connected to")
 	}
 	return store.Target{Block: block, Probe: probe}, nil
-}
-
-// inputs converts stored configuration into the mapping's inputs.
-func inputs(c store.Config, geo *mapping.Geo) mapping.Inputs {
-	in := mapping.Inputs{Geo: geo}
-	if c.Zone != nil {
-		z := &mapping.Zone{Name: c.Zone.Name, Contact: c.Zone.Contact, Serial: c.Zone.Serial}
-		for _, ns := range c.Zone.NameServers {
-			z.NameServers = append(z.NameServers, mapping.NameServer(ns))
-		}
-		in.Zone = z
-	}
-	for _, e := range c.Edges {
-		in.Edges = append(in.Edges, mapping.Edge{ID: e.ID, IPv4: e.IPv4, IPv6: e.IPv6, Lat: e.Lat, Lon: e.Lon,
-			Pool: e.Pool, Capacity: e.Capacity, Draining: e.Draining})
-	}
-	for _, p := range c.Properties {
-		in.Properties = append(in.Properties, mapping.Property{Name: p.Name, Pools: p.Pools, TTL: p.TTL, Answers: p.Answers, AllDown: mapping.AllDownPolicy(p.AllDown)})
-	}
-	for _, t := range c.Targets {
-		in.Targets = append(in.Targets, mapping.Target(t))
-	}
-	return in
-}
-
-// checkConfig validates a whole configuration the way the map will read it,
-// so that nothing is stored that the map cannot be built from.
-func checkConfig(c store.Config) error {
-	_, err := mapping.Build(inputs(c, nil))
-	return err
 }

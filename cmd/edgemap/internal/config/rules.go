@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"bytes"
@@ -13,17 +13,20 @@ import (
 )
 
 // The rules every name and address a person writes must follow, in one
-// place: the admin API applies them to its request bodies, and through it
-// the CLI and `apply`; `serve --world` applies them to the world file. The
-// store and the map trust what passed them.
+// place: the specs apply them, so the admin API applies them to its request
+// bodies (and through it the CLI and `apply`) and `serve --world` to the
+// world file. The store and the map trust what passed them. The rules for
+// IDs, answers and the all-down policy are mapping's (mapping.CheckID,
+// CheckAnswers, ParseAllDownPolicy), because the probe collector and Build
+// apply them too.
 
-// hostName returns name as a lower-case FQDN if it is a host name: labels of
+// HostName returns name as a lower-case FQDN if it is a host name: labels of
 // letters, digits and '-' (not at either end), 1-63 bytes each, at most 253
 // bytes in all (RFC 1123). Properties, name servers and the zone are all
 // looked up as host names, and a name outside these rules could never be
 // asked for (a space, a '!', an underscore) or is not what it looks like
 // (non-ASCII: an IDN must be written in the punycode form resolvers ask for).
-func hostName(field, name string) (string, error) {
+func HostName(field, name string) (string, error) {
 	if name == "" {
 		return "", mapping.FieldErrorf(field, "is required")
 	}
@@ -53,10 +56,10 @@ func hostName(field, name string) (string, error) {
 	return fq, nil
 }
 
-// lookupName is how a name that is looked up, not stored, is read: as
-// hostName writes it (lower case, a final dot), without its rules, so that
+// LookupName is how a name that is looked up, not stored, is read: as
+// HostName writes it (lower case, a final dot), without its rules, so that
 // a record stored before them can still be read, changed and removed.
-func lookupName(field, name string) (string, error) {
+func LookupName(field, name string) (string, error) {
 	if name == "" {
 		return "", mapping.FieldErrorf(field, "is required")
 	}
@@ -90,13 +93,13 @@ func hostLabel(label string) string {
 	return ""
 }
 
-// mailbox returns the SOA contact (RNAME) as a domain name. It accepts the
+// Mailbox returns the SOA contact (RNAME) as a domain name. It accepts the
 // mail form (hostmaster@example.net) and the DNS form
 // (hostmaster.example.net). The domain must be a host name; the local part
 // may also hold the other characters of an e-mail address (RFC 5322 atext,
 // '.' in the mail form), but never a space, a control character or a byte
 // outside ASCII, which would end up verbatim in every SOA answer.
-func mailbox(field, contact string) (string, error) {
+func Mailbox(field, contact string) (string, error) {
 	if contact == "" {
 		return "", mapping.FieldErrorf(field, "is required")
 	}
@@ -120,19 +123,19 @@ func mailbox(field, contact string) (string, error) {
 			return "", mapping.FieldErrorf(field, "%q: the mailbox has %q; write it as hostmaster@example.net", contact, c)
 		}
 	}
-	d, err := hostName(field, domain)
+	d, err := HostName(field, domain)
 	if err != nil {
 		return "", mapping.FieldErrorf(field, "%q: the domain after the mailbox: %s", contact, strings.TrimPrefix(err.Error(), field+": "))
 	}
 	return strings.ToLower(strings.ReplaceAll(local, ".", `\.`)) + "." + d, nil
 }
 
-// unicastAddr parses an address of one family that clients can be sent to;
+// UnicastAddr parses an address of one family that clients can be sent to;
 // "" is the zero Addr (none). Documentation, private, shared (CGNAT) and
 // benchmarking ranges are accepted, for labs and tests; what no client
 // could use is not: unspecified, loopback, link-local, multicast, the
 // broadcast address and the rest of 240.0.0.0/4, and 0.0.0.0/8.
-func unicastAddr(field, s string, v6 bool) (netip.Addr, error) {
+func UnicastAddr(field, s string, v6 bool) (netip.Addr, error) {
 	if s == "" {
 		return netip.Addr{}, nil
 	}
@@ -170,13 +173,13 @@ func unicastAddr(field, s string, v6 bool) (netip.Addr, error) {
 	return a, nil
 }
 
-// duplicateKey returns the path ("edges[2].ipv4") of the first key that
+// DuplicateKey returns the path ("edges[2].ipv4") of the first key that
 // appears twice in one object of a JSON document, or "". encoding/json
 // lets the last one win, so {"ipv4":"192.0.2.9","ipv4":"192.0.2.10"} would
 // store an address the sender may not have meant. Keys are compared as
 // encoding/json matches them to fields: without regard to case. Call it on
 // a document that decoded, which bounds its nesting.
-func duplicateKey(doc []byte) string {
+func DuplicateKey(doc []byte) string {
 	dec := json.NewDecoder(bytes.NewReader(doc))
 	dec.UseNumber()
 	dup, _ := duplicateIn(dec, "")

@@ -1,0 +1,135 @@
+package config
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/edgemap/edgemap/store"
+)
+
+// The configuration as the admin API answers it and the CLI reads it. These
+// are the wire format, kept apart from the store's records so that a change
+// of the storage layout (a schema version, a fleet's etcd keys) is a change
+// of the conversions below, never of what clients see.
+
+// Zone is the served zone. Serial is the store's: it goes up with every
+// configuration change.
+type Zone struct {
+	Name        string       `json:"name"`
+	NameServers []NameServer `json:"nameservers"`
+	Contact     string       `json:"contact"`
+	Serial      uint32       `json:"serial"`
+}
+
+// NameServer is one NS record, with glue when it is in the zone.
+type NameServer struct {
+	Name string     `json:"name"`
+	IPv4 netip.Addr `json:"ipv4,omitzero"`
+	IPv6 netip.Addr `json:"ipv6,omitzero"`
+}
+
+// Edge is one edge server. Capacity 0 is unlimited; Check "" is none.
+type Edge struct {
+	ID       string     `json:"id"`
+	IPv4     netip.Addr `json:"ipv4,omitzero"`
+	IPv6     netip.Addr `json:"ipv6,omitzero"`
+	Lat      float64    `json:"lat"`
+	Lon      float64    `json:"lon"`
+	Pool     string     `json:"pool"`
+	Capacity int        `json:"capacity,omitempty"`
+	Check    string     `json:"check,omitempty"`
+	Draining bool       `json:"draining,omitempty"`
+}
+
+// Property is a customer hostname. AllDown "" is the default, serve-best.
+type Property struct {
+	Name    string   `json:"name"`
+	Pools   []string `json:"pools"`
+	TTL     uint32   `json:"ttl"`
+	Answers int      `json:"answers"`
+	AllDown string   `json:"all_down,omitempty"`
+}
+
+// Target is a client network the probes measure.
+type Target struct {
+	Block netip.Prefix   `json:"block"`
+	Probe netip.AddrPort `json:"probe"`
+}
+
+// MeasuredTarget is a target with what each edge measured of it.
+type MeasuredTarget struct {
+	Target
+	Measured []EdgeMeasurement `json:"measured"`
+}
+
+// EdgeMeasurement is one edge's smoothed measurement of a target, and the
+// latest report's own RTT.
+type EdgeMeasurement struct {
+	Edge    string    `json:"edge"`
+	RTTMs   float64   `json:"rtt_ms"`
+	Loss    float64   `json:"loss"`
+	LastRTT float64   `json:"last_rtt_ms"`
+	At      time.Time `json:"at"`
+	Samples uint64    `json:"samples"`
+}
+
+// Key is a probe agent's key as listed: never with its secret, except in
+// the answer to the request that created it.
+type Key struct {
+	ID      string    `json:"id"`
+	Edge    string    `json:"edge"`
+	Created time.Time `json:"created"`
+	Secret  string    `json:"secret,omitempty"`
+}
+
+// KeySpec is a request for a new key.
+type KeySpec struct {
+	ID   string `json:"id"`
+	Edge string `json:"edge"`
+}
+
+// ApplyResult is what an apply changed: the records as lists for people,
+// and the Diff with every field's old and new value.
+type ApplyResult struct {
+	Changed bool     `json:"changed"`
+	Serial  uint32   `json:"serial"`
+	Created []string `json:"created"`
+	Updated []string `json:"updated"`
+	Deleted []string `json:"deleted"`
+	Diff    Diff     `json:"diff"`
+}
+
+// ZoneOf is a stored zone as the API shows it.
+func ZoneOf(z store.Zone) Zone {
+	out := Zone{Name: z.Name, Contact: z.Contact, Serial: z.Serial, NameServers: make([]NameServer, len(z.NameServers))}
+	for i, ns := range z.NameServers {
+		out.NameServers[i] = NameServer(ns)
+	}
+	return out
+}
+
+// EdgeOf is a stored edge as the API shows it.
+func EdgeOf(e store.Edge) Edge { return Edge(e) }
+
+// PropertyOf is a stored property as the API shows it.
+func PropertyOf(p store.Property) Property { return Property(p) }
+
+// KeyOf is a stored key as the API lists it, without its secret.
+func KeyOf(k store.Key) Key { return Key{ID: k.ID, Edge: k.Edge, Created: k.Created} }
+
+// KeysOf is a list of stored keys as the API lists them.
+func KeysOf(ks []store.Key) []Key { return convert(ks, KeyOf) }
+
+// EdgesOf is a list of stored edges as the API shows them.
+func EdgesOf(es []store.Edge) []Edge { return convert(es, EdgeOf) }
+
+// PropertiesOf is a list of stored properties as the API shows them.
+func PropertiesOf(ps []store.Property) []Property { return convert(ps, PropertyOf) }
+
+func convert[S, T any](in []S, f func(S) T) []T {
+	out := make([]T, len(in))
+	for i := range in {
+		out[i] = f(in[i])
+	}
+	return out
+}

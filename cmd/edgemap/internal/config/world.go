@@ -1,0 +1,125 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/edgemap/edgemap/mapping"
+	"github.com/edgemap/edgemap/store"
+)
+
+// ReadWorld parses a world file (YAML; JSON is YAML too). Unknown keys are
+// errors: a misspelt "capcity" must not be silently dropped.
+func ReadWorld(path string) (*WorldSpec, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	var w WorldSpec
+	if err := dec.Decode(&w); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%s: empty world file", path)
+		}
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &w, nil
+}
+
+// ApplyTo makes c match the world. Without prune, records the world does
+// not name are kept; with prune they are removed. Drain state, set by
+// `edge drain`, is operational: a world file neither sets nor clears it.
+// Errors name the record, e.g. "edges[2].lat". What changed is
+// Diff(before, *c).
+func (w *WorldSpec) ApplyTo(c *store.Config, prune bool) error {
+	if w.Zone != nil {
+		z, err := w.Zone.Zone(c.Zone)
+		if err != nil {
+			return mapping.Within("zone", err)
+		}
+		c.Zone = &z
+	} else if prune && c.Zone != nil {
+		return mapping.FieldErrorf("zone", "--prune needs the file to declare the zone")
+	}
+
+	edges, err := declared(w.Edges, "edges", "edge", func(s EdgeSpec) (store.Edge, string, error) {
+		e, err := s.Apply(store.Edge{ID: s.ID}, true)
+		return e, e.ID, err
+	})
+	if err != nil {
+		return err
+	}
+	for _, old := range c.Edges {
+		if e, ok := edges[old.ID]; ok {
+			e.Draining = old.Draining
+			edges[old.ID] = e
+		}
+	}
+	c.Edges = merge(c.Edges, edges, prune, func(e store.Edge) string { return e.ID })
+
+	props, err := declared(w.Properties, "properties", "property", func(s PropertySpec) (store.Property, string, error) {
+		name, err := HostName("name", s.Name)
+		if err != nil {
+			return store.Property{}, "", err
+		}
+		p, err := s.Apply(store.Property{Name: name}, true)
+		return p, name, err
+	})
+	if err != nil {
+		return err
+	}
+	c.Properties = merge(c.Properties, props, prune, func(p store.Property) string { return p.Name })
+
+	targets, err := declared(w.Targets, "targets", "target", func(s TargetSpec) (store.Target, string, error) {
+		t, err := s.Target()
+		return t, t.Block.String(), err
+	})
+	if err != nil {
+		return err
+	}
+	c.Targets = merge(c.Targets, targets, prune, func(t store.Target) string { return t.Block.String() })
+	return nil
+}
+
+// declared checks the specs of one kind and returns their records by key;
+// an error names the spec ("edges[2].lat") and a key given twice.
+func declared[S, T any](specs []S, list, kind string, record func(S) (T, string, error)) (map[string]T, error) {
+	out := make(map[string]T, len(specs))
+	for i, s := range specs {
+		field := fmt.Sprintf("%s[%d]", list, i)
+		rec, key, err := record(s)
+		if err != nil {
+			return nil, mapping.Within(field, err)
+		}
+		if _, dup := out[key]; dup {
+			keyField := map[string]string{"edge": "id", "property": "name", "target": "block"}[kind]
+			return nil, mapping.FieldErrorf(field+"."+keyField, "duplicate %s %q", kind, key)
+		}
+		out[key] = rec
+	}
+	return out, nil
+}
+
+// merge upserts the declared records into have and, with prune, drops the
+// undeclared ones; the result is sorted by key, as the store keeps it.
+func merge[T any](have []T, want map[string]T, prune bool, key func(T) string) []T {
+	out := make([]T, 0, len(want)+len(have))
+	for _, old := range have {
+		if _, declared := want[key(old)]; !declared && !prune {
+			out = append(out, old)
+		}
+	}
+	for _, rec := range want {
+		out = append(out, rec)
+	}
+	slices.SortFunc(out, func(a, b T) int { return strings.Compare(key(a), key(b)) })
+	return out
+}
