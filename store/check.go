@@ -183,6 +183,9 @@ func (r *CheckReport) readRecords(tx *bolt.Tx, decode bool) {
 		if string(k) == string(keyAsOf) && len(v) != 8 {
 			return fmt.Errorf("bucket %q key %q: a time is 8 bytes, not %d", bucketMeta, k, len(v))
 		}
+		if string(k) == string(keyRev) && len(v) != 8 {
+			return fmt.Errorf("bucket %q key %q: a revision is 8 bytes, not %d", bucketMeta, k, len(v))
+		}
 		return nil // the schema version was read before
 	})
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -25,6 +26,8 @@ const SchemaVersion = 1
 //	seqs/<KeyID>       last accepted report sequence number, 8 bytes big-endian
 //	measurements/<Edge>\x00<Block>  a Measurement, binary (measure.go)
 //	meta/map_as_of     the time the last published map was built for
+//	meta/config_revision  the configuration's revision, 8 bytes big-endian;
+//	                   absent (revision 0) until the first change
 //	health/<Edge>      JSON of EdgeHealth, the last health decided
 //
 // Buckets added within a version are created on open, so a file written by
@@ -46,6 +49,7 @@ var (
 	keySchema = []byte("schema")
 	keyZone   = []byte("zone")
 	keyAsOf   = []byte("map_as_of")
+	keyRev    = []byte("config_revision")
 )
 
 var allBuckets = [][]byte{bucketMeta, bucketZone, bucketEdges, bucketProperties, bucketTargets, bucketKeys, bucketSeqs, bucketMeasure, bucketHealth}
@@ -195,7 +199,25 @@ func writeConfig(tx *bolt.Tx, c *Config) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return othersChanged || zoneChanged, nil
+	if !othersChanged && !zoneChanged {
+		return false, nil
+	}
+	rev := configRevision(tx) + 1
+	if err := tx.Bucket(bucketMeta).Put(keyRev, binary.BigEndian.AppendUint64(nil, rev)); err != nil {
+		return false, fmt.Errorf("bucket %q key %q: put: %w", bucketMeta, keyRev, err)
+	}
+	return true, nil
+}
+
+// configRevision is the revision of the configuration tx reads: 0 before
+// the first change.
+func configRevision(tx *bolt.Tx) uint64 {
+	if b := tx.Bucket(bucketMeta); b != nil {
+		if v := b.Get(keyRev); len(v) == 8 {
+			return binary.BigEndian.Uint64(v)
+		}
+	}
+	return 0
 }
 
 // encodeRecords encodes records by key, refusing empty and duplicate keys:

@@ -43,6 +43,9 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrExists is returned when AddKey is given an ID already in use.
 	ErrExists = errors.New("already exists")
+	// ErrConflict is returned by CommitConfig when the configuration is no
+	// longer at the revision the change was made to.
+	ErrConflict = errors.New("configuration changed meanwhile")
 	// ErrStaleSequence is returned by Record when the sequence number is not
 	// greater than the last one accepted for the key: a replay.
 	ErrStaleSequence = errors.New("sequence number not increasing")
@@ -229,6 +232,46 @@ func (s *Store) Property(name string) (Property, error) {
 		return Property{}, fmt.Errorf("read %s: %w", s.path, err)
 	}
 	return p, nil
+}
+
+// ConfigAt returns the whole configuration, as Config does, and the
+// revision it is at: a number that grows by one with every change (0 for a
+// file never changed since revisions were kept).
+func (s *Store) ConfigAt() (Config, uint64, error) {
+	var c Config
+	var rev uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		c, err = readConfig(tx)
+		rev = configRevision(tx)
+		return err
+	})
+	if err != nil {
+		return Config{}, 0, fmt.Errorf("read config from %s: %w", s.path, err)
+	}
+	return c, rev, nil
+}
+
+// CommitConfig makes the file's configuration c if it is still at revision
+// rev, else fails with ErrConflict and writes nothing: a change checked
+// against one revision is never committed over another (two writers that
+// both read rev: the second gets ErrConflict and starts again). Like
+// Update it owns the serial and writes nothing when nothing changed. It
+// returns the revision the configuration is at afterwards.
+func (s *Store) CommitConfig(rev uint64, c Config) (newRev uint64, changed bool, err error) {
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		if now := configRevision(tx); now != rev {
+			return fmt.Errorf("at revision %d, not %d: %w", now, rev, ErrConflict)
+		}
+		var err error
+		changed, err = writeConfig(tx, &c)
+		newRev = configRevision(tx)
+		return err
+	})
+	if err != nil {
+		return rev, false, fmt.Errorf("update %s: %w", s.path, err)
+	}
+	return newRev, changed, nil
 }
 
 // Update runs fn on a freshly decoded copy of the configuration inside one

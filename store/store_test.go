@@ -214,6 +214,42 @@ func TestUpdateSerial(t *testing.T) {
 		if got := mustConfig(t, s).Zone.Serial; got != st.wantSerial {
 			t.Errorf("%s: serial = %d, want %d", st.name, got, st.wantSerial)
 		}
+		// The revision moves with every change, as the serial does here.
+		if _, rev, err := s.ConfigAt(); err != nil || rev != uint64(st.wantSerial) {
+			t.Errorf("%s: revision %d, %v; want %d", st.name, rev, err, st.wantSerial)
+		}
+	}
+}
+
+// CommitConfig writes a configuration checked at one revision only while
+// the file is still at it: of two writers that read the same revision, the
+// second is refused and nothing of it is written.
+func TestCommitConfigAtARevision(t *testing.T) {
+	s := openTestStore(t)
+	c, rev, err := s.ConfigAt()
+	if err != nil || rev != 0 {
+		t.Fatalf("new file: revision %d, %v; want 0", rev, err)
+	}
+	c = demoConfig()
+	if rev, changed, err := s.CommitConfig(0, c); err != nil || !changed || rev != 1 {
+		t.Fatalf("first commit: revision %d changed %v, %v; want 1", rev, changed, err)
+	}
+	a, ra, _ := s.ConfigAt()
+	b, rb, _ := s.ConfigAt()
+	a.Edges[0].Capacity, b.Edges[0].Capacity = 111, 222
+	if rev, changed, err := s.CommitConfig(ra, a); err != nil || !changed || rev != 2 {
+		t.Fatalf("writer a: revision %d changed %v, %v; want 2", rev, changed, err)
+	}
+	if _, changed, err := s.CommitConfig(rb, b); !errors.Is(err, ErrConflict) || changed {
+		t.Fatalf("writer b at the old revision: changed %v, %v; want ErrConflict", changed, err)
+	}
+	if got, rev, _ := s.ConfigAt(); got.Edges[0].Capacity != 111 || rev != 2 || got.Zone.Serial != 2 {
+		t.Fatalf("after the conflict: capacity %d revision %d serial %d; want writer a's, 2, 2", got.Edges[0].Capacity, rev, got.Zone.Serial)
+	}
+	// Nothing changed: no new revision, no conflict for the next writer.
+	same, rev, _ := s.ConfigAt()
+	if r, changed, err := s.CommitConfig(rev, same); err != nil || changed || r != rev {
+		t.Fatalf("unchanged commit: revision %d changed %v, %v; want %d unchanged", r, changed, err, rev)
 	}
 }
 
