@@ -26,25 +26,10 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/edgetest"
 	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/probe"
 )
-
-// attackWorld is what a hostile web page would apply: every property
-// served by one edge at the attacker's address.
-func attackWorld() config.WorldSpec {
-	evil := "203.0.113.66"
-	w := config.WorldSpec{Zone: &config.ZoneSpec{Name: "cdn.example.net.", Contact: "hostmaster.example.net.",
-		NameServers: []config.NSSpec{{Name: "ns1.cdn.example.net.", IPv4: evil}}}}
-	for _, pool := range []string{"global", "apac"} {
-		w.Edges = append(w.Edges, config.EdgeSpec{ID: "evil-" + pool, IPv4: ptr(evil), Lat: ptr(0.0), Lon: ptr(0.0), Pool: ptr(pool)})
-	}
-	for _, name := range []string{"shop", "video", "game", "static.eu"} {
-		w.Properties = append(w.Properties, config.PropertySpec{Name: name + ".cdn.example.net.", Pools: []string{"global", "apac"}})
-	}
-	return w
-}
 
 // configState is everything the admin API and the DNS say about the
 // configuration, to compare before and after an attack.
@@ -52,12 +37,12 @@ func configState(t *testing.T, s *server) string {
 	t.Helper()
 	var b strings.Builder
 	for _, path := range []string{"/v1/zone", "/v1/edges", "/v1/properties", "/v1/map/targets", "/v1/keys"} {
-		code, raw := callRaw(t, s, "GET", path, nil)
+		code, raw := s.CallRaw(t, "GET", path, nil)
 		fmt.Fprintf(&b, "%s %d %s\n", path, code, raw)
 	}
 	for _, name := range []string{"shop", "video", "game", "static.eu"} {
 		for _, subnet := range []string{"198.18.1.0/24", "198.18.2.0/24", "203.0.113.0/24"} {
-			_, addrs := askA(t, s, name+".cdn.example.net.", subnet)
+			_, addrs := s.AskA(t, name+".cdn.example.net.", subnet)
 			fmt.Fprintf(&b, "%s %s %v\n", name, subnet, addrs)
 		}
 	}
@@ -95,7 +80,7 @@ func rawRequest(t *testing.T, s *server, method, path string, hdr map[string]str
 func TestCSRFApplyIsRefused(t *testing.T) {
 	s := startServer(t, demoConfig(t))
 	before := configState(t, s)
-	world, _ := json.Marshal(attackWorld())
+	world, _ := json.Marshal(edgetest.AttackWorld())
 
 	code, raw := rawRequest(t, s, "POST", "/v1/apply?prune=true", map[string]string{
 		"Host": "evil.example", "Origin": "http://evil.example", "Content-Type": "text/plain",
@@ -379,7 +364,7 @@ func TestIdleKeepAlivesAreClosed(t *testing.T) {
 func TestAdminAPIRefusesBrowsers(t *testing.T) {
 	s := startServer(t, demoConfig(t))
 	before := configState(t, s)
-	world, _ := json.Marshal(attackWorld())
+	world, _ := json.Marshal(edgetest.AttackWorld())
 	self := hostOf(s)
 	const json_ = "application/json"
 	refused := []struct {
@@ -589,7 +574,7 @@ func TestAPIConnectionCap(t *testing.T) {
 		reason      string
 		sendRequest bool
 	}{{"idle", true}, {"new", false}} {
-		shed := metric(t, s, `edgemap_api_connections_shed_total{reason="`+tc.reason+`"}`)
+		shed := s.Metric(t, `edgemap_api_connections_shed_total{reason="`+tc.reason+`"}`)
 		cs := open(limit, tc.sendRequest)
 		if code := healthz(); code != http.StatusOK {
 			t.Fatalf("%s: /healthz at the cap: %d", tc.reason, code)
@@ -604,14 +589,14 @@ func TestAPIConnectionCap(t *testing.T) {
 		if gone[limit-1] {
 			t.Errorf("%s: the newest connection was closed to make room", tc.reason)
 		}
-		if got := metric(t, s, `edgemap_api_connections_shed_total{reason="`+tc.reason+`"}`); got <= shed {
+		if got := s.Metric(t, `edgemap_api_connections_shed_total{reason="`+tc.reason+`"}`); got <= shed {
 			t.Errorf("%s: shed counter %v, want more than %v", tc.reason, got, shed)
 		}
 		for _, c := range cs {
 			c.Close()
 		}
-		eventually(t, 5*time.Second, "connections closed", func() bool {
-			return metric(t, s, "edgemap_api_connections") <= 1
+		edgetest.Eventually(t, 5*time.Second, "connections closed", func() bool {
+			return s.Metric(t, "edgemap_api_connections") <= 1
 		})
 	}
 }
@@ -627,7 +612,7 @@ func TestReportSeqBoundAndIgnored(t *testing.T) {
 	seoul := netip.MustParsePrefix("198.18.1.0/24")
 	at := time.Now().UTC().Add(-time.Minute).Truncate(time.Millisecond)
 	post := func(rep *probe.Report, seq uint64) (int, []byte) {
-		body, h := signReport(t, rep, "fra1-agent", secret, seq)
+		body, h := edgetest.SignReport(t, rep, "fra1-agent", secret, seq)
 		req, _ := http.NewRequest("POST", s.API+"/v1/reports", bytes.NewReader(body))
 		req.Header = h
 		resp, err := http.DefaultClient.Do(req)

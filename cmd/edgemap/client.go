@@ -12,6 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/api"
 	"github.com/edgemap/edgemap/mapping"
 )
 
@@ -59,7 +60,7 @@ func (cl *client) do(method, path string, body, out any) error {
 		return fmt.Errorf("admin API at %s: %w (is `edgemap serve` running? see --api)", cl.base, err)
 	}
 	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, api.MaxBody))
 	if err != nil {
 		return fmt.Errorf("admin API: %w", err)
 	}

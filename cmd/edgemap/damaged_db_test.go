@@ -19,6 +19,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/edgetest"
 	"github.com/edgemap/edgemap/store"
 )
 
@@ -32,13 +33,13 @@ func realDatabase(t *testing.T) (string, []string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := config.ReadWorld(testWorld)
+	w, err := config.ReadWorld(edgetest.World)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range 300 {
-		w.Edges = append(w.Edges, config.EdgeSpec{ID: fmt.Sprintf("x%03d", i), IPv4: ptr(fmt.Sprintf("198.51.100.%d", 1+i%250)),
-			Lat: ptr(float64(i%170) - 85), Lon: ptr(float64(i%360) - 180), Pool: ptr("global"), Capacity: ptr(1000 + i)})
+		w.Edges = append(w.Edges, config.EdgeSpec{ID: fmt.Sprintf("x%03d", i), IPv4: edgetest.Ptr(fmt.Sprintf("198.51.100.%d", 1+i%250)),
+			Lat: edgetest.Ptr(float64(i%170) - 85), Lon: edgetest.Ptr(float64(i%360) - 180), Pool: edgetest.Ptr("global"), Capacity: edgetest.Ptr(1000 + i)})
 	}
 	for i := range 200 {
 		w.Targets = append(w.Targets, config.TargetSpec{Block: fmt.Sprintf("198.19.%d.0/24", i), Probe: fmt.Sprintf("198.19.%d.10:443", i)})

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"encoding/hex"
@@ -9,10 +8,8 @@ import (
 	"fmt"
 	"math"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,51 +18,13 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/edgetest"
 )
 
 // These tests attack a real `edgemap serve` the way issue 10 describes,
 // over loopback sockets; several 127.x addresses stand in for several
 // clients (the whole of 127/8 is loopback on Linux).
-
-// metricValue is the sample of name whose labels include every label of
-// want (`action="drop"`), summed over the samples that match, read from the
-// server's /metrics.
-func metricValue(t *testing.T, s *server, name string, want ...string) float64 {
-	t.Helper()
-	resp, err := http.Get(s.API + "/metrics")
-	if err != nil {
-		t.Fatalf("GET /metrics: %v", err)
-	}
-	defer resp.Body.Close()
-	var sum float64
-	found := false
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
-			continue
-		}
-		sp := strings.LastIndexByte(line, ' ')
-		labels := line[len(name):sp]
-		match := true
-		for _, w := range want {
-			match = match && strings.Contains(labels, w)
-		}
-		if !match {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[sp+1:], 64)
-		if err != nil {
-			t.Fatalf("metric line %q: %v", line, err)
-		}
-		sum += v
-		found = true
-	}
-	if !found {
-		t.Fatalf("/metrics has no %s%v", name, want)
-	}
-	return sum
-}
 
 func dialFrom(network, local string, server netip.AddrPort, timeout time.Duration) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
@@ -180,7 +139,7 @@ func TestTCPFloodFromOneSourceLeavesOthersServed(t *testing.T) {
 	}
 	// Every flooder has connected (or been refused) once: the server is
 	// as full as this attacker can make it.
-	eventually(t, 15*time.Second, "every flooder tried to connect", func() bool { return tried.Load() == flooders })
+	edgetest.Eventually(t, 15*time.Second, "every flooder tried to connect", func() bool { return tried.Load() == flooders })
 	t.Logf("the flooder holds %d connections that were answered", held.Load())
 
 	// The victim asks once every 100 ms, each on its own connection, for
@@ -212,7 +171,7 @@ func TestTCPFloodFromOneSourceLeavesOthersServed(t *testing.T) {
 	if got := answered.Load(); float64(got) < math.Ceil(0.95*victims) {
 		t.Fatalf("%d of %d TCP queries from another source answered, want >= 95%%", got, victims)
 	}
-	if shed := metricValue(t, s, "edgemap_dns_tcp_shed_total", `reason="source_limit"`); shed == 0 {
+	if shed := s.MetricSum(t, "edgemap_dns_tcp_shed_total", `reason="source_limit"`); shed == 0 {
 		t.Errorf("connections over the per-source limit were not counted as shed")
 	}
 }
@@ -407,7 +366,7 @@ func TestRRLBurst(t *testing.T) {
 	}
 	// The server counted exactly what the client saw.
 	for action, want := range map[string]int{"drop": dropped + clientOnly.silent, "slip": res.truncated + clientOnly.tc} {
-		if got := metricValue(t, s, "edgemap_dns_rrl_responses_total", `action="`+action+`"`); int(got) != want {
+		if got := s.MetricSum(t, "edgemap_dns_rrl_responses_total", `action="`+action+`"`); int(got) != want {
 			t.Errorf("edgemap_dns_rrl_responses_total{action=%q} = %v, the client saw %d", action, got, want)
 		}
 	}
@@ -527,7 +486,7 @@ func TestImpossibleSourcesAreDropped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	drops := func() float64 { return metricValue(t, s, "edgemap_dns_dropped_total", `reason="source"`) }
+	drops := func() float64 { return s.MetricSum(t, "edgemap_dns_dropped_total", `reason="source"`) }
 
 	// Port 7 (echo) on loopback: a real socket, so an answer would arrive.
 	t.Run("echo port, real socket", func(t *testing.T) {
@@ -540,7 +499,7 @@ func TestImpossibleSourcesAreDropped(t *testing.T) {
 		if _, err := c.WriteToUDPAddrPort(q, s.DNS); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 5*time.Second, "the drop counted", func() bool { return drops() == before+1 })
+		edgetest.Eventually(t, 5*time.Second, "the drop counted", func() bool { return drops() == before+1 })
 		// The server decides a packet and sends its answer in the same
 		// batch, so once the drop is counted an answer would be here.
 		c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
@@ -564,7 +523,7 @@ func TestImpossibleSourcesAreDropped(t *testing.T) {
 		t.Run(fmt.Sprintf("%s:%d raw", tc.src, tc.port), func(t *testing.T) {
 			before := drops()
 			sendRaw(t, netip.MustParseAddr(tc.src), tc.port, s.DNS, q)
-			eventually(t, 5*time.Second, "the drop counted", func() bool { return drops() == before+1 })
+			edgetest.Eventually(t, 5*time.Second, "the drop counted", func() bool { return drops() == before+1 })
 		})
 	}
 
@@ -600,11 +559,11 @@ func TestCookieSecretSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	s = startServer(t, cfg)
-	before := metricValue(t, s, "edgemap_dns_cookies_total", `result="valid"`)
+	before := s.MetricSum(t, "edgemap_dns_cookies_total", `result="valid"`)
 	if again := ask(s, first); again == "" {
 		t.Fatal("no cookie after the restart")
 	}
-	if got := metricValue(t, s, "edgemap_dns_cookies_total", `result="valid"`); got != before+1 {
+	if got := s.MetricSum(t, "edgemap_dns_cookies_total", `result="valid"`); got != before+1 {
 		t.Fatalf("the cookie from before the restart was not valid after it (valid %v -> %v)", before, got)
 	}
 
@@ -618,9 +577,9 @@ func TestCookieSecretSurvivesRestart(t *testing.T) {
 	a.DNS.CookieSecretFile, b.DNS.CookieSecretFile = secret, secret
 	sa, sb := startServer(t, a), startServer(t, b)
 	fromA := ask(sa, "1112131415161718")
-	before = metricValue(t, sb, "edgemap_dns_cookies_total", `result="valid"`)
+	before = sb.MetricSum(t, "edgemap_dns_cookies_total", `result="valid"`)
 	ask(sb, fromA)
-	if got := metricValue(t, sb, "edgemap_dns_cookies_total", `result="valid"`); got != before+1 {
+	if got := sb.MetricSum(t, "edgemap_dns_cookies_total", `result="valid"`); got != before+1 {
 		t.Fatalf("server b did not accept server a's cookie with the shared secret")
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/edgetest"
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/netemu"
 	"github.com/edgemap/edgemap/mapping"
 )
@@ -148,7 +149,7 @@ func (l *lab) listen(h *netemu.Host, addr string) {
 	if err := h.Do(func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
 		l.t.Fatal(err)
 	}
-	acceptAndClose(l.t, ln)
+	edgetest.AcceptAndClose(l.t, ln)
 }
 
 func (l *lab) writeWorld() {
@@ -204,7 +205,7 @@ func tail(b []byte, n int) []byte {
 
 // startServe starts the name server and waits until its API answers.
 func (l *lab) startServe(seed bool) {
-	geo, _ := filepath.Abs(testGeoIP)
+	geo, _ := filepath.Abs(edgetest.GeoIP)
 	args := []string{"serve", "--db", filepath.Join(l.dir, "edgemap.db"), "--listen", l.dns,
 		"--api-listen", "198.18.200.10:8053", "--api-token", labToken, "--geoip", geo, "--node-id", "ns1",
 		"--map-interval", labInterval.String(), "--max-age", (4 * labInterval).String(), "--log-format", "console",

@@ -45,7 +45,7 @@ func TestExplainQueryParams(t *testing.T) {
 		{"property=shop.cdn.example.net&client=100.64.1.1", 400, "resolver"},
 		{"property=shop.cdn.example.net&client=198.18.1.9&source_prefix=0", 400, "resolver"},
 	} {
-		code, raw := callRaw(t, s, "GET", "/v1/map/explain?"+tc.query, nil)
+		code, raw := s.CallRaw(t, "GET", "/v1/map/explain?"+tc.query, nil)
 		var fe mapping.FieldError
 		if code != tc.code || json.Unmarshal(raw, &fe) != nil || fe.Field != tc.field {
 			t.Errorf("%s: %d %s, want %d naming %s", tc.query, code, raw, tc.code, tc.field)
@@ -71,7 +71,7 @@ func TestExplainQueryParams(t *testing.T) {
 		{"resolver=198.18.1.53", "source", "198.18.1.53", 0},
 	} {
 		var x mapping.Explanation
-		if code := call(t, s, "GET", "/v1/map/explain?property=shop.cdn.example.net&"+tc.query, nil, &x); code != http.StatusOK {
+		if code := s.Call(t, "GET", "/v1/map/explain?property=shop.cdn.example.net&"+tc.query, nil, &x); code != http.StatusOK {
 			t.Fatalf("%s: status %d", tc.query, code)
 		}
 		if x.DecidedBy != tc.decidedBy || x.Client.String() != tc.client || x.Scope != tc.scope {

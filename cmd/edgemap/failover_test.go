@@ -2,11 +2,9 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"regexp"
-	"strconv"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -14,57 +12,29 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/edgetest"
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/node"
 	"github.com/edgemap/edgemap/mapping"
 )
 
-// closedPort is a loopback TCP port nothing listens on: checks against it
-// fail at once with "connection refused".
-func closedPort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
-// metric reads one sample of the server's /metrics, or -1 if absent.
-func metric(t *testing.T, s *server, series string) float64 {
-	t.Helper()
-	resp, err := http.Get(s.API + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindSubmatch(body)
-	if m == nil {
-		return -1
-	}
-	v, _ := strconv.ParseFloat(string(m[1]), 64)
-	return v
-}
-
 func rcodeOf(t *testing.T, s *server, name, subnet string) (int, []string) {
 	t.Helper()
-	r, addrs := askA(t, s, name, subnet)
+	r, addrs := s.AskA(t, name, subnet)
 	return r.Rcode, addrs
 }
 
 func TestAllEdgesDownStillAnswers(t *testing.T) {
 	s := startServer(t, demoConfig(t))
-	dead := "tcp://" + closedPort(t)
+	dead := "tcp://" + edgetest.ClosedPort(t)
 	for _, id := range []string{"nrt1", "sel1", "sin1"} { // the whole apac pool
-		if code := call(t, s, "PATCH", "/v1/edges/"+id, config.EdgeSpec{Check: ptr(dead)}, nil); code != http.StatusOK {
+		if code := s.Call(t, "PATCH", "/v1/edges/"+id, config.EdgeSpec{Check: edgetest.Ptr(dead)}, nil); code != http.StatusOK {
 			t.Fatalf("set check on %s: %d", id, code)
 		}
 	}
 	apac := map[string]bool{"192.0.2.8": true, "192.0.2.9": true, "192.0.2.10": true}
 	// down-after 3 x 200 ms in the test config.
-	eventually(t, 3*time.Second, "apac edges down", func() bool {
-		return metric(t, s, `edgemap_edges{state="down"}`) == 3
+	edgetest.Eventually(t, 3*time.Second, "apac edges down", func() bool {
+		return s.Metric(t, `edgemap_edges{state="down"}`) == 3
 	})
 	// shop may use global edges too: Seoul moves off its dead apac edges.
 	if rc, got := rcodeOf(t, s, "shop.cdn.example.net.", "198.18.1.0/24"); rc != dns.RcodeSuccess || len(got) != 1 || apac[got[0]] {
@@ -75,11 +45,11 @@ func TestAllEdgesDownStillAnswers(t *testing.T) {
 	if rc != dns.RcodeSuccess || len(got) != 1 || got[0] != "192.0.2.9" {
 		t.Fatalf("game with every edge down (serve-best): rcode %d %v, want sel1 anyway", rc, got)
 	}
-	if v := metric(t, s, "edgemap_dns_fail_open_answers_total"); v < 1 {
+	if v := s.Metric(t, "edgemap_dns_fail_open_answers_total"); v < 1 {
 		t.Fatalf("fail-open answers not counted: %v", v)
 	}
 	// nodata fails closed.
-	if code := call(t, s, "PATCH", "/v1/properties/game.cdn.example.net", config.PropertySpec{AllDown: ptr(string(mapping.AllDownNoData))}, nil); code != http.StatusOK {
+	if code := s.Call(t, "PATCH", "/v1/properties/game.cdn.example.net", config.PropertySpec{AllDown: edgetest.Ptr(string(mapping.AllDownNoData))}, nil); code != http.StatusOK {
 		t.Fatalf("set all-down nodata: %d", code)
 	}
 	if rc, got := rcodeOf(t, s, "game.cdn.example.net.", "198.18.1.0/24"); rc != dns.RcodeSuccess || len(got) != 0 {
@@ -87,13 +57,13 @@ func TestAllEdgesDownStillAnswers(t *testing.T) {
 	}
 	// A check that passes again brings the edges back after up-after.
 	for _, id := range []string{"nrt1", "sel1", "sin1"} {
-		call(t, s, "PATCH", "/v1/edges/"+id, config.EdgeSpec{Check: ptr("")}, nil)
+		s.Call(t, "PATCH", "/v1/edges/"+id, config.EdgeSpec{Check: edgetest.Ptr("")}, nil)
 	}
-	up := loopbackProbe(t, "127.0.0.1")
+	up := edgetest.Listener(t, "127.0.0.1")
 	for _, id := range []string{"nrt1", "sel1", "sin1"} {
-		call(t, s, "PATCH", "/v1/edges/"+id, config.EdgeSpec{Check: ptr("tcp://" + up)}, nil)
+		s.Call(t, "PATCH", "/v1/edges/"+id, config.EdgeSpec{Check: edgetest.Ptr("tcp://" + up)}, nil)
 	}
-	eventually(t, 3*time.Second, "apac back up", func() bool {
+	edgetest.Eventually(t, 3*time.Second, "apac back up", func() bool {
 		_, got := rcodeOf(t, s, "game.cdn.example.net.", "198.18.1.0/24")
 		return len(got) == 1 && got[0] == "192.0.2.9"
 	})
@@ -104,19 +74,19 @@ func TestDrainedEdgeGetsNoAnswers(t *testing.T) {
 	if _, got := rcodeOf(t, s, "shop.cdn.example.net.", "198.18.2.0/24"); len(got) != 1 || got[0] != "192.0.2.1" {
 		t.Fatalf("Frankfurt before drain: %v", got)
 	}
-	if code := call(t, s, "POST", "/v1/edges/fra1/drain", nil, nil); code != http.StatusOK {
+	if code := s.Call(t, "POST", "/v1/edges/fra1/drain", nil, nil); code != http.StatusOK {
 		t.Fatalf("drain: %d", code)
 	}
 	if _, got := rcodeOf(t, s, "shop.cdn.example.net.", "198.18.2.0/24"); len(got) != 1 || got[0] != "192.0.2.2" {
 		t.Fatalf("Frankfurt with fra1 draining: %v, want lon1", got)
 	}
 	// Draining survives an apply of a file that does not mention it.
-	w, _ := config.ReadWorld(testWorld)
-	call(t, s, "POST", "/v1/apply", w, nil)
+	w, _ := config.ReadWorld(edgetest.World)
+	s.Call(t, "POST", "/v1/apply", w, nil)
 	if _, got := rcodeOf(t, s, "shop.cdn.example.net.", "198.18.2.0/24"); got[0] != "192.0.2.2" {
 		t.Fatalf("apply undrained fra1: %v", got)
 	}
-	if code := call(t, s, "POST", "/v1/edges/fra1/undrain", nil, nil); code != http.StatusOK {
+	if code := s.Call(t, "POST", "/v1/edges/fra1/undrain", nil, nil); code != http.StatusOK {
 		t.Fatalf("undrain: %d", code)
 	}
 	if _, got := rcodeOf(t, s, "shop.cdn.example.net.", "198.18.2.0/24"); got[0] != "192.0.2.1" {
@@ -132,14 +102,14 @@ func TestDrainedEdgeGetsNoAnswers(t *testing.T) {
 // assuming a rate, and checks it against what the server measured.
 func TestCapacitySpillsToNextBest(t *testing.T) {
 	s := startServer(t, demoConfig(t))
-	if code := call(t, s, "PATCH", "/v1/edges/lon1", config.EdgeSpec{Capacity: ptr(30)}, nil); code != http.StatusOK {
+	if code := s.Call(t, "PATCH", "/v1/edges/lon1", config.EdgeSpec{Capacity: edgetest.Ptr(30)}, nil); code != http.StatusOK {
 		t.Fatalf("set capacity: %d", code)
 	}
 	const units, perUnitQPS = 40, 2
 	unit := func(i int) string { return fmt.Sprintf("198.19.%d.0/24", i) }
 	explain := func(u string) mapping.Explanation {
 		var x mapping.Explanation
-		call(t, s, "GET", "/v1/map/explain?property=shop.cdn.example.net&client="+strings.TrimSuffix(u, "0/24")+"1", nil, &x)
+		s.Call(t, "GET", "/v1/map/explain?property=shop.cdn.example.net&client="+strings.TrimSuffix(u, "0/24")+"1", nil, &x)
 		return x
 	}
 	tick := time.NewTicker(time.Second / perUnitQPS)
@@ -165,7 +135,7 @@ func TestCapacitySpillsToNextBest(t *testing.T) {
 				t.Fatalf("%s answered %s: overflow must go to the next-best edge (fra1)", unit(i), got[0])
 			}
 		}
-		load = metric(t, s, `edgemap_edge_assigned_qps{edge="lon1"}`)
+		load = s.Metric(t, `edgemap_edge_assigned_qps{edge="lon1"}`)
 		if load > 30 {
 			t.Fatalf("lon1 assigned %v qps, over its capacity 30", load)
 		}
@@ -204,14 +174,102 @@ func TestCapacitySpillsToNextBest(t *testing.T) {
 // removed: nothing is left to say it is down.
 func TestRemovingACheckBringsTheEdgeBack(t *testing.T) {
 	s := startServer(t, demoConfig(t))
-	call(t, s, "PATCH", "/v1/edges/fra1", config.EdgeSpec{Check: ptr("tcp://" + closedPort(t))}, nil)
-	eventually(t, 3*time.Second, "fra1 down", func() bool {
+	s.Call(t, "PATCH", "/v1/edges/fra1", config.EdgeSpec{Check: edgetest.Ptr("tcp://" + edgetest.ClosedPort(t))}, nil)
+	edgetest.Eventually(t, 3*time.Second, "fra1 down", func() bool {
 		_, got := rcodeOf(t, s, "shop.cdn.example.net.", "198.18.2.0/24")
 		return got[0] != "192.0.2.1"
 	})
-	call(t, s, "PATCH", "/v1/edges/fra1", config.EdgeSpec{Check: ptr("")}, nil)
-	eventually(t, 3*time.Second, "fra1 back without a check", func() bool {
+	s.Call(t, "PATCH", "/v1/edges/fra1", config.EdgeSpec{Check: edgetest.Ptr("")}, nil)
+	edgetest.Eventually(t, 3*time.Second, "fra1 back without a check", func() bool {
 		_, got := rcodeOf(t, s, "shop.cdn.example.net.", "198.18.2.0/24")
 		return got[0] == "192.0.2.1"
 	})
+}
+
+// TestForgedECSDoesNotMoveClients floods a real server with forged ECS, as
+// issue 11 found: one address (127.0.1.1, not a resolver) sends 10 times
+// lon1's capacity for Paris's unit 198.19.1.0/24, while "real" resolvers
+// (127.0.0.1) ask for that unit and another Paris unit, 198.19.2.0/24, at
+// a few qps. Without the per-source cap the flood moves the unit's real
+// clients off lon1 (the control, to show the test can see the harm); with
+// it, neither unit moves.
+func TestForgedECSDoesNotMoveClients(t *testing.T) {
+	const capacity, flood = 20, 10 * 20 // qps
+	const lon1, fra1 = "192.0.2.2", "192.0.2.1"
+	victim, other := "198.19.1.0/24", "198.19.2.0/24"
+	attacker, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP("127.0.1.1")})
+	if err != nil {
+		t.Skipf("cannot send from 127.0.1.1: %v", err)
+	}
+	defer attacker.Close()
+	forged := new(dns.Msg)
+	forged.SetQuestion("shop.cdn.example.net.", dns.TypeA)
+	forged.SetEdns0(1232, false)
+	p := netip.MustParsePrefix(victim)
+	forged.IsEdns0().Option = append(forged.IsEdns0().Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: 24, Address: p.Addr().AsSlice()})
+	packet, err := forged.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name      string
+		sourceCap float64
+	}{{"without the cap", 0}, {"with the cap", node.DefaultDemandSourceCap}} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := demoConfig(t)
+			cfg.DemandSourceCap = tc.sourceCap
+			s := startServer(t, cfg)
+			if code := s.Call(t, "PATCH", "/v1/edges/lon1", config.EdgeSpec{Capacity: edgetest.Ptr(capacity)}, nil); code != http.StatusOK {
+				t.Fatalf("set capacity: %d", code)
+			}
+			to := net.UDPAddrFromAddrPort(s.DNS)
+			// Every 100 ms the flood's 20 forged queries; every 500 ms the
+			// real resolver's query for each unit (2 qps each, well within
+			// lon1's room and the cap), whose answers are checked.
+			tick := time.NewTicker(100 * time.Millisecond)
+			defer tick.Stop()
+			var victimGot, otherGot []string
+			builds := -1.0
+			deadline := time.Now().Add(15 * time.Second)
+			for round := 0; ; round++ {
+				<-tick.C
+				for range flood / 10 {
+					attacker.WriteToUDP(packet, to)
+				}
+				if round%5 != 0 {
+					continue
+				}
+				_, victimGot = rcodeOf(t, s, "shop.cdn.example.net.", victim)
+				_, otherGot = rcodeOf(t, s, "shop.cdn.example.net.", other)
+				if tc.sourceCap == 0 {
+					// The control: the flood takes the unit off lon1.
+					if victimGot[0] == fra1 {
+						t.Logf("without the cap the flood moved %s's clients to fra1 after %d rounds", victim, round)
+						return
+					}
+				} else if s.Metric(t, "edgemap_demand_capped_qps") > flood/2 {
+					// The flood is seen and capped; from now on, three
+					// more maps must leave both units on lon1.
+					if builds < 0 {
+						builds = s.Metric(t, "edgemap_map_builds_total")
+					}
+					if victimGot[0] != lon1 || otherGot[0] != lon1 {
+						t.Fatalf("with the flood capped: %s answered %v, %s %v; want both on lon1", victim, victimGot, other, otherGot)
+					}
+					if s.Metric(t, "edgemap_map_builds_total") >= builds+3 {
+						load := s.Metric(t, `edgemap_edge_assigned_qps{edge="lon1"}`)
+						if load <= tc.sourceCap || load > capacity {
+							t.Fatalf("lon1 assigned %v qps, want the capped flood and the real demand, within %d", load, capacity)
+						}
+						t.Logf("three maps with the flood capped: both units on lon1, %.1f qps assigned to it", load)
+						return
+					}
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("after 15 s: %s answered %v, %s %v, capped %v qps", victim, victimGot, other, otherGot, s.Metric(t, "edgemap_demand_capped_qps"))
+				}
+			}
+		})
+	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/edgetest"
 	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/probe"
 	"github.com/edgemap/edgemap/store"
@@ -26,7 +27,7 @@ import (
 func listTargets(t *testing.T, s *server) []config.MeasuredTarget {
 	t.Helper()
 	var out []config.MeasuredTarget
-	if code := call(t, s, "GET", "/v1/map/targets", nil, &out); code != http.StatusOK {
+	if code := s.Call(t, "GET", "/v1/map/targets", nil, &out); code != http.StatusOK {
 		t.Fatalf("GET /v1/map/targets: status %d", code)
 	}
 	return out
@@ -46,7 +47,7 @@ func blocksOf(ts []config.MeasuredTarget) []string {
 func explainFor(t *testing.T, s *server, property, from string) *mapping.Explanation {
 	t.Helper()
 	var x mapping.Explanation
-	if code := call(t, s, "GET", "/v1/map/explain?property="+property+"&resolver="+from, nil, &x); code != http.StatusOK {
+	if code := s.Call(t, "GET", "/v1/map/explain?property="+property+"&resolver="+from, nil, &x); code != http.StatusOK {
 		t.Fatalf("explain %s for %s: status %d", property, from, code)
 	}
 	return &x
@@ -107,7 +108,7 @@ func TestTargetsAPI(t *testing.T) {
 		t.Fatalf("seeded targets %v, want %v", got, seededTargets)
 	}
 	var created config.Target
-	if code := call(t, s, "POST", "/v1/map/targets", config.TargetSpec{Block: "198.18.3.0/24", Probe: "198.18.3.7:443"}, &created); code != http.StatusCreated {
+	if code := s.Call(t, "POST", "/v1/map/targets", config.TargetSpec{Block: "198.18.3.0/24", Probe: "198.18.3.7:443"}, &created); code != http.StatusCreated {
 		t.Fatalf("add target: status %d", code)
 	}
 	if created.Block.String() != "198.18.3.0/24" || created.Probe.String() != "198.18.3.7:443" {
@@ -115,7 +116,7 @@ func TestTargetsAPI(t *testing.T) {
 	}
 	// A whole access network, and an IPv6 one.
 	for _, ts := range []config.TargetSpec{{Block: "198.19.0.0/16", Probe: "198.19.4.4:80"}, {Block: "2001:db8:1::/48", Probe: "[2001:db8:1::7]:443"}} {
-		if code := call(t, s, "POST", "/v1/map/targets", ts, nil); code != http.StatusCreated {
+		if code := s.Call(t, "POST", "/v1/map/targets", ts, nil); code != http.StatusCreated {
 			t.Fatalf("add %s: status %d", ts.Block, code)
 		}
 	}
@@ -139,7 +140,7 @@ func TestTargetsAPI(t *testing.T) {
 	}
 	for _, tc := range cases {
 		var fe mapping.FieldError
-		if code := call(t, s, "POST", "/v1/map/targets", tc.body, &fe); code != tc.status || fe.Field != tc.field || fe.Msg == "" {
+		if code := s.Call(t, "POST", "/v1/map/targets", tc.body, &fe); code != tc.status || fe.Field != tc.field || fe.Msg == "" {
 			t.Errorf("%s: got %d %+v, want %d naming %q", tc.name, code, fe, tc.status, tc.field)
 		}
 	}
@@ -147,7 +148,7 @@ func TestTargetsAPI(t *testing.T) {
 	// Listed sorted by block, each with an empty (not null) measured list;
 	// the refused ones are not there, and the duplicate did not replace the
 	// first probe address.
-	code, raw := callRaw(t, s, "GET", "/v1/map/targets", nil)
+	code, raw := s.CallRaw(t, "GET", "/v1/map/targets", nil)
 	if code != http.StatusOK || bytes.Contains(raw, []byte("null")) {
 		t.Fatalf("list: status %d, %s", code, raw)
 	}
@@ -161,13 +162,13 @@ func TestTargetsAPI(t *testing.T) {
 	}
 
 	var fe mapping.FieldError
-	if code := call(t, s, "DELETE", "/v1/map/targets?block=198.18.3.0/24", nil, nil); code != http.StatusOK {
+	if code := s.Call(t, "DELETE", "/v1/map/targets?block=198.18.3.0/24", nil, nil); code != http.StatusOK {
 		t.Fatalf("delete: status %d", code)
 	}
-	if code := call(t, s, "DELETE", "/v1/map/targets?block=198.18.3.0/24", nil, &fe); code != http.StatusNotFound || fe.Field != "block" {
+	if code := s.Call(t, "DELETE", "/v1/map/targets?block=198.18.3.0/24", nil, &fe); code != http.StatusNotFound || fe.Field != "block" {
 		t.Fatalf("delete again: %d %+v, want 404 naming block", code, fe)
 	}
-	if code := call(t, s, "DELETE", "/v1/map/targets?block=nope", nil, &fe); code != http.StatusBadRequest || fe.Field != "block" {
+	if code := s.Call(t, "DELETE", "/v1/map/targets?block=nope", nil, &fe); code != http.StatusBadRequest || fe.Field != "block" {
 		t.Fatalf("delete of a non-network: %d %+v, want 400 naming block", code, fe)
 	}
 	want = slices.DeleteFunc(want, func(b string) bool { return b == "198.18.3.0/24" })
@@ -182,7 +183,7 @@ func TestTargetsInWorldFile(t *testing.T) {
 	if got := blocksOf(listTargets(t, s)); !slices.Equal(got, seededTargets) {
 		t.Fatalf("seeded targets %v, want %v", got, seededTargets)
 	}
-	w, err := config.ReadWorld(testWorld)
+	w, err := config.ReadWorld(edgetest.World)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,18 +194,18 @@ func TestTargetsInWorldFile(t *testing.T) {
 	more := *w
 	more.Targets = append(slices.Clone(w.Targets), config.TargetSpec{Block: "198.18.3.0/24", Probe: "198.18.3.7:443"})
 	var res config.ApplyResult
-	if code := call(t, s, "POST", "/v1/apply", more, &res); code != http.StatusOK || !res.Changed ||
+	if code := s.Call(t, "POST", "/v1/apply", more, &res); code != http.StatusOK || !res.Changed ||
 		!slices.Equal(res.Created, []string{"target 198.18.3.0/24"}) || len(res.Updated)+len(res.Deleted) != 0 {
 		t.Fatalf("apply with a new target: %d %+v; want target 198.18.3.0/24 created", code, res)
 	}
 	serial := res.Serial
-	if code := call(t, s, "POST", "/v1/apply?prune=true", more, &res); code != http.StatusOK || res.Changed || res.Serial != serial {
+	if code := s.Call(t, "POST", "/v1/apply?prune=true", more, &res); code != http.StatusOK || res.Changed || res.Serial != serial {
 		t.Fatalf("re-apply: %d %+v; want no change", code, res)
 	}
 	moved := more
 	moved.Targets = slices.Clone(more.Targets)
 	moved.Targets[len(moved.Targets)-1].Probe = "198.18.3.8:80"
-	if code := call(t, s, "POST", "/v1/apply", moved, &res); code != http.StatusOK || !slices.Equal(res.Updated, []string{"target 198.18.3.0/24"}) {
+	if code := s.Call(t, "POST", "/v1/apply", moved, &res); code != http.StatusOK || !slices.Equal(res.Updated, []string{"target 198.18.3.0/24"}) {
 		t.Fatalf("apply with a moved probe: %d %+v", code, res)
 	}
 	if got := listTargets(t, s); len(got) != 4 || got[2].Probe.String() != "198.18.3.8:80" {
@@ -215,7 +216,7 @@ func TestTargetsInWorldFile(t *testing.T) {
 	// of the file is written.
 	before := listTargets(t, s)
 	var beforeEdges []config.Edge
-	call(t, s, "GET", "/v1/edges", nil, &beforeEdges)
+	s.Call(t, "GET", "/v1/edges", nil, &beforeEdges)
 	bad := []struct {
 		targets []config.TargetSpec
 		field   string
@@ -227,33 +228,33 @@ func TestTargetsInWorldFile(t *testing.T) {
 	for _, tc := range bad {
 		b := *w
 		// A new edge in the same file must not be written either.
-		b.Edges = append(slices.Clone(w.Edges), config.EdgeSpec{ID: "new1", IPv4: ptr("192.0.2.99"), Lat: ptr(1.0), Lon: ptr(2.0), Pool: ptr("global")})
+		b.Edges = append(slices.Clone(w.Edges), config.EdgeSpec{ID: "new1", IPv4: edgetest.Ptr("192.0.2.99"), Lat: edgetest.Ptr(1.0), Lon: edgetest.Ptr(2.0), Pool: edgetest.Ptr("global")})
 		b.Targets = tc.targets
 		var fe mapping.FieldError
-		if code := call(t, s, "POST", "/v1/apply?prune=true", b, &fe); code != http.StatusBadRequest || fe.Field != tc.field {
+		if code := s.Call(t, "POST", "/v1/apply?prune=true", b, &fe); code != http.StatusBadRequest || fe.Field != tc.field {
 			t.Errorf("apply %+v: %d %+v; want 400 naming %s", tc.targets, code, fe, tc.field)
 		}
 	}
-	if after := listTargets(t, s); !equalJSON(before, after) {
+	if after := listTargets(t, s); !edgetest.EqualJSON(before, after) {
 		t.Fatalf("an invalid apply changed the targets:\nbefore %+v\nafter  %+v", before, after)
 	}
 	var afterEdges []config.Edge
-	call(t, s, "GET", "/v1/edges", nil, &afterEdges)
-	if !equalJSON(beforeEdges, afterEdges) {
+	s.Call(t, "GET", "/v1/edges", nil, &afterEdges)
+	if !edgetest.EqualJSON(beforeEdges, afterEdges) {
 		t.Fatal("an invalid apply wrote its edges")
 	}
 
 	// Without prune, targets the file does not name stay; with it they go.
-	if code := call(t, s, "POST", "/v1/apply", w, &res); code != http.StatusOK || res.Changed {
+	if code := s.Call(t, "POST", "/v1/apply", w, &res); code != http.StatusOK || res.Changed {
 		t.Fatalf("apply of the demo world without prune: %d %+v; want no change", code, res)
 	}
-	if code := call(t, s, "POST", "/v1/apply?prune=true", w, &res); code != http.StatusOK || !res.Changed ||
+	if code := s.Call(t, "POST", "/v1/apply?prune=true", w, &res); code != http.StatusOK || !res.Changed ||
 		!slices.Equal(res.Deleted, []string{"target 198.18.3.0/24"}) {
 		t.Fatalf("prune: %d %+v; want target 198.18.3.0/24 deleted", code, res)
 	}
 	none := *w
 	none.Targets = nil
-	if code := call(t, s, "POST", "/v1/apply?prune=true", none, &res); code != http.StatusOK || len(res.Deleted) != 3 {
+	if code := s.Call(t, "POST", "/v1/apply?prune=true", none, &res); code != http.StatusOK || len(res.Deleted) != 3 {
 		t.Fatalf("prune of every target: %d %+v; want the 3 seeded ones deleted", code, res)
 	}
 	if got := listTargets(t, s); len(got) != 0 {
@@ -265,13 +266,13 @@ var hex64 = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 func TestKeysAPI(t *testing.T) {
 	s := startServer(t, demoConfig(t))
-	code, raw := callRaw(t, s, "GET", "/v1/keys", nil)
+	code, raw := s.CallRaw(t, "GET", "/v1/keys", nil)
 	if code != http.StatusOK || strings.TrimSpace(string(raw)) != "[]" {
 		t.Fatalf("keys of a new server: %d %s, want []", code, raw)
 	}
 
 	var created config.Key
-	if code := call(t, s, "POST", "/v1/keys", map[string]string{"id": "fra1-agent", "edge": "fra1"}, &created); code != http.StatusCreated {
+	if code := s.Call(t, "POST", "/v1/keys", map[string]string{"id": "fra1-agent", "edge": "fra1"}, &created); code != http.StatusCreated {
 		t.Fatalf("add key: status %d", code)
 	}
 	if created.ID != "fra1-agent" || created.Edge != "fra1" || !hex64.MatchString(created.Secret) || created.Created.IsZero() {
@@ -281,7 +282,7 @@ func TestKeysAPI(t *testing.T) {
 		t.Fatalf("the secret does not decode: %v", err)
 	}
 	var second config.Key
-	if code := call(t, s, "POST", "/v1/keys", map[string]string{"id": "sel1-agent", "edge": "sel1"}, &second); code != http.StatusCreated {
+	if code := s.Call(t, "POST", "/v1/keys", map[string]string{"id": "sel1-agent", "edge": "sel1"}, &second); code != http.StatusCreated {
 		t.Fatalf("add a second key: status %d", code)
 	}
 	if second.Secret == created.Secret {
@@ -289,7 +290,7 @@ func TestKeysAPI(t *testing.T) {
 	}
 
 	// The list never carries a secret, under any name.
-	code, raw = callRaw(t, s, "GET", "/v1/keys", nil)
+	code, raw = s.CallRaw(t, "GET", "/v1/keys", nil)
 	if code != http.StatusOK {
 		t.Fatalf("list keys: %d", code)
 	}
@@ -325,24 +326,24 @@ func TestKeysAPI(t *testing.T) {
 	}
 	for _, tc := range cases {
 		var fe mapping.FieldError
-		if code := call(t, s, "POST", "/v1/keys", tc.body, &fe); code != tc.status || fe.Field != tc.field || fe.Msg == "" {
+		if code := s.Call(t, "POST", "/v1/keys", tc.body, &fe); code != tc.status || fe.Field != tc.field || fe.Msg == "" {
 			t.Errorf("%s: got %d %+v, want %d naming %q", tc.name, code, fe, tc.status, tc.field)
 		}
 	}
 	var keys []config.Key
-	call(t, s, "GET", "/v1/keys", nil, &keys)
+	s.Call(t, "GET", "/v1/keys", nil, &keys)
 	if len(keys) != 2 || keys[0].Edge != "fra1" {
 		t.Fatalf("refused creates changed the keys: %+v", keys)
 	}
 
-	if code := call(t, s, "DELETE", "/v1/keys/fra1-agent", nil, nil); code != http.StatusOK {
+	if code := s.Call(t, "DELETE", "/v1/keys/fra1-agent", nil, nil); code != http.StatusOK {
 		t.Fatalf("delete key: %d", code)
 	}
 	var fe mapping.FieldError
-	if code := call(t, s, "DELETE", "/v1/keys/fra1-agent", nil, &fe); code != http.StatusNotFound || fe.Field != "id" {
+	if code := s.Call(t, "DELETE", "/v1/keys/fra1-agent", nil, &fe); code != http.StatusNotFound || fe.Field != "id" {
 		t.Fatalf("delete again: %d %+v, want 404 naming id", code, fe)
 	}
-	call(t, s, "GET", "/v1/keys", nil, &keys)
+	s.Call(t, "GET", "/v1/keys", nil, &keys)
 	if len(keys) != 1 || keys[0].ID != "sel1-agent" {
 		t.Fatalf("after delete: %+v", keys)
 	}
@@ -368,26 +369,10 @@ func signedPost(t *testing.T, s *server, body []byte, h http.Header) (int, mappi
 	return resp.StatusCode, fe
 }
 
-// signReport returns the body and signing headers of a report.
-func signReport(t *testing.T, r *probe.Report, keyID string, secret []byte, seq uint64) ([]byte, http.Header) {
-	t.Helper()
-	body, err := json.Marshal(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req, err := http.NewRequest("POST", "http://collector/v1/reports", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	probe.Sign(req, body, keyID, secret, time.Now(), seq)
-	return body, req.Header
-}
-
 func addKey(t *testing.T, s *server, id, edge string) []byte {
 	t.Helper()
 	var k config.Key
-	if code := call(t, s, "POST", "/v1/keys", map[string]string{"id": id, "edge": edge}, &k); code != http.StatusCreated {
+	if code := s.Call(t, "POST", "/v1/keys", map[string]string{"id": id, "edge": edge}, &k); code != http.StatusCreated {
 		t.Fatalf("add key %s: status %d", id, code)
 	}
 	secret, err := probe.DecodeSecret(k.Secret)
@@ -415,7 +400,7 @@ func TestReportReplayAndWrongEdge(t *testing.T) {
 	block := netip.MustParsePrefix("198.18.2.0/24")
 	rep := &probe.Report{Edge: "fra1", MeasuredAt: time.Now().UTC().Add(-time.Second), IntervalMs: 30000,
 		Measurements: []probe.Measurement{{Target: block, RTTMs: 12.5, Loss: 0, Samples: 3}}}
-	body, h := signReport(t, rep, "fra1-agent", secret, 42)
+	body, h := edgetest.SignReport(t, rep, "fra1-agent", secret, 42)
 
 	if code, fe := signedPost(t, s, body, h); code != http.StatusOK {
 		t.Fatalf("first post: %d %+v", code, fe)
@@ -431,7 +416,7 @@ func TestReportReplayAndWrongEdge(t *testing.T) {
 	rep2 := *rep
 	rep2.MeasuredAt = rep.MeasuredAt.Add(500 * time.Millisecond)
 	rep2.Measurements = []probe.Measurement{{Target: block, RTTMs: 80, Samples: 3}}
-	body2, h2 := signReport(t, &rep2, "fra1-agent", secret, 41)
+	body2, h2 := edgetest.SignReport(t, &rep2, "fra1-agent", secret, 41)
 	if code, fe := signedPost(t, s, body2, h2); code != http.StatusConflict {
 		t.Fatalf("older seq: %d %+v, want 409", code, fe)
 	}
@@ -442,12 +427,12 @@ func TestReportReplayAndWrongEdge(t *testing.T) {
 	// A key reports only for its own edge.
 	rep3 := *rep
 	rep3.Edge = "sel1"
-	body3, h3 := signReport(t, &rep3, "fra1-agent", secret, 43)
+	body3, h3 := edgetest.SignReport(t, &rep3, "fra1-agent", secret, 43)
 	if code, fe := signedPost(t, s, body3, h3); code != http.StatusForbidden || fe.Field != "edge" {
 		t.Fatalf("report for another edge: %d %+v, want 403 naming edge", code, fe)
 	}
 	// The refused report did not use up seq 43.
-	body2, h2 = signReport(t, &rep2, "fra1-agent", secret, 43)
+	body2, h2 = edgetest.SignReport(t, &rep2, "fra1-agent", secret, 43)
 	if code, fe := signedPost(t, s, body2, h2); code != http.StatusOK {
 		t.Fatalf("next seq after a refused report: %d %+v", code, fe)
 	}
@@ -456,26 +441,14 @@ func TestReportReplayAndWrongEdge(t *testing.T) {
 	}
 
 	// A deleted key is refused from then on.
-	if code := call(t, s, "DELETE", "/v1/keys/fra1-agent", nil, nil); code != http.StatusOK {
+	if code := s.Call(t, "DELETE", "/v1/keys/fra1-agent", nil, nil); code != http.StatusOK {
 		t.Fatal(code)
 	}
-	body4, h4 := signReport(t, rep, "fra1-agent", secret, 44)
+	body4, h4 := edgetest.SignReport(t, rep, "fra1-agent", secret, 44)
 	// Refused as a bad signature is: the answer does not say which key IDs exist.
 	if code, fe := signedPost(t, s, body4, h4); code != http.StatusUnauthorized || fe.Field != probe.HeaderSignature {
 		t.Fatalf("deleted key: %d %+v, want 401 naming %s", code, fe, probe.HeaderSignature)
 	}
-}
-
-// loopbackProbe listens on ip (a loopback address) and accepts and closes
-// every connection, as a probe address does; it returns ip:port.
-func loopbackProbe(t *testing.T, ip string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", ip+":0")
-	if err != nil {
-		t.Fatalf("listen on %s: %v", ip, err)
-	}
-	acceptAndClose(t, ln)
-	return ln.Addr().String()
 }
 
 // agents runs probe agents in this process until stop.
@@ -532,14 +505,14 @@ func measuredSetup(t *testing.T, cfg serveConfig) (*server, *agents, [2]string) 
 	// Agents must connect to loopback only, not to the demo world's
 	// documentation addresses.
 	for _, b := range seededTargets {
-		if code := call(t, s, "DELETE", "/v1/map/targets?block="+b, nil, nil); code != http.StatusOK {
+		if code := s.Call(t, "DELETE", "/v1/map/targets?block="+b, nil, nil); code != http.StatusOK {
 			t.Fatalf("delete target %s: %d", b, code)
 		}
 	}
-	seoul := loopbackProbe(t, "127.1.1.10")
-	frankfurt := loopbackProbe(t, "127.1.2.10")
+	seoul := edgetest.Listener(t, "127.1.1.10")
+	frankfurt := edgetest.Listener(t, "127.1.2.10")
 	for _, ts := range []config.TargetSpec{{Block: "127.1.1.0/24", Probe: seoul}, {Block: "127.1.2.0/24", Probe: frankfurt}} {
-		if code := call(t, s, "POST", "/v1/map/targets", ts, nil); code != http.StatusCreated {
+		if code := s.Call(t, "POST", "/v1/map/targets", ts, nil); code != http.StatusCreated {
 			t.Fatalf("add target %s: %d", ts.Block, code)
 		}
 	}
@@ -551,7 +524,7 @@ func measuredSetup(t *testing.T, cfg serveConfig) (*server, *agents, [2]string) 
 	}
 
 	ag := startAgents(t, s, "fra1", "sel1")
-	took := eventually(t, 4*time.Second, "both edges' measurements of both targets", func() bool {
+	took := edgetest.Eventually(t, 4*time.Second, "both edges' measurements of both targets", func() bool {
 		ts := listTargets(t, s)
 		if len(ts) != 2 {
 			return false
@@ -573,7 +546,7 @@ func measuredSetup(t *testing.T, cfg serveConfig) (*server, *agents, [2]string) 
 		return true
 	})
 	t.Logf("measurements arrived in %v", took)
-	eventually(t, 4*time.Second, "measurements decide the map", func() bool {
+	edgetest.Eventually(t, 4*time.Second, "measurements decide the map", func() bool {
 		for i, client := range []string{"127.1.1.9", "127.1.2.9"} {
 			x := explainFor(t, s, "shop.cdn.example.net", client)
 			if x.Unit != units[i] || !slices.Equal(measuredEdges(x), []string{"fra1", "sel1"}) {
@@ -611,7 +584,7 @@ func TestLoopbackMeasurementPath(t *testing.T) {
 	}
 
 	// Each collector accepted reports; none were refused or dropped.
-	eventually(t, 2*time.Second, "agents count sent reports", func() bool {
+	edgetest.Eventually(t, 2*time.Second, "agents count sent reports", func() bool {
 		for _, a := range ag.list {
 			if st := a.Stats(); len(st) != 1 || st[0].Sent == 0 {
 				return false

@@ -19,6 +19,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/edgetest"
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/netemu"
 )
 
@@ -202,8 +203,8 @@ func realResolverSequence(t *testing.T, r realResolver) {
 		})
 	}
 
-	world, _ := filepath.Abs(testWorld)
-	geo, _ := filepath.Abs(testGeoIP)
+	world, _ := filepath.Abs(edgetest.World)
+	geo, _ := filepath.Abs(edgetest.GeoIP)
 	run("serve", bin, "serve", "--db", filepath.Join(dir, "edgemap.db"), "--world", world, "--geoip", geo,
 		"--listen", rrEdgemap+":53", "--api-listen", rrEdgemap+":8053", "--api-token", labToken,
 		"--node-id", "ns1", "--log-format", "console")
@@ -217,7 +218,7 @@ func realResolverSequence(t *testing.T, r realResolver) {
 		},
 	}}
 	// Generous bounds: a shared CI machine may start processes slowly.
-	eventually(t, 15*time.Second, "edgemap serve answers /healthz", func() bool {
+	edgetest.Eventually(t, 15*time.Second, "edgemap serve answers /healthz", func() bool {
 		resp, err := httpc.Get("http://" + rrEdgemap + ":8053/healthz")
 		if err != nil {
 			return false
@@ -226,14 +227,14 @@ func realResolverSequence(t *testing.T, r realResolver) {
 		return resp.StatusCode == http.StatusOK
 	})
 	run(r.name, r.config(t, program, dir)...)
-	eventually(t, 15*time.Second, r.name+" answers for the zone", func() bool {
+	edgetest.Eventually(t, 15*time.Second, r.name+" answers for the zone", func() bool {
 		m := new(dns.Msg)
 		m.SetQuestion("cdn.example.net.", dns.TypeSOA)
 		resp, err := exchangeIn(h, rrOutgoing, m)
 		return err == nil && resp.Rcode == dns.RcodeSuccess && len(resp.Answer) == 1
 	})
 
-	w, err := config.ReadWorld(testWorld)
+	w, err := config.ReadWorld(edgetest.World)
 	if err != nil {
 		t.Fatal(err)
 	}

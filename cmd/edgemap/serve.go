@@ -1,13 +1,9 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
-	"net/http/pprof"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -22,7 +18,9 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/api"
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/node"
 	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/probe"
 	"github.com/edgemap/edgemap/resolver"
@@ -52,8 +50,8 @@ func serveCommand() *cli.Command {
 			&cli.Float64Flag{Name: "stability-ratio", Value: mapping.DefaultStability.Ratio, EnvVars: []string{"EDGEMAP_STABILITY_RATIO"}, Usage: "a unit moves to a better edge only if it is better by more than this fraction ..."},
 			&cli.Float64Flag{Name: "stability-ms", Value: mapping.DefaultStability.Ms, EnvVars: []string{"EDGEMAP_STABILITY_MS"}, Usage: "... and by more than this many ms"},
 			&cli.BoolFlag{Name: "pprof", EnvVars: []string{"EDGEMAP_PPROF"}, Usage: "serve Go profiles at /debug/pprof/ on the admin listener (behind its token)"},
-			&cli.IntFlag{Name: "demand-table", Value: defaultDemandSlots, EnvVars: []string{"EDGEMAP_DEMAND_TABLE"}, Usage: "slots of the capacity demand table (property, map unit, source network); half are kept free"},
-			&cli.Float64Flag{Name: "demand-source-cap", Value: defaultDemandSourceCap, EnvVars: []string{"EDGEMAP_DEMAND_SOURCE_CAP"}, Usage: "qps one source /24 or /48 may add to one map unit's demand (0: no cap)"},
+			&cli.IntFlag{Name: "demand-table", Value: node.DefaultDemandSlots, EnvVars: []string{"EDGEMAP_DEMAND_TABLE"}, Usage: "slots of the capacity demand table (property, map unit, source network); half are kept free"},
+			&cli.Float64Flag{Name: "demand-source-cap", Value: node.DefaultDemandSourceCap, EnvVars: []string{"EDGEMAP_DEMAND_SOURCE_CAP"}, Usage: "qps one source /24 or /48 may add to one map unit's demand (0: no cap)"},
 			&cli.DurationFlag{Name: "retention", Value: 24 * time.Hour, EnvVars: []string{"EDGEMAP_RETENTION"}, Usage: "measurements older than this are deleted from the database"},
 			&cli.IntFlag{Name: "tcp-max-conns", Value: resolver.DefaultTCPMaxConns, EnvVars: []string{"EDGEMAP_TCP_MAX_CONNS"}, Usage: "open DNS-over-TCP connections at most; at the cap a lighter source evicts the heaviest source's longest-idle one"},
 			&cli.IntFlag{Name: "tcp-max-conns-per-source", Value: resolver.DefaultTCPMaxConnsPerSource, EnvVars: []string{"EDGEMAP_TCP_MAX_CONNS_PER_SOURCE"}, Usage: "DNS-over-TCP connections per IPv4 address or IPv6 /56"},
@@ -69,10 +67,10 @@ func serveCommand() *cli.Command {
 			&cli.BoolFlag{Name: "cookies", Value: true, EnvVars: []string{"EDGEMAP_COOKIES"}, Usage: "answer DNS Cookies (RFC 7873, 9018); a valid server cookie exempts a query from rate limiting"},
 			&cli.StringFlag{Name: "cookie-secret-file", EnvVars: []string{"EDGEMAP_COOKIE_SECRET_FILE"}, Usage: "DNS cookie secrets shared by a fleet: 32 hex digits a line, the current first (default: a random secret kept in --db)"},
 			&cli.StringSliceFlag{Name: "api-allowed-hosts", EnvVars: []string{"EDGEMAP_API_ALLOWED_HOSTS"}, Usage: "names (host or host:port) the admin API may be reached by, besides the address it is reached at and localhost on loopback"},
-			&cli.DurationFlag{Name: "api-read-timeout", Value: defaultAPIReadTimeout, EnvVars: []string{"EDGEMAP_API_READ_TIMEOUT"}, Usage: "time to read a whole admin API request, headers and body"},
-			&cli.DurationFlag{Name: "api-write-timeout", Value: defaultAPIWriteTimeout, EnvVars: []string{"EDGEMAP_API_WRITE_TIMEOUT"}, Usage: "time from the end of a request's headers to the end of its answer, the handler's work included"},
-			&cli.DurationFlag{Name: "api-idle-timeout", Value: defaultAPIIdleTimeout, EnvVars: []string{"EDGEMAP_API_IDLE_TIMEOUT"}, Usage: "how long an idle keep-alive connection is kept"},
-			&cli.IntFlag{Name: "api-max-conns", Value: defaultAPIMaxConns, EnvVars: []string{"EDGEMAP_API_MAX_CONNS"}, Usage: "open admin API connections; at the cap the oldest idle one is closed for a new one"},
+			&cli.DurationFlag{Name: "api-read-timeout", Value: api.DefaultReadTimeout, EnvVars: []string{"EDGEMAP_API_READ_TIMEOUT"}, Usage: "time to read a whole admin API request, headers and body"},
+			&cli.DurationFlag{Name: "api-write-timeout", Value: api.DefaultWriteTimeout, EnvVars: []string{"EDGEMAP_API_WRITE_TIMEOUT"}, Usage: "time from the end of a request's headers to the end of its answer, the handler's work included"},
+			&cli.DurationFlag{Name: "api-idle-timeout", Value: api.DefaultIdleTimeout, EnvVars: []string{"EDGEMAP_API_IDLE_TIMEOUT"}, Usage: "how long an idle keep-alive connection is kept"},
+			&cli.IntFlag{Name: "api-max-conns", Value: api.DefaultMaxConns, EnvVars: []string{"EDGEMAP_API_MAX_CONNS"}, Usage: "open admin API connections; at the cap the oldest idle one is closed for a new one"},
 			&cli.DurationFlag{Name: "collector-read-timeout", Value: probe.DefaultBodyTimeout, EnvVars: []string{"EDGEMAP_COLLECTOR_READ_TIMEOUT"}, Usage: "time for a probe report's body to arrive after its headers"},
 			&cli.Int64Flag{Name: "collector-max-buffered", Value: probe.DefaultMaxBufferedBytes, EnvVars: []string{"EDGEMAP_COLLECTOR_MAX_BUFFERED"}, Usage: "bytes of probe reports held in memory at once; more uploads get 429"},
 		},
@@ -98,53 +96,6 @@ func newLogger(format, level string) (*zap.Logger, error) {
 	cfg.Level = zap.NewAtomicLevelAt(lvl)
 	return cfg.Build()
 }
-
-// apiNeedsToken reports whether addr listens anywhere but loopback, where
-// anyone who can reach the port could rewrite the map.
-func apiNeedsToken(addr string) (bool, error) {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false, fmt.Errorf("--api-listen %q: %w", addr, err)
-	}
-	if host == "localhost" {
-		return false, nil
-	}
-	ip := net.ParseIP(host)
-	return ip == nil || !ip.IsLoopback(), nil
-}
-
-// Admin listener limits: defaults of the serve flags, and the two that are
-// not flags.
-const (
-	// defaultAPIReadTimeout bounds reading one request, headers and body:
-	// 60 s, an 8 MiB apply at ~1 Mbit/s. Report bodies have their own,
-	// shorter deadline (--collector-read-timeout).
-	defaultAPIReadTimeout = 60 * time.Second
-	// defaultAPIWriteTimeout bounds a request from the end of its headers
-	// to the end of its answer, the handler's work included: 2 min, a large
-	// apply (a map rebuild of 100 000 targets takes seconds) or a long
-	// target list to a slow reader with room to spare. A handler that
-	// streams longer (a database backup) must extend its own deadline with
-	// http.ResponseController.SetWriteDeadline.
-	defaultAPIWriteTimeout = 2 * time.Minute
-	// defaultAPIIdleTimeout closes a keep-alive connection idle this long:
-	// 60 s, twice the default probe interval, so that agents keep reusing
-	// their connection.
-	defaultAPIIdleTimeout = 60 * time.Second
-	// defaultAPIMaxConns caps open admin connections: 1024, far below the
-	// descriptor limits serve runs with, so that the admin listener can
-	// never take TCP DNS's descriptors. One agent holds one connection to
-	// each name server; above ~1000 agents raise it (idle ones past the
-	// cap are closed and reconnect, which only costs a handshake).
-	defaultAPIMaxConns = 1024
-	// apiReadHeaderTimeout bounds a request's headers: 5 s (a slowloris
-	// sends them byte by byte); real clients send them in one packet.
-	apiReadHeaderTimeout = 5 * time.Second
-	// apiMaxHeaderBytes caps request headers: 64 KiB. The API's own headers
-	// (token, signing headers) take a few hundred bytes; net/http's default
-	// is 1 MiB per connection.
-	apiMaxHeaderBytes = 64 << 10
-)
 
 // serveConfig is everything `edgemap serve` is told by flags.
 type serveConfig struct {
@@ -347,9 +298,13 @@ func serve(c *cli.Context) error {
 // runServer serves until ctx is done. ready, if not nil, is called once
 // everything listens.
 func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func(running)) error {
-	if cfg.MapInterval <= 0 || cfg.MaxAge <= 0 || cfg.Retention < cfg.MaxAge {
-		return fmt.Errorf("--map-interval and --max-age must be positive and --retention at least --max-age (got %v, %v, %v)",
-			cfg.MapInterval, cfg.MaxAge, cfg.Retention)
+	nodeOpts := node.Options{GeoIP: cfg.GeoIP, Log: log.Named("map"),
+		MapInterval: cfg.MapInterval, MaxAge: cfg.MaxAge, Retention: cfg.Retention, Stability: cfg.Stability,
+		DemandSlots: cfg.DemandSlots, DemandSourceCap: cfg.DemandSourceCap,
+		Checks: probe.MonitorConfig{Interval: cfg.CheckInterval, Timeout: cfg.CheckTimeout, DownAfter: cfg.DownAfter, UpAfter: cfg.UpAfter},
+	}
+	if err := nodeOpts.Check(); err != nil {
+		return err
 	}
 	if cfg.DNS == nil {
 		cfg.DNS = defaultDNSSettings()
@@ -361,21 +316,6 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 	cookieFile, err := cfg.DNS.secretFile()
 	if err != nil {
 		return err
-	}
-	needToken, err := apiNeedsToken(cfg.APIListen)
-	if err != nil {
-		return err
-	}
-	if needToken && cfg.APIToken == "" {
-		return fmt.Errorf("--api-listen %s is not loopback: set --api-token (or EDGEMAP_API_TOKEN)", cfg.APIListen)
-	}
-	hosts, err := newHostPolicy(cfg.APIAllowedHosts)
-	if err != nil {
-		return err
-	}
-	if cfg.APIReadTimeout < 0 || cfg.APIWriteTimeout < 0 || cfg.APIIdleTimeout < 0 || cfg.APIMaxConns < 0 ||
-		cfg.CollectorReadTimeout < 0 || cfg.CollectorMaxBuffered < 0 {
-		return fmt.Errorf("--api-read-timeout, --api-write-timeout, --api-idle-timeout, --api-max-conns, --collector-read-timeout and --collector-max-buffered must not be negative")
 	}
 	nodeID := cfg.NodeID
 	if nodeID == "" {
@@ -396,50 +336,22 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 	for _, w := range st.Warnings() {
 		log.Warn("database damaged, and read through bbolt's second meta page", zap.String("db", cfg.DB), zap.String("damage", w))
 	}
-
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if cfg.Stability.Ratio < 0 || cfg.Stability.Ms < 0 {
-		return fmt.Errorf("--stability-ratio and --stability-ms must not be negative")
-	}
-	if cfg.DemandSlots < 0 || cfg.DemandSlots > maxDemandSlots || cfg.DemandSourceCap < 0 {
-		return fmt.Errorf("--demand-table must be 0..%d and --demand-source-cap not negative (got %d, %v)", maxDemandSlots, cfg.DemandSlots, cfg.DemandSourceCap)
-	}
-	n := newNode(log.Named("map"), st, cfg.GeoIP, reg)
-	n.demand = newDemandCounter(time.Now(), cmp.Or(cfg.DemandSlots, defaultDemandSlots), cfg.DemandSourceCap, reg)
-	n.maxAge = cfg.MaxAge
-	n.stability = cfg.Stability
-	n.monitor, err = probe.NewMonitor(probe.MonitorConfig{
-		Interval: cfg.CheckInterval, Timeout: cfg.CheckTimeout, DownAfter: cfg.DownAfter, UpAfter: cfg.UpAfter,
-		Log: log.Named("check"),
-		OnChange: func(edge string, up bool, at time.Time) {
-			n.health.checked(edge, up, at)
-			n.healthChanged()
-		},
-	})
-	if err != nil {
-		return fmt.Errorf("--check-interval, --check-timeout, --down-after, --up-after: %w", err)
-	}
-	defer n.monitor.Close()
-	if err := n.restore(); err != nil {
+	nodeOpts.Store, nodeOpts.Registry = st, reg
+	n, err := node.New(nodeOpts)
+	if errors.Is(err, node.ErrUnreadable) {
 		return dbAdvice(cfg.DB, err)
 	}
-	if err := n.loadGeo(); err != nil {
-		return fmt.Errorf("--geoip: %w", err)
+	if err != nil {
+		return err
 	}
-	if n.snap.Load() == nil { // no --geoip: loadGeo built nothing
-		if err := n.rebuild(); err != nil {
-			return err
-		}
-	}
+	defer n.Close()
 	if world != nil {
-		if err := n.seed(world); err != nil {
+		if err := n.Seed(world); err != nil {
 			return fmt.Errorf("--world %s: %w", cfg.World, err)
 		}
 	}
-
-	n.syncChecks() // checks start with the server, not at the first query
-
 	// Loading the measurements and the GeoIP database and the first build
 	// leave hundreds of MB of garbage. Collected now, before the first
 	// query, it costs the answers nothing, and the memory goes back to the
@@ -452,7 +364,7 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 	}
 	dns, err := resolver.Start(resolver.Config{
 		Addr: cfg.Listen,
-		Handler: &resolver.Handler{NodeID: nodeID, Snapshot: &n.snap, Metrics: resolver.NewMetrics(reg), Demand: n.demand,
+		Handler: &resolver.Handler{NodeID: nodeID, Snapshot: n.Snapshot(), Metrics: resolver.NewMetrics(reg), Demand: n.Demand(),
 			RRL: rrl, Cookies: cookies},
 		TCP:    cfg.DNS.TCP,
 		Logger: log.Named("dns"),
@@ -461,67 +373,40 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 		return err
 	}
 	defer dns.Close()
-
-	a := &api{n: n, token: cfg.APIToken, hosts: hosts, log: log.Named("api"),
-		collector: probe.Collector{BodyTimeout: cfg.CollectorReadTimeout, MaxBufferedBytes: cfg.CollectorMaxBuffered}}
-	tcpLn, err := net.Listen("tcp", cfg.APIListen)
+	apiSrv, err := api.Listen(cfg.APIListen, &api.Options{Node: n, Token: cfg.APIToken, AllowedHosts: cfg.APIAllowedHosts,
+		Log: log.Named("api"), Metrics: reg, Pprof: cfg.Pprof,
+		ReadTimeout: cfg.APIReadTimeout, WriteTimeout: cfg.APIWriteTimeout, IdleTimeout: cfg.APIIdleTimeout, MaxConns: cfg.APIMaxConns,
+		CollectorBodyTimeout: cfg.CollectorReadTimeout, CollectorMaxBuffered: cfg.CollectorMaxBuffered})
 	if err != nil {
-		return fmt.Errorf("--api-listen: %w", err)
-	}
-	ln := newConnCap(tcpLn, cmp.Or(cfg.APIMaxConns, defaultAPIMaxConns), log.Named("api"), reg)
-	handler := a.routes(reg)
-	if cfg.Pprof {
-		mux := http.NewServeMux()
-		mux.Handle("/", handler)
-		mux.Handle("/debug/pprof/", a.admin(pprof.Index))
-		mux.Handle("/debug/pprof/profile", a.admin(pprof.Profile))
-		handler = mux
-	}
-	httpSrv := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: apiReadHeaderTimeout,
-		ReadTimeout:       cmp.Or(cfg.APIReadTimeout, defaultAPIReadTimeout),
-		WriteTimeout:      cmp.Or(cfg.APIWriteTimeout, defaultAPIWriteTimeout),
-		IdleTimeout:       cmp.Or(cfg.APIIdleTimeout, defaultAPIIdleTimeout),
-		MaxHeaderBytes:    apiMaxHeaderBytes,
-		ConnState:         ln.track,
-	}
-	if httpSrv.ErrorLog, err = zap.NewStdLogAt(log.Named("http"), zapcore.WarnLevel); err != nil {
 		return err
 	}
-	httpErr := make(chan error, 1)
-	go func() { httpErr <- httpSrv.Serve(ln) }()
+	apiErr := make(chan error, 1)
+	go func() { apiErr <- apiSrv.Serve() }()
+	mapErr := make(chan error, 1)
+	go func() { mapErr <- n.Run(ctx) }()
 
-	log.Info("serving", zap.String("dns", dns.Addr().String()), zap.String("api", ln.Addr().String()),
+	log.Info("serving", zap.String("dns", dns.Addr().String()), zap.String("api", apiSrv.Addr().String()),
 		zap.String("db", st.Path()), zap.String("node_id", nodeID))
-	go n.mapLoop(ctx, cfg.MapInterval, cfg.Retention)
 	if ready != nil {
-		ready(running{DNS: dns.Addr(), API: "http://" + ln.Addr().String()})
+		ready(running{DNS: dns.Addr(), API: "http://" + apiSrv.Addr().String()})
 	}
-
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	for {
 		select {
 		case <-hup:
-			if err := n.loadGeo(); err != nil {
+			if err := n.ReloadGeo(); err != nil {
 				log.Error("geoip reload failed; keeping the database in use", zap.Error(err))
 			}
 		case <-ctx.Done():
 			log.Info("shutting down")
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			// What is left after the grace is cut: a request that slow, or
-			// a client that connected and never sent one, which net/http
-			// counts as active for just as long.
-			err := httpSrv.Shutdown(sctx)
-			if errors.Is(err, context.DeadlineExceeded) {
-				log.Warn("admin API connections still open after 5 s; closing them")
-				return httpSrv.Close()
-			}
+			err := apiSrv.Shutdown()
+			<-apiErr
+			n.Close() // joins the map loop before the store closes
+			<-mapErr
 			return err
-		case err := <-httpErr:
+		case err := <-apiErr:
 			return fmt.Errorf("admin api: %w", err)
 		}
 	}

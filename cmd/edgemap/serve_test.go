@@ -3,34 +3,29 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
 	"go.uber.org/zap"
 
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/api"
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/edgetest"
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/node"
 	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/store"
 )
 
-const (
-	testWorld = "../../testdata/world.yaml"
-	testGeoIP = "../../testdata/GeoIP2-City-Test.mmdb"
-)
-
 // server is an in-process `edgemap serve` on loopback ports.
 type server struct {
-	running
+	edgetest.Addrs
 	stop func() error
 }
 
@@ -45,7 +40,7 @@ func startServer(t *testing.T, cfg serveConfig) *server {
 	go func() { done <- runServer(ctx, cfg, zap.NewNop(), func(r running) { ready <- r }) }()
 	select {
 	case r := <-ready:
-		s := &server{running: r}
+		s := &server{Addrs: edgetest.Addrs{DNS: r.DNS, API: r.API}}
 		var stopped bool
 		s.stop = func() error {
 			if stopped {
@@ -70,107 +65,13 @@ func startServer(t *testing.T, cfg serveConfig) *server {
 
 func demoConfig(t *testing.T) serveConfig {
 	return serveConfig{
-		DB: filepath.Join(t.TempDir(), "edgemap.db"), World: testWorld, GeoIP: testGeoIP,
+		DB: filepath.Join(t.TempDir(), "edgemap.db"), World: edgetest.World, GeoIP: edgetest.GeoIP,
 		Listen: "127.0.0.1:0", APIListen: "127.0.0.1:0", NodeID: "test",
 		MapInterval: time.Second, MaxAge: 90 * time.Second, Retention: time.Hour,
 		CheckInterval: 200 * time.Millisecond, CheckTimeout: 100 * time.Millisecond, DownAfter: 3, UpAfter: 2,
 		Stability:       mapping.DefaultStability,
-		DemandSourceCap: defaultDemandSourceCap,
+		DemandSourceCap: node.DefaultDemandSourceCap,
 	}
-}
-
-// askA asks for name's A records as a resolver would, with ECS for subnet
-// unless it is empty, and returns the response and its A addresses.
-func askA(t *testing.T, s *server, name, subnet string) (*dns.Msg, []string) {
-	t.Helper()
-	m := new(dns.Msg)
-	m.SetQuestion(name, dns.TypeA)
-	m.SetEdns0(1232, false)
-	if subnet != "" {
-		p := netip.MustParsePrefix(subnet)
-		family := uint16(1)
-		if p.Addr().Is6() {
-			family = 2
-		}
-		m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: family,
-			SourceNetmask: uint8(p.Bits()), Address: p.Addr().AsSlice()})
-	}
-	r, _, err := new(dns.Client).Exchange(m, s.DNS.String())
-	if err != nil {
-		t.Fatalf("query %s: %v", name, err)
-	}
-	var addrs []string
-	for _, rr := range r.Answer {
-		if a, ok := rr.(*dns.A); ok {
-			addrs = append(addrs, a.A.String())
-		}
-	}
-	return r, addrs
-}
-
-// queryA is askA for an answer that must be NOERROR.
-func queryA(t *testing.T, s *server, name, subnet string) []string {
-	t.Helper()
-	r, addrs := askA(t, s, name, subnet)
-	if r.Rcode != dns.RcodeSuccess {
-		t.Fatalf("query %s: rcode %s", name, dns.RcodeToString[r.Rcode])
-	}
-	return addrs
-}
-
-// call sends a JSON request to the admin API and decodes the answer.
-func call(t *testing.T, s *server, method, path string, body any, out any) int {
-	t.Helper()
-	code, raw := callRaw(t, s, method, path, body)
-	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			t.Fatalf("%s %s: decoding answer: %v", method, path, err)
-		}
-	}
-	return code
-}
-
-// callRaw sends a JSON request to the admin API and returns the raw answer.
-func callRaw(t *testing.T, s *server, method, path string, body any) (int, []byte) {
-	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		raw, err := json.Marshal(body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rd = bytes.NewReader(raw)
-	}
-	req, err := http.NewRequest(method, s.API+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if method != http.MethodGet {
-		req.Header.Set("Content-Type", "application/json") // as the CLI sends every write
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, raw
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > within {
-			t.Fatalf("%s: not within %v", what, within)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return time.Since(start)
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -178,33 +79,33 @@ func ptr[T any](v T) *T { return &v }
 func TestAPIChangeReachesAnswersWithoutRestart(t *testing.T) {
 	s := startServer(t, demoConfig(t))
 	const frankfurt = "198.18.2.0/24"
-	if got := queryA(t, s, "shop.cdn.example.net.", frankfurt); len(got) != 1 || got[0] != "192.0.2.1" {
+	if got := s.QueryA(t, "shop.cdn.example.net.", frankfurt); len(got) != 1 || got[0] != "192.0.2.1" {
 		t.Fatalf("before: Frankfurt gets %v, want fra1 192.0.2.1", got)
 	}
 	// An edge exactly where the GeoIP database puts Frankfurt beats fra1.
-	edge := config.EdgeSpec{ID: "fra2", IPv4: ptr("198.51.100.77"), Lat: ptr(50.1109), Lon: ptr(8.6821), Pool: ptr("global")}
-	if code := call(t, s, "POST", "/v1/edges", edge, nil); code != http.StatusCreated {
+	edge := config.EdgeSpec{ID: "fra2", IPv4: edgetest.Ptr("198.51.100.77"), Lat: edgetest.Ptr(50.1109), Lon: edgetest.Ptr(8.6821), Pool: edgetest.Ptr("global")}
+	if code := s.Call(t, "POST", "/v1/edges", edge, nil); code != http.StatusCreated {
 		t.Fatalf("add edge: status %d", code)
 	}
-	took := eventually(t, time.Second, "new edge in answers", func() bool {
-		got := queryA(t, s, "shop.cdn.example.net.", frankfurt)
+	took := edgetest.Eventually(t, time.Second, "new edge in answers", func() bool {
+		got := s.QueryA(t, "shop.cdn.example.net.", frankfurt)
 		return len(got) == 1 && got[0] == "198.51.100.77"
 	})
 	t.Logf("edge add reached answers in %v", took)
 
-	if code := call(t, s, "PATCH", "/v1/properties/shop.cdn.example.net", config.PropertySpec{Answers: ptr(2)}, nil); code != http.StatusOK {
+	if code := s.Call(t, "PATCH", "/v1/properties/shop.cdn.example.net", config.PropertySpec{Answers: edgetest.Ptr(2)}, nil); code != http.StatusOK {
 		t.Fatalf("set answers: status %d", code)
 	}
-	eventually(t, time.Second, "answers=2", func() bool {
-		got := queryA(t, s, "shop.cdn.example.net.", frankfurt)
+	edgetest.Eventually(t, time.Second, "answers=2", func() bool {
+		got := s.QueryA(t, "shop.cdn.example.net.", frankfurt)
 		return len(got) == 2 && got[0] == "198.51.100.77" && got[1] == "192.0.2.1"
 	})
 
-	if code := call(t, s, "DELETE", "/v1/edges/fra2", nil, nil); code != http.StatusOK {
+	if code := s.Call(t, "DELETE", "/v1/edges/fra2", nil, nil); code != http.StatusOK {
 		t.Fatalf("rm edge: status %d", code)
 	}
-	eventually(t, time.Second, "removed edge gone from answers", func() bool {
-		got := queryA(t, s, "shop.cdn.example.net.", frankfurt)
+	edgetest.Eventually(t, time.Second, "removed edge gone from answers", func() bool {
+		got := s.QueryA(t, "shop.cdn.example.net.", frankfurt)
 		return len(got) == 2 && got[0] == "192.0.2.1"
 	})
 }
@@ -212,16 +113,16 @@ func TestAPIChangeReachesAnswersWithoutRestart(t *testing.T) {
 func TestRestartKeepsConfiguration(t *testing.T) {
 	cfg := demoConfig(t)
 	s := startServer(t, cfg)
-	edge := config.EdgeSpec{ID: "sel2", IPv4: ptr("198.51.100.88"), Lat: ptr(37.5665), Lon: ptr(126.978), Pool: ptr("apac"), Capacity: ptr(500)}
-	if code := call(t, s, "POST", "/v1/edges", edge, nil); code != http.StatusCreated {
+	edge := config.EdgeSpec{ID: "sel2", IPv4: edgetest.Ptr("198.51.100.88"), Lat: edgetest.Ptr(37.5665), Lon: edgetest.Ptr(126.978), Pool: edgetest.Ptr("apac"), Capacity: edgetest.Ptr(500)}
+	if code := s.Call(t, "POST", "/v1/edges", edge, nil); code != http.StatusCreated {
 		t.Fatalf("add edge: status %d", code)
 	}
-	prop := config.PropertySpec{Name: "new.cdn.example.net", Pools: []string{"apac"}, TTL: ptr(uint32(45))}
-	if code := call(t, s, "POST", "/v1/properties", prop, nil); code != http.StatusCreated {
+	prop := config.PropertySpec{Name: "new.cdn.example.net", Pools: []string{"apac"}, TTL: edgetest.Ptr(uint32(45))}
+	if code := s.Call(t, "POST", "/v1/properties", prop, nil); code != http.StatusCreated {
 		t.Fatalf("add property: status %d", code)
 	}
 	var before []config.Edge
-	call(t, s, "GET", "/v1/edges", nil, &before)
+	s.Call(t, "GET", "/v1/edges", nil, &before)
 	if err := s.stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -230,39 +131,39 @@ func TestRestartKeepsConfiguration(t *testing.T) {
 	cfg.World = ""
 	s = startServer(t, cfg)
 	var after []config.Edge
-	call(t, s, "GET", "/v1/edges", nil, &after)
-	if !equalJSON(before, after) {
+	s.Call(t, "GET", "/v1/edges", nil, &after)
+	if !edgetest.EqualJSON(before, after) {
 		t.Fatalf("edges changed across restart:\nbefore %+v\nafter  %+v", before, after)
 	}
-	if got := queryA(t, s, "new.cdn.example.net.", "198.18.1.0/24"); len(got) != 1 || got[0] != "198.51.100.88" {
+	if got := s.QueryA(t, "new.cdn.example.net.", "198.18.1.0/24"); len(got) != 1 || got[0] != "198.51.100.88" {
 		t.Fatalf("after restart Seoul gets %v for the new property, want sel2", got)
 	}
 }
 
 func TestApplyIsIdempotentAndInvalidWritesNothing(t *testing.T) {
 	s := startServer(t, demoConfig(t))
-	w, err := config.ReadWorld(testWorld)
+	w, err := config.ReadWorld(edgetest.World)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var res config.ApplyResult
-	if code := call(t, s, "POST", "/v1/apply", w, &res); code != http.StatusOK || res.Changed {
+	if code := s.Call(t, "POST", "/v1/apply", w, &res); code != http.StatusOK || res.Changed {
 		t.Fatalf("re-applying the seed world: status %d, %+v; want 200 and no change", code, res)
 	}
 	serial := res.Serial
 
 	var beforeEdges []config.Edge
-	call(t, s, "GET", "/v1/edges", nil, &beforeEdges)
+	s.Call(t, "GET", "/v1/edges", nil, &beforeEdges)
 	bad := *w
-	bad.Edges = append([]config.EdgeSpec{{ID: "new1", IPv4: ptr("192.0.2.99"), Lat: ptr(1.0), Lon: ptr(2.0), Pool: ptr("global")}}, w.Edges...)
-	bad.Edges[2].Lat = ptr(100.0)
+	bad.Edges = append([]config.EdgeSpec{{ID: "new1", IPv4: edgetest.Ptr("192.0.2.99"), Lat: edgetest.Ptr(1.0), Lon: edgetest.Ptr(2.0), Pool: edgetest.Ptr("global")}}, w.Edges...)
+	bad.Edges[2].Lat = edgetest.Ptr(100.0)
 	var fe mapping.FieldError
-	if code := call(t, s, "POST", "/v1/apply?prune=true", bad, &fe); code != http.StatusBadRequest || fe.Field != "edges[2].lat" {
+	if code := s.Call(t, "POST", "/v1/apply?prune=true", bad, &fe); code != http.StatusBadRequest || fe.Field != "edges[2].lat" {
 		t.Fatalf("invalid apply: status %d, %+v; want 400 naming edges[2].lat", code, fe)
 	}
 	var afterEdges []config.Edge
-	call(t, s, "GET", "/v1/edges", nil, &afterEdges)
-	if !equalJSON(beforeEdges, afterEdges) {
+	s.Call(t, "GET", "/v1/edges", nil, &afterEdges)
+	if !edgetest.EqualJSON(beforeEdges, afterEdges) {
 		t.Fatalf("an invalid apply wrote something:\nbefore %+v\nafter  %+v", beforeEdges, afterEdges)
 	}
 
@@ -270,14 +171,14 @@ func TestApplyIsIdempotentAndInvalidWritesNothing(t *testing.T) {
 	// (a property drawing on a pool no edge is in) is refused too.
 	incons := *w
 	incons.Properties = append(incons.Properties, config.PropertySpec{Name: "x.cdn.example.net", Pools: []string{"nowhere"}})
-	if code := call(t, s, "POST", "/v1/apply", incons, &fe); code != http.StatusBadRequest || fe.Field != "property.pools" {
+	if code := s.Call(t, "POST", "/v1/apply", incons, &fe); code != http.StatusBadRequest || fe.Field != "property.pools" {
 		t.Fatalf("inconsistent apply: status %d, %+v", code, fe)
 	}
 
 	// Prune removes what the file no longer names, and bumps the serial once.
 	small := *w
 	small.Properties = w.Properties[:1]
-	if code := call(t, s, "POST", "/v1/apply?prune=true", small, &res); code != http.StatusOK || !res.Changed || len(res.Deleted) != 3 || res.Serial != serial+1 {
+	if code := s.Call(t, "POST", "/v1/apply?prune=true", small, &res); code != http.StatusOK || !res.Changed || len(res.Deleted) != 3 || res.Serial != serial+1 {
 		t.Fatalf("prune: status %d, %+v; want 3 deletions and serial %d", code, res, serial+1)
 	}
 }
@@ -290,17 +191,17 @@ func TestAPIErrorsNameTheField(t *testing.T) {
 		status       int
 		field        string
 	}{
-		{"POST", "/v1/edges", config.EdgeSpec{ID: "Bad ID", IPv4: ptr("192.0.2.1"), Lat: ptr(0.0), Lon: ptr(0.0), Pool: ptr("p")}, 400, "id"},
-		{"POST", "/v1/edges", config.EdgeSpec{ID: "e1", IPv4: ptr("2001:db8::1"), Lat: ptr(0.0), Lon: ptr(0.0), Pool: ptr("p")}, 400, "ipv4"},
-		{"POST", "/v1/edges", config.EdgeSpec{ID: "e1", IPv4: ptr("192.0.2.1"), Lon: ptr(0.0), Pool: ptr("p")}, 400, "lat"},
-		{"POST", "/v1/edges", config.EdgeSpec{ID: "e1", IPv4: ptr("192.0.2.1"), Lat: ptr(0.0), Lon: ptr(181.0), Pool: ptr("p")}, 400, "lon"},
-		{"POST", "/v1/edges", config.EdgeSpec{ID: "fra1", IPv4: ptr("192.0.2.1"), Lat: ptr(0.0), Lon: ptr(0.0), Pool: ptr("p")}, 409, "id"},
+		{"POST", "/v1/edges", config.EdgeSpec{ID: "Bad ID", IPv4: edgetest.Ptr("192.0.2.1"), Lat: edgetest.Ptr(0.0), Lon: edgetest.Ptr(0.0), Pool: edgetest.Ptr("p")}, 400, "id"},
+		{"POST", "/v1/edges", config.EdgeSpec{ID: "e1", IPv4: edgetest.Ptr("2001:db8::1"), Lat: edgetest.Ptr(0.0), Lon: edgetest.Ptr(0.0), Pool: edgetest.Ptr("p")}, 400, "ipv4"},
+		{"POST", "/v1/edges", config.EdgeSpec{ID: "e1", IPv4: edgetest.Ptr("192.0.2.1"), Lon: edgetest.Ptr(0.0), Pool: edgetest.Ptr("p")}, 400, "lat"},
+		{"POST", "/v1/edges", config.EdgeSpec{ID: "e1", IPv4: edgetest.Ptr("192.0.2.1"), Lat: edgetest.Ptr(0.0), Lon: edgetest.Ptr(181.0), Pool: edgetest.Ptr("p")}, 400, "lon"},
+		{"POST", "/v1/edges", config.EdgeSpec{ID: "fra1", IPv4: edgetest.Ptr("192.0.2.1"), Lat: edgetest.Ptr(0.0), Lon: edgetest.Ptr(0.0), Pool: edgetest.Ptr("p")}, 409, "id"},
 		{"POST", "/v1/edges", map[string]any{"id": "e1", "lattitude": 1}, 400, "body"},
 		{"POST", "/v1/edges", map[string]any{"id": "e1", "lat": "north"}, 400, "lat"},
-		{"PATCH", "/v1/edges/nope", config.EdgeSpec{Lat: ptr(1.0)}, 404, "id"},
+		{"PATCH", "/v1/edges/nope", config.EdgeSpec{Lat: edgetest.Ptr(1.0)}, 404, "id"},
 		{"POST", "/v1/properties", config.PropertySpec{Name: "a.example.org", Pools: []string{"global"}}, 400, "property.name"},
-		{"POST", "/v1/properties", config.PropertySpec{Name: "a.cdn.example.net", Pools: []string{"global"}, Answers: ptr(5)}, 400, "answers"},
-		{"POST", "/v1/properties", config.PropertySpec{Name: "a.cdn.example.net", Pools: []string{"global"}, TTL: ptr(uint32(0))}, 400, "ttl"},
+		{"POST", "/v1/properties", config.PropertySpec{Name: "a.cdn.example.net", Pools: []string{"global"}, Answers: edgetest.Ptr(5)}, 400, "answers"},
+		{"POST", "/v1/properties", config.PropertySpec{Name: "a.cdn.example.net", Pools: []string{"global"}, TTL: edgetest.Ptr(uint32(0))}, 400, "ttl"},
 		{"POST", "/v1/properties", config.PropertySpec{Name: "a..cdn.example.net", Pools: []string{"global"}}, 400, "name"},
 		{"PUT", "/v1/zone", config.ZoneSpec{Name: "cdn.example.net", Contact: "hostmaster@example.net"}, 400, "nameservers"},
 		{"GET", "/v1/map/explain?property=shop.cdn.example.net&client=nope", nil, 400, "client"},
@@ -309,7 +210,7 @@ func TestAPIErrorsNameTheField(t *testing.T) {
 	}
 	for _, tc := range cases {
 		var fe mapping.FieldError
-		code := call(t, s, tc.method, tc.path, tc.body, &fe)
+		code := s.Call(t, tc.method, tc.path, tc.body, &fe)
 		if code != tc.status || fe.Field != tc.field || fe.Msg == "" {
 			t.Errorf("%s %s: got %d %+v, want %d naming %q", tc.method, tc.path, code, fe, tc.status, tc.field)
 		}
@@ -319,28 +220,28 @@ func TestAPIErrorsNameTheField(t *testing.T) {
 func TestRemovingLastEdgeOfAUsedPoolIsRefused(t *testing.T) {
 	s := startServer(t, demoConfig(t))
 	for _, id := range []string{"nrt1", "sel1"} {
-		if code := call(t, s, "DELETE", "/v1/edges/"+id, nil, nil); code != http.StatusOK {
+		if code := s.Call(t, "DELETE", "/v1/edges/"+id, nil, nil); code != http.StatusOK {
 			t.Fatalf("rm %s: %d", id, code)
 		}
 	}
 	var fe mapping.FieldError
-	if code := call(t, s, "DELETE", "/v1/edges/sin1", nil, &fe); code != http.StatusBadRequest || fe.Field != "property.pools" {
+	if code := s.Call(t, "DELETE", "/v1/edges/sin1", nil, &fe); code != http.StatusBadRequest || fe.Field != "property.pools" {
 		t.Fatalf("rm the last apac edge: %d %+v; want 400 naming property.pools", code, fe)
 	}
-	if got := queryA(t, s, "game.cdn.example.net.", ""); len(got) != 1 || got[0] != "192.0.2.10" {
+	if got := s.QueryA(t, "game.cdn.example.net.", ""); len(got) != 1 || got[0] != "192.0.2.10" {
 		t.Fatalf("game now answers %v, want sin1 still", got)
 	}
 }
 
 func TestAPIToken(t *testing.T) {
-	if need, _ := apiNeedsToken("0.0.0.0:8053"); !need {
+	if need, _ := api.NeedsToken("0.0.0.0:8053"); !need {
 		t.Error("0.0.0.0 must need a token")
 	}
-	if need, _ := apiNeedsToken(":8053"); !need {
+	if need, _ := api.NeedsToken(":8053"); !need {
 		t.Error(":8053 (all interfaces) must need a token")
 	}
 	for _, addr := range []string{"127.0.0.1:8053", "[::1]:8053", "localhost:8053"} {
-		if need, _ := apiNeedsToken(addr); need {
+		if need, _ := api.NeedsToken(addr); need {
 			t.Errorf("%s must not need a token", addr)
 		}
 	}
@@ -354,7 +255,7 @@ func TestAPIToken(t *testing.T) {
 	cfg = demoConfig(t)
 	cfg.APIToken = "s3cret"
 	s := startServer(t, cfg)
-	if code := call(t, s, "GET", "/v1/edges", nil, nil); code != http.StatusUnauthorized {
+	if code := s.Call(t, "GET", "/v1/edges", nil, nil); code != http.StatusUnauthorized {
 		t.Fatalf("no token: %d, want 401", code)
 	}
 	req, _ := http.NewRequest("GET", s.API+"/v1/edges", nil)
@@ -387,7 +288,7 @@ func TestServeRefusesBadDatabaseFile(t *testing.T) {
 
 func TestGeoIPReloadKeepsOldDatabaseOnFailure(t *testing.T) {
 	cfg := demoConfig(t)
-	good, err := os.ReadFile(testGeoIP)
+	good, err := os.ReadFile(edgetest.GeoIP)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -397,7 +298,7 @@ func TestGeoIPReloadKeepsOldDatabaseOnFailure(t *testing.T) {
 	}
 	s := startServer(t, cfg)
 	seoul := func() bool {
-		got := queryA(t, s, "shop.cdn.example.net.", "198.18.1.0/24")
+		got := s.QueryA(t, "shop.cdn.example.net.", "198.18.1.0/24")
 		return len(got) == 1 && got[0] == "192.0.2.9"
 	}
 	if !seoul() {
@@ -407,37 +308,37 @@ func TestGeoIPReloadKeepsOldDatabaseOnFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	var fe mapping.FieldError
-	if code := call(t, s, "POST", "/v1/geoip/reload", nil, &fe); code != http.StatusUnprocessableEntity || fe.Field != "geoip" {
+	if code := s.Call(t, "POST", "/v1/geoip/reload", nil, &fe); code != http.StatusUnprocessableEntity || fe.Field != "geoip" {
 		t.Fatalf("reload of a broken file: %d %+v", code, fe)
 	}
 	// The snapshot in use was built before the failed reload, so answers
 	// alone prove nothing: make the node build a new one (a configuration
 	// write rebuilds at once) and check that it still has the database.
-	builds := metric(t, s, "edgemap_map_builds_total")
-	if code := call(t, s, "PATCH", "/v1/edges/iad1", config.EdgeSpec{Capacity: ptr(12345)}, nil); code != http.StatusOK {
+	builds := s.Metric(t, "edgemap_map_builds_total")
+	if code := s.Call(t, "PATCH", "/v1/edges/iad1", config.EdgeSpec{Capacity: edgetest.Ptr(12345)}, nil); code != http.StatusOK {
 		t.Fatalf("configuration write after the failed reload: %d", code)
 	}
-	if after := metric(t, s, "edgemap_map_builds_total"); after <= builds {
+	if after := s.Metric(t, "edgemap_map_builds_total"); after <= builds {
 		t.Fatalf("no map was built after the failed reload (builds %v, then %v)", builds, after)
 	}
 	if !seoul() {
 		t.Fatal("a map built after a failed reload lost the GeoIP database in use")
 	}
 	var health map[string]any
-	if call(t, s, "GET", "/healthz", nil, &health); health["geoip"] == nil {
+	if s.Call(t, "GET", "/healthz", nil, &health); health["geoip"] == nil {
 		t.Fatalf("healthz after the failed reload: %v, want the GeoIP database described", health)
 	}
 	if err := os.WriteFile(cfg.GeoIP, good, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if code := call(t, s, "POST", "/v1/geoip/reload", nil, nil); code != http.StatusOK {
+	if code := s.Call(t, "POST", "/v1/geoip/reload", nil, nil); code != http.StatusOK {
 		t.Fatalf("reload of a good file: %d", code)
 	}
 }
 
 func TestMetricsCountQueries(t *testing.T) {
 	s := startServer(t, demoConfig(t))
-	queryA(t, s, "shop.cdn.example.net.", "")
+	s.QueryA(t, "shop.cdn.example.net.", "")
 	resp, err := http.Get(s.API + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -455,26 +356,6 @@ func TestMetricsCountQueries(t *testing.T) {
 	}
 }
 
-// acceptAndClose accepts and closes every connection to ln, as a probe
-// address or a TCP health check target does, until the test ends.
-func acceptAndClose(t *testing.T, ln net.Listener) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-	})
-}
-
 // A client that connected to the admin API but sent nothing (an agent
 // stopped between its dial and its request does this) must not turn a
 // clean stop into an error: net/http counts such a connection active for
@@ -489,11 +370,4 @@ func TestStopWithSilentAPIClient(t *testing.T) {
 	if err := s.stop(); err != nil {
 		t.Fatalf("stop with a silent client connected: %v", err)
 	}
-}
-
-// equalJSON reports whether a and b encode to the same JSON.
-func equalJSON(a, b any) bool {
-	x, errA := json.Marshal(a)
-	y, errB := json.Marshal(b)
-	return errA == nil && errB == nil && bytes.Equal(x, y)
 }

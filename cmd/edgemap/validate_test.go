@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/edgetest"
 	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/store"
 )
@@ -24,7 +25,7 @@ func configOf(t *testing.T, s *server) string {
 	t.Helper()
 	var b strings.Builder
 	for _, path := range []string{"/v1/zone", "/v1/edges", "/v1/properties", "/v1/map/targets"} {
-		code, raw := callRaw(t, s, "GET", path, nil)
+		code, raw := s.CallRaw(t, "GET", path, nil)
 		if code != http.StatusOK {
 			t.Fatalf("GET %s: %d", path, code)
 		}
@@ -135,7 +136,7 @@ func TestAPIRefusesNonsense(t *testing.T) {
 // the field (or for a key given twice, the key and its line), and store
 // nothing.
 func TestWorldFileRefusesNonsense(t *testing.T) {
-	good, err := os.ReadFile(testWorld)
+	good, err := os.ReadFile(edgetest.World)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +200,7 @@ func TestNamesBeforeTheRulesCanBeRemoved(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := config.ReadWorld(testWorld)
+	w, err := config.ReadWorld(edgetest.World)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,16 +219,16 @@ func TestNamesBeforeTheRulesCanBeRemoved(t *testing.T) {
 	cfg.World = ""
 	s := startServer(t, cfg)
 	path := "/v1/properties/" + url.PathEscape(old)
-	if code := call(t, s, "GET", path, nil, nil); code != http.StatusOK {
+	if code := s.Call(t, "GET", path, nil, nil); code != http.StatusOK {
 		t.Fatalf("GET %s: %d", old, code)
 	}
-	if code := call(t, s, "PATCH", path, config.PropertySpec{TTL: ptr(uint32(30))}, nil); code != http.StatusOK {
+	if code := s.Call(t, "PATCH", path, config.PropertySpec{TTL: edgetest.Ptr(uint32(30))}, nil); code != http.StatusOK {
 		t.Fatalf("PATCH %s: %d", old, code)
 	}
-	if code := call(t, s, "DELETE", path, nil, nil); code != http.StatusOK {
+	if code := s.Call(t, "DELETE", path, nil, nil); code != http.StatusOK {
 		t.Fatalf("DELETE %s: %d", old, code)
 	}
-	if code := call(t, s, "GET", path, nil, nil); code != http.StatusNotFound {
+	if code := s.Call(t, "GET", path, nil, nil); code != http.StatusNotFound {
 		t.Fatalf("GET %s after DELETE: %d", old, code)
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package api
 
 import (
 	"bytes"
@@ -8,11 +8,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap"
 
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/edgetest"
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/node"
 	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/store"
 )
@@ -39,7 +41,7 @@ type fuzzAPI struct {
 }
 
 func newFuzzAPI(f *testing.F) *fuzzAPI {
-	world, err := config.ReadWorld(testWorld)
+	world, err := config.ReadWorld(edgetest.World)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -48,39 +50,36 @@ func newFuzzAPI(f *testing.F) *fuzzAPI {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { st.Close() })
-	n := newNode(zap.NewNop(), st, "", prometheus.NewRegistry())
-	n.maxAge, n.stability = mapping.DefaultMaxAge, mapping.DefaultStability
-	if err := n.restore(); err != nil {
-		f.Fatal(err)
-	}
-	if err := n.rebuild(); err != nil {
-		f.Fatal(err)
-	}
-	if err := n.seed(world); err != nil {
-		f.Fatal(err)
-	}
-	hosts, err := newHostPolicy([]string{"api.test"})
+	n, err := node.New(node.Options{Store: st, MapInterval: time.Hour, MaxAge: mapping.DefaultMaxAge, Retention: time.Hour,
+		Stability: mapping.DefaultStability})
 	if err != nil {
 		f.Fatal(err)
 	}
-	a := &api{n: n, hosts: hosts, log: zap.NewNop()}
+	f.Cleanup(func() { n.Close() })
+	if err := n.Seed(world); err != nil {
+		f.Fatal(err)
+	}
+	a, err := newAPI(&Options{Node: n, AllowedHosts: []string{"api.test"}})
+	if err != nil {
+		f.Fatal(err)
+	}
 	return &fuzzAPI{handler: a.routes(prometheus.NewRegistry()), a: a, world: world}
 }
 
 // reset puts the demo world back and removes every key, so that each input
 // starts from the same state and a crasher reproduces on its own.
 func (fa *fuzzAPI) reset(t *testing.T) {
-	if _, err := fa.a.n.update(func(c *store.Config) error {
+	if _, err := fa.a.n.Update(func(c *store.Config) error {
 		return fa.world.ApplyTo(c, true)
 	}); err != nil {
 		t.Fatalf("reset: %v", err)
 	}
-	keys, err := fa.a.n.store.Keys()
+	keys, err := fa.a.n.Store().Keys()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, k := range keys {
-		if err := fa.a.n.store.DeleteKey(k.ID); err != nil {
+		if err := fa.a.n.Store().DeleteKey(k.ID); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -88,11 +87,11 @@ func (fa *fuzzAPI) reset(t *testing.T) {
 
 // state is the stored configuration and keys, to compare around a request.
 func (fa *fuzzAPI) state(t *testing.T) string {
-	cfg, err := fa.a.n.store.Config()
+	cfg, _, err := fa.a.n.Config()
 	if err != nil {
 		t.Fatalf("reading the configuration back: %v", err)
 	}
-	keys, err := fa.a.n.store.Keys()
+	keys, err := fa.a.n.Store().Keys()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,12 +122,12 @@ func (fa *fuzzAPI) do(method, path, host, origin, ctype string, body []byte) *ht
 // refusal is a JSON error and changes nothing stored; an apply that
 // succeeded is idempotent.
 func FuzzAdminAPI(f *testing.F) {
-	demo, err := config.ReadWorld(testWorld)
+	demo, err := config.ReadWorld(edgetest.World)
 	if err != nil {
 		f.Fatal(err)
 	}
 	demoJSON, _ := json.Marshal(demo)
-	attack, _ := json.Marshal(attackWorld())
+	attack, _ := json.Marshal(edgetest.AttackWorld())
 	f.Add(uint8(0), demoJSON) // the demo world: unchanged
 	f.Add(uint8(1), attack)   // a whole new world
 	f.Add(uint8(0), []byte(`{"edges":[],"properties":[]}`))
@@ -180,7 +179,7 @@ func FuzzAdminAPI(f *testing.F) {
 // Origin that does not name it, or a type that is not JSON, is refused 403
 // or 415; a refusal is a JSON error and changes nothing stored.
 func FuzzAdminGuard(f *testing.F) {
-	attack, _ := json.Marshal(attackWorld())
+	attack, _ := json.Marshal(edgetest.AttackWorld())
 	const self, js = "api.test", "application/json"
 	f.Add(self, "", js)
 	f.Add("evil.example", "http://evil.example", "text/plain") // issue 10's CSRF

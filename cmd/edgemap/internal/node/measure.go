@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"errors"
@@ -210,49 +210,4 @@ func (ms *measurements) prune(st *store.Store, snap *mapping.Snapshot, now time.
 	ms.mapView = nil
 	ms.mu.Unlock()
 	log.Info("pruned measurements", zap.Int("deleted", n))
-}
-
-// collectorStore is what the probe collector sees of the node.
-type collectorStore struct{ n *node }
-
-func (c collectorStore) Key(id string) (probe.Key, bool) {
-	k, err := c.n.store.Key(id)
-	if err != nil {
-		return probe.Key{}, false
-	}
-	return probe.Key{ID: k.ID, Edge: k.Edge, Secret: k.Secret}, true
-}
-
-func (c collectorStore) EdgeExists(id string) bool {
-	snap := c.n.snap.Load()
-	return snap != nil && snap.HasEdge(id)
-}
-
-func (c collectorStore) Targets() []probe.Target {
-	c.n.mu.Lock()
-	defer c.n.mu.Unlock()
-	out := make([]probe.Target, 0, len(c.n.targets))
-	for _, t := range c.n.targets {
-		out = append(out, probe.Target(t))
-	}
-	return out
-}
-
-func (c collectorStore) TargetExists(block netip.Prefix) bool {
-	snap := c.n.snap.Load()
-	return snap != nil && snap.HasTarget(block)
-}
-
-func (c collectorStore) Accept(keyID string, seq uint64, r *probe.Report) (int, error) {
-	stored, err := c.n.meas.accept(c.n.store, keyID, seq, r)
-	if err != nil {
-		return 0, err
-	}
-	if r.EdgeUp != nil {
-		interval := time.Duration(r.IntervalMs) * time.Millisecond
-		if c.n.health.reported(r.Edge, *r.EdgeUp, time.Now(), interval) {
-			c.n.healthChanged()
-		}
-	}
-	return stored, nil
 }

@@ -1,10 +1,8 @@
-package main
+package node
 
 import (
 	"math"
 	"math/rand/v2"
-	"net"
-	"net/http"
 	"net/netip"
 	"runtime"
 	"sync"
@@ -15,6 +13,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/edgetest"
 	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/resolver"
 	"github.com/edgemap/edgemap/store"
@@ -38,7 +37,7 @@ func demandOf(ds []mapping.Demand, property string, unit netip.Prefix) float64 {
 	return 0
 }
 
-func observeN(dc *demandCounter, n int, property string, unit netip.Prefix, src netip.Addr) {
+func observeN(dc *Demand, n int, property string, unit netip.Prefix, src netip.Addr) {
 	for range n {
 		dc.Observe(property, unit, src)
 	}
@@ -49,12 +48,12 @@ func near(got, want float64) bool { return math.Abs(got-want) < 1e-9 }
 // Rates are per second over the interval, smoothed half and half, summed
 // over source networks, each capped.
 func TestDemandRates(t *testing.T) {
-	dc := newDemandCounter(demandStart, 1024, 5, nil)
+	dc := NewDemand(demandStart, 1024, 5, nil)
 	observeN(dc, 20, "shop.", unitParis, resolverA) // 2 qps over 10 s
 	observeN(dc, 30, "shop.", unitParis, resolverB) // 3 qps
 	observeN(dc, 10, "video.", unitParis, resolverA)
 	observeN(dc, 40, "shop.", unitSeoul, resolverA)
-	ds := dc.rates(demandStart.Add(10 * time.Second))
+	ds := dc.Rates(demandStart.Add(10 * time.Second))
 	for _, tc := range []struct {
 		property string
 		unit     netip.Prefix
@@ -74,7 +73,7 @@ func TestDemandRates(t *testing.T) {
 	// The same counts again: the smoothed rate moves half way to them.
 	observeN(dc, 20, "shop.", unitParis, resolverA)
 	observeN(dc, 30, "shop.", unitParis, resolverB)
-	ds = dc.rates(demandStart.Add(20 * time.Second))
+	ds = dc.Rates(demandStart.Add(20 * time.Second))
 	if got := demandOf(ds, "shop.", unitParis); !near(got, 0.75*5) {
 		t.Errorf("second interval: %v qps, want %v", got, 0.75*5)
 	}
@@ -84,7 +83,7 @@ func TestDemandRates(t *testing.T) {
 // /24 (or /48) are one source, and other sources and other units are
 // counted on their own.
 func TestDemandSourceCap(t *testing.T) {
-	dc := newDemandCounter(demandStart, 1024, 5, nil)
+	dc := NewDemand(demandStart, 1024, 5, nil)
 	flooder := netip.MustParseAddr("203.0.113.7")
 	neighbour := netip.MustParseAddr("203.0.113.200") // the same /24
 	observeN(dc, 3000, "shop.", unitParis, flooder)   // 300 qps
@@ -97,7 +96,7 @@ func TestDemandSourceCap(t *testing.T) {
 	observeN(dc, 1000, "shop.", unitSeoul, netip.MustParseAddr("::ffff:203.0.113.9")) // mapped: the flooder's /24
 	var ds []mapping.Demand
 	for i := 1; i <= 20; i++ { // long enough for the rates to converge
-		ds = dc.rates(demandStart.Add(time.Duration(i) * 10 * time.Second))
+		ds = dc.Rates(demandStart.Add(time.Duration(i) * 10 * time.Second))
 		if i < 20 {
 			observeN(dc, 6000, "shop.", unitParis, flooder)
 			observeN(dc, 20, "shop.", unitParis, resolverA)
@@ -116,21 +115,21 @@ func TestDemandSourceCap(t *testing.T) {
 		t.Errorf("capped %v qps, want %v: the floods above the caps", got, want)
 	}
 	// Without a cap every query counts.
-	nocap := newDemandCounter(demandStart, 1024, 0, nil)
+	nocap := NewDemand(demandStart, 1024, 0, nil)
 	observeN(nocap, 3000, "shop.", unitParis, flooder)
-	if got := demandOf(nocap.rates(demandStart.Add(10*time.Second)), "shop.", unitParis); !near(got, 0.5*300) {
+	if got := demandOf(nocap.Rates(demandStart.Add(10*time.Second)), "shop.", unitParis); !near(got, 0.5*300) {
 		t.Errorf("no cap: %v qps, want %v", got, 0.5*300)
 	}
 }
 
 // A pair that stops sending decays and leaves the table.
 func TestDemandForgets(t *testing.T) {
-	dc := newDemandCounter(demandStart, 1024, 5, nil)
+	dc := NewDemand(demandStart, 1024, 5, nil)
 	observeN(dc, 10, "shop.", unitParis, resolverA)
 	now := demandStart
 	for i := 0; ; i++ {
 		now = now.Add(10 * time.Second)
-		ds := dc.rates(now)
+		ds := dc.Rates(now)
 		if demandOf(ds, "shop.", unitParis) == 0 {
 			if got := float64(dc.lastEntries); got != 0 {
 				t.Fatalf("forgotten, but %v entries", got)
@@ -142,7 +141,7 @@ func TestDemandForgets(t *testing.T) {
 		}
 	}
 	observeN(dc, 10, "shop.", unitParis, resolverA)
-	if got := demandOf(dc.rates(now.Add(10*time.Second)), "shop.", unitParis); !near(got, 0.5) {
+	if got := demandOf(dc.Rates(now.Add(10*time.Second)), "shop.", unitParis); !near(got, 0.5) {
 		t.Fatalf("counted again after being forgotten: %v, want 0.5", got)
 	}
 }
@@ -152,7 +151,7 @@ func TestDemandForgets(t *testing.T) {
 // is counted as dropped, and a unit with steady demand keeps its count.
 func TestDemandTableBound(t *testing.T) {
 	const slots, scan = 1 << 12, 200_000
-	dc := newDemandCounter(demandStart, slots, 5, nil)
+	dc := NewDemand(demandStart, slots, 5, nil)
 	r := rand.New(rand.NewPCG(1, 2))
 	now := demandStart
 	steady := 0.0
@@ -163,7 +162,7 @@ func TestDemandTableBound(t *testing.T) {
 		}
 		if i%20_000 == 19_999 { // a map interval every 20 000 queries (2 000 qps for 10 s)
 			now = now.Add(10 * time.Second)
-			ds := dc.rates(now)
+			ds := dc.Rates(now)
 			steady = demandOf(ds, "shop.", unitParis)
 			if live := int(float64(dc.lastEntries)); live > slots/2 {
 				t.Fatalf("after %d queries: %d entries, over half of %d slots", i+1, live, slots)
@@ -193,7 +192,7 @@ func randomV6Unit(r *rand.Rand) netip.Prefix {
 
 // Many goroutines observing at once lose no count (run with -race).
 func TestDemandConcurrent(t *testing.T) {
-	dc := newDemandCounter(demandStart, 1024, 0, nil)
+	dc := NewDemand(demandStart, 1024, 0, nil)
 	var wg sync.WaitGroup
 	const goroutines, each = 8, 2000
 	for g := range goroutines {
@@ -209,7 +208,7 @@ func TestDemandConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	ds := dc.rates(demandStart.Add(time.Second))
+	ds := dc.Rates(demandStart.Add(time.Second))
 	total := 0.0
 	for _, d := range ds {
 		total += d.QPS
@@ -221,7 +220,7 @@ func TestDemandConcurrent(t *testing.T) {
 
 // Observe is on the query path: no allocation once a pair has its slot.
 func TestDemandObserveAllocs(t *testing.T) {
-	dc := newDemandCounter(demandStart, 1024, 5, nil)
+	dc := NewDemand(demandStart, 1024, 5, nil)
 	v6 := netip.MustParsePrefix("2001:db8:1::/48")
 	if n := testing.AllocsPerRun(1000, func() {
 		dc.Observe("shop.cdn.example.net.", unitParis, resolverA)
@@ -232,7 +231,7 @@ func TestDemandObserveAllocs(t *testing.T) {
 }
 
 func BenchmarkDemandObserve(b *testing.B) {
-	dc := newDemandCounter(demandStart, defaultDemandSlots, 5, nil)
+	dc := NewDemand(demandStart, DefaultDemandSlots, 5, nil)
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -250,7 +249,7 @@ func BenchmarkDemandScan(b *testing.B) {
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	dc := newDemandCounter(demandStart, defaultDemandSlots, 5, nil)
+	dc := NewDemand(demandStart, DefaultDemandSlots, 5, nil)
 	r := rand.New(rand.NewPCG(3, 4))
 	now := demandStart
 	maxLive := 0
@@ -260,7 +259,7 @@ func BenchmarkDemandScan(b *testing.B) {
 		dc.Observe("shop.cdn.example.net.", randomV6Unit(r), resolverA)
 		if i++; i%100_000 == 0 {
 			now = now.Add(10 * time.Second)
-			dc.rates(now)
+			dc.Rates(now)
 			maxLive = max(maxLive, int(float64(dc.lastEntries)))
 		}
 	}
@@ -273,99 +272,11 @@ func BenchmarkDemandScan(b *testing.B) {
 	runtime.KeepAlive(dc)
 }
 
-// TestForgedECSDoesNotMoveClients floods a real server with forged ECS, as
-// issue 11 found: one address (127.0.1.1, not a resolver) sends 10 times
-// lon1's capacity for Paris's unit 198.19.1.0/24, while "real" resolvers
-// (127.0.0.1) ask for that unit and another Paris unit, 198.19.2.0/24, at
-// a few qps. Without the per-source cap the flood moves the unit's real
-// clients off lon1 (the control, to show the test can see the harm); with
-// it, neither unit moves.
-func TestForgedECSDoesNotMoveClients(t *testing.T) {
-	const capacity, flood = 20, 10 * 20 // qps
-	const lon1, fra1 = "192.0.2.2", "192.0.2.1"
-	victim, other := "198.19.1.0/24", "198.19.2.0/24"
-	attacker, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP("127.0.1.1")})
-	if err != nil {
-		t.Skipf("cannot send from 127.0.1.1: %v", err)
-	}
-	defer attacker.Close()
-	forged := new(dns.Msg)
-	forged.SetQuestion("shop.cdn.example.net.", dns.TypeA)
-	forged.SetEdns0(1232, false)
-	p := netip.MustParsePrefix(victim)
-	forged.IsEdns0().Option = append(forged.IsEdns0().Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: 24, Address: p.Addr().AsSlice()})
-	packet, err := forged.Pack()
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	for _, tc := range []struct {
-		name      string
-		sourceCap float64
-	}{{"without the cap", 0}, {"with the cap", defaultDemandSourceCap}} {
-		t.Run(tc.name, func(t *testing.T) {
-			cfg := demoConfig(t)
-			cfg.DemandSourceCap = tc.sourceCap
-			s := startServer(t, cfg)
-			if code := call(t, s, "PATCH", "/v1/edges/lon1", config.EdgeSpec{Capacity: ptr(capacity)}, nil); code != http.StatusOK {
-				t.Fatalf("set capacity: %d", code)
-			}
-			to := net.UDPAddrFromAddrPort(s.DNS)
-			// Every 100 ms the flood's 20 forged queries; every 500 ms the
-			// real resolver's query for each unit (2 qps each, well within
-			// lon1's room and the cap), whose answers are checked.
-			tick := time.NewTicker(100 * time.Millisecond)
-			defer tick.Stop()
-			var victimGot, otherGot []string
-			builds := -1.0
-			deadline := time.Now().Add(15 * time.Second)
-			for round := 0; ; round++ {
-				<-tick.C
-				for range flood / 10 {
-					attacker.WriteToUDP(packet, to)
-				}
-				if round%5 != 0 {
-					continue
-				}
-				_, victimGot = rcodeOf(t, s, "shop.cdn.example.net.", victim)
-				_, otherGot = rcodeOf(t, s, "shop.cdn.example.net.", other)
-				if tc.sourceCap == 0 {
-					// The control: the flood takes the unit off lon1.
-					if victimGot[0] == fra1 {
-						t.Logf("without the cap the flood moved %s's clients to fra1 after %d rounds", victim, round)
-						return
-					}
-				} else if metric(t, s, "edgemap_demand_capped_qps") > flood/2 {
-					// The flood is seen and capped; from now on, three
-					// more maps must leave both units on lon1.
-					if builds < 0 {
-						builds = metric(t, s, "edgemap_map_builds_total")
-					}
-					if victimGot[0] != lon1 || otherGot[0] != lon1 {
-						t.Fatalf("with the flood capped: %s answered %v, %s %v; want both on lon1", victim, victimGot, other, otherGot)
-					}
-					if metric(t, s, "edgemap_map_builds_total") >= builds+3 {
-						load := metric(t, s, `edgemap_edge_assigned_qps{edge="lon1"}`)
-						if load <= tc.sourceCap || load > capacity {
-							t.Fatalf("lon1 assigned %v qps, want the capped flood and the real demand, within %d", load, capacity)
-						}
-						t.Logf("three maps with the flood capped: both units on lon1, %.1f qps assigned to it", load)
-						return
-					}
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("after 15 s: %s answered %v, %s %v, capped %v qps", victim, victimGot, other, otherGot, metric(t, s, "edgemap_demand_capped_qps"))
-				}
-			}
-		})
-	}
-}
-
 // The query path with demand counting still allocates nothing: a property
 // A query with ECS through the resolver's handler, counted by the table.
 // (TestQueryAllocs pins the handler without an observer.)
 func TestQueryWithDemandAllocs(t *testing.T) {
-	w, err := config.ReadWorld(testWorld)
+	w, err := config.ReadWorld(edgetest.World)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,7 +284,7 @@ func TestQueryWithDemandAllocs(t *testing.T) {
 	if err := w.ApplyTo(&c, false); err != nil {
 		t.Fatal(err)
 	}
-	geo, err := mapping.OpenGeo(testGeoIP)
+	geo, err := mapping.OpenGeo(edgetest.GeoIP)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,7 +296,7 @@ func TestQueryWithDemandAllocs(t *testing.T) {
 	}
 	var current atomic.Pointer[mapping.Snapshot]
 	current.Store(snap)
-	dc := newDemandCounter(demandStart, 1024, 0, nil) // no cap: count them all
+	dc := NewDemand(demandStart, 1024, 0, nil) // no cap: count them all
 	h := &resolver.Handler{Snapshot: &current, Demand: dc}
 	m := new(dns.Msg)
 	m.SetQuestion("shop.cdn.example.net.", dns.TypeA)
@@ -401,7 +312,7 @@ func TestQueryWithDemandAllocs(t *testing.T) {
 		t.Fatalf("a property query with demand counting allocates %v times; the budget is 0", n)
 	}
 	// AllocsPerRun runs once more to warm up; every query was counted.
-	if got := demandOf(dc.rates(demandStart.Add(time.Second)), "shop.cdn.example.net.", unitParis); !near(got, 0.5*(runs+1)) {
+	if got := demandOf(dc.Rates(demandStart.Add(time.Second)), "shop.cdn.example.net.", unitParis); !near(got, 0.5*(runs+1)) {
 		t.Fatalf("demand %v, want every query counted (%v)", got, 0.5*(runs+1))
 	}
 }

@@ -1,6 +1,7 @@
-package main
+package node
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/edgemap/edgemap/mapping"
+	"github.com/edgemap/edgemap/probe"
 	"github.com/edgemap/edgemap/store"
 )
 
@@ -79,4 +81,56 @@ func mapMeasurements(ms []mapping.Measurement) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// accept smooths a report into what the map reads and into the file alike,
+// skips a target it has a newer measurement of, refuses a replayed
+// sequence number, and the map's view is made again only after a change.
+func TestMeasurementsAccept(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "edgemap.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var ms measurements
+	if err := ms.load(st); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	seoul, paris := netip.MustParsePrefix("198.18.1.0/24"), netip.MustParsePrefix("198.19.1.0/24")
+	report := func(at time.Time, rtt float64, blocks ...netip.Prefix) *probe.Report {
+		r := &probe.Report{Edge: "fra1", MeasuredAt: at, IntervalMs: 30000}
+		for _, b := range blocks {
+			r.Measurements = append(r.Measurements, probe.Measurement{Target: b, RTTMs: rtt, Samples: 3})
+		}
+		return r
+	}
+	if n, err := ms.accept(st, "k", 1, report(at, 100, seoul)); n != 1 || err != nil {
+		t.Fatalf("first report: %d stored, %v", n, err)
+	}
+	view := ms.forMap(nil)
+	if again := ms.forMap(nil); &again[0] != &view[0] {
+		t.Error("the map's view was made again without a change")
+	}
+	if n, err := ms.accept(st, "k", 2, report(at.Add(time.Second), 50, seoul, paris)); n != 2 || err != nil {
+		t.Fatalf("second report: %d stored, %v", n, err)
+	}
+	if n, err := ms.accept(st, "k", 3, report(at, 10, seoul)); n != 0 || err != nil {
+		t.Fatalf("an older report: %d stored, %v; want it skipped", n, err)
+	}
+	if _, err := ms.accept(st, "k", 3, report(at.Add(time.Hour), 10, seoul)); !errors.Is(err, probe.ErrReplay) {
+		t.Fatalf("a sequence number used again: %v, want ErrReplay", err)
+	}
+	// Smoothed half way: 100 then 50 is 75.
+	want := []string{"fra1 198.18.1.0/24 75", "fra1 198.19.1.0/24 50"}
+	if got := mapMeasurements(ms.forMap(nil)); !slices.Equal(got, want) {
+		t.Errorf("in memory: %v, want %v", got, want)
+	}
+	var reloaded measurements
+	if err := reloaded.load(st); err != nil {
+		t.Fatal(err)
+	}
+	if got := mapMeasurements(reloaded.forMap(nil)); !slices.Equal(got, want) {
+		t.Errorf("in the file: %v, want %v", got, want)
+	}
 }

@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"cmp"
@@ -13,7 +13,7 @@ import (
 	"github.com/edgemap/edgemap/mapping"
 )
 
-// demandCounter counts answered queries per property, map unit and source
+// Demand counts answered queries per property, map unit and source
 // network on the query path, and turns the counts into decayed rates each
 // map interval, for capacity.
 //
@@ -33,9 +33,9 @@ import (
 //
 // Observe is safe for concurrent use and takes no lock: it hashes the key,
 // finds its slot by an atomic load and adds to an atomic counter, without
-// allocating. rates is for one goroutine at a time (the map loop); the
+// allocating. Rates is for one goroutine at a time (the map loop); the
 // metrics may be scraped at any time.
-type demandCounter struct {
+type Demand struct {
 	slots     []demandSlot
 	mask      uint64
 	seed      maphash.Seed // per process: a source cannot aim at a slot
@@ -43,8 +43,8 @@ type demandCounter struct {
 	dropped   atomic.Uint64
 
 	last    time.Time
-	scratch []int // rates: slots by rate, reused
-	// What the last rates found: slots in use, and qps over the caps.
+	scratch []int // Rates: slots by rate, reused
+	// What the last Rates found: slots in use, and qps over the caps.
 	lastEntries int
 	lastCapped  float64
 	entries     prometheus.Gauge
@@ -53,16 +53,16 @@ type demandCounter struct {
 
 // demandSlot is one (property, unit, source network). Its key fields are
 // written by the query that claims the slot (state 0 to 1) before it
-// publishes the key's hash in state, and read by rates only after it loads
-// that hash; only rates frees a slot (state back to 0). Queries compare
+// publishes the key's hash in state, and read by Rates only after it loads
+// that hash; only Rates frees a slot (state back to 0). Queries compare
 // hashes, never the fields: with a 64-bit seeded hash, two keys that share
 // one are too rare to matter (they would be counted as one).
 type demandSlot struct {
 	state    atomic.Uint64 // demandFree, demandClaimed or the key's hash
-	count    atomic.Uint64 // queries since the last rates
+	count    atomic.Uint64 // queries since the last Rates
 	property string
 	unit     netip.Prefix
-	rate     float64 // decayed qps; rates only
+	rate     float64 // decayed qps; Rates only
 }
 
 const (
@@ -72,25 +72,25 @@ const (
 	demandProbe = 8
 	// demandForget frees a slot whose rate decayed below this (qps).
 	demandForget = 0.01
-	// defaultDemandSlots is the table's default size: 131 072 slots of 72
+	// DefaultDemandSlots is the table's default size: 131 072 slots of 72
 	// bytes, 9 MB. Half of it is kept free for new keys.
-	defaultDemandSlots = 1 << 17
-	// maxDemandSlots bounds --demand-table: 16 777 216 slots are 1.2 GB.
-	maxDemandSlots = 1 << 24
-	// defaultDemandSourceCap is what one source network may add to one
+	DefaultDemandSlots = 1 << 17
+	// MaxDemandSlots bounds --demand-table: 16 777 216 slots are 1.2 GB.
+	MaxDemandSlots = 1 << 24
+	// DefaultDemandSourceCap is what one source network may add to one
 	// unit's demand, in qps: 50 caches behind one /24 asking A and AAAA
 	// every 20 s (the default TTL) send 5.
-	defaultDemandSourceCap = 5
+	DefaultDemandSourceCap = 5
 )
 
-// newDemandCounter makes a table of slots (rounded up to a power of two,
+// NewDemand makes a table of slots (rounded up to a power of two,
 // at least 2·demandProbe) and registers its metrics with reg (may be nil).
-func newDemandCounter(now time.Time, slots int, sourceCap float64, reg prometheus.Registerer) *demandCounter {
+func NewDemand(now time.Time, slots int, sourceCap float64, reg prometheus.Registerer) *Demand {
 	n := 2 * demandProbe
 	for n < slots {
 		n *= 2
 	}
-	dc := &demandCounter{
+	dc := &Demand{
 		slots: make([]demandSlot, n), mask: uint64(n - 1), seed: maphash.MakeSeed(), sourceCap: sourceCap, last: now,
 		entries: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "edgemap_demand_table_entries", Help: "Slots of the demand table in use (property, map unit, source network), as of the last map interval.",
@@ -123,7 +123,7 @@ func sourceNetwork(src netip.Addr) netip.Prefix {
 	return p
 }
 
-func (dc *demandCounter) hash(property string, unit, source netip.Prefix) uint64 {
+func (dc *Demand) hash(property string, unit, source netip.Prefix) uint64 {
 	var b [8 + 16 + 1 + 16 + 1]byte
 	h := maphash.String(dc.seed, property)
 	for i := range 8 {
@@ -142,7 +142,7 @@ func (dc *demandCounter) hash(property string, unit, source netip.Prefix) uint64
 
 // Observe counts one query for property from src (the packet's source
 // address) that map unit decided.
-func (dc *demandCounter) Observe(property string, unit netip.Prefix, src netip.Addr) {
+func (dc *Demand) Observe(property string, unit netip.Prefix, src netip.Addr) {
 	h := dc.hash(property, unit, sourceNetwork(src))
 	for range 2 {
 		free := -1
@@ -174,11 +174,11 @@ func (dc *demandCounter) Observe(property string, unit netip.Prefix, src netip.A
 	dc.dropped.Add(1)
 }
 
-// rates folds the counts since the last call into each slot's rate (half
+// Rates folds the counts since the last call into each slot's rate (half
 // the old rate, half the new: demand that moves is followed within two map
 // intervals), frees slots, and returns the demand per (property, unit): the
 // sum over source networks, each capped at sourceCap.
-func (dc *demandCounter) rates(now time.Time) []mapping.Demand {
+func (dc *Demand) Rates(now time.Time) []mapping.Demand {
 	elapsed := now.Sub(dc.last).Seconds()
 	dc.last = now
 	if elapsed <= 0 {

@@ -1,4 +1,4 @@
-package main
+package api
 
 import (
 	"cmp"
@@ -16,7 +16,7 @@ import (
 )
 
 func (a *api) listTargets(w http.ResponseWriter, r *http.Request) {
-	cfg, err := a.n.store.Config()
+	cfg, _, err := a.n.Config()
 	if err != nil {
 		a.internal(w, err)
 		return
@@ -24,7 +24,7 @@ func (a *api) listTargets(w http.ResponseWriter, r *http.Request) {
 	// The file, not memory, because only it keeps the latest reports' own
 	// values; one pass over it, grouped by target.
 	measured := map[netip.Prefix][]config.EdgeMeasurement{}
-	err = a.n.store.EachMeasurement(func(m *store.Measurement) error {
+	err = a.n.Store().EachMeasurement(func(m *store.Measurement) error {
 		measured[m.Target] = append(measured[m.Target], config.EdgeMeasurement{Edge: m.Edge, RTTMs: m.RTTMs, Loss: m.Loss, LastRTT: m.LastRTTMs, At: m.At, Samples: m.Samples})
 		return nil
 	})
@@ -64,7 +64,7 @@ func (a *api) deleteTarget(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) listKeys(w http.ResponseWriter, r *http.Request) {
-	keys, err := a.n.store.Keys()
+	keys, err := a.n.Store().Keys()
 	if err != nil {
 		a.internal(w, err)
 		return
@@ -77,10 +77,10 @@ func (a *api) createKey(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &s) {
 		return
 	}
-	snap := a.n.snap.Load()
+	snap := a.n.Snapshot().Load()
 	k, err := config.NewKey(s, snap != nil && snap.HasEdge(s.Edge), time.Now())
 	if err == nil {
-		if err = a.n.store.AddKey(k); errors.Is(err, store.ErrExists) {
+		if err = a.n.Store().AddKey(k); errors.Is(err, store.ErrExists) {
 			err = &mapping.FieldError{Field: "id", Msg: "key " + s.ID + " already exists; remove it first to rotate", Err: config.ErrConflict}
 		}
 	}
@@ -91,7 +91,7 @@ func (a *api) createKey(w http.ResponseWriter, r *http.Request) {
 
 func (a *api) deleteKey(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	err := a.n.store.DeleteKey(id)
+	err := a.n.Store().DeleteKey(id)
 	if errors.Is(err, store.ErrNotFound) {
 		err = config.NotFound("id", "key "+id)
 	}

@@ -1,0 +1,285 @@
+// Package edgetest is what edgemap's tests share: the demo world's files,
+// a running server's DNS and admin API as clients that fail the test,
+// polling with a deadline, and signed probe reports. It is imported by
+// tests only. Everything is safe for concurrent use.
+package edgetest
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
+	"github.com/edgemap/edgemap/probe"
+)
+
+// The demo world (testdata/world.yaml) and the test GeoIP database, by
+// absolute path, so that a test in any package finds them.
+var (
+	World = repoPath("testdata/world.yaml")
+	GeoIP = repoPath("testdata/GeoIP2-City-Test.mmdb")
+)
+
+func repoPath(rel string) string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "..", "..", rel)
+}
+
+// Addrs are where a server listens: DNS, and the admin API's base URL
+// (http://host:port).
+type Addrs struct {
+	DNS netip.AddrPort
+	API string
+}
+
+// AskA asks for name's A records as a resolver would, with ECS for subnet
+// unless it is empty, and returns the response and its A addresses.
+func (a Addrs) AskA(t testing.TB, name, subnet string) (*dns.Msg, []string) {
+	t.Helper()
+	m := new(dns.Msg)
+	m.SetQuestion(name, dns.TypeA)
+	m.SetEdns0(1232, false)
+	if subnet != "" {
+		p := netip.MustParsePrefix(subnet)
+		family := uint16(1)
+		if p.Addr().Is6() {
+			family = 2
+		}
+		m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: family,
+			SourceNetmask: uint8(p.Bits()), Address: p.Addr().AsSlice()})
+	}
+	r, _, err := new(dns.Client).Exchange(m, a.DNS.String())
+	if err != nil {
+		t.Fatalf("query %s: %v", name, err)
+	}
+	return r, AddrsOf(r)
+}
+
+// QueryA is AskA for an answer that must be NOERROR.
+func (a Addrs) QueryA(t testing.TB, name, subnet string) []string {
+	t.Helper()
+	r, addrs := a.AskA(t, name, subnet)
+	if r.Rcode != dns.RcodeSuccess {
+		t.Fatalf("query %s: rcode %s", name, dns.RcodeToString[r.Rcode])
+	}
+	return addrs
+}
+
+// AddrsOf is the A addresses of a response.
+func AddrsOf(r *dns.Msg) []string {
+	var addrs []string
+	for _, rr := range r.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			addrs = append(addrs, a.A.String())
+		}
+	}
+	return addrs
+}
+
+// Call sends a JSON request to the admin API and decodes the answer into
+// out (if not nil); it returns the status.
+func (a Addrs) Call(t testing.TB, method, path string, body, out any) int {
+	t.Helper()
+	code, raw := a.CallRaw(t, method, path, body)
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			t.Fatalf("%s %s: decoding answer: %v", method, path, err)
+		}
+	}
+	return code
+}
+
+// CallRaw sends a JSON request to the admin API, as the CLI sends it, and
+// returns the status and the raw answer.
+func (a Addrs) CallRaw(t testing.TB, method, path string, body any) (int, []byte) {
+	t.Helper()
+	var rd io.Reader
+	if raw, ok := body.([]byte); ok {
+		rd = bytes.NewReader(raw)
+	} else if body != nil {
+		raw, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequest(method, a.API+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if method != http.MethodGet {
+		req.Header.Set("Content-Type", "application/json") // as the CLI sends every write
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, raw
+}
+
+// Metric is the value of one series of the server's /metrics, written as
+// it appears there (`edgemap_edges{state="down"}`), or -1 if absent.
+func (a Addrs) Metric(t testing.TB, series string) float64 {
+	t.Helper()
+	_, body := a.CallRaw(t, http.MethodGet, "/metrics", nil)
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindSubmatch(body)
+	if m == nil {
+		return -1
+	}
+	v, _ := strconv.ParseFloat(string(m[1]), 64)
+	return v
+}
+
+// MetricSum is the sum of the samples of name whose labels include every
+// label of want (`action="drop"`); it fails the test if there are none.
+func (a Addrs) MetricSum(t testing.TB, name string, want ...string) float64 {
+	t.Helper()
+	_, body := a.CallRaw(t, http.MethodGet, "/metrics", nil)
+	var sum float64
+	found := false
+	sc := bufio.NewScanner(bytes.NewReader(body))
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		sp := strings.LastIndexByte(line, ' ')
+		labels := line[len(name):sp]
+		match := true
+		for _, w := range want {
+			match = match && strings.Contains(labels, w)
+		}
+		if !match {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[sp+1:], 64)
+		if err != nil {
+			t.Fatalf("metric line %q: %v", line, err)
+		}
+		sum += v
+		found = true
+	}
+	if !found {
+		t.Fatalf("/metrics has no %s%v", name, want)
+	}
+	return sum
+}
+
+// Eventually polls cond every 5 ms until it holds or within has passed
+// (then it fails the test), and says how long it took.
+func Eventually(t testing.TB, within time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > within {
+			t.Fatalf("%s: not within %v", what, within)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// Ptr is a pointer to v, for the specs' optional fields.
+func Ptr[T any](v T) *T { return &v }
+
+// EqualJSON reports whether a and b encode to the same JSON.
+func EqualJSON(a, b any) bool {
+	x, errA := json.Marshal(a)
+	y, errB := json.Marshal(b)
+	return errA == nil && errB == nil && bytes.Equal(x, y)
+}
+
+// SignReport returns the body and the signing headers of a report, as an
+// agent sends it.
+func SignReport(t testing.TB, r *probe.Report, keyID string, secret []byte, seq uint64) ([]byte, http.Header) {
+	t.Helper()
+	body, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest(http.MethodPost, "http://collector/v1/reports", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	probe.Sign(req, body, keyID, secret, time.Now(), seq)
+	return body, req.Header
+}
+
+// AcceptAndClose accepts and closes every connection to ln, as a probe
+// address or a TCP health check's target does, until the test ends.
+func AcceptAndClose(t testing.TB, ln net.Listener) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+	})
+}
+
+// Listener listens on ip (a loopback address) and accepts and closes every
+// connection until the test ends; it returns ip:port.
+func Listener(t testing.TB, ip string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatalf("listen on %s: %v", ip, err)
+	}
+	AcceptAndClose(t, ln)
+	return ln.Addr().String()
+}
+
+// ClosedPort is a loopback TCP address nothing listens on: a check
+// against it fails at once with "connection refused".
+func ClosedPort(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// AttackWorld is what a hostile web page would apply: every property
+// served by one edge at the attacker's address.
+func AttackWorld() config.WorldSpec {
+	evil := "203.0.113.66"
+	w := config.WorldSpec{Zone: &config.ZoneSpec{Name: "cdn.example.net.", Contact: "hostmaster.example.net.",
+		NameServers: []config.NSSpec{{Name: "ns1.cdn.example.net.", IPv4: evil}}}}
+	for _, pool := range []string{"global", "apac"} {
+		w.Edges = append(w.Edges, config.EdgeSpec{ID: "evil-" + pool, IPv4: Ptr(evil), Lat: Ptr(0.0), Lon: Ptr(0.0), Pool: Ptr(pool)})
+	}
+	for _, name := range []string{"shop", "video", "game", "static.eu"} {
+		w.Properties = append(w.Properties, config.PropertySpec{Name: name + ".cdn.example.net.", Pools: []string{"global", "apac"}})
+	}
+	return w
+}

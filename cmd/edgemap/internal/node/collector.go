@@ -1,0 +1,63 @@
+package node
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/edgemap/edgemap/probe"
+)
+
+// Collector is what the probe collector sees of the node: keys from the
+// store, edges and targets from the published map, reports into the
+// measurements and the health evidence. Its methods are safe for
+// concurrent use and, but for Accept, read memory only.
+func (n *Node) Collector() probe.CollectorStore { return collector{n} }
+
+type collector struct{ n *Node }
+
+func (c collector) Key(id string) (probe.Key, bool) {
+	k, err := c.n.store.Key(id)
+	if err != nil {
+		return probe.Key{}, false
+	}
+	return probe.Key{ID: k.ID, Edge: k.Edge, Secret: k.Secret}, true
+}
+
+func (c collector) EdgeExists(id string) bool {
+	snap := c.n.snap.Load()
+	return snap != nil && snap.HasEdge(id)
+}
+
+func (c collector) Targets() []probe.Target {
+	st := c.n.state.Load()
+	if st == nil {
+		return nil
+	}
+	out := make([]probe.Target, 0, len(st.cfg.Targets))
+	for _, t := range st.cfg.Targets {
+		out = append(out, probe.Target(t))
+	}
+	return out
+}
+
+func (c collector) TargetExists(block netip.Prefix) bool {
+	snap := c.n.snap.Load()
+	return snap != nil && snap.HasTarget(block)
+}
+
+// Accept stores the report's measurements and, when the agent's word on
+// its edge's health changed, asks for a map at once (without waiting for
+// it: the agent's answer does not depend on it).
+func (c collector) Accept(keyID string, seq uint64, r *probe.Report) (int, error) {
+	stored, err := c.n.meas.accept(c.n.store, keyID, seq, r)
+	if err != nil {
+		return 0, err
+	}
+	if r.EdgeUp != nil {
+		interval := time.Duration(r.IntervalMs) * time.Millisecond
+		if c.n.health.reported(r.Edge, *r.EdgeUp, time.Now(), interval) {
+			c.n.request(work{})
+		}
+	}
+	return stored, nil
+}

@@ -1,0 +1,421 @@
+package node
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
+	"github.com/edgemap/edgemap/mapping"
+	"github.com/edgemap/edgemap/probe"
+	"github.com/edgemap/edgemap/store"
+)
+
+// ConfigStore is where the configuration lives: the seam between the
+// running node and its configuration's home. *store.Store implements it
+// over the node's bbolt file; a fleet's etcd store implements it over etcd
+// (issue 13), where a commit is one transaction conditional on the revision.
+// Both methods are called from any goroutine and must be safe for
+// concurrent use.
+type ConfigStore interface {
+	// ConfigAt returns the whole configuration and the revision it is at.
+	ConfigAt() (store.Config, uint64, error)
+	// CommitConfig stores c if the configuration is still at rev, and
+	// fails with store.ErrConflict if another write came first. It returns
+	// the revision after the commit, and whether anything changed.
+	CommitConfig(rev uint64, c store.Config) (newRev uint64, changed bool, err error)
+}
+
+// Options configure New. Durations and counts must be positive unless said
+// otherwise.
+type Options struct {
+	// Store is the node's own file: measurements, health, the published
+	// map's time and probe keys, and the configuration unless Config says
+	// otherwise. The node uses it; the caller opens and closes it.
+	Store *store.Store
+	// Config is where the configuration lives; nil is Store.
+	Config ConfigStore
+	// GeoIP is a GeoIP2/GeoLite2 City database to load; "" for none.
+	GeoIP string
+	Log   *zap.Logger
+	// Registry gets the node's metrics; nil registers nowhere.
+	Registry prometheus.Registerer
+
+	// MapInterval is how often Run rebuilds the map from new measurements;
+	// MaxAge how old a measurement may be and still decide; Retention how
+	// long one is kept in the file (at least MaxAge).
+	MapInterval, MaxAge, Retention time.Duration
+	Stability                      mapping.Stability
+	// DemandSlots sizes the demand table (0: DefaultDemandSlots);
+	// DemandSourceCap bounds one source network's demand per unit, in qps
+	// (0: no bound).
+	DemandSlots     int
+	DemandSourceCap float64
+	// Checks configures the health checks of edges that have one; its
+	// OnChange and Log are the node's. The zero value runs no checks.
+	Checks probe.MonitorConfig
+}
+
+// Check names the flag of the first option out of range.
+func (o *Options) Check() error {
+	if o.MapInterval <= 0 || o.MaxAge <= 0 || o.Retention < o.MaxAge {
+		return fmt.Errorf("--map-interval and --max-age must be positive and --retention at least --max-age (got %v, %v, %v)",
+			o.MapInterval, o.MaxAge, o.Retention)
+	}
+	if o.Stability.Ratio < 0 || o.Stability.Ms < 0 {
+		return errors.New("--stability-ratio and --stability-ms must not be negative")
+	}
+	if o.DemandSlots < 0 || o.DemandSlots > MaxDemandSlots || o.DemandSourceCap < 0 {
+		return fmt.Errorf("--demand-table must be 0..%d and --demand-source-cap not negative (got %d, %v)", MaxDemandSlots, o.DemandSlots, o.DemandSourceCap)
+	}
+	return nil
+}
+
+// Node is one running name server: the map it publishes and everything the
+// map is built from. Its methods are safe for concurrent use.
+type Node struct {
+	log     *zap.Logger
+	store   *store.Store
+	source  ConfigStore
+	geoPath string
+	opts    Options
+
+	snap   atomic.Pointer[mapping.Snapshot]
+	state  atomic.Pointer[published] // what the published snapshot was built from
+	meas   measurements
+	health *evidence
+	demand *Demand
+
+	monitor *probe.Monitor // nil: no checks
+	metrics metrics
+
+	// The builder goroutine (build.go) publishes every map; work is what it
+	// was asked for since it last started a build.
+	kick    chan struct{} // capacity 1: a build is wanted
+	mu      sync.Mutex    // guards work, asked, done, doneErr, closed and running's Add; a leaf lock
+	cond    *sync.Cond    // on mu: a build finished, or the node closed
+	work    work
+	asked   uint64 // requests so far
+	done    uint64 // requests the last finished build covered
+	doneErr error  // that build's error
+	closed  bool
+
+	stop    chan struct{} // closed by Close: the goroutines end
+	running sync.WaitGroup
+	close   sync.Once
+}
+
+// published is what the snapshot being served was built from.
+type published struct {
+	cfg store.Config
+	rev uint64
+	at  time.Time // Inputs.Now
+}
+
+// Errors of the Node, to test for with errors.Is.
+var (
+	// ErrClosed is returned by Update, Rebuild and Run after Close.
+	ErrClosed = errors.New("node closed")
+	// ErrUnreadable is returned by New when the store's state (the
+	// measurements, the health, the map's time) cannot be read.
+	ErrUnreadable = errors.New("the node's state cannot be read")
+)
+
+// New loads the node's state (measurements, the health last decided, the
+// GeoIP database), publishes its first map, which is built as of the map
+// published last so that a restarted server answers as before, and starts
+// the builder and the health checks. Close stops them.
+func New(opts Options) (*Node, error) {
+	if err := opts.Check(); err != nil {
+		return nil, err
+	}
+	if opts.Log == nil {
+		opts.Log = zap.NewNop()
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	n := &Node{
+		log: opts.Log, store: opts.Store, source: opts.Config, geoPath: opts.GeoIP, opts: opts,
+		metrics: newMetrics(opts.Registry),
+		demand:  NewDemand(time.Now(), cmp.Or(opts.DemandSlots, DefaultDemandSlots), opts.DemandSourceCap, opts.Registry),
+		kick:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+	}
+	n.cond = sync.NewCond(&n.mu)
+	if n.source == nil {
+		n.source = opts.Store
+	}
+	if err := n.meas.load(n.store); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnreadable, err)
+	}
+	persisted, err := n.store.Health()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnreadable, err)
+	}
+	n.health = newEvidence(persisted)
+	asOf, err := n.store.MapAsOf()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnreadable, err)
+	}
+	var geo *mapping.Geo
+	if n.geoPath != "" {
+		if geo, err = n.openGeo(); err != nil {
+			return nil, fmt.Errorf("--geoip: %w", err)
+		}
+	}
+	if opts.Checks.Interval != 0 {
+		checks := opts.Checks
+		checks.Log = n.log.Named("check")
+		checks.OnChange = func(edge string, up bool, at time.Time) {
+			n.health.checked(edge, up, at)
+			n.request(work{})
+		}
+		if n.monitor, err = probe.NewMonitor(checks); err != nil {
+			return nil, fmt.Errorf("--check-interval, --check-timeout, --down-after, --up-after: %w", err)
+		}
+	}
+	b := newBuilder(n, geo, asOf)
+	n.running.Add(1)
+	go func() {
+		defer n.running.Done()
+		b.run()
+	}()
+	if err := n.Rebuild(); err != nil {
+		n.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+// Run rebuilds the map every MapInterval from the latest measurements and
+// demand, records what the map was built for, and prunes old measurements
+// now and then, until ctx is done or Close is called. Building happens off
+// the query path; queries read the previous snapshot until the new one is
+// swapped in. Run returns nil when stopped; Close waits for it.
+func (n *Node) Run(ctx context.Context) error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return ErrClosed
+	}
+	n.running.Add(1) // under mu: Close cannot be waiting yet
+	n.mu.Unlock()
+	defer n.running.Done()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-n.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	t := time.NewTicker(n.opts.MapInterval)
+	defer t.Stop()
+	for i := 1; ; i++ {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		// Collect first, before the build allocates. The build then runs
+		// far below the next collection's goal, so none starts inside it:
+		// Go makes a goroutine that allocates while the collector marks do
+		// marking in proportion, in pieces no Pause splits (tens of ms on
+		// the large map, taken from the answers on one core). The
+		// collection itself runs beside the answers at its usual quarter
+		// of the CPU, and the heap peaks at the live heap plus one build,
+		// not twice the live heap. Health changes rebuild at once, without
+		// this.
+		runtime.GC()
+		if err := n.wait(n.request(work{rates: n.demand.Rates(time.Now())})); err != nil {
+			if !errors.Is(err, ErrClosed) {
+				n.log.Error("map build failed; the previous map stays", zap.Error(err))
+			}
+			continue
+		}
+		if err := n.store.SetMapAsOf(n.state.Load().at); err != nil {
+			n.log.Error("recording the map time", zap.Error(err))
+		}
+		if i%30 == 0 {
+			n.meas.prune(n.store, n.snap.Load(), time.Now(), n.opts.Retention, buildPauser(), n.log)
+		}
+	}
+}
+
+// Close stops the map loop, the builder and the health checks and waits
+// for all of them: when it returns, nothing of the node runs. A write
+// waiting for its map gets ErrClosed. It does not close the store.
+func (n *Node) Close() error {
+	n.close.Do(func() {
+		n.mu.Lock()
+		n.closed = true // no Run starts from now on, and no write waits
+		n.cond.Broadcast()
+		n.mu.Unlock()
+		close(n.stop)
+		n.running.Wait()
+		if n.monitor != nil {
+			n.monitor.Close()
+		}
+	})
+	return nil
+}
+
+// Snapshot is the published map, which the resolver reads per query. Never
+// nil once New has returned.
+func (n *Node) Snapshot() *atomic.Pointer[mapping.Snapshot] { return &n.snap }
+
+// Demand is the per-query demand counter, which the resolver feeds.
+func (n *Node) Demand() *Demand { return n.demand }
+
+// Config is the configuration as its store has it now, and its revision.
+func (n *Node) Config() (store.Config, uint64, error) { return n.source.ConfigAt() }
+
+// Store is the node's own file, for what the configuration store does not
+// hold (probe keys, measurements).
+func (n *Node) Store() *store.Store { return n.store }
+
+// Update changes the configuration: fn edits a copy of it, the result is
+// checked as a whole (config.Check) and committed at the revision fn saw,
+// and Update returns once a map built from it is published, so a change
+// the API acknowledges is already in the answers. fn may run more than
+// once: when another write commits first, Update starts again from it.
+// Checking and committing take no lock of the node's: a health change
+// publishes meanwhile.
+func (n *Node) Update(fn func(c *store.Config) error) (changed bool, err error) {
+	for attempt := 1; ; attempt++ {
+		c, rev, err := n.source.ConfigAt()
+		if err != nil {
+			return false, err
+		}
+		if err := fn(&c); err != nil {
+			return false, err
+		}
+		if err := config.Check(c); err != nil {
+			return false, err
+		}
+		_, changed, err := n.source.CommitConfig(rev, c)
+		if errors.Is(err, store.ErrConflict) && attempt < maxCommitAttempts {
+			continue
+		}
+		if err != nil || !changed {
+			return changed, err
+		}
+		return true, n.wait(n.request(work{config: true}))
+	}
+}
+
+// maxCommitAttempts bounds Update's retries when other writes keep
+// committing first; past it the caller gets store.ErrConflict.
+const maxCommitAttempts = 5
+
+// Seed applies a world file to an empty configuration; a configured one is
+// left alone, because `serve --world` must never undo an operator's edits.
+func (n *Node) Seed(w *config.WorldSpec) error {
+	cfg, _, err := n.source.ConfigAt()
+	if err != nil {
+		return err
+	}
+	if cfg.Zone != nil || len(cfg.Edges) > 0 || len(cfg.Properties) > 0 {
+		n.log.Info("database already configured; --world not applied (use `edgemap apply`)")
+		return nil
+	}
+	if _, err := n.Update(func(c *store.Config) error { return w.ApplyTo(c, false) }); err != nil {
+		return fmt.Errorf("seed: %w", err)
+	}
+	n.log.Info("database seeded from world file", zap.Int("edges", len(w.Edges)), zap.Int("properties", len(w.Properties)))
+	return nil
+}
+
+// ErrNoGeoIP is returned by ReloadGeo when the node has no GeoIP database.
+var ErrNoGeoIP = errors.New("serve was started without --geoip")
+
+// ReloadGeo loads the GeoIP database again (SIGHUP, POST /v1/geoip/reload)
+// and publishes a map located with it. On failure the database in use
+// stays, so a half-copied file never takes geography away from the answers.
+func (n *Node) ReloadGeo() error {
+	if n.geoPath == "" {
+		return ErrNoGeoIP
+	}
+	g, err := n.openGeo()
+	if err != nil {
+		return err
+	}
+	return n.wait(n.request(work{geo: g}))
+}
+
+// Rebuild publishes a map built from the current state.
+func (n *Node) Rebuild() error { return n.wait(n.request(work{})) }
+
+func (n *Node) openGeo() (*mapping.Geo, error) {
+	start := time.Now()
+	g, err := mapping.OpenGeo(n.geoPath)
+	if err != nil {
+		n.metrics.geoReloads.WithLabelValues("error").Inc()
+		return nil, err
+	}
+	n.metrics.geoReloads.WithLabelValues("ok").Inc()
+	n.log.Info("geoip loaded", zap.String("path", g.Path()), zap.String("database", g.Describe()),
+		zap.Int("networks", g.Networks()), zap.Duration("took", time.Since(start)))
+	return g, nil
+}
+
+// request asks the builder for a map that includes w and returns the
+// request's number, for wait.
+func (n *Node) request(w work) uint64 {
+	n.mu.Lock()
+	n.work.merge(w)
+	n.asked++
+	id := n.asked
+	n.mu.Unlock()
+	select {
+	case n.kick <- struct{}{}:
+	default: // a build is wanted already; it will take w too
+	}
+	return id
+}
+
+// wait blocks until a build that covers request id has finished, and
+// returns its error.
+func (n *Node) wait(id uint64) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for n.done < id && !n.closed {
+		n.cond.Wait()
+	}
+	if n.done < id {
+		return ErrClosed
+	}
+	return n.doneErr
+}
+
+// A build gives the core back to the answers every buildSlice, for at
+// least buildBreak. On one core the scheduler would otherwise let a build
+// of a large map and the UDP readers take turns of 10 ms, and the readers'
+// half of the core is less than a busy server needs: the sockets overflow.
+// A sleep lets the readers drain their sockets first; an idle server's
+// builds take about half as long again.
+const (
+	buildSlice = 2 * time.Millisecond
+	buildBreak = 100 * time.Microsecond
+)
+
+func buildPauser() func() {
+	last := time.Now()
+	return func() {
+		if time.Since(last) < buildSlice {
+			return
+		}
+		time.Sleep(buildBreak)
+		last = time.Now()
+	}
+}
