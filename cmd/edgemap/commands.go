@@ -1,13 +1,14 @@
 package main
 
 import (
-	"encoding/json"
+	"cmp"
 	"fmt"
 	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -15,12 +16,18 @@ import (
 	"github.com/edgemap/edgemap/mapping"
 )
 
+// The configuration commands: each is a request to the admin API and a
+// table (or --json) of what it answers.
+
 var jsonFlag = &cli.BoolFlag{Name: "json", Usage: "print JSON for scripts instead of a table"}
 
-func printJSON(c *cli.Context, v any) error {
-	enc := json.NewEncoder(c.App.Writer)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+// show prints v as JSON with --json, else as a table: header, then the
+// rows rows writes.
+func show(c *cli.Context, v any, header string, rows func(w *tabwriter.Writer)) error {
+	if c.Bool("json") {
+		return printJSON(c, v)
+	}
+	return table(c, header, rows)
 }
 
 func table(c *cli.Context, header string, rows func(w *tabwriter.Writer)) error {
@@ -37,58 +44,88 @@ func addrString(a netip.Addr) string {
 	return a.String()
 }
 
-func zoneCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "zone",
-		Usage: "show or set the served zone",
-		Subcommands: []*cli.Command{
-			{
-				Name:  "set",
-				Usage: "set the zone apex: --name cdn.example.net --ns ns1.cdn.example.net=192.0.2.53 --contact hostmaster.example.net",
-				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "name", Required: true, Usage: "zone apex"},
-					&cli.StringSliceFlag{Name: "ns", Required: true, Usage: "name server as NAME or NAME=ADDR[,ADDR] (glue for in-zone names); repeat"},
-					&cli.StringFlag{Name: "contact", Required: true, Usage: "SOA contact, hostmaster.example.net or hostmaster@example.net"},
-				},
-				Action: func(c *cli.Context) error {
-					s := config.ZoneSpec{Name: c.String("name"), Contact: c.String("contact")}
-					for i, arg := range c.StringSlice("ns") {
-						ns, err := parseNS(arg)
-						if err != nil {
-							return mapping.Within(fmt.Sprintf("--ns[%d]", i), err)
-						}
-						s.NameServers = append(s.NameServers, ns)
-					}
-					var z config.Zone
-					if err := newClient(c).do("PUT", "/v1/zone", s, &z); err != nil {
-						return err
-					}
-					fmt.Fprintf(c.App.Writer, "zone %s serial %d\n", z.Name, z.Serial)
-					return nil
-				},
-			},
-			{
-				Name:  "show",
-				Usage: "print the zone",
-				Flags: []cli.Flag{jsonFlag},
-				Action: func(c *cli.Context) error {
-					var z config.Zone
-					if err := newClient(c).do("GET", "/v1/zone", nil, &z); err != nil {
-						return err
-					}
-					if c.Bool("json") {
-						return printJSON(c, z)
-					}
-					fmt.Fprintf(c.App.Writer, "zone %s  contact %s  serial %d\n", z.Name, z.Contact, z.Serial)
-					return table(c, "NS\tIPV4\tIPV6", func(w *tabwriter.Writer) {
-						for _, ns := range z.NameServers {
-							fmt.Fprintf(w, "%s\t%s\t%s\n", ns.Name, addrString(ns.IPv4), addrString(ns.IPv6))
-						}
-					})
-				},
-			},
-		},
+// request is a command that sends one request and prints what comes back
+// as a T: `edge add`, `property list`, `edge drain`...
+func request[T any](name, usage string, flags []cli.Flag, method string, path func(*cli.Context) string, body func(*cli.Context) (any, error), print func(*cli.Context, T) error) *cli.Command {
+	return &cli.Command{Name: name, Usage: usage, Flags: flags, Action: func(c *cli.Context) error {
+		var b any
+		if body != nil {
+			var err error
+			if b, err = body(c); err != nil {
+				return err
+			}
+		}
+		var out T
+		if err := newClient(c).do(method, path(c), b, &out); err != nil {
+			return err
+		}
+		return print(c, out)
+	}}
+}
+
+// remove is `KIND rm --FLAG X`.
+func remove(kind, usage, flag string, path func(string) string) *cli.Command {
+	return &cli.Command{Name: "rm", Usage: usage, Flags: []cli.Flag{&cli.StringFlag{Name: flag, Required: true}},
+		Action: func(c *cli.Context) error {
+			if err := newClient(c).do("DELETE", path(c.String(flag)), nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintln(c.App.Writer, "removed", kind, c.String(flag))
+			return nil
+		}}
+}
+
+func fixed(path string) func(*cli.Context) string { return func(*cli.Context) string { return path } }
+
+// one prints a single record as a list of one.
+func one[T any](print func(*cli.Context, []T) error) func(*cli.Context, T) error {
+	return func(c *cli.Context, v T) error { return print(c, []T{v}) }
+}
+
+// optional are the flags given, as a spec's optional fields: `set` changes
+// just those.
+func optional[T any](c *cli.Context, name string, get func(string) T) *T {
+	if !c.IsSet(name) {
+		return nil
 	}
+	v := get(name)
+	return &v
+}
+
+func zoneCommand() *cli.Command {
+	return &cli.Command{Name: "zone", Usage: "show or set the served zone", Subcommands: []*cli.Command{
+		request("set", "set the zone apex: --name cdn.example.net --ns ns1.cdn.example.net=192.0.2.53 --contact hostmaster.example.net",
+			[]cli.Flag{
+				&cli.StringFlag{Name: "name", Required: true, Usage: "zone apex"},
+				&cli.StringSliceFlag{Name: "ns", Required: true, Usage: "name server as NAME or NAME=ADDR[,ADDR] (glue for in-zone names); repeat"},
+				&cli.StringFlag{Name: "contact", Required: true, Usage: "SOA contact, hostmaster.example.net or hostmaster@example.net"},
+			}, "PUT", fixed("/v1/zone"), zoneSpecFromFlags, func(c *cli.Context, z config.Zone) error {
+				_, err := fmt.Fprintf(c.App.Writer, "zone %s serial %d\n", z.Name, z.Serial)
+				return err
+			}),
+		request("show", "print the zone", []cli.Flag{jsonFlag}, "GET", fixed("/v1/zone"), nil, func(c *cli.Context, z config.Zone) error {
+			if !c.Bool("json") {
+				fmt.Fprintf(c.App.Writer, "zone %s  contact %s  serial %d\n", z.Name, z.Contact, z.Serial)
+			}
+			return show(c, z, "NS\tIPV4\tIPV6", func(w *tabwriter.Writer) {
+				for _, ns := range z.NameServers {
+					fmt.Fprintf(w, "%s\t%s\t%s\n", ns.Name, addrString(ns.IPv4), addrString(ns.IPv6))
+				}
+			})
+		}),
+	}}
+}
+
+func zoneSpecFromFlags(c *cli.Context) (any, error) {
+	s := config.ZoneSpec{Name: c.String("name"), Contact: c.String("contact")}
+	for i, arg := range c.StringSlice("ns") {
+		ns, err := parseNS(arg)
+		if err != nil {
+			return nil, mapping.Within(fmt.Sprintf("--ns[%d]", i), err)
+		}
+		s.NameServers = append(s.NameServers, ns)
+	}
+	return s, nil
 }
 
 // parseNS reads NAME or NAME=ADDR[,ADDR].
@@ -122,41 +159,19 @@ func edgeFlags(create bool) []cli.Flag {
 		&cli.StringFlag{Name: "pool", Required: create, Usage: "pool the edge belongs to"},
 		&cli.IntFlag{Name: "capacity", Usage: "answers per second the edge should receive (0: unlimited)"},
 		&cli.StringFlag{Name: "check", Usage: "health check the name servers run: http://host/path or tcp://host:port (\"\" removes it)"},
+		jsonFlag,
 	}
 }
 
-// edgeSpecFromFlags sends only the flags given, so `edge set` changes just
-// those fields.
-func edgeSpecFromFlags(c *cli.Context) config.EdgeSpec {
-	s := config.EdgeSpec{ID: c.String("id")}
-	str := func(name string) *string {
-		if !c.IsSet(name) {
-			return nil
-		}
-		v := c.String(name)
-		return &v
-	}
-	s.IPv4, s.IPv6, s.Pool, s.Check = str("ipv4"), str("ipv6"), str("pool"), str("check")
-	if c.IsSet("lat") {
-		v := c.Float64("lat")
-		s.Lat = &v
-	}
-	if c.IsSet("lon") {
-		v := c.Float64("lon")
-		s.Lon = &v
-	}
-	if c.IsSet("capacity") {
-		v := c.Int("capacity")
-		s.Capacity = &v
-	}
-	return s
+func edgeSpecFromFlags(c *cli.Context) (any, error) {
+	return config.EdgeSpec{ID: c.String("id"),
+		IPv4: optional(c, "ipv4", c.String), IPv6: optional(c, "ipv6", c.String), Pool: optional(c, "pool", c.String),
+		Check: optional(c, "check", c.String), Lat: optional(c, "lat", c.Float64), Lon: optional(c, "lon", c.Float64),
+		Capacity: optional(c, "capacity", c.Int)}, nil
 }
 
 func printEdges(c *cli.Context, edges []config.Edge) error {
-	if c.Bool("json") {
-		return printJSON(c, edges)
-	}
-	return table(c, "ID\tPOOL\tIPV4\tIPV6\tLAT\tLON\tCAPACITY\tCHECK\tSTATUS", func(w *tabwriter.Writer) {
+	return show(c, edges, "ID\tPOOL\tIPV4\tIPV6\tLAT\tLON\tCAPACITY\tCHECK\tSTATUS", func(w *tabwriter.Writer) {
 		for _, e := range edges {
 			check, status := e.Check, "active"
 			if check == "" {
@@ -171,76 +186,32 @@ func printEdges(c *cli.Context, edges []config.Edge) error {
 }
 
 func edgeCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "edge",
-		Usage: "manage edge servers",
-		Subcommands: []*cli.Command{
-			{
-				Name: "add", Usage: "add an edge", Flags: append(edgeFlags(true), jsonFlag),
-				Action: func(c *cli.Context) error {
-					var e config.Edge
-					if err := newClient(c).do("POST", "/v1/edges", edgeSpecFromFlags(c), &e); err != nil {
-						return err
-					}
-					return printEdges(c, []config.Edge{e})
-				},
-			},
-			{
-				Name: "set", Usage: "change the given fields of an edge", Flags: append(edgeFlags(false), jsonFlag),
-				Action: func(c *cli.Context) error {
-					var e config.Edge
-					if err := newClient(c).do("PATCH", "/v1/edges/"+url.PathEscape(c.String("id")), edgeSpecFromFlags(c), &e); err != nil {
-						return err
-					}
-					return printEdges(c, []config.Edge{e})
-				},
-			},
-			{
-				Name: "list", Usage: "list edges", Flags: []cli.Flag{jsonFlag},
-				Action: func(c *cli.Context) error {
-					var edges []config.Edge
-					if err := newClient(c).do("GET", "/v1/edges", nil, &edges); err != nil {
-						return err
-					}
-					return printEdges(c, edges)
-				},
-			},
-			drainCommand("drain", "stop answering with an edge (it stays measured and checked)", true),
-			drainCommand("undrain", "answer with a drained edge again", false),
-			{
-				Name: "rm", Usage: "remove an edge", Flags: []cli.Flag{&cli.StringFlag{Name: "id", Required: true}},
-				Action: func(c *cli.Context) error {
-					if err := newClient(c).do("DELETE", "/v1/edges/"+url.PathEscape(c.String("id")), nil, nil); err != nil {
-						return err
-					}
-					fmt.Fprintln(c.App.Writer, "removed edge", c.String("id"))
-					return nil
-				},
-			},
-		},
-	}
+	edgePath := func(c *cli.Context) string { return "/v1/edges/" + url.PathEscape(c.String("id")) }
+	return &cli.Command{Name: "edge", Usage: "manage edge servers", Subcommands: []*cli.Command{
+		request("add", "add an edge", edgeFlags(true), "POST", fixed("/v1/edges"), edgeSpecFromFlags, one(printEdges)),
+		request("set", "change the given fields of an edge", edgeFlags(false), "PATCH", edgePath, edgeSpecFromFlags, one(printEdges)),
+		request("list", "list edges", []cli.Flag{jsonFlag}, "GET", fixed("/v1/edges"), nil, printEdges),
+		drainCommand("drain", "stop answering with an edge (it stays measured and checked)"),
+		drainCommand("undrain", "answer with a drained edge again"),
+		remove("edge", "remove an edge", "id", func(id string) string { return "/v1/edges/" + url.PathEscape(id) }),
+	}}
 }
 
 // drainCommand is `edge drain ID` / `edge undrain ID` (or --id ID).
-func drainCommand(name, usage string, drain bool) *cli.Command {
-	return &cli.Command{
-		Name: name, Usage: usage, ArgsUsage: "ID",
-		Flags: []cli.Flag{&cli.StringFlag{Name: "id"}, jsonFlag},
-		Action: func(c *cli.Context) error {
-			id := c.String("id")
-			if id == "" {
-				id = c.Args().First()
-			}
-			if id == "" || c.Args().Len() > 1 {
-				return mapping.FieldErrorf("id", "give one edge: edgemap edge %s ID", name)
-			}
-			var e config.Edge
-			if err := newClient(c).do("POST", "/v1/edges/"+url.PathEscape(id)+"/"+name, nil, &e); err != nil {
-				return err
-			}
-			return printEdges(c, []config.Edge{e})
-		},
+func drainCommand(name, usage string) *cli.Command {
+	cmd := request(name, usage, []cli.Flag{&cli.StringFlag{Name: "id"}, jsonFlag}, "POST", func(c *cli.Context) string {
+		id := cmp.Or(c.String("id"), c.Args().First())
+		return "/v1/edges/" + url.PathEscape(id) + "/" + name
+	}, nil, one(printEdges))
+	cmd.ArgsUsage = "ID"
+	send := cmd.Action
+	cmd.Action = func(c *cli.Context) error {
+		if cmp.Or(c.String("id"), c.Args().First()) == "" || c.Args().Len() > 1 {
+			return mapping.FieldErrorf("id", "give one edge: edgemap edge %s ID", name)
+		}
+		return send(c)
 	}
+	return cmd
 }
 
 func propertyFlags(create bool) []cli.Flag {
@@ -250,91 +221,90 @@ func propertyFlags(create bool) []cli.Flag {
 		&cli.UintFlag{Name: "ttl", Usage: "answer TTL in seconds (default " + strconv.Itoa(config.DefaultTTL) + ")"},
 		&cli.IntFlag{Name: "answers", Usage: "edges per answer, 1.." + strconv.Itoa(mapping.MaxAnswers) + " (default 1)"},
 		&cli.StringFlag{Name: "all-down", Usage: "when every edge is down: serve-best (default: answer anyway) or nodata"},
+		jsonFlag,
 	}
 }
 
-func propertySpecFromFlags(c *cli.Context) config.PropertySpec {
-	s := config.PropertySpec{Name: c.String("name")}
+func propertySpecFromFlags(c *cli.Context) (any, error) {
+	s := config.PropertySpec{Name: c.String("name"), Answers: optional(c, "answers", c.Int), AllDown: optional(c, "all-down", c.String),
+		TTL: optional(c, "ttl", func(name string) uint32 { return uint32(min(c.Uint(name), 1<<32-1)) })}
 	if c.IsSet("pool") {
 		s.Pools = c.StringSlice("pool")
 	}
-	if c.IsSet("ttl") {
-		v := uint32(min(c.Uint("ttl"), 1<<32-1))
-		s.TTL = &v
-	}
-	if c.IsSet("answers") {
-		v := c.Int("answers")
-		s.Answers = &v
-	}
-	if c.IsSet("all-down") {
-		v := c.String("all-down")
-		s.AllDown = &v
-	}
-	return s
+	return s, nil
 }
 
 func printProperties(c *cli.Context, props []config.Property) error {
-	if c.Bool("json") {
-		return printJSON(c, props)
-	}
-	return table(c, "NAME\tPOOLS\tTTL\tANSWERS\tALL-DOWN", func(w *tabwriter.Writer) {
+	return show(c, props, "NAME\tPOOLS\tTTL\tANSWERS\tALL-DOWN", func(w *tabwriter.Writer) {
 		for _, p := range props {
-			allDown := p.AllDown
-			if allDown == "" {
-				allDown = string(mapping.AllDownServeBest)
-			}
+			allDown := cmp.Or(p.AllDown, string(mapping.AllDownServeBest))
 			fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\n", p.Name, strings.Join(p.Pools, ","), p.TTL, p.Answers, allDown)
 		}
 	})
 }
 
 func propertyCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "property",
-		Usage: "manage properties (customer hostnames)",
-		Subcommands: []*cli.Command{
-			{
-				Name: "add", Usage: "add a property", Flags: append(propertyFlags(true), jsonFlag),
-				Action: func(c *cli.Context) error {
-					var p config.Property
-					if err := newClient(c).do("POST", "/v1/properties", propertySpecFromFlags(c), &p); err != nil {
-						return err
+	propertyPath := func(c *cli.Context) string { return "/v1/properties/" + url.PathEscape(c.String("name")) }
+	return &cli.Command{Name: "property", Usage: "manage properties (customer hostnames)", Subcommands: []*cli.Command{
+		request("add", "add a property", propertyFlags(true), "POST", fixed("/v1/properties"), propertySpecFromFlags, one(printProperties)),
+		request("set", "change the given fields of a property", propertyFlags(false), "PATCH", propertyPath, propertySpecFromFlags, one(printProperties)),
+		request("list", "list properties", []cli.Flag{jsonFlag}, "GET", fixed("/v1/properties"), nil, printProperties),
+		remove("property", "remove a property", "name", func(name string) string { return "/v1/properties/" + url.PathEscape(name) }),
+	}}
+}
+
+func targetCommand() *cli.Command {
+	return &cli.Command{Name: "target", Usage: "manage targets: client networks the probes measure", Subcommands: []*cli.Command{
+		request("add", "add a target: --block 203.0.113.0/24 --probe 203.0.113.10:443",
+			[]cli.Flag{
+				&cli.StringFlag{Name: "block", Required: true, Usage: "client network (any prefix length)"},
+				&cli.StringFlag{Name: "probe", Required: true, Usage: "address:port inside the block that agents TCP-connect to"},
+			}, "POST", fixed("/v1/map/targets"), func(c *cli.Context) (any, error) {
+				return config.TargetSpec{Block: c.String("block"), Probe: c.String("probe")}, nil
+			}, func(c *cli.Context, t config.Target) error {
+				_, err := fmt.Fprintf(c.App.Writer, "added target %s via %s\n", c.String("block"), c.String("probe"))
+				return err
+			}),
+		request("list", "list targets with each edge's freshest RTT", []cli.Flag{jsonFlag}, "GET", fixed("/v1/map/targets"), nil,
+			func(c *cli.Context, targets []config.MeasuredTarget) error {
+				now := time.Now()
+				return show(c, targets, "BLOCK\tPROBE\tMEASURED (edge smoothed-rtt loss age, best first)", func(w *tabwriter.Writer) {
+					for _, t := range targets {
+						parts := []string{}
+						for _, m := range t.Measured {
+							parts = append(parts, fmt.Sprintf("%s %.1fms %.0f%% %s", m.Edge, m.RTTMs, m.Loss*100, now.Sub(m.At).Round(time.Second)))
+						}
+						fmt.Fprintf(w, "%s\t%s\t%s\n", t.Block, t.Probe, cmp.Or(strings.Join(parts, ", "), "-"))
 					}
-					return printProperties(c, []config.Property{p})
-				},
-			},
-			{
-				Name: "set", Usage: "change the given fields of a property", Flags: append(propertyFlags(false), jsonFlag),
-				Action: func(c *cli.Context) error {
-					var p config.Property
-					if err := newClient(c).do("PATCH", "/v1/properties/"+url.PathEscape(c.String("name")), propertySpecFromFlags(c), &p); err != nil {
-						return err
+				})
+			}),
+		remove("target", "remove a target", "block", func(block string) string { return "/v1/map/targets?block=" + url.QueryEscape(block) }),
+	}}
+}
+
+func keyCommand() *cli.Command {
+	return &cli.Command{Name: "key", Usage: "manage probe agent keys", Subcommands: []*cli.Command{
+		request("add", "create a key bound to an edge and print its secret once",
+			[]cli.Flag{
+				&cli.StringFlag{Name: "id", Required: true},
+				&cli.StringFlag{Name: "edge", Required: true, Usage: "the edge this key may report for"},
+			}, "POST", fixed("/v1/keys"), func(c *cli.Context) (any, error) {
+				return config.KeySpec{ID: c.String("id"), Edge: c.String("edge")}, nil
+			}, func(c *cli.Context, k config.Key) error {
+				fmt.Fprintln(c.App.Writer, k.Secret)
+				_, err := fmt.Fprintf(c.App.ErrWriter, "key %s for edge %s: the secret above is shown only now; put it in a file only the agent can read (edgemap probe --secret-file)\n", k.ID, k.Edge)
+				return err
+			}),
+		request("list", "list keys (never their secrets)", []cli.Flag{jsonFlag}, "GET", fixed("/v1/keys"), nil,
+			func(c *cli.Context, keys []config.Key) error {
+				return show(c, keys, "ID\tEDGE\tCREATED", func(w *tabwriter.Writer) {
+					for _, k := range keys {
+						fmt.Fprintf(w, "%s\t%s\t%s\n", k.ID, k.Edge, k.Created.Format(time.RFC3339))
 					}
-					return printProperties(c, []config.Property{p})
-				},
-			},
-			{
-				Name: "list", Usage: "list properties", Flags: []cli.Flag{jsonFlag},
-				Action: func(c *cli.Context) error {
-					var props []config.Property
-					if err := newClient(c).do("GET", "/v1/properties", nil, &props); err != nil {
-						return err
-					}
-					return printProperties(c, props)
-				},
-			},
-			{
-				Name: "rm", Usage: "remove a property", Flags: []cli.Flag{&cli.StringFlag{Name: "name", Required: true}},
-				Action: func(c *cli.Context) error {
-					if err := newClient(c).do("DELETE", "/v1/properties/"+url.PathEscape(c.String("name")), nil, nil); err != nil {
-						return err
-					}
-					fmt.Fprintln(c.App.Writer, "removed property", c.String("name"))
-					return nil
-				},
-			},
-		},
-	}
+				})
+			}),
+		remove("key", "remove a key; its agent is refused from then on", "id", func(id string) string { return "/v1/keys/" + url.PathEscape(id) }),
+	}}
 }
 
 func applyCommand() *cli.Command {
@@ -362,118 +332,16 @@ func applyCommand() *cli.Command {
 				fmt.Fprintf(c.App.Writer, "no changes (serial %d)\n", res.Serial)
 				return nil
 			}
-			for _, s := range res.Created {
-				fmt.Fprintln(c.App.Writer, "created", s)
-			}
-			for _, s := range res.Updated {
-				fmt.Fprintln(c.App.Writer, "updated", s)
-			}
-			for _, s := range res.Deleted {
-				fmt.Fprintln(c.App.Writer, "deleted", s)
+			for _, list := range []struct {
+				what  string
+				names []string
+			}{{"created", res.Created}, {"updated", res.Updated}, {"deleted", res.Deleted}} {
+				for _, s := range list.names {
+					fmt.Fprintln(c.App.Writer, list.what, s)
+				}
 			}
 			fmt.Fprintf(c.App.Writer, "serial %d\n", res.Serial)
 			return nil
 		},
 	}
-}
-
-func mapCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "map",
-		Usage: "inspect the map",
-		Subcommands: []*cli.Command{{
-			Name:  "explain",
-			Usage: "rank a property's edges for a query as it reaches the name server, as the resolver does",
-			Flags: []cli.Flag{
-				&cli.StringFlag{Name: "property", Required: true},
-				&cli.StringFlag{Name: "client", Usage: "the user's address, sent as ECS by the resolver"},
-				&cli.IntFlag{Name: "source-prefix", Usage: "the ECS source prefix length the resolver sends (default 24 for IPv4, 56 for IPv6)"},
-				&cli.StringFlag{Name: "resolver", Usage: "the address the query comes from; alone, a query without ECS"},
-				&cli.StringFlag{Name: "family", Value: "A", Usage: "A or AAAA"},
-				jsonFlag,
-			},
-			Action: func(c *cli.Context) error {
-				q := url.Values{"property": {c.String("property")}, "family": {c.String("family")}}
-				for _, f := range []string{"client", "resolver"} {
-					if c.IsSet(f) {
-						q.Set(f, c.String(f))
-					}
-				}
-				if c.IsSet("source-prefix") {
-					q.Set("source_prefix", strconv.Itoa(c.Int("source-prefix")))
-				}
-				var x mapping.Explanation
-				if err := newClient(c).do("GET", "/v1/map/explain?"+q.Encode(), nil, &x); err != nil {
-					return err
-				}
-				if c.Bool("json") {
-					return printJSON(c, x)
-				}
-				return printExplanation(c, &x)
-			},
-		}},
-	}
-}
-
-func printExplanation(c *cli.Context, x *mapping.Explanation) error {
-	w := c.App.Writer
-	fmt.Fprintf(w, "property  %s  %s, %d answer(s)\n", x.Property, x.Family, x.Answers)
-	switch {
-	case !x.ECS.IsValid():
-		fmt.Fprintf(w, "query     from %s without ECS\n", x.Resolver)
-	case x.Resolver.IsValid():
-		fmt.Fprintf(w, "query     ECS %s from %s\n", x.ECS, x.Resolver)
-	default:
-		fmt.Fprintf(w, "query     ECS %s\n", x.ECS)
-	}
-	if x.DecidedBy != "ecs" && x.ECSUnused != "" {
-		fmt.Fprintf(w, "ecs       not used: %s; the query's source address decides\n", x.ECSUnused)
-	}
-	where := "no location"
-	if x.Place != nil {
-		where = fmt.Sprintf("%s, %s (%.2f, %.2f)", x.Place.City, x.Place.Country, x.Place.Lat, x.Place.Lon)
-	}
-	if x.Unit != "" {
-		fmt.Fprintf(w, "client    %s  in target %s: %s\n", x.Client, x.Unit, where)
-	} else {
-		network := "-"
-		if x.Network.IsValid() {
-			network = x.Network.String()
-		}
-		fmt.Fprintf(w, "client    %s  GeoIP network %s: %s\n", x.Client, network, where)
-	}
-	switch {
-	case !x.ECS.IsValid():
-		fmt.Fprintln(w, "scope     none: no ECS option, so a resolver reuses the answer for all its clients")
-	case x.ECS.Bits() == 0:
-		fmt.Fprintln(w, "scope     /0: the query has no client network, so a resolver reuses the answer for all its clients")
-	case x.Scope == 0:
-		fmt.Fprintln(w, "scope     /0: the answer is the same for every client")
-	default:
-		covered, _ := x.ECS.Addr().Prefix(x.Scope)
-		fmt.Fprintf(w, "scope     /%d: a resolver reuses the answer for clients in %s\n", x.Scope, covered)
-	}
-	fmt.Fprintf(w, "reason    %s\n", x.Reason)
-	if a := x.Assignment; a != nil {
-		fmt.Fprintf(w, "assigned  %s instead of %s for %s: %s (unit demand %.1f qps)\n", a.Edge, a.Best, a.Reason, a.Detail, a.Demand)
-	}
-	fmt.Fprintln(w)
-	return table(c, "RANK\tEDGE\tPOOL\tADDRESS\tDISTANCE_KM\tSCORE_MS\tBASIS\tMEASURED\tHEALTH\tANSWER", func(w *tabwriter.Writer) {
-		for i, r := range x.Ranking {
-			km, ms, measured, chosen := "-", "-", "-", ""
-			if r.DistanceKm != nil {
-				km = strconv.FormatFloat(*r.DistanceKm, 'f', 0, 64)
-			}
-			if r.ScoreMs != nil {
-				ms = strconv.FormatFloat(*r.ScoreMs, 'f', 1, 64)
-			}
-			if m := r.Measured; m != nil {
-				measured = fmt.Sprintf("rtt %.1fms loss %.0f%% age %.0fs n=%d", m.RTTMs, m.Loss*100, m.AgeS, m.Samples)
-			}
-			if r.Chosen {
-				chosen = "*"
-			}
-			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", i+1, r.ID, r.Pool, addrString(r.Address), km, ms, r.Basis, measured, r.Health, chosen)
-		}
-	})
 }

@@ -4,10 +4,14 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/urfave/cli/v2"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 func main() {
@@ -43,4 +47,45 @@ func newApp() *cli.App {
 			return fmt.Errorf("%w (see --help)", err)
 		},
 	}
+}
+
+// env is the environment variable of a flag: EDGEMAP_ and its name in
+// capitals, '-' as '_'.
+func env(flag string) []string {
+	return []string{"EDGEMAP_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))}
+}
+
+// logFlags are the logging flags of the commands that run (serve, probe).
+func logFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "log-format", Value: "json", EnvVars: env("log-format"), Usage: "json or console"},
+		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: env("log-level"), Usage: "debug, info, warn or error"},
+	}
+}
+
+// newLogger is the logger --log-format and --log-level ask for.
+func newLogger(c *cli.Context) (*zap.Logger, error) {
+	format, level := c.String("log-format"), c.String("log-level")
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	var cfg zap.Config
+	switch format {
+	case "json":
+		cfg = zap.NewProductionConfig()
+	case "console":
+		cfg = zap.NewDevelopmentConfig()
+		cfg.DisableStacktrace = true
+	default:
+		return nil, fmt.Errorf("--log-format: %q: want json or console", format)
+	}
+	cfg.Level = zap.NewAtomicLevelAt(lvl)
+	return cfg.Build()
+}
+
+func printJSON(c *cli.Context, v any) error {
+	enc := json.NewEncoder(c.App.Writer)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }

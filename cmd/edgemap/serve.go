@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/urfave/cli/v2"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/api"
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
@@ -31,70 +30,49 @@ func serveCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "serve",
 		Usage: "run the authoritative name server, the admin API and the map",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "db", Value: "./var/edgemap.db", EnvVars: []string{"EDGEMAP_DB"}, Usage: "bbolt database file; created if missing"},
-			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:5353", EnvVars: []string{"EDGEMAP_LISTEN"}, Usage: "DNS address, UDP and TCP"},
-			&cli.StringFlag{Name: "api-listen", Value: "127.0.0.1:8053", EnvVars: []string{"EDGEMAP_API_LISTEN"}, Usage: "admin API address; off loopback it needs --api-token"},
-			&cli.StringFlag{Name: "api-token", EnvVars: []string{"EDGEMAP_API_TOKEN"}, Usage: "bearer token the admin API requires (required off loopback)"},
-			&cli.StringFlag{Name: "geoip", EnvVars: []string{"EDGEMAP_GEOIP"}, Usage: "GeoIP2/GeoLite2 City .mmdb; reloaded on SIGHUP or POST /v1/geoip/reload"},
-			&cli.StringFlag{Name: "node-id", EnvVars: []string{"EDGEMAP_NODE_ID"}, Usage: "name answered to NSID and CHAOS id.server (default: host name)"},
-			&cli.StringFlag{Name: "world", EnvVars: []string{"EDGEMAP_WORLD"}, Usage: "world file to seed an empty database with"},
-			&cli.StringFlag{Name: "log-format", Value: "json", EnvVars: []string{"EDGEMAP_LOG_FORMAT"}, Usage: "json or console"},
-			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"EDGEMAP_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
-			&cli.DurationFlag{Name: "map-interval", Value: 10 * time.Second, EnvVars: []string{"EDGEMAP_MAP_INTERVAL"}, Usage: "how often the map is rebuilt from new measurements"},
-			&cli.DurationFlag{Name: "max-age", Value: mapping.DefaultMaxAge, EnvVars: []string{"EDGEMAP_MAX_AGE"}, Usage: "measurements older than this no longer decide (default: 3 x the default probe interval)"},
-			&cli.DurationFlag{Name: "check-interval", Value: 5 * time.Second, EnvVars: []string{"EDGEMAP_CHECK_INTERVAL"}, Usage: "how often each edge's --check runs"},
-			&cli.DurationFlag{Name: "check-timeout", Value: 2 * time.Second, EnvVars: []string{"EDGEMAP_CHECK_TIMEOUT"}, Usage: "one check's time limit"},
-			&cli.IntFlag{Name: "down-after", Value: 3, EnvVars: []string{"EDGEMAP_DOWN_AFTER"}, Usage: "consecutive failed checks before an edge is down"},
-			&cli.IntFlag{Name: "up-after", Value: 2, EnvVars: []string{"EDGEMAP_UP_AFTER"}, Usage: "consecutive good checks before a down edge is up"},
-			&cli.Float64Flag{Name: "stability-ratio", Value: mapping.DefaultStability.Ratio, EnvVars: []string{"EDGEMAP_STABILITY_RATIO"}, Usage: "a unit moves to a better edge only if it is better by more than this fraction ..."},
-			&cli.Float64Flag{Name: "stability-ms", Value: mapping.DefaultStability.Ms, EnvVars: []string{"EDGEMAP_STABILITY_MS"}, Usage: "... and by more than this many ms"},
-			&cli.BoolFlag{Name: "pprof", EnvVars: []string{"EDGEMAP_PPROF"}, Usage: "serve Go profiles at /debug/pprof/ on the admin listener (behind its token)"},
-			&cli.IntFlag{Name: "demand-table", Value: node.DefaultDemandSlots, EnvVars: []string{"EDGEMAP_DEMAND_TABLE"}, Usage: "slots of the capacity demand table (property, map unit, source network); half are kept free"},
-			&cli.Float64Flag{Name: "demand-source-cap", Value: node.DefaultDemandSourceCap, EnvVars: []string{"EDGEMAP_DEMAND_SOURCE_CAP"}, Usage: "qps one source /24 or /48 may add to one map unit's demand (0: no cap)"},
-			&cli.DurationFlag{Name: "retention", Value: 24 * time.Hour, EnvVars: []string{"EDGEMAP_RETENTION"}, Usage: "measurements older than this are deleted from the database"},
-			&cli.IntFlag{Name: "tcp-max-conns", Value: resolver.DefaultTCPMaxConns, EnvVars: []string{"EDGEMAP_TCP_MAX_CONNS"}, Usage: "open DNS-over-TCP connections at most; at the cap a lighter source evicts the heaviest source's longest-idle one"},
-			&cli.IntFlag{Name: "tcp-max-conns-per-source", Value: resolver.DefaultTCPMaxConnsPerSource, EnvVars: []string{"EDGEMAP_TCP_MAX_CONNS_PER_SOURCE"}, Usage: "DNS-over-TCP connections per IPv4 address or IPv6 /56"},
-			&cli.DurationFlag{Name: "tcp-idle-timeout", Value: resolver.DefaultTCPIdleTimeout, EnvVars: []string{"EDGEMAP_TCP_IDLE_TIMEOUT"}, Usage: "how long a TCP connection may wait for its next query; shrinks to 1s as --tcp-max-conns nears"},
-			&cli.DurationFlag{Name: "tcp-io-timeout", Value: resolver.DefaultTCPIOTimeout, EnvVars: []string{"EDGEMAP_TCP_IO_TIMEOUT"}, Usage: "how long a TCP query may take to arrive once it has begun, and its answer to be written"},
-			&cli.IntFlag{Name: "rrl-mapped-rate", Value: resolver.DefaultRRLMappedRate, EnvVars: []string{"EDGEMAP_RRL_MAPPED_RATE"}, Usage: "UDP answers of a property per second per client network, name and type (0: unlimited)"},
-			&cli.IntFlag{Name: "rrl-rate", Value: resolver.DefaultRRLRate, EnvVars: []string{"EDGEMAP_RRL_RATE"}, Usage: "other UDP responses per second per client network and class: zone answers by name and type, NXDOMAIN and NODATA by zone, errors (0: unlimited)"},
-			&cli.IntFlag{Name: "rrl-slip", Value: resolver.DefaultRRLSlip, EnvVars: []string{"EDGEMAP_RRL_SLIP"}, Usage: "every Nth rate-limited response goes out truncated (TC=1), the rest are dropped; 0 drops all, 1 truncates all"},
-			&cli.IntFlag{Name: "rrl-ipv4-prefix", Value: resolver.DefaultRRLIPv4Prefix, EnvVars: []string{"EDGEMAP_RRL_IPV4_PREFIX"}, Usage: "IPv4 client network length rate limiting counts per"},
-			&cli.IntFlag{Name: "rrl-ipv6-prefix", Value: resolver.DefaultRRLIPv6Prefix, EnvVars: []string{"EDGEMAP_RRL_IPV6_PREFIX"}, Usage: "IPv6 client network length rate limiting counts per"},
-			&cli.StringSliceFlag{Name: "rrl-exempt", EnvVars: []string{"EDGEMAP_RRL_EXEMPT"}, Usage: "client network never rate-limited, e.g. a large resolver's (repeat or comma-separate)"},
-			&cli.IntFlag{Name: "rrl-table-size", Value: resolver.DefaultRRLTableSize, EnvVars: []string{"EDGEMAP_RRL_TABLE_SIZE"}, Usage: "rate limiting buckets (8 bytes each, rounded up to a power of two, at least 8); a full table limits more, never less"},
-			&cli.BoolFlag{Name: "cookies", Value: true, EnvVars: []string{"EDGEMAP_COOKIES"}, Usage: "answer DNS Cookies (RFC 7873, 9018); a valid server cookie exempts a query from rate limiting"},
-			&cli.StringFlag{Name: "cookie-secret-file", EnvVars: []string{"EDGEMAP_COOKIE_SECRET_FILE"}, Usage: "DNS cookie secrets shared by a fleet: 32 hex digits a line, the current first (default: a random secret kept in --db)"},
-			&cli.StringSliceFlag{Name: "api-allowed-hosts", EnvVars: []string{"EDGEMAP_API_ALLOWED_HOSTS"}, Usage: "names (host or host:port) the admin API may be reached by, besides the address it is reached at and localhost on loopback"},
-			&cli.DurationFlag{Name: "api-read-timeout", Value: api.DefaultReadTimeout, EnvVars: []string{"EDGEMAP_API_READ_TIMEOUT"}, Usage: "time to read a whole admin API request, headers and body"},
-			&cli.DurationFlag{Name: "api-write-timeout", Value: api.DefaultWriteTimeout, EnvVars: []string{"EDGEMAP_API_WRITE_TIMEOUT"}, Usage: "time from the end of a request's headers to the end of its answer, the handler's work included"},
-			&cli.DurationFlag{Name: "api-idle-timeout", Value: api.DefaultIdleTimeout, EnvVars: []string{"EDGEMAP_API_IDLE_TIMEOUT"}, Usage: "how long an idle keep-alive connection is kept"},
-			&cli.IntFlag{Name: "api-max-conns", Value: api.DefaultMaxConns, EnvVars: []string{"EDGEMAP_API_MAX_CONNS"}, Usage: "open admin API connections; at the cap the oldest idle one is closed for a new one"},
-			&cli.DurationFlag{Name: "collector-read-timeout", Value: probe.DefaultBodyTimeout, EnvVars: []string{"EDGEMAP_COLLECTOR_READ_TIMEOUT"}, Usage: "time for a probe report's body to arrive after its headers"},
-			&cli.Int64Flag{Name: "collector-max-buffered", Value: probe.DefaultMaxBufferedBytes, EnvVars: []string{"EDGEMAP_COLLECTOR_MAX_BUFFERED"}, Usage: "bytes of probe reports held in memory at once; more uploads get 429"},
-		},
+		Flags: append(logFlags(),
+			&cli.StringFlag{Name: "db", Value: "./var/edgemap.db", EnvVars: env("db"), Usage: "bbolt database file; created if missing"},
+			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:5353", EnvVars: env("listen"), Usage: "DNS address, UDP and TCP"},
+			&cli.StringFlag{Name: "api-listen", Value: "127.0.0.1:8053", EnvVars: env("api-listen"), Usage: "admin API address; off loopback it needs --api-token"},
+			&cli.StringFlag{Name: "api-token", EnvVars: env("api-token"), Usage: "bearer token the admin API requires (required off loopback)"},
+			&cli.StringFlag{Name: "geoip", EnvVars: env("geoip"), Usage: "GeoIP2/GeoLite2 City .mmdb; reloaded on SIGHUP or POST /v1/geoip/reload"},
+			&cli.StringFlag{Name: "node-id", EnvVars: env("node-id"), Usage: "name answered to NSID and CHAOS id.server (default: host name)"},
+			&cli.StringFlag{Name: "world", EnvVars: env("world"), Usage: "world file to seed an empty database with"},
+			&cli.DurationFlag{Name: "map-interval", Value: 10 * time.Second, EnvVars: env("map-interval"), Usage: "how often the map is rebuilt from new measurements"},
+			&cli.DurationFlag{Name: "max-age", Value: mapping.DefaultMaxAge, EnvVars: env("max-age"), Usage: "measurements older than this no longer decide (default: 3 x the default probe interval)"},
+			&cli.DurationFlag{Name: "check-interval", Value: 5 * time.Second, EnvVars: env("check-interval"), Usage: "how often each edge's --check runs"},
+			&cli.DurationFlag{Name: "check-timeout", Value: 2 * time.Second, EnvVars: env("check-timeout"), Usage: "one check's time limit"},
+			&cli.IntFlag{Name: "down-after", Value: 3, EnvVars: env("down-after"), Usage: "consecutive failed checks before an edge is down"},
+			&cli.IntFlag{Name: "up-after", Value: 2, EnvVars: env("up-after"), Usage: "consecutive good checks before a down edge is up"},
+			&cli.Float64Flag{Name: "stability-ratio", Value: mapping.DefaultStability.Ratio, EnvVars: env("stability-ratio"), Usage: "a unit moves to a better edge only if it is better by more than this fraction ..."},
+			&cli.Float64Flag{Name: "stability-ms", Value: mapping.DefaultStability.Ms, EnvVars: env("stability-ms"), Usage: "... and by more than this many ms"},
+			&cli.BoolFlag{Name: "pprof", EnvVars: env("pprof"), Usage: "serve Go profiles at /debug/pprof/ on the admin listener (behind its token)"},
+			&cli.IntFlag{Name: "demand-table", Value: node.DefaultDemandSlots, EnvVars: env("demand-table"), Usage: "slots of the capacity demand table (property, map unit, source network); half are kept free"},
+			&cli.Float64Flag{Name: "demand-source-cap", Value: node.DefaultDemandSourceCap, EnvVars: env("demand-source-cap"), Usage: "qps one source /24 or /48 may add to one map unit's demand (0: no cap)"},
+			&cli.DurationFlag{Name: "retention", Value: 24 * time.Hour, EnvVars: env("retention"), Usage: "measurements older than this are deleted from the database"},
+			&cli.IntFlag{Name: "tcp-max-conns", Value: resolver.DefaultTCPMaxConns, EnvVars: env("tcp-max-conns"), Usage: "open DNS-over-TCP connections at most; at the cap a lighter source evicts the heaviest source's longest-idle one"},
+			&cli.IntFlag{Name: "tcp-max-conns-per-source", Value: resolver.DefaultTCPMaxConnsPerSource, EnvVars: env("tcp-max-conns-per-source"), Usage: "DNS-over-TCP connections per IPv4 address or IPv6 /56"},
+			&cli.DurationFlag{Name: "tcp-idle-timeout", Value: resolver.DefaultTCPIdleTimeout, EnvVars: env("tcp-idle-timeout"), Usage: "how long a TCP connection may wait for its next query; shrinks to 1s as --tcp-max-conns nears"},
+			&cli.DurationFlag{Name: "tcp-io-timeout", Value: resolver.DefaultTCPIOTimeout, EnvVars: env("tcp-io-timeout"), Usage: "how long a TCP query may take to arrive once it has begun, and its answer to be written"},
+			&cli.IntFlag{Name: "rrl-mapped-rate", Value: resolver.DefaultRRLMappedRate, EnvVars: env("rrl-mapped-rate"), Usage: "UDP answers of a property per second per client network, name and type (0: unlimited)"},
+			&cli.IntFlag{Name: "rrl-rate", Value: resolver.DefaultRRLRate, EnvVars: env("rrl-rate"), Usage: "other UDP responses per second per client network and class: zone answers by name and type, NXDOMAIN and NODATA by zone, errors (0: unlimited)"},
+			&cli.IntFlag{Name: "rrl-slip", Value: resolver.DefaultRRLSlip, EnvVars: env("rrl-slip"), Usage: "every Nth rate-limited response goes out truncated (TC=1), the rest are dropped; 0 drops all, 1 truncates all"},
+			&cli.IntFlag{Name: "rrl-ipv4-prefix", Value: resolver.DefaultRRLIPv4Prefix, EnvVars: env("rrl-ipv4-prefix"), Usage: "IPv4 client network length rate limiting counts per"},
+			&cli.IntFlag{Name: "rrl-ipv6-prefix", Value: resolver.DefaultRRLIPv6Prefix, EnvVars: env("rrl-ipv6-prefix"), Usage: "IPv6 client network length rate limiting counts per"},
+			&cli.StringSliceFlag{Name: "rrl-exempt", EnvVars: env("rrl-exempt"), Usage: "client network never rate-limited, e.g. a large resolver's (repeat or comma-separate)"},
+			&cli.IntFlag{Name: "rrl-table-size", Value: resolver.DefaultRRLTableSize, EnvVars: env("rrl-table-size"), Usage: "rate limiting buckets (8 bytes each, rounded up to a power of two, at least 8); a full table limits more, never less"},
+			&cli.BoolFlag{Name: "cookies", Value: true, EnvVars: env("cookies"), Usage: "answer DNS Cookies (RFC 7873, 9018); a valid server cookie exempts a query from rate limiting"},
+			&cli.StringFlag{Name: "cookie-secret-file", EnvVars: env("cookie-secret-file"), Usage: "DNS cookie secrets shared by a fleet: 32 hex digits a line, the current first (default: a random secret kept in --db)"},
+			&cli.StringSliceFlag{Name: "api-allowed-hosts", EnvVars: env("api-allowed-hosts"), Usage: "names (host or host:port) the admin API may be reached by, besides the address it is reached at and localhost on loopback"},
+			&cli.DurationFlag{Name: "api-read-timeout", Value: api.DefaultReadTimeout, EnvVars: env("api-read-timeout"), Usage: "time to read a whole admin API request, headers and body"},
+			&cli.DurationFlag{Name: "api-write-timeout", Value: api.DefaultWriteTimeout, EnvVars: env("api-write-timeout"), Usage: "time from the end of a request's headers to the end of its answer, the handler's work included"},
+			&cli.DurationFlag{Name: "api-idle-timeout", Value: api.DefaultIdleTimeout, EnvVars: env("api-idle-timeout"), Usage: "how long an idle keep-alive connection is kept"},
+			&cli.IntFlag{Name: "api-max-conns", Value: api.DefaultMaxConns, EnvVars: env("api-max-conns"), Usage: "open admin API connections; at the cap the oldest idle one is closed for a new one"},
+			&cli.DurationFlag{Name: "collector-read-timeout", Value: probe.DefaultBodyTimeout, EnvVars: env("collector-read-timeout"), Usage: "time for a probe report's body to arrive after its headers"},
+			&cli.Int64Flag{Name: "collector-max-buffered", Value: probe.DefaultMaxBufferedBytes, EnvVars: env("collector-max-buffered"), Usage: "bytes of probe reports held in memory at once; more uploads get 429"},
+		),
 		Action: serve,
 	}
-}
-
-func newLogger(format, level string) (*zap.Logger, error) {
-	lvl, err := zapcore.ParseLevel(level)
-	if err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
-	}
-	var cfg zap.Config
-	switch format {
-	case "json":
-		cfg = zap.NewProductionConfig()
-	case "console":
-		cfg = zap.NewDevelopmentConfig()
-		cfg.DisableStacktrace = true
-	default:
-		return nil, fmt.Errorf("--log-format: %q: want json or console", format)
-	}
-	cfg.Level = zap.NewAtomicLevelAt(lvl)
-	return cfg.Build()
 }
 
 // serveConfig is everything `edgemap serve` is told by flags.
@@ -267,7 +245,7 @@ type running struct {
 }
 
 func serve(c *cli.Context) error {
-	log, err := newLogger(c.String("log-format"), c.String("log-level"))
+	log, err := newLogger(c)
 	if err != nil {
 		return err
 	}
