@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 
 	bolt "go.etcd.io/bbolt"
@@ -263,7 +265,12 @@ func syncBucket(tx *bolt.Tx, bucket []byte, want map[string][]byte) (bool, error
 		}
 	}
 	changed := len(stale) > 0
-	for k, v := range want {
+	// In key order: bbolt keeps a transaction's puts in the leaf node in
+	// memory until commit, so puts in random order move that node's
+	// entries on every insert, quadratic in the records written (100 000
+	// new targets took 7 s of memmove); in order, each is an append.
+	for _, k := range slices.Sorted(maps.Keys(want)) {
+		v := want[k]
 		if bytes.Equal(b.Get([]byte(k)), v) {
 			continue
 		}

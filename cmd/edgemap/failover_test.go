@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -271,5 +272,98 @@ func TestForgedECSDoesNotMoveClients(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestFailoverDuringALargeApply: while an apply of a large world is being
+// decoded, checked, committed and published, fra1's check fails and
+// recovers again and again, and each time fra1 leaves (or rejoins) the
+// answers within its bound (down-after x check-interval, then one map).
+// The write used to hold the node's lock across its commit and two builds,
+// so a health change in that time waited for the end of the apply.
+func TestFailoverDuringALargeApply(t *testing.T) {
+	cfg := demoConfig(t)
+	cfg.CheckInterval, cfg.DownAfter = 50*time.Millisecond, 2
+	s := startServer(t, cfg)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	edgetest.AcceptAndClose(t, ln)
+	if code := s.Call(t, "PATCH", "/v1/edges/fra1", config.EdgeSpec{Check: edgetest.Ptr("tcp://" + addr)}, nil); code != http.StatusOK {
+		t.Fatalf("set fra1's check: %d", code)
+	}
+	const frankfurt = "198.18.2.0/24"
+	fra1 := func() bool {
+		got := s.QueryA(t, "shop.cdn.example.net.", frankfurt)
+		return len(got) == 1 && got[0] == "192.0.2.1"
+	}
+	edgetest.Eventually(t, 5*time.Second, "fra1 checked and answering", func() bool {
+		return fra1() && s.Metric(t, `edgemap_edges{state="up"}`) == 10
+	})
+
+	// The demo world with 1 000 more edges and 100 000 targets: a 6 MB
+	// body whose decoding, checks, commit and map take seconds.
+	world, err := config.ReadWorld(edgetest.World)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range world.Edges {
+		if world.Edges[i].ID == "fra1" {
+			world.Edges[i].Check = edgetest.Ptr("tcp://" + addr) // as it is now
+		}
+	}
+	for i := range 1000 {
+		world.Edges = append(world.Edges, config.EdgeSpec{ID: fmt.Sprintf("bulk%04d", i), IPv4: edgetest.Ptr(fmt.Sprintf("198.51.100.%d", 1+i%250)),
+			Lat: edgetest.Ptr(float64(i%170) - 85), Lon: edgetest.Ptr(float64(i%360) - 180), Pool: edgetest.Ptr("bulk")})
+	}
+	for i := range 100000 {
+		block := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 12), byte(i >> 4), byte(i << 4)}), 28)
+		world.Targets = append(world.Targets, config.TargetSpec{Block: block.String(), Probe: block.Addr().Next().String() + ":443"})
+	}
+	applied := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(applied)
+		var res config.ApplyResult
+		if code, raw := s.CallRaw(t, "POST", "/v1/apply", world); code != http.StatusOK || json.Unmarshal(raw, &res) != nil || !res.Changed {
+			t.Errorf("the large apply: %d %.200s", code, raw)
+		}
+	}()
+	// The bound of README "Health, failover and capacity": 2 x 50 ms of
+	// checks and a map (1 s); 1 s more for a slow, shared machine.
+	const bound = 2*50*time.Millisecond + time.Second + time.Second
+	var worst time.Duration
+	rounds := 0
+	// measure waits for a change of fra1's answers and counts how long it
+	// took if the apply was still running when it came.
+	measure := func(what string, answered bool) (running bool) {
+		took := edgetest.Eventually(t, 30*time.Second, what, func() bool { return fra1() == answered })
+		select {
+		case <-applied:
+			return false // the apply may have ended first: not counted
+		default:
+			rounds++
+			worst = max(worst, took)
+			return true
+		}
+	}
+	for running := true; running; {
+		ln.Close() // fra1's check fails from now on
+		running = measure("fra1 out of Frankfurt's answers", false)
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			t.Fatal(err)
+		}
+		edgetest.AcceptAndClose(t, ln)
+		running = measure("fra1 back in Frankfurt's answers", true) && running
+	}
+	t.Logf("%d health changes during an apply of %v: the slowest published in %v (bound %v)", rounds,
+		time.Since(start).Round(time.Millisecond), worst.Round(time.Millisecond), bound)
+	if worst > bound {
+		t.Errorf("during the apply a change of fra1's health took up to %v to reach the answers, more than the bound %v", worst, bound)
+	}
+	if rounds < 4 {
+		t.Errorf("only %d health changes during the apply: make the world larger, or the test proves little", rounds)
 	}
 }

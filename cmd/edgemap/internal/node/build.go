@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -17,19 +18,42 @@ import (
 // work is what the builder was asked for since it started its last build.
 // Every build also reads the latest measurements and decides health anew.
 type work struct {
-	config bool             // the configuration changed: read it again
+	config *prepared        // a configuration committed since
 	geo    *mapping.Geo     // a GeoIP database to locate with from now on
 	rates  []mapping.Demand // demand rates of a new map interval
 }
 
 func (w *work) merge(o work) {
-	w.config = w.config || o.config
+	if o.config != nil && (w.config == nil || o.config.rev > w.config.rev) {
+		w.config = o.config
+	}
 	if o.geo != nil {
 		w.geo = o.geo
 	}
 	if o.rates != nil {
 		w.rates = o.rates
 	}
+}
+
+// prepared is a configuration as the builder takes it: read, converted to
+// the map's inputs and sorted once per revision, by whoever committed it,
+// so that neither the builder nor the map interval's builds of 100 000
+// targets decode the file or convert and sort them.
+type prepared struct {
+	cfg  store.Config
+	rev  uint64
+	base mapping.Inputs // cfg as the map's inputs, targets sorted
+}
+
+// prepare reads the configuration and prepares it for the builder.
+func (n *Node) prepare() (*prepared, error) {
+	cfg, rev, err := n.source.ConfigAt()
+	if err != nil {
+		return nil, err
+	}
+	base := config.Inputs(cfg)
+	slices.SortFunc(base.Targets, func(a, b mapping.Target) int { return a.Block.Compare(b.Block) })
+	return &prepared{cfg: cfg, rev: rev, base: base}, nil
 }
 
 // builder is the one goroutine that builds and publishes maps. Requests
@@ -41,9 +65,7 @@ type builder struct {
 	geo  *mapping.Geo
 	asOf time.Time // the first map is built as of the one published before a restart
 
-	cfg  *store.Config   // the configuration as last read, at rev
-	rev  uint64          //
-	base *mapping.Inputs // cfg as the map's inputs, targets sorted
+	cfg *prepared // the configuration the map is built from
 
 	rates   []mapping.Demand
 	decided map[string]mapping.Health // health of the published map
@@ -88,24 +110,19 @@ func (b *builder) build(w work) error {
 	if w.rates != nil {
 		b.rates = w.rates
 	}
-	configChanged := false
-	if w.config || b.cfg == nil {
-		cfg, rev, err := n.source.ConfigAt()
+	if b.cfg == nil && w.config == nil {
+		p, err := n.prepare()
 		if err != nil {
 			return err
 		}
-		if b.cfg == nil || rev != b.rev {
-			// Converted and sorted once per revision: the map interval's
-			// builds of 100 000 targets then neither decode the file nor
-			// convert or sort them.
-			base := config.Inputs(cfg)
-			slices.SortFunc(base.Targets, func(a, b mapping.Target) int { return a.Block.Compare(b.Block) })
-			b.cfg, b.rev, b.base = &cfg, rev, &base
-			configChanged = true
-		}
+		w.config = p
+	}
+	configChanged := w.config != nil && (b.cfg == nil || w.config.rev > b.cfg.rev)
+	if configChanged {
+		b.cfg = w.config
 	}
 	now := time.Now()
-	in := *b.base
+	in := b.cfg.base
 	in.Geo = b.geo
 	in.Now = now
 	if !b.asOf.IsZero() {
@@ -118,7 +135,7 @@ func (b *builder) build(w work) error {
 	in.Stability = n.opts.Stability
 	in.Previous = n.snap.Load()
 	var changed map[string]mapping.Health
-	in.Health, changed = decideHealth(b.decided, n.health.snapshot(), b.cfg.Edges, now)
+	in.Health, changed = decideHealth(b.decided, n.health.snapshot(), b.cfg.cfg.Edges, now)
 	start := time.Now()
 	snap, err := mapping.Build(in)
 	n.metrics.buildTime.Observe(time.Since(start).Seconds())
@@ -129,10 +146,10 @@ func (b *builder) build(w work) error {
 	}
 	n.log.Debug("map built", zap.Duration("took", time.Since(start)))
 	n.snap.Store(snap)
-	n.state.Store(&published{cfg: *b.cfg, rev: b.rev, at: in.Now})
+	n.state.Store(&published{cfg: b.cfg.cfg, rev: b.cfg.rev, at: in.Now})
 	b.decided = in.Health
 	n.metrics.builds.Inc()
-	if z := b.cfg.Zone; z != nil {
+	if z := b.cfg.cfg.Zone; z != nil {
 		n.metrics.serial.Set(float64(z.Serial))
 	}
 	b.observe(snap, changed)
@@ -143,7 +160,9 @@ func (b *builder) build(w work) error {
 }
 
 // observe persists, logs and counts what a published map changed: edges
-// going down or up (persisted, so a restarted server starts from them),
+// going down or up (persisted, so a restarted server starts from them, by
+// the persister: a bbolt write can wait seconds behind a large commit, and
+// the builder must not),
 // properties entering or leaving the all-down state (logged once per
 // transition), and the per-edge gauges.
 func (b *builder) observe(snap *mapping.Snapshot, changed map[string]mapping.Health) {
@@ -159,9 +178,7 @@ func (b *builder) observe(snap *mapping.Snapshot, changed map[string]mapping.Hea
 		} else {
 			n.log.Info("edge up", zap.String("edge", id), zap.String("source", string(h.Source)))
 		}
-		if err := n.store.SetHealth(id, store.EdgeHealth{Up: h.Up, Source: string(h.Source), Since: h.Since}); err != nil {
-			n.log.Error("persisting edge health", zap.Error(err))
-		}
+		n.persist.add(id, store.EdgeHealth{Up: h.Up, Source: string(h.Source), Since: h.Since})
 	}
 	now := map[string]bool{}
 	for _, p := range snap.AllDown() {
@@ -176,7 +193,7 @@ func (b *builder) observe(snap *mapping.Snapshot, changed map[string]mapping.Hea
 		}
 	}
 	b.allDown = now
-	n.metrics.observe(b.cfg.Edges, b.decided, snap.Load())
+	n.metrics.observe(b.cfg.cfg.Edges, b.decided, snap.Load())
 }
 
 // syncChecks makes the health monitor check exactly the configured edges'
@@ -190,7 +207,7 @@ func (b *builder) syncChecks() {
 	}
 	checks := map[string]probe.Check{}
 	initial := map[string]bool{}
-	for _, e := range b.cfg.Edges {
+	for _, e := range b.cfg.cfg.Edges {
 		if e.Check == "" {
 			continue
 		}
@@ -214,7 +231,52 @@ func (b *builder) syncChecks() {
 		checked[id] = true
 	}
 	// After Set: a loop being stopped may still record one last result.
-	if n.health.forget(b.cfg.Edges, checked) {
+	if n.health.forget(b.cfg.cfg.Edges, checked) {
 		n.request(work{}) // a dropped result may bring an edge back: a map at once
+	}
+}
+
+// persister writes health transitions to the store after the builder has
+// published them, in its own goroutine, the latest per edge.
+type persister struct {
+	n       *Node
+	mu      sync.Mutex // guards pending; a leaf lock
+	pending map[string]store.EdgeHealth
+	kick    chan struct{}
+	stop    chan struct{} // closed by Close once the builder has stopped
+	done    chan struct{} // closed by run when it has written the last
+}
+
+func (p *persister) add(edge string, h store.EdgeHealth) {
+	p.mu.Lock()
+	if p.pending == nil {
+		p.pending = map[string]store.EdgeHealth{}
+	}
+	p.pending[edge] = h
+	p.mu.Unlock()
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run writes what is pending until stop, and what is pending then.
+func (p *persister) run() {
+	defer close(p.done)
+	for stopping := false; !stopping; {
+		select {
+		case <-p.stop:
+			stopping = true
+		case <-p.kick:
+		}
+		p.mu.Lock()
+		pending := p.pending
+		p.pending = nil
+		p.mu.Unlock()
+		for _, id := range slices.Sorted(maps.Keys(pending)) {
+			if err := p.n.store.SetHealth(id, pending[id]); err != nil {
+				p.n.log.Error("persisting edge health", zap.String("edge", id), zap.Error(err))
+			}
+		}
 	}
 }

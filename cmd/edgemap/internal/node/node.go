@@ -96,6 +96,7 @@ type Node struct {
 
 	monitor *probe.Monitor // nil: no checks
 	metrics metrics
+	persist persister
 
 	// The builder goroutine (build.go) publishes every map; work is what it
 	// was asked for since it last started a build.
@@ -184,6 +185,8 @@ func New(opts Options) (*Node, error) {
 		}
 	}
 	b := newBuilder(n, geo, asOf)
+	n.persist = persister{n: n, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	go n.persist.run()
 	n.running.Add(1)
 	go func() {
 		defer n.running.Done()
@@ -263,6 +266,8 @@ func (n *Node) Close() error {
 		n.mu.Unlock()
 		close(n.stop)
 		n.running.Wait()
+		close(n.persist.stop) // the builder persists nothing more
+		<-n.persist.done
 		if n.monitor != nil {
 			n.monitor.Close()
 		}
@@ -310,7 +315,13 @@ func (n *Node) Update(fn func(c *store.Config) error) (changed bool, err error) 
 		if err != nil || !changed {
 			return changed, err
 		}
-		return true, n.wait(n.request(work{config: true}))
+		// Read back (with the serial the store gave it) and prepared here,
+		// off the builder.
+		p, err := n.prepare()
+		if err != nil {
+			return true, err
+		}
+		return true, n.wait(n.request(work{config: p}))
 	}
 }
 
