@@ -29,13 +29,13 @@ fuzz:
 	$(GO) test ./resolver -run '^$$' -fuzz '^FuzzCookie$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./resolver -run '^$$' -fuzz '^FuzzCookieSecrets$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./store -run '^$$' -fuzz '^FuzzOpenDamaged$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./cmd/edgemap -run '^$$' -fuzz '^FuzzHostName$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./cmd/edgemap -run '^$$' -fuzz '^FuzzMailbox$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./cmd/edgemap -run '^$$' -fuzz '^FuzzDuplicateKey$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./cmd/edgemap/internal/config -run '^$$' -fuzz '^FuzzHostName$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./cmd/edgemap/internal/config -run '^$$' -fuzz '^FuzzMailbox$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./cmd/edgemap/internal/config -run '^$$' -fuzz '^FuzzDuplicateKey$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./probe -run '^$$' -fuzz '^FuzzCollector$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./probe -run '^$$' -fuzz '^FuzzDecodeReport$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./cmd/edgemap -run '^$$' -fuzz '^FuzzAdminAPI$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
-	$(GO) test ./cmd/edgemap -run '^$$' -fuzz '^FuzzAdminGuard$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+	$(GO) test ./cmd/edgemap/internal/api -run '^$$' -fuzz '^FuzzAdminAPI$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+	$(GO) test ./cmd/edgemap/internal/api -run '^$$' -fuzz '^FuzzAdminGuard$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 
 # Go benchmarks (the large map: 1000 edges x 100000 measured targets; set
 # EDGEMAP_GEOLITE2 to a GeoLite2 City .mmdb for real locations), then

@@ -513,8 +513,8 @@ func TestDecideConcurrent(t *testing.T) {
 	}
 }
 
-// Decide is the per-query hot path (DESIGN.md: no allocation that can be
-// avoided). Its budget is zero: Locate is a tree walk plus a lookup in a map
+// Decide is the per-query hot path (README "Architecture": it allocates
+// nothing). Its budget is zero: Locate is a tree walk plus a lookup in a map
 // of pre-decoded places, ranking works in a fixed array on the stack, and
 // the Decision is the caller's. An allocation here is per query.
 func TestDecideAllocs(t *testing.T) {

@@ -17,7 +17,11 @@
 // GET /v1/targets, signed the same way.
 //
 // The package never imports the store: the name server implements
-// CollectorStore over it.
+// CollectorStore over it. It imports mapping only for what every edgemap
+// package shares: FieldError, the error of every answer (WriteError, here
+// because the collector is the HTTP surface the rest of edgemap can
+// import, writes it for the admin API too), and the rule an edge or key ID
+// follows (mapping.CheckID).
 //
 // An agent signs every attempt anew with a fresh, larger seq, so its own
 // retries are never replays; a 409 means a seq was reused (a clock stepped

@@ -1086,8 +1086,8 @@ func TestServeDNSGarbage(t *testing.T) {
 }
 
 // TestMeasuredTargets checks the scope of answers a measured target decides:
-// the target's prefix length (DESIGN "ECS scope"), clamped to the source,
-// and counted in IPv6 bits for an IPv4-mapped family 2 address.
+// the target's prefix length (README "DNS behaviour", scope), clamped to
+// the source, and counted in IPv6 bits for an IPv4-mapped family 2 address.
 func TestMeasuredTargets(t *testing.T) {
 	in := worldInputs(t)
 	at := in.Now.Add(-10 * time.Second)

@@ -1,7 +1,10 @@
 // Package store owns edgemap's bbolt file: the schema version, the
-// operator's configuration (zone, edges, properties) and, as they are added,
-// measurements, health and the last snapshot. It knows nothing of DNS;
-// validating names and ranges is the caller's job.
+// operator's configuration (zone, edges, properties, targets) with its
+// revision, probe keys and their sequence numbers, measurements, the health
+// last decided and the time of the last published map. It knows nothing of
+// DNS; validating names and ranges is the caller's job (package config).
+// Config, ConfigAt and CommitConfig are the node's ConfigStore: a change is
+// committed only at the revision it was checked against.
 //
 // A *Store is safe for concurrent use by multiple goroutines: bbolt runs one
 // write transaction at a time, so Updates are serialized, and every read sees

@@ -1,6 +1,12 @@
 // Command edgemap is the CDN request router: `edgemap serve` runs the
-// authoritative name server, its admin API and the map; every other
-// subcommand is a thin client of that API.
+// authoritative name server, its admin API and the map; `edgemap probe`
+// runs a probe agent; `edgemap db check` reads a database file offline;
+// every other subcommand is a thin client of the admin API.
+//
+// This package is the CLI and the wiring only: serve.go connects a node
+// (internal/node: the map and what it is built from), the resolver and the
+// admin API (internal/api); the configuration model is internal/config.
+// README "Architecture" draws the packages and their arrows.
 package main
 
 import (
