@@ -18,17 +18,23 @@ var update = flag.Bool("update", false, "rewrite the CLI golden files")
 // file holds the command line, a "---" separator, then the expected output.
 // Regenerate with `go test ./cmd/edgemap -run CLIGolden -update`.
 func TestCLIGolden(t *testing.T) {
-	s := startServer(t, demoConfig(t))
-	cases := []struct {
-		golden string
-		args   string
-	}{
+	runGoldens(t, [][2]string{
 		{"edge-list", "edge list"},
 		{"property-list-json", "property list --json"},
 		{"zone-show", "zone show"},
 		{"explain-mumbai", "map explain --property shop.cdn.example.net --client 203.0.113.9"},
 		{"explain-no-location", "map explain --property video.cdn.example.net --client 198.18.99.7"},
 		{"explain-aaaa", "map explain --property shop.cdn.example.net --client 2001:db8:2::1 --family AAAA"},
+		// explain for queries whose ECS does not decide, as the wire answer
+		// does not use it.
+		// A private ECS network from a resolver in Frankfurt: the
+		// resolver's address decides, and the scope keeps the answer to
+		// 10.0.0.0/8.
+		{"explain-private-ecs", "map explain --property shop.cdn.example.net --client 10.1.2.9 --resolver 198.18.2.53"},
+		{"explain-private-ecs-no-resolver", "map explain --property shop.cdn.example.net --client 10.1.2.9"},
+		{"explain-source-prefix-0", "map explain --property shop.cdn.example.net --client 198.18.1.9 --source-prefix 0 --resolver 198.18.3.53"},
+		{"explain-resolver-only", "map explain --property shop.cdn.example.net --resolver 198.18.1.53"},
+		{"explain-nodata", "map explain --property game.cdn.example.net --client 198.18.1.9 --family AAAA"},
 		{"apply-unchanged", "apply -f ../../testdata/world.yaml"},
 		{"edge-add", "edge add --id fra2 --ipv4 198.51.100.77 --lat 50.1 --lon 8.7 --pool global"},
 		{"edge-set", "edge set --id fra2 --capacity 900"},
@@ -36,8 +42,8 @@ func TestCLIGolden(t *testing.T) {
 		{"edge-set-missing", "edge set --id nope --lat 3"},
 		{"property-add-outside", "property add --name shop.example.org --pool global"},
 		{"zone-set-bad-ns", "zone set --name cdn.example.net --ns ns1.cdn.example.net=192.0.2 --contact hostmaster@example.net"},
-		// Nonsense the rules refuse (rules.go; validate_test.go proves
-		// that nothing is stored).
+		// Nonsense the rules refuse (internal/config; validate_test.go
+		// proves that nothing is stored).
 		{"property-add-bad-char", "property add --name bad_name!.cdn.example.net --pool global"},
 		{"property-add-space", `property add --name "a b.cdn.example.net" --pool global`},
 		{"property-add-idn", "property add --name bücher.cdn.example.net --pool global"},
@@ -50,11 +56,30 @@ func TestCLIGolden(t *testing.T) {
 		{"zone-set-contact-newline", `zone set --name cdn.example.net --ns ns1.cdn.example.net=192.0.2.53 --contact "host\nmaster@example.net"`},
 		{"apply-duplicate-key", "apply -f testdata/world-duplicate-key.yaml"},
 		{"apply-loopback-edge", "apply -f testdata/world-loopback-edge.yaml"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.golden, func(t *testing.T) {
-			goldenCLI(t, s, tc.golden, tc.args)
-		})
+		// The target and key commands, printing only what does not depend
+		// on the clock: no measurements exist (they would print their age)
+		// and no key is created (it would print a random secret and its
+		// creation time).
+		{"target-add", "target add --block 198.18.3.0/24 --probe 198.18.3.10:443"},
+		{"target-list", "target list"},
+		{"target-list-json", "target list --json"},
+		{"target-add-host-bits", "target add --block 198.18.4.7/24 --probe 198.18.4.7:443"},
+		{"target-add-probe-outside", "target add --block 198.18.4.0/24 --probe 198.18.5.7:443"},
+		{"target-add-duplicate", "target add --block 198.18.3.0/24 --probe 198.18.3.11:443"},
+		{"target-rm", "target rm --block 198.18.3.0/24"},
+		{"target-rm-missing", "target rm --block 198.18.3.0/24"},
+		{"key-list-empty", "key list"},
+		{"key-add-unknown-edge", "key add --id x1 --edge nope"},
+		{"key-rm-missing", "key rm --id x1"},
+	})
+}
+
+// runGoldens runs each {golden, command line} in order against one new
+// server with the demo world.
+func runGoldens(t *testing.T, cases [][2]string) {
+	s := startServer(t, demoConfig(t))
+	for _, c := range cases {
+		t.Run(c[0], func(t *testing.T) { goldenCLI(t, s, c[0], c[1]) })
 	}
 }
 

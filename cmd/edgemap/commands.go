@@ -65,7 +65,7 @@ func request[T any](name, usage string, flags []cli.Flag, method string, path fu
 
 // remove is `KIND rm --FLAG X`.
 func remove(kind, usage, flag string, path func(string) string) *cli.Command {
-	return &cli.Command{Name: "rm", Usage: usage, Flags: []cli.Flag{&cli.StringFlag{Name: flag, Required: true}},
+	return &cli.Command{Name: "rm", Usage: usage, Flags: []cli.Flag{must(flag, "")},
 		Action: func(c *cli.Context) error {
 			if err := newClient(c).do("DELETE", path(c.String(flag)), nil, nil); err != nil {
 				return err
@@ -74,6 +74,9 @@ func remove(kind, usage, flag string, path func(string) string) *cli.Command {
 			return nil
 		}}
 }
+
+// must is a flag that must be given.
+func must(name, usage string) cli.Flag { return &cli.StringFlag{Name: name, Required: true, Usage: usage} }
 
 func fixed(path string) func(*cli.Context) string { return func(*cli.Context) string { return path } }
 
@@ -96,9 +99,9 @@ func zoneCommand() *cli.Command {
 	return &cli.Command{Name: "zone", Usage: "show or set the served zone", Subcommands: []*cli.Command{
 		request("set", "set the zone apex: --name cdn.example.net --ns ns1.cdn.example.net=192.0.2.53 --contact hostmaster.example.net",
 			[]cli.Flag{
-				&cli.StringFlag{Name: "name", Required: true, Usage: "zone apex"},
+				must("name", "zone apex"),
 				&cli.StringSliceFlag{Name: "ns", Required: true, Usage: "name server as NAME or NAME=ADDR[,ADDR] (glue for in-zone names); repeat"},
-				&cli.StringFlag{Name: "contact", Required: true, Usage: "SOA contact, hostmaster.example.net or hostmaster@example.net"},
+				must("contact", "SOA contact, hostmaster.example.net or hostmaster@example.net"),
 			}, "PUT", fixed("/v1/zone"), zoneSpecFromFlags, func(c *cli.Context, z config.Zone) error {
 				_, err := fmt.Fprintf(c.App.Writer, "zone %s serial %d\n", z.Name, z.Serial)
 				return err
@@ -151,7 +154,7 @@ func parseNS(arg string) (config.NSSpec, error) {
 
 func edgeFlags(create bool) []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "id", Required: true, Usage: "edge id, e.g. fra1"},
+		must("id", "edge id, e.g. fra1"),
 		&cli.StringFlag{Name: "ipv4", Usage: "IPv4 address answered for A queries"},
 		&cli.StringFlag{Name: "ipv6", Usage: "IPv6 address answered for AAAA queries"},
 		&cli.Float64Flag{Name: "lat", Required: create, Usage: "latitude, -90..90"},
@@ -216,7 +219,7 @@ func drainCommand(name, usage string) *cli.Command {
 
 func propertyFlags(create bool) []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "name", Required: true, Usage: "hostname under the zone, e.g. shop.cdn.example.net"},
+		must("name", "hostname under the zone, e.g. shop.cdn.example.net"),
 		&cli.StringSliceFlag{Name: "pool", Required: create, Usage: "edge pool the property may use; repeat"},
 		&cli.UintFlag{Name: "ttl", Usage: "answer TTL in seconds (default " + strconv.Itoa(config.DefaultTTL) + ")"},
 		&cli.IntFlag{Name: "answers", Usage: "edges per answer, 1.." + strconv.Itoa(mapping.MaxAnswers) + " (default 1)"},
@@ -257,8 +260,8 @@ func targetCommand() *cli.Command {
 	return &cli.Command{Name: "target", Usage: "manage targets: client networks the probes measure", Subcommands: []*cli.Command{
 		request("add", "add a target: --block 203.0.113.0/24 --probe 203.0.113.10:443",
 			[]cli.Flag{
-				&cli.StringFlag{Name: "block", Required: true, Usage: "client network (any prefix length)"},
-				&cli.StringFlag{Name: "probe", Required: true, Usage: "address:port inside the block that agents TCP-connect to"},
+				must("block", "client network (any prefix length)"),
+				must("probe", "address:port inside the block that agents TCP-connect to"),
 			}, "POST", fixed("/v1/map/targets"), func(c *cli.Context) (any, error) {
 				return config.TargetSpec{Block: c.String("block"), Probe: c.String("probe")}, nil
 			}, func(c *cli.Context, t config.Target) error {
@@ -286,8 +289,8 @@ func keyCommand() *cli.Command {
 	return &cli.Command{Name: "key", Usage: "manage probe agent keys", Subcommands: []*cli.Command{
 		request("add", "create a key bound to an edge and print its secret once",
 			[]cli.Flag{
-				&cli.StringFlag{Name: "id", Required: true},
-				&cli.StringFlag{Name: "edge", Required: true, Usage: "the edge this key may report for"},
+				must("id", "the key's id, as the agent sends it"),
+				must("edge", "the edge this key may report for"),
 			}, "POST", fixed("/v1/keys"), func(c *cli.Context) (any, error) {
 				return config.KeySpec{ID: c.String("id"), Edge: c.String("edge")}, nil
 			}, func(c *cli.Context, k config.Key) error {
@@ -344,4 +347,102 @@ func applyCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+func mapCommand() *cli.Command {
+	return &cli.Command{Name: "map", Usage: "inspect the map", Subcommands: []*cli.Command{{
+		Name: "explain", Usage: "rank a property's edges for a query as it reaches the name server, as the resolver does", Action: explain,
+		Flags: []cli.Flag{
+			must("property", "the property's name"),
+			&cli.StringFlag{Name: "client", Usage: "the user's address, sent as ECS by the resolver"},
+			&cli.IntFlag{Name: "source-prefix", Usage: "the ECS source prefix length the resolver sends (default 24 for IPv4, 56 for IPv6)"},
+			&cli.StringFlag{Name: "resolver", Usage: "the address the query comes from; alone, a query without ECS"},
+			&cli.StringFlag{Name: "family", Value: "A", Usage: "A or AAAA"},
+			jsonFlag,
+		},
+	}}}
+}
+
+// explain is `map explain`: the API's explanation, printed.
+func explain(c *cli.Context) error {
+	q := url.Values{"property": {c.String("property")}, "family": {c.String("family")}}
+	for _, f := range []string{"client", "resolver"} {
+		if c.IsSet(f) {
+			q.Set(f, c.String(f))
+		}
+	}
+	if c.IsSet("source-prefix") {
+		q.Set("source_prefix", strconv.Itoa(c.Int("source-prefix")))
+	}
+	var x mapping.Explanation
+	if err := newClient(c).do("GET", "/v1/map/explain?"+q.Encode(), nil, &x); err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return printJSON(c, x)
+	}
+	return printExplanation(c, &x)
+}
+
+func printExplanation(c *cli.Context, x *mapping.Explanation) error {
+	w := c.App.Writer
+	fmt.Fprintf(w, "property  %s  %s, %d answer(s)\n", x.Property, x.Family, x.Answers)
+	switch {
+	case !x.ECS.IsValid():
+		fmt.Fprintf(w, "query     from %s without ECS\n", x.Resolver)
+	case x.Resolver.IsValid():
+		fmt.Fprintf(w, "query     ECS %s from %s\n", x.ECS, x.Resolver)
+	default:
+		fmt.Fprintf(w, "query     ECS %s\n", x.ECS)
+	}
+	if x.DecidedBy != "ecs" && x.ECSUnused != "" {
+		fmt.Fprintf(w, "ecs       not used: %s; the query's source address decides\n", x.ECSUnused)
+	}
+	where := "no location"
+	if x.Place != nil {
+		where = fmt.Sprintf("%s, %s (%.2f, %.2f)", x.Place.City, x.Place.Country, x.Place.Lat, x.Place.Lon)
+	}
+	if x.Unit != "" {
+		fmt.Fprintf(w, "client    %s  in target %s: %s\n", x.Client, x.Unit, where)
+	} else {
+		network := "-"
+		if x.Network.IsValid() {
+			network = x.Network.String()
+		}
+		fmt.Fprintf(w, "client    %s  GeoIP network %s: %s\n", x.Client, network, where)
+	}
+	switch {
+	case !x.ECS.IsValid():
+		fmt.Fprintln(w, "scope     none: no ECS option, so a resolver reuses the answer for all its clients")
+	case x.ECS.Bits() == 0:
+		fmt.Fprintln(w, "scope     /0: the query has no client network, so a resolver reuses the answer for all its clients")
+	case x.Scope == 0:
+		fmt.Fprintln(w, "scope     /0: the answer is the same for every client")
+	default:
+		covered, _ := x.ECS.Addr().Prefix(x.Scope)
+		fmt.Fprintf(w, "scope     /%d: a resolver reuses the answer for clients in %s\n", x.Scope, covered)
+	}
+	fmt.Fprintf(w, "reason    %s\n", x.Reason)
+	if a := x.Assignment; a != nil {
+		fmt.Fprintf(w, "assigned  %s instead of %s for %s: %s (unit demand %.1f qps)\n", a.Edge, a.Best, a.Reason, a.Detail, a.Demand)
+	}
+	fmt.Fprintln(w)
+	return table(c, "RANK\tEDGE\tPOOL\tADDRESS\tDISTANCE_KM\tSCORE_MS\tBASIS\tMEASURED\tHEALTH\tANSWER", func(w *tabwriter.Writer) {
+		for i, r := range x.Ranking {
+			km, ms, measured, chosen := "-", "-", "-", ""
+			if r.DistanceKm != nil {
+				km = strconv.FormatFloat(*r.DistanceKm, 'f', 0, 64)
+			}
+			if r.ScoreMs != nil {
+				ms = strconv.FormatFloat(*r.ScoreMs, 'f', 1, 64)
+			}
+			if m := r.Measured; m != nil {
+				measured = fmt.Sprintf("rtt %.1fms loss %.0f%% age %.0fs n=%d", m.RTTMs, m.Loss*100, m.AgeS, m.Samples)
+			}
+			if r.Chosen {
+				chosen = "*"
+			}
+			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", i+1, r.ID, r.Pool, addrString(r.Address), km, ms, r.Basis, measured, r.Health, chosen)
+		}
+	})
 }

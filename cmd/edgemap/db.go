@@ -15,23 +15,16 @@ import (
 )
 
 func dbCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "db",
-		Usage: "inspect a database file offline",
-		Subcommands: []*cli.Command{
-			{
-				Name:      "check",
-				Usage:     "read a database file whole, read-only, and list any damage (stop the server using it first, or check a copy)",
-				ArgsUsage: "FILE",
-				Action: func(c *cli.Context) error {
-					if c.Args().Len() != 1 {
-						return mapping.FieldErrorf("FILE", "give one database file: edgemap db check FILE")
-					}
-					return dbCheck(c, c.Args().First())
-				},
-			},
+	return &cli.Command{Name: "db", Usage: "inspect a database file offline", Subcommands: []*cli.Command{{
+		Name: "check", ArgsUsage: "FILE",
+		Usage: "read a database file whole, read-only, and list any damage (stop the server using it first, or check a copy)",
+		Action: func(c *cli.Context) error {
+			if c.Args().Len() != 1 {
+				return mapping.FieldErrorf("FILE", "give one database file: edgemap db check FILE")
+			}
+			return dbCheck(c, c.Args().First())
 		},
-	}
+	}}}
 }
 
 // dbCheck prints what store.Check found and fails if the file is damaged.

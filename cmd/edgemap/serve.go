@@ -27,52 +27,68 @@ import (
 )
 
 func serveCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "serve",
-		Usage: "run the authoritative name server, the admin API and the map",
-		Flags: append(logFlags(),
-			&cli.StringFlag{Name: "db", Value: "./var/edgemap.db", EnvVars: env("db"), Usage: "bbolt database file; created if missing"},
-			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:5353", EnvVars: env("listen"), Usage: "DNS address, UDP and TCP"},
-			&cli.StringFlag{Name: "api-listen", Value: "127.0.0.1:8053", EnvVars: env("api-listen"), Usage: "admin API address; off loopback it needs --api-token"},
-			&cli.StringFlag{Name: "api-token", EnvVars: env("api-token"), Usage: "bearer token the admin API requires (required off loopback)"},
-			&cli.StringFlag{Name: "geoip", EnvVars: env("geoip"), Usage: "GeoIP2/GeoLite2 City .mmdb; reloaded on SIGHUP or POST /v1/geoip/reload"},
-			&cli.StringFlag{Name: "node-id", EnvVars: env("node-id"), Usage: "name answered to NSID and CHAOS id.server (default: host name)"},
-			&cli.StringFlag{Name: "world", EnvVars: env("world"), Usage: "world file to seed an empty database with"},
-			&cli.DurationFlag{Name: "map-interval", Value: 10 * time.Second, EnvVars: env("map-interval"), Usage: "how often the map is rebuilt from new measurements"},
-			&cli.DurationFlag{Name: "max-age", Value: mapping.DefaultMaxAge, EnvVars: env("max-age"), Usage: "measurements older than this no longer decide (default: 3 x the default probe interval)"},
-			&cli.DurationFlag{Name: "check-interval", Value: 5 * time.Second, EnvVars: env("check-interval"), Usage: "how often each edge's --check runs"},
-			&cli.DurationFlag{Name: "check-timeout", Value: 2 * time.Second, EnvVars: env("check-timeout"), Usage: "one check's time limit"},
-			&cli.IntFlag{Name: "down-after", Value: 3, EnvVars: env("down-after"), Usage: "consecutive failed checks before an edge is down"},
-			&cli.IntFlag{Name: "up-after", Value: 2, EnvVars: env("up-after"), Usage: "consecutive good checks before a down edge is up"},
-			&cli.Float64Flag{Name: "stability-ratio", Value: mapping.DefaultStability.Ratio, EnvVars: env("stability-ratio"), Usage: "a unit moves to a better edge only if it is better by more than this fraction ..."},
-			&cli.Float64Flag{Name: "stability-ms", Value: mapping.DefaultStability.Ms, EnvVars: env("stability-ms"), Usage: "... and by more than this many ms"},
-			&cli.BoolFlag{Name: "pprof", EnvVars: env("pprof"), Usage: "serve Go profiles at /debug/pprof/ on the admin listener (behind its token)"},
-			&cli.IntFlag{Name: "demand-table", Value: node.DefaultDemandSlots, EnvVars: env("demand-table"), Usage: "slots of the capacity demand table (property, map unit, source network); half are kept free"},
-			&cli.Float64Flag{Name: "demand-source-cap", Value: node.DefaultDemandSourceCap, EnvVars: env("demand-source-cap"), Usage: "qps one source /24 or /48 may add to one map unit's demand (0: no cap)"},
-			&cli.DurationFlag{Name: "retention", Value: 24 * time.Hour, EnvVars: env("retention"), Usage: "measurements older than this are deleted from the database"},
-			&cli.IntFlag{Name: "tcp-max-conns", Value: resolver.DefaultTCPMaxConns, EnvVars: env("tcp-max-conns"), Usage: "open DNS-over-TCP connections at most; at the cap a lighter source evicts the heaviest source's longest-idle one"},
-			&cli.IntFlag{Name: "tcp-max-conns-per-source", Value: resolver.DefaultTCPMaxConnsPerSource, EnvVars: env("tcp-max-conns-per-source"), Usage: "DNS-over-TCP connections per IPv4 address or IPv6 /56"},
-			&cli.DurationFlag{Name: "tcp-idle-timeout", Value: resolver.DefaultTCPIdleTimeout, EnvVars: env("tcp-idle-timeout"), Usage: "how long a TCP connection may wait for its next query; shrinks to 1s as --tcp-max-conns nears"},
-			&cli.DurationFlag{Name: "tcp-io-timeout", Value: resolver.DefaultTCPIOTimeout, EnvVars: env("tcp-io-timeout"), Usage: "how long a TCP query may take to arrive once it has begun, and its answer to be written"},
-			&cli.IntFlag{Name: "rrl-mapped-rate", Value: resolver.DefaultRRLMappedRate, EnvVars: env("rrl-mapped-rate"), Usage: "UDP answers of a property per second per client network, name and type (0: unlimited)"},
-			&cli.IntFlag{Name: "rrl-rate", Value: resolver.DefaultRRLRate, EnvVars: env("rrl-rate"), Usage: "other UDP responses per second per client network and class: zone answers by name and type, NXDOMAIN and NODATA by zone, errors (0: unlimited)"},
-			&cli.IntFlag{Name: "rrl-slip", Value: resolver.DefaultRRLSlip, EnvVars: env("rrl-slip"), Usage: "every Nth rate-limited response goes out truncated (TC=1), the rest are dropped; 0 drops all, 1 truncates all"},
-			&cli.IntFlag{Name: "rrl-ipv4-prefix", Value: resolver.DefaultRRLIPv4Prefix, EnvVars: env("rrl-ipv4-prefix"), Usage: "IPv4 client network length rate limiting counts per"},
-			&cli.IntFlag{Name: "rrl-ipv6-prefix", Value: resolver.DefaultRRLIPv6Prefix, EnvVars: env("rrl-ipv6-prefix"), Usage: "IPv6 client network length rate limiting counts per"},
-			&cli.StringSliceFlag{Name: "rrl-exempt", EnvVars: env("rrl-exempt"), Usage: "client network never rate-limited, e.g. a large resolver's (repeat or comma-separate)"},
-			&cli.IntFlag{Name: "rrl-table-size", Value: resolver.DefaultRRLTableSize, EnvVars: env("rrl-table-size"), Usage: "rate limiting buckets (8 bytes each, rounded up to a power of two, at least 8); a full table limits more, never less"},
-			&cli.BoolFlag{Name: "cookies", Value: true, EnvVars: env("cookies"), Usage: "answer DNS Cookies (RFC 7873, 9018); a valid server cookie exempts a query from rate limiting"},
-			&cli.StringFlag{Name: "cookie-secret-file", EnvVars: env("cookie-secret-file"), Usage: "DNS cookie secrets shared by a fleet: 32 hex digits a line, the current first (default: a random secret kept in --db)"},
-			&cli.StringSliceFlag{Name: "api-allowed-hosts", EnvVars: env("api-allowed-hosts"), Usage: "names (host or host:port) the admin API may be reached by, besides the address it is reached at and localhost on loopback"},
-			&cli.DurationFlag{Name: "api-read-timeout", Value: api.DefaultReadTimeout, EnvVars: env("api-read-timeout"), Usage: "time to read a whole admin API request, headers and body"},
-			&cli.DurationFlag{Name: "api-write-timeout", Value: api.DefaultWriteTimeout, EnvVars: env("api-write-timeout"), Usage: "time from the end of a request's headers to the end of its answer, the handler's work included"},
-			&cli.DurationFlag{Name: "api-idle-timeout", Value: api.DefaultIdleTimeout, EnvVars: env("api-idle-timeout"), Usage: "how long an idle keep-alive connection is kept"},
-			&cli.IntFlag{Name: "api-max-conns", Value: api.DefaultMaxConns, EnvVars: env("api-max-conns"), Usage: "open admin API connections; at the cap the oldest idle one is closed for a new one"},
-			&cli.DurationFlag{Name: "collector-read-timeout", Value: probe.DefaultBodyTimeout, EnvVars: env("collector-read-timeout"), Usage: "time for a probe report's body to arrive after its headers"},
-			&cli.Int64Flag{Name: "collector-max-buffered", Value: probe.DefaultMaxBufferedBytes, EnvVars: env("collector-max-buffered"), Usage: "bytes of probe reports held in memory at once; more uploads get 429"},
-		),
-		Action: serve,
-	}
+	return &cli.Command{Name: "serve", Usage: "run the authoritative name server, the admin API and the map", Action: serve, Flags: append(logFlags(),
+		str("db", "./var/edgemap.db", "bbolt database file; created if missing"),
+		str("listen", "127.0.0.1:5353", "DNS address, UDP and TCP"),
+		str("api-listen", "127.0.0.1:8053", "admin API address; off loopback it needs --api-token"),
+		str("api-token", "", "bearer token the admin API requires (required off loopback)"),
+		str("geoip", "", "GeoIP2/GeoLite2 City .mmdb; reloaded on SIGHUP or POST /v1/geoip/reload"),
+		str("node-id", "", "name answered to NSID and CHAOS id.server (default: host name)"),
+		str("world", "", "world file to seed an empty database with"),
+		dur("map-interval", 10*time.Second, "how often the map is rebuilt from new measurements"),
+		dur("max-age", mapping.DefaultMaxAge, "measurements older than this no longer decide (default: 3 x the default probe interval)"),
+		dur("retention", 24*time.Hour, "measurements older than this are deleted from the database"),
+		dur("check-interval", 5*time.Second, "how often each edge's --check runs"),
+		dur("check-timeout", 2*time.Second, "one check's time limit"),
+		num("down-after", 3, "consecutive failed checks before an edge is down"),
+		num("up-after", 2, "consecutive good checks before a down edge is up"),
+		&cli.Float64Flag{Name: "stability-ratio", Value: mapping.DefaultStability.Ratio, EnvVars: env("stability-ratio"), Usage: "a unit moves to a better edge only if it is better by more than this fraction ..."},
+		&cli.Float64Flag{Name: "stability-ms", Value: mapping.DefaultStability.Ms, EnvVars: env("stability-ms"), Usage: "... and by more than this many ms"},
+		&cli.BoolFlag{Name: "pprof", EnvVars: env("pprof"), Usage: "serve Go profiles at /debug/pprof/ on the admin listener (behind its token)"},
+		num("demand-table", node.DefaultDemandSlots, "slots of the capacity demand table (property, map unit, source network); half are kept free"),
+		&cli.Float64Flag{Name: "demand-source-cap", Value: node.DefaultDemandSourceCap, EnvVars: env("demand-source-cap"), Usage: "qps one source /24 or /48 may add to one map unit's demand (0: no cap)"},
+		num("tcp-max-conns", resolver.DefaultTCPMaxConns, "open DNS-over-TCP connections at most; at the cap a lighter source evicts the heaviest source's longest-idle one"),
+		num("tcp-max-conns-per-source", resolver.DefaultTCPMaxConnsPerSource, "DNS-over-TCP connections per IPv4 address or IPv6 /56"),
+		dur("tcp-idle-timeout", resolver.DefaultTCPIdleTimeout, "how long a TCP connection may wait for its next query; shrinks to 1s as --tcp-max-conns nears"),
+		dur("tcp-io-timeout", resolver.DefaultTCPIOTimeout, "how long a TCP query may take to arrive once it has begun, and its answer to be written"),
+		num("rrl-mapped-rate", resolver.DefaultRRLMappedRate, "UDP answers of a property per second per client network, name and type (0: unlimited)"),
+		num("rrl-rate", resolver.DefaultRRLRate, "other UDP responses per second per client network and class: zone answers by name and type, NXDOMAIN and NODATA by zone, errors (0: unlimited)"),
+		num("rrl-slip", resolver.DefaultRRLSlip, "every Nth rate-limited response goes out truncated (TC=1), the rest are dropped; 0 drops all, 1 truncates all"),
+		num("rrl-ipv4-prefix", resolver.DefaultRRLIPv4Prefix, "IPv4 client network length rate limiting counts per"),
+		num("rrl-ipv6-prefix", resolver.DefaultRRLIPv6Prefix, "IPv6 client network length rate limiting counts per"),
+		list("rrl-exempt", "client network never rate-limited, e.g. a large resolver's (repeat or comma-separate)"),
+		num("rrl-table-size", resolver.DefaultRRLTableSize, "rate limiting buckets (8 bytes each, rounded up to a power of two, at least 8); a full table limits more, never less"),
+		&cli.BoolFlag{Name: "cookies", Value: true, EnvVars: env("cookies"), Usage: "answer DNS Cookies (RFC 7873, 9018); a valid server cookie exempts a query from rate limiting"},
+		str("cookie-secret-file", "", "DNS cookie secrets shared by a fleet: 32 hex digits a line, the current first (default: a random secret kept in --db)"),
+		list("api-allowed-hosts", "names (host or host:port) the admin API may be reached by, besides the address it is reached at and localhost on loopback"),
+		dur("api-read-timeout", api.DefaultReadTimeout, "time to read a whole admin API request, headers and body"),
+		dur("api-write-timeout", api.DefaultWriteTimeout, "time from the end of a request's headers to the end of its answer, the handler's work included"),
+		dur("api-idle-timeout", api.DefaultIdleTimeout, "how long an idle keep-alive connection is kept"),
+		num("api-max-conns", api.DefaultMaxConns, "open admin API connections; at the cap the oldest idle one is closed for a new one"),
+		dur("collector-read-timeout", probe.DefaultBodyTimeout, "time for a probe report's body to arrive after its headers"),
+		&cli.Int64Flag{Name: "collector-max-buffered", Value: probe.DefaultMaxBufferedBytes, EnvVars: env("collector-max-buffered"), Usage: "bytes of probe reports held in memory at once; more uploads get 429"},
+	)}
+}
+
+// The serve and probe flags, each with its EDGEMAP_ environment variable.
+func str(name, value, usage string) cli.Flag {
+	return &cli.StringFlag{Name: name, Value: value, EnvVars: env(name), Usage: usage}
+}
+
+func dur(name string, value time.Duration, usage string) cli.Flag {
+	return &cli.DurationFlag{Name: name, Value: value, EnvVars: env(name), Usage: usage}
+}
+
+func num(name string, value int, usage string) cli.Flag {
+	return &cli.IntFlag{Name: name, Value: value, EnvVars: env(name), Usage: usage}
+}
+
+func required(name, usage string) cli.Flag {
+	return &cli.StringFlag{Name: name, Required: true, EnvVars: env(name), Usage: usage}
+}
+
+func list(name, usage string) cli.Flag {
+	return &cli.StringSliceFlag{Name: name, EnvVars: env(name), Usage: usage}
 }
 
 // serveConfig is everything `edgemap serve` is told by flags.

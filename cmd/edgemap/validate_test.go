@@ -19,50 +19,26 @@ import (
 	"github.com/edgemap/edgemap/store"
 )
 
-// configOf is everything the admin API says is configured, as raw JSON, to
-// compare before and after a request that must store nothing.
-func configOf(t *testing.T, s *server) string {
-	t.Helper()
-	var b strings.Builder
-	for _, path := range []string{"/v1/zone", "/v1/edges", "/v1/properties", "/v1/map/targets"} {
-		code, raw := s.CallRaw(t, "GET", path, nil)
-		if code != http.StatusOK {
-			t.Fatalf("GET %s: %d", path, code)
-		}
-		b.Write(raw)
-	}
-	return b.String()
-}
-
 // sendRawBody sends body exactly as given, for JSON that json.Marshal would
 // never write (a key twice, bytes that are not UTF-8).
 func sendRawBody(t *testing.T, s *server, method, path, body string) (int, mapping.FieldError) {
 	t.Helper()
-	req, err := http.NewRequest(method, s.API+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	code, raw := rawRequest(t, s, method, path, map[string]string{"Content-Type": "application/json"}, []byte(body))
 	var fe mapping.FieldError
-	if resp.StatusCode >= 300 {
-		if err := json.NewDecoder(resp.Body).Decode(&fe); err != nil {
+	if code >= 300 {
+		if err := json.Unmarshal(raw, &fe); err != nil {
 			t.Fatalf("%s %s: the error is not JSON: %v", method, path, err)
 		}
 	}
-	return resp.StatusCode, fe
+	return code, fe
 }
 
 // TestAPIRefusesNonsense sends each kind of nonsense of issue 11 item 3 to
 // the admin API: every request is refused with 400 naming the field, and
-// the configuration is byte for byte what it was.
+// the configuration and the answers are byte for byte what they were.
 func TestAPIRefusesNonsense(t *testing.T) {
 	s := startServer(t, demoConfig(t))
-	before := configOf(t, s)
+	before := configState(t, s)
 	edge := func(addr string) string {
 		return `{"id":"x1",` + addr + `,"lat":1,"lon":2,"pool":"global"}`
 	}
@@ -108,7 +84,7 @@ func TestAPIRefusesNonsense(t *testing.T) {
 			if code != http.StatusBadRequest || fe.Field != tc.field || !strings.Contains(fe.Msg, tc.says) {
 				t.Errorf("%s %s: %d %+v, want 400 on field %q saying %q", tc.method, tc.path, code, fe, tc.field, tc.says)
 			}
-			if after := configOf(t, s); after != before {
+			if after := configState(t, s); after != before {
 				t.Fatalf("the refused request changed the configuration:\n%s\nwas\n%s", after, before)
 			}
 		})

@@ -1,20 +1,13 @@
 package api
 
 import (
-	"bytes"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/edgetest"
-	"github.com/edgemap/edgemap/cmd/edgemap/internal/node"
 	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/store"
 )
@@ -32,43 +25,9 @@ var fuzzEndpoints = []struct{ method, path string }{
 	{"POST", "/v1/keys"},
 }
 
-// fuzzAPI is the admin API over a real store in a temporary directory,
-// seeded with the demo world, as serve wires it (without listeners).
-type fuzzAPI struct {
-	handler http.Handler
-	a       *api
-	world   *config.WorldSpec
-}
-
-func newFuzzAPI(f *testing.F) *fuzzAPI {
-	world, err := config.ReadWorld(edgetest.World)
-	if err != nil {
-		f.Fatal(err)
-	}
-	st, err := store.Open(filepath.Join(f.TempDir(), "edgemap.db"), store.Options{})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { st.Close() })
-	n, err := node.New(node.Options{Store: st, MapInterval: time.Hour, MaxAge: mapping.DefaultMaxAge, Retention: time.Hour,
-		Stability: mapping.DefaultStability})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { n.Close() })
-	if err := n.Seed(world); err != nil {
-		f.Fatal(err)
-	}
-	a, err := newAPI(&Options{Node: n, AllowedHosts: []string{"api.test"}})
-	if err != nil {
-		f.Fatal(err)
-	}
-	return &fuzzAPI{handler: a.routes(prometheus.NewRegistry()), a: a, world: world}
-}
-
 // reset puts the demo world back and removes every key, so that each input
 // starts from the same state and a crasher reproduces on its own.
-func (fa *fuzzAPI) reset(t *testing.T) {
+func (fa *testAPI) reset(t *testing.T) {
 	if _, err := fa.a.n.Update(func(c *store.Config) error {
 		return fa.world.ApplyTo(c, true)
 	}); err != nil {
@@ -86,7 +45,7 @@ func (fa *fuzzAPI) reset(t *testing.T) {
 }
 
 // state is the stored configuration and keys, to compare around a request.
-func (fa *fuzzAPI) state(t *testing.T) string {
+func (fa *testAPI) state(t *testing.T) string {
 	cfg, _, err := fa.a.n.Config()
 	if err != nil {
 		t.Fatalf("reading the configuration back: %v", err)
@@ -100,20 +59,6 @@ func (fa *fuzzAPI) state(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return string(b)
-}
-
-func (fa *fuzzAPI) do(method, path, host, origin, ctype string, body []byte) *httptest.ResponseRecorder {
-	req := httptest.NewRequest(method, path, bytes.NewReader(body))
-	req.Host = host
-	if origin != "" {
-		req.Header.Set("Origin", origin)
-	}
-	if ctype != "" {
-		req.Header.Set("Content-Type", ctype)
-	}
-	rec := httptest.NewRecorder()
-	fa.handler.ServeHTTP(rec, req)
-	return rec
 }
 
 // FuzzAdminAPI sends arbitrary bodies to the admin API's JSON writes, as
@@ -141,7 +86,7 @@ func FuzzAdminAPI(f *testing.F) {
 	f.Add(uint8(8), []byte(`{"id":"k1","edge":"fra1"}`))
 	f.Add(uint8(0), []byte(`{"edges":[{"id":"a"}],"properties":null} trailing`))
 	f.Add(uint8(0), []byte(`[{"edges":1e999}]`))
-	fa := newFuzzAPI(f)
+	fa := newTestAPI(f, "")
 	f.Fuzz(func(t *testing.T, endpoint uint8, body []byte) {
 		ep := fuzzEndpoints[int(endpoint)%len(fuzzEndpoints)]
 		fa.reset(t)
@@ -192,7 +137,7 @@ func FuzzAdminGuard(f *testing.F) {
 	f.Add("api.test.evil.example", "", js)
 	f.Add("[::1]:8053", "", js)
 	f.Add("localhost", "", js)
-	fa := newFuzzAPI(f)
+	fa := newTestAPI(f, "")
 	f.Fuzz(func(t *testing.T, host, origin, ctype string) {
 		fa.reset(t)
 		before := fa.state(t)

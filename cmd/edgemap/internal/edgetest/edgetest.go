@@ -283,3 +283,29 @@ func AttackWorld() config.WorldSpec {
 	}
 	return w
 }
+
+// Exchange sends m over UDP from the local address from ("" for any) to
+// server and reads the answer within timeout, inside do: a netemu host's
+// Do, for a query from inside its namespace.
+func Exchange(do func(func() error) error, from, server string, m *dns.Msg, timeout time.Duration) (*dns.Msg, error) {
+	var r *dns.Msg
+	err := do(func() error {
+		d := net.Dialer{}
+		if from != "" {
+			d.LocalAddr = &net.UDPAddr{IP: net.ParseIP(from)}
+		}
+		conn, err := d.Dial("udp", server)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(timeout))
+		dc := &dns.Conn{Conn: conn}
+		if err := dc.WriteMsg(m); err != nil {
+			return err
+		}
+		r, err = dc.ReadMsg()
+		return err
+	})
+	return r, err
+}
