@@ -326,6 +326,17 @@ func edit[T, V any](a *api, w http.ResponseWriter, status int, show func(T) V, f
 	a.write(w, status, err, show(rec))
 }
 
+// get answers what of the configuration fn finds, as show makes it for the
+// wire.
+func get[T, V any](a *api, w http.ResponseWriter, show func(T) V, fn func(c store.Config) (T, error)) {
+	cfg, _, err := a.n.Config()
+	var rec T
+	if err == nil {
+		rec, err = fn(cfg)
+	}
+	a.write(w, http.StatusOK, err, show(rec))
+}
+
 // deleted is the answer to a DELETE.
 func deleted(key string) map[string]string { return map[string]string{"deleted": key} }
 

@@ -144,6 +144,27 @@ func put[T any](recs *[]T, k kind[T], key string, create bool, edit func(T) (T, 
 	return rec, nil
 }
 
+// FindEdge is the edge id in c.
+func FindEdge(c store.Config, id string) (store.Edge, error) { return find(c.Edges, edgeKind, id) }
+
+// FindProperty is the property called name in c, found whatever rules its
+// name predates.
+func FindProperty(c store.Config, name string) (store.Property, error) {
+	name, err := LookupName("name", name)
+	if err != nil {
+		return store.Property{}, err
+	}
+	return find(c.Properties, propertyKind, name)
+}
+
+func find[T any](recs []T, k kind[T], key string) (T, error) {
+	if i := slices.IndexFunc(recs, func(r T) bool { return k.key(r) == key }); i >= 0 {
+		return recs[i], nil
+	}
+	var zero T
+	return zero, NotFound(k.field, k.name+" "+key)
+}
+
 // remove deletes the record of key from recs.
 func remove[T any](recs *[]T, k kind[T], key string) error {
 	i := slices.IndexFunc(*recs, func(r T) bool { return k.key(r) == key })

@@ -10,20 +10,13 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
-)
 
-var (
-	prefixA = netip.MustParsePrefix("198.18.101.10/24")
-	prefixB = netip.MustParsePrefix("198.18.102.10/24")
-	prefixC = netip.MustParsePrefix("198.18.103.10/24")
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/edgetest"
 )
-
-const addrB = "198.18.102.10:7000"
 
 // newNetwork skips the test unless namespaces can be made, and closes the
 // network at the end, checking that its namespaces are gone.
@@ -46,6 +39,14 @@ func newNetwork(t *testing.T, name string) *Network {
 	})
 	return n
 }
+
+// The hosts' addresses, and where host B listens.
+var (
+	prefixA = netip.MustParsePrefix("198.18.101.10/24")
+	prefixB = netip.MustParsePrefix("198.18.102.10/24")
+	prefixC = netip.MustParsePrefix("198.18.103.10/24")
+	addrB   = "198.18.102.10:7000"
+)
 
 func namespaces(t *testing.T, prefix string) []string {
 	t.Helper()
@@ -82,20 +83,7 @@ func listen(t *testing.T, h *Host, addr string) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
+	edgetest.AcceptAndClose(t, ln)
 }
 
 // connect dials addr from h and returns how long the TCP handshake took:

@@ -22,34 +22,22 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) metrics {
 	m := metrics{
-		builds: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "edgemap_map_builds_total", Help: "Snapshots built and published.",
-		}),
-		buildTime: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "edgemap_map_build_seconds", Help: "Time to build a snapshot, published or not.",
-			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14), // 1 ms to 8 s
-		}),
-		serial: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "edgemap_config_serial", Help: "SOA serial of the configuration the published snapshot was built from.",
-		}),
-		geoReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgemap_geoip_reloads_total", Help: "GeoIP database (re)loads, by result.",
-		}, []string{"result"}),
-		edgeState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "edgemap_edges", Help: "Edges by state: up, down, draining.",
-		}, []string{"state"}),
-		failovers: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "edgemap_edge_failovers_total", Help: "Times an edge went down and its clients moved elsewhere.",
-		}),
-		edgeLoad: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "edgemap_edge_assigned_qps", Help: "Demand this name server assigned to the edge, queries per second.",
-		}, []string{"edge"}),
-		edgeCapacity: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "edgemap_edge_capacity_qps", Help: "The edge's configured capacity (0: unlimited).",
-		}, []string{"edge"}),
+		builds:    prometheus.NewCounter(prometheus.CounterOpts{Name: "edgemap_map_builds_total", Help: "Snapshots built and published."}),
+		failovers: prometheus.NewCounter(prometheus.CounterOpts{Name: "edgemap_edge_failovers_total", Help: "Times an edge went down and its clients moved elsewhere."}),
+		serial:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "edgemap_config_serial", Help: "SOA serial of the configuration the published snapshot was built from."}),
+		buildTime: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "edgemap_map_build_seconds", Help: "Time to build a snapshot, published or not.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}), // 1 ms to 8 s
+		geoReloads:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgemap_geoip_reloads_total", Help: "GeoIP database (re)loads, by result."}, []string{"result"}),
+		edgeState:    gaugeVec("edgemap_edges", "Edges by state: up, down, draining.", "state"),
+		edgeLoad:     gaugeVec("edgemap_edge_assigned_qps", "Demand this name server assigned to the edge, queries per second.", "edge"),
+		edgeCapacity: gaugeVec("edgemap_edge_capacity_qps", "The edge's configured capacity (0: unlimited).", "edge"),
 	}
 	reg.MustRegister(m.builds, m.buildTime, m.serial, m.geoReloads, m.edgeState, m.failovers, m.edgeLoad, m.edgeCapacity)
 	return m
+}
+
+func gaugeVec(name, help, label string) *prometheus.GaugeVec {
+	return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, []string{label})
 }
 
 // observe sets the per-edge gauges from a published map.

@@ -1,8 +1,13 @@
 package api
 
 import (
+	"cmp"
+	"errors"
 	"net/http"
+	"net/netip"
 	"slices"
+	"strings"
+	"time"
 
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 	"github.com/edgemap/edgemap/mapping"
@@ -30,22 +35,11 @@ func (a *api) putZone(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) listEdges(w http.ResponseWriter, r *http.Request) {
-	cfg, _, err := a.n.Config()
-	a.write(w, http.StatusOK, err, config.EdgesOf(cfg.Edges))
+	get(a, w, config.EdgesOf, func(c store.Config) ([]store.Edge, error) { return c.Edges, nil })
 }
 
 func (a *api) getEdge(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	cfg, _, err := a.n.Config()
-	i := slices.IndexFunc(cfg.Edges, func(e store.Edge) bool { return e.ID == id })
-	if err == nil && i < 0 {
-		err = config.NotFound("id", "edge "+id)
-	}
-	var e store.Edge
-	if err == nil {
-		e = cfg.Edges[i]
-	}
-	a.write(w, http.StatusOK, err, config.EdgeOf(e))
+	get(a, w, config.EdgeOf, func(c store.Config) (store.Edge, error) { return config.FindEdge(c, r.PathValue("id")) })
 }
 
 func (a *api) createEdge(w http.ResponseWriter, r *http.Request) {
@@ -82,25 +76,11 @@ func (a *api) deleteEdge(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) listProperties(w http.ResponseWriter, r *http.Request) {
-	cfg, _, err := a.n.Config()
-	a.write(w, http.StatusOK, err, config.PropertiesOf(cfg.Properties))
+	get(a, w, config.PropertiesOf, func(c store.Config) ([]store.Property, error) { return c.Properties, nil })
 }
 
 func (a *api) getProperty(w http.ResponseWriter, r *http.Request) {
-	name, err := config.LookupName("name", r.PathValue("name"))
-	var cfg store.Config
-	if err == nil {
-		cfg, _, err = a.n.Config()
-	}
-	i := slices.IndexFunc(cfg.Properties, func(p store.Property) bool { return p.Name == name })
-	if err == nil && i < 0 {
-		err = config.NotFound("name", "property "+name)
-	}
-	var p store.Property
-	if err == nil {
-		p = cfg.Properties[i]
-	}
-	a.write(w, http.StatusOK, err, config.PropertyOf(p))
+	get(a, w, config.PropertyOf, func(c store.Config) (store.Property, error) { return config.FindProperty(c, r.PathValue("name")) })
 }
 
 func (a *api) createProperty(w http.ResponseWriter, r *http.Request) {
@@ -151,4 +131,87 @@ func (a *api) apply(w http.ResponseWriter, r *http.Request) {
 		res.Serial = snap.Zone().Serial
 	}
 	a.write(w, http.StatusOK, err, &res)
+}
+
+func (a *api) listTargets(w http.ResponseWriter, r *http.Request) {
+	cfg, _, err := a.n.Config()
+	if err != nil {
+		a.internal(w, err)
+		return
+	}
+	// The file, not memory, because only it keeps the latest reports' own
+	// values; one pass over it, grouped by target.
+	measured := map[netip.Prefix][]config.EdgeMeasurement{}
+	err = a.n.Store().EachMeasurement(func(m *store.Measurement) error {
+		measured[m.Target] = append(measured[m.Target], config.EdgeMeasurement{Edge: m.Edge, RTTMs: m.RTTMs, Loss: m.Loss, LastRTT: m.LastRTTMs, At: m.At, Samples: m.Samples})
+		return nil
+	})
+	if err != nil {
+		a.internal(w, err)
+		return
+	}
+	out := make([]config.MeasuredTarget, 0, len(cfg.Targets))
+	for _, t := range cfg.Targets {
+		v := config.MeasuredTarget{Target: config.Target(t), Measured: measured[t.Block]}
+		if v.Measured == nil {
+			v.Measured = []config.EdgeMeasurement{}
+		}
+		slices.SortFunc(v.Measured, func(a, b config.EdgeMeasurement) int {
+			return cmp.Or(cmp.Compare(a.RTTMs, b.RTTMs), strings.Compare(a.Edge, b.Edge))
+		})
+		out = append(out, v)
+	}
+	probe.WriteJSON(w, http.StatusOK, out)
+}
+
+func (a *api) createTarget(w http.ResponseWriter, r *http.Request) {
+	var s config.TargetSpec
+	if decode(w, r, &s) {
+		edit(a, w, http.StatusCreated, func(t store.Target) config.Target { return config.Target(t) },
+			func(c *store.Config) (store.Target, error) { return config.AddTarget(c, s) })
+	}
+}
+
+func (a *api) deleteTarget(w http.ResponseWriter, r *http.Request) {
+	block, err := netip.ParsePrefix(r.URL.Query().Get("block"))
+	if err != nil {
+		probe.WriteError(w, http.StatusBadRequest, mapping.FieldErrorf("block", "%q is not a network", r.URL.Query().Get("block")))
+		return
+	}
+	edit(a, w, http.StatusOK, deleted, func(c *store.Config) (string, error) { return block.String(), config.DeleteTarget(c, block) })
+}
+
+func (a *api) listKeys(w http.ResponseWriter, r *http.Request) {
+	keys, err := a.n.Store().Keys()
+	if err != nil {
+		a.internal(w, err)
+		return
+	}
+	probe.WriteJSON(w, http.StatusOK, config.KeysOf(keys))
+}
+
+func (a *api) createKey(w http.ResponseWriter, r *http.Request) {
+	var s config.KeySpec
+	if !decode(w, r, &s) {
+		return
+	}
+	snap := a.n.Snapshot().Load()
+	k, err := config.NewKey(s, snap != nil && snap.HasEdge(s.Edge), time.Now())
+	if err == nil {
+		if err = a.n.Store().AddKey(k); errors.Is(err, store.ErrExists) {
+			err = &mapping.FieldError{Field: "id", Msg: "key " + s.ID + " already exists; remove it first to rotate", Err: config.ErrConflict}
+		}
+	}
+	// The secret is in this answer and nowhere else: it is not logged and
+	// no endpoint returns it again.
+	a.write(w, http.StatusCreated, err, config.Key{ID: k.ID, Edge: k.Edge, Created: k.Created, Secret: probe.EncodeSecret(k.Secret)})
+}
+
+func (a *api) deleteKey(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	err := a.n.Store().DeleteKey(id)
+	if errors.Is(err, store.ErrNotFound) {
+		err = config.NotFound("id", "key "+id)
+	}
+	a.write(w, http.StatusOK, err, deleted(id))
 }
