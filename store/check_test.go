@@ -57,6 +57,18 @@ func damageFixture(t testing.TB) string {
 	return path
 }
 
+// damageFixtureBytes is damageFixture's bytes and the type of each of its
+// pages.
+func damageFixtureBytes(t *testing.T) ([]byte, []string) {
+	t.Helper()
+	path := damageFixture(t)
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return good, pageTypes(t, path)
+}
+
 // pageTypes are the types bbolt gives each page of the file: meta,
 // freelist, branch, leaf, or free (in no tree, listed as free).
 func pageTypes(t testing.TB, path string) []string {
@@ -111,12 +123,7 @@ func damage(t testing.TB, good []byte, off, n int, seed uint64) string {
 // page of the tree or the free list hit at its start must be refused. A
 // meta page may be survived: bbolt keeps two and uses the valid one.
 func TestOpenDamagedPages(t *testing.T) {
-	goodPath := damageFixture(t)
-	good, err := os.ReadFile(goodPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	types := pageTypes(t, goodPath)
+	good, types := damageFixtureBytes(t)
 	const pageSize = 4096
 	// bbolt grows the file ahead of its pages; the rest is unused.
 	for len(types)*pageSize < len(good) {
@@ -185,12 +192,7 @@ func TestOpenDamagedPages(t *testing.T) {
 // recurse until the stack is exhausted (a fatal error, not a panic) or
 // fault on the memory map. The walk refuses both.
 func TestOpenRefusesBadPagePointers(t *testing.T) {
-	goodPath := damageFixture(t)
-	good, err := os.ReadFile(goodPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	types := pageTypes(t, goodPath)
+	good, types := damageFixtureBytes(t)
 	branch := -1
 	for id, typ := range types {
 		if typ == "branch" {

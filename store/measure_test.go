@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -190,27 +189,18 @@ func TestRecordSequencesArePerKey(t *testing.T) {
 func TestRecordConcurrent(t *testing.T) {
 	s := openTestStore(t)
 	const writers = 8
-	var wg sync.WaitGroup
-	for i := range writers {
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			edge := fmt.Sprintf("edge%02d", i)
-			for seq := uint64(1); seq <= 3; seq++ {
-				m := meas(edge, blockSeoul, float64(seq))
-				if err := s.Record("key-"+edge, seq, []Measurement{m, meas(edge, blockFrankfurt, 1)}); err != nil {
-					t.Errorf("Record %s seq %d: %v", edge, seq, err)
-				}
+	concurrently(t, writers, func(i int) {
+		edge := fmt.Sprintf("edge%02d", i)
+		for seq := uint64(1); seq <= 3; seq++ {
+			m := meas(edge, blockSeoul, float64(seq))
+			if err := s.Record("key-"+edge, seq, []Measurement{m, meas(edge, blockFrankfurt, 1)}); err != nil {
+				t.Errorf("Record %s seq %d: %v", edge, seq, err)
 			}
-		}()
-		go func() {
-			defer wg.Done()
-			if _, err := s.Measurements(); err != nil {
-				t.Errorf("Measurements: %v", err)
-			}
-		}()
-	}
-	wg.Wait()
+		}
+	}, func() error {
+		_, err := s.Measurements()
+		return err
+	})
 	got := mustMeasurements(t, s)
 	if len(got) != 2*writers {
 		t.Fatalf("got %d measurements, want %d", len(got), 2*writers)

@@ -38,20 +38,13 @@ const SchemaVersion = 1
 // the sorted order Config promises without a sort, and `bbolt get FILE
 // BUCKET KEY` finds the record an error message names.
 var (
-	bucketMeta       = []byte("meta")
-	bucketZone       = []byte("zone")
-	bucketEdges      = []byte("edges")
-	bucketProperties = []byte("properties")
-	bucketTargets    = []byte("targets")
-	bucketKeys       = []byte("keys")
-	bucketSeqs       = []byte("seqs")
-	bucketMeasure    = []byte("measurements")
-	bucketHealth     = []byte("health")
+	bucketMeta                                               = []byte("meta")
+	bucketZone, bucketEdges, bucketProperties, bucketTargets = []byte("zone"), []byte("edges"), []byte("properties"), []byte("targets")
+	bucketKeys, bucketSeqs                                   = []byte("keys"), []byte("seqs")
+	bucketMeasure, bucketHealth                              = []byte("measurements"), []byte("health")
 
-	keySchema = []byte("schema")
-	keyZone   = []byte("zone")
-	keyAsOf   = []byte("map_as_of")
-	keyRev    = []byte("config_revision")
+	keySchema, keyAsOf, keyRev = []byte("schema"), []byte("map_as_of"), []byte("config_revision") // in meta
+	keyZone                    = []byte("zone")                                                   // in zone
 )
 
 var allBuckets = [][]byte{bucketMeta, bucketZone, bucketEdges, bucketProperties, bucketTargets, bucketKeys, bucketSeqs, bucketMeasure, bucketHealth}

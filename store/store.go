@@ -204,37 +204,26 @@ func (s *Store) Path() string { return s.path }
 // Config returns the whole configuration as of one read transaction: Edges
 // sorted by ID and Properties by Name (both non-nil), Zone nil if unset.
 func (s *Store) Config() (Config, error) {
-	var c Config
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		c, err = readConfig(tx)
-		return err
-	})
-	if err != nil {
-		return Config{}, fmt.Errorf("read config from %s: %w", s.path, err)
-	}
-	return c, nil
+	c, _, err := s.ConfigAt()
+	return c, err
 }
 
 // Edge returns the edge with the given ID, or an error wrapping ErrNotFound.
-func (s *Store) Edge(id string) (Edge, error) {
-	var e Edge
-	err := s.db.View(func(tx *bolt.Tx) error { return getRecord(tx, bucketEdges, "edge", id, &e) })
-	if err != nil {
-		return Edge{}, fmt.Errorf("read %s: %w", s.path, err)
-	}
-	return e, nil
-}
+func (s *Store) Edge(id string) (Edge, error) { return getOne[Edge](s, bucketEdges, "edge", id) }
 
 // Property returns the property with the given name, or an error wrapping
 // ErrNotFound.
 func (s *Store) Property(name string) (Property, error) {
-	var p Property
-	err := s.db.View(func(tx *bolt.Tx) error { return getRecord(tx, bucketProperties, "property", name, &p) })
-	if err != nil {
-		return Property{}, fmt.Errorf("read %s: %w", s.path, err)
+	return getOne[Property](s, bucketProperties, "property", name)
+}
+
+func getOne[T any](s *Store, bucket []byte, what, key string) (T, error) {
+	var rec T
+	if err := s.db.View(func(tx *bolt.Tx) error { return getRecord(tx, bucket, what, key, &rec) }); err != nil {
+		var zero T
+		return zero, fmt.Errorf("read %s: %w", s.path, err)
 	}
-	return p, nil
+	return rec, nil
 }
 
 // ConfigAt returns the whole configuration, as Config does, and the

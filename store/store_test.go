@@ -176,11 +176,17 @@ func TestUpdateFnErrorWritesNothing(t *testing.T) {
 	if !errors.As(err, &ae) || ae != fnErr {
 		t.Errorf("Update error = %v, want the fn's error unchanged", err)
 	}
+	wantUnchanged(t, s, changed, before)
+}
+
+// wantUnchanged checks that an Update that failed wrote nothing.
+func wantUnchanged(t *testing.T, s *Store, changed bool, before Config) {
+	t.Helper()
 	if changed {
-		t.Error("changed = true for a failed fn")
+		t.Error("changed = true for a failed Update")
 	}
 	if got := mustConfig(t, s); !reflect.DeepEqual(got, before) {
-		t.Errorf("config changed by a failed fn:\n got %+v\nwant %+v", got, before)
+		t.Errorf("config changed by a failed Update:\n got %+v\nwant %+v", got, before)
 	}
 }
 
@@ -319,12 +325,7 @@ func TestUpdateRejectsBadKeys(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Errorf("Update error = %v, want one containing %q", err, tc.wantErr)
 			}
-			if changed {
-				t.Error("changed = true")
-			}
-			if got := mustConfig(t, s); !reflect.DeepEqual(got, before) {
-				t.Errorf("config changed:\n got %+v\nwant %+v", got, before)
-			}
+			wantUnchanged(t, s, changed, before)
 		})
 	}
 }
@@ -558,33 +559,39 @@ func TestCorruptRecord(t *testing.T) {
 	}
 }
 
+// concurrently runs write(i) for each of n writers beside as many reads,
+// for the race detector, and waits for all of them.
+func concurrently(t *testing.T, n int, write func(i int), read func() error) {
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { write(i) })
+		wg.Go(func() {
+			if err := read(); err != nil {
+				t.Errorf("a read beside the writes: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+}
+
 // TestConcurrentUpdates runs writers and readers together for the race
 // detector; every write must land and bump the serial exactly once.
 func TestConcurrentUpdates(t *testing.T) {
 	s := openTestStore(t)
 	mustUpdate(t, s, setConfig(Config{Zone: &Zone{Name: "cdn.example.net."}}))
 	const writers = 8
-	var wg sync.WaitGroup
-	for i := range writers {
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			id := fmt.Sprintf("edge%02d", i)
-			if _, err := s.Update(func(c *Config) error {
-				c.Edges = append(c.Edges, Edge{ID: id, Pool: "eu"})
-				return nil
-			}); err != nil {
-				t.Errorf("Update %s: %v", id, err)
-			}
-		}()
-		go func() {
-			defer wg.Done()
-			if _, err := s.Config(); err != nil {
-				t.Errorf("Config: %v", err)
-			}
-		}()
-	}
-	wg.Wait()
+	concurrently(t, writers, func(i int) {
+		id := fmt.Sprintf("edge%02d", i)
+		if _, err := s.Update(func(c *Config) error {
+			c.Edges = append(c.Edges, Edge{ID: id, Pool: "eu"})
+			return nil
+		}); err != nil {
+			t.Errorf("Update %s: %v", id, err)
+		}
+	}, func() error {
+		_, err := s.Config()
+		return err
+	})
 	c := mustConfig(t, s)
 	if len(c.Edges) != writers || c.Zone.Serial != 1+writers {
 		t.Errorf("got %d edges and serial %d, want %d and %d", len(c.Edges), c.Zone.Serial, writers, 1+writers)

@@ -257,57 +257,63 @@ func propertyCommand() *cli.Command {
 }
 
 func targetCommand() *cli.Command {
+	flags := []cli.Flag{must("block", "client network (any prefix length)"), must("probe", "address:port inside the block that agents TCP-connect to")}
 	return &cli.Command{Name: "target", Usage: "manage targets: client networks the probes measure", Subcommands: []*cli.Command{
-		request("add", "add a target: --block 203.0.113.0/24 --probe 203.0.113.10:443",
-			[]cli.Flag{
-				must("block", "client network (any prefix length)"),
-				must("probe", "address:port inside the block that agents TCP-connect to"),
-			}, "POST", fixed("/v1/map/targets"), func(c *cli.Context) (any, error) {
-				return config.TargetSpec{Block: c.String("block"), Probe: c.String("probe")}, nil
-			}, func(c *cli.Context, t config.Target) error {
-				_, err := fmt.Fprintf(c.App.Writer, "added target %s via %s\n", c.String("block"), c.String("probe"))
-				return err
-			}),
-		request("list", "list targets with each edge's freshest RTT", []cli.Flag{jsonFlag}, "GET", fixed("/v1/map/targets"), nil,
-			func(c *cli.Context, targets []config.MeasuredTarget) error {
-				now := time.Now()
-				return show(c, targets, "BLOCK\tPROBE\tMEASURED (edge smoothed-rtt loss age, best first)", func(w *tabwriter.Writer) {
-					for _, t := range targets {
-						parts := []string{}
-						for _, m := range t.Measured {
-							parts = append(parts, fmt.Sprintf("%s %.1fms %.0f%% %s", m.Edge, m.RTTMs, m.Loss*100, now.Sub(m.At).Round(time.Second)))
-						}
-						fmt.Fprintf(w, "%s\t%s\t%s\n", t.Block, t.Probe, cmp.Or(strings.Join(parts, ", "), "-"))
-					}
-				})
-			}),
+		request("add", "add a target: --block 203.0.113.0/24 --probe 203.0.113.10:443", flags, "POST", fixed("/v1/map/targets"), targetSpecFromFlags, printAddedTarget),
+		request("list", "list targets with each edge's freshest RTT", []cli.Flag{jsonFlag}, "GET", fixed("/v1/map/targets"), nil, printTargets),
 		remove("target", "remove a target", "block", func(block string) string { return "/v1/map/targets?block=" + url.QueryEscape(block) }),
 	}}
 }
 
+func targetSpecFromFlags(c *cli.Context) (any, error) {
+	return config.TargetSpec{Block: c.String("block"), Probe: c.String("probe")}, nil
+}
+
+func printAddedTarget(c *cli.Context, _ config.Target) error {
+	_, err := fmt.Fprintf(c.App.Writer, "added target %s via %s\n", c.String("block"), c.String("probe"))
+	return err
+}
+
+func printTargets(c *cli.Context, targets []config.MeasuredTarget) error {
+	now := time.Now()
+	return show(c, targets, "BLOCK\tPROBE\tMEASURED (edge smoothed-rtt loss age, best first)", func(w *tabwriter.Writer) {
+		for _, t := range targets {
+			parts := []string{}
+			for _, m := range t.Measured {
+				parts = append(parts, fmt.Sprintf("%s %.1fms %.0f%% %s", m.Edge, m.RTTMs, m.Loss*100, now.Sub(m.At).Round(time.Second)))
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\n", t.Block, t.Probe, cmp.Or(strings.Join(parts, ", "), "-"))
+		}
+	})
+}
+
 func keyCommand() *cli.Command {
+	flags := []cli.Flag{must("id", "the key's id, as the agent sends it"), must("edge", "the edge this key may report for")}
 	return &cli.Command{Name: "key", Usage: "manage probe agent keys", Subcommands: []*cli.Command{
-		request("add", "create a key bound to an edge and print its secret once",
-			[]cli.Flag{
-				must("id", "the key's id, as the agent sends it"),
-				must("edge", "the edge this key may report for"),
-			}, "POST", fixed("/v1/keys"), func(c *cli.Context) (any, error) {
-				return config.KeySpec{ID: c.String("id"), Edge: c.String("edge")}, nil
-			}, func(c *cli.Context, k config.Key) error {
-				fmt.Fprintln(c.App.Writer, k.Secret)
-				_, err := fmt.Fprintf(c.App.ErrWriter, "key %s for edge %s: the secret above is shown only now; put it in a file only the agent can read (edgemap probe --secret-file)\n", k.ID, k.Edge)
-				return err
-			}),
-		request("list", "list keys (never their secrets)", []cli.Flag{jsonFlag}, "GET", fixed("/v1/keys"), nil,
-			func(c *cli.Context, keys []config.Key) error {
-				return show(c, keys, "ID\tEDGE\tCREATED", func(w *tabwriter.Writer) {
-					for _, k := range keys {
-						fmt.Fprintf(w, "%s\t%s\t%s\n", k.ID, k.Edge, k.Created.Format(time.RFC3339))
-					}
-				})
-			}),
+		request("add", "create a key bound to an edge and print its secret once", flags, "POST", fixed("/v1/keys"), keySpecFromFlags, printNewKey),
+		request("list", "list keys (never their secrets)", []cli.Flag{jsonFlag}, "GET", fixed("/v1/keys"), nil, printKeys),
 		remove("key", "remove a key; its agent is refused from then on", "id", func(id string) string { return "/v1/keys/" + url.PathEscape(id) }),
 	}}
+}
+
+func keySpecFromFlags(c *cli.Context) (any, error) {
+	return config.KeySpec{ID: c.String("id"), Edge: c.String("edge")}, nil
+}
+
+// printNewKey prints the secret alone on stdout, for a file, and what to
+// do with it on stderr.
+func printNewKey(c *cli.Context, k config.Key) error {
+	fmt.Fprintln(c.App.Writer, k.Secret)
+	_, err := fmt.Fprintf(c.App.ErrWriter, "key %s for edge %s: the secret above is shown only now; put it in a file only the agent can read (edgemap probe --secret-file)\n", k.ID, k.Edge)
+	return err
+}
+
+func printKeys(c *cli.Context, keys []config.Key) error {
+	return show(c, keys, "ID\tEDGE\tCREATED", func(w *tabwriter.Writer) {
+		for _, k := range keys {
+			fmt.Fprintf(w, "%s\t%s\t%s\n", k.ID, k.Edge, k.Created.Format(time.RFC3339))
+		}
+	})
 }
 
 func applyCommand() *cli.Command {

@@ -337,6 +337,14 @@ func get[T, V any](a *api, w http.ResponseWriter, show func(T) V, fn func(c stor
 	a.write(w, http.StatusOK, err, show(rec))
 }
 
+// update decodes the request's spec and commits the edit fn makes with it.
+func update[S, T, V any](a *api, w http.ResponseWriter, r *http.Request, status int, show func(T) V, fn func(c *store.Config, s S) (T, error)) {
+	var s S
+	if decode(w, r, &s) {
+		edit(a, w, status, show, func(c *store.Config) (T, error) { return fn(c, s) })
+	}
+}
+
 // deleted is the answer to a DELETE.
 func deleted(key string) map[string]string { return map[string]string{"deleted": key} }
 

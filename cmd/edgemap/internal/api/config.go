@@ -28,10 +28,7 @@ func (a *api) getZone(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) putZone(w http.ResponseWriter, r *http.Request) {
-	var s config.ZoneSpec
-	if decode(w, r, &s) {
-		edit(a, w, http.StatusOK, config.ZoneOf, func(c *store.Config) (store.Zone, error) { return config.SetZone(c, s) })
-	}
+	update(a, w, r, http.StatusOK, config.ZoneOf, config.SetZone)
 }
 
 func (a *api) listEdges(w http.ResponseWriter, r *http.Request) {
@@ -43,23 +40,20 @@ func (a *api) getEdge(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) createEdge(w http.ResponseWriter, r *http.Request) {
-	var s config.EdgeSpec
-	if decode(w, r, &s) {
-		edit(a, w, http.StatusCreated, config.EdgeOf, func(c *store.Config) (store.Edge, error) { return config.PutEdge(c, s, true) })
-	}
+	update(a, w, r, http.StatusCreated, config.EdgeOf, func(c *store.Config, s config.EdgeSpec) (store.Edge, error) {
+		return config.PutEdge(c, s, true)
+	})
 }
 
 func (a *api) patchEdge(w http.ResponseWriter, r *http.Request) {
-	var s config.EdgeSpec
-	if !decode(w, r, &s) {
-		return
-	}
-	if s.ID != "" && s.ID != r.PathValue("id") {
-		probe.WriteError(w, http.StatusBadRequest, mapping.FieldErrorf("id", "cannot rename edge %s to %s; add the new one and remove the old", r.PathValue("id"), s.ID))
-		return
-	}
-	s.ID = r.PathValue("id")
-	edit(a, w, http.StatusOK, config.EdgeOf, func(c *store.Config) (store.Edge, error) { return config.PutEdge(c, s, false) })
+	id := r.PathValue("id")
+	update(a, w, r, http.StatusOK, config.EdgeOf, func(c *store.Config, s config.EdgeSpec) (store.Edge, error) {
+		if s.ID != "" && s.ID != id {
+			return store.Edge{}, mapping.FieldErrorf("id", "cannot rename edge %s to %s; add the new one and remove the old", id, s.ID)
+		}
+		s.ID = id
+		return config.PutEdge(c, s, false)
+	})
 }
 
 func (a *api) drainEdge(drain bool) http.HandlerFunc {
@@ -84,21 +78,15 @@ func (a *api) getProperty(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) createProperty(w http.ResponseWriter, r *http.Request) {
-	var s config.PropertySpec
-	if decode(w, r, &s) {
-		edit(a, w, http.StatusCreated, config.PropertyOf, func(c *store.Config) (store.Property, error) {
-			return config.PutProperty(c, s, s.Name, true)
-		})
-	}
+	update(a, w, r, http.StatusCreated, config.PropertyOf, func(c *store.Config, s config.PropertySpec) (store.Property, error) {
+		return config.PutProperty(c, s, s.Name, true)
+	})
 }
 
 func (a *api) patchProperty(w http.ResponseWriter, r *http.Request) {
-	var s config.PropertySpec
-	if decode(w, r, &s) {
-		edit(a, w, http.StatusOK, config.PropertyOf, func(c *store.Config) (store.Property, error) {
-			return config.PutProperty(c, s, r.PathValue("name"), false)
-		})
-	}
+	update(a, w, r, http.StatusOK, config.PropertyOf, func(c *store.Config, s config.PropertySpec) (store.Property, error) {
+		return config.PutProperty(c, s, r.PathValue("name"), false)
+	})
 }
 
 func (a *api) deleteProperty(w http.ResponseWriter, r *http.Request) {
@@ -165,11 +153,7 @@ func (a *api) listTargets(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) createTarget(w http.ResponseWriter, r *http.Request) {
-	var s config.TargetSpec
-	if decode(w, r, &s) {
-		edit(a, w, http.StatusCreated, func(t store.Target) config.Target { return config.Target(t) },
-			func(c *store.Config) (store.Target, error) { return config.AddTarget(c, s) })
-	}
+	update(a, w, r, http.StatusCreated, func(t store.Target) config.Target { return config.Target(t) }, config.AddTarget)
 }
 
 func (a *api) deleteTarget(w http.ResponseWriter, r *http.Request) {

@@ -8,8 +8,22 @@ import (
 	"github.com/miekg/dns"
 )
 
+// ruleCase is an input and what a rule makes of it; want "" means the rule
+// refuses it.
+type ruleCase struct{ in, want string }
+
+func checkRule(t *testing.T, name string, rule func(field, s string) (string, error), cases []ruleCase) {
+	t.Helper()
+	for _, tc := range cases {
+		got, err := rule("field", tc.in)
+		if got != tc.want || (err == nil) != (tc.want != "") {
+			t.Errorf("%s(%q) = %q, %v; want %q", name, tc.in, got, err, tc.want)
+		}
+	}
+}
+
 func TestHostName(t *testing.T) {
-	for _, tc := range []struct{ in, want string }{
+	checkRule(t, "HostName", HostName, []ruleCase{
 		{"Shop.CDN.example.net", "shop.cdn.example.net."},
 		{"xn--bcher-kva.cdn.example.net.", "xn--bcher-kva.cdn.example.net."},
 		{"a-1.b2.c", "a-1.b2.c."},
@@ -24,16 +38,11 @@ func TestHostName(t *testing.T) {
 		{strings.Repeat("a.", 127) + "b", ""}, // 255 characters
 		{"xn--.example.net", ""},
 		{"caf\u00e9.example.net", ""},
-	} {
-		got, err := HostName("name", tc.in)
-		if got != tc.want || (err == nil) != (tc.want != "") {
-			t.Errorf("HostName(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
-		}
-	}
+	})
 }
 
 func TestMailbox(t *testing.T) {
-	for _, tc := range []struct{ in, want string }{
+	checkRule(t, "Mailbox", Mailbox, []ruleCase{
 		{"hostmaster@example.net", "hostmaster.example.net."},
 		{"Host.Master@Example.net", `host\.master.example.net.`},
 		{"hostmaster.example.net.", "hostmaster.example.net."},
@@ -45,12 +54,7 @@ func TestMailbox(t *testing.T) {
 		{"@example.net", ""},
 		{"hostmaster", ""},
 		{"h\u00f6st@example.net", ""},
-	} {
-		got, err := Mailbox("contact", tc.in)
-		if got != tc.want || (err == nil) != (tc.want != "") {
-			t.Errorf("Mailbox(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
-		}
-	}
+	})
 }
 
 func TestDuplicateKey(t *testing.T) {

@@ -20,17 +20,13 @@ import (
 // retention and what belongs to an edge or target that is gone; a reload
 // from the file gives what memory holds.
 func TestMeasurementsPrune(t *testing.T) {
-	st, err := store.Open(filepath.Join(t.TempDir(), "edgemap.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := testStore(t)
 	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 	kept, gone := netip.MustParsePrefix("198.18.1.0/24"), netip.MustParsePrefix("198.18.2.0/24")
 	rec := func(edge string, target netip.Prefix, rtt float64, age time.Duration) store.Measurement {
 		return store.Measurement{Edge: edge, Target: target, RTTMs: rtt, LastRTTMs: rtt, Samples: 3, At: now.Add(-age)}
 	}
-	err = st.Record("k1", 1, []store.Measurement{
+	err := st.Record("k1", 1, []store.Measurement{
 		rec("fra1", kept, 10, time.Minute),
 		rec("lon1", kept, 20, 2*time.Hour), // too old
 		rec("old1", kept, 30, time.Minute), // edge deleted
@@ -40,10 +36,7 @@ func TestMeasurementsPrune(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ms measurements
-	if err := ms.load(st); err != nil {
-		t.Fatal(err)
-	}
+	ms := loaded(t, st)
 	if n := len(ms.forMap(nil)); n != 5 {
 		t.Fatalf("loaded %d measurements, want 5", n)
 	}
@@ -60,17 +53,7 @@ func TestMeasurementsPrune(t *testing.T) {
 		t.Error("prune never paused")
 	}
 
-	want := []string{"fra1 198.18.1.0/24 10", "sel1 198.18.1.0/24 50"}
-	if got := mapMeasurements(ms.forMap(nil)); !slices.Equal(got, want) {
-		t.Errorf("in memory after prune: %v, want %v", got, want)
-	}
-	var reloaded measurements
-	if err := reloaded.load(st); err != nil {
-		t.Fatal(err)
-	}
-	if got := mapMeasurements(reloaded.forMap(nil)); !slices.Equal(got, want) {
-		t.Errorf("in the file after prune: %v, want %v", got, want)
-	}
+	checkMeasurements(t, st, ms, "fra1 198.18.1.0/24 10", "sel1 198.18.1.0/24 50")
 }
 
 // mapMeasurements are what the map reads, as sorted "edge target rtt".
@@ -87,15 +70,8 @@ func mapMeasurements(ms []mapping.Measurement) []string {
 // skips a target it has a newer measurement of, refuses a replayed
 // sequence number, and the map's view is made again only after a change.
 func TestMeasurementsAccept(t *testing.T) {
-	st, err := store.Open(filepath.Join(t.TempDir(), "edgemap.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	var ms measurements
-	if err := ms.load(st); err != nil {
-		t.Fatal(err)
-	}
+	st := testStore(t)
+	ms := loaded(t, st)
 	at := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 	seoul, paris := netip.MustParsePrefix("198.18.1.0/24"), netip.MustParsePrefix("198.19.1.0/24")
 	report := func(at time.Time, rtt float64, blocks ...netip.Prefix) *probe.Report {
@@ -122,15 +98,38 @@ func TestMeasurementsAccept(t *testing.T) {
 		t.Fatalf("a sequence number used again: %v, want ErrReplay", err)
 	}
 	// Smoothed half way: 100 then 50 is 75.
-	want := []string{"fra1 198.18.1.0/24 75", "fra1 198.19.1.0/24 50"}
+	checkMeasurements(t, st, ms, "fra1 198.18.1.0/24 75", "fra1 198.19.1.0/24 50")
+}
+
+// checkMeasurements checks that the map reads want, from memory and from
+// the file alike.
+func checkMeasurements(t *testing.T, st *store.Store, ms *measurements, want ...string) {
+	t.Helper()
 	if got := mapMeasurements(ms.forMap(nil)); !slices.Equal(got, want) {
 		t.Errorf("in memory: %v, want %v", got, want)
 	}
-	var reloaded measurements
-	if err := reloaded.load(st); err != nil {
-		t.Fatal(err)
-	}
-	if got := mapMeasurements(reloaded.forMap(nil)); !slices.Equal(got, want) {
+	if got := mapMeasurements(loaded(t, st).forMap(nil)); !slices.Equal(got, want) {
 		t.Errorf("in the file: %v, want %v", got, want)
 	}
+}
+
+// loaded is the measurements of st, loaded.
+func loaded(t *testing.T, st *store.Store) *measurements {
+	t.Helper()
+	ms := new(measurements)
+	if err := ms.load(st); err != nil {
+		t.Fatal(err)
+	}
+	return ms
+}
+
+// testStore is a new store in t.TempDir(), closed when the test ends.
+func testStore(t *testing.T) *store.Store {
+	t.Helper()
+	st, err := store.Open(filepath.Join(t.TempDir(), "edgemap.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }

@@ -3,7 +3,6 @@ package node
 import (
 	"errors"
 	"net/netip"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -21,12 +20,7 @@ import (
 // the test GeoIP database and a map interval no test waits for.
 func testOptions(t *testing.T) Options {
 	t.Helper()
-	st, err := store.Open(filepath.Join(t.TempDir(), "edgemap.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return Options{Store: st, GeoIP: edgetest.GeoIP, MapInterval: time.Hour, MaxAge: mapping.DefaultMaxAge,
+	return Options{Store: testStore(t), GeoIP: edgetest.GeoIP, MapInterval: time.Hour, MaxAge: mapping.DefaultMaxAge,
 		Retention: time.Hour, Stability: mapping.DefaultStability}
 }
 
