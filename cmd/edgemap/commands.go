@@ -76,7 +76,9 @@ func remove(kind, usage, flag string, path func(string) string) *cli.Command {
 }
 
 // must is a flag that must be given.
-func must(name, usage string) cli.Flag { return &cli.StringFlag{Name: name, Required: true, Usage: usage} }
+func must(name, usage string) cli.Flag {
+	return &cli.StringFlag{Name: name, Required: true, Usage: usage}
+}
 
 func fixed(path string) func(*cli.Context) string { return func(*cli.Context) string { return path } }
 
