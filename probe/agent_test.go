@@ -3,13 +3,13 @@ package probe
 import (
 	"context"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // TestAgentDeadCollectorDelaysNoOther runs an agent against two collectors,
@@ -17,26 +17,9 @@ import (
 // give the agent its targets) while the dead one's bounded queue drops its
 // oldest reports.
 func TestAgentDeadCollectorDelaysNoOther(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.1.9.10:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
 	st := newFakeStore()
-	st.targets = []Target{{Block: netip.MustParsePrefix("127.1.9.0/24"), Probe: netip.MustParseAddrPort(ln.Addr().String())}}
-	mux := http.NewServeMux()
-	(&Collector{Store: st, Log: zap.NewNop()}).Register(mux)
-	live := httptest.NewServer(mux)
-	defer live.Close()
+	st.targets = []Target{{Block: netip.MustParsePrefix("127.1.9.0/24"), Probe: targetListener(t, "127.1.9.10")}}
+	live := serveCollector(t, &Collector{}, st)
 	deadLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -44,17 +27,10 @@ func TestAgentDeadCollectorDelaysNoOther(t *testing.T) {
 	dead := "http://" + deadLn.Addr().String()
 	deadLn.Close() // connections are refused from now on
 
-	a, err := NewAgent(AgentConfig{
+	a := runAgent(t, AgentConfig{
 		Edge: "fra1", Collectors: []string{dead, live.URL}, KeyID: "k1", Secret: secretK1,
 		Interval: 100 * time.Millisecond, Timeout: 50 * time.Millisecond, Queue: 2,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); a.Run(ctx) }()
-	defer func() { cancel(); <-done }()
 
 	// The store counts a report when the collector accepts it, the agent
 	// counts it Sent only when the answer is back: wait for both, and for
@@ -84,5 +60,45 @@ func TestAgentDeadCollectorDelaysNoOther(t *testing.T) {
 	st.mu.Unlock()
 	if len(r.Measurements) != 1 || r.Measurements[0].Loss != 0 || r.Measurements[0].RTTMs <= 0 {
 		t.Errorf("report %+v, want one loopback measurement without loss", r.Measurements)
+	}
+}
+
+// runAgent runs an agent made of cfg until the test ends.
+func runAgent(t *testing.T, cfg AgentConfig) *Agent {
+	t.Helper()
+	a, err := NewAgent(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); a.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return a
+}
+
+// TestAgentLogsIgnored: when a collector stores fewer measurements than
+// sent, the agent says so at debug.
+func TestAgentLogsIgnored(t *testing.T) {
+	st := newFakeStore()
+	st.storeNone = true
+	st.targets = []Target{{Block: netip.MustParsePrefix("127.1.9.0/24"), Probe: targetListener(t, "127.1.9.11")}}
+	live := serveCollector(t, &Collector{}, st)
+
+	core, logs := observer.New(zapcore.DebugLevel)
+	runAgent(t, AgentConfig{
+		Edge: "fra1", Collectors: []string{live.URL}, KeyID: "k1", Secret: secretK1,
+		Interval: 100 * time.Millisecond, Timeout: 50 * time.Millisecond, Log: zap.New(core),
+	})
+	deadline := time.Now().Add(10 * time.Second) // generous: a slow CI machine
+	for logs.FilterMessage("collector ignored measurements of a report").Len() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no debug line about ignored measurements within 10 s (%d reports accepted)", st.acceptedCount())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e := logs.FilterMessage("collector ignored measurements of a report").All()[0].ContextMap()
+	if e["ignored"] != int64(1) || e["stored"] != int64(0) || e["reason"] == "" {
+		t.Errorf("log fields %v, want stored 0, ignored 1 and a reason", e)
 	}
 }

@@ -19,6 +19,11 @@ import (
 	"github.com/edgemap/edgemap/mapping"
 )
 
+// ErrReplay is returned by CollectorStore.Accept when the request's seq is
+// not greater than the last seq accepted for its key; test for it with
+// errors.Is.
+var ErrReplay = errors.New("sequence number already used")
+
 // CollectorStore is what the collector needs from the name server; the
 // name server (cmd/edgemap) implements it over its store, so that this
 // package never imports the store. Methods are called concurrently, per

@@ -3,7 +3,6 @@ package probe
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -22,21 +20,6 @@ import (
 
 	"github.com/edgemap/edgemap/mapping"
 )
-
-// newLimitedServer is newTestServer with the collector's limits set.
-func newLimitedServer(t *testing.T, c *Collector) (*httptest.Server, *fakeStore) {
-	t.Helper()
-	store := newFakeStore()
-	c.Store, c.Now = store, func() time.Time { return testNow }
-	if c.Log == nil {
-		c.Log = zap.NewNop()
-	}
-	mux := http.NewServeMux()
-	c.Register(mux)
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-	return srv, store
-}
 
 // upload is a report request sent by hand on its own connection, so that a
 // test can send the headers, read an answer that comes before the body,
@@ -232,55 +215,5 @@ func TestSeqBound(t *testing.T) {
 	}
 	if code, fe, _ := report(validJSON, bound).do(t, srv); code != http.StatusOK {
 		t.Errorf("seq at the bound: %d %+v, want 200", code, fe)
-	}
-}
-
-// TestAgentLogsIgnored: when a collector stores fewer measurements than
-// sent, the agent says so at debug.
-func TestAgentLogsIgnored(t *testing.T) {
-	st := newFakeStore()
-	st.storeNone = true
-	ln, err := net.Listen("tcp", "127.1.9.11:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	st.targets = []Target{{Block: netip.MustParsePrefix("127.1.9.0/24"), Probe: netip.MustParseAddrPort(ln.Addr().String())}}
-	mux := http.NewServeMux()
-	(&Collector{Store: st, Log: zap.NewNop()}).Register(mux)
-	live := httptest.NewServer(mux)
-	defer live.Close()
-
-	core, logs := observer.New(zapcore.DebugLevel)
-	a, err := NewAgent(AgentConfig{
-		Edge: "fra1", Collectors: []string{live.URL}, KeyID: "k1", Secret: secretK1,
-		Interval: 100 * time.Millisecond, Timeout: 50 * time.Millisecond, Log: zap.New(core),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); a.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	deadline := time.Now().Add(10 * time.Second) // generous: a slow CI machine
-	for logs.FilterMessage("collector ignored measurements of a report").Len() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no debug line about ignored measurements within 10 s (%d reports accepted)", st.acceptedCount())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	e := logs.FilterMessage("collector ignored measurements of a report").All()[0].ContextMap()
-	if e["ignored"] != int64(1) || e["stored"] != int64(0) || e["reason"] == "" {
-		t.Errorf("log fields %v, want stored 0, ignored 1 and a reason", e)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -117,14 +118,49 @@ func (s *fakeStore) acceptedCount() int {
 // newTestServer starts a real HTTP server with a collector over a fresh
 // fake store, its clock fixed at testNow.
 func newTestServer(t *testing.T) (*httptest.Server, *fakeStore) {
+	return newLimitedServer(t, &Collector{})
+}
+
+// newLimitedServer is newTestServer with the collector's limits set.
+func newLimitedServer(t *testing.T, c *Collector) (*httptest.Server, *fakeStore) {
 	t.Helper()
 	store := newFakeStore()
-	c := &Collector{Store: store, Log: zap.NewNop(), Now: func() time.Time { return testNow }}
+	c.Now = func() time.Time { return testNow }
+	return serveCollector(t, c, store), store
+}
+
+// serveCollector serves c over store until the test ends.
+func serveCollector(t *testing.T, c *Collector, store CollectorStore) *httptest.Server {
+	c.Store = store
+	if c.Log == nil {
+		c.Log = zap.NewNop()
+	}
 	mux := http.NewServeMux()
 	c.Register(mux)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	return srv, store
+	return srv
+}
+
+// targetListener listens on ip (a loopback address), accepting and closing
+// every connection as a target's probe address does, until the test ends.
+func targetListener(t *testing.T, ip string) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return netip.MustParseAddrPort(ln.Addr().String())
 }
 
 // call is one request to the test server.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"strconv"
 	"time"
 
@@ -154,7 +155,13 @@ func (d *decoder) token() (json.Token, error) {
 	return nil, mapping.FieldErrorf("body", "invalid JSON at byte %d", d.dec.InputOffset())
 }
 
-// Bits for the keys seen in an object, to find duplicates and missing keys.
+// Bits for the keys seen in an object, to find duplicates and missing keys;
+// bit 1<<i is the key reportKeys[i] (measurementKeys[i]).
+var (
+	reportKeys      = []string{"edge", "measured_at", "interval_ms", "measurements", "edge_up"}
+	measurementKeys = []string{"target", "rtt_ms", "loss", "samples"}
+)
+
 const (
 	keyEdge = 1 << iota
 	keyMeasuredAt
@@ -187,25 +194,10 @@ func (d *decoder) report(r *Report) error {
 			return err
 		}
 		key, _ := tok.(string) // Token returns only strings in key position
-		var bit int
-		switch key {
-		case "edge":
-			bit = keyEdge
-		case "measured_at":
-			bit = keyMeasuredAt
-		case "interval_ms":
-			bit = keyIntervalMs
-		case "measurements":
-			bit = keyMeasurements
-		case "edge_up":
-			bit = keyEdgeUp
-		default:
-			return &mapping.FieldError{Field: keyName(key), Msg: "unknown field"}
+		bit, err := keyBit(key, reportKeys, &seen, func(k string) string { return k })
+		if err != nil {
+			return err
 		}
-		if seen&bit != 0 {
-			return &mapping.FieldError{Field: key, Msg: "duplicate field"}
-		}
-		seen |= bit
 		if bit == keyMeasurements {
 			if err := d.measurements(r); err != nil {
 				return err
@@ -236,7 +228,7 @@ func (d *decoder) report(r *Report) error {
 	if _, err := d.token(); err != nil { // the closing brace
 		return err
 	}
-	return missing("", seen&keysReport, keysReport, []string{"edge", "measured_at", "interval_ms", "measurements"})
+	return missing("", seen&keysReport, keysReport, reportKeys)
 }
 
 // measurements reads the value of "measurements": an array, or null for
@@ -282,23 +274,10 @@ func (d *decoder) measurement(i int, m *Measurement) error {
 			return err
 		}
 		key, _ := tok.(string)
-		var bit int
-		switch key {
-		case "target":
-			bit = keyTarget
-		case "rtt_ms":
-			bit = keyRTTMs
-		case "loss":
-			bit = keyLoss
-		case "samples":
-			bit = keySamples
-		default:
-			return &mapping.FieldError{Field: measurementPath(i, keyName(key)), Msg: "unknown field"}
+		bit, err := keyBit(key, measurementKeys, &seen, func(k string) string { return measurementPath(i, k) })
+		if err != nil {
+			return err
 		}
-		if seen&bit != 0 {
-			return &mapping.FieldError{Field: measurementPath(i, key), Msg: "duplicate field"}
-		}
-		seen |= bit
 		if tok, err = d.token(); err != nil {
 			return err
 		}
@@ -326,7 +305,22 @@ func (d *decoder) measurement(i int, m *Measurement) error {
 	if _, err := d.token(); err != nil {
 		return err
 	}
-	return missing(measurementPath(i, ""), seen, keysMeasurement, []string{"target", "rtt_ms", "loss", "samples"})
+	return missing(measurementPath(i, ""), seen, keysMeasurement, measurementKeys)
+}
+
+// keyBit is the bit of key among keys, added to seen; an unknown key, or
+// one seen before, is an error on field(key).
+func keyBit(key string, keys []string, seen *int, field func(string) string) (int, error) {
+	i := slices.Index(keys, key)
+	if i < 0 {
+		return 0, &mapping.FieldError{Field: field(keyName(key)), Msg: "unknown field"}
+	}
+	bit := 1 << i
+	if *seen&bit != 0 {
+		return 0, &mapping.FieldError{Field: field(key), Msg: "duplicate field"}
+	}
+	*seen |= bit
+	return bit, nil
 }
 
 // missing names the first key of names (in bit order) absent from seen.

@@ -53,8 +53,8 @@ const (
 // so that a MAC of one scheme can never verify under another.
 const signatureVersion = "edgemap-v1"
 
-// Errors of Verify (inside a *mapping.FieldError naming the header) and of a
-// CollectorStore's Accept; test for them with errors.Is.
+// Errors of Verify (inside a *mapping.FieldError naming the header); test
+// for them with errors.Is.
 var (
 	// ErrUnsigned is returned when a signing header is missing, repeated or
 	// malformed.
@@ -67,9 +67,6 @@ var (
 	// ErrStale is returned when the request's timestamp is more than
 	// MaxClockSkew away from the server's clock.
 	ErrStale = errors.New("timestamp outside the allowed clock skew")
-	// ErrReplay is returned by CollectorStore.Accept when the request's seq
-	// is not greater than the last seq accepted for its key.
-	ErrReplay = errors.New("sequence number already used")
 )
 
 // Key is a probe agent's credential, bound to the one edge it may report

@@ -2,7 +2,6 @@ package resolver
 
 import (
 	"encoding/binary"
-	"errors"
 	"net/netip"
 )
 
@@ -14,13 +13,18 @@ const (
 	optionPadding = 12 // RFC 7830
 )
 
-var (
-	errECSLength    = errors.New("ecs: address octets do not match the source prefix")
-	errECSFamily    = errors.New("ecs: unknown address family")
-	errECSPrefix    = errors.New("ecs: source prefix longer than the address")
-	errECSTrailing  = errors.New("ecs: address bits set beyond the source prefix")
-	errECSDuplicate = errors.New("ecs: more than one option")
-	errOPTTruncated = errors.New("edns: option runs past the OPT record")
+// optionError is a malformed EDNS option: the query is answered FORMERR.
+type optionError string
+
+func (e optionError) Error() string { return string(e) }
+
+const (
+	errECSLength    optionError = "ecs: address octets do not match the source prefix"
+	errECSFamily    optionError = "ecs: unknown address family"
+	errECSPrefix    optionError = "ecs: source prefix longer than the address"
+	errECSTrailing  optionError = "ecs: address bits set beyond the source prefix"
+	errECSDuplicate optionError = "ecs: more than one option"
+	errOPTTruncated optionError = "edns: option runs past the OPT record"
 )
 
 // clientSubnet is a validated ECS option from a query.

@@ -85,39 +85,25 @@ type Metrics struct {
 
 // NewMetrics registers the resolver's metrics with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
-	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "edgemap_dns_queries_total",
-		Help: "DNS queries answered, by response code and query type.",
-	}, []string{"rcode", "qtype"})
-	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "edgemap_dns_dropped_total",
-		Help: "Packets dropped unanswered: short (under 12 bytes), response (QR=1), source (an address or port only a forger sends from), oversize (longer than the read buffer).",
-	}, []string{"reason"})
-	rrl := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "edgemap_dns_rrl_responses_total",
-		Help: "UDP responses by response rate limiting's decision: pass, slip (sent truncated), drop, exempt (valid server cookie or allow-listed client).",
-	}, []string{"action"})
-	shed := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "edgemap_dns_tcp_shed_total",
-		Help: "TCP connections the server refused or closed early: source_limit, total_limit, evicted (idle, for another source), slow (a message not complete within the I/O timeout).",
-	}, []string{"reason"})
-	cookies := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "edgemap_dns_cookies_total",
-		Help: "Queries with a DNS COOKIE option, by what it held: client_only, invalid (a server cookie not ours, or expired), valid.",
-	}, []string{"result"})
+	vec := counterVec("edgemap_dns_queries_total", "DNS queries answered, by response code and query type.", "rcode", "qtype")
+	dropped := counterVec("edgemap_dns_dropped_total",
+		"Packets dropped unanswered: short (under 12 bytes), response (QR=1), source (an address or port only a forger sends from), oversize (longer than the read buffer).",
+		"reason")
+	rrl := counterVec("edgemap_dns_rrl_responses_total",
+		"UDP responses by response rate limiting's decision: pass, slip (sent truncated), drop, exempt (valid server cookie or allow-listed client).",
+		"action")
+	shed := counterVec("edgemap_dns_tcp_shed_total",
+		"TCP connections the server refused or closed early: source_limit, total_limit, evicted (idle, for another source), slow (a message not complete within the I/O timeout).",
+		"reason")
+	cookies := counterVec("edgemap_dns_cookies_total",
+		"Queries with a DNS COOKIE option, by what it held: client_only, invalid (a server cookie not ours, or expired), valid.",
+		"result")
 	m := &Metrics{
-		tcpOpen: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "edgemap_dns_tcp_connections",
-			Help: "Open DNS-over-TCP connections.",
-		}),
-		panics: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "edgemap_dns_panics_total",
-			Help: "Queries whose handling panicked and were answered SERVFAIL.",
-		}),
-		failOpen: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "edgemap_dns_fail_open_answers_total",
-			Help: "Answers given although every edge of the property was down (all-down policy serve-best).",
-		}),
+		tcpOpen: prometheus.NewGauge(prometheus.GaugeOpts{Name: "edgemap_dns_tcp_connections", Help: "Open DNS-over-TCP connections."}),
+		panics: prometheus.NewCounter(prometheus.CounterOpts{Name: "edgemap_dns_panics_total",
+			Help: "Queries whose handling panicked and were answered SERVFAIL."}),
+		failOpen: prometheus.NewCounter(prometheus.CounterOpts{Name: "edgemap_dns_fail_open_answers_total",
+			Help: "Answers given although every edge of the property was down (all-down policy serve-best)."}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "edgemap_dns_answer_seconds",
 			Help:    "Time from a query's bytes to its answer's bytes, in process.",
@@ -153,6 +139,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(vec, dropped, rrl, shed, cookies, m.tcpOpen, m.panics, m.failOpen, m.latency)
 	return m
+}
+
+func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
 }
 
 func (m *Metrics) observe(q, reply *dns.Msg, start time.Time) {

@@ -223,11 +223,7 @@ func TestPrivateECSAllocs(t *testing.T) {
 	h, _, _ := newHandler(t, build(t, worldInputs(t)))
 	src := netip.MustParseAddr("127.1.1.2")
 	for _, ecs := range []string{"10.1.2.0/24", "::ffff:10.1.2.0/120", "8.8.8.0/24"} {
-		m := new(dns.Msg)
-		m.SetQuestion("shop.cdn.example.net.", dns.TypeA)
-		m.SetEdns0(1232, false)
-		m.IsEdns0().Option = append(m.IsEdns0().Option, subnet(ecs))
-		req := pack(t, m)
+		req := shopECS(t, ecs)
 		buf := make([]byte, 0, 4096)
 		if n := testing.AllocsPerRun(1000, func() { buf = h.AppendResponse(buf[:0], req, src, false) }); n != 0 {
 			t.Errorf("ECS %s: %v allocations per query; the budget is 0", ecs, n)
@@ -246,11 +242,7 @@ func BenchmarkQueryECSKinds(b *testing.B) {
 	h, _, _ := newHandler(b, build(b, worldInputs(b)))
 	src := netip.MustParseAddr("192.0.2.99")
 	for _, ecs := range []string{"198.18.1.0/24", "8.8.8.0/24", "10.1.2.0/24"} {
-		m := new(dns.Msg)
-		m.SetQuestion("shop.cdn.example.net.", dns.TypeA)
-		m.SetEdns0(1232, false)
-		m.IsEdns0().Option = append(m.IsEdns0().Option, subnet(ecs))
-		req := pack(b, m)
+		req := shopECS(b, ecs)
 		b.Run(ecs, func(b *testing.B) {
 			buf := make([]byte, 0, 4096)
 			b.ReportAllocs()
@@ -259,4 +251,13 @@ func BenchmarkQueryECSKinds(b *testing.B) {
 			}
 		})
 	}
+}
+
+// shopECS is an A query for shop.cdn.example.net with ECS ecs.
+func shopECS(t testing.TB, ecs string) []byte {
+	m := new(dns.Msg)
+	m.SetQuestion("shop.cdn.example.net.", dns.TypeA)
+	m.SetEdns0(1232, false)
+	m.IsEdns0().Option = append(m.IsEdns0().Option, subnet(ecs))
+	return pack(t, m)
 }

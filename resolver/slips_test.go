@@ -123,18 +123,9 @@ func TestOversizedDatagramDropped(t *testing.T) {
 	if _, err := c.Write(req); err != nil {
 		t.Fatal(err)
 	}
-	buf := make([]byte, 1500)
-	c.SetReadDeadline(time.Now().Add(3 * time.Second))
-	n, err := c.Read(buf)
-	if err != nil {
-		t.Fatalf("no answer to the whole query: %v", err)
-	}
-	if r := unpack(t, buf[:n]); r.Id != m.Id || len(r.Answer) != 1 {
+	// A second reply would be to the oversized datagram.
+	if r := onlyReply(t, c, 200*time.Millisecond); r.Id != m.Id || len(r.Answer) != 1 {
 		t.Fatalf("answer %v", r)
-	}
-	c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-	if n, err := c.Read(buf); err == nil {
-		t.Fatalf("a second reply arrived: the oversized datagram was answered: %x", buf[:n])
 	}
 }
 

@@ -52,19 +52,19 @@ const (
 )
 
 func (l TCPLimits) withDefaults() TCPLimits {
-	if l.MaxConns <= 0 {
-		l.MaxConns = DefaultTCPMaxConns
-	}
-	if l.MaxConnsPerSource <= 0 {
-		l.MaxConnsPerSource = DefaultTCPMaxConnsPerSource
-	}
-	if l.IdleTimeout <= 0 {
-		l.IdleTimeout = DefaultTCPIdleTimeout
-	}
-	if l.IOTimeout <= 0 {
-		l.IOTimeout = DefaultTCPIOTimeout
-	}
+	l.MaxConns = positiveOr(l.MaxConns, DefaultTCPMaxConns)
+	l.MaxConnsPerSource = positiveOr(l.MaxConnsPerSource, DefaultTCPMaxConnsPerSource)
+	l.IdleTimeout = positiveOr(l.IdleTimeout, DefaultTCPIdleTimeout)
+	l.IOTimeout = positiveOr(l.IOTimeout, DefaultTCPIOTimeout)
 	return l
+}
+
+// positiveOr is v if it is positive, else def.
+func positiveOr[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
 }
 
 // tcpConn is an admitted connection.
