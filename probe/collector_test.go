@@ -21,15 +21,6 @@ import (
 	"github.com/edgemap/edgemap/mapping"
 )
 
-// The test world: two edges, a key for each, a key whose edge was deleted,
-// and four targets.
-var (
-	testNow     = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	secretK1    = bytes.Repeat([]byte{0x11}, SecretSize)
-	secretK2    = bytes.Repeat([]byte{0x22}, SecretSize)
-	secretGhost = bytes.Repeat([]byte{0x33}, SecretSize)
-)
-
 func testTargets() []Target {
 	return []Target{
 		{netip.MustParsePrefix("198.18.2.0/24"), netip.MustParseAddrPort("198.18.2.1:443")},
@@ -38,6 +29,15 @@ func testTargets() []Target {
 		{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParseAddrPort("10.0.0.1:80")},
 	}
 }
+
+// The test world: two edges, a key for each, a key whose edge was deleted,
+// and four targets.
+var (
+	testNow     = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	secretK1    = bytes.Repeat([]byte{0x11}, SecretSize)
+	secretK2    = bytes.Repeat([]byte{0x22}, SecretSize)
+	secretGhost = bytes.Repeat([]byte{0x33}, SecretSize)
+)
 
 // fakeStore is an in-memory CollectorStore that records what it accepted
 // and enforces the seq rule as the real one must.

@@ -16,12 +16,6 @@ import (
 	"github.com/edgemap/edgemap/mapping"
 )
 
-var (
-	signNow    = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	signSecret = bytes.Repeat([]byte{0x5a}, SecretSize)
-	signKey    = Key{ID: "k1", Edge: "fra1", Secret: signSecret}
-)
-
 func lookupOne(k Key) func(string) (Key, bool) {
 	return func(id string) (Key, bool) {
 		if id == k.ID {
@@ -30,6 +24,12 @@ func lookupOne(k Key) func(string) (Key, bool) {
 		return Key{}, false
 	}
 }
+
+var (
+	signNow    = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	signSecret = bytes.Repeat([]byte{0x5a}, SecretSize)
+	signKey    = Key{ID: "k1", Edge: "fra1", Secret: signSecret}
+)
 
 // TestSignCanonicalString pins the documented canonical string: an agent
 // written in another language from the documentation must interoperate.

@@ -10,9 +10,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/edgemap/edgemap/store/storetest"
 )
 
 // damageFixture writes a real database with hundreds of edges, targets
@@ -66,37 +67,7 @@ func damageFixtureBytes(t *testing.T) ([]byte, []string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return good, pageTypes(t, path)
-}
-
-// pageTypes are the types bbolt gives each page of the file: meta,
-// freelist, branch, leaf, or free (in no tree, listed as free).
-func pageTypes(t testing.TB, path string) []string {
-	t.Helper()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	var types []string
-	err = db.View(func(tx *bolt.Tx) error {
-		for id := 0; ; id++ {
-			info, err := tx.Page(id)
-			if err != nil {
-				return err
-			}
-			if info == nil {
-				return nil
-			}
-			for range info.OverflowCount + 1 {
-				types = append(types, info.Type)
-			}
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return types
+	return good, storetest.PageTypes(t, path)
 }
 
 // damage writes a copy of the file with n random bytes at off.

@@ -16,11 +16,11 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/edgetest"
 	"github.com/edgemap/edgemap/store"
+	"github.com/edgemap/edgemap/store/storetest"
 )
 
 // realDatabase writes what a server that ran a while holds: the demo world
@@ -61,27 +61,7 @@ func realDatabase(t *testing.T) (string, []string) {
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second}) // read-write: tx.Page needs the free list
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	var types []string
-	err = db.View(func(tx *bolt.Tx) error {
-		for id := 0; ; id++ {
-			info, err := tx.Page(id)
-			if err != nil || info == nil {
-				return err
-			}
-			for range info.OverflowCount + 1 {
-				types = append(types, info.Type)
-			}
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return path, types
+	return path, storetest.PageTypes(t, path)
 }
 
 // TestServeRefusesDamagedDatabase starts the real `edgemap serve` binary

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/netip"
@@ -353,6 +354,16 @@ func TestKeysAPI(t *testing.T) {
 // values, so that a test can send the very same request twice.
 func signedPost(t *testing.T, s *server, body []byte, h http.Header) (int, mapping.FieldError) {
 	t.Helper()
+	code, raw := postReport(t, s, body, h)
+	var fe mapping.FieldError
+	json.Unmarshal(raw, &fe)
+	return code, fe
+}
+
+// postReport posts body to /v1/reports with the headers h and returns the
+// status and the answer.
+func postReport(t *testing.T, s *server, body []byte, h http.Header) (int, []byte) {
+	t.Helper()
 	req, err := http.NewRequest("POST", s.API+"/v1/reports", bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
@@ -363,10 +374,8 @@ func signedPost(t *testing.T, s *server, body []byte, h http.Header) (int, mappi
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var fe mapping.FieldError
 	raw, _ := io.ReadAll(resp.Body)
-	json.Unmarshal(raw, &fe)
-	return resp.StatusCode, fe
+	return resp.StatusCode, raw
 }
 
 func addKey(t *testing.T, s *server, id, edge string) []byte {
@@ -670,5 +679,67 @@ func TestRestartKeepsMeasurements(t *testing.T) {
 				t.Errorf("%s %s measured at %v; want the stored, shifted time", after[i].Block, m.Edge, m.At)
 			}
 		}
+	}
+}
+
+// TestReportSeqBoundAndIgnored is issue 11's collector accounting through
+// the real collector and store: a seq of 2^64-1 is refused naming the
+// header and does not lock the key out; a report whose measurements are
+// not newer than the stored ones says they were ignored, and why.
+func TestReportSeqBoundAndIgnored(t *testing.T) {
+	s := startServer(t, demoConfig(t))
+	secret := addKey(t, s, "fra1-agent", "fra1")
+	fra := netip.MustParsePrefix("198.18.2.0/24")
+	seoul := netip.MustParsePrefix("198.18.1.0/24")
+	at := time.Now().UTC().Add(-time.Minute).Truncate(time.Millisecond)
+	post := func(rep *probe.Report, seq uint64) (int, []byte) {
+		body, h := edgetest.SignReport(t, rep, "fra1-agent", secret, seq)
+		return postReport(t, s, body, h)
+	}
+	seq := func() uint64 { return uint64(time.Now().UnixNano()) }
+	rep := func(at time.Time, rtt float64, blocks ...netip.Prefix) *probe.Report {
+		r := &probe.Report{Edge: "fra1", MeasuredAt: at, IntervalMs: 30000}
+		for _, b := range blocks {
+			r.Measurements = append(r.Measurements, probe.Measurement{Target: b, RTTMs: rtt, Samples: 3})
+		}
+		return r
+	}
+
+	code, raw := post(rep(at, 10, fra), math.MaxUint64)
+	var fe mapping.FieldError
+	if json.Unmarshal(raw, &fe); code != http.StatusBadRequest || fe.Field != probe.HeaderSeq {
+		t.Fatalf("seq 2^64-1: %d %s, want 400 naming %s", code, raw, probe.HeaderSeq)
+	}
+	if m := frankfurtMeasured(t, s); len(m) != 0 {
+		t.Fatalf("the refused report was stored: %+v", m)
+	}
+	type answer struct {
+		Accepted      int    `json:"accepted"`
+		Ignored       int    `json:"ignored"`
+		IgnoredReason string `json:"ignored_reason"`
+	}
+	check := func(what string, code int, raw []byte, want answer) {
+		t.Helper()
+		var got answer
+		if err := json.Unmarshal(raw, &got); err != nil || code != http.StatusOK || got.Accepted != want.Accepted ||
+			got.Ignored != want.Ignored || (got.IgnoredReason != "") != (want.Ignored > 0) {
+			t.Errorf("%s: %d %s, want accepted %d, ignored %d (with a reason when any)", what, code, raw, want.Accepted, want.Ignored)
+		}
+	}
+	code, raw = post(rep(at, 10, fra), seq())
+	check("first report (the key is not locked out)", code, raw, answer{Accepted: 1})
+	code, raw = post(rep(at, 99, fra), seq())
+	check("the same measured_at again", code, raw, answer{Ignored: 1})
+	code, raw = post(rep(at.Add(-time.Second), 99, fra), seq())
+	check("an older measured_at", code, raw, answer{Ignored: 1})
+	if m := frankfurtMeasured(t, s); len(m) != 1 || m[0].LastRTT != 10 || m[0].Samples != 3 {
+		t.Fatalf("an ignored report changed the stored measurement: %+v", m)
+	}
+	code, raw = post(rep(at, 20, fra, seoul), seq())
+	check("one target new, one not newer", code, raw, answer{Accepted: 1, Ignored: 1})
+	code, raw = post(rep(at.Add(time.Second), 30, fra, seoul), seq())
+	check("a newer report", code, raw, answer{Accepted: 2})
+	if m := frankfurtMeasured(t, s); len(m) != 1 || m[0].LastRTT != 30 {
+		t.Fatalf("the newer report is not stored: %+v", m)
 	}
 }

@@ -1,13 +1,10 @@
 package api
 
 import (
-	"bytes"
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -257,37 +254,6 @@ func (a *api) routes(gather prometheus.Gatherer) http.Handler {
 		probe.WriteError(w, http.StatusNotFound, mapping.FieldErrorf("path", "no such endpoint: %s %s", r.Method, r.URL.Path))
 	}))
 	return mux
-}
-
-// decode reads a JSON body strictly: unknown fields, trailing data and a
-// key given twice in one object are errors, so a typo or a doubled field is
-// reported instead of ignored or silently overwritten.
-func decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
-	if err != nil {
-		probe.WriteError(w, http.StatusBadRequest, mapping.FieldErrorf("body", "%v", err))
-		return false
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	err = dec.Decode(v)
-	if err == nil && dec.Decode(&struct{}{}) != io.EOF {
-		err = errors.New("trailing data after the JSON value")
-	}
-	if err != nil {
-		field := "body"
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) && te.Field != "" {
-			field = te.Field
-		}
-		probe.WriteError(w, http.StatusBadRequest, mapping.FieldErrorf(field, "bad JSON: %v", err))
-		return false
-	}
-	if key := config.DuplicateKey(body); key != "" {
-		probe.WriteError(w, http.StatusBadRequest, mapping.FieldErrorf(key, "given twice; give each field once"))
-		return false
-	}
-	return true
 }
 
 // write answers the outcome of a configuration read or write: v with

@@ -19,14 +19,6 @@ import (
 	"github.com/edgemap/edgemap/store"
 )
 
-var (
-	demandStart = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
-	unitParis   = netip.MustParsePrefix("198.19.1.0/24")
-	unitSeoul   = netip.MustParsePrefix("198.18.1.0/24")
-	resolverA   = netip.MustParseAddr("192.0.2.53")
-	resolverB   = netip.MustParseAddr("198.51.100.53")
-)
-
 // demandOf returns the demand rates give for one pair (0 if absent).
 func demandOf(ds []mapping.Demand, property string, unit netip.Prefix) float64 {
 	for _, d := range ds {
@@ -36,6 +28,14 @@ func demandOf(ds []mapping.Demand, property string, unit netip.Prefix) float64 {
 	}
 	return 0
 }
+
+var (
+	demandStart = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	unitParis   = netip.MustParsePrefix("198.19.1.0/24")
+	unitSeoul   = netip.MustParsePrefix("198.18.1.0/24")
+	resolverA   = netip.MustParseAddr("192.0.2.53")
+	resolverB   = netip.MustParseAddr("198.51.100.53")
+)
 
 func observeN(dc *Demand, n int, property string, unit netip.Prefix, src netip.Addr) {
 	for range n {

@@ -1,11 +1,11 @@
 package node
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -63,7 +63,7 @@ func (ms *measurements) load(st *store.Store) error {
 		return err
 	}
 	for t, es := range byTarget {
-		slices.SortFunc(es, func(a, b edgeMeasurement) int { return strings.Compare(a.edge, b.edge) })
+		slices.SortFunc(es, func(a, b edgeMeasurement) int { return cmp.Compare(a.edge, b.edge) })
 		byTarget[t] = slices.Clip(es)
 	}
 	ms.mu.Lock()
@@ -75,7 +75,7 @@ func (ms *measurements) load(st *store.Store) error {
 
 // find is the index of edge's measurement in es, or where it would go.
 func find(es []edgeMeasurement, edge string) (int, bool) {
-	return slices.BinarySearchFunc(es, edge, func(e edgeMeasurement, id string) int { return strings.Compare(e.edge, id) })
+	return slices.BinarySearchFunc(es, edge, func(e edgeMeasurement, id string) int { return cmp.Compare(e.edge, id) })
 }
 
 // forMap is the table for mapping.Build, which only reads it. pause, if

@@ -8,27 +8,27 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"net/http"
-	"net/netip"
+	"net/url"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/edgetest"
 	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/probe"
+	"github.com/edgemap/edgemap/store"
 )
 
 // configState is everything the admin API and the DNS say about the
@@ -49,31 +49,6 @@ func configState(t *testing.T, s *server) string {
 	return b.String()
 }
 
-// rawRequest sends one request with exactly these headers (Host included)
-// on a new connection and returns the status and body.
-func rawRequest(t *testing.T, s *server, method, path string, hdr map[string]string, body []byte) (int, []byte) {
-	t.Helper()
-	req, err := http.NewRequest(method, s.API+path, bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range hdr {
-		if k == "Host" {
-			req.Host = v
-			continue
-		}
-		req.Header.Set(k, v)
-	}
-	cl := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
-	resp, err := cl.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, raw
-}
-
 // TestCSRFApplyIsRefused is the attack of issue 10: a web page the
 // operator visits posts a "simple" cross-origin request (text/plain, so no
 // CORS preflight) to the loopback API, with DNS rebinding's Host.
@@ -82,7 +57,7 @@ func TestCSRFApplyIsRefused(t *testing.T) {
 	before := configState(t, s)
 	world, _ := json.Marshal(edgetest.AttackWorld())
 
-	code, raw := rawRequest(t, s, "POST", "/v1/apply?prune=true", map[string]string{
+	code, raw := s.Raw(t, "POST", "/v1/apply?prune=true", map[string]string{
 		"Host": "evil.example", "Origin": "http://evil.example", "Content-Type": "text/plain",
 	}, world)
 	var fe mapping.FieldError
@@ -96,31 +71,6 @@ func TestCSRFApplyIsRefused(t *testing.T) {
 
 // hostOf is the API's host:port, what the CLI sends as Host.
 func hostOf(s *server) string { return strings.TrimPrefix(s.API, "http://") }
-
-// vmRSS is the process's resident set from /proc/self/status, in bytes.
-func vmRSS(t *testing.T) int64 {
-	t.Helper()
-	raw, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		t.Skipf("no /proc/self/status: %v", err)
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	t.Skip("no VmRSS in /proc/self/status")
-	return 0
-}
-
-// liveHeap is the heap the last full collection found reachable.
-func liveHeap() int64 {
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return int64(ms.HeapAlloc)
-}
 
 // TestStalledUploadsHoldLittleMemory is the collector attack of issue 10:
 // 32 connections each send a real key id, a current timestamp, a forged
@@ -149,10 +99,10 @@ func TestStalledUploadsHoldLittleMemory(t *testing.T) {
 	// the most (below), so the map loop's own garbage can only make the
 	// difference larger, never hide what the uploads hold.
 	debug.FreeOSMemory()
-	heap0, rss0 := liveHeap(), vmRSS(t)
+	heap0, rss0 := edgetest.LiveHeap(), edgetest.VmRSS(t)
 	for range 4 {
 		time.Sleep(50 * time.Millisecond)
-		heap0, rss0 = min(heap0, liveHeap()), min(rss0, vmRSS(t))
+		heap0, rss0 = min(heap0, edgetest.LiveHeap()), min(rss0, edgetest.VmRSS(t))
 	}
 
 	var wg sync.WaitGroup
@@ -206,7 +156,7 @@ func TestStalledUploadsHoldLittleMemory(t *testing.T) {
 	// the most the server holds is sampled for a second of the stall.
 	var heap1, rss1 int64
 	for start := time.Now(); time.Since(start) < time.Second; time.Sleep(100 * time.Millisecond) {
-		heap1, rss1 = max(heap1, liveHeap()), max(rss1, vmRSS(t))
+		heap1, rss1 = max(heap1, edgetest.LiveHeap()), max(rss1, edgetest.VmRSS(t))
 	}
 	runtime.KeepAlive(body) // in the baseline, so it must stay live in the figure too
 	t.Logf("%d stalled uploads: live heap +%d MiB, VmRSS +%d MiB", conns, (heap1-heap0)>>20, (rss1-rss0)>>20)
@@ -221,35 +171,13 @@ func TestStalledUploadsHoldLittleMemory(t *testing.T) {
 	}
 }
 
-// raiseNoFile lifts the soft descriptor limit to the hard one, or skips
-// the test if even that is below need.
-func raiseNoFile(t *testing.T, need uint64) {
-	t.Helper()
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		t.Skipf("getrlimit: %v", err)
-	}
-	if lim.Cur >= need {
-		return
-	}
-	if lim.Max < need {
-		t.Skipf("RLIMIT_NOFILE hard limit %d is below the %d descriptors this test needs", lim.Max, need)
-	}
-	old := lim
-	lim.Cur = lim.Max
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		t.Skipf("raising RLIMIT_NOFILE to %d: %v", lim.Max, err)
-	}
-	t.Cleanup(func() { syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old) })
-}
-
 // TestIdleKeepAlivesAreClosed is issue 10's descriptor attack: 1500
 // keep-alive connections each ask GET /healthz once and then sit idle.
 // They must be closed after the idle timeout while /healthz keeps
 // answering new connections throughout.
 func TestIdleKeepAlivesAreClosed(t *testing.T) {
 	const idle = 1500
-	raiseNoFile(t, 2*idle+500) // both ends live in this process
+	edgetest.RaiseNoFile(t, 2*idle+500) // both ends live in this process
 	cfg := demoConfig(t)
 	const idleTimeout = 2 * time.Second
 	cfg.APIIdleTimeout = idleTimeout
@@ -389,7 +317,7 @@ func TestAdminAPIRefusesBrowsers(t *testing.T) {
 		{"unknown endpoint, foreign Host", "GET", "/v1/nothing", map[string]string{"Host": "evil.example"}, 403, "Host"},
 	}
 	for _, tc := range refused {
-		code, raw := rawRequest(t, s, tc.method, tc.path, tc.hdr, world)
+		code, raw := s.Raw(t, tc.method, tc.path, tc.hdr, world)
 		var fe mapping.FieldError
 		if code != tc.status || json.Unmarshal(raw, &fe) != nil || fe.Field != tc.field || fe.Msg == "" {
 			t.Errorf("%s: %d %s, want %d naming %s", tc.name, code, raw, tc.status, tc.field)
@@ -414,7 +342,7 @@ func TestAdminAPIRefusesBrowsers(t *testing.T) {
 		{"collector by name", "GET", "/v1/targets", map[string]string{"Host": "ns1.example.net"}, 401},
 	}
 	for _, tc := range allowed {
-		if code, raw := rawRequest(t, s, tc.method, tc.path, tc.hdr, nil); code != tc.status {
+		if code, raw := s.Raw(t, tc.method, tc.path, tc.hdr, nil); code != tc.status {
 			t.Errorf("%s: %d %s, want %d", tc.name, code, raw, tc.status)
 		}
 	}
@@ -483,7 +411,7 @@ func TestAPIAllowedHosts(t *testing.T) {
 		"evil.example":         403,
 		"api.example.net.evil": 403,
 	} {
-		if code, raw := rawRequest(t, s, "GET", "/v1/zone", map[string]string{"Host": host}, nil); code != want {
+		if code, raw := s.Raw(t, "GET", "/v1/zone", map[string]string{"Host": host}, nil); code != want {
 			t.Errorf("Host %q: %d %s, want %d", host, code, raw, want)
 		}
 	}
@@ -601,72 +529,192 @@ func TestAPIConnectionCap(t *testing.T) {
 	}
 }
 
-// TestReportSeqBoundAndIgnored is issue 11's collector accounting through
-// the real collector and store: a seq of 2^64-1 is refused naming the
-// header and does not lock the key out; a report whose measurements are
-// not newer than the stored ones says they were ignored, and why.
-func TestReportSeqBoundAndIgnored(t *testing.T) {
-	s := startServer(t, demoConfig(t))
-	secret := addKey(t, s, "fra1-agent", "fra1")
-	fra := netip.MustParsePrefix("198.18.2.0/24")
-	seoul := netip.MustParsePrefix("198.18.1.0/24")
-	at := time.Now().UTC().Add(-time.Minute).Truncate(time.Millisecond)
-	post := func(rep *probe.Report, seq uint64) (int, []byte) {
-		body, h := edgetest.SignReport(t, rep, "fra1-agent", secret, seq)
-		req, _ := http.NewRequest("POST", s.API+"/v1/reports", bytes.NewReader(body))
-		req.Header = h
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		raw, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, raw
-	}
-	seq := func() uint64 { return uint64(time.Now().UnixNano()) }
-	rep := func(at time.Time, rtt float64, blocks ...netip.Prefix) *probe.Report {
-		r := &probe.Report{Edge: "fra1", MeasuredAt: at, IntervalMs: 30000}
-		for _, b := range blocks {
-			r.Measurements = append(r.Measurements, probe.Measurement{Target: b, RTTMs: rtt, Samples: 3})
-		}
-		return r
-	}
-
-	code, raw := post(rep(at, 10, fra), math.MaxUint64)
+// sendRawBody sends body exactly as given, for JSON that json.Marshal would
+// never write (a key twice, bytes that are not UTF-8).
+func sendRawBody(t *testing.T, s *server, method, path, body string) (int, mapping.FieldError) {
+	t.Helper()
+	code, raw := s.Raw(t, method, path, map[string]string{"Content-Type": "application/json"}, []byte(body))
 	var fe mapping.FieldError
-	if json.Unmarshal(raw, &fe); code != http.StatusBadRequest || fe.Field != probe.HeaderSeq {
-		t.Fatalf("seq 2^64-1: %d %s, want 400 naming %s", code, raw, probe.HeaderSeq)
-	}
-	if m := frankfurtMeasured(t, s); len(m) != 0 {
-		t.Fatalf("the refused report was stored: %+v", m)
-	}
-	type answer struct {
-		Accepted      int    `json:"accepted"`
-		Ignored       int    `json:"ignored"`
-		IgnoredReason string `json:"ignored_reason"`
-	}
-	check := func(what string, code int, raw []byte, want answer) {
-		t.Helper()
-		var got answer
-		if err := json.Unmarshal(raw, &got); err != nil || code != http.StatusOK || got.Accepted != want.Accepted ||
-			got.Ignored != want.Ignored || (got.IgnoredReason != "") != (want.Ignored > 0) {
-			t.Errorf("%s: %d %s, want accepted %d, ignored %d (with a reason when any)", what, code, raw, want.Accepted, want.Ignored)
+	if code >= 300 {
+		if err := json.Unmarshal(raw, &fe); err != nil {
+			t.Fatalf("%s %s: the error is not JSON: %v", method, path, err)
 		}
 	}
-	code, raw = post(rep(at, 10, fra), seq())
-	check("first report (the key is not locked out)", code, raw, answer{Accepted: 1})
-	code, raw = post(rep(at, 99, fra), seq())
-	check("the same measured_at again", code, raw, answer{Ignored: 1})
-	code, raw = post(rep(at.Add(-time.Second), 99, fra), seq())
-	check("an older measured_at", code, raw, answer{Ignored: 1})
-	if m := frankfurtMeasured(t, s); len(m) != 1 || m[0].LastRTT != 10 || m[0].Samples != 3 {
-		t.Fatalf("an ignored report changed the stored measurement: %+v", m)
+	return code, fe
+}
+
+// TestAPIRefusesNonsense sends each kind of nonsense of issue 11 item 3 to
+// the admin API: every request is refused with 400 naming the field, and
+// the configuration and the answers are byte for byte what they were.
+func TestAPIRefusesNonsense(t *testing.T) {
+	s := startServer(t, demoConfig(t))
+	before := configState(t, s)
+	edge := func(addr string) string {
+		return `{"id":"x1",` + addr + `,"lat":1,"lon":2,"pool":"global"}`
 	}
-	code, raw = post(rep(at, 20, fra, seoul), seq())
-	check("one target new, one not newer", code, raw, answer{Accepted: 1, Ignored: 1})
-	code, raw = post(rep(at.Add(time.Second), 30, fra, seoul), seq())
-	check("a newer report", code, raw, answer{Accepted: 2})
-	if m := frankfurtMeasured(t, s); len(m) != 1 || m[0].LastRTT != 30 {
-		t.Fatalf("the newer report is not stored: %+v", m)
+	zone := func(contact, ns string) string {
+		return `{"name":"cdn.example.net.","contact":"` + contact + `","nameservers":[` + ns + `]}`
+	}
+	const ns1 = `{"name":"ns1.cdn.example.net.","ipv4":"192.0.2.53"}`
+	for _, tc := range []struct {
+		name, method, path, body string
+		field, says              string
+	}{
+		{"property name with '_' and '!'", "POST", "/v1/properties", `{"name":"bad_name!.cdn.example.net.","pools":["global"]}`, "name", "not a host name"},
+		{"property name with a space", "POST", "/v1/properties", `{"name":"a b.cdn.example.net.","pools":["global"]}`, "name", "not a host name"},
+		{"property name in Unicode", "POST", "/v1/properties", `{"name":"bücher.cdn.example.net.","pools":["global"]}`, "name", "xn--bcher-kva.cdn.example.net."},
+		{"property name not UTF-8", "POST", "/v1/properties", "{\"name\":\"\xe4pfel.cdn.example.net.\",\"pools\":[\"global\"]}", "name", "not ASCII"},
+		{"property name with bad punycode", "POST", "/v1/properties", `{"name":"xn--a.cdn.example.net.","pools":["global"]}`, "name", "punycode"},
+		{"property name label of 64", "POST", "/v1/properties", `{"name":"` + strings.Repeat("a", 64) + `.cdn.example.net.","pools":["global"]}`, "name", "longer than 63"},
+		{"property name with a leading '-'", "POST", "/v1/properties", `{"name":"-shop.cdn.example.net.","pools":["global"]}`, "name", "starts or ends with '-'"},
+		{"edge 0.0.0.0", "POST", "/v1/edges", edge(`"ipv4":"0.0.0.0"`), "ipv4", "unspecified"},
+		{"edge 255.255.255.255", "POST", "/v1/edges", edge(`"ipv4":"255.255.255.255"`), "ipv4", "broadcast"},
+		{"edge 127.0.0.1", "POST", "/v1/edges", edge(`"ipv4":"127.0.0.1"`), "ipv4", "loopback"},
+		{"edge multicast", "POST", "/v1/edges", edge(`"ipv4":"239.1.2.3"`), "ipv4", "multicast"},
+		{"edge 240.0.0.1", "POST", "/v1/edges", edge(`"ipv4":"240.0.0.1"`), "ipv4", "240.0.0.0/4"},
+		{"edge link-local", "POST", "/v1/edges", edge(`"ipv4":"169.254.1.1"`), "ipv4", "link-local"},
+		{"edge ::", "POST", "/v1/edges", edge(`"ipv6":"::"`), "ipv6", "unspecified"},
+		{"edge ::1", "POST", "/v1/edges", edge(`"ipv6":"::1"`), "ipv6", "loopback"},
+		{"edge ff02::1", "POST", "/v1/edges", edge(`"ipv6":"ff02::1"`), "ipv6", "multicast"},
+		{"edge changed to loopback", "PATCH", "/v1/edges/fra1", `{"ipv4":"127.0.0.1"}`, "ipv4", "loopback"},
+		{"zone contact with a newline", "PUT", "/v1/zone", zone(`host\nmaster@example.net`, ns1), "contact", `'\n'`},
+		{"zone contact with a space", "PUT", "/v1/zone", zone(`host master.example.net.`, ns1), "contact", `' '`},
+		{"zone contact domain bad", "PUT", "/v1/zone", zone(`hostmaster@exa_mple.net`, ns1), "contact", "not a host name"},
+		{"name server name", "PUT", "/v1/zone", zone(`hostmaster@example.net`, `{"name":"ns_1.cdn.example.net.","ipv4":"192.0.2.53"}`), "nameservers[0].name", "not a host name"},
+		{"name server glue multicast", "PUT", "/v1/zone", zone(`hostmaster@example.net`, `{"name":"ns1.cdn.example.net.","ipv4":"224.0.0.1"}`), "nameservers[0].ipv4", "multicast"},
+		{"zone name in Unicode", "PUT", "/v1/zone", `{"name":"cdn.exämple.net.","contact":"h@example.net","nameservers":[` + ns1 + `]}`, "name", "xn--exmple-cua.net."},
+		{"duplicate key", "POST", "/v1/edges", `{"id":"x1","ipv4":"192.0.2.9","ipv4":"192.0.2.10","lat":1,"lon":2,"pool":"global"}`, "ipv4", "given twice"},
+		{"duplicate key, other case", "PATCH", "/v1/edges/fra1", `{"ipv4":"192.0.2.9","IPv4":"192.0.2.10"}`, "IPv4", "given twice"},
+		{"duplicate key deep in apply", "POST", "/v1/apply", `{"edges":[{"id":"fra1","ipv4":"192.0.2.1","lat":1,"lon":2,"pool":"global","pool":"apac"}],"properties":[]}`, "edges[0].pool", "given twice"},
+		{"bad property name in apply", "POST", "/v1/apply", `{"edges":[],"properties":[{"name":"a b.cdn.example.net.","pools":["global"]}]}`, "properties[0].name", "not a host name"},
+		{"loopback edge in apply", "POST", "/v1/apply", `{"edges":[{"id":"fra1","ipv4":"127.0.0.2","lat":1,"lon":2,"pool":"global"}],"properties":[]}`, "edges[0].ipv4", "loopback"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, fe := sendRawBody(t, s, tc.method, tc.path, tc.body)
+			if code != http.StatusBadRequest || fe.Field != tc.field || !strings.Contains(fe.Msg, tc.says) {
+				t.Errorf("%s %s: %d %+v, want 400 on field %q saying %q", tc.method, tc.path, code, fe, tc.field, tc.says)
+			}
+			if after := configState(t, s); after != before {
+				t.Fatalf("the refused request changed the configuration:\n%s\nwas\n%s", after, before)
+			}
+		})
+	}
+	// The rules allow what labs and tests use: private and documentation
+	// ranges, ULAs, and names that are already punycode.
+	for _, body := range []string{
+		edge(`"ipv4":"10.1.2.3","ipv6":"fd00::1"`),
+		`{"id":"x2","ipv4":"100.64.0.1","lat":1,"lon":2,"pool":"global"}`,
+	} {
+		if code, fe := sendRawBody(t, s, "POST", "/v1/edges", body); code != http.StatusCreated {
+			t.Errorf("POST /v1/edges %s: %d %+v, want 201", body, code, fe)
+		}
+	}
+	if code, fe := sendRawBody(t, s, "POST", "/v1/properties", `{"name":"xn--bcher-kva.cdn.example.net.","pools":["global"]}`); code != http.StatusCreated {
+		t.Errorf("a punycode property: %d %+v, want 201", code, fe)
+	}
+	if code, fe := sendRawBody(t, s, "PUT", "/v1/zone", zone(`host.master@example.net`, ns1)); code != http.StatusOK {
+		t.Errorf("a contact with a dot in its config.Mailbox: %d %+v, want 200", code, fe)
+	}
+}
+
+// TestWorldFileRefusesNonsense seeds a new database from world files with
+// one piece of nonsense each: `serve --world` must refuse to start, naming
+// the field (or for a key given twice, the key and its line), and store
+// nothing.
+func TestWorldFileRefusesNonsense(t *testing.T) {
+	good, err := os.ReadFile(edgetest.World)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, old, new string
+		says           []string
+	}{
+		{"property name", "{name: video.cdn.example.net.,", "{name: bad_name!.cdn.example.net.,", []string{"properties[1].name", "not a host name"}},
+		{"property name in Unicode", "{name: game.cdn.example.net.,", "{name: spiel-über.cdn.example.net.,", []string{"properties[2].name", "xn--spiel-ber-v9a.cdn.example.net."}},
+		{"edge loopback", "ipv4: 192.0.2.2,", "ipv4: 127.0.0.1,", []string{"edges[1].ipv4", "loopback"}},
+		{"edge broadcast", "ipv4: 192.0.2.3,", "ipv4: 255.255.255.255,", []string{"edges[2].ipv4", "broadcast"}},
+		{"edge unspecified v6", `ipv6: "2001:db8:e::4"`, `ipv6: "::"`, []string{"edges[3].ipv6", "unspecified"}},
+		{"glue multicast", "ipv4: 198.51.100.53,", "ipv4: 224.0.0.53,", []string{"zone.nameservers[1].ipv4", "multicast"}},
+		{"contact with a newline", "contact: hostmaster.example.net.", `contact: "host\nmaster.example.net."`, []string{"zone.contact", `'\n'`}},
+		{"key given twice", "{id: fra1, ipv4: 192.0.2.1,", "{id: fra1, ipv4: 192.0.2.9, ipv4: 192.0.2.1,", []string{`mapping key "ipv4" already defined`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !bytes.Contains(good, []byte(tc.old)) {
+				t.Fatalf("the world file has no %q", tc.old)
+			}
+			dir := t.TempDir()
+			cfg := demoConfig(t)
+			cfg.DB = filepath.Join(dir, "edgemap.db")
+			cfg.World = filepath.Join(dir, "world.yaml")
+			if err := os.WriteFile(cfg.World, bytes.Replace(good, []byte(tc.old), []byte(tc.new), 1), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			err := runServer(context.Background(), cfg, zap.NewNop(), func(running) { t.Error("serve started") })
+			if err == nil {
+				t.Fatal("serve accepted the world file")
+			}
+			for _, want := range tc.says {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not say %q", err, want)
+				}
+			}
+			// A world file that did not parse stops serve before the
+			// database is opened; one that did is checked as a whole.
+			if _, err := os.Stat(cfg.DB); err != nil {
+				return
+			}
+			st, err := store.Open(cfg.DB, store.Options{ReadOnly: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			c, err := st.Config()
+			if err != nil || c.Zone != nil || len(c.Edges) != 0 || len(c.Properties) != 0 || len(c.Targets) != 0 {
+				t.Errorf("the refused world left %+v, %v; want nothing", c, err)
+			}
+		})
+	}
+}
+
+// A name stored before the rules (by an older edgemap) can still be read,
+// changed and removed through the API: lookups do not apply the rules that
+// keep new nonsense out.
+func TestNamesBeforeTheRulesCanBeRemoved(t *testing.T) {
+	cfg := demoConfig(t)
+	st, err := store.Open(cfg.DB, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := config.ReadWorld(edgetest.World)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const old = "bad_name!.cdn.example.net."
+	_, err = st.Update(func(c *store.Config) error {
+		if err := w.ApplyTo(c, false); err != nil {
+			return err
+		}
+		c.Properties = append(c.Properties, store.Property{Name: old, Pools: []string{"global"}, TTL: 20, Answers: 1})
+		return nil
+	})
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.World = ""
+	s := startServer(t, cfg)
+	path := "/v1/properties/" + url.PathEscape(old)
+	if code := s.Call(t, "GET", path, nil, nil); code != http.StatusOK {
+		t.Fatalf("GET %s: %d", old, code)
+	}
+	if code := s.Call(t, "PATCH", path, config.PropertySpec{TTL: edgetest.Ptr(uint32(30))}, nil); code != http.StatusOK {
+		t.Fatalf("PATCH %s: %d", old, code)
+	}
+	if code := s.Call(t, "DELETE", path, nil, nil); code != http.StatusOK {
+		t.Fatalf("DELETE %s: %d", old, code)
+	}
+	if code := s.Call(t, "GET", path, nil, nil); code != http.StatusNotFound {
+		t.Fatalf("GET %s after DELETE: %d", old, code)
 	}
 }

@@ -1,8 +1,15 @@
 package api
 
+// What the API accepts of a request: who sends it (the token), from where
+// (browserSafe: Host, Origin, Content-Type), and what body (decode).
+
 import (
+	"bytes"
 	"crypto/subtle"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"net"
 	"net/http"
@@ -14,6 +21,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/probe"
 )
@@ -163,4 +171,35 @@ func splitHost(hostport string) (host, port string) {
 func validPort(p string) bool {
 	n, err := strconv.ParseUint(p, 10, 16)
 	return err == nil && n > 0
+}
+
+// decode reads a JSON body strictly: unknown fields, trailing data and a
+// key given twice in one object are errors, so a typo or a doubled field is
+// reported instead of ignored or silently overwritten.
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	if err != nil {
+		probe.WriteError(w, http.StatusBadRequest, mapping.FieldErrorf("body", "%v", err))
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	err = dec.Decode(v)
+	if err == nil && dec.Decode(&struct{}{}) != io.EOF {
+		err = errors.New("trailing data after the JSON value")
+	}
+	if err != nil {
+		field := "body"
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			field = te.Field
+		}
+		probe.WriteError(w, http.StatusBadRequest, mapping.FieldErrorf(field, "bad JSON: %v", err))
+		return false
+	}
+	if key := config.DuplicateKey(body); key != "" {
+		probe.WriteError(w, http.StatusBadRequest, mapping.FieldErrorf(key, "given twice; give each field once"))
+		return false
+	}
+	return true
 }
