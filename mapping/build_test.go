@@ -154,76 +154,22 @@ func TestBuildErrors(t *testing.T) {
 		modify func(in *Inputs)
 		field  string
 	}{
-		{
-			name:   "property outside the zone",
-			modify: func(in *Inputs) { in.Properties[0].Name = "shop.example.org." },
-			field:  "property.name",
-		},
-		{
-			// Suffix but not a label boundary.
-			name:   "property in a look-alike zone",
-			modify: func(in *Inputs) { in.Properties[0].Name = "shop.xcdn.example.net." },
-			field:  "property.name",
-		},
-		{
-			name:   "property at the apex",
-			modify: func(in *Inputs) { in.Properties[0].Name = "cdn.example.net." },
-			field:  "property.name",
-		},
-		{
-			name:   "duplicate property",
-			modify: func(in *Inputs) { in.Properties = append(in.Properties, in.Properties[1]) },
-			field:  "property.name",
-		},
-		{
-			name:   "property named like a name server",
-			modify: func(in *Inputs) { in.Properties[0].Name = "ns1.cdn.example.net." },
-			field:  "property.name",
-		},
-		{
-			name:   "duplicate edge id",
-			modify: func(in *Inputs) { in.Edges[9].ID = "fra1" },
-			field:  "edges.id",
-		},
-		{
-			name:   "answers 0",
-			modify: func(in *Inputs) { in.Properties[0].Answers = 0 },
-			field:  "property.answers",
-		},
-		{
-			name:   "answers above MaxAnswers",
-			modify: func(in *Inputs) { in.Properties[0].Answers = MaxAnswers + 1 },
-			field:  "property.answers",
-		},
-		{
-			name:   "negative answers",
-			modify: func(in *Inputs) { in.Properties[0].Answers = -1 },
-			field:  "property.answers",
-		},
-		{
-			name:   "pool with no edges",
-			modify: func(in *Inputs) { in.Properties[2].Pools = []string{"apac", "emea"} },
-			field:  "property.pools",
-		},
-		{
-			name: "in-zone name server without glue",
-			modify: func(in *Inputs) {
-				in.Zone.NameServers = append(in.Zone.NameServers, NameServer{Name: "ns3.cdn.example.net."})
-			},
-			field: "zone.nameservers",
-		},
-		{
-			name: "name server at the apex",
-			modify: func(in *Inputs) {
-				in.Zone.NameServers[0].Name = "cdn.example.net."
-			},
-			field: "zone.nameservers",
-		},
-		{
-			name:   "properties without a zone",
-			modify: func(in *Inputs) { in.Zone = nil },
-			field:  "zone",
-		},
+		{"property outside the zone", func(in *Inputs) { in.Properties[0].Name = "shop.example.org." }, "property.name"},
+		// Suffix but not a label boundary.
+		{"property in a look-alike zone", func(in *Inputs) { in.Properties[0].Name = "shop.xcdn.example.net." }, "property.name"},
+		{"property at the apex", func(in *Inputs) { in.Properties[0].Name = "cdn.example.net." }, "property.name"},
+		{"duplicate property", func(in *Inputs) { in.Properties = append(in.Properties, in.Properties[1]) }, "property.name"},
+		{"property named like a name server", func(in *Inputs) { in.Properties[0].Name = "ns1.cdn.example.net." }, "property.name"},
+		{"duplicate edge id", func(in *Inputs) { in.Edges[9].ID = "fra1" }, "edges.id"},
+		{"answers 0", func(in *Inputs) { in.Properties[0].Answers = 0 }, "property.answers"},
+		{"answers above MaxAnswers", func(in *Inputs) { in.Properties[0].Answers = MaxAnswers + 1 }, "property.answers"},
+		{"negative answers", func(in *Inputs) { in.Properties[0].Answers = -1 }, "property.answers"},
+		{"pool with no edges", func(in *Inputs) { in.Properties[2].Pools = []string{"apac", "emea"} }, "property.pools"},
+		{"in-zone name server without glue", func(in *Inputs) {
+			in.Zone.NameServers = append(in.Zone.NameServers, NameServer{Name: "ns3.cdn.example.net."})
+		}, "zone.nameservers"},
+		{"name server at the apex", func(in *Inputs) { in.Zone.NameServers[0].Name = "cdn.example.net." }, "zone.nameservers"},
+		{"properties without a zone", func(in *Inputs) { in.Zone = nil }, "zone"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -99,6 +99,14 @@ func mustProperty(t testing.TB, s *Snapshot, name string) *ServedProperty {
 	return n.Property
 }
 
+// answerIDs are the ids of the edges Decide answers property with.
+func answerIDs(t testing.TB, s *Snapshot, property, client string, v6 bool) []string {
+	t.Helper()
+	var d Decision
+	mustProperty(t, s, property).Decide(netip.MustParseAddr(client), v6, &d)
+	return decisionIDs(&d)
+}
+
 // decisionIDs are the ids of the decided edges, in order; ids compare
 // across snapshots where edge pointers do not.
 func decisionIDs(d *Decision) []string {
@@ -107,4 +115,14 @@ func decisionIDs(d *Decision) []string {
 		ids = append(ids, e.ID)
 	}
 	return ids
+}
+
+// decideCase is a query for a property and what Decide answers it with.
+type decideCase struct {
+	name     string
+	property string // a name, or its first label for the demo zone's
+	client   string
+	v6       bool // AAAA
+	want     []string
+	scope    int
 }

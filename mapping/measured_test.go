@@ -38,15 +38,19 @@ func meas(edge, target string, rtt, loss float64, age time.Duration) Measurement
 	return Measurement{Edge: edge, Target: netip.MustParsePrefix(target), RTTMs: rtt, Loss: loss, Samples: 3, At: measureNow.Add(-age)}
 }
 
+// seoulSaysTokyo are Seoul's measurements that make nrt1 (30 ms) faster
+// for it than sel1 (80 ms), its nearest edge.
+func seoulSaysTokyo() []Measurement {
+	return []Measurement{meas("sel1", "198.18.1.0/24", 80, 0, time.Second), meas("nrt1", "198.18.1.0/24", 30, 0, time.Second)}
+}
+
 func TestMeasuredBeatsDistance(t *testing.T) {
 	// Seoul's nearest edge is sel1, but the network says nrt1 is faster.
-	s := measuredWorld(t,
-		meas("sel1", "198.18.1.0/24", 80, 0, time.Second),
-		meas("nrt1", "198.18.1.0/24", 30, 0, time.Second),
+	s := measuredWorld(t, append(seoulSaysTokyo(),
 		meas("fra1", "198.19.0.0/16", 200, 0, time.Second),
 		meas("lon1", "198.19.7.0/24", 150, 0, time.Second),
 		meas("fra1", "198.19.7.0/24", 12, 0, time.Second),
-	)
+	)...)
 	shop := mustProperty(t, s, "shop.cdn.example.net.")
 	cases := []struct {
 		client   string
@@ -92,8 +96,7 @@ func TestHasTarget(t *testing.T) {
 
 func TestStaleMeasurementsAreIgnored(t *testing.T) {
 	s := measuredWorld(t, meas("nrt1", "198.18.1.0/24", 30, 0, DefaultMaxAge+time.Second))
-	var d Decision
-	mustProperty(t, s, "shop.cdn.example.net.").Decide(netip.MustParseAddr("198.18.1.77"), false, &d)
+	d := decide(t, s, "shop.cdn.example.net.", "198.18.1.77", false)
 	if got := decisionIDs(&d); !slices.Equal(got, []string{"sel1"}) || d.Measured {
 		t.Fatalf("stale data decided: %v measured=%v, want geography (sel1)", got, d.Measured)
 	}
@@ -106,9 +109,7 @@ func TestLossPenalty(t *testing.T) {
 		meas("sel1", "198.18.1.0/24", 20, 0, time.Second),
 		meas("nrt1", "198.18.1.0/24", 5, 0.1, time.Second),
 	)
-	var d Decision
-	mustProperty(t, s, "shop.cdn.example.net.").Decide(netip.MustParseAddr("198.18.1.77"), false, &d)
-	if got := decisionIDs(&d); !slices.Equal(got, []string{"sel1"}) {
+	if got := answerIDs(t, s, "shop.cdn.example.net.", "198.18.1.77", false); !slices.Equal(got, []string{"sel1"}) {
 		t.Fatalf("got %v, want sel1", got)
 	}
 }
@@ -122,13 +123,10 @@ func TestMeasuredRespectsPoolsAndFamily(t *testing.T) {
 		meas("sin1", "198.18.1.0/24", 20, 0, time.Second),
 		meas("sel1", "198.18.1.0/24", 50, 0, time.Second),
 	)
-	var d Decision
-	mustProperty(t, s, "game.cdn.example.net.").Decide(netip.MustParseAddr("198.18.1.77"), false, &d)
-	if got := decisionIDs(&d); !slices.Equal(got, []string{"sin1"}) {
+	if got := answerIDs(t, s, "game.cdn.example.net.", "198.18.1.77", false); !slices.Equal(got, []string{"sin1"}) {
 		t.Errorf("game: got %v, want sin1", got)
 	}
-	mustProperty(t, s, "shop.cdn.example.net.").Decide(netip.MustParseAddr("198.18.1.77"), true, &d)
-	if got := decisionIDs(&d); !slices.Equal(got, []string{"fra1"}) {
+	if got := answerIDs(t, s, "shop.cdn.example.net.", "198.18.1.77", true); !slices.Equal(got, []string{"fra1"}) {
 		t.Errorf("shop AAAA: got %v, want fra1", got)
 	}
 }
@@ -163,12 +161,10 @@ func TestExplainShowsMeasurements(t *testing.T) {
 // scores, in order (no assignment or health moves any of them here), and
 // a few answers are pinned.
 func TestExplainAgreesWithDecideOnUnits(t *testing.T) {
-	s := measuredWorld(t,
-		meas("sel1", "198.18.1.0/24", 80, 0, time.Second),
-		meas("nrt1", "198.18.1.0/24", 30, 0, time.Second),
+	s := measuredWorld(t, append(seoulSaysTokyo(),
 		meas("syd1", "198.19.0.0/16", 1, 0.5, time.Second),
 		meas("gru1", "198.19.0.0/16", 7, 0, time.Second),
-	)
+	)...)
 	pinned := map[string]string{ // shop, A
 		"198.18.1.1": "nrt1", // measured 30 ms beats sel1's 80 and the estimates
 		"198.19.3.3": "gru1", // syd1's 1 ms carries 50% loss

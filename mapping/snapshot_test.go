@@ -13,14 +13,7 @@ import (
 
 func TestDecideGeo(t *testing.T) {
 	s := testWorld(t, openTestGeo(t))
-	tests := []struct {
-		name     string
-		property string
-		client   string
-		v6       bool // AAAA
-		want     []string
-		scope    int
-	}{
+	tests := []decideCase{
 		// One client per region, nearest edge over both pools.
 		{name: "seoul", property: "shop", client: "198.18.1.9", want: []string{"sel1"}, scope: 24},
 		{name: "frankfurt", property: "shop", client: "198.18.2.9", want: []string{"fra1"}, scope: 24},
@@ -519,12 +512,7 @@ func TestDecideConcurrent(t *testing.T) {
 // the Decision is the caller's. An allocation here is per query.
 func TestDecideAllocs(t *testing.T) {
 	s := testWorld(t, openTestGeo(t))
-	tests := []struct {
-		name     string
-		property string
-		client   string
-		v6       bool
-	}{
+	tests := []decideCase{
 		{name: "located, answers 1", property: "shop.cdn.example.net.", client: "198.18.1.9"},
 		{name: "located, answers 2", property: "video.cdn.example.net.", client: "198.18.2.9"},
 		{name: "located v6, AAAA", property: "video.cdn.example.net.", client: "2001:db8:2::1", v6: true},
