@@ -180,34 +180,10 @@ const (
 )
 
 func (d *decoder) report(r *Report) error {
-	tok, err := d.token()
-	if err != nil {
-		return err
-	}
-	if tok != json.Delim('{') {
-		return mapping.FieldErrorf("body", "want a JSON object, got %s", describe(tok))
-	}
-	var seen int
-	for d.dec.More() {
-		tok, err := d.token()
-		if err != nil {
-			return err
-		}
-		key, _ := tok.(string) // Token returns only strings in key position
-		bit, err := keyBit(key, reportKeys, &seen, func(k string) string { return k })
-		if err != nil {
-			return err
-		}
-		if bit == keyMeasurements {
-			if err := d.measurements(r); err != nil {
-				return err
-			}
-			continue
-		}
-		if tok, err = d.token(); err != nil {
-			return err
-		}
+	return d.object("body", "a JSON object", reportKeys, keysReport, keyMeasurements, func(k string) string { return k }, func(bit int, tok json.Token) (err error) {
 		switch bit {
+		case keyMeasurements:
+			err = d.measurements(r)
 		case keyEdge:
 			r.Edge, err = asString(tok)
 		case keyMeasuredAt:
@@ -221,14 +197,8 @@ func (d *decoder) report(r *Report) error {
 			}
 			r.EdgeUp = &up
 		}
-		if err != nil {
-			return &mapping.FieldError{Field: key, Msg: err.Error()}
-		}
-	}
-	if _, err := d.token(); err != nil { // the closing brace
 		return err
-	}
-	return missing("", seen&keysReport, keysReport, reportKeys)
+	})
 }
 
 // measurements reads the value of "measurements": an array, or null for
@@ -260,27 +230,8 @@ func (d *decoder) measurements(r *Report) error {
 }
 
 func (d *decoder) measurement(i int, m *Measurement) error {
-	tok, err := d.token()
-	if err != nil {
-		return err
-	}
-	if tok != json.Delim('{') {
-		return mapping.FieldErrorf(measurementPath(i, ""), "want an object, got %s", describe(tok))
-	}
-	var seen int
-	for d.dec.More() {
-		tok, err := d.token()
-		if err != nil {
-			return err
-		}
-		key, _ := tok.(string)
-		bit, err := keyBit(key, measurementKeys, &seen, func(k string) string { return measurementPath(i, k) })
-		if err != nil {
-			return err
-		}
-		if tok, err = d.token(); err != nil {
-			return err
-		}
+	field := func(k string) string { return measurementPath(i, k) }
+	return d.object(field(""), "an object", measurementKeys, keysMeasurement, 0, field, func(bit int, tok json.Token) (err error) {
 		switch bit {
 		case keyTarget:
 			m.Target, err = asPrefix(tok)
@@ -298,14 +249,53 @@ func (d *decoder) measurement(i int, m *Measurement) error {
 			}
 			m.Samples = int(n)
 		}
-		if err != nil {
-			return &mapping.FieldError{Field: measurementPath(i, key), Msg: err.Error()}
-		}
-	}
-	if _, err := d.token(); err != nil {
+		return err
+	})
+}
+
+// object reads a JSON object whose keys are among keys (bit 1<<i for
+// keys[i]) and include every bit of required. field names a key's place in
+// errors, field("") the object's; a value that is not an object is an error
+// on at, wanting want. value takes the value of the key of the given bit:
+// its token, or for a bit of composite (an array) nil and it reads the
+// value itself. Its errors that are not already field errors become errors
+// on the key.
+func (d *decoder) object(at, want string, keys []string, required, composite int, field func(string) string, value func(bit int, tok json.Token) error) error {
+	tok, err := d.token()
+	if err != nil {
 		return err
 	}
-	return missing(measurementPath(i, ""), seen, keysMeasurement, measurementKeys)
+	if tok != json.Delim('{') {
+		return mapping.FieldErrorf(at, "want %s, got %s", want, describe(tok))
+	}
+	var seen int
+	for d.dec.More() {
+		tok, err := d.token()
+		if err != nil {
+			return err
+		}
+		key, _ := tok.(string) // Token returns only strings in key position
+		bit, err := keyBit(key, keys, &seen, field)
+		if err != nil {
+			return err
+		}
+		var val json.Token
+		if bit&composite == 0 {
+			if val, err = d.token(); err != nil {
+				return err
+			}
+		}
+		if err := value(bit, val); err != nil {
+			if _, ok := errors.AsType[*mapping.FieldError](err); ok {
+				return err
+			}
+			return &mapping.FieldError{Field: field(key), Msg: err.Error()}
+		}
+	}
+	if _, err := d.token(); err != nil { // the closing brace
+		return err
+	}
+	return missing(field(""), seen&required, required, keys)
 }
 
 // keyBit is the bit of key among keys, added to seen; an unknown key, or

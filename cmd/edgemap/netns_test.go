@@ -336,6 +336,15 @@ func (l *lab) await(want [3]string, within time.Duration, what string) time.Dura
 
 // awaitMeasured polls until every client network's answer is decided by
 // measurements of all three edges.
+// measure starts the server (seeded) and the agents over the given delays,
+// and waits for the measured answers want.
+func (l *lab) measure(ms [3][3]int, want [3]string) {
+	l.setDelays(ms)
+	l.startServe(true)
+	l.startProbes()
+	l.await(want, followBound+2*time.Second, "measured map")
+}
+
 func (l *lab) awaitMeasured(within time.Duration) {
 	l.t.Helper()
 	deadline := time.Now().Add(within)
@@ -366,26 +375,29 @@ func (l *lab) awaitMeasured(within time.Duration) {
 // and the processes need a moment to start, hence the margin.
 const followBound = 2*labInterval + labInterval + time.Second
 
-func TestNamespaceAnswersFollowMeasuredLatency(t *testing.T) {
-	l := newLab(t)
-	// One-way delays, client -> fra1, lon1, iad1. Geography sends Seoul and
-	// Frankfurt to fra1; the network says iad1 and lon1.
-	l.setDelays([3][3]int{
+// One-way delays, client -> fra1, lon1, iad1, under which geography and
+// the network disagree: geography sends Seoul and Frankfurt to fra1, the
+// network says iad1 and lon1.
+var (
+	disagreeing = [3][3]int{
 		{60, 70, 10}, // Seoul
 		{30, 5, 50},  // Frankfurt
 		{40, 35, 4},  // New York
-	})
+	}
+	disagreeingMeasured = [3]string{"iad1", "lon1", "iad1"}
+)
+
+func TestNamespaceAnswersFollowMeasuredLatency(t *testing.T) {
+	l := newLab(t)
+	l.setDelays(disagreeing)
 	l.startServe(true)
 	geo := [3]string{"fra1", "fra1", "iad1"}
 	if got := l.answers(); got != geo {
 		t.Fatalf("before any measurement: %v, want the geographic answers %v", got, geo)
 	}
-	start := time.Now()
 	l.startProbes()
-	measured := [3]string{"iad1", "lon1", "iad1"}
-	took := l.await(measured, followBound+2*time.Second, "measured map") // + agents' process start
+	took := l.await(disagreeingMeasured, followBound+2*time.Second, "measured map") // + agents' process start
 	t.Logf("from probe start to measured answers: %v", took)
-	_ = start
 	// The CLI, run where an operator would, explains the measured choice.
 	out, err := l.ns.Command(l.bin, "--api", l.api, "--token", labToken,
 		"map", "explain", "--property", "shop.cdn.example.net", "--client", "198.18.2.9").CombinedOutput()
@@ -406,15 +418,7 @@ func TestNamespaceAnswersFollowMeasuredLatency(t *testing.T) {
 
 func TestNamespaceRestartAnswersFromPersistedMap(t *testing.T) {
 	l := newLab(t)
-	l.setDelays([3][3]int{
-		{60, 70, 10},
-		{30, 5, 50},
-		{40, 35, 4},
-	})
-	l.startServe(true)
-	l.startProbes()
-	measured := [3]string{"iad1", "lon1", "iad1"}
-	l.await(measured, followBound+2*time.Second, "measured map")
+	l.measure(disagreeing, disagreeingMeasured)
 	// Let one more map interval publish (and record) the map, then stop
 	// every report, so that what the restarted server answers can only
 	// come from the file.
@@ -425,23 +429,20 @@ func TestNamespaceRestartAnswersFromPersistedMap(t *testing.T) {
 	}
 	l.serve.Wait()
 	l.startServe(false)
-	if got := l.answers(); got != measured {
-		t.Fatalf("first answers after kill -9 and restart: %v, want the measured %v (geography would say fra1, fra1, iad1)", got, measured)
+	if got := l.answers(); got != disagreeingMeasured {
+		t.Fatalf("first answers after kill -9 and restart: %v, want the measured %v (geography would say fra1, fra1, iad1)", got, disagreeingMeasured)
 	}
 }
 
 func TestNamespaceFailoverOnLinkDown(t *testing.T) {
 	l := newLabWith(t, true)
 	// fra1 is every client's fastest edge.
-	l.setDelays([3][3]int{
+	all := [3]string{"fra1", "fra1", "fra1"}
+	l.measure([3][3]int{
 		{5, 30, 40},
 		{2, 20, 40},
 		{10, 30, 40},
-	})
-	l.startServe(true)
-	l.startProbes()
-	all := [3]string{"fra1", "fra1", "fra1"}
-	l.await(all, followBound+2*time.Second, "measured map")
+	}, all)
 
 	// The bound: failure threshold x check interval, plus a second.
 	detectBound := 3*labCheckInterval + time.Second
@@ -473,10 +474,7 @@ func TestNamespaceJitterWithinThresholdDoesNotFlap(t *testing.T) {
 	// under the 5 ms stability threshold, so the answer must hold. (With
 	// --stability-ms 0 --stability-ratio 0 this test sees the answer flip.)
 	base := [3][3]int{{5, 60, 60}, {11, 11, 60}, {60, 60, 5}}
-	l.setDelays(base)
-	l.startServe(true)
-	l.startProbes()
-	l.await([3]string{"fra1", "fra1", "iad1"}, followBound+2*time.Second, "measured map")
+	l.measure(base, [3]string{"fra1", "fra1", "iad1"})
 	// Those answers may still be geography's (nearest is fra1): a unit's
 	// first measured answer is a new decision, not a flap, and with fra1
 	// and lon1 equally fast it may go either way. Settle on the measured

@@ -214,16 +214,16 @@ func (a *api) routes(gather prometheus.Gatherer) http.Handler {
 	v1 := map[string]http.HandlerFunc{
 		"GET /v1/zone":                 a.getZone,
 		"PUT /v1/zone":                 a.putZone,
-		"GET /v1/edges":                a.listEdges,
+		"GET /v1/edges":                get(a, config.EdgesOf, "", edges),
 		"POST /v1/edges":               a.createEdge,
-		"GET /v1/edges/{id}":           a.getEdge,
+		"GET /v1/edges/{id}":           get(a, config.EdgeOf, "id", config.FindEdge),
 		"PATCH /v1/edges/{id}":         a.patchEdge,
 		"POST /v1/edges/{id}/drain":    a.drainEdge(true),
 		"POST /v1/edges/{id}/undrain":  a.drainEdge(false),
 		"DELETE /v1/edges/{id}":        a.deleteEdge,
-		"GET /v1/properties":           a.listProperties,
+		"GET /v1/properties":           get(a, config.PropertiesOf, "", properties),
 		"POST /v1/properties":          a.createProperty,
-		"GET /v1/properties/{name}":    a.getProperty,
+		"GET /v1/properties/{name}":    get(a, config.PropertyOf, "name", config.FindProperty),
 		"PATCH /v1/properties/{name}":  a.patchProperty,
 		"DELETE /v1/properties/{name}": a.deleteProperty,
 		"POST /v1/apply":               a.apply,
@@ -292,15 +292,18 @@ func edit[T, V any](a *api, w http.ResponseWriter, status int, show func(T) V, f
 	a.write(w, status, err, show(rec))
 }
 
-// get answers what of the configuration fn finds, as show makes it for the
-// wire.
-func get[T, V any](a *api, w http.ResponseWriter, show func(T) V, fn func(c store.Config) (T, error)) {
-	cfg, _, err := a.n.Config()
-	var rec T
-	if err == nil {
-		rec, err = fn(cfg)
+// get is a handler answering what fn finds in the configuration, as show
+// makes it for the wire; fn gets the request's path value param, "" for
+// none.
+func get[T, V any](a *api, show func(T) V, param string, fn func(c store.Config, key string) (T, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		cfg, _, err := a.n.Config()
+		var rec T
+		if err == nil {
+			rec, err = fn(cfg, r.PathValue(param))
+		}
+		a.write(w, http.StatusOK, err, show(rec))
 	}
-	a.write(w, http.StatusOK, err, show(rec))
 }
 
 // update decodes the request's spec and commits the edit fn makes with it.

@@ -31,13 +31,9 @@ func (a *api) putZone(w http.ResponseWriter, r *http.Request) {
 	update(a, w, r, http.StatusOK, config.ZoneOf, config.SetZone)
 }
 
-func (a *api) listEdges(w http.ResponseWriter, r *http.Request) {
-	get(a, w, config.EdgesOf, func(c store.Config) ([]store.Edge, error) { return c.Edges, nil })
-}
-
-func (a *api) getEdge(w http.ResponseWriter, r *http.Request) {
-	get(a, w, config.EdgeOf, func(c store.Config) (store.Edge, error) { return config.FindEdge(c, r.PathValue("id")) })
-}
+// edges and properties are the lists get answers.
+func edges(c store.Config, _ string) ([]store.Edge, error)          { return c.Edges, nil }
+func properties(c store.Config, _ string) ([]store.Property, error) { return c.Properties, nil }
 
 func (a *api) createEdge(w http.ResponseWriter, r *http.Request) {
 	update(a, w, r, http.StatusCreated, config.EdgeOf, func(c *store.Config, s config.EdgeSpec) (store.Edge, error) {
@@ -67,14 +63,6 @@ func (a *api) drainEdge(drain bool) http.HandlerFunc {
 func (a *api) deleteEdge(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	edit(a, w, http.StatusOK, deleted, func(c *store.Config) (string, error) { return id, config.DeleteEdge(c, id) })
-}
-
-func (a *api) listProperties(w http.ResponseWriter, r *http.Request) {
-	get(a, w, config.PropertiesOf, func(c store.Config) ([]store.Property, error) { return c.Properties, nil })
-}
-
-func (a *api) getProperty(w http.ResponseWriter, r *http.Request) {
-	get(a, w, config.PropertyOf, func(c store.Config) (store.Property, error) { return config.FindProperty(c, r.PathValue("name")) })
 }
 
 func (a *api) createProperty(w http.ResponseWriter, r *http.Request) {
