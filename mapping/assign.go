@@ -65,6 +65,12 @@ const (
 	AssignedForStability AssignReason = "stability"
 )
 
+// assigned is an assignment as Decide reads it, beside the unit's other
+// data rather than behind another index (a large map's units do not stay
+// in the CPU's caches): the first edge, and when the assignment is not the
+// best by score, its index in the snapshot's assignments, else -1.
+type assigned struct{ first, moved int32 }
+
 type overrideKey struct {
 	property int32
 	unit     netip.Prefix
@@ -142,9 +148,9 @@ func (b *builder) assign(demand []Demand, previous *Snapshot, st Stability) {
 			}
 			b.yield()
 			if p.unitAssigned == nil {
-				p.unitAssigned = make([]int32, len(s.units))
+				p.unitAssigned = make([]assigned, len(s.units))
 				for i := range p.unitAssigned {
-					p.unitAssigned[i] = -1
+					p.unitAssigned[i] = assigned{-1, -1}
 				}
 			}
 			key := PairKey{p.Name, u.Block}
@@ -260,13 +266,17 @@ func (b *builder) assign(demand []Demand, previous *Snapshot, st Stability) {
 		}
 		a := &s.assignments[w.assignment]
 		a.Edge, a.Best = s.edges[a.first].ID, s.edges[a.natural].ID
+		as := assigned{a.first, -1}
+		if a.Reason != AssignedBest {
+			as.moved = w.assignment
+		}
 		if w.unit >= 0 {
-			w.p.unitAssigned[w.unit] = w.assignment
+			w.p.unitAssigned[w.unit] = as
 		} else if a.first != a.natural {
 			if s.overrides == nil {
-				s.overrides = map[overrideKey]int32{}
+				s.overrides = map[overrideKey]assigned{}
 			}
-			s.overrides[overrideKey{w.p.index, w.key.Unit}] = w.assignment
+			s.overrides[overrideKey{w.p.index, w.key.Unit}] = as
 		}
 	}
 }

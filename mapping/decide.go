@@ -167,8 +167,8 @@ func (p *ServedProperty) rank(client netip.Addr, v6, filter bool, d *Decision) {
 	}
 	first := int32(-1)
 	if s.overrides != nil && filter {
-		if ai, ok := s.overrides[overrideKey{p.index, d.Unit}]; ok {
-			first = p.takeAssigned(ai, v6, d)
+		if a, ok := s.overrides[overrideKey{p.index, d.Unit}]; ok {
+			first = p.takeAssigned(a, v6, d)
 		}
 	}
 	if place != nil && filter && p.placeRank != nil {
@@ -207,20 +207,15 @@ func family(v6 bool) int {
 	return 0
 }
 
-// takeAssigned puts the first edge of assignment ai (-1: none) first in d
-// if the property may answer with it, records the assignment when it moved
-// the answer off the best edge, and returns the edge's index (-1 if not
-// taken).
-func (p *ServedProperty) takeAssigned(ai int32, v6 bool, d *Decision) int32 {
-	if ai < 0 {
-		return -1
-	}
-	a := &p.snap.assignments[ai]
+// takeAssigned puts the first edge of assignment a first in d if the
+// property may answer with it, records the assignment when it moved the
+// answer off the best edge, and returns the edge's index (-1 if not taken).
+func (p *ServedProperty) takeAssigned(a assigned, v6 bool, d *Decision) int32 {
 	if !p.take(a.first, v6, true, d) {
 		return -1
 	}
-	if a.Reason != AssignedBest {
-		d.Assignment = a
+	if a.moved >= 0 {
+		d.Assignment = &p.snap.assignments[a.moved]
 	}
 	return a.first
 }

@@ -78,10 +78,10 @@ type ServedProperty struct {
 	allDown    [2]bool     // [v4, v6]: no usable candidate of that family
 	candidates []int32     // the edges of Pools, indices into the snapshot's edges, by ID
 	member     []bool      // by edge index: is the edge a candidate
-	// unitAssigned is, by unit index, the index of the assignment of the
-	// first edge for that unit (assign.go), -1 for none; nil when no unit
-	// is measured.
-	unitAssigned []int32
+	// unitAssigned is, by unit index, the assignment of the first edge for
+	// that unit (assign.go), first -1 for none; nil when no unit is
+	// measured.
+	unitAssigned []assigned
 }
 
 // HasCapacityLimits reports whether some edge the property may use has a
@@ -120,7 +120,7 @@ type Snapshot struct {
 	load        []float64 // assigned qps by edge index
 	// overrides is, for a unit that no measured target decides, the
 	// assignment whose first edge is not the best by score.
-	overrides map[overrideKey]int32
+	overrides map[overrideKey]assigned
 
 	placeTables []*placeTables // what the properties' placeRank point to
 	// nearest is, per place of a measured unit, the edge indices nearest
