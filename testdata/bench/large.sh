@@ -28,7 +28,7 @@ fi
 dir=$(mktemp -d)
 cp "$WORK/large.db" "$dir/large.db"
 taskset -c 0 bin/edgemap serve --db "$dir/large.db" --max-age 24h --geoip "$WORK/city.mmdb" \
-	--listen 127.0.0.1:5320 --api-listen 127.0.0.1:8120 --node-id large --log-format console ${SERVE_FLAGS:-} >"$dir/serve.log" 2>&1 &
+	--listen 127.0.0.1:5320 --api-listen 127.0.0.1:8120 --node-id large --rrl-exempt 127.0.0.0/8 --log-format console ${SERVE_FLAGS:-} >"$dir/serve.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 for _ in $(seq 300); do curl -sf http://127.0.0.1:8120/healthz >/dev/null && break; sleep 0.2; done
