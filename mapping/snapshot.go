@@ -159,6 +159,10 @@ type Decision struct {
 	Measured bool
 	// Unit is the map unit the client belongs to, for demand counting.
 	Unit netip.Prefix
+	// Place is where the decision put the client: the measured target's
+	// location, else the client's GeoIP place; nil when unknown. For
+	// counting answers by region.
+	Place *Place
 	// FailOpen is set when every edge the property may use is down and the
 	// answer ignores health (AllDownServeBest); AllDown when it is NODATA.
 	FailOpen, AllDown bool
@@ -175,7 +179,7 @@ func (s *Snapshot) Decide(p *Property, client netip.Addr, v6 bool, d *Decision) 
 	// Reset every field: a Decision is reused across queries, and a stale
 	// Unit would pick another network's capacity override.
 	d.N, d.Measured, d.FailOpen, d.AllDown, d.Scope = 0, false, false, false, 0
-	d.Located, d.Unit, d.Client = false, netip.Prefix{}, client
+	d.Located, d.Unit, d.Client, d.Place = false, netip.Prefix{}, client, nil
 	d.ByECS, d.ECSUnused, d.ECSScope = false, "", 0
 	filter := true
 	if p.allDown[fam] {
@@ -188,7 +192,7 @@ func (s *Snapshot) Decide(p *Property, client netip.Addr, v6 bool, d *Decision) 
 	k := min(p.Answers, MaxAnswers)
 	ui, u := s.matchUnit(client)
 	if u != nil && u.ranking != nil {
-		d.Located, d.Measured, d.Unit = true, true, u.Block
+		d.Located, d.Measured, d.Unit, d.Place = true, true, u.Block, u.place
 		d.Scope = narrowScope(u.inner, client, u.Block.Bits())
 		first := int32(-1)
 		if p.unitFirst != nil && filter {
@@ -216,7 +220,7 @@ func (s *Snapshot) Decide(p *Property, client netip.Addr, v6 bool, d *Decision) 
 		d.Unit = clientUnit(client)
 	}
 	place, network := s.locate(client)
-	d.Located = place != nil
+	d.Located, d.Place = place != nil, place
 	if network.IsValid() {
 		d.Scope = network.Bits()
 	}
