@@ -14,3 +14,7 @@ func (s *Snapshot) Targets() iter.Seq2[Target, bool] {
 		}
 	}
 }
+
+// Properties are the snapshot's properties. They are shared with the
+// query path: read them, never change them.
+func (s *Snapshot) Properties() []*Property { return s.props }

@@ -66,3 +66,13 @@ func TestSnapshotTargets(t *testing.T) {
 		t.Errorf("break after one: %d", n)
 	}
 }
+
+func TestSnapshotProperties(t *testing.T) {
+	var names []string
+	for _, p := range testWorld(t, nil).Properties() {
+		names = append(names, p.Name)
+	}
+	if len(names) != len(testProperties()) {
+		t.Fatalf("properties %v, want the %d configured", names, len(testProperties()))
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/ui"
 	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/probe"
 	"github.com/edgemap/edgemap/store"
@@ -39,6 +40,7 @@ type api struct {
 	// collector is the probe collector's limits; Store and Log are set by
 	// routes.
 	collector probe.Collector
+	ui        *ui.Dashboard // nil: no dashboard
 }
 
 func (a *api) routes(gather prometheus.Gatherer) http.Handler {
@@ -84,6 +86,12 @@ func (a *api) routes(gather prometheus.Gatherer) http.Handler {
 	c.Register(collector)
 	mux.Handle("/v1/reports", a.browserSafe(false, collector))
 	mux.Handle("/v1/targets", a.browserSafe(false, collector))
+	if a.ui != nil {
+		// The page reveals no configuration, but is served only by this
+		// API's own names, like every read; its data needs the token.
+		a.ui.Mount(mux, func(h http.Handler) http.Handler { return a.browserSafe(true, h) },
+			func(h http.Handler) http.Handler { return a.admin(h.ServeHTTP) })
+	}
 	mux.Handle("/v1/", a.admin(func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, errf("path", "no such endpoint: %s %s", r.Method, r.URL.Path))
 	}))

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/ui"
 	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/probe"
 	"github.com/edgemap/edgemap/resolver"
@@ -445,6 +446,12 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 	// system instead of staying resident.
 	debug.FreeOSMemory()
 
+	dash := ui.New(ui.Source{Snapshot: n.snap.Load, Measurements: func() []mapping.Measurement { return n.meas.forMap(buildPauser()) }, MaxAge: cfg.MaxAge},
+		ui.Options{TokenRequired: cfg.APIToken != "", WriteError: func(w http.ResponseWriter, status int, field, msg string) {
+			writeErr(w, status, errf(field, "%s", msg))
+		}})
+	go dash.Run(ctx.Done())
+
 	rrl, cookies, err := cfg.DNS.protections(cookieFile, st, log)
 	if err != nil {
 		return err
@@ -452,7 +459,7 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 	dns, err := resolver.Start(resolver.Config{
 		Addr: cfg.Listen,
 		Handler: &resolver.Handler{NodeID: nodeID, Snapshot: &n.snap, Metrics: resolver.NewMetrics(reg), Demand: n.demand,
-			RRL: rrl, Cookies: cookies},
+			RRL: rrl, Cookies: cookies, Activity: dash.Activity()},
 		TCP:    cfg.DNS.TCP,
 		Logger: log.Named("dns"),
 	})
@@ -461,7 +468,7 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 	}
 	defer dns.Close()
 
-	a := &api{n: n, token: cfg.APIToken, hosts: hosts, log: log.Named("api"),
+	a := &api{n: n, token: cfg.APIToken, hosts: hosts, log: log.Named("api"), ui: dash,
 		collector: probe.Collector{BodyTimeout: cfg.CollectorReadTimeout, MaxBufferedBytes: cfg.CollectorMaxBuffered}}
 	tcpLn, err := net.Listen("tcp", cfg.APIListen)
 	if err != nil {
