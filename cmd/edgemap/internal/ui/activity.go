@@ -258,9 +258,12 @@ func (a *Activity) release(t *keyTable, counter func(*minuteCounts, int) *atomic
 		if h <= slotClaimed {
 			continue
 		}
+		// Idle over the window; the column after the current one is out
+		// of it, to be cleared next.
 		idle := true
-		for m := range a.minutes {
-			if counter(&a.minutes[m], i).Load() != 0 {
+		cur := int(a.cur.Load())
+		for age := range windowMinutes {
+			if counter(&a.minutes[(cur-age+ringLen)%ringLen], i).Load() != 0 {
 				idle = false
 				break
 			}
