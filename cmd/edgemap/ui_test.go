@@ -203,7 +203,7 @@ func TestDashboardMapFollowsAnswers(t *testing.T) {
 		t.Errorf("game AAAA (apac has no IPv6: no edge answers): %+v", m)
 	}
 	for path, field := range map[string]string{
-		"/v1/ui/map?family=MX":                "family",
+		"/v1/ui/map?family=MX":              "family",
 		"/v1/ui/map?property=nope.example.": "property",
 	} {
 		code, raw := callRaw(t, s, "GET", path, nil)
