@@ -15,7 +15,7 @@
 
   const $ = (id) => document.getElementById(id);
   const ui = {
-    map: $('map'), land: $('layer-land'), links: $('layer-links'), points: $('layer-points'),
+    map: $('map'), land: $('layer-land'), links: $('layer-links'), places: $('layer-places'), points: $('layer-points'),
     edges: $('layer-edges'), explain: $('layer-explain'), live: $('live'), property: $('property'),
     family: $('family'), zone: $('zone'), note: $('map-note'), summary: $('map-summary'), out: $('explain-out'),
   };
@@ -25,7 +25,7 @@
     colour: new Map(), pos: new Map(), projection: null, tick: 0, busy: false,
     lastOK: 0, lastError: '', activity: null, tab: 'map', k: 1, viewBox: [0, 0, W, H],
     matrix: { group: 'target', q: '', edge: '', sort: 'key', offset: 0, limit: 50, col_offset: 0, col_limit: 16, last: null },
-    explained: null, selectedEdge: '',
+    explained: null, explainParams: null, selectedEdge: '',
   };
 
   // ---- DOM helpers ----
@@ -237,7 +237,8 @@
     ui.zone.textContent = m.zone ? `${m.zone} serial ${m.serial}` : 'no zone';
     for (const f of ['fleet', 'events']) $('tab-' + f).hidden = !m.features[f === 'fleet' ? 'nodes' : 'events'];
 
-    const links = document.createDocumentFragment(), points = document.createDocumentFragment(), edges = document.createDocumentFragment();
+    const links = document.createDocumentFragment(), places = document.createDocumentFragment();
+    const points = document.createDocumentFragment(), edges = document.createDocumentFragment();
     const focusable = m.targets.length + m.places.length <= 600;
     const drawPoint = (p, kind) => {
       if (p.lat == null) return;
@@ -255,7 +256,7 @@
       let el;
       if (kind === 'place') {
         const s = Math.max(3, Math.min(8, 2 + Math.log10(1 + p.answers) * 1.5)) / st.k;
-        el = svg('rect', { class: 'place', x: x - s, y: y - s, width: 2 * s, height: 2 * s, fill: colour, ...attrs }, points);
+        el = svg('rect', { class: 'place', x: x - s, y: y - s, width: 2 * s, height: 2 * s, fill: colour, ...attrs }, places);
         el.dataset.size = s * st.k;
       } else {
         el = svg('circle', { class: `target ${p.basis}${p.targets ? ' group' : ''}`, cx: x, cy: y, fill: p.basis === 'measured' ? colour : null, stroke: p.basis === 'measured' ? null : colour, ...attrs }, points);
@@ -288,6 +289,7 @@
       g.addEventListener('keydown', (ev) => { if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); showEdge(e.id); } });
     }
     ui.links.replaceChildren(links);
+    ui.places.replaceChildren(places);
     ui.points.replaceChildren(points);
     ui.edges.replaceChildren(edges);
 
@@ -300,7 +302,9 @@
       m.omitted ? `${m.omitted} targets in smaller groups not drawn` : '',
       unlocated ? `${unlocated} targets without a GeoIP location are in the table only` : '',
     ].filter(Boolean).join(' · ');
-    if (st.explained) drawExplanation(st.explained);
+    // The explanation follows the map: asked again, it shows what the new
+    // map answers.
+    if (st.explained && st.explainParams) explain(st.explainParams, false, true);
     if (st.selectedEdge) showEdge(st.selectedEdge, true);
     renderTables();
   }
@@ -352,6 +356,7 @@
     if (g) g.classList.add('selected');
     if (quiet && st.explained) return;
     st.explained = null;
+    st.explainParams = null;
     ui.explain.replaceChildren();
     const targets = st.map.targets.filter((t) => t.edge === id).reduce((a, t) => a + (t.targets || 1), 0);
     const places = st.map.places.filter((t) => t.edge === id).length;
@@ -372,21 +377,26 @@
     const [addr, bits] = p.target.split('/');
     return explain({ client: addr, source_prefix: bits }, true);
   }
-  async function explain(params, retryWithResolver) {
+  async function explain(params, retryWithResolver, again) {
     const q = new URLSearchParams({ property: st.property, family: st.family });
     for (const k in params) if (params[k]) q.set(k, params[k]);
-    $('explain-client').value = params.client || '';
-    $('explain-resolver').value = params.resolver || '';
+    if (!again) {
+      $('explain-client').value = params.client || '';
+      $('explain-resolver').value = params.resolver || '';
+    }
+    st.explainParams = params;
     try {
       const x = await api('/v1/map/explain?' + q.toString());
+      if (st.explainParams !== params) return; // another was asked for meanwhile
       st.explained = x;
-      renderExplanation(x);
+      renderExplanation(x, params);
     } catch (err) {
-      if (err instanceof AuthError) return;
+      if (err instanceof AuthError || st.explainParams !== params) return;
       // A client in a special-purpose network is answered for its
       // resolver: a point's own address stands in for it.
       if (retryWithResolver && err.field === 'resolver' && params.client) return explain({ ...params, resolver: params.client }, false);
       st.explained = null;
+      st.explainParams = null;
       ui.explain.replaceChildren();
       ui.out.replaceChildren(h('p', { class: 'error', role: 'alert' }, 'error: ' + err.message));
     }
@@ -398,7 +408,8 @@
 
   const KNOWN = new Set(['property', 'ecs', 'resolver', 'decided_by', 'ecs_unused', 'client', 'family', 'unit', 'geoip_network', 'place', 'scope', 'answers', 'ranking', 'assignment', 'reason']);
   const RANK_KNOWN = ['id', 'pool', 'address', 'distance_km', 'score_ms', 'basis', 'measured', 'health', 'chosen'];
-  function renderExplanation(x) {
+  function renderExplanation(x, params) {
+    ui.out.dataset.client = params.client || '';
     const parts = [h('h3', null, `${x.property} ${x.family} for ${x.client || x.resolver}`)];
     parts.push(h('pre', { id: 'explain-text', tabindex: 0, 'aria-label': 'the explanation as edgemap map explain prints it' }, explainText(x)));
     // Anything the record holds that the CLI's columns do not show yet.
@@ -626,8 +637,8 @@
     });
   }
 
-  ui.property.addEventListener('change', () => { st.property = ui.property.value; st.version = ''; st.explained = null; ui.explain.replaceChildren(); tick(); });
-  ui.family.addEventListener('change', () => { st.family = ui.family.value; st.version = ''; st.explained = null; ui.explain.replaceChildren(); tick(); });
+  ui.property.addEventListener('change', () => { st.property = ui.property.value; st.version = ''; tick(); });
+  ui.family.addEventListener('change', () => { st.family = ui.family.value; st.version = ''; tick(); });
 
   // ---- start ----
   async function start() {
