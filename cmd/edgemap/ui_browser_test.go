@@ -297,17 +297,14 @@ func TestDashboardInBrowser(t *testing.T) {
 	b.await(t, 5*time.Second, "the tables", `document.querySelectorAll('#edges-table tbody tr').length === 10 && document.querySelectorAll('#points-table tbody tr').length >= 3`)
 	b.run(t, chromedp.Focus(chromedp.ID("tab-map")), chromedp.KeyEvent(kb.ArrowRight))
 	b.await(t, 10*time.Second, "the latency matrix by keyboard", `!document.getElementById('view-matrix').hidden && document.querySelectorAll('#matrix-table tbody tr').length === 3`)
+	shot(t, b, "matrix.png")
 	b.run(t, chromedp.KeyEvent(kb.ArrowRight))
 	b.await(t, 10*time.Second, "the activity", `!document.getElementById('view-activity').hidden && document.querySelectorAll('#activity-edges tbody tr').length > 0`)
+	shot(t, b, "activity.png")
 	b.run(t, chromedp.KeyEvent(kb.Home))
 	b.await(t, 5*time.Second, "back to the map", `!document.getElementById('view-map').hidden`)
 
-	png := eval0(t, b, chromedp.CaptureScreenshot())
-	out := filepath.Join(t.ArtifactDir(), "dashboard.png")
-	if err := os.WriteFile(out, png, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("screenshot: %s (%d bytes)", out, len(png))
+	shot(t, b, "dashboard.png")
 	b.checkClean(t, s.API)
 }
 
@@ -338,6 +335,18 @@ func TestDashboardTokenInBrowser(t *testing.T) {
 	}
 	b.mu.Unlock()
 	b.checkClean(t, s.API)
+}
+
+// shot writes a screenshot of the page to the test's output directory
+// (go test -artifacts keeps it).
+func shot(t *testing.T, b *browser, name string) {
+	t.Helper()
+	png := eval0(t, b, chromedp.CaptureScreenshot())
+	out := filepath.Join(t.ArtifactDir(), name)
+	if err := os.WriteFile(out, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s (%d bytes)", out, len(png))
 }
 
 // js is an action that runs JavaScript in the page, as a step of others.
@@ -418,7 +427,6 @@ func TestDashboardLargeMap(t *testing.T) {
 		t.Logf("server: the latency matrix by %s in %v (cold), %d bytes, status %d", group, time.Since(start), len(raw), code)
 	}
 
-	png := eval0(t, b, chromedp.CaptureScreenshot())
-	os.WriteFile(filepath.Join(t.ArtifactDir(), "large.png"), png, 0o644)
+	shot(t, b, "large.png")
 	b.checkClean(t, s.API)
 }

@@ -616,3 +616,23 @@ func BenchmarkQueryActivity(b *testing.B) {
 		})
 	}
 }
+
+// An edge its health check finds down is drawn down, with what decided it
+// and since when, and its clients move, as the answers do.
+func TestDashboardEdgeDown(t *testing.T) {
+	s := startServer(t, demoConfig(t))
+	if code := call(t, s, "PATCH", "/v1/edges/fra1", edgeSpec{Check: ptr("tcp://" + closedPort(t))}, nil); code != http.StatusOK {
+		t.Fatalf("set check: %d", code)
+	}
+	var m uiMap
+	// down-after 3 x 200 ms in the test config.
+	eventually(t, 5*time.Second, "fra1 drawn down", func() bool {
+		getUI(t, s, "/v1/ui/map", &m)
+		return slices.ContainsFunc(m.Edges, func(e uiEdge) bool { return e.ID == "fra1" && e.State == "down" && e.HealthSource == "check" })
+	})
+	for _, p := range m.Targets {
+		if want := edgeOfAnswer(t, s, &m, "shop.cdn.example.net.", p.Target); p.Edge != want || p.Edge == "fra1" {
+			t.Errorf("target %s on the map: %s, DNS answers %s", p.Target, p.Edge, want)
+		}
+	}
+}

@@ -216,3 +216,25 @@ func BenchmarkLargeMap(b *testing.B) {
 		}
 	})
 }
+
+// The fleet's and the event log's panels appear only on a server that has
+// their endpoints.
+func TestFeaturesFollowTheAPI(t *testing.T) {
+	snap, ms := syntheticMap(t, 3, 3, 1)
+	for _, has := range []bool{false, true} {
+		d := testDashboard(snap, ms)
+		mux := http.NewServeMux()
+		mux.Handle("/v1/", http.NotFoundHandler()) // the admin API's catch-all
+		if has {
+			mux.HandleFunc("GET /v1/nodes", func(http.ResponseWriter, *http.Request) {})
+			mux.HandleFunc("GET /v1/events", func(http.ResponseWriter, *http.Request) {})
+		}
+		pass := func(h http.Handler) http.Handler { return h }
+		d.Mount(mux, pass, pass)
+		var v mapView
+		get(t, d.serveMap, "", &v)
+		if v.Features["nodes"] != has || v.Features["events"] != has {
+			t.Errorf("with the endpoints %v: features %v", has, v.Features)
+		}
+	}
+}
