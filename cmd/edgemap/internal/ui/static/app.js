@@ -273,7 +273,7 @@
     for (const e of m.edges) {
       const [x, y] = st.pos.get(e.id);
       const load = e.capacity > 0 ? e.load_qps / e.capacity : 0;
-      const desc = `edge ${e.id} (${e.pool}): ${e.state}${e.health_source && e.health_source !== 'none' ? ' by ' + e.health_source : ''}, load ${e.load_qps} of ${e.capacity || 'unlimited'} qps`;
+      const desc = `edge ${e.id} (${e.pool}): ${e.state}${e.health_source && e.health_source !== 'none' ? ' by ' + e.health_source : ''}${e.since ? ' since ' + new Date(e.since).toLocaleString() : ''}, load ${e.load_qps} of ${e.capacity || 'unlimited'} qps`;
       const g = svg('g', { class: 'edge' + (st.selectedEdge === e.id ? ' selected' : ''), 'data-edge': e.id, 'data-state': e.state, tabindex: 0, role: 'button', 'aria-label': desc }, edges);
       svg('title', {}, g).textContent = desc;
       if (e.capacity > 0) {
