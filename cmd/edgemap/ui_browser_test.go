@@ -288,8 +288,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	})()`)
 	t.Logf("a drained edge reached the page in %v", took)
 	checkLinesFollowDNS(t, s, b, targets)
-	// The explanation shown follows the map too: Frankfurt's is now fra1.
-	b.await(t, 2*time.Second, "the explanation of Frankfurt's target after the drain",
+	// The explanation shown follows the map too: Frankfurt's is now fra1
+	// (asked again once the new map is drawn).
+	b.await(t, 5*time.Second, "the explanation of Frankfurt's target after the drain",
 		`document.querySelector('#layer-explain .x-line.chosen[data-explain-edge="fra1"]') && document.querySelector('#explain-table tr.chosen') && document.querySelector('#explain-table tr.chosen').textContent.includes('fra1')`)
 
 	// Every view as a table, reachable from the keyboard.

@@ -34,8 +34,11 @@ const (
 
 // mapView is what the map draws for one property and family.
 type mapView struct {
+	// Version and Built lead the answer but are left out of the hash
+	// that makes Version: a map rebuilt with the same content (every map
+	// interval) is not sent again.
 	Version    string     `json:"version,omitempty"`
-	Built      time.Time  `json:"built"`
+	Built      time.Time  `json:"built,omitzero"`
 	Zone       string     `json:"zone,omitempty"`
 	Serial     uint32     `json:"serial,omitempty"`
 	GeoIP      string     `json:"geoip,omitempty"`
@@ -92,6 +95,7 @@ type mapEntry struct {
 	snap    *mapping.Snapshot
 	made    time.Time
 	version string
+	built   time.Time
 	body    []byte
 	gz      []byte
 }
@@ -122,7 +126,7 @@ func (d *Dashboard) serveMap(w http.ResponseWriter, r *http.Request) {
 	}
 	e := d.mapEntry(snap, mapKey{strings.ToLower(property), family})
 	if since := q.Get("since"); since != "" && since == e.version {
-		d.writeJSON(w, r, map[string]any{"version": e.version, "unchanged": true})
+		d.writeJSON(w, r, map[string]any{"version": e.version, "built": e.built, "unchanged": true})
 		return
 	}
 	writeData(w, r, e.body, e.gz)
@@ -138,12 +142,14 @@ func (d *Dashboard) mapEntry(snap *mapping.Snapshot, key mapKey) *mapEntry {
 		return e
 	}
 	v := d.makeMap(snap, key, now)
-	body, _ := json.Marshal(v) // Version is empty: the body is hashed without it
+	v.Built = time.Time{}
+	body, _ := json.Marshal(v) // without Version and Built: what is hashed
 	h := fnv.New64a()
 	h.Write(body)
 	version := hex.EncodeToString(h.Sum(nil))
-	body = append([]byte(`{"version":"`+version+`",`), body[1:]...)
-	e := &mapEntry{snap: snap, made: now, version: version, body: body}
+	built, _ := json.Marshal(snap.Built())
+	body = append([]byte(`{"version":"`+version+`","built":`+string(built)+`,`), body[1:]...)
+	e := &mapEntry{snap: snap, made: now, version: version, built: snap.Built(), body: body}
 	if len(body) > 1024 {
 		e.gz = gzipped(body)
 	}
@@ -184,7 +190,7 @@ func propertyNames(snap *mapping.Snapshot) []string {
 }
 
 func (d *Dashboard) makeMap(snap *mapping.Snapshot, key mapKey, now time.Time) *mapView {
-	v := &mapView{Built: snap.Built(), Properties: propertyNames(snap), Property: key.property, Family: key.family,
+	v := &mapView{Properties: propertyNames(snap), Property: key.property, Family: key.family,
 		Edges: []edgeView{}, Targets: []point{}, Places: []point{},
 		Features: map[string]bool{"nodes": d.hasEndpoint("/v1/nodes"), "events": d.hasEndpoint("/v1/events")}}
 	if z := snap.Zone(); z != nil {

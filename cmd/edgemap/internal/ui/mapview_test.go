@@ -238,3 +238,44 @@ func TestFeaturesFollowTheAPI(t *testing.T) {
 		}
 	}
 }
+
+// A map rebuilt with the same content keeps its version, so pages polling
+// it get "unchanged" and the new map's time; a change makes a new one.
+func TestMapVersionIgnoresRebuilds(t *testing.T) {
+	snap, ms := syntheticMap(t, 5, 20, 2)
+	current := snap
+	d := testDashboard(snap, ms)
+	d.src.Snapshot = func() *mapping.Snapshot { return current }
+	var first mapView
+	get(t, d.serveMap, "", &first)
+
+	in := mapping.Inputs{Zone: &mapping.Zone{Name: "cdn.test.", Serial: 1}, Geo: snap.Geo(), Now: mapNow.Add(10 * time.Second), MaxAge: time.Hour,
+		Properties: []mapping.Property{{Name: "www.cdn.test.", Pools: []string{"global"}, TTL: 20, Answers: 1}}, Measurements: ms}
+	in.Edges = append([]mapping.Edge(nil), snap.Edges()...) // a snapshot's are read-only
+	for tg := range snap.Targets() {
+		in.Targets = append(in.Targets, tg)
+	}
+	rebuilt, err := mapping.Build(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	current = rebuilt
+	var again struct {
+		Version   string    `json:"version"`
+		Unchanged bool      `json:"unchanged"`
+		Built     time.Time `json:"built"`
+	}
+	get(t, d.serveMap, "since="+first.Version, &again)
+	if !again.Unchanged || again.Version != first.Version || !again.Built.Equal(rebuilt.Built()) {
+		t.Fatalf("after a rebuild with the same content: %+v, want unchanged with the new map's time %v", again, rebuilt.Built())
+	}
+	in.Edges[0].Draining = true
+	if current, err = mapping.Build(in); err != nil {
+		t.Fatal(err)
+	}
+	again.Unchanged = false
+	get(t, d.serveMap, "since="+first.Version, &again)
+	if again.Unchanged || again.Version == first.Version {
+		t.Fatalf("after a drain: %+v, want a new version", again)
+	}
+}

@@ -503,7 +503,10 @@
     if (st.property) q.set('property', st.property);
     if (st.version) q.set('since', st.version);
     const m = await api('/v1/ui/map?' + q.toString());
-    if (m.unchanged) return false;
+    if (m.unchanged) {
+      if (st.map) st.map.built = m.built;
+      return false;
+    }
     st.version = m.version;
     renderMap(m);
     return true;
