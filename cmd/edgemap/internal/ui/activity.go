@@ -34,7 +34,7 @@ import (
 // counts in the one before, and an answer racing the release of its key's
 // idle slot may be counted under the next key to claim it.
 type Activity struct {
-	seed    maphash.Seed // per process: which edge ids share a probe run cannot be aimed at
+	seed    maphash.Seed // hashes edge ids, per process
 	cur     atomic.Int32 // the minute column answers go to
 	ticks   atomic.Int64 // minutes since start, for how much of the hour is counted
 	started time.Time
@@ -87,8 +87,9 @@ type keyTable struct {
 // keySlot is one key. Its fields are written by the answer that claims the
 // slot (state slotFree to slotClaimed) before it publishes the key's hash
 // in state, and read by readers only after they load that hash, holding
-// Activity.mu; only the minute clock frees a slot, holding it too. Answers compare hashes, never the fields: two
-// keys sharing a 64-bit hash would be counted as one.
+// Activity.mu; only the minute clock frees a slot, holding it too.
+// Answers compare hashes, never the fields: two keys sharing a 64-bit hash
+// would be counted as one.
 type keySlot struct {
 	state  atomic.Uint64 // slotFree, slotClaimed or the key's hash
 	edge   string
@@ -319,42 +320,45 @@ func (a *Activity) view(now time.Time) activityView {
 	if v.Covered == windowMinutes {
 		v.Since = now.Add(-windowMinutes * time.Minute)
 	}
-	byKey := map[string]int{} // duplicates of one key (a claim race) add up
-	add := func(list []series, s series) []series {
+	// Two slots of one key (two answers claimed one each at once) add up;
+	// keys are told apart by their hash (the country's index for regions,
+	// slotClaimed, which no key has, for "other").
+	byKey := map[uint64]int{}
+	add := func(list []series, key uint64, s series) []series {
 		if s.Total == 0 {
 			return list
 		}
-		if j, ok := byKey[s.Key]; ok {
+		if j, ok := byKey[key]; ok {
 			for m := range s.PerMinute {
 				list[j].PerMinute[m] += s.PerMinute[m]
 			}
 			list[j].Total += s.Total
 			return list
 		}
-		byKey[s.Key] = len(list)
+		byKey[key] = len(list)
 		return append(list, s)
 	}
 	for i := range a.edges.slots {
 		sl := &a.edges.slots[i]
-		if sl.state.Load() > slotClaimed {
-			v.Edges = add(v.Edges, sum(sl.edge, func(m *minuteCounts) uint64 { return m.edges[i].Load() }))
+		if h := sl.state.Load(); h > slotClaimed {
+			v.Edges = add(v.Edges, h, sum(sl.edge, func(m *minuteCounts) uint64 { return m.edges[i].Load() }))
 		}
 	}
-	v.Edges = add(v.Edges, sum(otherKey, func(m *minuteCounts) uint64 { return m.edges[edgeSlots].Load() }))
+	v.Edges = add(v.Edges, slotClaimed, sum(otherKey, func(m *minuteCounts) uint64 { return m.edges[edgeSlots].Load() }))
 	clear(byKey)
 	for i := range countrySlots {
-		v.Regions = add(v.Regions, sum(countryCode(i), func(m *minuteCounts) uint64 { return m.countries[i].Load() }))
+		v.Regions = add(v.Regions, uint64(i), sum(countryCode(i), func(m *minuteCounts) uint64 { return m.countries[i].Load() }))
 	}
 	clear(byKey)
 	for i := range a.places.slots {
 		sl := &a.places.slots[i]
-		if sl.state.Load() > slotClaimed {
+		if h := sl.state.Load(); h > slotClaimed {
 			s := sum(placeName(sl.place), func(m *minuteCounts) uint64 { return m.places[i].Load() })
 			s.place, s.client = sl.place, sl.client
-			v.Places = add(v.Places, s)
+			v.Places = add(v.Places, h, s)
 		}
 	}
-	v.Places = add(v.Places, sum(otherKey, func(m *minuteCounts) uint64 { return m.places[placeSlots].Load() }))
+	v.Places = add(v.Places, slotClaimed, sum(otherKey, func(m *minuteCounts) uint64 { return m.places[placeSlots].Load() }))
 	for _, s := range v.Regions {
 		v.Total += s.Total
 	}

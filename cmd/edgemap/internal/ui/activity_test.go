@@ -65,6 +65,17 @@ func TestActivityCounts(t *testing.T) {
 	if v.Edges[0].Key != "fra1" || v.Regions[0].Key != "DE" {
 		t.Errorf("busiest first: edges %v, regions %v", v.Edges[0].Key, v.Regions[0].Key)
 	}
+	// A place of the same name elsewhere is another place.
+	answer(a, 1, fra1, &mapping.Place{Lat: 38.2, Lon: -85.7, City: "Frankfurt", Country: "DE"}, clientDE)
+	n := 0
+	for _, p := range a.view(actStart).Places {
+		if p.Key == "Frankfurt, DE" {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Errorf("%d places named Frankfurt, DE; want the two apart", n)
+	}
 }
 
 // Each minute is its own column, oldest first; a count leaves the window
