@@ -143,7 +143,7 @@ func loadAssets() map[string]*asset {
 		if a.ctype == "" {
 			a.ctype = "application/octet-stream"
 		}
-		if z := gzipped(body); len(z) < len(body)*9/10 {
+		if z := gzipped(body, gzip.BestCompression); len(z) < len(body)*9/10 {
 			a.gz = z
 		}
 		out[name] = a
@@ -153,9 +153,9 @@ func loadAssets() map[string]*asset {
 	return out
 }
 
-func gzipped(b []byte) []byte {
+func gzipped(b []byte, level int) []byte {
 	var buf bytes.Buffer
-	z, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	z, _ := gzip.NewWriterLevel(&buf, level)
 	z.Write(b)
 	z.Close()
 	return buf.Bytes()

@@ -2,6 +2,7 @@ package ui
 
 import (
 	"cmp"
+	"compress/gzip"
 	"encoding/hex"
 	"encoding/json"
 	"hash/fnv"
@@ -34,11 +35,11 @@ const (
 
 // mapView is what the map draws for one property and family.
 type mapView struct {
-	// Version and Built lead the answer but are left out of the hash
-	// that makes Version: a map rebuilt with the same content (every map
-	// interval) is not sent again.
+	// Version is the hash of the rest, which mapEntry puts in front with
+	// the map's time ("built") after hashing: a map rebuilt with the same
+	// content (every map interval) keeps its version, and is not sent
+	// again. Empty while hashed.
 	Version    string     `json:"version,omitempty"`
-	Built      time.Time  `json:"built,omitzero"`
 	Zone       string     `json:"zone,omitempty"`
 	Serial     uint32     `json:"serial,omitempty"`
 	GeoIP      string     `json:"geoip,omitempty"`
@@ -141,9 +142,7 @@ func (d *Dashboard) mapEntry(snap *mapping.Snapshot, key mapKey) *mapEntry {
 	if e := d.mapCache[key]; e != nil && e.snap == snap && now.Sub(e.made) < mapRefresh {
 		return e
 	}
-	v := d.makeMap(snap, key, now)
-	v.Built = time.Time{}
-	body, _ := json.Marshal(v) // without Version and Built: what is hashed
+	body, _ := json.Marshal(d.makeMap(snap, key, now))
 	h := fnv.New64a()
 	h.Write(body)
 	version := hex.EncodeToString(h.Sum(nil))
@@ -151,7 +150,7 @@ func (d *Dashboard) mapEntry(snap *mapping.Snapshot, key mapKey) *mapEntry {
 	body = append([]byte(`{"version":"`+version+`","built":`+string(built)+`,`), body[1:]...)
 	e := &mapEntry{snap: snap, made: now, version: version, built: snap.Built(), body: body}
 	if len(body) > 1024 {
-		e.gz = gzipped(body)
+		e.gz = gzipped(body, gzip.DefaultCompression) // made every map interval: the fast level
 	}
 	if len(d.mapCache) >= maxMapCache {
 		clear(d.mapCache)
