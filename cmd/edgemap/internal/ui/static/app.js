@@ -302,9 +302,7 @@
       m.omitted ? `${m.omitted} targets in smaller groups not drawn` : '',
       unlocated ? `${unlocated} targets without a GeoIP location are in the table only` : '',
     ].filter(Boolean).join(' · ');
-    // The explanation follows the map: asked again, it shows what the new
-    // map answers.
-    if (st.explained && st.explainParams) explain(st.explainParams, false, true);
+    if (st.explained) drawExplanation(st.explained);
     if (st.selectedEdge) showEdge(st.selectedEdge, true);
     renderTables();
   }
@@ -509,6 +507,9 @@
     }
     st.version = m.version;
     renderMap(m);
+    // The explanation follows the map: asked again, it shows what the new
+    // map answers.
+    if (st.explained && st.explainParams) explain(st.explainParams, false, true);
     return true;
   }
   async function refreshActivity() {
