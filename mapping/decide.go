@@ -56,9 +56,11 @@ type Decision struct {
 	// prefix.
 	Scope   int
 	Located bool
-	// Place and Network are the client's GeoIP location and network when
-	// geography ranked (Place nil: the database has no location for the
-	// network, which is then the default order).
+	// Place is where the decision put the client: the measured target's
+	// location (its probe address's GeoIP place) when measurements ranked,
+	// else the client's own GeoIP location; nil when there is none (then
+	// the default order ranked, unless measurements did). Network is the
+	// client's GeoIP network when geography ranked.
 	Place   *Place
 	Network netip.Prefix
 	// Set by DecideQuery: ByECS when the query's ECS address decided, else
@@ -136,7 +138,7 @@ func (p *ServedProperty) rank(client netip.Addr, v6, filter bool, d *Decision) {
 			}
 		}
 		if d.N > 0 {
-			d.Basis, d.Measured = BasisMeasured, true
+			d.Basis, d.Measured, d.Place = BasisMeasured, true, u.place
 			return
 		}
 		// None of the property's edges is among the unit's best: the

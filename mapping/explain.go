@@ -100,11 +100,10 @@ func (s *Snapshot) Explain(name string, q Query, v6 bool) (*Explanation, error) 
 		return nil, &FieldError{Field: "resolver", Msg: fmt.Sprintf("%s, so the query's source address decides (ECS scope /%d): give the resolver's address", why, d.ECSScope)}
 	}
 	var u *unit
+	x.Place, x.Network = d.Place, d.Network
 	if d.Measured {
 		u = &s.units[d.unit]
-		x.Unit, x.Place = unitName(u), u.place
-	} else {
-		x.Place, x.Network = d.Place, d.Network
+		x.Unit = unitName(u)
 	}
 	if d.Assignment != nil {
 		x.Assignment = new(*d.Assignment)

@@ -24,12 +24,18 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 		// Only edgemap's own response types reach here; they always marshal.
 		panic(fmt.Errorf("marshal response: %w", err))
 	}
-	h := w.Header()
+	SetJSONHeaders(w.Header())
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+// SetJSONHeaders sets the headers of every JSON answer, for a handler that
+// writes a body it encoded before (the dashboard's map, encoded and gzipped
+// once for every page that polls it).
+func SetJSONHeaders(h http.Header) {
 	h.Set("Content-Type", "application/json")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
 }
 
 // WriteError answers err as a JSON mapping.FieldError ({"field": ...,

@@ -34,6 +34,9 @@ type Handler struct {
 	Metrics *Metrics
 	// Demand, if not nil, is told of every property answer, for capacity.
 	Demand DemandObserver
+	// Activity, if not nil, is told of every property answer's first
+	// edge, for the dashboard.
+	Activity ActivityObserver
 	// RRL, if not nil, limits the rate of UDP responses (rrl.go).
 	RRL *RateLimiter
 	// Cookies, if not nil, answers DNS Cookies (cookie.go); a query with
@@ -56,6 +59,14 @@ const maxAmplification = 4
 // is called per query, so it must be cheap and safe for concurrent use.
 type DemandObserver interface {
 	Observe(property string, unit netip.Prefix, src netip.Addr)
+}
+
+// ActivityObserver counts answers by the edge that answers first and the
+// place the decision put the client (nil when unknown); client is the
+// address that decided. It is called per query, so it must be cheap,
+// allocation-free and safe for concurrent use.
+type ActivityObserver interface {
+	Answered(edge *mapping.Edge, place *mapping.Place, client netip.Addr)
 }
 
 // queryState is what the general path learns about a query beyond its
@@ -398,13 +409,16 @@ func (h *Handler) edgeAnswer(m *dns.Msg, p *mapping.ServedProperty, question dns
 }
 
 // decided counts what a decision means beyond its answer: demand for
-// capacity, and answers given although every edge was down.
+// capacity, activity, and answers given although every edge was down.
 func (h *Handler) decided(p *mapping.ServedProperty, d *mapping.Decision, src netip.Addr) {
 	if d.FailOpen {
 		h.Metrics.failedOpen()
 	}
 	if h.Demand != nil && d.Unit.IsValid() && p.HasCapacityLimits() {
 		h.Demand.Observe(p.Name, d.Unit, src)
+	}
+	if h.Activity != nil && d.N > 0 {
+		h.Activity.Answered(d.Edges[0], d.Place, d.Client)
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/api"
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/node"
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/ui"
 	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/probe"
 	"github.com/edgemap/edgemap/resolver"
@@ -352,6 +353,13 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 	// system instead of staying resident.
 	debug.FreeOSMemory()
 
+	// The dashboard's count of the last hour's answers, fed by the
+	// resolver and shown by the API.
+	activity := ui.NewActivity(time.Now())
+	stopActivity, activityDone := make(chan struct{}), make(chan struct{})
+	go func() { activity.Run(stopActivity); close(activityDone) }()
+	defer func() { close(stopActivity); <-activityDone }()
+
 	rrl, cookies, err := cfg.DNS.protections(cookieFile, st, log)
 	if err != nil {
 		return err
@@ -359,7 +367,7 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 	dns, err := resolver.Start(resolver.Config{
 		Addr: cfg.Listen,
 		Handler: &resolver.Handler{NodeID: nodeID, Snapshot: n.Snapshot(), Metrics: resolver.NewMetrics(reg), Demand: n.Demand(),
-			RRL: rrl, Cookies: cookies},
+			RRL: rrl, Cookies: cookies, Activity: activity},
 		TCP:    cfg.DNS.TCP,
 		Logger: log.Named("dns"),
 	})
@@ -370,7 +378,8 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 	apiSrv, err := api.Listen(cfg.APIListen, &api.Options{Node: n, Token: cfg.APIToken, AllowedHosts: cfg.APIAllowedHosts,
 		Log: log.Named("api"), Metrics: reg, Pprof: cfg.Pprof,
 		ReadTimeout: cfg.APIReadTimeout, WriteTimeout: cfg.APIWriteTimeout, IdleTimeout: cfg.APIIdleTimeout, MaxConns: cfg.APIMaxConns,
-		CollectorBodyTimeout: cfg.CollectorReadTimeout, CollectorMaxBuffered: cfg.CollectorMaxBuffered})
+		CollectorBodyTimeout: cfg.CollectorReadTimeout, CollectorMaxBuffered: cfg.CollectorMaxBuffered,
+		Activity: activity})
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@
 #   testdata/bench/large.sh                      # RATE=150000 DURATION=30s
 #   RATE=150000 DURATION=600s RSS_EVERY=30 testdata/bench/large.sh   # the soak
 #   SERVE_FLAGS="--map-interval 1h" testdata/bench/large.sh           # no rebuilds
+#   DASHBOARD=1 testdata/bench/large.sh          # with the dashboard open in headless Chromium
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PEERS=${PEERS:-$(cd ../shared/bench/peers && pwd)}
@@ -37,6 +38,19 @@ echo "serving the large map; RSS $(rss) MiB"
 (while kill -0 $pid 2>/dev/null; do echo "$(date +%T) $(rss)" >>"$dir/rss.txt"; sleep "$RSS_EVERY"; done) &
 sampler=$!
 trap 'kill $sampler $pid 2>/dev/null || true; cp "$dir/serve.log" "$WORK/large-serve.log"; rm -rf "$dir"' EXIT
+browser=
+if [ -n "${DASHBOARD:-}" ]; then
+	# The dashboard open as an operator would leave it, on the load
+	# generator's CPU: it polls the map every second and the activity every
+	# five, which the server answers beside the queries. Loopback only.
+	taskset -c 1 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking \
+		--disable-component-update --disable-sync --no-proxy-server --host-resolver-rules="MAP * ~NOTFOUND , EXCLUDE 127.0.0.1" \
+		--user-data-dir="$dir/chromium" --window-size=1366,768 http://127.0.0.1:8120/ui/ >"$dir/chromium.log" 2>&1 &
+	browser=$!
+	trap 'kill $browser $sampler $pid 2>/dev/null || true; cp "$dir/serve.log" "$WORK/large-serve.log"; rm -rf "$dir"' EXIT
+	sleep 5 # the page's first load
+	echo "dashboard open: $(curl -s http://127.0.0.1:8120/metrics | grep '^edgemap_api_connections ')"
+fi
 taskset -c 1 bin/loadgen -server 127.0.0.1:5320 -blocks "$WORK/large-blocks.txt" -rate "$RATE" -duration "$DURATION" -window "$WINDOW"
 curl -s http://127.0.0.1:8120/metrics | grep -E '^edgemap_map_build_seconds_(sum|count)|^go_gc_duration_seconds_count'
 echo "RSS (MiB) every ${RSS_EVERY}s: $(awk '{printf "%s ", $2}' "$dir/rss.txt")"

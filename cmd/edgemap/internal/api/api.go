@@ -19,6 +19,7 @@ import (
 
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/node"
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/ui"
 	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/probe"
 	"github.com/edgemap/edgemap/store"
@@ -50,6 +51,9 @@ type Options struct {
 	// MaxBufferedBytes); zero is probe's default.
 	CollectorBodyTimeout time.Duration
 	CollectorMaxBuffered int64
+	// Activity is the resolver's answer counter, which the dashboard
+	// shows; nil: the dashboard shows no answers.
+	Activity *ui.Activity
 }
 
 // api is the admin HTTP API. The CLI is a thin client of it, so everything
@@ -63,6 +67,7 @@ type api struct {
 	log   *zap.Logger
 	// collector is the probe collector, serving /v1/reports and /v1/targets.
 	collector probe.Collector
+	activity  *ui.Activity
 }
 
 // errNoSnapshot is what is answered before a map is published.
@@ -127,7 +132,7 @@ func newAPI(opts *Options) (*api, error) {
 		return nil, err
 	}
 	log := cmp.Or(opts.Log, zap.NewNop())
-	a := &api{n: opts.Node, token: opts.Token, hosts: hosts, log: log}
+	a := &api{n: opts.Node, token: opts.Token, hosts: hosts, log: log, activity: opts.Activity}
 	a.collector.BodyTimeout, a.collector.MaxBufferedBytes = opts.CollectorBodyTimeout, opts.CollectorMaxBuffered
 	return a, nil
 }
@@ -211,7 +216,10 @@ func (a *api) routes(gather prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", a.healthz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gather, promhttp.HandlerOpts{}))
-	v1 := map[string]http.HandlerFunc{
+	var v1 map[string]http.HandlerFunc
+	dash := ui.New(ui.Source{Snapshot: a.n.Snapshot().Load, Measurements: a.n.Measurements, MaxAge: a.n.MaxAge(), Activity: a.activity},
+		ui.Options{TokenRequired: a.token != "", HasEndpoint: func(path string) bool { return v1["GET "+path] != nil }})
+	v1 = map[string]http.HandlerFunc{
 		"GET /v1/zone":                 a.getZone,
 		"PUT /v1/zone":                 a.putZone,
 		"GET /v1/edges":                get(a, config.EdgesOf, "", edges),
@@ -235,10 +243,16 @@ func (a *api) routes(gather prometheus.Gatherer) http.Handler {
 		"GET /v1/keys":                 a.listKeys,
 		"POST /v1/keys":                a.createKey,
 		"DELETE /v1/keys/{id}":         a.deleteKey,
+		"GET /v1/ui/map":               dash.ServeMap,
+		"GET /v1/ui/matrix":            dash.ServeMatrix,
+		"GET /v1/ui/activity":          dash.ServeActivity,
 	}
 	for pattern, h := range v1 {
 		mux.Handle(pattern, a.admin(h))
 	}
+	// The dashboard's page reveals nothing (its data above needs the
+	// token), but is served only by this API's own names and origin.
+	mux.Handle("GET /ui/", a.browserSafe(true, http.HandlerFunc(dash.ServePage)))
 	// Probes authenticate each request with their own key, not the token,
 	// and get no Host check: agents reach name servers by whatever names
 	// their --collector URLs use, and a web page, even one that rebinds a

@@ -25,7 +25,9 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
+	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/probe"
+	"github.com/edgemap/edgemap/store"
 )
 
 // The demo world (testdata/world.yaml) and the test GeoIP database, by
@@ -47,10 +49,9 @@ type Addrs struct {
 	API string
 }
 
-// AskA asks for name's A records as a resolver would, with ECS for subnet
-// unless it is empty, and returns the response and its A addresses.
-func (a Addrs) AskA(t testing.TB, name, subnet string) (*dns.Msg, []string) {
-	t.Helper()
+// QueryMsg is a query for name's A records as a resolver sends it: with
+// EDNS, and ECS for subnet unless it is empty.
+func QueryMsg(name, subnet string) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetQuestion(name, dns.TypeA)
 	m.SetEdns0(1232, false)
@@ -63,6 +64,47 @@ func (a Addrs) AskA(t testing.TB, name, subnet string) (*dns.Msg, []string) {
 		m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: family,
 			SourceNetmask: uint8(p.Bits()), Address: p.Addr().AsSlice()})
 	}
+	return m
+}
+
+// PackedQuery is QueryMsg in wire format, for a handler's AppendResponse.
+func PackedQuery(t testing.TB, name, subnet string) []byte {
+	t.Helper()
+	req, err := QueryMsg(name, subnet).Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
+}
+
+// WorldSnapshot is the demo world with the test GeoIP database, built
+// into the map a name server seeded with them publishes.
+func WorldSnapshot(t testing.TB) *mapping.Snapshot {
+	t.Helper()
+	w, err := config.ReadWorld(World)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c store.Config
+	if err := w.ApplyTo(&c, false); err != nil {
+		t.Fatal(err)
+	}
+	in := config.Inputs(c)
+	if in.Geo, err = mapping.OpenGeo(GeoIP); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := mapping.Build(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snap
+}
+
+// AskA asks for name's A records as a resolver would, with ECS for subnet
+// unless it is empty, and returns the response and its A addresses.
+func (a Addrs) AskA(t testing.TB, name, subnet string) (*dns.Msg, []string) {
+	t.Helper()
+	m := QueryMsg(name, subnet)
 	r, _, err := new(dns.Client).Exchange(m, a.DNS.String())
 	if err != nil {
 		t.Fatalf("query %s: %v", name, err)

@@ -10,13 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
-
-	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/edgetest"
 	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/resolver"
-	"github.com/edgemap/edgemap/store"
 )
 
 // demandOf returns the demand rates give for one pair (0 if absent).
@@ -276,36 +272,11 @@ func BenchmarkDemandScan(b *testing.B) {
 // A query with ECS through the resolver's handler, counted by the table.
 // (TestQueryAllocs pins the handler without an observer.)
 func TestQueryWithDemandAllocs(t *testing.T) {
-	w, err := config.ReadWorld(edgetest.World)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var c store.Config
-	if err := w.ApplyTo(&c, false); err != nil {
-		t.Fatal(err)
-	}
-	geo, err := mapping.OpenGeo(edgetest.GeoIP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	in := config.Inputs(c)
-	in.Geo = geo
-	snap, err := mapping.Build(in)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var current atomic.Pointer[mapping.Snapshot]
-	current.Store(snap)
+	current.Store(edgetest.WorldSnapshot(t))
 	dc := NewDemand(demandStart, 1024, 0, nil) // no cap: count them all
 	h := &resolver.Handler{Snapshot: &current, Demand: dc}
-	m := new(dns.Msg)
-	m.SetQuestion("shop.cdn.example.net.", dns.TypeA)
-	m.SetEdns0(1232, false)
-	m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: 24, Address: unitParis.Addr().AsSlice()})
-	req, err := m.Pack()
-	if err != nil {
-		t.Fatal(err)
-	}
+	req := edgetest.PackedQuery(t, "shop.cdn.example.net.", unitParis.String())
 	buf := make([]byte, 0, 4096)
 	const runs = 1000
 	if n := testing.AllocsPerRun(runs, func() { buf = h.AppendResponse(buf[:0], req, resolverA, false) }); n != 0 {

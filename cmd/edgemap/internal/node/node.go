@@ -282,6 +282,15 @@ func (n *Node) Snapshot() *atomic.Pointer[mapping.Snapshot] { return &n.snap }
 // Demand is the per-query demand counter, which the resolver feeds.
 func (n *Node) Demand() *Demand { return n.demand }
 
+// Measurements are the smoothed measurements the map is built from, stale
+// ones included, for reading only: the same slice until a report or a
+// prune changes them. Making a new one yields the core now and then, as a
+// build does.
+func (n *Node) Measurements() []mapping.Measurement { return n.meas.forMap(buildPauser()) }
+
+// MaxAge is how old a measurement may be and still decide (Options.MaxAge).
+func (n *Node) MaxAge() time.Duration { return n.opts.MaxAge }
+
 // Config is the configuration as its store has it now, and its revision.
 func (n *Node) Config() (store.Config, uint64, error) { return n.source.ConfigAt() }
 

@@ -1,0 +1,83 @@
+package ui
+
+import (
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/edgetest"
+	"github.com/edgemap/edgemap/mapping"
+	"github.com/edgemap/edgemap/resolver"
+)
+
+// resolverAddr is the source address of the tests' queries.
+var resolverAddr = netip.MustParseAddr("192.0.2.53")
+
+// activityHandler is a resolver handler over the demo world, with metrics
+// as serve has them and act (nil: none) counting its answers, and a query
+// for it: a property A query with ECS from Paris, which no target holds,
+// so GeoIP decides and the activity counts a place.
+func activityHandler(t testing.TB, act *Activity) (*resolver.Handler, []byte) {
+	var current atomic.Pointer[mapping.Snapshot]
+	current.Store(edgetest.WorldSnapshot(t))
+	h := &resolver.Handler{Snapshot: &current, Metrics: resolver.NewMetrics(prometheus.NewRegistry())}
+	if act != nil {
+		h.Activity = act
+	}
+	return h, edgetest.PackedQuery(t, "shop.cdn.example.net.", "198.19.1.0/24")
+}
+
+// answersOf is how many answers act counted for the edge id.
+func answersOf(act *Activity, id string) uint64 {
+	for _, s := range act.view(time.Now()).Edges {
+		if s.Key == id {
+			return s.Total
+		}
+	}
+	return 0
+}
+
+// The query path with the dashboard's counting still allocates nothing:
+// the handler with a real Activity answers without allocating, and every
+// answer is counted. (resolver's TestQueryAllocs pins the handler without
+// it.)
+func TestQueryWithActivityAllocs(t *testing.T) {
+	act := NewActivity(time.Now())
+	h, req := activityHandler(t, act)
+	buf := make([]byte, 0, 4096)
+	const runs = 1000
+	if n := testing.AllocsPerRun(runs, func() { buf = h.AppendResponse(buf[:0], req, resolverAddr, false) }); n != 0 {
+		t.Fatalf("a property query with activity counting allocates %v times; the budget is 0", n)
+	}
+	var r dns.Msg
+	if err := r.Unpack(buf); err != nil || len(r.Answer) != 1 {
+		t.Fatalf("answer %v %v", &r, err)
+	}
+	// AllocsPerRun runs once more to warm up. Paris is nearest to lon1.
+	if got := answersOf(act, "lon1"); got != runs+1 {
+		t.Fatalf("lon1 counted %d answers, want %d", got, runs+1)
+	}
+}
+
+// What counting answers for the dashboard adds to a query: compare
+// without/ and with/ (GOMAXPROCS=1 as make bench runs it).
+func BenchmarkQueryActivity(b *testing.B) {
+	for _, act := range []*Activity{nil, NewActivity(time.Now())} {
+		h, req := activityHandler(b, act)
+		name := "without"
+		if act != nil {
+			name = "with"
+		}
+		b.Run(name, func(b *testing.B) {
+			buf := make([]byte, 0, 4096)
+			b.ReportAllocs()
+			for b.Loop() {
+				buf = h.AppendResponse(buf[:0], req, resolverAddr, false)
+			}
+		})
+	}
+}
