@@ -1,15 +1,13 @@
 package resolver_test
 
 import (
-	"net"
 	"net/netip"
-	"runtime"
 	"testing"
-	"time"
 
 	"github.com/miekg/dns"
 
 	"github.com/edgemap/edgemap/resolver"
+	"github.com/edgemap/edgemap/resolver/resolvertest"
 )
 
 // sameAnswer fails unless the fast path's response equals the general
@@ -265,39 +263,19 @@ func BenchmarkQuery(b *testing.B) {
 // buffers and allocates nothing either, so the process's count is the
 // server's.
 func TestUDPListenerAllocs(t *testing.T) {
-	srv := startServer(t, build(t, worldInputs(t)))
+	h, _, reg := newHandler(t, build(t, worldInputs(t)))
 	m := new(dns.Msg)
 	m.SetQuestion("shop.cdn.example.net.", dns.TypeA)
 	m.SetEdns0(1232, false)
 	m.IsEdns0().Option = append(m.IsEdns0().Option, subnet("198.18.1.0/24"))
-	req := pack(t, m)
-	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(srv.addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	resp := make([]byte, 4096)
-	ask := func() {
-		if _, err := conn.Write(req); err != nil {
-			t.Fatal(err)
-		}
-		conn.SetReadDeadline(time.Now().Add(2 * time.Second))
-		if _, err := conn.Read(resp); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ask() // the first answer may grow lazily made state
 	const rounds = 2000
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	for range rounds {
-		ask()
-	}
-	runtime.ReadMemStats(&after)
 	// Leave room for allocations no query causes (the runtime's timers,
 	// an earlier test's server shutting down); one per query would be
 	// 2000.
-	if n := after.Mallocs - before.Mallocs; n > rounds/10 {
+	if n := resolvertest.UDPMallocs(t, h, pack(t, m), rounds); n > rounds/10 {
 		t.Fatalf("%d queries over UDP allocated %d times", rounds, n)
+	}
+	if n := counter(t, reg, panicsMetric); n != 0 {
+		t.Errorf("%s = %v, want 0", panicsMetric, n)
 	}
 }

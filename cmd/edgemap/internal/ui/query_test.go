@@ -12,6 +12,7 @@ import (
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/edgetest"
 	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/resolver"
+	"github.com/edgemap/edgemap/resolver/resolvertest"
 )
 
 // resolverAddr is the source address of the tests' queries.
@@ -60,6 +61,25 @@ func TestQueryWithActivityAllocs(t *testing.T) {
 	// AllocsPerRun runs once more to warm up. Paris is nearest to lon1.
 	if got := answersOf(act, "lon1"); got != runs+1 {
 		t.Fatalf("lon1 counted %d answers, want %d", got, runs+1)
+	}
+}
+
+// The UDP listener with a real Activity adds nothing either: the same
+// query over a real socket, counted, allocates nothing in the server.
+// (resolver's TestUDPListenerAllocs pins the listener without it.)
+func TestUDPListenerAllocsWithActivity(t *testing.T) {
+	act := NewActivity(time.Now())
+	h, req := activityHandler(t, act)
+	const rounds = 2000
+	// Leave room for allocations no query causes (the runtime's timers,
+	// an earlier test's server shutting down); one per query would be
+	// 2000.
+	if n := resolvertest.UDPMallocs(t, h, req, rounds); n > rounds/10 {
+		t.Fatalf("%d queries over UDP with activity counting allocated %d times", rounds, n)
+	}
+	// UDPMallocs asks once before it counts.
+	if got := answersOf(act, "lon1"); got != rounds+1 {
+		t.Fatalf("lon1 counted %d answers, want %d", got, rounds+1)
 	}
 }
 
