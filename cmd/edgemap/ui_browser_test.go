@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -120,31 +121,71 @@ func eval[T any](t *testing.T, b *browser, js string) T {
 	return v
 }
 
-// await polls the expression until it is true, and fails the test if it
-// is not within the time.
-func (b *browser) await(t *testing.T, within time.Duration, what, js string) time.Duration {
+// await waits until the expression is true, and fails the test if it is
+// not within the time.
+func (b *browser) await(t *testing.T, within time.Duration, what, js string) {
 	t.Helper()
-	start := time.Now()
 	if !b.poll(t, within, js) {
 		b.mu.Lock()
 		problems := strings.Join(b.problems, "\n")
 		b.mu.Unlock()
 		t.Fatalf("%s: not within %v (%s); the page said:\n%s", what, within, js, problems)
 	}
-	return time.Since(start)
 }
 
-// poll polls the expression until it is true or the time is up.
+// poll waits until the expression is true or the time is up. The page
+// checks it, every 10 ms, and answers once: one protocol round trip, and
+// no sleeping here. An exception in the expression fails the test.
 func (b *browser) poll(t *testing.T, within time.Duration, js string) bool {
 	t.Helper()
-	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
-		if eval[bool](t, b, "!!("+js+")") {
-			return true
-		}
-		if time.Since(start) > within {
-			return false
-		}
+	ctx, cancel := context.WithTimeout(b.ctx, within+30*time.Second)
+	defer cancel()
+	ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`new Promise((resolve, reject) => {
+		const end = performance.now() + `+strconv.FormatInt(within.Milliseconds(), 10)+`;
+		const check = () => {
+			try {
+				if (`+js+`) resolve(true);
+				else if (performance.now() > end) resolve(false);
+				else setTimeout(check, 10);
+			} catch (e) { reject(e); }
+		};
+		check();
+	})`, chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatalf("browser: %s: %v", js, err)
 	}
+	return ok
+}
+
+// watch starts watching for the expression to become true: from now on
+// the page checks it on every change of its document, and notes the
+// moment it first holds for seenAt. Watching changes nothing the page
+// does.
+func (b *browser) watch(t *testing.T, name, js string) {
+	t.Helper()
+	eval[any](t, b, `(() => {
+		const seen = (window.edgemapTestSeen ??= {}), name = `+strconv.Quote(name)+`;
+		delete seen[name];
+		const check = () => {
+			if (!(name in seen) && (`+js+`)) {
+				seen[name] = performance.timeOrigin + performance.now();
+				observer.disconnect();
+			}
+		};
+		const observer = new MutationObserver(check);
+		observer.observe(document, {subtree: true, childList: true, attributes: true, characterData: true});
+		check();
+	})()`)
+}
+
+// seenAt waits up to within for a watched expression to have held, and
+// returns when it first did. A slow machine may take long to get there;
+// the time returned is the page's own note, not when this learnt of it.
+func (b *browser) seenAt(t *testing.T, within time.Duration, what, name string) time.Time {
+	t.Helper()
+	seen := `window.edgemapTestSeen && window.edgemapTestSeen[` + strconv.Quote(name) + `]`
+	b.await(t, within, what, seen)
+	return time.UnixMicro(int64(eval[float64](t, b, seen) * 1000))
 }
 
 // checkClean fails on anything the page said was wrong, and on a request
@@ -268,6 +309,20 @@ func TestDashboardInBrowser(t *testing.T) {
 	sameExplanation(t, s, b, "an address typed in", "198.18.1.77", "--property shop.cdn.example.net. --client 198.18.1.77",
 		js(`document.getElementById('explain-client').value = ''`), chromedp.SendKeys(chromedp.ID("explain-client"), "198.18.1.77"),
 		chromedp.Click(chromedp.CSS(`#explain-form button`)))
+	// Every basis the decision records, and the query's other forms: a
+	// client GeoIP places (Paris: geography), one it has no location for
+	// (the default order), an IPv6 client (its /56) and a resolver alone.
+	for _, c := range []struct{ what, client, resolver, args string }{
+		{"Paris, by geography", "198.19.1.5", "", "--client 198.19.1.5"},
+		{"a client without a location", "198.18.99.7", "", "--client 198.18.99.7"},
+		{"an IPv6 client", "2001:db8:2::1", "", "--client 2001:db8:2::1"},
+		{"a resolver alone", "", "198.18.3.1", "--resolver 198.18.3.1"},
+	} {
+		sameExplanation(t, s, b, c.what, c.client, "--property shop.cdn.example.net. "+c.args,
+			js(`document.getElementById('explain-client').value = ''; document.getElementById('explain-resolver').value = ''`),
+			chromedp.SendKeys(chromedp.ID("explain-client"), c.client), chromedp.SendKeys(chromedp.ID("explain-resolver"), c.resolver),
+			chromedp.Click(chromedp.CSS(`#explain-form button`)))
+	}
 	sameExplanation(t, s, b, "Enter on Frankfurt's target", "198.18.2.0", "--property shop.cdn.example.net. --client 198.18.2.0 --source-prefix 24",
 		chromedp.Focus(chromedp.CSS(`#map circle[data-target="198.18.2.0/24"]`)), chromedp.KeyEvent(kb.Enter))
 	// The explanation is drawn too: the client and a line to each of the
@@ -279,25 +334,39 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	// lon1 answers Frankfurt's target. Drained through the API, it turns
 	// grey and its lines go to the edges that answer now, without a
-	// reload, within 2 s (the page polls every second).
+	// reload, within 2 s of the API's answer (the drain answers once the
+	// map without lon1 is published; the page polls every 250 ms). The
+	// page notes the moment it changed, watched from before the drain; the
+	// test waits for that note as long as a slow machine needs, so neither
+	// its waiting nor the browser's protocol round trips count, and the
+	// 2 s bound stays the requirement itself.
 	before := eval[string](t, b, `document.querySelector('#map [data-edge="lon1"]:not([data-target]) .edge-dot').getAttribute('fill')`)
+	b.watch(t, "lon1 drained", `(() => {
+		const g = document.querySelector('#map [data-edge="lon1"]:not([data-target]):not([data-place])');
+		return g && g.dataset.state === 'draining' && g.querySelector('.edge-dot').getAttribute('fill') !== '`+before+`'
+			&& !document.querySelector('#map line[data-edge="lon1"]');
+	})()`)
 	if code := s.Call(t, "POST", "/v1/edges/lon1/drain", nil, nil); code != 200 {
 		t.Fatalf("drain lon1: %d", code)
 	}
-	took := b.await(t, 2*time.Second, "lon1 drawn as draining without its lines", `(() => {
-		const g = document.querySelector('#map [data-edge="lon1"]:not([data-target]):not([data-place])');
-		return g.dataset.state === 'draining' && g.querySelector('.edge-dot').getAttribute('fill') !== '`+before+`'
-			&& !document.querySelector('#map line[data-edge="lon1"]');
-	})()`)
-	t.Logf("a drained edge reached the page in %v", took)
+	answered := time.Now()
+	took := b.seenAt(t, 30*time.Second, "lon1 drawn as draining without its lines", "lon1 drained").Sub(answered)
+	// Negative when the page's poll came between the map's publication
+	// and the API's answer reaching the test.
+	t.Logf("a drained edge reached the page %v after the API answered", took)
+	if took > 2*time.Second {
+		t.Errorf("a drained edge reached the page %v after the API answered; the dashboard promises 2 s", took)
+	}
 	checkLinesFollowDNS(t, s, b, targets)
 	// The explanation shown follows the map too: Frankfurt's is now fra1
 	// (asked again once the new map is drawn).
 	b.await(t, 5*time.Second, "the explanation of Frankfurt's target after the drain",
 		`document.querySelector('#layer-explain .x-line.chosen[data-explain-edge="fra1"]') && document.querySelector('#explain-table tr.chosen') && document.querySelector('#explain-table tr.chosen').textContent.includes('fra1')`)
 
-	// Every view as a table, reachable from the keyboard.
-	b.run(t, chromedp.Click(chromedp.CSS(`#edges-details summary`)), chromedp.Click(chromedp.CSS(`#points-details summary`)))
+	// Every view as a table, reachable from the keyboard (which is also
+	// immune to the layout moving under a click as the first table opens).
+	b.run(t, chromedp.Focus(chromedp.CSS(`#edges-details summary`)), chromedp.KeyEvent(kb.Enter),
+		chromedp.Focus(chromedp.CSS(`#points-details summary`)), chromedp.KeyEvent(kb.Enter))
 	b.await(t, 5*time.Second, "the tables", `document.querySelectorAll('#edges-table tbody tr').length === 10 && document.querySelectorAll('#points-table tbody tr').length >= 3`)
 	b.run(t, chromedp.Focus(chromedp.ID("tab-map")), chromedp.KeyEvent(kb.ArrowRight))
 	b.await(t, 10*time.Second, "the latency matrix by keyboard", `!document.getElementById('view-matrix').hidden && document.querySelectorAll('#matrix-table tbody tr').length === 3`)
