@@ -82,16 +82,24 @@ type minuteCounts struct {
 type keyTable struct {
 	slots []keySlot
 	mask  uint64
+	// counters are a minute's counters of the table's keys, by index;
+	// index len(slots) is "other".
+	counters func(*minuteCounts) []atomic.Uint64
 }
 
-// keySlot is one key. Its fields are written by the answer that claims the
+// keySlot is one key. Its key is written by the answer that claims the
 // slot (state slotFree to slotClaimed) before it publishes the key's hash
 // in state, and read by readers only after they load that hash, holding
 // Activity.mu; only the minute clock frees a slot, holding it too.
-// Answers compare hashes, never the fields: two keys sharing a 64-bit hash
+// Answers compare hashes, never the keys: two keys sharing a 64-bit hash
 // would be counted as one.
 type keySlot struct {
-	state  atomic.Uint64 // slotFree, slotClaimed or the key's hash
+	state atomic.Uint64 // slotFree, slotClaimed or the key's hash
+	key
+}
+
+// key is what a slot counts: an edge, or a place.
+type key struct {
 	edge   string
 	place  *mapping.Place
 	client netip.Addr // one client the place was decided for, to ask the map about
@@ -106,8 +114,10 @@ const (
 func NewActivity(now time.Time) *Activity {
 	return &Activity{
 		seed: maphash.MakeSeed(), started: now,
-		edges:  keyTable{slots: make([]keySlot, edgeSlots), mask: edgeSlots - 1},
-		places: keyTable{slots: make([]keySlot, placeSlots), mask: placeSlots - 1},
+		edges: keyTable{slots: make([]keySlot, edgeSlots), mask: edgeSlots - 1,
+			counters: func(m *minuteCounts) []atomic.Uint64 { return m.edges[:] }},
+		places: keyTable{slots: make([]keySlot, placeSlots), mask: placeSlots - 1,
+			counters: func(m *minuteCounts) []atomic.Uint64 { return m.places[:] }},
 	}
 }
 
@@ -115,49 +125,31 @@ func NewActivity(now time.Time) *Activity {
 // put the client (nil when unknown). It implements resolver.ActivityObserver.
 func (a *Activity) Answered(e *mapping.Edge, p *mapping.Place, client netip.Addr) {
 	m := &a.minutes[a.cur.Load()]
-	m.edges[a.edgeIndex(e)].Add(1)
+	m.edges[a.index(&a.edges, fixHash(maphash.String(a.seed, e.ID)), key{edge: e.ID})].Add(1)
 	m.countries[countryIndex(p)].Add(1)
 	if p != nil {
-		m.places[a.placeIndex(p, client)].Add(1)
+		m.places[a.index(&a.places, placeHash(p), key{place: p, client: client})].Add(1)
 	}
 }
 
-func (a *Activity) edgeIndex(e *mapping.Edge) int {
-	h := fixHash(maphash.String(a.seed, e.ID))
-	i, claimed := a.edges.find(h)
+// index is the counter index of the key with hash h in t: its slot, or a
+// free one it claims and fills with key's fields, or "other".
+func (a *Activity) index(t *keyTable, h uint64, k key) int {
+	i, claimed := t.find(h)
 	switch {
 	case i < 0:
-		return edgeSlots
+		return len(t.slots)
 	case claimed:
-		s := &a.edges.slots[i]
-		s.edge = e.ID
-		a.zero(i, func(m *minuteCounts) *atomic.Uint64 { return &m.edges[i] })
+		s := &t.slots[i]
+		s.key = k
+		// Zeroed in every minute, in case an answer raced the release
+		// of the slot's previous key. Once per new key.
+		for m := range a.minutes {
+			t.counters(&a.minutes[m])[i].Store(0)
+		}
 		s.state.Store(h)
 	}
 	return i
-}
-
-func (a *Activity) placeIndex(p *mapping.Place, client netip.Addr) int {
-	h := placeHash(p)
-	i, claimed := a.places.find(h)
-	switch {
-	case i < 0:
-		return placeSlots
-	case claimed:
-		s := &a.places.slots[i]
-		s.place, s.client = p, client
-		a.zero(i, func(m *minuteCounts) *atomic.Uint64 { return &m.places[i] })
-		s.state.Store(h)
-	}
-	return i
-}
-
-// zero zeroes a newly claimed slot's counters in every minute, in case an
-// answer raced the release of the slot's previous key. Once per new key.
-func (a *Activity) zero(i int, counter func(*minuteCounts) *atomic.Uint64) {
-	for m := range a.minutes {
-		counter(&a.minutes[m]).Store(0)
-	}
 }
 
 // find returns the slot holding hash h, or claims a free one near it
@@ -248,11 +240,11 @@ func (a *Activity) advance() {
 	a.ticks.Add(1)
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.release(&a.edges, func(m *minuteCounts, i int) *atomic.Uint64 { return &m.edges[i] })
-	a.release(&a.places, func(m *minuteCounts, i int) *atomic.Uint64 { return &m.places[i] })
+	a.release(&a.edges)
+	a.release(&a.places)
 }
 
-func (a *Activity) release(t *keyTable, counter func(*minuteCounts, int) *atomic.Uint64) {
+func (a *Activity) release(t *keyTable) {
 	for i := range t.slots {
 		s := &t.slots[i]
 		h := s.state.Load()
@@ -264,7 +256,7 @@ func (a *Activity) release(t *keyTable, counter func(*minuteCounts, int) *atomic
 		idle := true
 		cur := int(a.cur.Load())
 		for age := range windowMinutes {
-			if counter(&a.minutes[(cur-age+ringLen)%ringLen], i).Load() != 0 {
+			if t.counters(&a.minutes[(cur-age+ringLen)%ringLen])[i].Load() != 0 {
 				idle = false
 				break
 			}
@@ -275,40 +267,42 @@ func (a *Activity) release(t *keyTable, counter func(*minuteCounts, int) *atomic
 	}
 }
 
-// series is one key's answers: the hour's total and one count per minute,
-// oldest first, the current minute last.
-type series struct {
+// Series is one key's answers: the hour's total and one count per minute,
+// oldest first, the current minute last; a place's has its location.
+type Series struct {
 	Key       string   `json:"key"`
 	Total     uint64   `json:"total"`
 	PerMinute []uint64 `json:"per_minute"`
+	Lat       *float64 `json:"lat,omitempty"`
+	Lon       *float64 `json:"lon,omitempty"`
 
 	place  *mapping.Place
 	client netip.Addr
 }
 
-// activityView is the hour's counts, busiest first.
-type activityView struct {
+// ActivityView is the hour's counts, busiest first.
+type ActivityView struct {
 	Minutes int `json:"minutes"`
 	// Covered is how many of those minutes the server has counted: fewer
 	// in its first hour.
 	Covered int       `json:"covered_minutes"`
 	Total   uint64    `json:"total"`
-	Edges   []series  `json:"edges"`
-	Regions []series  `json:"regions"`
-	Places  []series  `json:"places"`
+	Edges   []Series  `json:"edges"`
+	Regions []Series  `json:"regions"`
+	Places  []Series  `json:"places"`
 	Since   time.Time `json:"since"`
 }
 
 // view reads the counters: every key's series, busiest first. Readers do
 // not stop answers; a view taken while they count is a few answers behind.
-func (a *Activity) view(now time.Time) activityView {
+func (a *Activity) view(now time.Time) ActivityView {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	cur := int(a.cur.Load())
 	// Column cur is the current minute, cur-1 the one before, ...
 	column := func(age int) *minuteCounts { return &a.minutes[(cur-age+ringLen)%ringLen] }
-	sum := func(key string, counter func(*minuteCounts) uint64) series {
-		s := series{Key: key, PerMinute: make([]uint64, windowMinutes)}
+	sum := func(key string, counter func(*minuteCounts) uint64) Series {
+		s := Series{Key: key, PerMinute: make([]uint64, windowMinutes)}
 		for age := range windowMinutes {
 			n := counter(column(age))
 			s.PerMinute[windowMinutes-1-age] = n
@@ -316,7 +310,7 @@ func (a *Activity) view(now time.Time) activityView {
 		}
 		return s
 	}
-	v := activityView{Minutes: windowMinutes, Covered: int(min(a.ticks.Load()+1, windowMinutes)), Since: a.started}
+	v := ActivityView{Minutes: windowMinutes, Covered: int(min(a.ticks.Load()+1, windowMinutes)), Since: a.started}
 	if v.Covered == windowMinutes {
 		v.Since = now.Add(-windowMinutes * time.Minute)
 	}
@@ -324,7 +318,7 @@ func (a *Activity) view(now time.Time) activityView {
 	// keys are told apart by their hash (the country's index for regions,
 	// slotClaimed, which no key has, for "other").
 	byKey := map[uint64]int{}
-	add := func(list []series, key uint64, s series) []series {
+	add := func(list []Series, key uint64, s Series) []Series {
 		if s.Total == 0 {
 			return list
 		}
@@ -362,7 +356,7 @@ func (a *Activity) view(now time.Time) activityView {
 	for _, s := range v.Regions {
 		v.Total += s.Total
 	}
-	busiest := func(a, b series) int { return cmp.Or(cmp.Compare(b.Total, a.Total), cmp.Compare(a.Key, b.Key)) }
+	busiest := func(a, b Series) int { return cmp.Or(cmp.Compare(b.Total, a.Total), cmp.Compare(a.Key, b.Key)) }
 	slices.SortFunc(v.Edges, busiest)
 	slices.SortFunc(v.Regions, busiest)
 	slices.SortFunc(v.Places, busiest)
