@@ -132,11 +132,7 @@ func TestFastPathMatchesGeneralPath(t *testing.T) {
 // into the listener's reused buffer; the metrics are pre-resolved counters.
 func TestQueryAllocs(t *testing.T) {
 	h, _, _ := newHandler(t, build(t, worldInputs(t)))
-	m := new(dns.Msg)
-	m.SetQuestion("shop.cdn.example.net.", dns.TypeA)
-	m.SetEdns0(1232, false)
-	m.IsEdns0().Option = append(m.IsEdns0().Option, subnet("198.18.1.0/24"))
-	req := pack(t, m)
+	req := shopECS(t, "198.18.1.0/24")
 	src := netip.MustParseAddr("192.0.2.99")
 	buf := make([]byte, 0, 4096)
 	if n := testing.AllocsPerRun(1000, func() { buf = h.AppendResponse(buf[:0], req, src, false) }); n != 0 {
@@ -264,15 +260,11 @@ func BenchmarkQuery(b *testing.B) {
 // server's.
 func TestUDPListenerAllocs(t *testing.T) {
 	h, _, reg := newHandler(t, build(t, worldInputs(t)))
-	m := new(dns.Msg)
-	m.SetQuestion("shop.cdn.example.net.", dns.TypeA)
-	m.SetEdns0(1232, false)
-	m.IsEdns0().Option = append(m.IsEdns0().Option, subnet("198.18.1.0/24"))
 	const rounds = 2000
 	// Leave room for allocations no query causes (the runtime's timers,
 	// an earlier test's server shutting down); one per query would be
 	// 2000.
-	if n := resolvertest.UDPMallocs(t, h, pack(t, m), rounds); n > rounds/10 {
+	if n := resolvertest.UDPMallocs(t, h, shopECS(t, "198.18.1.0/24"), rounds); n > rounds/10 {
 		t.Fatalf("%d queries over UDP allocated %d times", rounds, n)
 	}
 	if n := counter(t, reg, panicsMetric); n != 0 {

@@ -21,6 +21,7 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/ui"
 )
 
 // browser is a headless Chromium driven over the DevTools protocol, with
@@ -227,7 +228,7 @@ func lineOf(t *testing.T, b *browser, target string) (edge string, end, at [2]fl
 // DNS query with the target's ECS gets.
 func checkLinesFollowDNS(t *testing.T, s *server, b *browser, targets []string) {
 	t.Helper()
-	var m uiMap
+	var m ui.MapView
 	getUI(t, s, "/v1/ui/map", &m)
 	for _, target := range targets {
 		want := edgeOfAnswer(t, s, &m, "shop.cdn.example.net.", target)

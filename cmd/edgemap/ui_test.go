@@ -13,49 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/edgetest"
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/ui"
 	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/probe"
 )
-
-// uiMap is GET /v1/ui/map as the tests read it.
-type uiMap struct {
-	Version     string    `json:"version"`
-	Unchanged   bool      `json:"unchanged"`
-	Property    string    `json:"property"`
-	Properties  []string  `json:"properties"`
-	Family      string    `json:"family"`
-	Zone        string    `json:"zone"`
-	Edges       []uiEdge  `json:"edges"`
-	Targets     []uiPoint `json:"targets"`
-	Places      []uiPoint `json:"places"`
-	Grouped     bool      `json:"grouped"`
-	TargetCount int       `json:"target_count"`
-	Features    map[string]bool
-}
-
-type uiEdge struct {
-	ID           string  `json:"id"`
-	IPv4         string  `json:"ipv4"`
-	State        string  `json:"state"`
-	HealthSource string  `json:"health_source"`
-	Lat          float64 `json:"lat"`
-	Lon          float64 `json:"lon"`
-	Capacity     int     `json:"capacity"`
-	LoadQPS      float64 `json:"load_qps"`
-}
-
-type uiPoint struct {
-	Target  string   `json:"target"`
-	Client  string   `json:"client"`
-	Place   string   `json:"place"`
-	Edge    string   `json:"edge"`
-	Basis   string   `json:"basis"`
-	Lat     *float64 `json:"lat"`
-	Lon     *float64 `json:"lon"`
-	Answers uint64   `json:"answers"`
-}
 
 // getUI GETs a dashboard endpoint and decodes it, failing unless the
 // status is 200.
@@ -72,7 +34,7 @@ func getUI(t *testing.T, s *server, path string, out any) {
 
 // edgeOfAnswer is the edge whose IPv4 address a DNS query for name with
 // the ECS network subnet gets first, as a resolver asks.
-func edgeOfAnswer(t *testing.T, s *server, m *uiMap, name, subnet string) string {
+func edgeOfAnswer(t *testing.T, s *server, m *ui.MapView, name, subnet string) string {
 	t.Helper()
 	addrs := s.QueryA(t, name, subnet)
 	if len(addrs) == 0 {
@@ -129,7 +91,7 @@ func measureDemo(t *testing.T, s *server) {
 // within the poll interval.
 func TestDashboardMapFollowsAnswers(t *testing.T) {
 	s := startServer(t, demoConfig(t))
-	var m uiMap
+	var m ui.MapView
 	getUI(t, s, "/v1/ui/map", &m)
 	if len(m.Edges) != 10 || m.Property != "shop.cdn.example.net." || m.Family != "A" || m.Zone != "cdn.example.net." ||
 		!slices.Equal(m.Properties, []string{"game.cdn.example.net.", "shop.cdn.example.net.", "static.eu.cdn.example.net.", "video.cdn.example.net."}) {
@@ -143,7 +105,7 @@ func TestDashboardMapFollowsAnswers(t *testing.T) {
 	if m.Features["nodes"] || m.Features["events"] {
 		t.Errorf("features %v: this server has neither /v1/nodes nor /v1/events", m.Features)
 	}
-	checkTargets := func(m *uiMap, basis string) {
+	checkTargets := func(m *ui.MapView, basis string) {
 		t.Helper()
 		places := map[string]string{"198.18.1.0/24": "Seoul, KR", "198.18.2.0/24": "Frankfurt, DE", "203.0.113.0/24": "Mumbai, IN"}
 		if len(m.Targets) != 3 || m.TargetCount != 3 || m.Grouped {
@@ -160,7 +122,7 @@ func TestDashboardMapFollowsAnswers(t *testing.T) {
 	measureDemo(t, s)
 	edgetest.Eventually(t, 5*time.Second, "measured targets on the map", func() bool {
 		getUI(t, s, "/v1/ui/map", &m)
-		return !slices.ContainsFunc(m.Targets, func(p uiPoint) bool { return p.Basis != "measured" })
+		return !slices.ContainsFunc(m.Targets, func(p ui.Point) bool { return p.Basis != "measured" })
 	})
 	checkTargets(&m, "measured")
 
@@ -169,10 +131,7 @@ func TestDashboardMapFollowsAnswers(t *testing.T) {
 	// content). The edges' load decays after the test's queries, which
 	// changes the map until it settles.
 	edgetest.Eventually(t, 10*time.Second, "an unchanged map answered as such", func() bool {
-		var same struct {
-			uiMap
-			Built time.Time `json:"built"`
-		}
+		var same ui.MapView
 		getUI(t, s, "/v1/ui/map?since="+m.Version, &same)
 		if !same.Unchanged {
 			m.Version = same.Version
@@ -186,7 +145,7 @@ func TestDashboardMapFollowsAnswers(t *testing.T) {
 		t.Fatalf("drain lon1: %d", code)
 	}
 	since := m.Version
-	m = uiMap{}
+	m = ui.MapView{}
 	getUI(t, s, "/v1/ui/map?since="+since, &m)
 	if m.Unchanged {
 		t.Fatal("the map after a drain answered unchanged")
@@ -196,15 +155,15 @@ func TestDashboardMapFollowsAnswers(t *testing.T) {
 			t.Errorf("after the drain: edge %s is %s", e.ID, e.State)
 		}
 	}
-	if slices.ContainsFunc(m.Targets, func(p uiPoint) bool { return p.Edge == "lon1" }) {
+	if slices.ContainsFunc(m.Targets, func(p ui.Point) bool { return p.Edge == "lon1" }) {
 		t.Errorf("a drained edge still answers targets: %+v", m.Targets)
 	}
 	checkTargets(&m, "measured")
 
 	// Another property and family, and what is refused.
-	m = uiMap{}
+	m = ui.MapView{}
 	getUI(t, s, "/v1/ui/map?property=game.cdn.example.net&family=AAAA", &m)
-	if m.Property != "game.cdn.example.net." || m.Family != "AAAA" || slices.ContainsFunc(m.Targets, func(p uiPoint) bool { return p.Edge != "" }) {
+	if m.Property != "game.cdn.example.net." || m.Family != "AAAA" || slices.ContainsFunc(m.Targets, func(p ui.Point) bool { return p.Edge != "" }) {
 		t.Errorf("game AAAA (apac has no IPv6: no edge answers): %+v", m)
 	}
 	for path, field := range map[string]string{
@@ -219,28 +178,8 @@ func TestDashboardMapFollowsAnswers(t *testing.T) {
 	}
 }
 
-// uiMatrix is GET /v1/ui/matrix as the tests read it.
-type uiMatrix struct {
-	Group      string   `json:"group"`
-	Total      int      `json:"total"`
-	Edges      []string `json:"edges"`
-	TotalEdges int      `json:"total_edges"`
-	Rows       []struct {
-		Key     string `json:"key"`
-		Label   string `json:"label"`
-		Targets int    `json:"targets"`
-		Best    string `json:"best_edge"`
-		Cells   []*struct {
-			RTTMs float64 `json:"rtt_ms"`
-			Loss  float64 `json:"loss"`
-			AgeS  float64 `json:"age_s"`
-			N     int     `json:"n"`
-			Stale bool    `json:"stale"`
-		} `json:"cells"`
-	} `json:"rows"`
-}
-
-func (m *uiMatrix) keys() []string {
+// keys are the matrix's rows' keys.
+func keys(m *ui.MatrixView) []string {
 	var out []string
 	for _, r := range m.Rows {
 		out = append(out, r.Key)
@@ -253,9 +192,9 @@ func (m *uiMatrix) keys() []string {
 func TestDashboardMatrix(t *testing.T) {
 	s := startServer(t, demoConfig(t))
 	measureDemo(t, s)
-	var m uiMatrix
+	var m ui.MatrixView
 	getUI(t, s, "/v1/ui/matrix", &m)
-	if m.Group != "target" || m.Total != 3 || !slices.Equal(m.keys(), []string{"198.18.1.0/24", "198.18.2.0/24", "203.0.113.0/24"}) {
+	if m.Group != "target" || m.Total != 3 || !slices.Equal(keys(&m), []string{"198.18.1.0/24", "198.18.2.0/24", "203.0.113.0/24"}) {
 		t.Fatalf("matrix by target: %+v", m)
 	}
 	seoul := m.Rows[0]
@@ -277,21 +216,21 @@ func TestDashboardMatrix(t *testing.T) {
 		"nowhere":        nil,
 	} {
 		getUI(t, s, "/v1/ui/matrix?q="+q, &m)
-		if !slices.Equal(m.keys(), want) || m.Total != len(want) {
-			t.Errorf("search %q: %v (total %d), want %v", q, m.keys(), m.Total, want)
+		if !slices.Equal(keys(&m), want) || m.Total != len(want) {
+			t.Errorf("search %q: %v (total %d), want %v", q, keys(&m), m.Total, want)
 		}
 	}
 	getUI(t, s, "/v1/ui/matrix?group=country", &m)
-	if !slices.Equal(m.keys(), []string{"DE", "IN", "KR"}) || m.Rows[2].Targets != 1 || m.Rows[2].Best != "nrt1" {
+	if !slices.Equal(keys(&m), []string{"DE", "IN", "KR"}) || m.Rows[2].Targets != 1 || m.Rows[2].Best != "nrt1" {
 		t.Errorf("by country: %+v", m)
 	}
 	getUI(t, s, "/v1/ui/matrix?group=place&q=198.18.1.9", &m)
-	if !slices.Equal(m.keys(), []string{"Seoul, KR"}) {
-		t.Errorf("places holding 198.18.1.9: %v", m.keys())
+	if !slices.Equal(keys(&m), []string{"Seoul, KR"}) {
+		t.Errorf("places holding 198.18.1.9: %v", keys(&m))
 	}
 	getUI(t, s, "/v1/ui/matrix?sort=rtt", &m)
-	if m.keys()[0] != "198.18.2.0/24" { // London's 8 ms
-		t.Errorf("fastest first: %v", m.keys())
+	if keys(&m)[0] != "198.18.2.0/24" { // London's 8 ms
+		t.Errorf("fastest first: %v", keys(&m))
 	}
 	getUI(t, s, "/v1/ui/matrix?col_limit=1&limit=1", &m)
 	if len(m.Edges) != 1 || m.TotalEdges != 2 || len(m.Rows) != 1 || len(m.Rows[0].Cells) != 1 || m.Total != 3 {
@@ -315,25 +254,7 @@ func TestDashboardMatrix(t *testing.T) {
 	}
 }
 
-// uiActivity is GET /v1/ui/activity as the tests read it.
-type uiActivity struct {
-	Total     uint64     `json:"total"`
-	Minutes   int        `json:"minutes"`
-	Edges     []uiSeries `json:"edges"`
-	Regions   []uiSeries `json:"regions"`
-	Places    []uiSeries `json:"places"`
-	MoreEdges int        `json:"more_edges"`
-	Limit     int        `json:"limit"`
-}
-
-type uiSeries struct {
-	Key       string   `json:"key"`
-	Total     uint64   `json:"total"`
-	PerMinute []uint64 `json:"per_minute"`
-	Lat       *float64 `json:"lat"`
-}
-
-func totals(list []uiSeries) map[string]uint64 {
+func totals(list []ui.Series) map[string]uint64 {
 	out := map[string]uint64{}
 	for _, s := range list {
 		out[s.Key] = s.Total
@@ -355,7 +276,7 @@ func TestDashboardActivity(t *testing.T) {
 	// NXDOMAIN and NODATA answer no edge and are not counted.
 	s.AskA(t, "nope.cdn.example.net.", "198.18.1.0/24")
 
-	var a uiActivity
+	var a ui.ActivityAnswer
 	getUI(t, s, "/v1/ui/activity", &a)
 	want := map[string]map[string]uint64{
 		// Without a location the default order answers: fra1 (by id).
@@ -382,7 +303,7 @@ func TestDashboardActivity(t *testing.T) {
 			t.Errorf("%s: %d %s, want 400 naming limit", q, code, raw)
 		}
 	}
-	var m uiMap
+	var m ui.MapView
 	edgetest.Eventually(t, 5*time.Second, "busy places on the map", func() bool {
 		getUI(t, s, "/v1/ui/map", &m)
 		return len(m.Places) == 3
@@ -557,14 +478,14 @@ func TestDashboardToken(t *testing.T) {
 // and since when, and its clients move, as the answers do.
 func TestDashboardEdgeDown(t *testing.T) {
 	s := startServer(t, demoConfig(t))
-	if code := s.Call(t, "PATCH", "/v1/edges/fra1", config.EdgeSpec{Check: edgetest.Ptr("tcp://" + edgetest.ClosedPort(t))}, nil); code != http.StatusOK {
+	if code := s.Call(t, "PATCH", "/v1/edges/fra1", map[string]string{"check": "tcp://" + edgetest.ClosedPort(t)}, nil); code != http.StatusOK {
 		t.Fatalf("set check: %d", code)
 	}
-	var m uiMap
+	var m ui.MapView
 	// down-after 3 x 200 ms in the test config.
 	edgetest.Eventually(t, 5*time.Second, "fra1 drawn down", func() bool {
 		getUI(t, s, "/v1/ui/map", &m)
-		return slices.ContainsFunc(m.Edges, func(e uiEdge) bool { return e.ID == "fra1" && e.State == "down" && e.HealthSource == "check" })
+		return slices.ContainsFunc(m.Edges, func(e ui.EdgeView) bool { return e.ID == "fra1" && e.State == "down" && e.HealthSource == "check" })
 	})
 	for _, p := range m.Targets {
 		if want := edgeOfAnswer(t, s, &m, "shop.cdn.example.net.", p.Target); p.Edge != want || p.Edge == "fra1" {

@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -77,9 +78,10 @@ func PackedQuery(t testing.TB, name, subnet string) []byte {
 	return req
 }
 
-// WorldSnapshot is the demo world with the test GeoIP database, built
-// into the map a name server seeded with them publishes.
-func WorldSnapshot(t testing.TB) *mapping.Snapshot {
+// PublishedWorld is the demo world with the test GeoIP database, built
+// into the map a name server seeded with them publishes, and published as
+// a resolver.Handler reads it.
+func PublishedWorld(t testing.TB) *atomic.Pointer[mapping.Snapshot] {
 	t.Helper()
 	w, err := config.ReadWorld(World)
 	if err != nil {
@@ -97,7 +99,9 @@ func WorldSnapshot(t testing.TB) *mapping.Snapshot {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return snap
+	var published atomic.Pointer[mapping.Snapshot]
+	published.Store(snap)
+	return &published
 }
 
 // AskA asks for name's A records as a resolver would, with ECS for subnet

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -272,10 +271,8 @@ func BenchmarkDemandScan(b *testing.B) {
 // A query with ECS through the resolver's handler, counted by the table.
 // (TestQueryAllocs pins the handler without an observer.)
 func TestQueryWithDemandAllocs(t *testing.T) {
-	var current atomic.Pointer[mapping.Snapshot]
-	current.Store(edgetest.WorldSnapshot(t))
 	dc := NewDemand(demandStart, 1024, 0, nil) // no cap: count them all
-	h := &resolver.Handler{Snapshot: &current, Demand: dc}
+	h := &resolver.Handler{Snapshot: edgetest.PublishedWorld(t), Demand: dc}
 	req := edgetest.PackedQuery(t, "shop.cdn.example.net.", unitParis.String())
 	buf := make([]byte, 0, 4096)
 	const runs = 1000

@@ -27,13 +27,13 @@ func answer(a *Activity, n int, e *mapping.Edge, p *mapping.Place, client netip.
 }
 
 // find is the series of key in list, or a zero one.
-func find(list []series, key string) series {
+func find(list []Series, key string) Series {
 	for _, s := range list {
 		if s.Key == key {
 			return s
 		}
 	}
-	return series{}
+	return Series{}
 }
 
 func TestActivityCounts(t *testing.T) {
@@ -46,7 +46,7 @@ func TestActivityCounts(t *testing.T) {
 		t.Fatalf("total %d, want 6", v.Total)
 	}
 	for _, c := range []struct {
-		list []series
+		list []Series
 		key  string
 		want uint64
 	}{

@@ -12,12 +12,15 @@
 //     with the edge that answers them, for one property and family;
 //     aggregated by place past maxTargetPoints targets; since=VERSION
 //     answers {"unchanged": true} when nothing changed, so the page polls
-//     it every second for almost nothing;
+//     it four times a second for almost nothing;
 //   - GET /v1/ui/matrix: the latency matrix (targets × edges: smoothed
 //     RTT, loss, age), by target, place or country, searched and paged on
 //     the server;
 //   - GET /v1/ui/activity: answers per edge, country and place over the
 //     last hour, per minute (Activity).
+//
+// MapView, MatrixView and ActivityAnswer are their answers, for clients
+// in Go.
 //
 // A Dashboard is safe for concurrent use. Its Activity is on the DNS query
 // path and costs no lock and no allocation there.

@@ -34,32 +34,37 @@ const (
 	maxMapCache = 16
 )
 
-// mapView is what the map draws for one property and family.
-type mapView struct {
+// MapView is GET /v1/ui/map: what the map draws for one property and
+// family.
+type MapView struct {
 	// Version is the hash of the rest, which mapEntry puts in front with
-	// the map's time ("built") after hashing: a map rebuilt with the same
+	// the map's time (Built) after hashing: a map rebuilt with the same
 	// content (every map interval) keeps its version, and is not sent
-	// again. Empty while hashed.
+	// again. Both are empty while hashed. Unchanged is set, and nothing
+	// else but those two, when the version asked for is still current.
 	Version    string     `json:"version,omitempty"`
+	Built      time.Time  `json:"built,omitzero"`
+	Unchanged  bool       `json:"unchanged,omitempty"`
 	Zone       string     `json:"zone,omitempty"`
 	Serial     uint32     `json:"serial,omitempty"`
 	GeoIP      string     `json:"geoip,omitempty"`
 	Properties []string   `json:"properties"`
 	Property   string     `json:"property"`
 	Family     string     `json:"family"`
-	Edges      []edgeView `json:"edges"`
+	Edges      []EdgeView `json:"edges"`
 	// Targets are one point per target, or per group when Grouped.
-	Targets []point `json:"targets"`
+	Targets []Point `json:"targets"`
 	Grouped bool    `json:"grouped"`
 	// TargetCount is all targets; Omitted those in groups not drawn.
 	TargetCount int     `json:"target_count"`
 	Omitted     int     `json:"omitted"`
-	Places      []point `json:"places"`
+	Places      []Point `json:"places"`
 	// Features are the optional admin endpoints this server has.
 	Features map[string]bool `json:"features"`
 }
 
-type edgeView struct {
+// EdgeView is an edge as the map draws it.
+type EdgeView struct {
 	ID    string  `json:"id"`
 	Lat   float64 `json:"lat"`
 	Lon   float64 `json:"lon"`
@@ -75,9 +80,9 @@ type edgeView struct {
 	LoadQPS      float64              `json:"load_qps"`
 }
 
-// point is a target, a group of targets, or a busy place, with the edge
+// Point is a target, a group of targets, or a busy place, with the edge
 // that answers it first ("" for none: NODATA).
-type point struct {
+type Point struct {
 	Target  string   `json:"target,omitempty"`  // the block; a group's first
 	Targets int      `json:"targets,omitempty"` // a group's size
 	Client  string   `json:"client,omitempty"`  // a place: the client explained
@@ -190,9 +195,9 @@ func propertyNames(snap *mapping.Snapshot) []string {
 	return names
 }
 
-func (d *Dashboard) makeMap(snap *mapping.Snapshot, key mapKey, now time.Time) *mapView {
-	v := &mapView{Properties: propertyNames(snap), Property: key.property, Family: key.family,
-		Edges: []edgeView{}, Targets: []point{}, Places: []point{},
+func (d *Dashboard) makeMap(snap *mapping.Snapshot, key mapKey, now time.Time) *MapView {
+	v := &MapView{Properties: propertyNames(snap), Property: key.property, Family: key.family,
+		Edges: []EdgeView{}, Targets: []Point{}, Places: []Point{},
 		Features: map[string]bool{"nodes": d.hasEndpoint("/v1/nodes"), "events": d.hasEndpoint("/v1/events")}}
 	if z := snap.Zone(); z != nil {
 		v.Zone, v.Serial = z.Name, z.Serial
@@ -204,7 +209,7 @@ func (d *Dashboard) makeMap(snap *mapping.Snapshot, key mapKey, now time.Time) *
 	health, load := snap.EdgeHealth(), snap.Load()
 	for _, e := range snap.Edges() {
 		h := health[e.ID]
-		ev := edgeView{ID: e.ID, Lat: e.Lat, Lon: e.Lon, Pool: e.Pool, Capacity: e.Capacity, LoadQPS: round(load[e.ID], 100),
+		ev := EdgeView{ID: e.ID, Lat: e.Lat, Lon: e.Lon, Pool: e.Pool, Capacity: e.Capacity, LoadQPS: round(load[e.ID], 100),
 			HealthSource: h.Source, State: "down"}
 		if e.IPv4.IsValid() {
 			ev.IPv4 = e.IPv4.String()
@@ -258,7 +263,7 @@ func (d *Dashboard) makeMap(snap *mapping.Snapshot, key mapKey, now time.Time) *
 		place       *mapping.Place
 		edge, basis string
 	}
-	groups := map[group]*point{}
+	groups := map[group]*Point{}
 	for t := range snap.Targets() {
 		v.TargetCount++
 		edge, basis := decide(t.Block)
@@ -267,8 +272,8 @@ func (d *Dashboard) makeMap(snap *mapping.Snapshot, key mapKey, now time.Time) *
 			addr = t.Block.Addr()
 		}
 		pl := locate(addr)
-		pt := point{Target: t.Block.String(), Place: placeName(pl), Edge: edge, Basis: basis, SourcePrefix: t.Block.Bits()}
-		setLocation(&pt, pl)
+		pt := Point{Target: t.Block.String(), Place: placeName(pl), Edge: edge, Basis: basis, SourcePrefix: t.Block.Bits()}
+		setLocation(&pt.Lat, &pt.Lon, pl)
 		if v.TargetCount <= maxTargetPoints {
 			v.Targets = append(v.Targets, pt)
 		}
@@ -286,7 +291,7 @@ func (d *Dashboard) makeMap(snap *mapping.Snapshot, key mapKey, now time.Time) *
 		for _, g := range groups {
 			v.Targets = append(v.Targets, *g)
 		}
-		slices.SortFunc(v.Targets, func(a, b point) int {
+		slices.SortFunc(v.Targets, func(a, b Point) int {
 			return cmp.Or(cmp.Compare(b.Targets, a.Targets), strings.Compare(a.Place, b.Place), strings.Compare(a.Edge, b.Edge), strings.Compare(a.Target, b.Target))
 		})
 		if len(v.Targets) > maxGroups {
@@ -310,17 +315,17 @@ func (d *Dashboard) makeMap(snap *mapping.Snapshot, key mapKey, now time.Time) *
 		}
 		ecs, _ := s.client.Prefix(bits)
 		edge, basis := decide(ecs)
-		pt := point{Client: s.client.String(), Place: s.Key, Edge: edge, Basis: basis, Answers: s.Total, SourcePrefix: bits}
-		setLocation(&pt, s.place)
+		pt := Point{Client: s.client.String(), Place: s.Key, Edge: edge, Basis: basis, Answers: s.Total, SourcePrefix: bits}
+		setLocation(&pt.Lat, &pt.Lon, s.place)
 		v.Places = append(v.Places, pt)
 	}
 	return v
 }
 
-func setLocation(pt *point, pl *mapping.Place) {
+// setLocation sets a point's or a series' location to pl's, if any.
+func setLocation(lat, lon **float64, pl *mapping.Place) {
 	if pl != nil {
-		lat, lon := round(pl.Lat, 1e4), round(pl.Lon, 1e4)
-		pt.Lat, pt.Lon = &lat, &lon
+		*lat, *lon = new(round(pl.Lat, 1e4)), new(round(pl.Lon, 1e4))
 	}
 }
 

@@ -79,7 +79,7 @@ func get(t testing.TB, h http.HandlerFunc, rawQuery string, out any) int {
 func TestMapGroupsManyTargets(t *testing.T) {
 	snap, ms := syntheticMap(t, 50, 3*maxTargetPoints, 3)
 	d := testDashboard(snap, ms)
-	var v mapView
+	var v MapView
 	if code := get(t, d.ServeMap, "", &v); code != http.StatusOK {
 		t.Fatalf("map: %d", code)
 	}
@@ -113,7 +113,7 @@ func TestMapGroupsManyTargets(t *testing.T) {
 func TestMatrixBounds(t *testing.T) {
 	snap, ms := syntheticMap(t, 200, 3000, 10)
 	d := testDashboard(snap, ms)
-	var v matrixView
+	var v MatrixView
 	if code := get(t, d.ServeMatrix, "limit=500&col_limit=100", &v); code != http.StatusOK {
 		t.Fatal(code)
 	}
@@ -122,7 +122,7 @@ func TestMatrixBounds(t *testing.T) {
 	}
 	seen := map[string]bool{}
 	for off := 0; off < v.Total; off += 500 {
-		var page matrixView
+		var page MatrixView
 		get(t, d.ServeMatrix, fmt.Sprintf("offset=%d&limit=500", off), &page)
 		for _, r := range page.Rows {
 			if seen[r.Key] || len(r.Cells) != len(page.Edges) {
@@ -194,7 +194,7 @@ func BenchmarkLargeMap(b *testing.B) {
 		}
 	})
 	b.Run("map/unchanged", func(b *testing.B) {
-		var v mapView
+		var v MapView
 		get(b, d.ServeMap, "", &v)
 		for b.Loop() {
 			get(b, d.ServeMap, "since="+v.Version, nil)
@@ -220,7 +220,7 @@ func TestFeaturesFollowTheAPI(t *testing.T) {
 	for _, has := range []bool{false, true} {
 		d := testDashboard(snap, ms)
 		d.opt.HasEndpoint = func(path string) bool { return has && (path == "/v1/nodes" || path == "/v1/events") }
-		var v mapView
+		var v MapView
 		get(t, d.ServeMap, "", &v)
 		if v.Features["nodes"] != has || v.Features["events"] != has {
 			t.Errorf("with the endpoints %v: features %v", has, v.Features)
@@ -235,7 +235,7 @@ func TestMapVersionIgnoresRebuilds(t *testing.T) {
 	current := snap
 	d := testDashboard(snap, ms)
 	d.src.Snapshot = func() *mapping.Snapshot { return current }
-	var first mapView
+	var first MapView
 	get(t, d.ServeMap, "", &first)
 
 	in := mapping.Inputs{Zone: &mapping.Zone{Name: "cdn.test.", Serial: 1}, Geo: snap.Geo(), Now: mapNow.Add(10 * time.Second), MaxAge: time.Hour,

@@ -63,7 +63,8 @@ type cell struct {
 	n           int
 }
 
-type matrixView struct {
+// MatrixView is GET /v1/ui/matrix: one page of the latency matrix.
+type MatrixView struct {
 	Group      string          `json:"group"`
 	Query      string          `json:"q,omitempty"`
 	Total      int             `json:"total"`
@@ -74,20 +75,22 @@ type matrixView struct {
 	ColOffset  int             `json:"col_offset"`
 	ColLimit   int             `json:"col_limit"`
 	MaxAgeS    float64         `json:"max_age_s"`
-	Rows       []matrixRowView `json:"rows"`
+	Rows       []MatrixRowView `json:"rows"`
 }
 
-type matrixRowView struct {
+// MatrixRowView is a row of the matrix: a target or a group of them.
+type MatrixRowView struct {
 	Key     string `json:"key"`
 	Label   string `json:"label,omitempty"`
 	Targets int    `json:"targets"`
 	// Best is the edge with the lowest fresh RTT, over all edges.
 	Best    string      `json:"best_edge,omitempty"`
 	BestRTT float64     `json:"best_rtt_ms,omitempty"`
-	Cells   []*cellView `json:"cells"` // aligned with Edges; null: not measured
+	Cells   []*CellView `json:"cells"` // aligned with Edges; null: not measured
 }
 
-type cellView struct {
+// CellView is one edge's measurement of a row.
+type CellView struct {
 	RTTMs float64 `json:"rtt_ms"`
 	Loss  float64 `json:"loss"`
 	AgeS  float64 `json:"age_s"`
@@ -97,7 +100,7 @@ type cellView struct {
 
 // ServeMatrix answers GET /v1/ui/matrix.
 func (d *Dashboard) ServeMatrix(w http.ResponseWriter, r *http.Request) {
-	v := matrixView{MaxAgeS: d.src.MaxAge.Seconds(), Edges: []string{}, Rows: []matrixRowView{}}
+	v := MatrixView{MaxAgeS: d.src.MaxAge.Seconds(), Edges: []string{}, Rows: []MatrixRowView{}}
 	sortBy, edgeFilter, err := v.parse(r.URL.Query())
 	if err != nil {
 		probe.WriteError(w, http.StatusBadRequest, err)
@@ -144,7 +147,7 @@ func (d *Dashboard) ServeMatrix(w http.ResponseWriter, r *http.Request) {
 	v.Edges = v.Edges[min(v.ColOffset, len(v.Edges)):min(v.ColOffset+v.ColLimit, len(v.Edges))]
 
 	for _, row := range page {
-		rv := matrixRowView{Key: row.key, Label: row.label, Targets: row.targets, Cells: make([]*cellView, len(v.Edges))}
+		rv := MatrixRowView{Key: row.key, Label: row.label, Targets: row.targets, Cells: make([]*CellView, len(v.Edges))}
 		if rtt, e := bestCell(row, now, d.src.MaxAge); e != "" {
 			rv.Best, rv.BestRTT = e, round(rtt, 10)
 		}
@@ -155,7 +158,7 @@ func (d *Dashboard) ServeMatrix(w http.ResponseWriter, r *http.Request) {
 			}
 			c := &row.cells[j]
 			age := time.Duration(now - c.at)
-			rv.Cells[i] = &cellView{RTTMs: round(c.rttMs, 10), Loss: round(c.loss, 1000), AgeS: round(age.Seconds(), 10), N: c.n,
+			rv.Cells[i] = &CellView{RTTMs: round(c.rttMs, 10), Loss: round(c.loss, 1000), AgeS: round(age.Seconds(), 10), N: c.n,
 				Stale: age > d.src.MaxAge}
 		}
 		v.Rows = append(v.Rows, rv)
@@ -165,7 +168,7 @@ func (d *Dashboard) ServeMatrix(w http.ResponseWriter, r *http.Request) {
 
 // parse reads the query into v and returns the sort order and the column
 // filter, or an error naming the field that is wrong.
-func (v *matrixView) parse(q url.Values) (sortBy, edgeFilter string, err error) {
+func (v *MatrixView) parse(q url.Values) (sortBy, edgeFilter string, err error) {
 	v.Group, v.Query = cmp.Or(q.Get("group"), "target"), strings.TrimSpace(q.Get("q"))
 	sortBy, edgeFilter = cmp.Or(q.Get("sort"), "key"), strings.ToLower(strings.TrimSpace(q.Get("edge")))
 	switch {
