@@ -356,9 +356,7 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 	// The dashboard's count of the last hour's answers, fed by the
 	// resolver and shown by the API.
 	activity := ui.NewActivity(time.Now())
-	stopActivity, activityDone := make(chan struct{}), make(chan struct{})
-	go func() { activity.Run(stopActivity); close(activityDone) }()
-	defer func() { close(stopActivity); <-activityDone }()
+	defer activity.Start()()
 
 	rrl, cookies, err := cfg.DNS.protections(cookieFile, st, log)
 	if err != nil {

@@ -26,11 +26,11 @@ import (
 // back at the next minute.
 //
 // Answered is the query path: safe for concurrent use, no lock, no
-// allocation: one hash, a few atomic loads and three atomic adds. Run (the
-// minute clock) is one goroutine; the readers (the dashboard's handlers)
-// may run concurrently with both. Counts are exact but for two races,
-// each at most a few answers once per idle hour, which do not matter to a
-// dashboard: an answer that loads the current minute just as it advances
+// allocation: one hash, a few atomic loads and three atomic adds. The
+// minute clock (Start) is one goroutine; the readers (the dashboard's
+// handlers) may run concurrently with both. Counts are exact but for two
+// races, each at most a few answers once per idle hour, which do not
+// matter to a dashboard: an answer that loads the current minute just as it advances
 // counts in the one before, and an answer racing the release of its key's
 // idle slot may be counted under the next key to claim it.
 type Activity struct {
@@ -208,18 +208,23 @@ func countryCode(i int) string {
 	return string([]byte{byte('A' + i/26), byte('A' + i%26)})
 }
 
-// Run moves the minute clock until done is closed.
-func (a *Activity) Run(done <-chan struct{}) {
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-done:
-			return
-		case <-t.C:
-			a.advance()
+// Start starts the minute clock; stop stops it and returns once it has.
+func (a *Activity) Start() (stop func()) {
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				a.advance()
+			}
 		}
-	}
+	}()
+	return func() { close(done); <-stopped }
 }
 
 // advance starts a new minute: it clears the column an hour old, moves

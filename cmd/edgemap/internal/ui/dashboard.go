@@ -57,7 +57,7 @@ type Source struct {
 	// MaxAge is how old a measurement may be and still decide.
 	MaxAge time.Duration
 	// Activity is the answers the resolver counts (resolver.Handler's
-	// Activity), whose owner runs its minute clock; nil: none are
+	// Activity), whose owner Starts its minute clock; nil: none are
 	// counted, and the map has no busy places.
 	Activity *Activity
 }
