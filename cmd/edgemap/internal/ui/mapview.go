@@ -120,15 +120,15 @@ func (d *Dashboard) ServeMap(w http.ResponseWriter, r *http.Request) {
 		probe.WriteError(w, http.StatusBadRequest, mapping.FieldErrorf("family", "want A or AAAA, not %q", family))
 		return
 	}
-	props := propertyNames(snap)
 	property := q.Get("property")
 	if property == "" {
+		// The page's first ask; it names the property from then on.
 		property = widestProperty(snap)
 	}
 	if property != "" && !strings.HasSuffix(property, ".") {
 		property += "."
 	}
-	if n := snap.Lookup(strings.ToLower(property)); len(props) > 0 && (n == nil || n.Property == nil) {
+	if n := snap.Lookup(strings.ToLower(property)); property != "" && (n == nil || n.Property == nil) {
 		probe.WriteError(w, http.StatusNotFound, mapping.FieldErrorf("property", "no property named %s", property))
 		return
 	}
