@@ -67,7 +67,8 @@ type api struct {
 	log   *zap.Logger
 	// collector is the probe collector, serving /v1/reports and /v1/targets.
 	collector probe.Collector
-	activity  *ui.Activity
+	// activity is the resolver's answer counter, which the dashboard shows.
+	activity *ui.Activity
 }
 
 // errNoSnapshot is what is answered before a map is published.
@@ -216,6 +217,8 @@ func (a *api) routes(gather prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", a.healthz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gather, promhttp.HandlerOpts{}))
+	// The dashboard shows the fleet's and the event log's panels when this
+	// table has their endpoints.
 	var v1 map[string]http.HandlerFunc
 	dash := ui.New(ui.Source{Snapshot: a.n.Snapshot().Load, Measurements: a.n.Measurements, MaxAge: a.n.MaxAge(), Activity: a.activity},
 		ui.Options{TokenRequired: a.token != "", HasEndpoint: func(path string) bool { return v1["GET "+path] != nil }})
