@@ -174,7 +174,9 @@ func TestBuildRecords(t *testing.T) {
 }
 
 func TestBuildRecordErrors(t *testing.T) {
-	rec := func(name string, typ RecordType, value string) Record { return Record{Name: name, Type: typ, Value: value} }
+	rec := func(name string, typ RecordType, value string) Record {
+		return Record{Name: name, Type: typ, Value: value}
+	}
 	tests := []struct {
 		name    string
 		records []Record
