@@ -109,6 +109,12 @@ func TestACMEHookScripts(t *testing.T) {
 	expect("certbot cleanup of one", "wildcard-token")
 	hook("certbot-cleanup-hook", certbot("wildcard-token"))
 	expect("certbot cleanup")
+	// A customer's name whose _acme-challenge is a CNAME to the property's.
+	customer := []string{"CERTBOT_DOMAIN=www.shop.example", "CERTBOT_VALIDATION=customer-token", "EDGEMAP_ACME_NAME=" + name}
+	hook("certbot-auth-hook", customer)
+	expect("certbot auth for a customer's name", "customer-token")
+	hook("certbot-cleanup-hook", customer)
+	expect("certbot cleanup for a customer's name")
 
 	hook("lego-exec", nil, "present", name, "lego-token", "120")
 	expect("lego present", "lego-token")
