@@ -1070,7 +1070,7 @@ func checkServe(t testing.TB, req, resp []byte, tcp bool) {
 // fuzzer cut at every length, and each with one byte flipped at each
 // position: it must never panic, and checkServe must hold.
 func TestServeDNSGarbage(t *testing.T) {
-	h, _, reg := newHandler(t, build(t, worldInputs(t)))
+	h, _, reg := newHandler(t, build(t, recordInputs(t)))
 	src := netip.MustParseAddr("127.1.1.2")
 	for _, s := range fuzzSeeds(t) {
 		for _, tcp := range []bool{false, true} {

@@ -89,6 +89,9 @@ func TestCLIGolden(t *testing.T) {
 		{"record-add-mx-bad", "record add --name cdn.example.net --type MX --value mail.example.net"},
 		{"record-rm-acme", "record rm --name _acme-challenge.shop.cdn.example.net --type TXT --value gfj9Xq-Rg85nM"},
 		{"record-rm-missing", "record rm --name _acme-challenge.shop.cdn.example.net --type TXT"},
+		// Last: it sets the zone whole, timers not given back to their defaults.
+		{"zone-set-timers", "zone set --name cdn.example.net --ns ns1.cdn.example.net=192.0.2.53 --ns ns2.cdn.example.net=198.51.100.53 --contact hostmaster@example.net --ns-ttl 86400 --minimum 600"},
+		{"zone-show-timers", "zone show"},
 	})
 }
 
