@@ -31,6 +31,7 @@ const SchemaVersion = 1
 //	meta/config_revision  the configuration's revision, 8 bytes big-endian;
 //	                   absent (revision 0) until the first change
 //	health/<Edge>      JSON of EdgeHealth, the last health decided
+//	static_records/<Name> <Type> <Value>  JSON of Record (Record.Key)
 //
 // Buckets added within a version are created on open, so a file written by
 // an earlier build of the same version gains them.
@@ -42,12 +43,13 @@ var (
 	bucketZone, bucketEdges, bucketProperties, bucketTargets = []byte("zone"), []byte("edges"), []byte("properties"), []byte("targets")
 	bucketKeys, bucketSeqs                                   = []byte("keys"), []byte("seqs")
 	bucketMeasure, bucketHealth                              = []byte("measurements"), []byte("health")
+	bucketRecords                                            = []byte("static_records")
 
 	keySchema, keyAsOf, keyRev = []byte("schema"), []byte("map_as_of"), []byte("config_revision") // in meta
 	keyZone                    = []byte("zone")                                                   // in zone
 )
 
-var allBuckets = [][]byte{bucketMeta, bucketZone, bucketEdges, bucketProperties, bucketTargets, bucketKeys, bucketSeqs, bucketMeasure, bucketHealth}
+var allBuckets = [][]byte{bucketMeta, bucketZone, bucketEdges, bucketProperties, bucketTargets, bucketKeys, bucketSeqs, bucketMeasure, bucketHealth, bucketRecords}
 
 // schemaVersion returns the version of the file tx reads, or 0 for a file
 // with no buckets at all (new, or an empty bbolt file), which Open lays out.
@@ -108,6 +110,9 @@ func readConfig(tx *bolt.Tx) (Config, error) {
 		return Config{}, err
 	}
 	if c.Targets, err = readRecords(tx, bucketTargets, func(t Target) string { return t.Block.String() }); err != nil {
+		return Config{}, err
+	}
+	if c.Records, err = readRecords(tx, bucketRecords, Record.Key); err != nil {
 		return Config{}, err
 	}
 	return c, nil
@@ -177,6 +182,10 @@ func writeConfig(tx *bolt.Tx, c *Config) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	records, err := encodeRecords("record", c.Records, Record.Key)
+	if err != nil {
+		return false, err
+	}
 	targetsChanged, err := syncBucket(tx, bucketTargets, targets)
 	if err != nil {
 		return false, err
@@ -189,7 +198,11 @@ func writeConfig(tx *bolt.Tx, c *Config) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	othersChanged := edgesChanged || propsChanged || targetsChanged
+	recordsChanged, err := syncBucket(tx, bucketRecords, records)
+	if err != nil {
+		return false, err
+	}
+	othersChanged := edgesChanged || propsChanged || targetsChanged || recordsChanged
 	zoneChanged, err := syncZone(tx, c.Zone, othersChanged)
 	if err != nil {
 		return false, err

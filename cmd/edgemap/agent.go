@@ -76,5 +76,19 @@ func runAgent(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	log.Info("probing", zap.String("edge", c.String("edge")), zap.Strings("collectors", c.StringSlice("collector")))
+	notify := &notifier{log: log.Named("systemd")}
+	notify.ready(fmt.Sprintf("probing for edge %s, reporting to %d name server(s)", c.String("edge"), len(c.StringSlice("collector"))))
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-ctx.Done():
+			notify.stopping()
+		case <-done:
+		}
+	}()
+	// The agent's loop has no liveness to ask; the keep-alive says the
+	// process runs.
+	go notify.watchdog(ctx, func(context.Context) error { return nil })
 	return agent.Run(ctx)
 }

@@ -43,6 +43,8 @@ func newApp() *cli.App {
 			applyCommand(),
 			mapCommand(),
 			targetCommand(),
+			recordCommand(),
+			customerCommand(),
 			keyCommand(),
 			probeCommand(),
 			dbCommand(),

@@ -119,6 +119,9 @@ type serveConfig struct {
 	// Collector limits; zero means the probe package's default.
 	CollectorReadTimeout time.Duration
 	CollectorMaxBuffered int64
+	// Notify tells systemd of the server's state (systemd.go); nil, as in
+	// tests that run the server in-process, tells no one.
+	Notify *notifier
 }
 
 // dnsSettings are the limits of the DNS listener (README "Security").
@@ -285,6 +288,7 @@ func serve(c *cli.Context) error {
 	if cfg.DNS, err = dnsSettingsFromFlags(c); err != nil {
 		return err
 	}
+	cfg.Notify = &notifier{log: log.Named("systemd")}
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	return runServer(ctx, cfg, log, nil)
@@ -391,16 +395,37 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 	if ready != nil {
 		ready(running{DNS: dns.Addr(), API: "http://" + apiSrv.Addr().String()})
 	}
+	// The sockets are bound and the first map is published (node.New).
+	status := fmt.Sprintf("serving DNS on %s, the admin API on %s", dns.Addr(), apiSrv.Addr())
+	cfg.Notify.ready(status)
+	watchdogCtx, stopWatchdog := context.WithCancel(ctx)
+	watchdogDone := make(chan struct{})
+	go func() {
+		defer close(watchdogDone)
+		cfg.Notify.watchdog(watchdogCtx, dnsAlive(dns.Addr(), func() string {
+			if z := n.Snapshot().Load().Zone(); z != nil {
+				return z.Name
+			}
+			return "." // REFUSED, which is an answer too
+		}))
+	}()
+	defer func() {
+		stopWatchdog()
+		<-watchdogDone
+	}()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	for {
 		select {
 		case <-hup:
+			cfg.Notify.reloading()
 			if err := n.ReloadGeo(); err != nil {
 				log.Error("geoip reload failed; keeping the database in use", zap.Error(err))
 			}
+			cfg.Notify.ready(status)
 		case <-ctx.Done():
+			cfg.Notify.stopping()
 			log.Info("shutting down")
 			err := apiSrv.Shutdown()
 			<-apiErr

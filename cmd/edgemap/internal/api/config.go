@@ -85,6 +85,41 @@ func (a *api) deleteProperty(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// listRecords answers the static records, those of one name with ?name=.
+func (a *api) listRecords(w http.ResponseWriter, r *http.Request) {
+	cfg, _, err := a.n.Config()
+	if err != nil {
+		a.internal(w, err)
+		return
+	}
+	out := config.RecordsOf(cfg)
+	if name := r.URL.Query().Get("name"); name != "" {
+		name, _ = config.LookupName("name", name)
+		out = slices.DeleteFunc(out, func(rec config.Record) bool { return rec.Name != name })
+	}
+	probe.WriteJSON(w, http.StatusOK, out)
+}
+
+func (a *api) createRecord(w http.ResponseWriter, r *http.Request) {
+	var zoneTTL uint32
+	update(a, w, r, http.StatusCreated, func(rec store.Record) config.Record { return config.RecordOf(rec, zoneTTL) },
+		func(c *store.Config, s config.RecordSpec) (store.Record, error) {
+			zoneTTL = config.TimersOf(c.Zone).TTL
+			return config.AddRecord(c, s)
+		})
+}
+
+// deleteRecords removes the records of ?name= and ?type=, all of them or
+// the one of ?value=, and answers what it removed.
+func (a *api) deleteRecords(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	edit(a, w, http.StatusOK, func(rs []store.Record) []config.Record {
+		return config.RecordsOf(store.Config{Records: rs})
+	}, func(c *store.Config) ([]store.Record, error) {
+		return config.DeleteRecords(c, q.Get("name"), q.Get("type"), q.Get("value"))
+	})
+}
+
 // apply makes the configuration match a world, and answers what changed.
 func (a *api) apply(w http.ResponseWriter, r *http.Request) {
 	var world config.WorldSpec

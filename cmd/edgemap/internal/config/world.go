@@ -35,7 +35,8 @@ func ReadWorld(path string) (*WorldSpec, error) {
 }
 
 // ApplyTo makes c match the world. Without prune, records the world does
-// not name are kept; with prune they are removed. Drain state, set by
+// not name are kept; with prune they are removed (static records too: a
+// record is named by its name, type and value). Drain state, set by
 // `edge drain`, is operational: a world file neither sets nor clears it.
 // Errors name the record, e.g. "edges[2].lat". What changed is
 // Diff(before, *c).
@@ -86,6 +87,17 @@ func (w *WorldSpec) ApplyTo(c *store.Config, prune bool) error {
 		return err
 	}
 	c.Targets = merge(c.Targets, targets, prune, func(t store.Target) string { return t.Block.String() })
+
+	// After the zone: a record without a TTL gets the zone's as declared.
+	zoneTTL := TimersOf(c.Zone).TTL
+	records, err := declared(w.Records, "records", "record", func(s RecordSpec) (store.Record, string, error) {
+		r, err := s.Record(zoneTTL)
+		return r, r.Key(), err
+	})
+	if err != nil {
+		return err
+	}
+	c.Records = merge(c.Records, records, prune, store.Record.Key)
 	return nil
 }
 
@@ -100,7 +112,7 @@ func declared[S, T any](specs []S, list, kind string, record func(S) (T, string,
 			return nil, mapping.Within(field, err)
 		}
 		if _, dup := out[key]; dup {
-			keyField := map[string]string{"edge": "id", "property": "name", "target": "block"}[kind]
+			keyField := map[string]string{"edge": "id", "property": "name", "target": "block", "record": "value"}[kind]
 			return nil, mapping.FieldErrorf(field+"."+keyField, "duplicate %s %q", kind, key)
 		}
 		out[key] = rec
