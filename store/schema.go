@@ -31,6 +31,10 @@ const SchemaVersion = 1
 //	meta/config_revision  the configuration's revision, 8 bytes big-endian;
 //	                   absent (revision 0) until the first change
 //	health/<Edge>      JSON of EdgeHealth, the last health decided
+//	meta/cookie_secret the DNS cookie secret, 16 bytes (secret.go)
+//	meta/config_mirror in a fleet, what the configuration copies: opaque
+//	                   bytes of the fleet's (mirror.go); absent on a single
+//	                   name server
 //
 // Buckets added within a version are created on open, so a file written by
 // an earlier build of the same version gains them.
@@ -165,31 +169,10 @@ func decodeRecord(bucket, key, val []byte, v any) error {
 // writeConfig makes the buckets match c and reports whether it wrote
 // anything. It checks and encodes every record before the first write.
 func writeConfig(tx *bolt.Tx, c *Config) (bool, error) {
-	edges, err := encodeRecords("edge id", c.Edges, func(e Edge) string { return e.ID })
+	othersChanged, err := syncRecords(tx, c)
 	if err != nil {
 		return false, err
 	}
-	props, err := encodeRecords("property name", c.Properties, func(p Property) string { return p.Name })
-	if err != nil {
-		return false, err
-	}
-	targets, err := encodeRecords("target block", c.Targets, func(t Target) string { return t.Block.String() })
-	if err != nil {
-		return false, err
-	}
-	targetsChanged, err := syncBucket(tx, bucketTargets, targets)
-	if err != nil {
-		return false, err
-	}
-	edgesChanged, err := syncBucket(tx, bucketEdges, edges)
-	if err != nil {
-		return false, err
-	}
-	propsChanged, err := syncBucket(tx, bucketProperties, props)
-	if err != nil {
-		return false, err
-	}
-	othersChanged := edgesChanged || propsChanged || targetsChanged
 	zoneChanged, err := syncZone(tx, c.Zone, othersChanged)
 	if err != nil {
 		return false, err
@@ -202,6 +185,36 @@ func writeConfig(tx *bolt.Tx, c *Config) (bool, error) {
 		return false, fmt.Errorf("bucket %q key %q: put: %w", bucketMeta, keyRev, err)
 	}
 	return true, nil
+}
+
+// syncRecords makes the edge, property and target buckets match c and
+// reports whether it wrote anything. It checks and encodes every record
+// before the first write.
+func syncRecords(tx *bolt.Tx, c *Config) (bool, error) {
+	edges, err := encodeRecords("edge id", c.Edges, func(e Edge) string { return e.ID })
+	if err != nil {
+		return false, err
+	}
+	props, err := encodeRecords("property name", c.Properties, func(p Property) string { return p.Name })
+	if err != nil {
+		return false, err
+	}
+	targets, err := encodeRecords("target block", c.Targets, func(t Target) string { return t.Block.String() })
+	if err != nil {
+		return false, err
+	}
+	changed := false
+	for _, b := range []struct {
+		name []byte
+		recs map[string][]byte
+	}{{bucketTargets, targets}, {bucketEdges, edges}, {bucketProperties, props}} {
+		ch, err := syncBucket(tx, b.name, b.recs)
+		if err != nil {
+			return false, err
+		}
+		changed = changed || ch
+	}
+	return changed, nil
 }
 
 // configRevision is the revision of the configuration tx reads: 0 before

@@ -265,6 +265,15 @@ func (a *api) write(w http.ResponseWriter, status int, err error, v any) {
 		probe.WriteJSON(w, status, v)
 	case errors.Is(err, config.ErrConflict):
 		probe.WriteError(w, http.StatusConflict, err)
+	case errors.Is(err, store.ErrConflict):
+		// Other writes kept committing first, more times than Update
+		// tries again.
+		probe.WriteError(w, http.StatusConflict, &mapping.FieldError{Msg: err.Error() + "; try again", Err: err})
+	case errors.Is(err, node.ErrConfigUnavailable):
+		// Not the caller's fault and not a bug: the answers go on, and the
+		// write may be made again once the store is back.
+		w.Header().Set("Retry-After", "5")
+		probe.WriteError(w, http.StatusServiceUnavailable, &mapping.FieldError{Msg: err.Error(), Err: err})
 	case errors.Is(err, store.ErrNotFound):
 		probe.WriteError(w, http.StatusNotFound, err)
 	case errors.As(err, &fe):
