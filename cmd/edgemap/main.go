@@ -44,6 +44,7 @@ func newApp() *cli.App {
 			mapCommand(),
 			targetCommand(),
 			keyCommand(),
+			nodeCommand(),
 			probeCommand(),
 			dbCommand(),
 		},

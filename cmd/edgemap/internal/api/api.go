@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/fleet"
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/node"
 	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/probe"
@@ -50,6 +51,10 @@ type Options struct {
 	// MaxBufferedBytes); zero is probe's default.
 	CollectorBodyTimeout time.Duration
 	CollectorMaxBuffered int64
+	// Fleet is the server's fleet, nil for a single name server; Self is
+	// how GET /v1/nodes shows this server (its ID and DNS address).
+	Fleet *fleet.Fleet
+	Self  config.Node
 }
 
 // api is the admin HTTP API. The CLI is a thin client of it, so everything
@@ -63,6 +68,8 @@ type api struct {
 	log   *zap.Logger
 	// collector is the probe collector, serving /v1/reports and /v1/targets.
 	collector probe.Collector
+	fleet     *fleet.Fleet // nil: a single name server
+	self      config.Node
 }
 
 // errNoSnapshot is what is answered before a map is published.
@@ -127,7 +134,7 @@ func newAPI(opts *Options) (*api, error) {
 		return nil, err
 	}
 	log := cmp.Or(opts.Log, zap.NewNop())
-	a := &api{n: opts.Node, token: opts.Token, hosts: hosts, log: log}
+	a := &api{n: opts.Node, token: opts.Token, hosts: hosts, log: log, fleet: opts.Fleet, self: opts.Self}
 	a.collector.BodyTimeout, a.collector.MaxBufferedBytes = opts.CollectorBodyTimeout, opts.CollectorMaxBuffered
 	return a, nil
 }
@@ -250,6 +257,7 @@ func (a *api) routes(gather prometheus.Gatherer) http.Handler {
 	c.Register(collector)
 	mux.Handle("/v1/reports", a.browserSafe(false, collector))
 	mux.Handle("/v1/targets", a.browserSafe(false, collector))
+	mux.Handle("GET /v1/nodes", a.nodes())
 	mux.Handle("/v1/", a.admin(func(w http.ResponseWriter, r *http.Request) {
 		probe.WriteError(w, http.StatusNotFound, mapping.FieldErrorf("path", "no such endpoint: %s %s", r.Method, r.URL.Path))
 	}))
@@ -338,6 +346,15 @@ func (a *api) healthz(w http.ResponseWriter, r *http.Request) {
 	}
 	if g := snap.Geo(); g != nil {
 		st["geoip"] = g.Describe()
+	}
+	if a.fleet != nil {
+		// Still 200: a server cut off from etcd answers as well as before,
+		// from its copy; only writes are refused.
+		h := a.fleet.Health()
+		st["fleet"] = h
+		if h.Degraded {
+			st["status"] = "degraded"
+		}
 	}
 	probe.WriteJSON(w, http.StatusOK, st)
 }

@@ -1,7 +1,6 @@
 package fleet
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -115,7 +114,7 @@ func (f *Fleet) commit(cur mirror, enc encoded) (int64, uint64, error) {
 		if len(batch) == 0 {
 			return nil
 		}
-		ctx, cancel := context.WithTimeout(f.ctx, requestTimeout)
+		ctx, cancel := f.request()
 		defer cancel()
 		_, err := f.cli.Txn(ctx).Then(batch...).Commit()
 		batch, size = nil, 0
@@ -148,7 +147,7 @@ func (f *Fleet) commit(cur mirror, enc encoded) (int64, uint64, error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	ctx, cancel := context.WithTimeout(f.ctx, requestTimeout)
+	ctx, cancel := f.request()
 	defer cancel()
 	resp, err := f.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(f.pfx+keyConfig), "=", cur.rev)).
@@ -192,9 +191,9 @@ func (f *Fleet) setMirror(m mirror) error {
 
 // applyHead makes the copy the configuration whose manifest is kv (nil:
 // etcd holds none), read at header. whole says that kv and header were
-// read, under applyMu, as etcd's latest (a resynchronisation), rather than
-// delivered by the watch, whose events may come after a commit of this
-// server's. It reports whether the copy changed, for the caller to publish
+// read as etcd's latest, with no commit of this server's since (a
+// resynchronisation), rather than delivered by the watch, whose events may
+// come after such a commit. It reports whether the copy changed, for the caller to publish
 // it. applyMu held.
 func (f *Fleet) applyHead(kv *mvccKV, header *etcdserverpb.ResponseHeader, whole bool) (bool, error) {
 	f.mu.Lock()
@@ -310,7 +309,7 @@ func (f *Fleet) fetch(man, prev manifest) (map[string][]byte, error) {
 		for i, h := range chunk {
 			ops[i] = clientv3.OpGet(f.pfx + dirBlobs + h)
 		}
-		ctx, cancel := context.WithTimeout(f.ctx, requestTimeout)
+		ctx, cancel := f.request()
 		resp, err := f.cli.Txn(ctx).Then(ops...).Commit()
 		cancel()
 		if err != nil {
@@ -352,7 +351,7 @@ func (f *Fleet) collect(rev int64, man manifest) {
 	for _, h := range man.blobs() {
 		keep[h] = true
 	}
-	ctx, cancel := context.WithTimeout(f.ctx, requestTimeout)
+	ctx, cancel := f.request()
 	defer cancel()
 	resp, err := f.cli.Get(ctx, f.pfx+dirBlobs, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {

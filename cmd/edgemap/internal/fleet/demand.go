@@ -88,7 +88,7 @@ func (f *Fleet) Share(now time.Time, local []mapping.Demand) []mapping.Demand {
 		return local
 	}
 	f.mu.Lock()
-	f.demand[f.opts.Self.ID] = keepRecord(f.demand[f.opts.Self.ID], mine)
+	f.demand[f.opts.ID] = keepRecord(f.demand[f.opts.ID], mine)
 	f.outDemand, f.outRound = raw, round
 	total := f.totalLocked(round)
 	f.mu.Unlock()

@@ -31,9 +31,11 @@ const (
 	// outlive their server (--etcd-lease-ttl): 10 s. The lease is renewed
 	// every third of it.
 	DefaultLeaseTTL = 10 * time.Second
-	// requestTimeout bounds one request to etcd: 3 s, so that a write
-	// while etcd is unreachable is refused (503) within it.
-	requestTimeout = 3 * time.Second
+	// requestTimeout bounds one request to etcd: 3 s; 1 s
+	// (unreachableTimeout) while the last request failed, so that a write
+	// while etcd is unreachable is refused (503) within a second.
+	requestTimeout     = 3 * time.Second
+	unreachableTimeout = time.Second
 	// pollInterval is how often a server asks etcd for the configuration's
 	// revision: 0.5 s. It is how the server knows etcd is reachable, and
 	// catches up if its watch missed something. Two polls that see a
@@ -65,9 +67,8 @@ type Options struct {
 	// Store is the server's own file, where the fleet's configuration and
 	// keys are copied.
 	Store *store.Store
-	// Self is how this server is registered; its ID, DNS and API are
-	// required.
-	Self Member
+	// ID is this server's (--node-id), unique in the fleet.
+	ID string
 	// MapInterval is the servers' map interval: demand is shared once per
 	// interval. Every server of a fleet must have the same.
 	MapInterval time.Duration
@@ -112,6 +113,7 @@ type Fleet struct {
 	current      time.Time                 // when the copy was last known to be etcd's latest
 	staleSince   int                       // polls in a row that saw a revision not served
 	n            *node.Node                // set by Start
+	self         Member                    // set by Register
 	haveCookie   bool                      // the fleet's cookie secret was copied since Open
 	outDemand    []byte                    // this server's demand record to write, as Share made it
 	outRound     int64                     // its round
@@ -159,11 +161,8 @@ func Open(opts Options) (*Fleet, error) {
 	if len(opts.Endpoints) == 0 {
 		return nil, errors.New("--etcd-endpoints: at least one etcd client URL is needed")
 	}
-	if opts.Self.ID == "" || opts.Self.DNS == "" || opts.Self.API == "" {
-		return nil, errors.New("fleet: the server's id, DNS and API addresses are required")
-	}
-	if strings.ContainsAny(opts.Self.ID, "/") {
-		return nil, fmt.Errorf("--node-id %q: a fleet's server id may not contain '/'", opts.Self.ID)
+	if opts.ID == "" || strings.ContainsAny(opts.ID, "/") {
+		return nil, fmt.Errorf("--node-id %q: a fleet's server needs an id without '/'", opts.ID)
 	}
 	if opts.MapInterval <= 0 {
 		return nil, errors.New("fleet: the map interval must be positive")
@@ -182,7 +181,6 @@ func Open(opts Options) (*Fleet, error) {
 	if opts.Log == nil {
 		opts.Log = zap.NewNop()
 	}
-	opts.Self.Started = time.Now().UTC().Truncate(time.Second)
 	cfg, rev, raw, err := opts.Store.MirroredConfig()
 	if err != nil {
 		return nil, err
@@ -234,19 +232,33 @@ func Open(opts Options) (*Fleet, error) {
 
 // Start catches up with etcd and follows it for n: a configuration
 // another server commits is copied and published through
-// n.ConfigChanged, keys are copied, the server is registered and its
-// demand shared. It does not wait for etcd.
+// n.ConfigChanged, and keys are copied. It does not wait for etcd.
 func (f *Fleet) Start(n *node.Node) {
 	f.mu.Lock()
 	f.n = n
 	f.mu.Unlock()
-	for _, loop := range []func(){f.follow, f.poll, f.register} {
-		f.wg.Add(1)
-		go func() {
-			defer f.wg.Done()
-			loop()
-		}()
-	}
+	f.spawn(f.follow)
+	f.spawn(f.poll)
+}
+
+// Register registers this server as self (its DNS and API addresses; the
+// rest is filled in) under a lease, and writes the demand Share makes,
+// until Close. Call it once the server answers, after Start.
+func (f *Fleet) Register(self Member) {
+	self.ID = f.opts.ID
+	self.Started = time.Now().UTC().Truncate(time.Second)
+	f.mu.Lock()
+	f.self = self
+	f.mu.Unlock()
+	f.spawn(f.register)
+}
+
+func (f *Fleet) spawn(loop func()) {
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		loop()
+	}()
 }
 
 // Close stops following etcd, withdraws the registration (so that the
@@ -260,6 +272,17 @@ func (f *Fleet) Close() error {
 		f.cli.Close()
 	})
 	return nil
+}
+
+// request is the context of one request to etcd.
+func (f *Fleet) request() (context.Context, context.CancelFunc) {
+	f.mu.Lock()
+	d := requestTimeout
+	if f.etcdErr != nil {
+		d = unreachableTimeout
+	}
+	f.mu.Unlock()
+	return context.WithTimeout(f.ctx, d)
 }
 
 // unavailable wraps an error of etcd for the API: node.ErrConfigUnavailable

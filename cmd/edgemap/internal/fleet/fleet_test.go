@@ -47,7 +47,7 @@ func join(t *testing.T, endpoint, id, path string) *member {
 		t.Fatal(err)
 	}
 	f, err := Open(Options{Endpoints: []string{endpoint}, Store: st, MapInterval: time.Hour, LeaseTTL: 2 * time.Second,
-		Self: Member{ID: id, DNS: "127.0.0.1:53", API: "http://" + id}, Log: zaptest.NewLogger(t).Named(id)})
+		ID: id, Log: zaptest.NewLogger(t).Named(id)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,6 +57,7 @@ func join(t *testing.T, endpoint, id, path string) *member {
 		t.Fatal(err)
 	}
 	f.Start(n)
+	f.Register(Member{DNS: "127.0.0.1:53", API: "http://" + id})
 	m := &member{f: f, n: n, st: st, path: path}
 	t.Cleanup(m.stop)
 	return m

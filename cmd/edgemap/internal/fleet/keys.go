@@ -1,7 +1,6 @@
 package fleet
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -48,7 +47,7 @@ func (f *Fleet) writeKeys() error {
 // that the server accepts a key it made at once, before the watch brings
 // it.
 func (f *Fleet) refreshKeys() error {
-	ctx, cancel := context.WithTimeout(f.ctx, requestTimeout)
+	ctx, cancel := f.request()
 	defer cancel()
 	resp, err := f.cli.Get(ctx, f.pfx+dirKeys, clientv3.WithPrefix())
 	if err != nil {
@@ -65,7 +64,7 @@ func (f *Fleet) AddKey(k store.Key) error {
 		return err
 	}
 	key := f.pfx + dirKeys + k.ID
-	ctx, cancel := context.WithTimeout(f.ctx, requestTimeout)
+	ctx, cancel := f.request()
 	defer cancel()
 	resp, err := f.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).Then(clientv3.OpPut(key, string(raw))).Commit()
 	if err != nil {
@@ -84,7 +83,7 @@ func (f *Fleet) Keys() ([]store.Key, error) { return f.st.Keys() }
 // returns once this server refuses it.
 func (f *Fleet) DeleteKey(id string) error {
 	key := f.pfx + dirKeys + id
-	ctx, cancel := context.WithTimeout(f.ctx, requestTimeout)
+	ctx, cancel := f.request()
 	defer cancel()
 	resp, err := f.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), ">", 0)).Then(clientv3.OpDelete(key)).Commit()
 	if err != nil {
@@ -135,7 +134,7 @@ func (f *Fleet) fetchCookieSecret() error {
 		return err
 	}
 	key := f.pfx + keyCookie
-	ctx, cancel := context.WithTimeout(f.ctx, requestTimeout)
+	ctx, cancel := f.request()
 	defer cancel()
 	resp, err := f.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
 		Then(clientv3.OpPut(key, hex.EncodeToString(mine[:]))).Else(clientv3.OpGet(key)).Commit()

@@ -12,29 +12,14 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 )
 
 // Member is one name server of the fleet as it registers itself under
 // nodes/<id>, with a lease: a server that stops renewing it (dead, or cut
 // off from etcd) disappears within the lease's TTL.
-type Member struct {
-	ID string `json:"id"`
-	// DNS is where it answers (host:port); API its admin API's URL, which
-	// probe agents report to.
-	DNS string `json:"dns"`
-	API string `json:"api"`
-	// Revision and Serial are the configuration's of the map it serves.
-	Revision uint64 `json:"revision"`
-	Serial   uint32 `json:"serial"`
-	// MapBuilt is the time the map it serves was built for.
-	MapBuilt time.Time `json:"map_built"`
-	// Reports is how many probe reports it accepted in the map interval
-	// before Updated.
-	Reports       uint64    `json:"reports_last_interval"`
-	MapIntervalMs int64     `json:"map_interval_ms"`
-	Started       time.Time `json:"started"`
-	Updated       time.Time `json:"updated"`
-}
+type Member = config.Node
 
 // Members are the fleet's servers by ID: this one as it is now, the others
 // as they last registered.
@@ -58,13 +43,13 @@ func (f *Fleet) Members() []Member {
 
 // selfMember is this server's registration as of now.
 func (f *Fleet) selfMember(now time.Time, reports uint64) Member {
-	m := f.opts.Self
+	f.mu.Lock()
+	n, m := f.n, f.self
+	f.mu.Unlock()
+	m.ID = f.opts.ID
 	m.MapIntervalMs = f.opts.MapInterval.Milliseconds()
 	m.Reports = reports
 	m.Updated = now
-	f.mu.Lock()
-	n := f.n
-	f.mu.Unlock()
 	if n != nil {
 		st := n.Status()
 		m.Revision, m.Serial, m.MapBuilt = st.Revision, st.Serial, st.MapBuilt
@@ -76,7 +61,7 @@ func (f *Fleet) selfMember(now time.Time, reports uint64) Member {
 func (f *Fleet) lastSelf() (Member, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	m, ok := f.members[f.opts.Self.ID]
+	m, ok := f.members[f.opts.ID]
 	return m, ok
 }
 
@@ -96,7 +81,7 @@ func (f *Fleet) register() {
 	ttl := int64((f.opts.LeaseTTL + time.Second - 1) / time.Second)
 	var reports, lastTotal uint64
 	for f.ctx.Err() == nil {
-		ctx, cancel := context.WithTimeout(f.ctx, requestTimeout)
+		ctx, cancel := f.request()
 		lease, err := f.cli.Grant(ctx, ttl)
 		cancel()
 		if err != nil {
@@ -127,10 +112,16 @@ func (f *Fleet) register() {
 			select {
 			case <-f.ctx.Done():
 				t.Stop()
-				// Withdrawn at once: the server leaves `node list` now.
-				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				f.cli.Revoke(ctx, lease.ID)
-				cancel()
+				// Withdrawn at once: the server leaves `node list` now
+				// (unless etcd is unreachable: then at the lease's end).
+				f.mu.Lock()
+				reachable := f.etcdErr == nil
+				f.mu.Unlock()
+				if reachable {
+					ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+					f.cli.Revoke(ctx, lease.ID)
+					cancel()
+				}
 				return
 			case _, open := <-alive:
 				if !open {
@@ -163,7 +154,7 @@ func (f *Fleet) putLeased(key string, v any, lease clientv3.LeaseID) bool {
 }
 
 func (f *Fleet) putRaw(key string, raw []byte, lease clientv3.LeaseID) bool {
-	ctx, cancel := context.WithTimeout(f.ctx, requestTimeout)
+	ctx, cancel := f.request()
 	defer cancel()
 	_, err := f.cli.Put(ctx, f.pfx+key, string(raw), clientv3.WithLease(lease))
 	if err != nil && f.ctx.Err() == nil {
@@ -184,7 +175,7 @@ func (f *Fleet) replaceShared(nodes, demand []*mvccpb.KeyValue) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.members = members
-	self := f.demand[f.opts.Self.ID]
+	self := f.demand[f.opts.ID]
 	f.demand = map[string][]demandRecord{}
 	for _, kv := range demand {
 		id := strings.TrimPrefix(string(kv.Key), f.pfx+dirDemand)
@@ -194,7 +185,7 @@ func (f *Fleet) replaceShared(nodes, demand []*mvccpb.KeyValue) {
 		}
 	}
 	if self != nil {
-		f.demand[f.opts.Self.ID] = self // this server's own are the truth
+		f.demand[f.opts.ID] = self // this server's own are the truth
 	}
 }
 
@@ -214,7 +205,7 @@ func (f *Fleet) sharedEvent(key string, put bool, value []byte) {
 		return
 	}
 	id := strings.TrimPrefix(key, dirDemand)
-	if id == f.opts.Self.ID {
+	if id == f.opts.ID {
 		return // this server's own, which it keeps itself
 	}
 	if !put {

@@ -62,8 +62,14 @@ func (f *Fleet) sync(reason string) (int64, error) {
 			return 0, err
 		}
 	}
-	f.applyMu.Lock()
-	ctx, cancel := context.WithTimeout(f.ctx, requestTimeout)
+	// Read without applyMu, so that a write need not wait for a read that
+	// waits for an unreachable etcd; a commit of this server's that lands
+	// meanwhile makes the read no longer etcd's latest as far as the copy
+	// is concerned.
+	f.mu.Lock()
+	before := f.cur.rev
+	f.mu.Unlock()
+	ctx, cancel := f.request()
 	resp, err := f.cli.Txn(ctx).Then(
 		clientv3.OpGet(f.pfx+keyConfig),
 		clientv3.OpGet(f.pfx+dirKeys, clientv3.WithPrefix()),
@@ -72,7 +78,6 @@ func (f *Fleet) sync(reason string) (int64, error) {
 	).Commit()
 	cancel()
 	if err != nil {
-		f.applyMu.Unlock()
 		return 0, f.unavailable(err)
 	}
 	f.setReachable(nil)
@@ -80,7 +85,11 @@ func (f *Fleet) sync(reason string) (int64, error) {
 	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
 		head = &mvccKV{kvs[0].ModRevision, kvs[0].Value}
 	}
-	changed, err := f.applyHead(head, resp.Header, true)
+	f.applyMu.Lock()
+	f.mu.Lock()
+	latest := f.cur.rev == before
+	f.mu.Unlock()
+	changed, err := f.applyHead(head, resp.Header, latest)
 	f.applyMu.Unlock()
 	if err != nil {
 		return 0, err
