@@ -12,6 +12,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
@@ -40,14 +41,18 @@ type member struct {
 
 // join starts a server of the fleet at endpoint, on the file at path
 // (created if missing), and stops it when the test ends.
-func join(t *testing.T, endpoint, id, path string) *member {
+func join(t testing.TB, endpoint, id, path string) *member {
 	t.Helper()
 	st, err := store.Open(path, store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	log := zap.NewNop()
+	if _, ok := t.(*testing.T); ok {
+		log = zaptest.NewLogger(t).Named(id)
+	}
 	f, err := Open(Options{Endpoints: []string{endpoint}, Store: st, MapInterval: time.Hour, LeaseTTL: 2 * time.Second,
-		ID: id, Log: zaptest.NewLogger(t).Named(id)})
+		ID: id, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,10 +74,10 @@ func (m *member) stop() {
 	m.st.Close()
 }
 
-func newFile(t *testing.T) string { return filepath.Join(t.TempDir(), "edgemap.db") }
+func newFile(t testing.TB) string { return filepath.Join(t.TempDir(), "edgemap.db") }
 
 // seed applies the demo world through m.
-func seed(t *testing.T, m *member) {
+func seed(t testing.TB, m *member) {
 	t.Helper()
 	w, err := config.ReadWorld(edgetest.World)
 	if err != nil {
