@@ -17,6 +17,7 @@ import (
 
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/edgetest"
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/fleet/fleettest"
 	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/probe"
 )
@@ -83,6 +84,20 @@ func TestFleetWriteAnsweredByEveryServer(t *testing.T) {
 		t.Fatalf("node list: %v\n%s", err, out)
 	}
 	t.Logf("node list:\n%s", out)
+
+	// A server that dies (no clean stop: its registration is not
+	// withdrawn) leaves the list when its lease ends: --etcd-lease-ttl 2s,
+	// and a second for the watch and a loaded machine.
+	ns3 := l.nodes[2]
+	ns3.cmd.Process.Kill()
+	<-ns3.exited
+	died := time.Now()
+	edgetest.Eventually(t, 3*time.Second, "ns3 leaves the list", func() bool {
+		nodes = config.Nodes{}
+		ns1.Call(t, http.MethodGet, "/v1/nodes", nil, &nodes)
+		return len(nodes.Nodes) == 2
+	})
+	t.Logf("ns3 left the list %v after it died", time.Since(died).Round(time.Millisecond))
 }
 
 // srv is the server as the single-server tests' helpers take it.
@@ -511,4 +526,28 @@ func TestFleetServersAgree(t *testing.T) {
 		t.Fatal("no answer was decided by the measurements: the test compares nothing measured")
 	}
 	t.Logf("%d networks x 2 names x 3 servers: %d differences", networks, differ)
+}
+
+// A fleet whose etcd takes TLS clients with certificates only, as a
+// production etcd does: the servers connect with --etcd-cacert,
+// --etcd-cert and --etcd-key; one without a client certificate is refused
+// by etcd and says so, and answers nothing it was not given.
+func TestFleetOverTLS(t *testing.T) {
+	etcd, files := fleettest.StartTLS(t)
+	l := &fleetLab{t: t, bin: edgemapBinary(t), etcd: etcd,
+		etcdFlags: []string{"--etcd-endpoints", etcd.Endpoint(), "--etcd-cacert", files.CA, "--etcd-cert", files.Cert, "--etcd-key", files.Key}}
+	l.startNodes(t, 2)
+	if h := l.nodes[1].healthz(t); h["status"] != "ok" {
+		t.Fatalf("ns2 over TLS: %v", h)
+	}
+	l.etcdFlags = []string{"--etcd-endpoints", etcd.Endpoint(), "--etcd-cacert", files.CA}
+	stranger := &fleetNode{lab: l, id: "ns9", db: filepath.Join(t.TempDir(), "ns9.db"), dnsAt: freeAddr(t, "127.0.0.19", "udp"), apiAt: freeAddr(t, "127.0.0.19", "tcp")}
+	stranger.start(t)
+	edgetest.Eventually(t, 5*time.Second, "the server without a client certificate says etcd refuses it", func() bool {
+		f, _ := stranger.healthz(t)["fleet"].(map[string]any)
+		return f != nil && strings.Contains(fmt.Sprint(f["etcd"]), "unreachable")
+	})
+	if s := stranger.serial(t); s != 0 {
+		t.Fatalf("the server without a certificate answers serial %d, the fleet's configuration it cannot have read", s)
+	}
 }

@@ -34,8 +34,10 @@ type fleetLab struct {
 	t     *testing.T
 	bin   string
 	etcd  *fleettest.Etcd
-	proxy *fleettest.Proxy // the servers reach etcd through it
-	nodes []*fleetNode
+	proxy *fleettest.Proxy // the servers reach etcd through it, unless etcdFlags say otherwise
+	// etcdFlags are the servers' --etcd-* flags but --etcd-lease-ttl.
+	etcdFlags []string
+	nodes     []*fleetNode
 }
 
 // fleetNode is one `edgemap serve` of a lab; its ports stay the same
@@ -62,6 +64,14 @@ func newFleetLab(t *testing.T, n int, extra ...string) *fleetLab {
 	t.Helper()
 	l := &fleetLab{t: t, bin: edgemapBinary(t), etcd: fleettest.Start(t)}
 	l.proxy = fleettest.NewProxy(t, strings.TrimPrefix(l.etcd.Endpoint(), "http://"))
+	l.etcdFlags = []string{"--etcd-endpoints", l.proxy.URL()}
+	l.startNodes(t, n, extra...)
+	return l
+}
+
+// startNodes starts n servers, the first seeded with the demo world.
+func (l *fleetLab) startNodes(t *testing.T, n int, extra ...string) {
+	t.Helper()
 	dir := t.TempDir()
 	for i := range n {
 		ip := fmt.Sprintf("127.0.0.%d", 11+i)
@@ -74,7 +84,6 @@ func newFleetLab(t *testing.T, n int, extra ...string) *fleetLab {
 		nd.start(t)
 	}
 	l.converged(t, 10*time.Second)
-	return l
 }
 
 // freeAddr is an address on ip whose port is free for both UDP and TCP
@@ -102,9 +111,10 @@ func freeAddr(t *testing.T, ip, _ string) string {
 func (nd *fleetNode) start(t *testing.T, more ...string) {
 	t.Helper()
 	args := append([]string{"serve", "--db", nd.db, "--listen", nd.dnsAt, "--api-listen", nd.apiAt, "--node-id", nd.id,
-		"--etcd-endpoints", nd.lab.proxy.URL(), "--etcd-lease-ttl", "2s",
+		"--etcd-lease-ttl", "2s",
 		"--geoip", edgetest.GeoIP, "--map-interval", "1s", "--rrl-mapped-rate", "0", "--rrl-rate", "0",
-		"--log-format", "json", "--log-level", "info"}, nd.extra...)
+		"--log-format", "json", "--log-level", "info"}, nd.lab.etcdFlags...)
+	args = append(args, nd.extra...)
 	args = append(args, more...)
 	nd.cmd = exec.Command(nd.lab.bin, args...)
 	stderr, err := nd.cmd.StderrPipe()

@@ -62,7 +62,9 @@ func BenchmarkPropagation(b *testing.B) {
 // report reports the median and 99th percentile of ds in ms.
 func report(b *testing.B, name string, ds []time.Duration) {
 	slices.Sort(ds)
-	q := func(p float64) float64 { return float64(ds[min(len(ds)-1, int(p*float64(len(ds))))].Microseconds()) / 1000 }
+	q := func(p float64) float64 {
+		return float64(ds[min(len(ds)-1, int(p*float64(len(ds))))].Microseconds()) / 1000
+	}
 	b.ReportMetric(q(0.5), name+"-p50-ms")
 	b.ReportMetric(q(0.99), name+"-p99-ms")
 }

@@ -1,9 +1,11 @@
 package fleet
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -265,6 +267,9 @@ func (f *Fleet) seed(cur mirror, header *etcdserverpb.ResponseHeader) (bool, err
 	}
 	enc.man.SerialBase = zoneSerial(cur.cfg)
 	cur.rev, cur.man = 0, manifest{}
+	if err := f.seedSecrets(); err != nil {
+		return false, err
+	}
 	newRev, cluster, err := f.commit(cur, enc)
 	if errors.Is(err, store.ErrConflict) {
 		return false, nil // another server seeded first: the watch brings it
@@ -279,6 +284,40 @@ func (f *Fleet) seed(cur mirror, header *etcdserverpb.ResponseHeader) (bool, err
 	f.log.Warn("etcd held no configuration: this server's was written to it", zap.String("prefix", f.pfx),
 		zap.Int64("revision", newRev), zap.Uint64("cluster", header.ClusterId))
 	return true, f.setMirror(mirror{rev: newRev, man: enc.man, cfg: cfg, cluster: cluster})
+}
+
+// seedSecrets writes this server's probe keys and DNS cookie secret to an
+// etcd that holds none, with its configuration: agents' keys and clients'
+// cookies stay valid when a fleet is made from a single server's file, or
+// restored after etcd lost its data. Each is written only where etcd has
+// none.
+func (f *Fleet) seedSecrets() error {
+	f.mu.Lock()
+	keys := slices.SortedFunc(maps.Values(f.keys), func(a, b store.Key) int { return strings.Compare(a.ID, b.ID) })
+	f.mu.Unlock()
+	secret, err := f.st.CookieSecret()
+	if err != nil {
+		return err
+	}
+	put := func(key, value string) error {
+		ctx, cancel := f.request()
+		defer cancel()
+		_, err := f.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).Then(clientv3.OpPut(key, value)).Commit()
+		if err != nil {
+			return f.unavailable(err)
+		}
+		return nil
+	}
+	for _, k := range keys {
+		raw, err := json.Marshal(k)
+		if err != nil {
+			return err
+		}
+		if err := put(f.pfx+dirKeys+k.ID, string(raw)); err != nil {
+			return err
+		}
+	}
+	return put(f.pfx+keyCookie, hex.EncodeToString(secret[:]))
 }
 
 // fetch returns the blobs of man that prev does not name, from the blobs

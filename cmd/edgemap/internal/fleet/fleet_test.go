@@ -353,7 +353,8 @@ func TestKeysAreTheFleets(t *testing.T) {
 }
 
 // The first server of a fleet, started on a single server's file, writes
-// that configuration to the empty etcd; its serial does not go back.
+// that configuration, its probe keys and its cookie secret to the empty
+// etcd; its serial does not go back.
 func TestFirstServerSeedsTheFleet(t *testing.T) {
 	path := newFile(t)
 	st, err := store.Open(path, store.Options{})
@@ -372,6 +373,14 @@ func TestFirstServerSeedsTheFleet(t *testing.T) {
 	}
 	c, _ := st.Config()
 	single := c.Zone.Serial
+	key := store.Key{ID: "fra1-agent", Edge: "fra1", Secret: []byte("0123456789abcdef0123456789abcdef"), Created: time.Unix(1700000000, 0).UTC()}
+	if err := st.AddKey(key); err != nil {
+		t.Fatal(err)
+	}
+	cookie, err := st.CookieSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
 	st.Close()
 
 	etcd := fleettest.Start(t)
@@ -388,6 +397,13 @@ func TestFirstServerSeedsTheFleet(t *testing.T) {
 	cb, _, _ := b.f.ConfigAt()
 	if len(cb.Edges) != len(c.Edges) {
 		t.Fatalf("ns2 has %d edges, the file had %d", len(cb.Edges), len(c.Edges))
+	}
+	// The file's probe key and cookie secret are the fleet's too.
+	if _, ok := b.n.Collector().Key(key.ID); !ok {
+		t.Fatal("ns2 refuses the key the single server had")
+	}
+	if s, err := b.f.CookieSecret(); err != nil || s != cookie {
+		t.Fatalf("ns2's cookie secret %x (%v), the single server's %x", s, err, cookie)
 	}
 }
 

@@ -1,7 +1,6 @@
 package fleet
 
 import (
-	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -126,11 +125,12 @@ func (f *Fleet) cookieMissing() bool {
 	return !f.wasMember && !f.haveCookie
 }
 
-// fetchCookieSecret gets the fleet's cookie secret, making it if the
-// fleet has none, and copies it into the server's file.
+// fetchCookieSecret gets the fleet's cookie secret and copies it into the
+// server's file; a fleet that has none gets this server's (made now if the
+// file has none), so that the cookies its clients hold stay valid.
 func (f *Fleet) fetchCookieSecret() error {
-	var mine [16]byte
-	if _, err := rand.Read(mine[:]); err != nil {
+	mine, err := f.st.CookieSecret()
+	if err != nil {
 		return err
 	}
 	key := f.pfx + keyCookie

@@ -12,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/node"
 	"github.com/edgemap/edgemap/store"
 )
 
@@ -27,13 +28,16 @@ type mvccKV struct {
 // revision, or the poll saw a revision the watch did not bring), it reads
 // everything again.
 func (f *Fleet) follow() {
-	reason := "start"
+	reason, lastErr := "start", ""
 	for f.ctx.Err() == nil {
 		rev, err := f.sync(reason)
 		f.firstOnce.Do(func() { close(f.firstSync) })
 		if err != nil {
-			if f.ctx.Err() == nil {
-				f.log.Debug("reading the fleet's state from etcd", zap.Error(err))
+			// Logged once per kind: it is retried every 0.5 s. An
+			// unreachable etcd is logged by setReachable.
+			if msg := err.Error(); f.ctx.Err() == nil && msg != lastErr && !errors.Is(err, node.ErrConfigUnavailable) {
+				f.log.Warn("the fleet's state cannot be read from etcd; answering from this server's copy", zap.Error(err))
+				lastErr = msg
 			}
 			reason = "retry"
 			select {
@@ -43,6 +47,7 @@ func (f *Fleet) follow() {
 			}
 			continue
 		}
+		lastErr = ""
 		reason = f.watch(rev)
 	}
 }
@@ -94,6 +99,17 @@ func (f *Fleet) sync(reason string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	keys := resp.Responses[1].GetResponseRange().Kvs
+	if changed && head == nil {
+		// Seeded: etcd's keys are this server's now, not the none read.
+		ctx, cancel := f.request()
+		r, err := f.cli.Get(ctx, f.pfx+dirKeys, clientv3.WithPrefix())
+		cancel()
+		if err != nil {
+			return 0, f.unavailable(err)
+		}
+		keys, resp.Header = r.Kvs, r.Header
+	}
 	f.mu.Lock()
 	f.head = 0
 	if head != nil {
@@ -103,7 +119,7 @@ func (f *Fleet) sync(reason string) (int64, error) {
 		f.current = time.Now()
 	}
 	f.mu.Unlock()
-	if err := f.replaceKeys(resp.Responses[1].GetResponseRange().Kvs, resp.Header.Revision); err != nil {
+	if err := f.replaceKeys(keys, resp.Header.Revision); err != nil {
 		return 0, err
 	}
 	f.replaceShared(resp.Responses[2].GetResponseRange().Kvs, resp.Responses[3].GetResponseRange().Kvs)

@@ -26,6 +26,7 @@ type Etcd struct {
 	dir    string
 	client url.URL
 	peer   url.URL
+	tls    *TLSFiles // nil: plain http
 
 	mu sync.Mutex // guards e
 	e  *embed.Etcd
@@ -42,6 +43,19 @@ func Start(t testing.TB) *Etcd {
 	e.Restart()
 	t.Cleanup(e.Stop)
 	return e
+}
+
+// StartTLS runs an etcd that serves its clients over TLS only and accepts
+// only clients with a certificate of its CA, as a production etcd does;
+// it returns the files a client needs.
+func StartTLS(t testing.TB) (*Etcd, TLSFiles) {
+	t.Helper()
+	files := makeCerts(t)
+	e := &Etcd{t: t, dir: t.TempDir(), client: loopbackURL(t), peer: loopbackURL(t), tls: &files}
+	e.client.Scheme = "https"
+	e.Restart()
+	t.Cleanup(e.Stop)
+	return e, files
 }
 
 func loopbackURL(t testing.TB) url.URL {
@@ -68,6 +82,10 @@ func (e *Etcd) Restart() {
 	cfg := embed.NewConfig()
 	cfg.Dir = e.dir
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{e.client}, []url.URL{e.client}
+	if e.tls != nil {
+		cfg.ClientTLSInfo.CertFile, cfg.ClientTLSInfo.KeyFile = e.tls.serverCert, e.tls.serverKey
+		cfg.ClientTLSInfo.TrustedCAFile, cfg.ClientTLSInfo.ClientCertAuth = e.tls.CA, true
+	}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{e.peer}, []url.URL{e.peer}
 	cfg.InitialCluster = cfg.Name + "=" + e.peer.String()
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
