@@ -130,8 +130,8 @@ func TestFleetOneKeyEveryCollector(t *testing.T) {
 	}
 	agent := exec.Command(l.bin, "probe", "--edge", "fra1", "--collector", ns1.API, "--key-id", "fra1-agent",
 		"--secret-file", secretFile, "--interval", "500ms", "--timeout", "200ms", "--log-format", "json")
-	var agentLog strings.Builder
-	agent.Stderr = &syncWriter{w: &agentLog}
+	agentLog := &syncWriter{}
+	agent.Stderr = agentLog
 	if err := agent.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -166,14 +166,20 @@ func TestFleetOneKeyEveryCollector(t *testing.T) {
 
 // syncWriter is an io.Writer safe for a child's output and a test's reads.
 type syncWriter struct {
-	mu sync.Mutex
-	w  *strings.Builder
+	mu sync.Mutex // guards w
+	w  strings.Builder
 }
 
 func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(p)
+}
+
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.String()
 }
 
 // With etcd stopped, every server answers as before (a restarted one
@@ -301,6 +307,7 @@ func TestFleetConcurrentApplies(t *testing.T) {
 				t.Fatalf("round %d: apply through ns%d: %d", round, i+1, c)
 			}
 		}
+		t.Logf("round %d: ns1 %d, ns2 %d", round, codes[0], codes[1])
 		l.converged(t, 2*time.Second)
 		var first config.Edge
 		for _, nd := range l.nodes {

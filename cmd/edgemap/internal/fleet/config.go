@@ -14,6 +14,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 	"github.com/edgemap/edgemap/store"
 )
 
@@ -243,6 +244,11 @@ func (f *Fleet) applyHead(kv *mvccKV, header *etcdserverpb.ResponseHeader, whole
 	}
 	if cfg.Zone != nil {
 		cfg.Zone.Serial = serialAt(man.SerialBase, uint64(kv.rev))
+	}
+	// Every server checks what it commits; this catches what was put
+	// there otherwise (etcdctl), which the server refuses to serve.
+	if err := config.Check(cfg); err != nil {
+		return false, fmt.Errorf("the configuration at revision %d is not valid, and this server keeps its copy: %w", kv.rev, err)
 	}
 	if err := f.setMirror(mirror{rev: kv.rev, man: man, cfg: cfg, cluster: header.ClusterId}); err != nil {
 		return false, err
