@@ -92,11 +92,7 @@ func (f *Fleet) CommitConfig(rev uint64, c store.Config) (uint64, bool, error) {
 	if err != nil {
 		return rev, false, err
 	}
-	f.wg.Add(1)
-	go func() {
-		defer f.wg.Done()
-		f.collect(newRev, enc.man)
-	}()
+	f.spawn(func() { f.collect(newRev, enc.man) })
 	f.kickRegistration()
 	return uint64(newRev), true, nil
 }

@@ -114,6 +114,7 @@ type Fleet struct {
 	staleSince   int                       // polls in a row that saw a revision not served
 	n            *node.Node                // set by Start
 	self         Member                    // set by Register
+	closing      bool                      // Close has begun
 	haveCookie   bool                      // the fleet's cookie secret was copied since Open
 	outDemand    []byte                    // this server's demand record to write, as Share made it
 	outRound     int64                     // its round
@@ -253,11 +254,18 @@ func (f *Fleet) Register(self Member) {
 	f.spawn(f.register)
 }
 
-func (f *Fleet) spawn(loop func()) {
+// spawn runs fn in a goroutine that Close waits for, unless Close has
+// begun.
+func (f *Fleet) spawn(fn func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closing {
+		return
+	}
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
-		loop()
+		fn()
 	}()
 }
 
@@ -266,6 +274,9 @@ func (f *Fleet) spawn(loop func()) {
 // closes the client.
 func (f *Fleet) Close() error {
 	f.closed.Do(func() {
+		f.mu.Lock()
+		f.closing = true // no goroutine starts from now on
+		f.mu.Unlock()
 		f.cancel()
 		f.wg.Wait()
 		f.firstOnce.Do(func() { close(f.firstSync) })

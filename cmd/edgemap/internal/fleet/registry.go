@@ -200,6 +200,10 @@ func (f *Fleet) sharedEvent(key string, put bool, value []byte) {
 		}
 		var m Member
 		if json.Unmarshal(value, &m) == nil && m.ID == id {
+			if _, known := f.members[id]; !known && m.MapIntervalMs != f.opts.MapInterval.Milliseconds() {
+				f.log.Warn("a server of the fleet has another --map-interval: the servers' demand is shared once per interval, so their maps differ",
+					zap.String("node", id), zap.Int64("its_ms", m.MapIntervalMs), zap.Int64("ours_ms", f.opts.MapInterval.Milliseconds()))
+			}
 			f.members[id] = m
 		}
 		return
