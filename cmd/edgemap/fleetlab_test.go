@@ -76,7 +76,7 @@ func (l *fleetLab) startNodes(t *testing.T, n int, extra ...string) {
 	for i := range n {
 		ip := fmt.Sprintf("127.0.0.%d", 11+i)
 		nd := &fleetNode{lab: l, id: fmt.Sprintf("ns%d", i+1), db: filepath.Join(dir, fmt.Sprintf("ns%d.db", i+1)),
-			dnsAt: freeAddr(t, ip, "udp"), apiAt: freeAddr(t, ip, "tcp"), extra: extra}
+			dnsAt: freeAddr(t, ip), apiAt: freeAddr(t, ip), extra: extra}
 		l.nodes = append(l.nodes, nd)
 	}
 	l.nodes[0].start(t, "--world", edgetest.World)
@@ -88,7 +88,7 @@ func (l *fleetLab) startNodes(t *testing.T, n int, extra ...string) {
 
 // freeAddr is an address on ip whose port is free for both UDP and TCP
 // (the DNS listener takes both).
-func freeAddr(t *testing.T, ip, _ string) string {
+func freeAddr(t *testing.T, ip string) string {
 	t.Helper()
 	for range 20 {
 		ln, err := net.Listen("tcp", ip+":0")
