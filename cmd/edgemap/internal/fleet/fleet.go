@@ -111,14 +111,15 @@ type Fleet struct {
 	etcdErr      error                     // the last request's error; nil: reachable
 	head         int64                     // etcd's configuration revision, as last seen
 	current      time.Time                 // when the copy was last known to be etcd's latest
-	staleSince   int                       // polls in a row that saw a revision not served
+	stalePolls   int                       // polls in a row that saw a revision not served
 	n            *node.Node                // set by Start
 	self         Member                    // set by Register
 	closing      bool                      // Close has begun
 	haveCookie   bool                      // the fleet's cookie secret was copied since Open
 	outDemand    []byte                    // this server's demand record to write, as Share made it
 	outRound     int64                     // its round
-	writtenRound int64                     // the round last written (register's own)
+
+	writtenRound int64 // the demand round last written: register's own, no lock
 
 	wasMember bool          // the file held a copy of this fleet's when opened
 	firstSync chan struct{} // closed after the first resynchronisation, or by Close

@@ -273,12 +273,12 @@ func (f *Fleet) poll() {
 		f.head = head
 		stale := head != f.cur.rev || (f.cur.cluster != 0 && f.cur.cluster != resp.Header.ClusterId)
 		if stale {
-			f.staleSince++
+			f.stalePolls++
 		} else {
-			f.staleSince = 0
+			f.stalePolls = 0
 			f.current = time.Now()
 		}
-		wake := f.staleSince >= 2
+		wake := f.stalePolls >= 2
 		f.mu.Unlock()
 		if wake {
 			f.wakeResync()
