@@ -57,18 +57,25 @@ type AgentConfig struct {
 	// Check, if set, is run against the agent's own edge every round and
 	// reported as EdgeUp; two failed rounds in a row report it down.
 	Check *Check
-	Log   *zap.Logger
-	HTTP  *http.Client
+	// Discover makes the agent report to every name server of its
+	// collectors' fleet too, as GET /v1/nodes lists them (discover.go).
+	Discover bool
+	Log      *zap.Logger
+	HTTP     *http.Client
 }
 
 // Agent measures the targets from beside one edge and reports to every
 // collector. A slow or dead collector never delays the others: each has
 // its own bounded queue and sender.
 type Agent struct {
-	cfg     AgentConfig
-	log     *zap.Logger
-	seq     atomic.Uint64
-	senders []*sender
+	cfg AgentConfig
+	log *zap.Logger
+	seq atomic.Uint64
+
+	smu     sync.Mutex // guards senders, running and wg's Add
+	senders []*sender  // the collectors given first, then those discovered
+	running context.Context
+	wg      sync.WaitGroup
 
 	mu      sync.Mutex // guards targets
 	targets []Target
@@ -128,8 +135,8 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 
 // Stats returns per-collector counters.
 func (a *Agent) Stats() []AgentStats {
-	out := make([]AgentStats, 0, len(a.senders))
-	for _, s := range a.senders {
+	out := []AgentStats{}
+	for _, s := range a.active() {
 		out = append(out, AgentStats{Collector: s.base, Sent: s.sent.Load(), Rejected: s.rejected.Load(), Dropped: s.dropped.Load()})
 	}
 	return out
@@ -137,12 +144,13 @@ func (a *Agent) Stats() []AgentStats {
 
 // Run measures every interval until ctx is done.
 func (a *Agent) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
+	a.smu.Lock()
+	a.running = ctx
 	for _, s := range a.senders {
-		wg.Add(1)
-		go func() { defer wg.Done(); s.run(ctx) }()
+		a.start(s)
 	}
-	defer wg.Wait()
+	a.smu.Unlock()
+	defer a.wg.Wait()
 	t := time.NewTicker(a.cfg.Interval)
 	defer t.Stop()
 	for {
@@ -163,6 +171,7 @@ func (a *Agent) round(ctx context.Context) {
 	if len(targets) == 0 {
 		return
 	}
+	a.discover(ctx)
 	start := time.Now()
 	r := &Report{Edge: a.cfg.Edge, IntervalMs: a.cfg.Interval.Milliseconds(), Measurements: a.measure(ctx, targets)}
 	if a.cfg.Check != nil {
@@ -185,9 +194,27 @@ func (a *Agent) round(ctx context.Context) {
 		a.log.Error("encoding report", zap.Error(err))
 		return
 	}
-	for _, s := range a.senders {
+	for _, s := range a.active() {
 		s.push(body)
 	}
+}
+
+// active are the senders now.
+func (a *Agent) active() []*sender {
+	a.smu.Lock()
+	defer a.smu.Unlock()
+	return slices.Clone(a.senders)
+}
+
+// start runs s until the agent's Run ends or s is stopped; smu held.
+func (a *Agent) start(s *sender) {
+	ctx, cancel := context.WithCancel(a.running)
+	s.stop = cancel
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		s.run(ctx)
+	}()
 }
 
 // loadTargets reads the target file, or asks the collectors in turn; on
@@ -201,7 +228,7 @@ func (a *Agent) loadTargets(ctx context.Context) ([]Target, error) {
 			err = json.Unmarshal(raw, &list)
 		}
 	} else {
-		for _, s := range a.senders {
+		for _, s := range a.active() {
 			if list, err = s.fetchTargets(ctx); err == nil {
 				break
 			}
@@ -276,6 +303,12 @@ type sender struct {
 	a    *Agent
 	base string
 	wake chan struct{}
+	stop context.CancelFunc // set by start
+
+	// id is the name server's, once known (discover.go); discovered, a
+	// sender the agent was not given but found.
+	id         string
+	discovered bool
 
 	mu    sync.Mutex // guards queue
 	queue [][]byte

@@ -32,6 +32,10 @@ const SchemaVersion = 1
 //	                   absent (revision 0) until the first change
 //	health/<Edge>      JSON of EdgeHealth, the last health decided
 //	static_records/<Name> <Type> <Value>  JSON of Record (Record.Key)
+//	meta/cookie_secret the DNS cookie secret, 16 bytes (secret.go)
+//	meta/config_mirror in a fleet, what the configuration copies: opaque
+//	                   bytes of the fleet's (mirror.go); absent on a single
+//	                   name server
 //
 // Buckets added within a version are created on open, so a file written by
 // an earlier build of the same version gains them.
@@ -170,6 +174,28 @@ func decodeRecord(bucket, key, val []byte, v any) error {
 // writeConfig makes the buckets match c and reports whether it wrote
 // anything. It checks and encodes every record before the first write.
 func writeConfig(tx *bolt.Tx, c *Config) (bool, error) {
+	othersChanged, err := syncRecords(tx, c)
+	if err != nil {
+		return false, err
+	}
+	zoneChanged, err := syncZone(tx, c.Zone, othersChanged)
+	if err != nil {
+		return false, err
+	}
+	if !othersChanged && !zoneChanged {
+		return false, nil
+	}
+	rev := configRevision(tx) + 1
+	if err := tx.Bucket(bucketMeta).Put(keyRev, binary.BigEndian.AppendUint64(nil, rev)); err != nil {
+		return false, fmt.Errorf("bucket %q key %q: put: %w", bucketMeta, keyRev, err)
+	}
+	return true, nil
+}
+
+// syncRecords makes the edge, property, target and static record buckets match c and
+// reports whether it wrote anything. It checks and encodes every record
+// before the first write.
+func syncRecords(tx *bolt.Tx, c *Config) (bool, error) {
 	edges, err := encodeRecords("edge id", c.Edges, func(e Edge) string { return e.ID })
 	if err != nil {
 		return false, err
@@ -186,35 +212,18 @@ func writeConfig(tx *bolt.Tx, c *Config) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	targetsChanged, err := syncBucket(tx, bucketTargets, targets)
-	if err != nil {
-		return false, err
+	changed := false
+	for _, b := range []struct {
+		name []byte
+		recs map[string][]byte
+	}{{bucketTargets, targets}, {bucketEdges, edges}, {bucketProperties, props}, {bucketRecords, records}} {
+		ch, err := syncBucket(tx, b.name, b.recs)
+		if err != nil {
+			return false, err
+		}
+		changed = changed || ch
 	}
-	edgesChanged, err := syncBucket(tx, bucketEdges, edges)
-	if err != nil {
-		return false, err
-	}
-	propsChanged, err := syncBucket(tx, bucketProperties, props)
-	if err != nil {
-		return false, err
-	}
-	recordsChanged, err := syncBucket(tx, bucketRecords, records)
-	if err != nil {
-		return false, err
-	}
-	othersChanged := edgesChanged || propsChanged || targetsChanged || recordsChanged
-	zoneChanged, err := syncZone(tx, c.Zone, othersChanged)
-	if err != nil {
-		return false, err
-	}
-	if !othersChanged && !zoneChanged {
-		return false, nil
-	}
-	rev := configRevision(tx) + 1
-	if err := tx.Bucket(bucketMeta).Put(keyRev, binary.BigEndian.AppendUint64(nil, rev)); err != nil {
-		return false, fmt.Errorf("bucket %q key %q: put: %w", bucketMeta, keyRev, err)
-	}
-	return true, nil
+	return changed, nil
 }
 
 // configRevision is the revision of the configuration tx reads: 0 before

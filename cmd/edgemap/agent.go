@@ -29,6 +29,7 @@ func probeCommand() *cli.Command {
 			&cli.StringFlag{Name: "targets-file", Usage: "read targets from this JSON file instead of the collectors"},
 			&cli.StringFlag{Name: "source", Usage: "local address to connect from"},
 			&cli.StringFlag{Name: "check", Usage: "health check of this agent's own edge, reported with each round: http://host/path or tcp://host:port"},
+			&cli.BoolFlag{Name: "discover", Value: true, EnvVars: env("discover"), Usage: "also report to every name server of the collectors' fleet, as GET /v1/nodes lists them"},
 		)}
 }
 
@@ -68,7 +69,7 @@ func runAgent(c *cli.Context) error {
 		Edge: c.String("edge"), Collectors: c.StringSlice("collector"), KeyID: c.String("key-id"), Secret: secret,
 		Interval: c.Duration("interval"), Samples: c.Int("samples"), Timeout: c.Duration("timeout"),
 		Concurrency: c.Int("concurrency"), Queue: c.Int("queue"), TargetsFile: c.String("targets-file"),
-		Source: source, Check: check, Log: log.Named("probe"),
+		Source: source, Check: check, Discover: c.Bool("discover"), Log: log.Named("probe"),
 	})
 	if err != nil {
 		return err

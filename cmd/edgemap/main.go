@@ -46,6 +46,7 @@ func newApp() *cli.App {
 			recordCommand(),
 			customerCommand(),
 			keyCommand(),
+			nodeCommand(),
 			probeCommand(),
 			dbCommand(),
 		},

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/fleet"
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/node"
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/ui"
 	"github.com/edgemap/edgemap/mapping"
@@ -54,6 +55,10 @@ type Options struct {
 	// Activity is the resolver's answer counter, which the dashboard
 	// shows; nil: the dashboard shows no answers.
 	Activity *ui.Activity
+	// Fleet is the server's fleet, nil for a single name server; Self is
+	// how GET /v1/nodes shows this server (its ID and DNS address).
+	Fleet *fleet.Fleet
+	Self  config.Node
 }
 
 // api is the admin HTTP API. The CLI is a thin client of it, so everything
@@ -69,6 +74,8 @@ type api struct {
 	collector probe.Collector
 	// activity is the resolver's answer counter, which the dashboard shows.
 	activity *ui.Activity
+	fleet     *fleet.Fleet // nil: a single name server
+	self      config.Node
 }
 
 // errNoSnapshot is what is answered before a map is published.
@@ -133,7 +140,7 @@ func newAPI(opts *Options) (*api, error) {
 		return nil, err
 	}
 	log := cmp.Or(opts.Log, zap.NewNop())
-	a := &api{n: opts.Node, token: opts.Token, hosts: hosts, log: log, activity: opts.Activity}
+	a := &api{n: opts.Node, token: opts.Token, hosts: hosts, log: log, activity: opts.Activity, fleet: opts.Fleet, self: opts.Self}
 	a.collector.BodyTimeout, a.collector.MaxBufferedBytes = opts.CollectorBodyTimeout, opts.CollectorMaxBuffered
 	return a, nil
 }
@@ -270,6 +277,7 @@ func (a *api) routes(gather prometheus.Gatherer) http.Handler {
 	c.Register(collector)
 	mux.Handle("/v1/reports", a.browserSafe(false, collector))
 	mux.Handle("/v1/targets", a.browserSafe(false, collector))
+	mux.Handle("GET /v1/nodes", a.nodes())
 	mux.Handle("/v1/", a.admin(func(w http.ResponseWriter, r *http.Request) {
 		probe.WriteError(w, http.StatusNotFound, mapping.FieldErrorf("path", "no such endpoint: %s %s", r.Method, r.URL.Path))
 	}))
@@ -285,6 +293,15 @@ func (a *api) write(w http.ResponseWriter, status int, err error, v any) {
 		probe.WriteJSON(w, status, v)
 	case errors.Is(err, config.ErrConflict):
 		probe.WriteError(w, http.StatusConflict, err)
+	case errors.Is(err, store.ErrConflict):
+		// Other writes kept committing first, more times than Update
+		// tries again.
+		probe.WriteError(w, http.StatusConflict, &mapping.FieldError{Msg: err.Error() + "; try again", Err: err})
+	case errors.Is(err, node.ErrConfigUnavailable):
+		// Not the caller's fault and not a bug: the answers go on, and the
+		// write may be made again once the store is back.
+		w.Header().Set("Retry-After", "5")
+		probe.WriteError(w, http.StatusServiceUnavailable, &mapping.FieldError{Msg: err.Error(), Err: err})
 	case errors.Is(err, store.ErrNotFound):
 		probe.WriteError(w, http.StatusNotFound, err)
 	case errors.As(err, &fe):
@@ -349,6 +366,15 @@ func (a *api) healthz(w http.ResponseWriter, r *http.Request) {
 	}
 	if g := snap.Geo(); g != nil {
 		st["geoip"] = g.Describe()
+	}
+	if a.fleet != nil {
+		// Still 200: a server cut off from etcd answers as well as before,
+		// from its copy; only writes are refused.
+		h := a.fleet.Health()
+		st["fleet"] = h
+		if h.Degraded {
+			st["status"] = "degraded"
+		}
 	}
 	probe.WriteJSON(w, http.StatusOK, st)
 }

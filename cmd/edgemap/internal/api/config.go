@@ -189,9 +189,9 @@ func (a *api) deleteTarget(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) listKeys(w http.ResponseWriter, r *http.Request) {
-	keys, err := a.n.Store().Keys()
+	keys, err := a.n.Keys().Keys()
 	if err != nil {
-		a.internal(w, err)
+		a.write(w, http.StatusOK, err, nil)
 		return
 	}
 	probe.WriteJSON(w, http.StatusOK, config.KeysOf(keys))
@@ -205,7 +205,7 @@ func (a *api) createKey(w http.ResponseWriter, r *http.Request) {
 	snap := a.n.Snapshot().Load()
 	k, err := config.NewKey(s, snap != nil && snap.HasEdge(s.Edge), time.Now())
 	if err == nil {
-		if err = a.n.Store().AddKey(k); errors.Is(err, store.ErrExists) {
+		if err = a.n.Keys().AddKey(k); errors.Is(err, store.ErrExists) {
 			err = &mapping.FieldError{Field: "id", Msg: "key " + s.ID + " already exists; remove it first to rotate", Err: config.ErrConflict}
 		}
 	}
@@ -216,7 +216,7 @@ func (a *api) createKey(w http.ResponseWriter, r *http.Request) {
 
 func (a *api) deleteKey(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	err := a.n.Store().DeleteKey(id)
+	err := a.n.Keys().DeleteKey(id)
 	if errors.Is(err, store.ErrNotFound) {
 		err = config.NotFound("id", "key "+id)
 	}
