@@ -144,6 +144,10 @@ func TestWriteOnOneServerIsPublishedByTheOther(t *testing.T) {
 	if ra != rb || !edgetest.EqualJSON(ca, cb) {
 		t.Fatalf("files differ: ns1 at %d, ns2 at %d", ra, rb)
 	}
+	// The world's static records and the zone's timers travel too.
+	if len(cb.Records) != len(ca.Records) || len(cb.Records) == 0 || cb.Zone.Refresh != ca.Zone.Refresh {
+		t.Fatalf("ns2 holds %d static records (ns1 %d), refresh %d", len(cb.Records), len(ca.Records), cb.Zone.Refresh)
+	}
 }
 
 // Two writes made at the same revision: one commits, the other gets
