@@ -18,6 +18,7 @@ func TestMirrorConfigStoresRevisionAndSerialAsGiven(t *testing.T) {
 		Edges:      []Edge{{ID: "fra1", IPv4: netip.MustParseAddr("192.0.2.1"), Pool: "global"}},
 		Properties: []Property{{Name: "shop.cdn.example.net.", Pools: []string{"global"}, TTL: 20, Answers: 1}},
 		Targets:    []Target{{Block: netip.MustParsePrefix("198.18.0.0/24"), Probe: netip.MustParseAddrPort("198.18.0.1:80")}},
+		Records:    []Record{},
 	}
 	changed, err := s.MirrorConfig(1234, c, []byte("note"))
 	if err != nil || !changed {
