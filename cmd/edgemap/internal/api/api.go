@@ -74,8 +74,8 @@ type api struct {
 	collector probe.Collector
 	// activity is the resolver's answer counter, which the dashboard shows.
 	activity *ui.Activity
-	fleet     *fleet.Fleet // nil: a single name server
-	self      config.Node
+	fleet    *fleet.Fleet // nil: a single name server
+	self     config.Node
 }
 
 // errNoSnapshot is what is answered before a map is published.

@@ -24,8 +24,10 @@
 //     an agent's report says its edge went up or down (Collector), or a
 //     check that was removed leaves an edge with no check result; published
 //     at once, without waiting for the map interval;
-//   - every map interval (Run): new measurements, new demand rates, and
-//     agents that went silent;
+//   - every map interval (Run): new measurements, new demand rates,
+//     agents that went silent and measurements that aged out; an interval
+//     in which none of these changed builds nothing (the published map is
+//     right as of then too), collects no garbage and writes nothing;
 //   - when the GeoIP database is reloaded (ReloadGeo, SIGHUP);
 //   - once in New, the first map.
 //

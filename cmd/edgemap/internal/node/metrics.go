@@ -10,6 +10,7 @@ import (
 // metrics are the node's Prometheus series; the builder sets them.
 type metrics struct {
 	builds     prometheus.Counter
+	unchanged  prometheus.Counter
 	buildTime  prometheus.Histogram
 	serial     prometheus.Gauge
 	geoReloads *prometheus.CounterVec
@@ -23,6 +24,7 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) metrics {
 	m := metrics{
 		builds:    prometheus.NewCounter(prometheus.CounterOpts{Name: "edgemap_map_builds_total", Help: "Snapshots built and published."}),
+		unchanged: prometheus.NewCounter(prometheus.CounterOpts{Name: "edgemap_map_unchanged_total", Help: "Map intervals and requests that found nothing changed and built nothing."}),
 		failovers: prometheus.NewCounter(prometheus.CounterOpts{Name: "edgemap_edge_failovers_total", Help: "Times an edge went down and its clients moved elsewhere."}),
 		serial:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "edgemap_config_serial", Help: "SOA serial of the configuration the published snapshot was built from."}),
 		buildTime: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "edgemap_map_build_seconds", Help: "Time to build a snapshot, published or not.",
@@ -32,7 +34,7 @@ func newMetrics(reg prometheus.Registerer) metrics {
 		edgeLoad:     gaugeVec("edgemap_edge_assigned_qps", "Demand this name server assigned to the edge, queries per second.", "edge"),
 		edgeCapacity: gaugeVec("edgemap_edge_capacity_qps", "The edge's configured capacity (0: unlimited).", "edge"),
 	}
-	reg.MustRegister(m.builds, m.buildTime, m.serial, m.geoReloads, m.edgeState, m.failovers, m.edgeLoad, m.edgeCapacity)
+	reg.MustRegister(m.builds, m.unchanged, m.buildTime, m.serial, m.geoReloads, m.edgeState, m.failovers, m.edgeLoad, m.edgeCapacity)
 	return m
 }
 

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -150,7 +149,7 @@ type Node struct {
 type published struct {
 	cfg store.Config
 	rev uint64
-	at  time.Time // Inputs.Now
+	at  time.Time // the time the map is right for: Inputs.Now, or later if nothing changed since
 }
 
 // Errors of the Node, to test for with errors.Is.
@@ -275,35 +274,30 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	t := time.NewTicker(n.opts.MapInterval)
 	defer t.Stop()
+	var recorded *mapping.Snapshot
 	for i := 1; ; i++ {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
-		// Collect first, before the build allocates. The build then runs
-		// far below the next collection's goal, so none starts inside it:
-		// Go makes a goroutine that allocates while the collector marks do
-		// marking in proportion, in pieces no Pause splits (tens of ms on
-		// the large map, taken from the answers on one core). The
-		// collection itself runs beside the answers at its usual quarter
-		// of the CPU, and the heap peaks at the live heap plus one build,
-		// not twice the live heap. Health changes rebuild at once, without
-		// this.
-		runtime.GC()
 		now := time.Now()
 		rates := n.demand.Rates(now)
 		if n.opts.Demand != nil {
 			rates = n.opts.Demand.Share(now, rates)
 		}
-		if err := n.wait(n.request(work{rates: rates})); err != nil {
+		if err := n.wait(n.request(work{rates: rates, interval: true})); err != nil {
 			if !errors.Is(err, ErrClosed) {
 				n.log.Error("map build failed; the previous map stays", zap.Error(err))
 			}
 			continue
 		}
-		if err := n.store.SetMapAsOf(n.state.Load().at); err != nil {
-			n.log.Error("recording the map time", zap.Error(err))
+		if snap := n.snap.Load(); snap != recorded {
+			// A map that did not change was right as of the one recorded.
+			if err := n.store.SetMapAsOf(n.state.Load().at); err != nil {
+				n.log.Error("recording the map time", zap.Error(err))
+			}
+			recorded = snap
 		}
 		if i%30 == 0 {
 			n.meas.prune(n.store, n.snap.Load(), time.Now(), n.opts.Retention, buildPauser(), n.log)
