@@ -32,42 +32,61 @@ type Measurement struct {
 	At      time.Time
 }
 
-// Measurement smoothing and scoring.
+// Measurement freshness and scoring.
 const (
 	// DefaultMaxAge is how old a measurement may be and still decide:
 	// three probe intervals of the default 30 s, so one lost report does
 	// not flip a unit back to geography.
 	DefaultMaxAge = 90 * time.Second
-	// smoothing is the EWMA weight of a new report: the last two reports
-	// dominate, so a real change (a reroute doubling the RTT) turns the
-	// ranking after one report, while one odd sample moves the score only
-	// half way. Small jitter is held off by the map's stability threshold.
-	smoothing = 0.5
 	// lossPenaltyMs is added per unit of loss: a lost SYN costs TCP's
 	// initial retransmission timeout of one second (RFC 6298), so a path
 	// with loss p costs about p seconds more to connect.
 	lossPenaltyMs = 1000
 )
 
-// Smooth folds one report's result (median RTT of the successful samples,
-// or 0 if none succeeded, and the failed fraction) into prev, which may be
-// nil for the first report of this edge and target.
-func Smooth(prev *Measurement, edge string, target netip.Prefix, rttMs, loss float64, samples int, at time.Time) Measurement {
-	m := Measurement{Edge: edge, Target: target, RTTMs: rttMs, Loss: loss, Samples: uint64(samples), At: at}
+// Sample is one probe round's result for one edge and target: the median
+// RTT of its successful connects (0 if none succeeded) and the failed
+// fraction of its connects.
+type Sample struct{ RTTMs, Loss float64 }
+
+// Smooth folds this round's sample into prev, the estimate so far (nil for
+// the first report of this edge and target); last is the sample of the
+// report prev took in last.
+//
+// The estimate is the median of three: the estimate so far, the last
+// round's sample and this one's (a recursive median filter of window
+// three). A change both rounds agree on is the estimate after the second
+// of them, however large or small: together with the map's stability
+// threshold, a sustained change that crosses the threshold moves answers
+// after two reports, one just under it never does. One odd round (a lost
+// SYN of three, a single slow connect) never moves the estimate at all:
+// it is outvoted by the estimate and the round before. An EWMA cannot have
+// both: with weight 0.5 a step of D ms that ends a margin m ms past the
+// threshold needs the smallest n with D/2^n < m reports (8 for D 40 ms,
+// m 0.3 ms), while one lost SYN moves a score by 167 ms at once.
+func Smooth(prev *Measurement, last, this Sample, edge string, target netip.Prefix, samples int, at time.Time) Measurement {
+	m := Measurement{Edge: edge, Target: target, RTTMs: this.RTTMs, Loss: this.Loss, Samples: uint64(samples), At: at}
 	if prev == nil {
 		return m
 	}
 	m.Samples += prev.Samples
-	m.Loss = prev.Loss + smoothing*(loss-prev.Loss)
+	m.Loss = median3(prev.Loss, last.Loss, this.Loss)
 	switch {
 	case prev.RTTMs == 0:
 		// keep the first successful RTT as is
-	case rttMs == 0:
+	case this.RTTMs == 0:
 		m.RTTMs = prev.RTTMs // nothing connected: the RTT estimate stands, loss says the rest
 	default:
-		m.RTTMs = prev.RTTMs + smoothing*(rttMs-prev.RTTMs)
+		// A round before that connected nowhere says nothing of the RTT:
+		// this round alone does not outvote the estimate.
+		lastRTT := cmp.Or(last.RTTMs, prev.RTTMs)
+		m.RTTMs = median3(prev.RTTMs, lastRTT, this.RTTMs)
 	}
 	return m
+}
+
+func median3(a, b, c float64) float64 {
+	return max(min(a, b), min(max(a, b), c))
 }
 
 // unit is a target as the snapshot uses it.

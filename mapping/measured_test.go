@@ -240,19 +240,48 @@ func ptrVal(p *float64) any {
 	return *p
 }
 
+// Smooth is a recursive median of three: a change two reports agree on is
+// the estimate after the second, one odd report is outvoted, and a report
+// that connected nowhere leaves the RTT to the others.
 func TestSmooth(t *testing.T) {
 	target := netip.MustParsePrefix("198.18.1.0/24")
-	m := Smooth(nil, "e", target, 100, 0, 3, measureNow)
-	if m.RTTMs != 100 || m.Samples != 3 {
-		t.Fatalf("first: %+v", m)
+	var m Measurement
+	var last Sample
+	feed := func(s Sample) Measurement {
+		var prev *Measurement
+		if m.Samples > 0 {
+			prev = &m
+		}
+		m, last = Smooth(prev, last, s, "e", target, 3, measureNow), s
+		return m
 	}
-	m = Smooth(&m, "e", target, 200, 0, 3, measureNow)
-	if m.RTTMs != 150 || m.Samples != 6 {
-		t.Fatalf("second: %+v, want 100 + 0.5*(200-100)", m)
-	}
-	m = Smooth(&m, "e", target, 0, 1, 3, measureNow)
-	if m.RTTMs != 150 || m.Loss != 0.5 {
-		t.Fatalf("all lost: %+v, want RTT kept and loss 0.5", m)
+	for i, c := range []struct {
+		what      string
+		in        Sample
+		rtt, loss float64
+	}{
+		{"first report, as it is", Sample{100, 0}, 100, 0},
+		{"a step, first report: held", Sample{40, 0}, 100, 0},
+		{"a step, second report: followed in full", Sample{40, 0}, 40, 0},
+		{"a step just 0.3 ms down, first report: held", Sample{39.7, 0}, 40, 0},
+		{"a step just 0.3 ms down, second report: followed in full", Sample{39.7, 0}, 39.7, 0},
+		{"one slow round: outvoted", Sample{500, 0}, 39.7, 0},
+		{"back to normal", Sample{39.7, 0}, 39.7, 0},
+		{"one lost SYN of three: outvoted", Sample{39.7, 1.0 / 3}, 39.7, 0},
+		{"back to normal", Sample{39.7, 0}, 39.7, 0},
+		{"nothing connected: RTT stands, loss outvoted once", Sample{0, 1}, 39.7, 0},
+		{"nothing connected again: loss followed", Sample{0, 1}, 39.7, 1},
+		{"connected at 80 ms after rounds without an RTT: held", Sample{80, 0}, 39.7, 1},
+		{"80 ms again: followed", Sample{80, 0}, 80, 0},
+		{"jitter between 78 and 82 stays within it", Sample{78, 0}, 80, 0},
+		{"jitter", Sample{82, 0}, 80, 0},
+		{"jitter", Sample{78, 0}, 80, 0},
+	} {
+		got := feed(c.in)
+		if got.RTTMs != c.rtt || got.Loss != c.loss || got.Samples != uint64(3*(i+1)) {
+			t.Fatalf("report %d (%s) %+v: rtt %v loss %v samples %d, want rtt %v loss %v samples %d",
+				i+1, c.what, c.in, got.RTTMs, got.Loss, got.Samples, c.rtt, c.loss, 3*(i+1))
+		}
 	}
 }
 

@@ -26,10 +26,11 @@ type Key struct {
 type Measurement struct {
 	Edge   string
 	Target netip.Prefix
-	// RTTMs and Loss are smoothed (EWMA); RTTMs is 0 until one connect
-	// succeeded.
+	// RTTMs and Loss are smoothed (mapping.Smooth); RTTMs is 0 until one
+	// connect succeeded.
 	RTTMs, Loss float64
-	// LastRTTMs and LastLoss are the latest report's values.
+	// LastRTTMs and LastLoss are the latest report's values, which the
+	// next report is smoothed over.
 	LastRTTMs, LastLoss float64
 	// Samples counts connects attempted over the record's life.
 	Samples uint64

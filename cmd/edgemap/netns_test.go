@@ -334,8 +334,19 @@ func (l *lab) await(want [3]string, within time.Duration, what string) time.Dura
 	return 0
 }
 
-// awaitMeasured polls until every client network's answer is decided by
-// measurements of all three edges.
+// measuredRTT is the smoothed RTT from edge to client network ci the map
+// decides by, 0 if none is fresh.
+func (l *lab) measuredRTT(ci int, edge string) float64 {
+	var x mapping.Explanation
+	l.apiCall("GET", "/v1/map/explain?property=shop.cdn.example.net&client="+l.clients[ci].block.Addr().Next().String(), nil, &x)
+	for _, r := range x.Ranking {
+		if r.ID == edge && r.Measured != nil {
+			return r.Measured.RTTMs
+		}
+	}
+	return 0
+}
+
 // measure starts the server (seeded) and the agents over the given delays,
 // and waits for the measured answers want.
 func (l *lab) measure(ms [3][3]int, want [3]string) {
@@ -345,6 +356,8 @@ func (l *lab) measure(ms [3][3]int, want [3]string) {
 	l.await(want, followBound+2*time.Second, "measured map")
 }
 
+// awaitMeasured polls until every client network's answer is decided by
+// measurements of all three edges.
 func (l *lab) awaitMeasured(within time.Duration) {
 	l.t.Helper()
 	deadline := time.Now().Add(within)
@@ -414,6 +427,22 @@ func TestNamespaceAnswersFollowMeasuredLatency(t *testing.T) {
 	})
 	took = l.await([3]string{"fra1", "fra1", "lon1"}, followBound, "after the delay change")
 	t.Logf("from the delay change to the changed answers: %v (bound %v)", took, followBound)
+
+	// Settled first, so that the step below is the whole way from 120 ms.
+	edgetest.Eventually(t, 10*time.Second, "New York's RTT to iad1 measured at 120 ms", func() bool {
+		return l.measuredRTT(2, "iad1") > 115
+	})
+	// A moderate change: New York's path to iad1 drops from 120 to 12 ms
+	// of RTT, which beats lon1's 20 by 8 ms, 3 past the 5 ms threshold.
+	// The EWMA 0.5 smoothing of before needed six reports for that
+	// (108 ms / 2^5 > 3 ms > 108 ms / 2^6): six probe intervals.
+	l.setDelays([3][3]int{
+		{5, 70, 100},
+		{3, 40, 50},
+		{40, 10, 6}, // New York: iad1 60 -> 6 ms one way
+	})
+	took = l.await([3]string{"fra1", "fra1", "iad1"}, followBound, "after a change 3 ms past the threshold")
+	t.Logf("from a change 3 ms past the threshold to the changed answers: %v (bound %v)", took, followBound)
 }
 
 func TestNamespaceRestartAnswersFromPersistedMap(t *testing.T) {

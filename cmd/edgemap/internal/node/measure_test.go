@@ -66,7 +66,8 @@ func mapMeasurements(ms []mapping.Measurement) []string {
 	return out
 }
 
-// accept smooths a report into what the map reads and into the file alike,
+// accept smooths a report into what the map reads and into the file alike
+// (over the last report's sample, kept in the file too),
 // skips a target it has a newer measurement of, refuses a replayed
 // sequence number, and the map's view is made again only after a change.
 func TestMeasurementsAccept(t *testing.T) {
@@ -97,8 +98,16 @@ func TestMeasurementsAccept(t *testing.T) {
 	if _, err := ms.accept(st, "k", 3, report(at.Add(time.Hour), 10, seoul)); !errors.Is(err, probe.ErrReplay) {
 		t.Fatalf("a sequence number used again: %v, want ErrReplay", err)
 	}
-	// Smoothed half way: 100 then 50 is 75.
-	checkMeasurements(t, st, ms, "fra1 198.18.1.0/24 75", "fra1 198.19.1.0/24 50")
+	// One report of 50 after 100 is outvoted (the median of the estimate,
+	// the last report and this one: 100, 100, 50).
+	checkMeasurements(t, st, ms, "fra1 198.18.1.0/24 100", "fra1 198.19.1.0/24 50")
+	// The second report of 50 is the estimate, also for a node that was
+	// restarted in between: the last report's sample is in the file.
+	restarted := loaded(t, st)
+	if n, err := restarted.accept(st, "k", 4, report(at.Add(2*time.Second), 50, seoul)); n != 1 || err != nil {
+		t.Fatalf("third report after a restart: %d stored, %v", n, err)
+	}
+	checkMeasurements(t, st, restarted, "fra1 198.18.1.0/24 50", "fra1 198.19.1.0/24 50")
 }
 
 // checkMeasurements checks that the map reads want, from memory and from
