@@ -30,6 +30,9 @@ type TCPLimits struct {
 	// while fewer than half of MaxConns are open; from there to the cap
 	// it shrinks linearly to a second.
 	IdleTimeout time.Duration
+	// MinIdleTimeout is where the idle timeout stops shrinking at the cap
+	// (default a second, or IdleTimeout if that is shorter).
+	MinIdleTimeout time.Duration
 	// IOTimeout is how long a query may take to arrive once its first
 	// byte has, and its answer to be written: a client that trickles
 	// bytes (Slowloris) is closed.
@@ -45,8 +48,10 @@ const (
 	// tcpSourceIPv6Prefix groups IPv6 sources: one site is commonly given
 	// a /56, and one host alone has a whole /64 to pick addresses from.
 	tcpSourceIPv6Prefix = 56
-	// tcpMinIdle is where the idle timeout stops shrinking under load.
-	tcpMinIdle = time.Second
+	// DefaultTCPMinIdleTimeout is where the idle timeout stops shrinking
+	// under load: a resolver between two queries of one burst waits far
+	// less.
+	DefaultTCPMinIdleTimeout = time.Second
 	// tcpLogEvery bounds the shed-connection log to a line per period.
 	tcpLogEvery = 10 * time.Second
 )
@@ -55,6 +60,7 @@ func (l TCPLimits) withDefaults() TCPLimits {
 	l.MaxConns = positiveOr(l.MaxConns, DefaultTCPMaxConns)
 	l.MaxConnsPerSource = positiveOr(l.MaxConnsPerSource, DefaultTCPMaxConnsPerSource)
 	l.IdleTimeout = positiveOr(l.IdleTimeout, DefaultTCPIdleTimeout)
+	l.MinIdleTimeout = min(positiveOr(l.MinIdleTimeout, DefaultTCPMinIdleTimeout), l.IdleTimeout)
 	l.IOTimeout = positiveOr(l.IOTimeout, DefaultTCPIOTimeout)
 	return l
 }
@@ -215,7 +221,7 @@ func (t *tcpTracker) noteLocked(reason int, src netip.Prefix) {
 
 // idleTimeout is how long a connection may now wait for its next query:
 // the full timeout while at most half the cap is open, shrinking linearly
-// to tcpMinIdle at the cap (RFC 7766 section 6.2.3: close idle
+// to MinIdleTimeout at the cap (RFC 7766 section 6.2.3: close idle
 // connections first when resources run short).
 func (t *tcpTracker) idleTimeout() time.Duration {
 	open, maxConns := t.open.Load(), int64(t.lim.MaxConns)
@@ -223,9 +229,8 @@ func (t *tcpTracker) idleTimeout() time.Duration {
 	if open <= half {
 		return t.lim.IdleTimeout
 	}
-	floor := min(t.lim.IdleTimeout, tcpMinIdle)
 	left := max(0, maxConns-open)
-	return max(floor, time.Duration(int64(t.lim.IdleTimeout)*left/(maxConns-half)))
+	return max(t.lim.MinIdleTimeout, time.Duration(int64(t.lim.IdleTimeout)*left/(maxConns-half)))
 }
 
 // closeAll closes every open connection (Server.Close).

@@ -134,7 +134,9 @@ func TestTCPPerSourceLimit(t *testing.T) {
 // connections takes an idle one of the heaviest source; a source that is
 // itself the heaviest is refused.
 func TestTCPEvictionAtTheCap(t *testing.T) {
-	srv := startTCPServer(t, resolver.TCPLimits{MaxConns: 6, MaxConnsPerSource: 5})
+	// At the cap the idle timeout is its floor: a minute, so that a slow
+	// machine's pauses between the steps close nothing as idle.
+	srv := startTCPServer(t, resolver.TCPLimits{MaxConns: 6, MaxConnsPerSource: 5, IdleTimeout: time.Minute, MinIdleTimeout: time.Minute})
 	var heavy []*tcpClient
 	for range 5 {
 		c := dialTCP(t, srv, "127.0.0.2")
