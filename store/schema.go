@@ -31,6 +31,8 @@ const SchemaVersion = 1
 //	meta/config_revision  the configuration's revision, 8 bytes big-endian;
 //	                   absent (revision 0) until the first change
 //	health/<Edge>      JSON of EdgeHealth, the last health decided
+//	events/<Seq>       an Event: 8 bytes big-endian key; value the time
+//	                   (unix ns, 8 bytes big-endian) and the entry's JSON
 //
 // Buckets added within a version are created on open, so a file written by
 // an earlier build of the same version gains them.
@@ -42,12 +44,13 @@ var (
 	bucketZone, bucketEdges, bucketProperties, bucketTargets = []byte("zone"), []byte("edges"), []byte("properties"), []byte("targets")
 	bucketKeys, bucketSeqs                                   = []byte("keys"), []byte("seqs")
 	bucketMeasure, bucketHealth                              = []byte("measurements"), []byte("health")
+	bucketEvents                                             = []byte("events")
 
 	keySchema, keyAsOf, keyRev = []byte("schema"), []byte("map_as_of"), []byte("config_revision") // in meta
 	keyZone                    = []byte("zone")                                                   // in zone
 )
 
-var allBuckets = [][]byte{bucketMeta, bucketZone, bucketEdges, bucketProperties, bucketTargets, bucketKeys, bucketSeqs, bucketMeasure, bucketHealth}
+var allBuckets = [][]byte{bucketMeta, bucketZone, bucketEdges, bucketProperties, bucketTargets, bucketKeys, bucketSeqs, bucketMeasure, bucketHealth, bucketEvents}
 
 // schemaVersion returns the version of the file tx reads, or 0 for a file
 // with no buckets at all (new, or an empty bbolt file), which Open lays out.

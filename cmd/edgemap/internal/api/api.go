@@ -54,6 +54,10 @@ type Options struct {
 	// Activity is the resolver's answer counter, which the dashboard
 	// shows; nil: the dashboard shows no answers.
 	Activity *ui.Activity
+	// Degraded, if not nil, says why the server serves but is not all
+	// well ("" when it is), for /healthz: 200 with status "degraded" and
+	// the reason. A fleet's node says so while etcd is unreachable.
+	Degraded func() string
 }
 
 // api is the admin HTTP API. The CLI is a thin client of it, so everything
@@ -69,6 +73,7 @@ type api struct {
 	collector probe.Collector
 	// activity is the resolver's answer counter, which the dashboard shows.
 	activity *ui.Activity
+	degraded func() string
 }
 
 // errNoSnapshot is what is answered before a map is published.
@@ -133,7 +138,7 @@ func newAPI(opts *Options) (*api, error) {
 		return nil, err
 	}
 	log := cmp.Or(opts.Log, zap.NewNop())
-	a := &api{n: opts.Node, token: opts.Token, hosts: hosts, log: log, activity: opts.Activity}
+	a := &api{n: opts.Node, token: opts.Token, hosts: hosts, log: log, activity: opts.Activity, degraded: opts.Degraded}
 	a.collector.BodyTimeout, a.collector.MaxBufferedBytes = opts.CollectorBodyTimeout, opts.CollectorMaxBuffered
 	return a, nil
 }
@@ -216,6 +221,7 @@ const (
 func (a *api) routes(gather prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", a.healthz)
+	mux.HandleFunc("GET /livez", livez)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gather, promhttp.HandlerOpts{}))
 	// The dashboard shows the fleet's and the event log's panels when this
 	// table has their endpoints.
@@ -225,9 +231,9 @@ func (a *api) routes(gather prometheus.Gatherer) http.Handler {
 	v1 = map[string]http.HandlerFunc{
 		"GET /v1/zone":                 a.getZone,
 		"PUT /v1/zone":                 a.putZone,
-		"GET /v1/edges":                get(a, config.EdgesOf, "", edges),
+		"GET /v1/edges":                get(a, a.edgeStates, "", edges),
 		"POST /v1/edges":               a.createEdge,
-		"GET /v1/edges/{id}":           get(a, config.EdgeOf, "id", config.FindEdge),
+		"GET /v1/edges/{id}":           get(a, a.edgeState, "id", config.FindEdge),
 		"PATCH /v1/edges/{id}":         a.patchEdge,
 		"POST /v1/edges/{id}/drain":    a.drainEdge(true),
 		"POST /v1/edges/{id}/undrain":  a.drainEdge(false),
@@ -246,6 +252,8 @@ func (a *api) routes(gather prometheus.Gatherer) http.Handler {
 		"GET /v1/keys":                 a.listKeys,
 		"POST /v1/keys":                a.createKey,
 		"DELETE /v1/keys/{id}":         a.deleteKey,
+		"GET /v1/events":               a.events,
+		"GET /v1/db/backup":            a.backup,
 		"GET /v1/ui/map":               dash.ServeMap,
 		"GET /v1/ui/matrix":            dash.ServeMatrix,
 		"GET /v1/ui/activity":          dash.ServeActivity,
@@ -262,7 +270,7 @@ func (a *api) routes(gather prometheus.Gatherer) http.Handler {
 	// name to this server, cannot sign a request without the key's secret.
 	// The Origin check costs agents nothing (they send none).
 	c := &a.collector
-	c.Store, c.Log = a.n.Collector(), a.log.Named("collector")
+	c.Store, c.Log, c.Result = a.n.Collector(), a.log.Named("collector"), a.n.ReportResult
 	collector := http.NewServeMux()
 	c.Register(collector)
 	mux.Handle("/v1/reports", a.browserSafe(false, collector))
@@ -298,15 +306,31 @@ func (a *api) internal(w http.ResponseWriter, err error) {
 	probe.WriteError(w, http.StatusInternalServerError, err)
 }
 
-// edit commits one configuration edit and answers the record it wrote, as
-// show makes it for the wire: every write endpoint is one of these.
-func edit[T, V any](a *api, w http.ResponseWriter, status int, show func(T) V, fn func(c *store.Config) (T, error)) {
+// edit commits one configuration edit for r's client and answers the
+// record it wrote, as show makes it for the wire: every write endpoint is
+// one of these.
+func edit[T, V any](a *api, w http.ResponseWriter, r *http.Request, status int, show func(T) V, fn func(c *store.Config) (T, error)) {
 	var rec T
-	_, err := a.n.Update(func(c *store.Config) (err error) {
+	_, err := a.n.UpdateAs(a.client(r), func(c *store.Config) (err error) {
 		rec, err = fn(c)
 		return err
 	})
 	a.write(w, status, err, show(rec))
+}
+
+// client is who sent r, for the event log: the connection's address,
+// whether the API has a token (then r gave it: admin checked), and what
+// the client calls itself.
+func (a *api) client(r *http.Request) *node.Client {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	agent := r.UserAgent()
+	if len(agent) > 200 {
+		agent = agent[:200]
+	}
+	return &node.Client{Addr: host, Token: a.token != "", Agent: agent}
 }
 
 // get is a handler answering what fn finds in the configuration, as show
@@ -327,27 +351,51 @@ func get[T, V any](a *api, show func(T) V, param string, fn func(c store.Config,
 func update[S, T, V any](a *api, w http.ResponseWriter, r *http.Request, status int, show func(T) V, fn func(c *store.Config, s S) (T, error)) {
 	var s S
 	if decode(w, r, &s) {
-		edit(a, w, status, show, func(c *store.Config) (T, error) { return fn(c, s) })
+		edit(a, w, r, status, show, func(c *store.Config) (T, error) { return fn(c, s) })
 	}
 }
 
 // deleted is the answer to a DELETE.
 func deleted(key string) map[string]string { return map[string]string{"deleted": key} }
 
+// healthz says whether this server should get DNS traffic: 503 until it
+// has a zone and a published map (without a zone it REFUSES every query,
+// and a load balancer must not send it any), 200 otherwise, with status
+// "degraded" and the reason when Options.Degraded says so. Whether the
+// process lives is /livez's.
 func (a *api) healthz(w http.ResponseWriter, r *http.Request) {
 	snap := a.n.Snapshot().Load()
+	st := map[string]any{"status": "unavailable"}
 	if snap == nil {
-		probe.WriteError(w, http.StatusServiceUnavailable, errNoSnapshot)
+		st["reason"] = "no map published yet"
+		probe.WriteJSON(w, http.StatusServiceUnavailable, st)
 		return
 	}
-	st := map[string]any{"status": "ok", "map_built": snap.Built()}
-	if z := snap.Zone(); z != nil {
-		st["zone"], st["serial"] = z.Name, z.Serial
-	}
+	st["map_built"] = snap.Built()
+	st["map_age_s"] = time.Since(snap.Built()).Round(time.Millisecond).Seconds()
 	if g := snap.Geo(); g != nil {
 		st["geoip"] = g.Describe()
 	}
+	z := snap.Zone()
+	if z == nil {
+		st["reason"] = "no zone is configured, so every query is REFUSED: set one (edgemap zone set, or edgemap apply -f world.yaml)"
+		probe.WriteJSON(w, http.StatusServiceUnavailable, st)
+		return
+	}
+	st["status"], st["zone"], st["serial"] = "ok", z.Name, z.Serial
+	if a.degraded != nil {
+		if why := a.degraded(); why != "" {
+			st["status"], st["reason"] = "degraded", why
+		}
+	}
 	probe.WriteJSON(w, http.StatusOK, st)
+}
+
+// livez answers 200 while the process serves HTTP: a supervisor restarts
+// a server that fails it, which a server without a zone (503 on /healthz)
+// must not be.
+func livez(w http.ResponseWriter, _ *http.Request) {
+	probe.WriteJSON(w, http.StatusOK, map[string]string{"status": "alive"})
 }
 
 // explain explains the answer to a query as it reaches this server: with

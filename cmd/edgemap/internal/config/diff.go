@@ -27,13 +27,16 @@ const (
 )
 
 // RecordChange is one record that differs: its kind ("zone", "edge",
-// "property", "target", "key") and key, and for a changed one each field
-// that differs, old -> new. Added and removed records list no fields.
+// "property", "target", "key") and key, for a changed one each field that
+// differs, old -> new, and for an added or removed one the whole record as
+// the API shows it (the new one, or the one removed), so that a dry run
+// shows what would be created and an event log what was deleted.
 type RecordChange struct {
-	Kind   string        `json:"kind"`
-	Key    string        `json:"key"`
-	Change Change        `json:"change"`
-	Fields []FieldChange `json:"fields,omitempty"`
+	Kind   string          `json:"kind"`
+	Key    string          `json:"key"`
+	Change Change          `json:"change"`
+	Fields []FieldChange   `json:"fields,omitempty"`
+	Record json.RawMessage `json:"record,omitempty"`
 }
 
 // FieldChange is one field's old and new value as JSON (absent: null).
@@ -112,13 +115,13 @@ func diffRecords[T any](d *Diff, kind string, old, new []T, key func(T) string) 
 		o, had := byKey[k]
 		delete(byKey, k)
 		if !had {
-			out = append(out, RecordChange{Kind: kind, Key: k, Change: Added})
+			out = append(out, RecordChange{Kind: kind, Key: k, Change: Added, Record: marshal(n)})
 		} else if fields := diffFields(o, n); len(fields) > 0 {
 			out = append(out, RecordChange{Kind: kind, Key: k, Change: Changed, Fields: fields})
 		}
 	}
-	for k := range byKey {
-		out = append(out, RecordChange{Kind: kind, Key: k, Change: Removed})
+	for k, o := range byKey {
+		out = append(out, RecordChange{Kind: kind, Key: k, Change: Removed, Record: marshal(o)})
 	}
 	slices.SortFunc(out, func(a, b RecordChange) int { return strings.Compare(a.Key, b.Key) })
 	d.Records = append(d.Records, out...)
@@ -141,6 +144,12 @@ func diffFields(old, new any) []FieldChange {
 		}
 	}
 	return out
+}
+
+// marshal is a wire record as JSON; they always marshal.
+func marshal(v any) json.RawMessage {
+	raw, _ := json.Marshal(v)
+	return raw
 }
 
 type jsonField struct {

@@ -35,10 +35,14 @@ func ReadWorld(path string) (*WorldSpec, error) {
 }
 
 // ApplyTo makes c match the world. Without prune, records the world does
-// not name are kept; with prune they are removed. Drain state, set by
+// not name are kept. With prune, each kind of record the world declares
+// (its list is present, even empty: `targets: []`) ends up exactly as
+// declared; a kind it leaves out is not touched, so that a file holding
+// only the zone cannot delete every edge, and targets managed with
+// `target add` survive a world file that has none. Drain state, set by
 // `edge drain`, is operational: a world file neither sets nor clears it.
 // Errors name the record, e.g. "edges[2].lat". What changed is
-// Diff(before, *c).
+// DiffConfigs(before, *c).
 func (w *WorldSpec) ApplyTo(c *store.Config, prune bool) error {
 	if w.Zone != nil {
 		z, err := w.Zone.Zone(c.Zone)
@@ -46,8 +50,6 @@ func (w *WorldSpec) ApplyTo(c *store.Config, prune bool) error {
 			return mapping.Within("zone", err)
 		}
 		c.Zone = &z
-	} else if prune && c.Zone != nil {
-		return mapping.FieldErrorf("zone", "--prune needs the file to declare the zone")
 	}
 
 	edges, err := declared(w.Edges, "edges", "edge", func(s EdgeSpec) (store.Edge, string, error) {
@@ -63,7 +65,7 @@ func (w *WorldSpec) ApplyTo(c *store.Config, prune bool) error {
 			edges[old.ID] = e
 		}
 	}
-	c.Edges = merge(c.Edges, edges, prune, func(e store.Edge) string { return e.ID })
+	c.Edges = merge(c.Edges, edges, prune && w.Edges != nil, func(e store.Edge) string { return e.ID })
 
 	props, err := declared(w.Properties, "properties", "property", func(s PropertySpec) (store.Property, string, error) {
 		name, err := HostName("name", s.Name)
@@ -76,7 +78,7 @@ func (w *WorldSpec) ApplyTo(c *store.Config, prune bool) error {
 	if err != nil {
 		return err
 	}
-	c.Properties = merge(c.Properties, props, prune, func(p store.Property) string { return p.Name })
+	c.Properties = merge(c.Properties, props, prune && w.Properties != nil, func(p store.Property) string { return p.Name })
 
 	targets, err := declared(w.Targets, "targets", "target", func(s TargetSpec) (store.Target, string, error) {
 		t, err := s.Target()
@@ -85,7 +87,7 @@ func (w *WorldSpec) ApplyTo(c *store.Config, prune bool) error {
 	if err != nil {
 		return err
 	}
-	c.Targets = merge(c.Targets, targets, prune, func(t store.Target) string { return t.Block.String() })
+	c.Targets = merge(c.Targets, targets, prune && w.Targets != nil, func(t store.Target) string { return t.Block.String() })
 	return nil
 }
 

@@ -53,6 +53,9 @@ func (c collector) Accept(keyID string, seq uint64, r *probe.Report) (int, error
 	if err != nil {
 		return 0, err
 	}
+	if stored > 0 {
+		c.n.freshest.saw(r.Edge, r.MeasuredAt)
+	}
 	if r.EdgeUp != nil {
 		interval := time.Duration(r.IntervalMs) * time.Millisecond
 		if c.n.health.reported(r.Edge, *r.EdgeUp, time.Now(), interval) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 	"github.com/edgemap/edgemap/mapping"
@@ -62,6 +63,9 @@ type Options struct {
 	// Checks configures the health checks of edges that have one; its
 	// OnChange and Log are the node's. The zero value runs no checks.
 	Checks probe.MonitorConfig
+	// Events bounds the event log kept in Store; zero fields are
+	// DefaultEventsMax, DefaultEventsMaxBytes and DefaultEventsMaxAge.
+	Events store.EventLimits
 }
 
 // Check names the flag of the first option out of range.
@@ -97,6 +101,9 @@ type Node struct {
 	monitor *probe.Monitor // nil: no checks
 	metrics metrics
 	persist persister
+	events  *eventLog
+	// freshest is each edge's latest measurement time, for its metric.
+	freshest freshest
 
 	// The builder goroutine (build.go) publishes every map; work is what it
 	// was asked for since it last started a build.
@@ -155,8 +162,27 @@ func New(opts Options) (*Node, error) {
 	if n.source == nil {
 		n.source = opts.Store
 	}
+	lim := opts.Events
+	lim.MaxCount, lim.MaxBytes, lim.MaxAge = cmp.Or(lim.MaxCount, DefaultEventsMax), cmp.Or(lim.MaxBytes, DefaultEventsMaxBytes), cmp.Or(lim.MaxAge, DefaultEventsMaxAge)
+	events, err := newEventLog(n.store, n.log.Named("event"), lim)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnreadable, err)
+	}
+	n.events = events
+	started := false
+	defer func() {
+		if !started {
+			events.close()
+		}
+	}()
 	if err := n.meas.load(n.store); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnreadable, err)
+	}
+	for _, m := range n.meas.forMap(nil) {
+		n.freshest.saw(m.Edge, m.At)
+	}
+	if err := opts.Registry.Register(newAges(n)); err != nil {
+		return nil, err
 	}
 	persisted, err := n.store.Health()
 	if err != nil {
@@ -176,8 +202,8 @@ func New(opts Options) (*Node, error) {
 	if opts.Checks.Interval != 0 {
 		checks := opts.Checks
 		checks.Log = n.log.Named("check")
-		checks.OnChange = func(edge string, up bool, at time.Time) {
-			n.health.checked(edge, up, at)
+		checks.OnChange = func(edge string, up bool, at time.Time, reason string) {
+			n.health.checked(edge, up, at, reason)
 			n.request(work{})
 		}
 		if n.monitor, err = probe.NewMonitor(checks); err != nil {
@@ -192,6 +218,7 @@ func New(opts Options) (*Node, error) {
 		defer n.running.Done()
 		b.run()
 	}()
+	started = true // Close closes the event log from here on
 	if err := n.Rebuild(); err != nil {
 		n.Close()
 		return nil, err
@@ -271,6 +298,7 @@ func (n *Node) Close() error {
 		if n.monitor != nil {
 			n.monitor.Close()
 		}
+		n.events.close() // the builder and the writes record nothing more
 	})
 	return nil
 }
@@ -298,39 +326,67 @@ func (n *Node) Config() (store.Config, uint64, error) { return n.source.ConfigAt
 // hold (probe keys, measurements).
 func (n *Node) Store() *store.Store { return n.store }
 
-// Update changes the configuration: fn edits a copy of it, the result is
-// checked as a whole (config.Check) and committed at the revision fn saw,
-// and Update returns once a map built from it is published, so a change
-// the API acknowledges is already in the answers. fn may run more than
-// once: when another write commits first, Update starts again from it.
-// Checking and committing take no lock of the node's: a health change
-// publishes meanwhile.
+// Update changes the configuration on the server's own behalf.
 func (n *Node) Update(fn func(c *store.Config) error) (changed bool, err error) {
+	res, err := n.UpdateAs(&Client{Agent: "this server"}, fn)
+	return res.Changed, err
+}
+
+// Committed is what a configuration write did: whether it changed
+// anything, what (the Diff, with every field's old and new value), and
+// the revision and SOA serial it committed.
+type Committed struct {
+	Changed  bool
+	Diff     config.Diff
+	Revision uint64
+	Serial   uint32
+}
+
+// UpdateAs changes the configuration for who: fn edits a copy of it, the
+// result is checked as a whole (config.Check) and committed at the
+// revision fn saw, the change is recorded in the event log, and UpdateAs
+// returns once a map built from it is published, so a change the API
+// acknowledges is already in the answers and in the log. fn may run more
+// than once: when another write commits first, UpdateAs starts again from
+// it. Checking and committing take no lock of the node's: a health change
+// publishes meanwhile.
+func (n *Node) UpdateAs(who *Client, fn func(c *store.Config) error) (Committed, error) {
 	for attempt := 1; ; attempt++ {
 		c, rev, err := n.source.ConfigAt()
 		if err != nil {
-			return false, err
+			return Committed{}, err
 		}
+		before := c.Clone()
 		if err := fn(&c); err != nil {
-			return false, err
+			return Committed{}, err
 		}
 		if err := config.Check(c); err != nil {
-			return false, err
+			return Committed{}, err
 		}
-		_, changed, err := n.source.CommitConfig(rev, c)
+		newRev, changed, err := n.source.CommitConfig(rev, c)
 		if errors.Is(err, store.ErrConflict) && attempt < maxCommitAttempts {
 			continue
 		}
+		res := Committed{Changed: changed, Revision: newRev}
 		if err != nil || !changed {
-			return changed, err
+			return res, err
 		}
+		// The commit made exactly this change: it was conditional on the
+		// revision before read.
+		res.Diff = config.DiffConfigs(before, c)
 		// Read back (with the serial the store gave it) and prepared here,
 		// off the builder.
 		p, err := n.prepare()
 		if err != nil {
-			return true, err
+			return res, err
 		}
-		return true, n.wait(n.request(work{config: p}))
+		if p.rev == newRev && p.cfg.Zone != nil {
+			res.Serial = p.cfg.Zone.Serial
+		}
+		logged := n.noteConfig(res.Diff, who, newRev, res.Serial)
+		err = n.wait(n.request(work{config: p}))
+		<-logged
+		return res, err
 	}
 }
 
@@ -349,7 +405,8 @@ func (n *Node) Seed(w *config.WorldSpec) error {
 		n.log.Info("database already configured; --world not applied (use `edgemap apply`)")
 		return nil
 	}
-	if _, err := n.Update(func(c *store.Config) error { return w.ApplyTo(c, false) }); err != nil {
+	seeder := &Client{Agent: "edgemap serve --world, seeding an empty database"}
+	if _, err := n.UpdateAs(seeder, func(c *store.Config) error { return w.ApplyTo(c, false) }); err != nil {
 		return fmt.Errorf("seed: %w", err)
 	}
 	n.log.Info("database seeded from world file", zap.Int("edges", len(w.Edges)), zap.Int("properties", len(w.Properties)))
@@ -381,11 +438,15 @@ func (n *Node) openGeo() (*mapping.Geo, error) {
 	g, err := mapping.OpenGeo(n.geoPath)
 	if err != nil {
 		n.metrics.geoReloads.WithLabelValues("error").Inc()
+		n.events.record(Event{Kind: EventGeoIP, State: "failed", Reason: err.Error(), level: zapcore.ErrorLevel,
+			Message: "GeoIP database " + n.geoPath + " did not load; the one in use stays"})
 		return nil, err
 	}
 	n.metrics.geoReloads.WithLabelValues("ok").Inc()
-	n.log.Info("geoip loaded", zap.String("path", g.Path()), zap.String("database", g.Describe()),
-		zap.Int("networks", g.Networks()), zap.Duration("took", time.Since(start)))
+	n.metrics.geoBuilt.Set(float64(g.Built().Unix()))
+	n.log.Debug("geoip loaded", zap.String("path", g.Path()), zap.Int("networks", g.Networks()), zap.Duration("took", time.Since(start)))
+	n.events.record(Event{Kind: EventGeoIP, State: "loaded", level: zapcore.InfoLevel,
+		Message: fmt.Sprintf("GeoIP database loaded: %s, %d networks, from %s", g.Describe(), g.Networks(), g.Path())})
 	return g, nil
 }
 
