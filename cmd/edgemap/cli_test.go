@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -89,14 +90,36 @@ func runGoldens(t *testing.T, cases [][2]string) {
 // rewrites the file instead.
 func goldenCLI(t *testing.T, s *server, golden, args string) {
 	t.Helper()
+	goldenRun(t, s, golden, args, nil, nil)
+}
+
+// goldenRun is goldenCLI with stdout, the App's Writer, given (a file,
+// for a command that looks at it) and the output normalized: a command
+// line that names {api} (the server's URL) or {hostport} gets no --api of
+// the test's, and the values that change from run to run are replaced
+// in what it prints by placeholders (normalize).
+func goldenRun(t *testing.T, s *server, golden, args string, stdout io.Writer, normalize func(string) string) {
+	t.Helper()
 	var out bytes.Buffer
 	app := newApp()
-	app.Writer, app.ErrWriter = &out, &out
-	argv := append([]string{"edgemap", "--api", s.API}, splitArgs(t, args)...)
+	app.Writer, app.ErrWriter = stdout, &out
+	if stdout == nil {
+		app.Writer = &out
+	}
+	hostport := strings.TrimPrefix(s.API, "http://")
+	line := strings.NewReplacer("{api}", s.API, "{hostport}", hostport).Replace(args)
+	argv := append([]string{"edgemap"}, splitArgs(t, line)...)
+	if line == args {
+		argv = append([]string{"edgemap", "--api", s.API}, splitArgs(t, line)...)
+	}
 	if err := app.Run(argv); err != nil {
 		out.WriteString("error: " + err.Error() + "\n")
 	}
-	got := "edgemap " + args + "\n---\n" + out.String()
+	printed := strings.NewReplacer(s.API, "{api}", hostport, "{hostport}", userAgent(), "{agent}").Replace(out.String())
+	if normalize != nil {
+		printed = normalize(printed)
+	}
+	got := "edgemap " + args + "\n---\n" + printed
 	path := filepath.Join("testdata", golden+".golden")
 	if *update {
 		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {

@@ -425,7 +425,7 @@ func mapCommand() *cli.Command {
 		Flags: []cli.Flag{
 			must("property", "the property's name"),
 			&cli.StringFlag{Name: "client", Usage: "the user's address, sent as ECS by the resolver"},
-			&cli.IntFlag{Name: "source-prefix", Usage: "the ECS source prefix length the resolver sends (default 24 for IPv4, 56 for IPv6)"},
+			&cli.IntFlag{Name: "source-prefix", Usage: "the ECS source prefix length the resolver sends", DefaultText: "24 for IPv4, 56 for IPv6, as RFC 7871 recommends"},
 			&cli.StringFlag{Name: "resolver", Usage: "the address the query comes from; alone, a query without ECS"},
 			&cli.StringFlag{Name: "family", Value: "A", Usage: "A or AAAA"},
 			jsonFlag,

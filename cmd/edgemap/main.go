@@ -152,10 +152,10 @@ func usageError(c *cli.Context, err error, _ bool) error {
 	want := "see --help"
 	switch flag.(type) {
 	case *cli.DurationFlag:
-		want = "a duration with its unit, e.g. 10s, 500ms, 2m or 1h"
 		if _, perr := strconv.ParseFloat(value, 64); perr == nil {
-			want = "a duration needs its unit: " + value + "s (seconds), " + value + "ms or " + value + "m"
+			return mapping.FieldErrorf("--"+name, "%q: a duration needs its unit: %ss (seconds), %sms or %sm", value, value, value, value)
 		}
+		want = "a duration with its unit, e.g. 10s, 500ms, 2m or 1h"
 	case *cli.IntFlag, *cli.Int64Flag:
 		want = "a whole number"
 	case *cli.UintFlag, *cli.Uint64Flag:

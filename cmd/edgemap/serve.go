@@ -38,7 +38,7 @@ func serveCommand() *cli.Command {
 		str("node-id", "", "name answered to NSID and CHAOS id.server (default: host name)"),
 		str("world", "", "world file to seed an empty database with"),
 		dur("map-interval", 10*time.Second, "how often the map is rebuilt from new measurements"),
-		dur("max-age", mapping.DefaultMaxAge, "measurements older than this no longer decide (default: 3 x the default probe interval)"),
+		dur("max-age", mapping.DefaultMaxAge, "measurements older than this no longer decide; the default is 3 x the default probe interval"),
 		dur("retention", 24*time.Hour, "measurements older than this are deleted from the database"),
 		dur("check-interval", 5*time.Second, "how often each edge's --check runs"),
 		dur("check-timeout", 2*time.Second, "one check's time limit"),
@@ -274,7 +274,7 @@ func checkToken(token string) error {
 		return nil // none: only a loopback API may have none (api.Listen)
 	}
 	if len(token) < minTokenLength {
-		return fmt.Errorf("--api-token: %d characters is too short to be guessed by nobody: give at least %d random ones (openssl rand -hex 16)", len(token), minTokenLength)
+		return fmt.Errorf("--api-token: %d characters are too few for a secret nobody guesses: give at least %d random ones (openssl rand -hex 16 prints 32, 128 bits)", len(token), minTokenLength)
 	}
 	for _, r := range token {
 		if r <= ' ' || r > '~' {

@@ -387,7 +387,7 @@ func TestDashboardInBrowser(t *testing.T) {
 func TestDashboardTokenInBrowser(t *testing.T) {
 	b := newBrowser(t)
 	cfg := demoConfig(t)
-	const token = "browser-test-token-7c1d9e"
+	const token = "browser-test-token-7c1d9e8f7a6b5c4d3"
 	cfg.APIToken = token
 	s := startServer(t, cfg)
 	b.run(t, chromedp.Navigate(s.API+"/ui/"))

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 
 	"github.com/edgemap/edgemap/mapping"
@@ -62,7 +63,12 @@ func CheckWorld(w *WorldSpec) []error {
 	zoneOnly := store.Config{Zone: c.Zone, Edges: c.Edges}
 	if err := Check(zoneOnly); err != nil {
 		add(err)
-		return errs
+		// The properties are checked against the zone as it would be
+		// with its name servers fixed, which they do not depend on.
+		zoneOnly.Zone = withGlue(*c.Zone)
+		if Check(zoneOnly) != nil {
+			return errs
+		}
 	}
 	for i, p := range w.Properties {
 		name, err := HostName("name", p.Name)
@@ -78,12 +84,32 @@ func CheckWorld(w *WorldSpec) []error {
 			}
 		}
 	}
-	add(Check(store.Config{Zone: c.Zone, Edges: c.Edges, Targets: c.Targets}))
+	add(Check(store.Config{Zone: zoneOnly.Zone, Edges: c.Edges, Targets: c.Targets}))
 	if len(errs) == 0 {
 		// Build refuses a combination of parts: say what it says.
 		add(Check(c))
 	}
 	return errs
+}
+
+// withGlue is z with what Build asks of its name servers supplied: an
+// address for each in the zone (a documentation one), none the apex.
+func withGlue(z store.Zone) *store.Zone {
+	var nss []store.NameServer
+	for _, ns := range z.NameServers {
+		if ns.Name == z.Name {
+			continue
+		}
+		if !ns.IPv4.IsValid() && !ns.IPv6.IsValid() {
+			ns.IPv4 = netip.MustParseAddr("192.0.2.1")
+		}
+		nss = append(nss, ns)
+	}
+	if len(nss) == 0 {
+		nss = []store.NameServer{{Name: "ns.invalid."}}
+	}
+	z.NameServers = nss
+	return &z
 }
 
 // eachRecord checks every spec of one list, adds an error per bad spec or

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -29,10 +30,27 @@ func ReadWorld(path string) (*WorldSpec, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%s: empty world file", path)
 		}
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			for i, e := range te.Errors {
+				te.Errors[i] = unknownKey.ReplaceAllStringFunc(e, func(m string) string {
+					sm := unknownKey.FindStringSubmatch(m)
+					return fmt.Sprintf("unknown key %q in %s", sm[1], specNames[sm[2]])
+				})
+			}
+		}
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return &w, nil
 }
+
+// unknownKey is yaml.v3's error for a key no field takes, which names Go
+// types; specNames says what they are in a world file.
+var (
+	unknownKey = regexp.MustCompile(`field (\S+) not found in type config\.(\w+)`)
+	specNames  = map[string]string{"WorldSpec": "the world file (zone, edges, properties, targets)", "ZoneSpec": "the zone",
+		"NSSpec": "a name server", "EdgeSpec": "an edge", "PropertySpec": "a property", "TargetSpec": "a target"}
+)
 
 // ApplyTo makes c match the world. Without prune, records the world does
 // not name are kept. With prune, each kind of record the world declares
