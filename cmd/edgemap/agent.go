@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -88,10 +89,10 @@ func runAgent(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(cmp.Or(c.Context, context.Background()), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if addr := c.String("metrics-listen"); addr != "" {
-		srv, err := serveAgentMetrics(addr, agent, log)
+		srv, _, err := serveAgentMetrics(addr, agent, log)
 		if err != nil {
 			return err
 		}
@@ -122,7 +123,7 @@ func agentTimeout(interval, timeout time.Duration, given bool) (time.Duration, e
 // healthz is 503 while no collector has accepted a report for
 // probe.SilentIntervals intervals, so that a supervisor or a monitor sees
 // an agent that measures but cannot report.
-func serveAgentMetrics(addr string, a *probe.Agent, log *zap.Logger) (*http.Server, error) {
+func serveAgentMetrics(addr string, a *probe.Agent, log *zap.Logger) (*http.Server, net.Addr, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), agentCollector{a})
 	readBuildInfo().register(reg)
@@ -142,7 +143,7 @@ func serveAgentMetrics(addr string, a *probe.Agent, log *zap.Logger) (*http.Serv
 	})
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("--metrics-listen: %w", err)
+		return nil, nil, fmt.Errorf("--metrics-listen: %w", err)
 	}
 	// Only scrapes and health checks come here: short timeouts bound a
 	// slow client.
@@ -154,7 +155,7 @@ func serveAgentMetrics(addr string, a *probe.Agent, log *zap.Logger) (*http.Serv
 		}
 	}()
 	log.Info("serving the agent's metrics and health", zap.String("addr", ln.Addr().String()))
-	return srv, nil
+	return srv, ln.Addr(), nil
 }
 
 // agentCollector exports the agent's counters when scraped.

@@ -220,6 +220,23 @@ func (l *eventLog) run() {
 	}
 }
 
+// flush returns once every event recorded so far is written (or the log
+// closed): an API call that recorded one returns after it is readable.
+func (l *eventLog) flush() {
+	l.mu.Lock()
+	want := l.seq
+	for l.written < want && !l.closed {
+		notify := l.notify
+		l.mu.Unlock()
+		select {
+		case <-notify:
+		case <-l.done:
+		}
+		l.mu.Lock()
+	}
+	l.mu.Unlock()
+}
+
 // close writes what is pending and stops; events recorded from now on
 // are logged only.
 func (l *eventLog) close() {
@@ -296,9 +313,10 @@ func (n *Node) Events(q EventQuery, wait time.Duration) (events []Event, next ui
 	}
 }
 
-// RecordEvent records an event of the caller's (serve's start and stop).
+// RecordEvent records an event of the caller's (serve's start and stop)
+// and returns once it is written.
 func (n *Node) RecordEvent(kind, message string) {
-	n.events.record(Event{Kind: kind, Message: message, level: zapcore.InfoLevel})
+	<-n.events.record(Event{Kind: kind, Message: message, level: zapcore.InfoLevel})
 }
 
 // noteConfig records a committed configuration change: diff is what it

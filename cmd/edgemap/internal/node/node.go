@@ -424,6 +424,7 @@ func (n *Node) ReloadGeo() error {
 		return ErrNoGeoIP
 	}
 	g, err := n.openGeo()
+	defer n.events.flush() // the reload's event is in the log when it returns
 	if err != nil {
 		return err
 	}
