@@ -52,6 +52,8 @@ func newMetrics(reg prometheus.Registerer) metrics {
 	}
 	reg.MustRegister(m.builds, m.buildTime, m.serial, m.geoReloads, m.geoBuilt, m.edgeState, m.edgeUp, m.edgeDraining,
 		m.failovers, m.edgeLoad, m.edgeCapacity, m.reports)
+	m.geoReloads.WithLabelValues("ok")
+	m.geoReloads.WithLabelValues("error")
 	for _, r := range []string{"accepted", "ignored", "unauthorized", "replay", "wrong_edge", "bad_request", "too_large", "timeout", "busy", "error"} {
 		m.reports.WithLabelValues(r) // every result from 0, so that rate() and alerts see them before the first
 	}
