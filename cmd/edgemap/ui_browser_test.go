@@ -375,6 +375,11 @@ func TestDashboardInBrowser(t *testing.T) {
 	b.run(t, chromedp.KeyEvent(kb.ArrowRight))
 	b.await(t, 10*time.Second, "the activity", `!document.getElementById('view-activity').hidden && document.querySelectorAll('#activity-edges tbody tr').length > 0`)
 	shot(t, b, "activity.png")
+	// The event log, newest first: the drain above, by this test's client.
+	b.run(t, chromedp.KeyEvent(kb.ArrowRight))
+	b.await(t, 10*time.Second, "the event log", `!document.getElementById('view-events').hidden && !!document.querySelector('#events-table tbody tr[data-kind="config"]') &&
+		document.querySelector('#events-table tbody tr[data-kind="config"]').textContent.includes('edge lon1 changed (draining false -> true) by 127.0.0.1')`)
+	shot(t, b, "events.png")
 	b.run(t, chromedp.KeyEvent(kb.Home))
 	b.await(t, 5*time.Second, "back to the map", `!document.getElementById('view-map').hidden`)
 

@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -157,22 +158,26 @@ type jsonField struct {
 	value json.RawMessage
 }
 
-// jsonFields is a record's JSON object as its fields in order.
+// jsonFields is a record's fields in the order of its JSON, each as JSON,
+// those its JSON leaves out when empty included (as their zero value:
+// "draining false -> true", not "null -> true").
 func jsonFields(v any) []jsonField {
-	raw, err := json.Marshal(v)
-	if err != nil {
-		return nil // the wire types always marshal
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
+	rv := reflect.ValueOf(v)
 	var out []jsonField
-	dec.Token() // {
-	for dec.More() {
-		k, _ := dec.Token()
-		var val json.RawMessage
-		if dec.Decode(&val) != nil {
-			return out
+	for i := range rv.NumField() {
+		f := rv.Type().Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if !f.IsExported() || name == "-" {
+			continue
 		}
-		out = append(out, jsonField{k.(string), val})
+		if name == "" {
+			name = f.Name
+		}
+		raw, err := json.Marshal(rv.Field(i).Interface())
+		if err != nil {
+			continue // the wire types always marshal
+		}
+		out = append(out, jsonField{name, raw})
 	}
 	return out
 }
