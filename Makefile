@@ -39,11 +39,14 @@ fuzz:
 	$(GO) test ./cmd/edgemap/internal/config -run '^$$' -fuzz '^FuzzHostName$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./cmd/edgemap/internal/config -run '^$$' -fuzz '^FuzzMailbox$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./cmd/edgemap/internal/config -run '^$$' -fuzz '^FuzzDuplicateKey$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./cmd/edgemap/internal/config -run '^$$' -fuzz '^FuzzRecordSpec$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./mapping -run '^$$' -fuzz '^FuzzParseRecordData$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./probe -run '^$$' -fuzz '^FuzzCollector$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./probe -run '^$$' -fuzz '^FuzzDecodeReport$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./cmd/edgemap/internal/api -run '^$$' -fuzz '^FuzzAdminAPI$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 	$(GO) test ./cmd/edgemap/internal/api -run '^$$' -fuzz '^FuzzAdminGuard$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 	$(GO) test ./cmd/edgemap/internal/ui -run '^$$' -fuzz '^FuzzDashboardQuery$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./cmd/edgemap/internal/fleet -run '^$$' -fuzz '^FuzzManifest$$' -fuzztime $(FUZZTIME)
 
 # Go benchmarks (the large map: 1000 edges x 100000 measured targets; set
 # EDGEMAP_GEOLITE2 to a GeoLite2 City .mmdb for real locations), then

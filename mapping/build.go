@@ -12,7 +12,9 @@ type Inputs struct {
 	Zone       *Zone
 	Edges      []Edge
 	Properties []Property
-	Geo        *Geo
+	// Records are the zone's static records (records.go).
+	Records []Record
+	Geo     *Geo
 	// Targets and Measurements make the measured map; measurements older
 	// than MaxAge (default DefaultMaxAge) at Now are ignored.
 	Targets      []Target
@@ -81,8 +83,8 @@ func (b *builder) build(in Inputs) error {
 		return err
 	}
 	if in.Zone == nil {
-		if len(in.Properties) > 0 {
-			return &FieldError{Field: "zone", Msg: "properties need a zone: set one first"}
+		if len(in.Properties) > 0 || len(in.Records) > 0 {
+			return &FieldError{Field: "zone", Msg: "properties and records need a zone: set one first"}
 		}
 		b.finish(in)
 		return nil
@@ -91,6 +93,10 @@ func (b *builder) build(in Inputs) error {
 	// Copy the slice too: Host points into it, and a snapshot must not change
 	// when the caller reuses its inputs.
 	z.NameServers = slices.Clone(in.Zone.NameServers)
+	if err := z.Timers.Check("zone"); err != nil {
+		return err
+	}
+	z.Timers = z.Timers.WithDefaults()
 	s.zone = &z
 	s.names[z.Name] = &Name{Apex: true}
 	for i := range z.NameServers {
@@ -141,6 +147,9 @@ func (b *builder) build(in Inputs) error {
 		}
 		s.props = append(s.props, p)
 		b.addName(p.Name).Property = p
+	}
+	if err := b.addRecords(in.Records); err != nil {
+		return err
 	}
 	b.finish(in)
 	return nil

@@ -10,6 +10,12 @@
 // and does no I/O. Its working state lives in an unexported builder that is
 // dropped when Build returns: every method of Snapshot only reads.
 //
+// The zone holds more than properties: its name servers, its timers
+// (Timers, defaults filled in by Build) and static records (Record: TXT,
+// CAA, MX, and A, AAAA, CNAME of names that are not properties), which
+// Build reads (ParseRecordData) into the RRsets of each Name and checks as
+// RFC 1034 and RFC 2181 say a zone must look (records.go).
+//
 // A query looks its name up (Snapshot.Lookup) and decides with the
 // ServedProperty it finds there (Decide, DecideQuery): ranked by the
 // client's measured target when its ranking holds the property's edges,

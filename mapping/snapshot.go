@@ -19,6 +19,9 @@ type Zone struct {
 	NameServers []NameServer
 	Contact     string
 	Serial      uint32
+	// Timers are the zone's TTLs and SOA timers; a snapshot's zone has
+	// every one set (zero in Inputs is the default).
+	Timers
 }
 
 // NameServer is one NS record; addresses are glue when Name is in the zone.
@@ -95,6 +98,9 @@ type Name struct {
 	Apex     bool
 	Property *ServedProperty
 	Host     *NameServer // an in-zone name server's host name, with its glue
+	// Records are the static records at the name, one RRset per type. A
+	// CNAME is alone at its name (Build sees to it).
+	Records []RRset
 }
 
 // Snapshot is one immutable, complete view of the map. Build makes it with

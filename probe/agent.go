@@ -74,18 +74,25 @@ type AgentConfig struct {
 	// Check, if set, is run against the agent's own edge every round and
 	// reported as EdgeUp; two failed rounds in a row report it down.
 	Check *Check
-	Log   *zap.Logger
-	HTTP  *http.Client
+	// Discover makes the agent report to every name server of its
+	// collectors' fleet too, as GET /v1/nodes lists them (discover.go).
+	Discover bool
+	Log      *zap.Logger
+	HTTP     *http.Client
 }
 
 // Agent measures the targets from beside one edge and reports to every
 // collector. A slow or dead collector never delays the others: each has
 // its own bounded queue and sender.
 type Agent struct {
-	cfg     AgentConfig
-	log     *zap.Logger
-	seq     atomic.Uint64
-	senders []*sender
+	cfg AgentConfig
+	log *zap.Logger
+	seq atomic.Uint64
+
+	smu     sync.Mutex // guards senders, running and wg's Add
+	senders []*sender  // the collectors given first, then those discovered
+	running context.Context
+	wg      sync.WaitGroup
 
 	mu      sync.Mutex // guards targets
 	targets []Target
@@ -161,8 +168,8 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 
 // Stats returns per-collector counters.
 func (a *Agent) Stats() []AgentStats {
-	out := make([]AgentStats, 0, len(a.senders))
-	for _, s := range a.senders {
+	out := []AgentStats{}
+	for _, s := range a.active() {
 		st := AgentStats{Collector: s.base, Sent: s.sent.Load(), Rejected: s.rejected.Load(), Dropped: s.dropped.Load(),
 			AuthFailures: int(s.authFails.Load())}
 		if ns := s.lastOK.Load(); ns != 0 {
@@ -229,14 +236,15 @@ func (a *Agent) Health(now time.Time) (unhealthy string, degraded []string) {
 // until every collector has refused the agent's key AuthFailuresToStop
 // times in a row (then ErrUnauthorized, with the collectors' words).
 func (a *Agent) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
-	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel() // before the Wait above: the senders stop with ctx
+	a.smu.Lock()
+	a.running = ctx
 	for _, s := range a.senders {
-		wg.Add(1)
-		go func() { defer wg.Done(); s.run(ctx) }()
+		a.start(s)
 	}
+	a.smu.Unlock()
+	defer a.wg.Wait()
+	defer cancel() // before the Wait above: the senders stop with ctx
 	t := time.NewTicker(a.cfg.Interval)
 	defer t.Stop()
 	for {
@@ -264,7 +272,7 @@ func (a *Agent) noteAuth(s *sender, refused bool) {
 		return
 	}
 	s.authFails.Add(1)
-	for _, o := range a.senders {
+	for _, o := range a.active() {
 		if o.authFails.Load() < AuthFailuresToStop {
 			return
 		}
@@ -280,6 +288,7 @@ func (a *Agent) round(ctx context.Context) {
 	if len(targets) == 0 {
 		return
 	}
+	a.discover(ctx)
 	start := time.Now()
 	r := &Report{Edge: a.cfg.Edge, IntervalMs: a.cfg.Interval.Milliseconds(), Measurements: a.measure(ctx, targets)}
 	if a.cfg.Check != nil {
@@ -306,9 +315,27 @@ func (a *Agent) round(ctx context.Context) {
 		a.log.Error("encoding report", zap.Error(err))
 		return
 	}
-	for _, s := range a.senders {
+	for _, s := range a.active() {
 		s.push(body)
 	}
+}
+
+// active are the senders now.
+func (a *Agent) active() []*sender {
+	a.smu.Lock()
+	defer a.smu.Unlock()
+	return slices.Clone(a.senders)
+}
+
+// start runs s until the agent's Run ends or s is stopped; smu held.
+func (a *Agent) start(s *sender) {
+	ctx, cancel := context.WithCancel(a.running)
+	s.stop = cancel
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		s.run(ctx)
+	}()
 }
 
 // loadTargets reads the target file, or asks the collectors in turn; on
@@ -322,7 +349,7 @@ func (a *Agent) loadTargets(ctx context.Context) ([]Target, error) {
 			err = json.Unmarshal(raw, &list)
 		}
 	} else {
-		for _, s := range a.senders {
+		for _, s := range a.active() {
 			if list, err = s.fetchTargets(ctx); err == nil {
 				break
 			}
@@ -397,6 +424,12 @@ type sender struct {
 	a    *Agent
 	base string
 	wake chan struct{}
+	stop context.CancelFunc // set by start
+
+	// id is the name server's, once known (discover.go); discovered, a
+	// sender the agent was not given but found.
+	id         string
+	discovered bool
 
 	mu      sync.Mutex // guards queue and lastErr
 	queue   [][]byte

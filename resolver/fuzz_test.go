@@ -91,6 +91,11 @@ func fuzzSeeds(t testing.TB) []fuzzSeed {
 		{data: q("shop.cdn.example.net.", dns.TypeA, dns.ClassINET, edns(&dns.EDNS0_LOCAL{Code: dns.EDNS0COOKIE, Data: make([]byte, 12)}))},
 		// Malformed: two cookies.
 		{data: q("shop.cdn.example.net.", dns.TypeA, dns.ClassINET, edns(cookieOpt("0102030405060708"), cookieOpt("0102030405060708")))},
+		// Static records: a CNAME followed to a property with ECS, a TXT
+		// split in strings, a CAA at the apex.
+		{data: q("alias.cdn.example.net.", dns.TypeA, dns.ClassINET, edns(subnet("198.18.2.0/24")))},
+		{data: q("_acme-challenge.shop.cdn.example.net.", dns.TypeTXT, dns.ClassINET, edns()), src: 1},
+		{data: q("cdn.example.net.", dns.TypeCAA, dns.ClassINET, nil), tcp: true},
 		// A question cut after its QTYPE: FORMERR.
 		{data: []byte{0x42, 0x42, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, 'c', 'd', 'n', 0, 0, 1}},
 	}
@@ -113,7 +118,7 @@ func validCookie(t testing.TB, client, src string) string {
 //
 //	go test ./resolver -run '^$' -fuzz '^FuzzServeDNS$' -fuzztime 60s
 func FuzzServeDNS(f *testing.F) {
-	h, _, _ := newHandler(f, build(f, worldInputs(f)))
+	h, _, _ := newHandler(f, build(f, recordInputs(f)))
 	for _, s := range fuzzSeeds(f) {
 		f.Add(s.data, s.tcp, s.src)
 	}

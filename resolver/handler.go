@@ -364,41 +364,80 @@ func (h *Handler) answer(q *dns.Msg, raw []byte, src netip.Addr, tcp bool, st *q
 		m.Ns = append(m.Ns, negativeSOA(zone))
 		return m
 	}
-	switch qt := question.Qtype; {
-	case qt == dns.TypeAXFR || qt == dns.TypeIXFR:
+	switch question.Qtype {
+	case dns.TypeAXFR, dns.TypeIXFR:
 		// Zone transfers are not offered; the configuration reaches every
 		// name server through the admin API instead.
 		m.Authoritative = false
 		m.Rcode = dns.RcodeRefused
-	case qt == dns.TypeANY:
+		return m
+	case dns.TypeANY:
 		// RFC 8482: one synthesized HINFO instead of everything we have.
-		m.Answer = append(m.Answer, &dns.HINFO{Hdr: header(question.Name, dns.TypeHINFO, zoneTTL), Cpu: "RFC8482"})
-	case node.Apex && qt == dns.TypeSOA:
-		m.Answer = append(m.Answer, soa(zone, question.Name, zoneTTL))
-	case node.Apex && qt == dns.TypeNS:
-		m.Answer = append(m.Answer, nsRecords(zone, question.Name)...)
-		m.Extra = append(glue(snap, zone), m.Extra...)
-	case node.Property != nil && (qt == dns.TypeA || qt == dns.TypeAAAA):
-		scope = h.edgeAnswer(m, node.Property, question, mapping.Query{Source: src, ECS: opts.subnet().network()})
-		st.mapped = true
-	case node.Host != nil && (qt == dns.TypeA || qt == dns.TypeAAAA):
-		m.Answer = append(m.Answer, hostAddress(node.Host, question.Name, qt)...)
+		m.Answer = append(m.Answer, &dns.HINFO{Hdr: header(question.Name, dns.TypeHINFO, zone.TTL), Cpu: "RFC8482"})
+		return m
 	}
-	if len(m.Answer) == 0 && m.Rcode == dns.RcodeSuccess {
+	scope = h.data(m, snap, node, question.Name, question.Qtype, mapping.Query{Source: src, ECS: opts.subnet().network()}, st)
+	return m
+}
+
+// data answers qtype at node, whose owner name is owner, into m, and
+// returns the ECS scope of the answer. A CNAME is followed inside the zone
+// as RFC 1034 4.3.2 says (step 3.a): the chain goes into the answer, then
+// what its last name has; the rcode is the last name's (RFC 6604). A
+// target outside the zone ends the answer there, for the resolver to
+// follow. Build has refused chains that loop or are longer than
+// mapping.MaxCNAMEChain, so the loop ends; the bound is kept all the same.
+func (h *Handler) data(m *dns.Msg, snap *mapping.Snapshot, node *mapping.Name, owner string, qtype uint16, q mapping.Query, st *queryState) (scope int) {
+	zone := snap.Zone()
+	for hops := 0; qtype != dns.TypeCNAME; hops++ {
+		cname := node.RRset(mapping.TypeCNAME)
+		if cname == nil {
+			break
+		}
+		m.Answer = append(m.Answer, staticRecords(cname, owner)...)
+		owner = cname.Data[0].Target
+		if !snap.InZone(owner) || hops == mapping.MaxCNAMEChain {
+			return 0
+		}
+		if node = snap.Lookup(owner); node == nil {
+			m.Rcode = dns.RcodeNameError
+			m.Ns = append(m.Ns, negativeSOA(zone))
+			return 0
+		}
+	}
+	had := len(m.Answer)
+	switch v6 := qtype == dns.TypeAAAA; {
+	case node.Apex && qtype == dns.TypeSOA:
+		m.Answer = append(m.Answer, soa(zone, owner, zone.TTL))
+	case node.Apex && qtype == dns.TypeNS:
+		m.Answer = append(m.Answer, nsRecords(zone, owner)...)
+		m.Extra = append(glue(snap, zone), m.Extra...)
+	case node.Property != nil && (qtype == dns.TypeA || v6):
+		scope = h.edgeAnswer(m, node.Property, owner, qtype, q)
+		st.mapped = true
+	case node.Host != nil && (qtype == dns.TypeA || v6):
+		m.Answer = append(m.Answer, hostAddress(node.Host, owner, qtype, zone.NSTTL)...)
+	default:
+		if set := node.RRset(mapping.RecordType(dns.TypeToString[qtype])); set != nil {
+			m.Answer = append(m.Answer, staticRecords(set, owner)...)
+		}
+	}
+	if len(m.Answer) == had {
+		// NODATA (RFC 2308 2.2), after the aliases that led here if any.
 		m.Ns = append(m.Ns, negativeSOA(zone))
 	}
-	return m
+	return scope
 }
 
 // edgeAnswer fills in the best edges and returns the ECS scope the answer
 // carries.
-func (h *Handler) edgeAnswer(m *dns.Msg, p *mapping.ServedProperty, question dns.Question, q mapping.Query) int {
-	v6 := question.Qtype == dns.TypeAAAA
+func (h *Handler) edgeAnswer(m *dns.Msg, p *mapping.ServedProperty, owner string, qtype uint16, q mapping.Query) int {
+	v6 := qtype == dns.TypeAAAA
 	var d mapping.Decision
 	p.DecideQuery(q, v6, &d)
 	h.decided(p, &d, q.Source)
 	for _, e := range d.Edges[:d.N] {
-		hdr := header(question.Name, question.Qtype, p.TTL)
+		hdr := header(owner, qtype, p.TTL)
 		if v6 {
 			m.Answer = append(m.Answer, &dns.AAAA{Hdr: hdr, AAAA: net.IP(e.IPv6.AsSlice())})
 		} else {

@@ -29,10 +29,10 @@ const (
 	zoneName = "cdn.example.net."
 	serial   = 2026010101
 	// apexSOA is the SOA at the apex, as the SOA query answers it.
-	apexSOA = "cdn.example.net. 3600 IN SOA ns1.cdn.example.net. hostmaster.example.net. 2026010101 3600 600 1209600 60"
+	apexSOA = "cdn.example.net. 3600 IN SOA ns1.cdn.example.net. hostmaster.example.net. 2026010101 14400 3600 1209600 300"
 	// negSOA is the SOA of NXDOMAIN and NODATA: TTL min(SOA TTL, MINIMUM)
 	// (RFC 2308 section 3).
-	negSOA = "cdn.example.net. 60 IN SOA ns1.cdn.example.net. hostmaster.example.net. 2026010101 3600 600 1209600 60"
+	negSOA = "cdn.example.net. 300 IN SOA ns1.cdn.example.net. hostmaster.example.net. 2026010101 14400 3600 1209600 300"
 
 	panicsMetric = "edgemap_dns_panics_total"
 )
@@ -1070,7 +1070,7 @@ func checkServe(t testing.TB, req, resp []byte, tcp bool) {
 // fuzzer cut at every length, and each with one byte flipped at each
 // position: it must never panic, and checkServe must hold.
 func TestServeDNSGarbage(t *testing.T) {
-	h, _, reg := newHandler(t, build(t, worldInputs(t)))
+	h, _, reg := newHandler(t, build(t, recordInputs(t)))
 	src := netip.MustParseAddr("127.1.1.2")
 	for _, s := range fuzzSeeds(t) {
 		for _, tcp := range []bool{false, true} {

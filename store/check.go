@@ -164,7 +164,7 @@ func (r *CheckReport) readRecords(tx *bolt.Tx, decode bool) {
 			r.BadRecords = append(r.BadRecords, err.Error())
 		}
 	}
-	for _, b := range [][]byte{bucketZone, bucketEdges, bucketProperties, bucketTargets} {
+	for _, b := range [][]byte{bucketZone, bucketEdges, bucketProperties, bucketTargets, bucketRecords} {
 		count(b, nil) // readConfig decoded them
 	}
 	count(bucketKeys, func(k, v []byte) error { return decodeRecord(bucketKeys, k, v, new(Key)) })

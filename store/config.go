@@ -18,6 +18,8 @@ type Config struct {
 	Properties []Property `json:"properties"`
 	// Targets are sorted by Block (as text).
 	Targets []Target `json:"targets"`
+	// Records are the zone's static records, sorted by Key.
+	Records []Record `json:"records"`
 }
 
 // Clone is a copy of c that shares no memory with it.
@@ -26,6 +28,7 @@ func (c Config) Clone() Config {
 		Edges:      slices.Clone(c.Edges),
 		Properties: slices.Clone(c.Properties),
 		Targets:    slices.Clone(c.Targets),
+		Records:    slices.Clone(c.Records),
 	}
 	if c.Zone != nil {
 		z := *c.Zone
@@ -56,6 +59,14 @@ type Zone struct {
 	// Serial is the SOA serial. The store bumps it on every configuration
 	// change that alters anything, so secondaries and humans can see it.
 	Serial uint32 `json:"serial"`
+	// The zone's TTLs and SOA timers in seconds; 0 is the default, which
+	// is the map's to know (a file from before they existed reads so).
+	TTL     uint32 `json:"ttl,omitempty"`
+	NSTTL   uint32 `json:"ns_ttl,omitempty"`
+	Refresh uint32 `json:"refresh,omitempty"`
+	Retry   uint32 `json:"retry,omitempty"`
+	Expire  uint32 `json:"expire,omitempty"`
+	Minimum uint32 `json:"minimum,omitempty"`
 }
 
 // NameServer is one NS record and, for an in-zone name, its glue.
@@ -96,3 +107,23 @@ type Property struct {
 	// (empty means that) or "nodata".
 	AllDown string `json:"all_down,omitempty"`
 }
+
+// Record is one static record of the zone (TXT, CAA, MX, and addresses or
+// aliases of names that are not properties). The store keeps what the
+// caller checked and canonicalized.
+type Record struct {
+	// Name is a lower-case FQDN at or below the zone.
+	Name string `json:"name"`
+	// Type is the record's type in capitals ("TXT").
+	Type string `json:"type"`
+	// Value is the record's data in its canonical written form.
+	Value string `json:"value"`
+	// TTL in seconds; 0 is the zone's.
+	TTL uint32 `json:"ttl,omitempty"`
+}
+
+// Key identifies a record: its name, type and value, which together are
+// unique (a name may have several TXT records, never the same one twice).
+// It is the record's key in the file, so a record an error names is found
+// with `bbolt get FILE static_records KEY`.
+func (r Record) Key() string { return r.Name + " " + r.Type + " " + r.Value }

@@ -31,6 +31,11 @@ const SchemaVersion = 1
 //	meta/config_revision  the configuration's revision, 8 bytes big-endian;
 //	                   absent (revision 0) until the first change
 //	health/<Edge>      JSON of EdgeHealth, the last health decided
+//	static_records/<Name> <Type> <Value>  JSON of Record (Record.Key)
+//	meta/cookie_secret the DNS cookie secret, 16 bytes (secret.go)
+//	meta/config_mirror in a fleet, what the configuration copies: opaque
+//	                   bytes of the fleet's (mirror.go); absent on a single
+//	                   name server
 //	events/<Seq>       an Event: 8 bytes big-endian key; value the time
 //	                   (unix ns, 8 bytes big-endian) and the entry's JSON
 //
@@ -45,12 +50,13 @@ var (
 	bucketKeys, bucketSeqs                                   = []byte("keys"), []byte("seqs")
 	bucketMeasure, bucketHealth                              = []byte("measurements"), []byte("health")
 	bucketEvents                                             = []byte("events")
+	bucketRecords                                            = []byte("static_records")
 
 	keySchema, keyAsOf, keyRev = []byte("schema"), []byte("map_as_of"), []byte("config_revision") // in meta
 	keyZone                    = []byte("zone")                                                   // in zone
 )
 
-var allBuckets = [][]byte{bucketMeta, bucketZone, bucketEdges, bucketProperties, bucketTargets, bucketKeys, bucketSeqs, bucketMeasure, bucketHealth, bucketEvents}
+var allBuckets = [][]byte{bucketMeta, bucketZone, bucketEdges, bucketProperties, bucketTargets, bucketKeys, bucketSeqs, bucketMeasure, bucketHealth, bucketRecords, bucketEvents}
 
 // schemaVersion returns the version of the file tx reads, or 0 for a file
 // with no buckets at all (new, or an empty bbolt file), which Open lays out.
@@ -113,6 +119,9 @@ func readConfig(tx *bolt.Tx) (Config, error) {
 	if c.Targets, err = readRecords(tx, bucketTargets, func(t Target) string { return t.Block.String() }); err != nil {
 		return Config{}, err
 	}
+	if c.Records, err = readRecords(tx, bucketRecords, Record.Key); err != nil {
+		return Config{}, err
+	}
 	return c, nil
 }
 
@@ -168,31 +177,10 @@ func decodeRecord(bucket, key, val []byte, v any) error {
 // writeConfig makes the buckets match c and reports whether it wrote
 // anything. It checks and encodes every record before the first write.
 func writeConfig(tx *bolt.Tx, c *Config) (bool, error) {
-	edges, err := encodeRecords("edge id", c.Edges, func(e Edge) string { return e.ID })
+	othersChanged, err := syncRecords(tx, c)
 	if err != nil {
 		return false, err
 	}
-	props, err := encodeRecords("property name", c.Properties, func(p Property) string { return p.Name })
-	if err != nil {
-		return false, err
-	}
-	targets, err := encodeRecords("target block", c.Targets, func(t Target) string { return t.Block.String() })
-	if err != nil {
-		return false, err
-	}
-	targetsChanged, err := syncBucket(tx, bucketTargets, targets)
-	if err != nil {
-		return false, err
-	}
-	edgesChanged, err := syncBucket(tx, bucketEdges, edges)
-	if err != nil {
-		return false, err
-	}
-	propsChanged, err := syncBucket(tx, bucketProperties, props)
-	if err != nil {
-		return false, err
-	}
-	othersChanged := edgesChanged || propsChanged || targetsChanged
 	zoneChanged, err := syncZone(tx, c.Zone, othersChanged)
 	if err != nil {
 		return false, err
@@ -205,6 +193,40 @@ func writeConfig(tx *bolt.Tx, c *Config) (bool, error) {
 		return false, fmt.Errorf("bucket %q key %q: put: %w", bucketMeta, keyRev, err)
 	}
 	return true, nil
+}
+
+// syncRecords makes the edge, property, target and static record buckets match c and
+// reports whether it wrote anything. It checks and encodes every record
+// before the first write.
+func syncRecords(tx *bolt.Tx, c *Config) (bool, error) {
+	edges, err := encodeRecords("edge id", c.Edges, func(e Edge) string { return e.ID })
+	if err != nil {
+		return false, err
+	}
+	props, err := encodeRecords("property name", c.Properties, func(p Property) string { return p.Name })
+	if err != nil {
+		return false, err
+	}
+	targets, err := encodeRecords("target block", c.Targets, func(t Target) string { return t.Block.String() })
+	if err != nil {
+		return false, err
+	}
+	records, err := encodeRecords("record", c.Records, Record.Key)
+	if err != nil {
+		return false, err
+	}
+	changed := false
+	for _, b := range []struct {
+		name []byte
+		recs map[string][]byte
+	}{{bucketTargets, targets}, {bucketEdges, edges}, {bucketProperties, props}, {bucketRecords, records}} {
+		ch, err := syncBucket(tx, b.name, b.recs)
+		if err != nil {
+			return false, err
+		}
+		changed = changed || ch
+	}
+	return changed, nil
 }
 
 // configRevision is the revision of the configuration tx reads: 0 before

@@ -107,6 +107,7 @@ func demoConfig() Config {
 				{Name: "ns.other.example."},
 			},
 			Contact: "hostmaster.example.net.",
+			NSTTL:   86400, Minimum: 600,
 		},
 		Edges: []Edge{
 			{ID: "fra1", IPv4: netip.MustParseAddr("198.51.100.1"), Lat: 50.11, Lon: 8.68, Pool: "eu", Capacity: 5000},
@@ -120,6 +121,11 @@ func demoConfig() Config {
 		Targets: []Target{
 			{Block: netip.MustParsePrefix("198.18.2.0/24"), Probe: netip.MustParseAddrPort("198.18.2.10:443")},
 			{Block: netip.MustParsePrefix("198.18.1.0/24"), Probe: netip.MustParseAddrPort("198.18.1.10:443")},
+		},
+		Records: []Record{
+			{Name: "cdn.example.net.", Type: "TXT", Value: "v=spf1 -all", TTL: 600},
+			{Name: "_acme-challenge.shop.cdn.example.net.", Type: "TXT", Value: "token"},
+			{Name: "cdn.example.net.", Type: "CAA", Value: `0 issue "letsencrypt.org"`},
 		},
 	}
 }
@@ -143,6 +149,7 @@ func TestRoundTrip(t *testing.T) {
 	want.Edges = []Edge{want.Edges[1], want.Edges[0], want.Edges[2]}
 	want.Properties = []Property{want.Properties[1], want.Properties[0]}
 	want.Targets = []Target{want.Targets[1], want.Targets[0]}
+	want.Records = []Record{want.Records[1], want.Records[2], want.Records[0]} // by Key
 	if got := mustConfig(t, s2); !reflect.DeepEqual(got, want) {
 		t.Errorf("after re-open:\n got %+v\nwant %+v", got, want)
 	}
@@ -150,7 +157,7 @@ func TestRoundTrip(t *testing.T) {
 
 func TestEmptyConfig(t *testing.T) {
 	s := openTestStore(t)
-	want := Config{Edges: []Edge{}, Properties: []Property{}, Targets: []Target{}}
+	want := Config{Edges: []Edge{}, Properties: []Property{}, Targets: []Target{}, Records: []Record{}}
 	if got := mustConfig(t, s); !reflect.DeepEqual(got, want) {
 		t.Errorf("new store: got %+v, want %+v", got, want)
 	}
@@ -207,7 +214,14 @@ func TestUpdateSerial(t *testing.T) {
 		{"property TTL", func(c *Config) error { c.Properties[0].TTL = 60; return nil }, true, 3},
 		{"zone contact", func(c *Config) error { c.Zone.Contact = "dns.example.net."; return nil }, true, 4},
 		{"edge removed", func(c *Config) error { c.Edges = c.Edges[1:]; return nil }, true, 5},
-		{"same again after changes", func(*Config) error { return nil }, false, 5},
+		{"zone timer", func(c *Config) error { c.Zone.Refresh = 28800; return nil }, true, 6},
+		{"record added", func(c *Config) error {
+			c.Records = append(c.Records, Record{Name: "x.cdn.example.net.", Type: "A", Value: "192.0.2.1"})
+			return nil
+		}, true, 7},
+		{"record TTL", func(c *Config) error { c.Records[0].TTL = 30; return nil }, true, 8},
+		{"record removed", func(c *Config) error { c.Records = c.Records[1:]; return nil }, true, 9},
+		{"same again after changes", func(*Config) error { return nil }, false, 9},
 	}
 	for _, st := range steps {
 		changed, err := s.Update(st.fn)
@@ -310,6 +324,7 @@ func TestUpdateRejectsBadKeys(t *testing.T) {
 			c.Properties = append(c.Properties, Property{Name: "www.cdn.example.net."})
 			return nil
 		}, `duplicate property name "www.cdn.example.net."`},
+		{"duplicate record", func(c *Config) error { c.Records = append(c.Records, c.Records[0]); return nil }, `duplicate record "_acme-challenge.shop.cdn.example.net. TXT token"`},
 		{"empty edge id", func(c *Config) error { c.Edges = append(c.Edges, Edge{Pool: "eu"}); return nil }, "empty edge id"},
 		{"empty property name", func(c *Config) error { c.Properties = append(c.Properties, Property{}); return nil }, "empty property name"},
 	}

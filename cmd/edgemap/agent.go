@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -40,6 +41,7 @@ func probeCommand() *cli.Command {
 			&cli.StringFlag{Name: "source", Usage: "local address to connect from"},
 			&cli.StringFlag{Name: "check", Usage: "health check of this agent's own edge, reported with each round: http://host/path or tcp://host:port"},
 			str("metrics-listen", "", "address to serve the agent's /metrics and /healthz on, e.g. 127.0.0.1:9154 (default: none)"),
+			&cli.BoolFlag{Name: "discover", Value: true, EnvVars: env("discover"), Usage: "also report to every name server of the collectors' fleet, as GET /v1/nodes lists them"},
 		)}
 }
 
@@ -84,7 +86,7 @@ func runAgent(c *cli.Context) error {
 		Edge: c.String("edge"), Collectors: c.StringSlice("collector"), KeyID: c.String("key-id"), Secret: secret,
 		Interval: c.Duration("interval"), Samples: c.Int("samples"), Timeout: timeout,
 		Concurrency: c.Int("concurrency"), Queue: c.Int("queue"), TargetsFile: c.String("targets-file"),
-		Source: source, Check: check, Log: log.Named("probe"),
+		Source: source, Check: check, Discover: c.Bool("discover"), Log: log.Named("probe"),
 	})
 	if err != nil {
 		return err
@@ -100,7 +102,29 @@ func runAgent(c *cli.Context) error {
 	}
 	log.Info("probing", zap.String("edge", c.String("edge")), zap.Strings("collectors", c.StringSlice("collector")),
 		zap.Duration("interval", c.Duration("interval")), zap.Duration("timeout", timeout), zap.String("version", readBuildInfo().Version))
-	return agent.Run(ctx)
+	notify := &notifier{log: log.Named("systemd")}
+	notify.ready(fmt.Sprintf("probing for edge %s, reporting to %d name server(s)", c.String("edge"), len(c.StringSlice("collector"))))
+	// STOPPING as the stop begins, and surely before the process exits
+	// (Run may return before the goroutine sees ctx end).
+	var stopOnce sync.Once
+	stopping := func() { stopOnce.Do(notify.stopping) }
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-ctx.Done():
+			stopping()
+		case <-done:
+		}
+	}()
+	// The agent's loop has no liveness to ask; the keep-alive says the
+	// process runs.
+	go notify.watchdog(ctx, func(context.Context) error { return nil })
+	err = agent.Run(ctx)
+	if ctx.Err() != nil {
+		stopping()
+	}
+	return err
 }
 
 // agentTimeout is --timeout: as given, which must be shorter than

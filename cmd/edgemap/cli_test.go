@@ -72,6 +72,27 @@ func TestCLIGolden(t *testing.T) {
 		{"key-list-empty", "key list"},
 		{"key-add-unknown-edge", "key add --id x1 --edge nope"},
 		{"key-rm-missing", "key rm --id x1"},
+		// The zone's content (records.go) and its delegation.
+		{"zone-delegation", "zone delegation"},
+		{"zone-set-bad-retry", "zone set --name cdn.example.net --ns ns1.cdn.example.net=192.0.2.53 --contact hostmaster@example.net --retry 20000"},
+		{"record-list", "record list"},
+		{"record-add-acme", "record add --name _acme-challenge.shop.cdn.example.net --type TXT --value gfj9Xq-Rg85nM --ttl 60"},
+		{"record-add-acme-again", "record add --name _acme-challenge.shop.cdn.example.net --type txt --value gfj9Xq-Rg85nM --ttl 60"},
+		{"record-add-acme-other-ttl", "record add --name _acme-challenge.shop.cdn.example.net --type TXT --value second-token"},
+		{"record-list-name-json", "record list --name _acme-challenge.shop.cdn.example.net --json"},
+		{"record-add-caa-bad-tag", `record add --name cdn.example.net --type CAA --value "0 issuemail letsencrypt.org"`},
+		{"record-add-cname-apex", "record add --name cdn.example.net --type CNAME --value cdn.example.org"},
+		{"record-add-cname-beside", "record add --name _acme-challenge.shop.cdn.example.net --type CNAME --value acme.example.org"},
+		{"record-add-a-at-property", "record add --name shop.cdn.example.net --type A --value 198.51.100.9"},
+		{"record-add-cname-dangling", "record add --name www.cdn.example.net --type CNAME --value shopp.cdn.example.net"},
+		{"record-add-wildcard", "record add --name *.cdn.example.net --type TXT --value x"},
+		{"record-add-ns", "record add --name sub.cdn.example.net --type NS --value ns.example.org"},
+		{"record-add-mx-bad", "record add --name cdn.example.net --type MX --value mail.example.net"},
+		{"record-rm-acme", "record rm --name _acme-challenge.shop.cdn.example.net --type TXT --value gfj9Xq-Rg85nM"},
+		{"record-rm-missing", "record rm --name _acme-challenge.shop.cdn.example.net --type TXT"},
+		// Last: it sets the zone whole, timers not given back to their defaults.
+		{"zone-set-timers", "zone set --name cdn.example.net --ns ns1.cdn.example.net=192.0.2.53 --ns ns2.cdn.example.net=198.51.100.53 --contact hostmaster@example.net --ns-ttl 86400 --minimum 600"},
+		{"zone-show-timers", "zone show"},
 	})
 }
 
@@ -93,12 +114,27 @@ func goldenCLI(t *testing.T, s *server, golden, args string) {
 	goldenRun(t, s, golden, args, nil, nil)
 }
 
+// goldenCLIWith is goldenCLI for a command line with placeholders for what
+// changes from run to run (an address): each key of vars in args is
+// replaced by its value to run the command, and the value by its key in
+// what the command prints.
+func goldenCLIWith(t *testing.T, s *server, golden, args string, vars map[string]string) {
+	t.Helper()
+	goldenRunVars(t, s, golden, args, vars, nil, nil)
+}
+
 // goldenRun is goldenCLI with stdout, the App's Writer, given (a file,
 // for a command that looks at it) and the output normalized: a command
 // line that names {api} (the server's URL) or {hostport} gets no --api of
 // the test's, and the values that change from run to run are replaced
 // in what it prints by placeholders (normalize).
 func goldenRun(t *testing.T, s *server, golden, args string, stdout io.Writer, normalize func(string) string) {
+	t.Helper()
+	goldenRunVars(t, s, golden, args, nil, stdout, normalize)
+}
+
+// goldenRunVars is goldenRun and goldenCLIWith in one.
+func goldenRunVars(t *testing.T, s *server, golden, args string, vars map[string]string, stdout io.Writer, normalize func(string) string) {
 	t.Helper()
 	var out bytes.Buffer
 	app := newApp()
@@ -107,15 +143,22 @@ func goldenRun(t *testing.T, s *server, golden, args string, stdout io.Writer, n
 		app.Writer = &out
 	}
 	hostport := strings.TrimPrefix(s.API, "http://")
-	line := strings.NewReplacer("{api}", s.API, "{hostport}", hostport).Replace(args)
+	run := args
+	for k, v := range vars {
+		run = strings.ReplaceAll(run, k, v)
+	}
+	line := strings.NewReplacer("{api}", s.API, "{hostport}", hostport).Replace(run)
 	argv := append([]string{"edgemap"}, splitArgs(t, line)...)
-	if line == args {
+	if line == run {
 		argv = append([]string{"edgemap", "--api", s.API}, splitArgs(t, line)...)
 	}
 	if err := app.Run(argv); err != nil {
 		out.WriteString("error: " + err.Error() + "\n")
 	}
 	printed := strings.NewReplacer(s.API, "{api}", hostport, "{hostport}", userAgent(), "{agent}").Replace(out.String())
+	for k, v := range vars {
+		printed = strings.ReplaceAll(printed, v, k)
+	}
 	if normalize != nil {
 		printed = normalize(printed)
 	}

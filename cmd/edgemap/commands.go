@@ -136,6 +136,12 @@ func zoneCommand() *cli.Command {
 				&cli.GenericFlag{Name: "ns", Required: true, Value: &nsFlag{}, DefaultText: "none",
 					Usage: "name server as NAME or NAME=ADDR[,ADDR] (glue for in-zone names); repeat for each, or for each address of one"},
 				must("contact", "SOA contact, hostmaster.example.net or hostmaster@example.net"),
+				timerFlag("ttl", "TTL of the SOA and of static records that set none", mapping.DefaultTimers.TTL),
+				timerFlag("ns-ttl", "TTL of the NS records and the name servers' addresses", mapping.DefaultTimers.NSTTL),
+				timerFlag("refresh", "SOA refresh", mapping.DefaultTimers.Refresh),
+				timerFlag("retry", "SOA retry, below refresh", mapping.DefaultTimers.Retry),
+				timerFlag("expire", "SOA expire, at least refresh + retry", mapping.DefaultTimers.Expire),
+				timerFlag("minimum", "SOA minimum: how long NXDOMAIN and NODATA are cached", mapping.DefaultTimers.Minimum),
 			}, "PUT", fixed("/v1/zone"), zoneSpecFromFlags, func(c *cli.Context, z config.Zone) error {
 				_, err := fmt.Fprintf(c.App.Writer, "zone %s serial %d\n", z.Name, z.Serial)
 				return err
@@ -143,6 +149,8 @@ func zoneCommand() *cli.Command {
 		request("show", "print the zone", []cli.Flag{jsonFlag}, "GET", fixed("/v1/zone"), nil, func(c *cli.Context, z config.Zone) error {
 			if !c.Bool("json") {
 				fmt.Fprintf(c.App.Writer, "zone %s  contact %s  serial %d\n", z.Name, z.Contact, z.Serial)
+				fmt.Fprintf(c.App.Writer, "ttl %d  ns-ttl %d  refresh %d  retry %d  expire %d  minimum %d\n",
+					z.TTL, z.NSTTL, z.Refresh, z.Retry, z.Expire, z.Minimum)
 			}
 			return show(c, z, "NS\tIPV4\tIPV6", func(w *tabwriter.Writer) {
 				for _, ns := range z.NameServers {
@@ -150,6 +158,7 @@ func zoneCommand() *cli.Command {
 				}
 			})
 		}),
+		delegationCommand(),
 	}}
 }
 
@@ -161,8 +170,16 @@ type nsFlag struct{ values []string }
 func (f *nsFlag) Set(v string) error { f.values = append(f.values, v); return nil }
 func (f *nsFlag) String() string     { return strings.Join(f.values, " ") }
 
+// timerFlag is a zone timer in seconds; `zone set` sets the whole zone, so
+// one left out is its default.
+func timerFlag(name, usage string, def uint32) cli.Flag {
+	return &cli.UintFlag{Name: name, Usage: usage + ", seconds; one left out is set to its default", DefaultText: strconv.Itoa(int(def))}
+}
+
 func zoneSpecFromFlags(c *cli.Context) (any, error) {
-	s := config.ZoneSpec{Name: c.String("name"), Contact: c.String("contact")}
+	timer := func(name string) uint32 { return uint32(min(c.Uint(name), 1<<32-1)) }
+	s := config.ZoneSpec{Name: c.String("name"), Contact: c.String("contact"),
+		TTL: timer("ttl"), NSTTL: timer("ns-ttl"), Refresh: timer("refresh"), Retry: timer("retry"), Expire: timer("expire"), Minimum: timer("minimum")}
 	byName := map[string]int{}
 	for i, arg := range c.Generic("ns").(*nsFlag).values {
 		ns, err := parseNS(arg)

@@ -65,7 +65,7 @@ func newApp() *cli.App {
 // printing its whole help.
 func commands() []*cli.Command {
 	clients := []*cli.Command{zoneCommand(), edgeCommand(), propertyCommand(), applyCommand(), mapCommand(),
-		targetCommand(), keyCommand(), eventsCommand()}
+		targetCommand(), recordCommand(), customerCommand(), keyCommand(), nodeCommand(), eventsCommand()}
 	for _, c := range clients {
 		eachLeaf(c, func(leaf *cli.Command) { leaf.Flags = append(leaf.Flags, clientFlags()...) })
 	}

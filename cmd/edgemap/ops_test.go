@@ -132,6 +132,22 @@ func TestEventLog(t *testing.T) {
 		e.Message != "edge fra1 changed (capacity 20000 -> 900) by 127.0.0.1 (edgemap/test (alice@laptop))" {
 		t.Fatalf("the change's event: %+v %+v", e, e.Client)
 	}
+	// A static record added and removed (an ACME challenge) is a
+	// configuration change like the others.
+	if code := s.Call(t, "POST", "/v1/records", config.RecordSpec{Name: "_acme-challenge.shop.cdn.example.net", Type: "TXT", Value: "tok-1", TTL: edgetest.Ptr(uint32(60))}, nil); code != http.StatusCreated {
+		t.Fatalf("record add: %d", code)
+	}
+	if code := s.Call(t, "DELETE", "/v1/records?name=_acme-challenge.shop.cdn.example.net&type=TXT", nil, nil); code != http.StatusOK {
+		t.Fatalf("record rm: %d", code)
+	}
+	recs := getEvents(t, s, fmt.Sprintf("after=%d", follow.Next))
+	const rec = "record _acme-challenge.shop.cdn.example.net. TXT tok-1"
+	if len(recs.Events) != 2 || recs.Events[0].Message != rec+" added by 127.0.0.1 (Go-http-client/1.1)" || recs.Events[0].Serial != 3 ||
+		recs.Events[1].Message != rec+" removed by 127.0.0.1 (Go-http-client/1.1)" || recs.Events[1].Serial != 4 ||
+		len(recs.Events[1].Changes) != 1 || !strings.Contains(string(recs.Events[1].Changes[0].Record), `"ttl":60`) {
+		t.Fatalf("the record's events: %+v", recs.Events)
+	}
+	follow.Next = recs.Next
 	// With nothing new, a short wait returns empty.
 	if p := getEvents(t, s, fmt.Sprintf("after=%d&wait=100ms", follow.Next)); len(p.Events) != 0 || p.Next != follow.Next {
 		t.Fatalf("nothing new: %+v", p)

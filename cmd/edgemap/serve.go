@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -16,10 +17,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/urfave/cli/v2"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.uber.org/zap"
 
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/api"
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/fleet"
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/node"
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/ui"
 	"github.com/edgemap/edgemap/mapping"
@@ -71,6 +74,16 @@ func serveCommand() *cli.Command {
 		&cli.Int64Flag{Name: "collector-max-buffered", Value: probe.DefaultMaxBufferedBytes, EnvVars: env("collector-max-buffered"), Usage: "bytes of probe reports held in memory at once; more uploads get 429"},
 		num("events-max", node.DefaultEventsMax, "events the event log keeps in --db; the oldest go first"),
 		dur("events-max-age", node.DefaultEventsMaxAge, "events older than this leave the event log"),
+		list("etcd-endpoints", "etcd client URLs of the fleet (http://e1:2379,http://e2:2379); without, a single name server on --db"),
+		str("etcd-prefix", fleet.DefaultPrefix, "where the fleet's keys are in etcd"),
+		str("etcd-cacert", "", "CA certificate that etcd's server certificate is checked with"),
+		str("etcd-cert", "", "client certificate for etcd (with --etcd-key)"),
+		str("etcd-key", "", "client certificate's key for etcd"),
+		str("etcd-user", "", "etcd user, when etcd has authentication on"),
+		str("etcd-password", "", "the etcd user's password (prefer EDGEMAP_ETCD_PASSWORD)"),
+		dur("etcd-lease-ttl", fleet.DefaultLeaseTTL, "how long a stopped name server stays registered in the fleet"),
+		str("advertise-dns", "", "DNS address other servers and edgemap node list show for this one (default: --listen)"),
+		str("advertise-api", "", "admin API URL probe agents reach this server at (default: http:// and --api-listen)"),
 	)}
 }
 
@@ -125,6 +138,80 @@ type serveConfig struct {
 	// The event log's bounds; zero means node's default.
 	EventsMax    int
 	EventsMaxAge time.Duration
+
+	// Notify tells systemd of the server's state (systemd.go); nil, as in
+	// tests that run the server in-process, tells no one.
+	Notify *notifier
+
+	// Fleet, if not nil, makes the server one of a fleet (README "Running
+	// a fleet").
+	Fleet *fleetSettings
+}
+
+// fleetSettings are the --etcd-* and --advertise-* flags.
+type fleetSettings struct {
+	Endpoints                  []string
+	Prefix                     string
+	CACert, Cert, Key          string
+	User, Password             string
+	LeaseTTL                   time.Duration
+	AdvertiseDNS, AdvertiseAPI string
+}
+
+// fleetSettingsFromFlags reads the fleet's flags: nil without
+// --etcd-endpoints.
+func fleetSettingsFromFlags(c *cli.Context) *fleetSettings {
+	var eps []string
+	for _, s := range c.StringSlice("etcd-endpoints") {
+		for e := range strings.SplitSeq(s, ",") {
+			if e = strings.TrimSpace(e); e != "" {
+				eps = append(eps, e)
+			}
+		}
+	}
+	if len(eps) == 0 {
+		return nil
+	}
+	return &fleetSettings{Endpoints: eps, Prefix: c.String("etcd-prefix"),
+		CACert: c.String("etcd-cacert"), Cert: c.String("etcd-cert"), Key: c.String("etcd-key"),
+		User: c.String("etcd-user"), Password: c.String("etcd-password"), LeaseTTL: c.Duration("etcd-lease-ttl"),
+		AdvertiseDNS: c.String("advertise-dns"), AdvertiseAPI: c.String("advertise-api")}
+}
+
+// tls is the client TLS configuration the flags ask for: nil for plain
+// http:// endpoints without certificates.
+func (fs *fleetSettings) tls() (*tls.Config, error) {
+	if (fs.Cert == "") != (fs.Key == "") {
+		return nil, errors.New("--etcd-cert and --etcd-key go together")
+	}
+	https := false
+	for _, e := range fs.Endpoints {
+		https = https || strings.HasPrefix(e, "https://")
+	}
+	if fs.CACert == "" && fs.Cert == "" {
+		if https {
+			return &tls.Config{MinVersion: tls.VersionTLS12}, nil // the system's CAs
+		}
+		return nil, nil
+	}
+	cfg, err := transport.TLSInfo{CertFile: fs.Cert, KeyFile: fs.Key, TrustedCAFile: fs.CACert}.ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("--etcd-cacert, --etcd-cert, --etcd-key: %w", err)
+	}
+	return cfg, nil
+}
+
+// advertised is where others reach this server: the flag if given, else
+// the address it listens at, which must then be a specific one.
+func advertised(flag, given, listening string) (string, error) {
+	if given != "" {
+		return given, nil
+	}
+	ap, err := netip.ParseAddrPort(listening)
+	if err != nil || ap.Addr().IsUnspecified() {
+		return "", fmt.Errorf("%s: the server listens on %s, which does not say where other servers and probe agents reach it; set %s", flag, listening, flag)
+	}
+	return listening, nil
 }
 
 // dnsSettings are the limits of the DNS listener (README "Security").
@@ -224,8 +311,8 @@ func (d *dnsSettings) secretFile() (*resolver.CookieSecrets, error) {
 
 // protections makes the rate limiter (nil when both rates are 0) and the
 // cookie secrets (nil when cookies are off): fromFile (--cookie-secret-file)
-// when not nil, else the secret kept in the database.
-func (d *dnsSettings) protections(fromFile *resolver.CookieSecrets, st *store.Store, log *zap.Logger) (*resolver.RateLimiter, *resolver.CookieSecrets, error) {
+// when not nil, else secret (the one kept in the database, or a fleet's).
+func (d *dnsSettings) protections(fromFile *resolver.CookieSecrets, secret func() ([16]byte, error), log *zap.Logger) (*resolver.RateLimiter, *resolver.CookieSecrets, error) {
 	var rrl *resolver.RateLimiter
 	if d.RRLMappedRate > 0 || d.RRLRate > 0 {
 		var err error
@@ -241,11 +328,11 @@ func (d *dnsSettings) protections(fromFile *resolver.CookieSecrets, st *store.St
 	if !d.Cookies || fromFile != nil {
 		return rrl, fromFile, nil
 	}
-	secret, err := st.CookieSecret()
+	s, err := secret()
 	if err != nil {
 		return nil, nil, err
 	}
-	return rrl, resolver.NewCookieSecrets(secret), nil
+	return rrl, resolver.NewCookieSecrets(s), nil
 }
 
 // dbAdvice says what to do about a database the server cannot start from.
@@ -312,10 +399,12 @@ func serve(c *cli.Context) error {
 		APIIdleTimeout: c.Duration("api-idle-timeout"), APIMaxConns: c.Int("api-max-conns"),
 		CollectorReadTimeout: c.Duration("collector-read-timeout"), CollectorMaxBuffered: c.Int64("collector-max-buffered"),
 		EventsMax: c.Int("events-max"), EventsMaxAge: c.Duration("events-max-age"),
+		Fleet: fleetSettingsFromFlags(c),
 	}
 	if cfg.DNS, err = dnsSettingsFromFlags(c); err != nil {
 		return err
 	}
+	cfg.Notify = &notifier{log: log.Named("systemd")}
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	return runServer(ctx, cfg, log, nil)
@@ -374,6 +463,22 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 	build := readBuildInfo()
 	build.register(reg)
 	nodeOpts.Store, nodeOpts.Registry = st, reg
+	cookieSecret := st.CookieSecret
+	var fl *fleet.Fleet
+	if cfg.Fleet != nil {
+		tlsCfg, err := cfg.Fleet.tls()
+		if err != nil {
+			return err
+		}
+		if fl, err = fleet.Open(fleet.Options{Endpoints: cfg.Fleet.Endpoints, Prefix: cfg.Fleet.Prefix, TLS: tlsCfg,
+			Username: cfg.Fleet.User, Password: cfg.Fleet.Password, Store: st, ID: nodeID, MapInterval: cfg.MapInterval,
+			LeaseTTL: cfg.Fleet.LeaseTTL, Log: log.Named("fleet"), Registry: reg}); err != nil {
+			return err
+		}
+		defer fl.Close() // after the node's Close, deferred below
+		nodeOpts.Config, nodeOpts.Keys, nodeOpts.Demand = fl, fl, fl
+		cookieSecret = fl.CookieSecret
+	}
 	n, err := node.New(nodeOpts)
 	if errors.Is(err, node.ErrUnreadable) {
 		return dbAdvice(cfg.DB, err)
@@ -382,6 +487,9 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 		return err
 	}
 	defer n.Close()
+	if fl != nil {
+		fl.Start(n)
+	}
 	if world != nil {
 		if err := n.Seed(world); err != nil {
 			return fmt.Errorf("--world %s: %w", cfg.World, err)
@@ -398,7 +506,7 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 	activity := ui.NewActivity(time.Now())
 	defer activity.Start()()
 
-	rrl, cookies, err := cfg.DNS.protections(cookieFile, st, log)
+	rrl, cookies, err := cfg.DNS.protections(cookieFile, cookieSecret, log)
 	if err != nil {
 		return err
 	}
@@ -413,13 +521,31 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 		return err
 	}
 	defer dns.Close()
-	apiSrv, err := api.Listen(cfg.APIListen, &api.Options{Node: n, Token: cfg.APIToken, AllowedHosts: cfg.APIAllowedHosts,
+	self := config.Node{ID: nodeID, DNS: dns.Addr().String()}
+	if cfg.Fleet != nil {
+		if self.DNS, err = advertised("--advertise-dns", cfg.Fleet.AdvertiseDNS, self.DNS); err != nil {
+			return err
+		}
+	}
+	apiSrv, err := api.Listen(cfg.APIListen, &api.Options{Node: n, Token: cfg.APIToken, AllowedHosts: cfg.APIAllowedHosts, Fleet: fl, Self: self,
 		Log: log.Named("api"), Metrics: reg, Pprof: cfg.Pprof,
 		ReadTimeout: cfg.APIReadTimeout, WriteTimeout: cfg.APIWriteTimeout, IdleTimeout: cfg.APIIdleTimeout, MaxConns: cfg.APIMaxConns,
 		CollectorBodyTimeout: cfg.CollectorReadTimeout, CollectorMaxBuffered: cfg.CollectorMaxBuffered,
 		Activity: activity})
 	if err != nil {
 		return err
+	}
+	if cfg.Fleet != nil {
+		self.API = cfg.Fleet.AdvertiseAPI
+		if self.API == "" {
+			addr, err := advertised("--advertise-api", "", apiSrv.Addr().String())
+			if err != nil {
+				apiSrv.Shutdown()
+				return err
+			}
+			self.API = "http://" + addr
+		}
+		fl.Register(self)
 	}
 	apiErr := make(chan error, 1)
 	go func() { apiErr <- apiSrv.Serve() }()
@@ -432,16 +558,37 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 	if ready != nil {
 		ready(running{DNS: dns.Addr(), API: "http://" + apiSrv.Addr().String()})
 	}
+	// The sockets are bound and the first map is published (node.New).
+	status := fmt.Sprintf("serving DNS on %s, the admin API on %s", dns.Addr(), apiSrv.Addr())
+	cfg.Notify.ready(status)
+	watchdogCtx, stopWatchdog := context.WithCancel(ctx)
+	watchdogDone := make(chan struct{})
+	go func() {
+		defer close(watchdogDone)
+		cfg.Notify.watchdog(watchdogCtx, dnsAlive(dns.Addr(), func() string {
+			if z := n.Snapshot().Load().Zone(); z != nil {
+				return z.Name
+			}
+			return "." // REFUSED, which is an answer too
+		}))
+	}()
+	defer func() {
+		stopWatchdog()
+		<-watchdogDone
+	}()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	for {
 		select {
 		case <-hup:
+			cfg.Notify.reloading()
 			if err := n.ReloadGeo(); err != nil {
 				log.Error("geoip reload failed; keeping the database in use", zap.Error(err))
 			}
+			cfg.Notify.ready(status)
 		case <-ctx.Done():
+			cfg.Notify.stopping()
 			n.RecordEvent(node.EventServer, "server "+nodeID+" stopping")
 			err := apiSrv.Shutdown()
 			<-apiErr

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/fleet"
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/node"
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/ui"
 	"github.com/edgemap/edgemap/mapping"
@@ -54,10 +55,10 @@ type Options struct {
 	// Activity is the resolver's answer counter, which the dashboard
 	// shows; nil: the dashboard shows no answers.
 	Activity *ui.Activity
-	// Degraded, if not nil, says why the server serves but is not all
-	// well ("" when it is), for /healthz: 200 with status "degraded" and
-	// the reason. A fleet's node says so while etcd is unreachable.
-	Degraded func() string
+	// Fleet is the server's fleet, nil for a single name server; Self is
+	// how GET /v1/nodes shows this server (its ID and DNS address).
+	Fleet *fleet.Fleet
+	Self  config.Node
 }
 
 // api is the admin HTTP API. The CLI is a thin client of it, so everything
@@ -73,7 +74,8 @@ type api struct {
 	collector probe.Collector
 	// activity is the resolver's answer counter, which the dashboard shows.
 	activity *ui.Activity
-	degraded func() string
+	fleet    *fleet.Fleet // nil: a single name server
+	self     config.Node
 }
 
 // errNoSnapshot is what is answered before a map is published.
@@ -138,7 +140,7 @@ func newAPI(opts *Options) (*api, error) {
 		return nil, err
 	}
 	log := cmp.Or(opts.Log, zap.NewNop())
-	a := &api{n: opts.Node, token: opts.Token, hosts: hosts, log: log, activity: opts.Activity, degraded: opts.Degraded}
+	a := &api{n: opts.Node, token: opts.Token, hosts: hosts, log: log, activity: opts.Activity, fleet: opts.Fleet, self: opts.Self}
 	a.collector.BodyTimeout, a.collector.MaxBufferedBytes = opts.CollectorBodyTimeout, opts.CollectorMaxBuffered
 	return a, nil
 }
@@ -223,11 +225,14 @@ func (a *api) routes(gather prometheus.Gatherer) http.Handler {
 	mux.HandleFunc("GET /healthz", a.healthz)
 	mux.HandleFunc("GET /livez", livez)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gather, promhttp.HandlerOpts{}))
-	// The dashboard shows the fleet's and the event log's panels when this
-	// table has their endpoints.
+	// The dashboard shows the event log's panel when this table has its
+	// endpoint, and the fleet's in a fleet (GET /v1/nodes, served below as
+	// agents sign for it too, lists a single server alone).
 	var v1 map[string]http.HandlerFunc
 	dash := ui.New(ui.Source{Snapshot: a.n.Snapshot().Load, Measurements: a.n.Measurements, MaxAge: a.n.MaxAge(), Activity: a.activity},
-		ui.Options{TokenRequired: a.token != "", HasEndpoint: func(path string) bool { return v1["GET "+path] != nil }})
+		ui.Options{TokenRequired: a.token != "", HasEndpoint: func(path string) bool {
+			return v1["GET "+path] != nil || (path == "/v1/nodes" && a.fleet != nil)
+		}})
 	v1 = map[string]http.HandlerFunc{
 		"GET /v1/zone":                 a.getZone,
 		"PUT /v1/zone":                 a.putZone,
@@ -249,6 +254,9 @@ func (a *api) routes(gather prometheus.Gatherer) http.Handler {
 		"GET /v1/map/targets":          a.listTargets,
 		"POST /v1/map/targets":         a.createTarget,
 		"DELETE /v1/map/targets":       a.deleteTarget,
+		"GET /v1/records":              a.listRecords,
+		"POST /v1/records":             a.createRecord,
+		"DELETE /v1/records":           a.deleteRecords,
 		"GET /v1/keys":                 a.listKeys,
 		"POST /v1/keys":                a.createKey,
 		"DELETE /v1/keys/{id}":         a.deleteKey,
@@ -275,6 +283,7 @@ func (a *api) routes(gather prometheus.Gatherer) http.Handler {
 	c.Register(collector)
 	mux.Handle("/v1/reports", a.browserSafe(false, collector))
 	mux.Handle("/v1/targets", a.browserSafe(false, collector))
+	mux.Handle("GET /v1/nodes", a.nodes())
 	mux.Handle("/v1/", a.admin(func(w http.ResponseWriter, r *http.Request) {
 		probe.WriteError(w, http.StatusNotFound, mapping.FieldErrorf("path", "no such endpoint: %s %s", r.Method, r.URL.Path))
 	}))
@@ -290,6 +299,15 @@ func (a *api) write(w http.ResponseWriter, status int, err error, v any) {
 		probe.WriteJSON(w, status, v)
 	case errors.Is(err, config.ErrConflict):
 		probe.WriteError(w, http.StatusConflict, err)
+	case errors.Is(err, store.ErrConflict):
+		// Other writes kept committing first, more times than Update
+		// tries again.
+		probe.WriteError(w, http.StatusConflict, &mapping.FieldError{Msg: err.Error() + "; try again", Err: err})
+	case errors.Is(err, node.ErrConfigUnavailable):
+		// Not the caller's fault and not a bug: the answers go on, and the
+		// write may be made again once the store is back.
+		w.Header().Set("Retry-After", "5")
+		probe.WriteError(w, http.StatusServiceUnavailable, &mapping.FieldError{Msg: err.Error(), Err: err})
 	case errors.Is(err, store.ErrNotFound):
 		probe.WriteError(w, http.StatusNotFound, err)
 	case errors.As(err, &fe):
@@ -361,8 +379,9 @@ func deleted(key string) map[string]string { return map[string]string{"deleted":
 // healthz says whether this server should get DNS traffic: 503 until it
 // has a zone and a published map (without a zone it REFUSES every query,
 // and a load balancer must not send it any), 200 otherwise, with status
-// "degraded" and the reason when Options.Degraded says so. Whether the
-// process lives is /livez's.
+// "degraded" and the reason while a fleet's server cannot reach etcd or
+// lags behind it (it still answers as well as before, from its copy).
+// Whether the process lives is /livez's.
 func (a *api) healthz(w http.ResponseWriter, r *http.Request) {
 	snap := a.n.Snapshot().Load()
 	st := map[string]any{"status": "unavailable"}
@@ -376,19 +395,35 @@ func (a *api) healthz(w http.ResponseWriter, r *http.Request) {
 	if g := snap.Geo(); g != nil {
 		st["geoip"] = g.Describe()
 	}
+	var fh *fleet.Health
+	if a.fleet != nil {
+		h := a.fleet.Health()
+		fh, st["fleet"] = &h, h
+	}
 	z := snap.Zone()
 	if z == nil {
 		st["reason"] = "no zone is configured, so every query is REFUSED: set one (edgemap zone set, or edgemap apply -f world.yaml)"
+		if fh != nil && fh.Degraded {
+			st["reason"] = "no zone is configured, so every query is REFUSED, and the fleet's configuration cannot be read: " + degradedReason(*fh)
+		}
 		probe.WriteJSON(w, http.StatusServiceUnavailable, st)
 		return
 	}
 	st["status"], st["zone"], st["serial"] = "ok", z.Name, z.Serial
-	if a.degraded != nil {
-		if why := a.degraded(); why != "" {
-			st["status"], st["reason"] = "degraded", why
-		}
+	if fh != nil && fh.Degraded {
+		// Still 200: a server cut off from etcd answers as well as before,
+		// from its copy; only writes are refused.
+		st["status"], st["reason"] = "degraded", degradedReason(*fh)
 	}
 	probe.WriteJSON(w, http.StatusOK, st)
+}
+
+// degradedReason says why a fleet's server is degraded.
+func degradedReason(h fleet.Health) string {
+	if h.Etcd != "ok" {
+		return "etcd " + h.Etcd + ": answering from this server's copy (revision " + strconv.FormatInt(h.Revision, 10) + "); configuration writes are refused"
+	}
+	return fmt.Sprintf("serving configuration revision %d, etcd has %d (%.1f s behind)", h.Revision, h.Head, h.LagSeconds)
 }
 
 // livez answers 200 while the process serves HTTP: a supervisor restarts

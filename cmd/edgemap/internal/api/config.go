@@ -100,6 +100,41 @@ func (a *api) deleteProperty(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// listRecords answers the static records, those of one name with ?name=.
+func (a *api) listRecords(w http.ResponseWriter, r *http.Request) {
+	cfg, _, err := a.n.Config()
+	if err != nil {
+		a.internal(w, err)
+		return
+	}
+	out := config.RecordsOf(cfg)
+	if name := r.URL.Query().Get("name"); name != "" {
+		name, _ = config.LookupName("name", name)
+		out = slices.DeleteFunc(out, func(rec config.Record) bool { return rec.Name != name })
+	}
+	probe.WriteJSON(w, http.StatusOK, out)
+}
+
+func (a *api) createRecord(w http.ResponseWriter, r *http.Request) {
+	var zoneTTL uint32
+	update(a, w, r, http.StatusCreated, func(rec store.Record) config.Record { return config.RecordOf(rec, zoneTTL) },
+		func(c *store.Config, s config.RecordSpec) (store.Record, error) {
+			zoneTTL = config.TimersOf(c.Zone).TTL
+			return config.AddRecord(c, s)
+		})
+}
+
+// deleteRecords removes the records of ?name= and ?type=, all of them or
+// the one of ?value=, and answers what it removed.
+func (a *api) deleteRecords(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	edit(a, w, r, http.StatusOK, func(rs []store.Record) []config.Record {
+		return config.RecordsOf(store.Config{Records: rs})
+	}, func(c *store.Config) ([]store.Record, error) {
+		return config.DeleteRecords(c, q.Get("name"), q.Get("type"), q.Get("value"))
+	})
+}
+
 // apply makes the configuration match a world, and answers what changed:
 // ?prune=true removes what the world does not name of the kinds it
 // declares; ?dry_run=true answers what would change and changes nothing
@@ -115,9 +150,9 @@ func (a *api) apply(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	prune, dryRun, pruneKeys := q.Get("prune") == "true", q.Get("dry_run") == "true", q.Get("prune_keys") == "true"
-	keys, err := a.n.Store().Keys()
+	keys, err := a.n.Keys().Keys()
 	if err != nil {
-		a.internal(w, err)
+		a.write(w, http.StatusOK, err, nil) // a fleet's keys are etcd's: 503 while it is unreachable
 		return
 	}
 	var res config.ApplyResult
@@ -176,7 +211,7 @@ func (a *api) apply(w http.ResponseWriter, r *http.Request) {
 		for _, k := range orphans {
 			// The configuration no longer has the edge: remove the key
 			// now, or say which keys are left.
-			if kerr := a.n.Store().DeleteKey(k.ID); kerr != nil && !errors.Is(kerr, store.ErrNotFound) {
+			if kerr := a.n.Keys().DeleteKey(k.ID); kerr != nil && !errors.Is(kerr, store.ErrNotFound) {
 				err = fmt.Errorf("the configuration is applied, but probe key %s was not removed: %w", k.ID, kerr)
 				break
 			}
@@ -237,9 +272,9 @@ func (a *api) deleteTarget(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) listKeys(w http.ResponseWriter, r *http.Request) {
-	keys, err := a.n.Store().Keys()
+	keys, err := a.n.Keys().Keys()
 	if err != nil {
-		a.internal(w, err)
+		a.write(w, http.StatusOK, err, nil)
 		return
 	}
 	probe.WriteJSON(w, http.StatusOK, config.KeysOf(keys))
@@ -253,7 +288,7 @@ func (a *api) createKey(w http.ResponseWriter, r *http.Request) {
 	snap := a.n.Snapshot().Load()
 	k, err := config.NewKey(s, snap != nil && snap.HasEdge(s.Edge), time.Now())
 	if err == nil {
-		if err = a.n.Store().AddKey(k); errors.Is(err, store.ErrExists) {
+		if err = a.n.Keys().AddKey(k); errors.Is(err, store.ErrExists) {
 			err = &mapping.FieldError{Field: "id", Msg: "key " + s.ID + " already exists; remove it first to rotate", Err: config.ErrConflict}
 		}
 	}
@@ -267,15 +302,20 @@ func (a *api) createKey(w http.ResponseWriter, r *http.Request) {
 
 func (a *api) deleteKey(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	k, err := a.n.Store().Key(id)
+	// The event names the key's edge, which only the key knows.
+	var edge string
+	keys, err := a.n.Keys().Keys()
 	if err == nil {
-		err = a.n.Store().DeleteKey(id)
+		if i := slices.IndexFunc(keys, func(k store.Key) bool { return k.ID == id }); i >= 0 {
+			edge = keys[i].Edge
+		}
+		err = a.n.Keys().DeleteKey(id)
 	}
 	if errors.Is(err, store.ErrNotFound) {
 		err = config.NotFound("id", "key "+id)
 	}
 	if err == nil {
-		<-a.n.KeyRemoved(a.client(r), id, k.Edge, "")
+		<-a.n.KeyRemoved(a.client(r), id, edge, "")
 	}
 	a.write(w, http.StatusOK, err, deleted(id))
 }

@@ -23,6 +23,7 @@ var fuzzEndpoints = []struct{ method, path string }{
 	{"PUT", "/v1/zone"},
 	{"POST", "/v1/map/targets"},
 	{"POST", "/v1/keys"},
+	{"POST", "/v1/records"},
 }
 
 // reset puts the demo world back and removes every key, so that each input
@@ -84,6 +85,10 @@ func FuzzAdminAPI(f *testing.F) {
 	f.Add(uint8(6), []byte(`{"name":"cdn.example.net.","contact":"a\nb","nameservers":[]}`))
 	f.Add(uint8(7), []byte(`{"block":"198.18.9.0/24","probe":"198.18.9.1:443"}`))
 	f.Add(uint8(8), []byte(`{"id":"k1","edge":"fra1"}`))
+	f.Add(uint8(9), []byte(`{"name":"_acme-challenge.shop.cdn.example.net","type":"TXT","value":"tok","ttl":60}`))
+	f.Add(uint8(9), []byte(`{"name":"www.cdn.example.net","type":"CNAME","value":"www.cdn.example.net"}`))
+	f.Add(uint8(9), []byte(`{"name":"cdn.example.net","type":"CAA","value":"0 issue \"letsencrypt.org\""}`))
+	f.Add(uint8(0), []byte(`{"zone":{"name":"cdn.example.net.","contact":"h.example.net.","nameservers":[{"name":"ns.example.org."}],"retry":99999},"records":[{"name":"a.cdn.example.net","type":"A","value":"192.0.2.1"}]}`))
 	f.Add(uint8(0), []byte(`{"edges":[{"id":"a"}],"properties":null} trailing`))
 	f.Add(uint8(0), []byte(`[{"edges":1e999}]`))
 	fa := newTestAPI(f, "")

@@ -19,7 +19,7 @@ func Check(c store.Config) error {
 func Inputs(c store.Config) mapping.Inputs {
 	var in mapping.Inputs
 	if c.Zone != nil {
-		z := &mapping.Zone{Name: c.Zone.Name, Contact: c.Zone.Contact, Serial: c.Zone.Serial}
+		z := &mapping.Zone{Name: c.Zone.Name, Contact: c.Zone.Contact, Serial: c.Zone.Serial, Timers: TimersOf(c.Zone)}
 		for _, ns := range c.Zone.NameServers {
 			z.NameServers = append(z.NameServers, mapping.NameServer(ns))
 		}
@@ -34,6 +34,9 @@ func Inputs(c store.Config) mapping.Inputs {
 	}
 	for _, t := range c.Targets {
 		in.Targets = append(in.Targets, mapping.Target(t))
+	}
+	for _, r := range c.Records {
+		in.Records = append(in.Records, mapping.Record{Name: r.Name, Type: mapping.RecordType(r.Type), Value: r.Value, TTL: r.TTL})
 	}
 	return in
 }

@@ -28,10 +28,10 @@ const (
 )
 
 // RecordChange is one record that differs: its kind ("zone", "edge",
-// "property", "target", "key") and key, for a changed one each field that
-// differs, old -> new, and for an added or removed one the whole record as
-// the API shows it (the new one, or the one removed), so that a dry run
-// shows what would be created and an event log what was deleted.
+// "property", "target", "record", "key") and key, for a changed one each
+// field that differs, old -> new, and for an added or removed one the whole
+// record as the API shows it (the new one, or the one removed), so that a
+// dry run shows what would be created and an event log what was deleted.
 type RecordChange struct {
 	Kind   string          `json:"kind"`
 	Key    string          `json:"key"`
@@ -67,7 +67,7 @@ func (d Diff) Lists() (added, changed, removed []string) {
 }
 
 // DiffConfigs is what changes from old to new: the zone, then edges,
-// properties and targets, each by key. The zone is one record, named by its
+// properties, targets and static records, each by key. The zone is one record, named by its
 // new name (a rename is a change of its name); its serial is the store's
 // to change and never counts.
 func DiffConfigs(old, new store.Config) Diff {
@@ -92,6 +92,7 @@ func DiffConfigs(old, new store.Config) Diff {
 	diffRecords(&d, "property", PropertiesOf(old.Properties), PropertiesOf(new.Properties), func(p Property) string { return p.Name })
 	diffRecords(&d, "target", convert(old.Targets, func(t store.Target) Target { return Target(t) }),
 		convert(new.Targets, func(t store.Target) Target { return Target(t) }), func(t Target) string { return t.Block.String() })
+	diffRecords(&d, "record", RecordsOf(old), RecordsOf(new), func(r Record) string { return store.Record{Name: r.Name, Type: r.Type, Value: r.Value}.Key() })
 	return d
 }
 

@@ -93,6 +93,50 @@ func DeleteTarget(c *store.Config, block netip.Prefix) error {
 	return remove(&c.Targets, targetKind, block.String())
 }
 
+// AddRecord adds a static record; a record that sets no TTL gets the
+// zone's TTL.
+func AddRecord(c *store.Config, s RecordSpec) (store.Record, error) {
+	r, err := s.Record(TimersOf(c.Zone).TTL)
+	if err != nil {
+		return r, err
+	}
+	return put(&c.Records, recordKind, r.Key(), true, func(store.Record) (store.Record, error) { return r, nil })
+}
+
+// DeleteRecords removes the static records of a name and type, all of
+// them or the one whose value is value (as written or canonical); it
+// returns what it removed.
+func DeleteRecords(c *store.Config, name, typ, value string) ([]store.Record, error) {
+	name, err := LookupName("name", name)
+	if err != nil {
+		return nil, err
+	}
+	t, err := mapping.ParseRecordType("type", typ)
+	if err != nil {
+		return nil, err
+	}
+	what := name + " " + string(t)
+	if value != "" {
+		// A value is found by its canonical form, as it was stored.
+		if _, canonical, err := mapping.ParseRecordData("value", t, value); err == nil {
+			value = canonical
+		}
+		what += " " + value
+	}
+	var removed []store.Record
+	c.Records = slices.DeleteFunc(c.Records, func(r store.Record) bool {
+		match := r.Name == name && r.Type == string(t) && (value == "" || r.Value == value)
+		if match {
+			removed = append(removed, r)
+		}
+		return match
+	})
+	if len(removed) == 0 {
+		return nil, NotFound("name", "record "+what)
+	}
+	return removed, nil
+}
+
 // NewKey checks a request for a probe key and makes the key, with a new
 // secret. A key is bound to an edge that exists (edgeExists).
 func NewKey(s KeySpec, edgeExists bool, now time.Time) (store.Key, error) {
@@ -116,6 +160,7 @@ var (
 	edgeKind     = kind[store.Edge]{"edge", "id", func(e store.Edge) string { return e.ID }, "; use `edge set`"}
 	propertyKind = kind[store.Property]{"property", "name", func(p store.Property) string { return p.Name }, "; use `property set`"}
 	targetKind   = kind[store.Target]{"target", "block", func(t store.Target) string { return t.Block.String() }, ""}
+	recordKind   = kind[store.Record]{"record", "value", store.Record.Key, "; remove it first to change its TTL"}
 )
 
 // put applies edit to the record of key in recs (to the zero record, for a

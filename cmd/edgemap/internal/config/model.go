@@ -14,12 +14,26 @@ import (
 // of the conversions below, never of what clients see.
 
 // Zone is the served zone. Serial is the store's: it goes up with every
-// configuration change.
+// configuration change. The timers are those served, defaults filled in.
 type Zone struct {
 	Name        string       `json:"name"`
 	NameServers []NameServer `json:"nameservers"`
 	Contact     string       `json:"contact"`
 	Serial      uint32       `json:"serial"`
+	TTL         uint32       `json:"ttl"`
+	NSTTL       uint32       `json:"ns_ttl"`
+	Refresh     uint32       `json:"refresh"`
+	Retry       uint32       `json:"retry"`
+	Expire      uint32       `json:"expire"`
+	Minimum     uint32       `json:"minimum"`
+}
+
+// Record is a static record of the zone.
+type Record struct {
+	Name  string `json:"name"`
+	Type  string `json:"type"`
+	Value string `json:"value"`
+	TTL   uint32 `json:"ttl"`
 }
 
 // NameServer is one NS record, with glue when it is in the zone.
@@ -139,7 +153,9 @@ type ApplyResult struct {
 
 // ZoneOf is a stored zone as the API shows it.
 func ZoneOf(z store.Zone) Zone {
-	out := Zone{Name: z.Name, Contact: z.Contact, Serial: z.Serial, NameServers: make([]NameServer, len(z.NameServers))}
+	t := TimersOf(&z)
+	out := Zone{Name: z.Name, Contact: z.Contact, Serial: z.Serial, NameServers: make([]NameServer, len(z.NameServers)),
+		TTL: t.TTL, NSTTL: t.NSTTL, Refresh: t.Refresh, Retry: t.Retry, Expire: t.Expire, Minimum: t.Minimum}
 	for i, ns := range z.NameServers {
 		out.NameServers[i] = NameServer(ns)
 	}
@@ -151,6 +167,21 @@ func EdgeOf(e store.Edge) Edge { return Edge(e) }
 
 // PropertyOf is a stored property as the API shows it.
 func PropertyOf(p store.Property) Property { return Property(p) }
+
+// RecordOf is a stored record as the API shows it; a record from before
+// records had their TTL written (0) shows the zone's.
+func RecordOf(r store.Record, zoneTTL uint32) Record {
+	if r.TTL == 0 {
+		r.TTL = zoneTTL
+	}
+	return Record(r)
+}
+
+// RecordsOf are the records of c as the API lists them.
+func RecordsOf(c store.Config) []Record {
+	ttl := TimersOf(c.Zone).TTL
+	return convert(c.Records, func(r store.Record) Record { return RecordOf(r, ttl) })
+}
 
 // KeyOf is a stored key as the API lists it, without its secret.
 func KeyOf(k store.Key) Key { return Key{ID: k.ID, Edge: k.Edge, Created: k.Created} }

@@ -26,7 +26,26 @@ import (
 // looked up as host names, and a name outside these rules could never be
 // asked for (a space, a '!', an underscore) or is not what it looks like
 // (non-ASCII: an IDN must be written in the punycode form resolvers ask for).
-func HostName(field, name string) (string, error) {
+func HostName(field, name string) (string, error) { return domainName(field, name, false) }
+
+// RecordName returns the owner name of a static record, or a CNAME's
+// target, as a lower-case FQDN: a host name whose labels may also hold
+// '_', as the names of services and verifications do (_acme-challenge,
+// _dmarc, s1._domainkey; RFC 8552). A wildcard ('*') is refused: the zone
+// answers only the names it holds.
+func RecordName(field, name string) (string, error) {
+	if name == "*" || strings.HasPrefix(name, "*.") {
+		return "", mapping.FieldErrorf(field, "%q: wildcards are not served; name each record", name)
+	}
+	return domainName(field, name, true)
+}
+
+// domainName is HostName, with '_' allowed in labels when underscore.
+func domainName(field, name string, underscore bool) (string, error) {
+	what := "a host name"
+	if underscore {
+		what = "a domain name"
+	}
 	if name == "" {
 		return "", mapping.FieldErrorf(field, "is required")
 	}
@@ -46,11 +65,11 @@ func HostName(field, name string) (string, error) {
 		return "", mapping.FieldErrorf(field, "%q is longer than 253 characters", name)
 	}
 	if fq == "." {
-		return "", mapping.FieldErrorf(field, "%q is the root, not a host name", name)
+		return "", mapping.FieldErrorf(field, "%q is the root, not %s", name, what)
 	}
 	for _, label := range strings.Split(fq[:len(fq)-1], ".") {
-		if err := hostLabel(label); err != "" {
-			return "", mapping.FieldErrorf(field, "%q is not a host name: %s", name, err)
+		if err := hostLabel(label, underscore); err != "" {
+			return "", mapping.FieldErrorf(field, "%q is not %s: %s", name, what, err)
 		}
 	}
 	return fq, nil
@@ -70,8 +89,9 @@ func LookupName(field, name string) (string, error) {
 	return name, nil
 }
 
-// hostLabel says what is wrong with one label of a host name, or "".
-func hostLabel(label string) string {
+// hostLabel says what is wrong with one label of a host name, or "";
+// underscore allows '_' too.
+func hostLabel(label string, underscore bool) string {
 	switch {
 	case label == "":
 		return "it has an empty label"
@@ -81,7 +101,10 @@ func hostLabel(label string) string {
 		return fmt.Sprintf("label %q starts or ends with '-'", label)
 	}
 	for i := 0; i < len(label); i++ {
-		if c := label[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+		if c := label[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' && underscore) {
+			if underscore {
+				return fmt.Sprintf("label %q has %q; a label is letters, digits, '-' and '_'", label, c)
+			}
 			return fmt.Sprintf("label %q has %q; a label is letters, digits and '-'", label, c)
 		}
 	}

@@ -17,11 +17,22 @@ import (
 // tell "absent, keep" from "zero", and addresses are strings so that a bad
 // one is reported with its field name rather than as a bare parse error.
 
-// ZoneSpec is the zone as written: PUT /v1/zone, a world file's zone.
+// ZoneSpec is the zone as written: PUT /v1/zone, a world file's zone. The
+// zone is one record: a timer left out (0) is its default
+// (mapping.DefaultTimers), not the value it had.
 type ZoneSpec struct {
 	Name        string   `json:"name" yaml:"name"`
 	Contact     string   `json:"contact" yaml:"contact"`
 	NameServers []NSSpec `json:"nameservers" yaml:"nameservers"`
+	// TTL is the SOA's TTL and that of static records that set none;
+	// NSTTL the NS records' and the name servers' addresses'.
+	TTL   uint32 `json:"ttl,omitempty" yaml:"ttl"`
+	NSTTL uint32 `json:"ns_ttl,omitempty" yaml:"ns_ttl"`
+	// The SOA timers; Minimum is the negative-caching TTL.
+	Refresh uint32 `json:"refresh,omitempty" yaml:"refresh"`
+	Retry   uint32 `json:"retry,omitempty" yaml:"retry"`
+	Expire  uint32 `json:"expire,omitempty" yaml:"expire"`
+	Minimum uint32 `json:"minimum,omitempty" yaml:"minimum"`
 }
 
 // NSSpec is one name server, with its glue addresses when in the zone.
@@ -53,6 +64,16 @@ type PropertySpec struct {
 	AllDown *string  `json:"all_down,omitempty" yaml:"all_down"`
 }
 
+// RecordSpec is a static record as written: POST /v1/records, a world
+// file's records. Value is as mapping.ParseRecordData reads it; TTL left
+// out is the zone's TTL when the record is written.
+type RecordSpec struct {
+	Name  string  `json:"name" yaml:"name"`
+	Type  string  `json:"type" yaml:"type"`
+	Value string  `json:"value" yaml:"value"`
+	TTL   *uint32 `json:"ttl,omitempty" yaml:"ttl"`
+}
+
 // TargetSpec is a target as written.
 type TargetSpec struct {
 	Block string `json:"block" yaml:"block"`
@@ -68,6 +89,7 @@ type WorldSpec struct {
 	Edges      []EdgeSpec     `json:"edges" yaml:"edges"`
 	Properties []PropertySpec `json:"properties" yaml:"properties"`
 	Targets    []TargetSpec   `json:"targets" yaml:"targets"`
+	Records    []RecordSpec   `json:"records" yaml:"records"`
 }
 
 // Defaults and bounds of what a property may leave out.
@@ -127,10 +149,78 @@ func (s ZoneSpec) Zone(old *store.Zone) (store.Zone, error) {
 		}
 		z.NameServers = append(z.NameServers, out)
 	}
+	t := s.timers()
+	if err := t.Check(""); err != nil {
+		return z, err
+	}
+	// A timer equal to its default is stored as the default, so that
+	// writing it out changes nothing.
+	d := mapping.DefaultTimers
+	def := func(v, dv uint32) uint32 {
+		if v == dv {
+			return 0
+		}
+		return v
+	}
+	z.TTL, z.NSTTL, z.Refresh = def(t.TTL, d.TTL), def(t.NSTTL, d.NSTTL), def(t.Refresh, d.Refresh)
+	z.Retry, z.Expire, z.Minimum = def(t.Retry, d.Retry), def(t.Expire, d.Expire), def(t.Minimum, d.Minimum)
 	if old != nil {
 		z.Serial = old.Serial
 	}
 	return z, nil
+}
+
+func (s ZoneSpec) timers() mapping.Timers {
+	return mapping.Timers{TTL: s.TTL, NSTTL: s.NSTTL, Refresh: s.Refresh, Retry: s.Retry, Expire: s.Expire, Minimum: s.Minimum}
+}
+
+// TimersOf are a stored zone's timers with their defaults filled in.
+func TimersOf(z *store.Zone) mapping.Timers {
+	var t mapping.Timers
+	if z != nil {
+		t = mapping.Timers{TTL: z.TTL, NSTTL: z.NSTTL, Refresh: z.Refresh, Retry: z.Retry, Expire: z.Expire, Minimum: z.Minimum}
+	}
+	return t.WithDefaults()
+}
+
+// Record checks the spec and makes the record it describes; a record that
+// sets no TTL gets zoneTTL, as a zone file's records get its $TTL.
+func (s RecordSpec) Record(zoneTTL uint32) (store.Record, error) {
+	var r store.Record
+	name, err := RecordName("name", s.Name)
+	if err != nil {
+		return r, err
+	}
+	typ, err := mapping.ParseRecordType("type", s.Type)
+	if err != nil {
+		return r, err
+	}
+	data, value, err := mapping.ParseRecordData("value", typ, s.Value)
+	if err != nil {
+		return r, err
+	}
+	// The names and addresses in a value follow the rules of the zone's own.
+	switch typ {
+	case mapping.TypeA, mapping.TypeAAAA:
+		_, err = UnicastAddr("value", value, typ == mapping.TypeAAAA)
+	case mapping.TypeCNAME:
+		_, err = RecordName("value", data.Target)
+	case mapping.TypeMX:
+		if data.Target != "." {
+			_, err = HostName("value", data.Target)
+		}
+	}
+	if err != nil {
+		return r, err
+	}
+	r = store.Record{Name: name, Type: string(typ), Value: value, TTL: zoneTTL}
+	if s.TTL != nil {
+		r.TTL = *s.TTL
+		if r.TTL < 1 || r.TTL > mapping.MaxRecordTTL {
+			return r, mapping.FieldErrorf("ttl", "%d is outside 1..%d seconds", r.TTL, mapping.MaxRecordTTL)
+		}
+	}
+	return r, nil
 }
 
 // Apply merges the spec onto base (the stored edge for a PATCH, one with

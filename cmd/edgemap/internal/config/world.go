@@ -48,8 +48,8 @@ func ReadWorld(path string) (*WorldSpec, error) {
 // types; specNames says what they are in a world file.
 var (
 	unknownKey = regexp.MustCompile(`field (\S+) not found in type config\.(\w+)`)
-	specNames  = map[string]string{"WorldSpec": "the world file (zone, edges, properties, targets)", "ZoneSpec": "the zone",
-		"NSSpec": "a name server", "EdgeSpec": "an edge", "PropertySpec": "a property", "TargetSpec": "a target"}
+	specNames  = map[string]string{"WorldSpec": "the world file (zone, edges, properties, targets, records)", "ZoneSpec": "the zone",
+		"NSSpec": "a name server", "EdgeSpec": "an edge", "PropertySpec": "a property", "TargetSpec": "a target", "RecordSpec": "a static record"}
 )
 
 // ApplyTo makes c match the world. Without prune, records the world does
@@ -57,7 +57,9 @@ var (
 // (its list is present, even empty: `targets: []`) ends up exactly as
 // declared; a kind it leaves out is not touched, so that a file holding
 // only the zone cannot delete every edge, and targets managed with
-// `target add` survive a world file that has none. Drain state, set by
+// `target add` or static records managed with `record add` survive a world
+// file that has none. A static record is named by its name, type and
+// value. Drain state, set by
 // `edge drain`, is operational: a world file neither sets nor clears it.
 // Errors name the record, e.g. "edges[2].lat". What changed is
 // DiffConfigs(before, *c).
@@ -106,6 +108,17 @@ func (w *WorldSpec) ApplyTo(c *store.Config, prune bool) error {
 		return err
 	}
 	c.Targets = merge(c.Targets, targets, prune && w.Targets != nil, func(t store.Target) string { return t.Block.String() })
+
+	// After the zone: a record without a TTL gets the zone's as declared.
+	zoneTTL := TimersOf(c.Zone).TTL
+	records, err := declared(w.Records, "records", "record", func(s RecordSpec) (store.Record, string, error) {
+		r, err := s.Record(zoneTTL)
+		return r, r.Key(), err
+	})
+	if err != nil {
+		return err
+	}
+	c.Records = merge(c.Records, records, prune && w.Records != nil, store.Record.Key)
 	return nil
 }
 
@@ -120,7 +133,7 @@ func declared[S, T any](specs []S, list, kind string, record func(S) (T, string,
 			return nil, mapping.Within(field, err)
 		}
 		if _, dup := out[key]; dup {
-			keyField := map[string]string{"edge": "id", "property": "name", "target": "block"}[kind]
+			keyField := map[string]string{"edge": "id", "property": "name", "target": "block", "record": "value"}[kind]
 			return nil, mapping.FieldErrorf(field+"."+keyField, "duplicate %s %q", kind, key)
 		}
 		out[key] = rec

@@ -53,6 +53,7 @@ func (c collector) Accept(keyID string, seq uint64, r *probe.Report) (int, error
 	if err != nil {
 		return 0, err
 	}
+	c.n.reports.Add(1)
 	if stored > 0 {
 		c.n.freshest.saw(r.Edge, r.MeasuredAt)
 	}

@@ -29,8 +29,12 @@
 //   - when the GeoIP database is reloaded (ReloadGeo, SIGHUP);
 //   - once in New, the first map.
 //
-// (In a fleet, a configuration committed by another node is one more
-// trigger: a watch on the ConfigStore asks for a map as Update does.)
+// In a fleet (package fleet), a configuration another server committed is
+// one more trigger: the fleet's watch copies it into the ConfigStore and
+// calls ConfigChanged, which publishes it as Update does. A fleet's
+// DemandShare also turns the map interval's demand into the fleet's, and
+// the interval's builds start on multiples of the interval of the wall
+// clock, together on every server.
 //
 // Health is decided by a pure function of the health published before and
 // the evidence collected since (decideHealth), for every map, and a

@@ -125,9 +125,11 @@ type eventLog struct {
 	kick chan struct{}
 	stop chan struct{}
 	done chan struct{}
-	// lastConfig is the configuration the last config event left, for a
-	// change noted without a diff of its own (a fleet's).
+	// lastRev and lastCfg are the revision and configuration the last
+	// change noted left (lastCfg nil: not known), for a change noted
+	// without a diff of its own (a fleet's, applied from etcd).
 	lastRev uint64
+	lastCfg *store.Config
 }
 
 func newEventLog(st *store.Store, log *zap.Logger, lim store.EventLimits) (*eventLog, error) {
@@ -320,24 +322,61 @@ func (n *Node) RecordEvent(kind, message string) {
 }
 
 // noteConfig records a committed configuration change: diff is what it
-// changed, who asked (nil: another server of a fleet, whose watch calls
-// this with the revision it applies), rev and serial the
-// configuration's after it. A revision noted before is not noted again:
-// a fleet's watch sees the node's own writes come back.
-func (n *Node) noteConfig(diff config.Diff, who *Client, rev uint64, serial uint32) <-chan struct{} {
+// changed, who asked, rev and serial the configuration's after it, and
+// after the configuration itself (nil: not known). It is recorded even
+// when a fleet's watch applied a later revision first (a race of two
+// servers' writes): its diff is exact and its client known.
+func (n *Node) noteConfig(diff config.Diff, who *Client, rev uint64, serial uint32, after *store.Config) <-chan struct{} {
 	l := n.events
 	l.mu.Lock()
-	seen := rev <= l.lastRev
-	l.lastRev = max(l.lastRev, rev)
+	if rev > l.lastRev {
+		l.lastRev, l.lastCfg = rev, after
+	}
 	l.mu.Unlock()
-	if seen || diff.Empty() {
-		done := make(chan struct{})
-		close(done)
-		return done
+	if diff.Empty() {
+		return closedChan
 	}
 	return l.record(Event{Kind: EventConfig, Client: who, Serial: serial, Revision: rev, Changes: diff.Records,
 		Message: describeChanges(diff.Records, who), level: zapcore.InfoLevel})
 }
+
+// noteApplied records a configuration another server of a fleet committed,
+// which this one copied from etcd at revision rev and is about to publish:
+// what changed is the difference from the configuration the last change
+// left (or, first, from the one published), and its client is nil, as
+// etcd does not say who asked the other server.
+func (n *Node) noteApplied(after store.Config, rev uint64) <-chan struct{} {
+	l := n.events
+	l.mu.Lock()
+	seen := rev <= l.lastRev
+	before := l.lastCfg
+	if !seen {
+		l.lastRev, l.lastCfg = rev, &after
+	}
+	l.mu.Unlock()
+	if seen {
+		return closedChan
+	}
+	if before == nil {
+		before = &store.Config{}
+		if p := n.state.Load(); p != nil {
+			before = &p.cfg
+		}
+	}
+	diff := config.DiffConfigs(*before, after)
+	if diff.Empty() {
+		return closedChan
+	}
+	var serial uint32
+	if after.Zone != nil {
+		serial = after.Zone.Serial
+	}
+	return l.record(Event{Kind: EventConfig, Serial: serial, Revision: rev, Changes: diff.Records,
+		Message: describeChanges(diff.Records, nil) + fmt.Sprintf(", applied from etcd revision %d", rev), level: zapcore.InfoLevel})
+}
+
+// closedChan is the wait of an event not recorded.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // describeChanges is a configuration change in one line: "edge bom1
 // added, edge fra1 changed (draining false -> true) by 127.0.0.1".

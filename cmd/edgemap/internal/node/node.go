@@ -35,6 +35,29 @@ type ConfigStore interface {
 	CommitConfig(rev uint64, c store.Config) (newRev uint64, changed bool, err error)
 }
 
+// KeyStore is where probe agents' keys live: the node's file, or a fleet's
+// etcd, where one key is valid on every name server. The collector reads
+// keys from the node's file (Store) either way: a fleet keeps a copy of
+// its keys there. Methods are safe for concurrent use.
+type KeyStore interface {
+	// AddKey stores a new key, or fails with store.ErrExists.
+	AddKey(k store.Key) error
+	// Keys returns every key, by ID.
+	Keys() ([]store.Key, error)
+	// DeleteKey removes a key, or fails with store.ErrNotFound.
+	DeleteKey(id string) error
+}
+
+// DemandShare shares demand with the other name servers of a fleet, so
+// that capacity is assigned for the fleet's demand, not one server's.
+type DemandShare interface {
+	// Share publishes local, this node's demand rates of the map interval
+	// ending at now, and returns the demand to build the map with. It is
+	// called by the map loop once per interval and must not block on the
+	// network.
+	Share(now time.Time, local []mapping.Demand) []mapping.Demand
+}
+
 // Options configure New. Durations and counts must be positive unless said
 // otherwise.
 type Options struct {
@@ -44,6 +67,13 @@ type Options struct {
 	Store *store.Store
 	// Config is where the configuration lives; nil is Store.
 	Config ConfigStore
+	// Keys is where probe keys live; nil is Store.
+	Keys KeyStore
+	// Demand, if not nil, shares demand with a fleet (README "Running a
+	// fleet"); the map interval's builds then start on multiples of
+	// MapInterval of the wall clock, so that a fleet's servers build
+	// together.
+	Demand DemandShare
 	// GeoIP is a GeoIP2/GeoLite2 City database to load; "" for none.
 	GeoIP string
 	Log   *zap.Logger
@@ -89,6 +119,7 @@ type Node struct {
 	log     *zap.Logger
 	store   *store.Store
 	source  ConfigStore
+	keys    KeyStore
 	geoPath string
 	opts    Options
 
@@ -104,6 +135,7 @@ type Node struct {
 	events  *eventLog
 	// freshest is each edge's latest measurement time, for its metric.
 	freshest freshest
+	reports  atomic.Uint64 // reports accepted since New
 
 	// The builder goroutine (build.go) publishes every map; work is what it
 	// was asked for since it last started a build.
@@ -135,6 +167,11 @@ var (
 	// ErrUnreadable is returned by New when the store's state (the
 	// measurements, the health, the map's time) cannot be read.
 	ErrUnreadable = errors.New("the node's state cannot be read")
+	// ErrConfigUnavailable is returned, wrapped, by a ConfigStore or a
+	// KeyStore that cannot reach where the configuration lives (a
+	// fleet's etcd): the write was not made, and the node keeps answering
+	// from the configuration it has.
+	ErrConfigUnavailable = errors.New("the configuration store is unreachable")
 )
 
 // New loads the node's state (measurements, the health last decided, the
@@ -161,6 +198,9 @@ func New(opts Options) (*Node, error) {
 	n.cond = sync.NewCond(&n.mu)
 	if n.source == nil {
 		n.source = opts.Store
+	}
+	if n.keys = opts.Keys; n.keys == nil {
+		n.keys = opts.Store
 	}
 	lim := opts.Events
 	lim.MaxCount, lim.MaxBytes, lim.MaxAge = cmp.Or(lim.MaxCount, DefaultEventsMax), cmp.Or(lim.MaxBytes, DefaultEventsMaxBytes), cmp.Or(lim.MaxAge, DefaultEventsMaxAge)
@@ -249,6 +289,17 @@ func (n *Node) Run(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 	}()
+	if n.opts.Demand != nil {
+		// A fleet's servers build at the same moments, each with the
+		// demand all published the interval before (see DemandShare).
+		first := time.NewTimer(time.Until(time.Now().Truncate(n.opts.MapInterval).Add(n.opts.MapInterval)))
+		select {
+		case <-ctx.Done():
+			first.Stop()
+			return nil
+		case <-first.C:
+		}
+	}
 	t := time.NewTicker(n.opts.MapInterval)
 	defer t.Stop()
 	for i := 1; ; i++ {
@@ -267,7 +318,12 @@ func (n *Node) Run(ctx context.Context) error {
 		// not twice the live heap. Health changes rebuild at once, without
 		// this.
 		runtime.GC()
-		if err := n.wait(n.request(work{rates: n.demand.Rates(time.Now())})); err != nil {
+		now := time.Now()
+		rates := n.demand.Rates(now)
+		if n.opts.Demand != nil {
+			rates = n.opts.Demand.Share(now, rates)
+		}
+		if err := n.wait(n.request(work{rates: rates})); err != nil {
 			if !errors.Is(err, ErrClosed) {
 				n.log.Error("map build failed; the previous map stays", zap.Error(err))
 			}
@@ -323,8 +379,50 @@ func (n *Node) MaxAge() time.Duration { return n.opts.MaxAge }
 func (n *Node) Config() (store.Config, uint64, error) { return n.source.ConfigAt() }
 
 // Store is the node's own file, for what the configuration store does not
-// hold (probe keys, measurements).
+// hold (measurements).
 func (n *Node) Store() *store.Store { return n.store }
+
+// Keys is where probe keys are added and removed.
+func (n *Node) Keys() KeyStore { return n.keys }
+
+// Status is what a node serves, for a fleet's registry.
+type Status struct {
+	// Revision and Serial are those of the configuration the published
+	// map was built from.
+	Revision uint64
+	Serial   uint32
+	// MapBuilt is the time the published map was built for.
+	MapBuilt time.Time
+	// Reports counts the probe reports accepted since the node started.
+	Reports uint64
+}
+
+// Status is what the node serves now.
+func (n *Node) Status() Status {
+	st := Status{Reports: n.reports.Load()}
+	if p := n.state.Load(); p != nil {
+		st.Revision, st.MapBuilt = p.rev, p.at
+		if p.cfg.Zone != nil {
+			st.Serial = p.cfg.Zone.Serial
+		}
+	}
+	return st
+}
+
+// ConfigChanged publishes a map built from the configuration as its store
+// has it now, and returns once it is published and the change is in the
+// event log with its revision: a fleet's watch calls it when another name
+// server committed a change.
+func (n *Node) ConfigChanged() error {
+	p, err := n.prepare()
+	if err != nil {
+		return err
+	}
+	logged := n.noteApplied(p.cfg, p.rev)
+	err = n.wait(n.request(work{config: p}))
+	<-logged
+	return err
+}
 
 // Update changes the configuration on the server's own behalf.
 func (n *Node) Update(fn func(c *store.Config) error) (changed bool, err error) {
@@ -380,10 +478,14 @@ func (n *Node) UpdateAs(who *Client, fn func(c *store.Config) error) (Committed,
 		if err != nil {
 			return res, err
 		}
-		if p.rev == newRev && p.cfg.Zone != nil {
-			res.Serial = p.cfg.Zone.Serial
+		var after *store.Config
+		if p.rev == newRev {
+			after = &p.cfg
+			if p.cfg.Zone != nil {
+				res.Serial = p.cfg.Zone.Serial
+			}
 		}
-		logged := n.noteConfig(res.Diff, who, newRev, res.Serial)
+		logged := n.noteConfig(res.Diff, who, newRev, res.Serial, after)
 		err = n.wait(n.request(work{config: p}))
 		<-logged
 		return res, err
@@ -397,21 +499,27 @@ const maxCommitAttempts = 5
 // Seed applies a world file to an empty configuration; a configured one is
 // left alone, because `serve --world` must never undo an operator's edits.
 func (n *Node) Seed(w *config.WorldSpec) error {
-	cfg, _, err := n.source.ConfigAt()
-	if err != nil {
-		return err
-	}
-	if cfg.Zone != nil || len(cfg.Edges) > 0 || len(cfg.Properties) > 0 {
+	// Checked inside the edit: in a fleet another server may configure
+	// the fleet between a look and the commit.
+	seeder := &Client{Agent: "edgemap serve --world, seeding an empty database"}
+	_, err := n.UpdateAs(seeder, func(c *store.Config) error {
+		if c.Zone != nil || len(c.Edges) > 0 || len(c.Properties) > 0 {
+			return errConfigured
+		}
+		return w.ApplyTo(c, false)
+	})
+	if errors.Is(err, errConfigured) {
 		n.log.Info("database already configured; --world not applied (use `edgemap apply`)")
 		return nil
 	}
-	seeder := &Client{Agent: "edgemap serve --world, seeding an empty database"}
-	if _, err := n.UpdateAs(seeder, func(c *store.Config) error { return w.ApplyTo(c, false) }); err != nil {
+	if err != nil {
 		return fmt.Errorf("seed: %w", err)
 	}
 	n.log.Info("database seeded from world file", zap.Int("edges", len(w.Edges)), zap.Int("properties", len(w.Properties)))
 	return nil
 }
+
+var errConfigured = errors.New("configured already")
 
 // ErrNoGeoIP is returned by ReloadGeo when the node has no GeoIP database.
 var ErrNoGeoIP = errors.New("serve was started without --geoip")
