@@ -105,7 +105,7 @@ func checkContent(w io.Writer, path string) error {
 	if cfg.Zone != nil {
 		zone = fmt.Sprintf("zone %s serial %d", cfg.Zone.Name, cfg.Zone.Serial)
 	}
-	fmt.Fprintf(w, "configuration: revision %d, %s, %d edges, %d properties, %d targets; consistent\n", rev, zone, len(cfg.Edges), len(cfg.Properties), len(cfg.Targets))
+	fmt.Fprintf(w, "configuration: revision %d, %s, %d edges, %d properties, %d targets, %d static records; consistent\n", rev, zone, len(cfg.Edges), len(cfg.Properties), len(cfg.Targets), len(cfg.Records))
 	bad := 0
 	for after := uint64(0); ; {
 		page, err := st.EventsAfter(after, 1000)

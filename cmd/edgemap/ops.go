@@ -171,7 +171,7 @@ func checkWorldFile(w io.Writer, path string) bool {
 	if world.Zone != nil {
 		zone = "zone " + world.Zone.Name
 	}
-	fmt.Fprintf(w, "%s: ok: %s, %d edges, %d properties, %d targets\n", path, zone, len(world.Edges), len(world.Properties), len(world.Targets))
+	fmt.Fprintf(w, "%s: ok: %s, %d edges, %d properties, %d targets, %d static records\n", path, zone, len(world.Edges), len(world.Properties), len(world.Targets), len(world.Records))
 	return true
 }
 

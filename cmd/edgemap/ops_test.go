@@ -461,7 +461,7 @@ func TestDBBackup(t *testing.T) {
 	if err := app.Run([]string{"edgemap", "db", "check", path}); err != nil {
 		t.Fatalf("db check of the copy: %v\n%s", err, out.String())
 	}
-	if !regexp.MustCompile(`configuration: revision \d+, zone cdn.example.net. serial \d+, 10 edges, 4 properties, 3 targets; consistent\nok\n$`).MatchString(out.String()) {
+	if !regexp.MustCompile(`configuration: revision \d+, zone cdn.example.net. serial \d+, 10 edges, 4 properties, 3 targets, 3 static records; consistent\nok\n$`).MatchString(out.String()) {
 		t.Fatalf("db check of the copy:\n%s", out.String())
 	}
 
