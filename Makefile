@@ -5,11 +5,18 @@ GO      ?= go
 BIN     := bin/edgemap
 DB      ?= var/edgemap.db
 GEOIP   ?= testdata/GeoIP2-City-Test.mmdb
+# The version is the tag of the commit (git describe), none without one
+# ("devel"); the commit gets "-dirty" with uncommitted changes. Both are
+# empty outside a git checkout. `edgemap version` and edgemap_build_info
+# show them.
+VERSION ?= $(shell git describe --tags --dirty 2>/dev/null)
+COMMIT  ?= $(shell c=$$(git rev-parse HEAD 2>/dev/null) && { git diff --quiet HEAD -- 2>/dev/null || c=$$c-dirty; echo $$c; })
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 .PHONY: build run test fuzz generate clean bench
 
 build:
-	$(GO) build -o $(BIN) ./cmd/edgemap
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/edgemap
 
 run: build
 	$(BIN) serve --db $(DB) --world testdata/world.yaml --geoip $(GEOIP) \

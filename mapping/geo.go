@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/oschwald/geoip2-golang/v2"
 	"github.com/oschwald/maxminddb-golang/v2"
@@ -140,6 +141,11 @@ func (g *Geo) Path() string { return g.path }
 
 // Networks is how many networks the database holds.
 func (g *Geo) Networks() int { return g.records }
+
+// Built is when the database was built (its metadata's build epoch):
+// MaxMind publishes twice a week, so an old one places moved networks
+// wrong.
+func (g *Geo) Built() time.Time { return g.tree.Metadata.BuildTime().UTC() }
 
 // Describe is the database's type and build time, for logs and the API.
 func (g *Geo) Describe() string {

@@ -7,6 +7,9 @@ type Health struct {
 	Up     bool
 	Source HealthSource
 	Since  time.Time
+	// Reason says why, in words: the failed check's error, the agent's
+	// word. Empty for an edge nothing has said anything about.
+	Reason string
 }
 
 // HealthSource is what decided an edge's health.

@@ -29,7 +29,24 @@ const (
 	DefaultConcurrency = 256 // 10 000 targets x 3 samples finish well within 30 s
 	DefaultQueue       = 32  // reports kept per collector while it is unreachable: 16 min at 30 s
 	maxBackoff         = 30 * time.Second
+	// AuthFailuresToStop is how many times in a row every collector must
+	// refuse the agent's key (401) before Run gives up with
+	// ErrUnauthorized. A wrong key ID or secret never fixes itself, and
+	// the agent reads its secret file only when it starts: exiting makes
+	// the mistake visible (systemd marks the unit failed and restarts it,
+	// which reads a rotated secret), where retrying would warn forever.
+	// One collector that refuses while another accepts (a key not yet
+	// added there) only shows in that collector's metrics.
+	AuthFailuresToStop = 5
+	// SilentIntervals is how many of its intervals an agent may go without
+	// a collector accepting a report before Health calls it unhealthy
+	// (and a name server stops counting its word on its edge's health).
+	SilentIntervals = 3
 )
+
+// ErrUnauthorized is returned by Run when every collector refused the
+// agent's key AuthFailuresToStop times in a row.
+var ErrUnauthorized = errors.New("every collector refuses this agent's key")
 
 // AgentConfig configures an Agent.
 type AgentConfig struct {
@@ -81,12 +98,27 @@ type Agent struct {
 	targets []Target
 
 	checkFails int // consecutive failed checks; used by round only
+
+	started   time.Time
+	rounds    atomic.Uint64
+	measured  atomic.Int64  // targets measured in the last round
+	roundTime atomic.Int64  // the last round's duration, ns
+	edgeUp    atomic.Int32  // the last check: 1 up, 0 down, -1 no check yet
+	refused   chan struct{} // closed when every collector refuses the key
+	refuse    sync.Once
 }
 
-// AgentStats counts an agent's reports per collector.
+// AgentStats is what an agent did per collector: reports delivered,
+// rejected (a 4xx that retrying cannot fix) and dropped from a full
+// queue, reports waiting, when a report was last accepted, how many
+// requests in a row it refused the key (401), and its last error.
 type AgentStats struct {
 	Collector               string
 	Sent, Rejected, Dropped uint64
+	Queued                  int
+	LastAccepted            time.Time // zero: none yet
+	AuthFailures            int
+	LastError               string
 }
 
 // NewAgent checks cfg and fills in defaults.
@@ -123,7 +155,8 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	if cfg.HTTP == nil {
 		cfg.HTTP = &http.Client{Timeout: 10 * time.Second}
 	}
-	a := &Agent{cfg: cfg, log: cfg.Log}
+	a := &Agent{cfg: cfg, log: cfg.Log, started: time.Now(), refused: make(chan struct{})}
+	a.edgeUp.Store(-1)
 	for _, c := range cfg.Collectors {
 		if !strings.HasPrefix(c, "http://") && !strings.HasPrefix(c, "https://") {
 			return nil, fmt.Errorf("--collector %q: want http://host:port or https://...", c)
@@ -137,13 +170,73 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 func (a *Agent) Stats() []AgentStats {
 	out := []AgentStats{}
 	for _, s := range a.active() {
-		out = append(out, AgentStats{Collector: s.base, Sent: s.sent.Load(), Rejected: s.rejected.Load(), Dropped: s.dropped.Load()})
+		st := AgentStats{Collector: s.base, Sent: s.sent.Load(), Rejected: s.rejected.Load(), Dropped: s.dropped.Load(),
+			AuthFailures: int(s.authFails.Load())}
+		if ns := s.lastOK.Load(); ns != 0 {
+			st.LastAccepted = time.Unix(0, ns)
+		}
+		s.mu.Lock()
+		st.Queued, st.LastError = len(s.queue), s.lastErr
+		s.mu.Unlock()
+		out = append(out, st)
 	}
 	return out
 }
 
-// Run measures every interval until ctx is done.
+// RoundStats is what the agent's measurement rounds did: how many, the
+// targets and the time of the last one, and its own edge's check (Up nil
+// without --check or before the first).
+type RoundStats struct {
+	Rounds   uint64
+	Targets  int
+	Duration time.Duration
+	EdgeUp   *bool
+}
+
+// Rounds returns the rounds' counters.
+func (a *Agent) Rounds() RoundStats {
+	r := RoundStats{Rounds: a.rounds.Load(), Targets: int(a.measured.Load()), Duration: time.Duration(a.roundTime.Load())}
+	if v := a.edgeUp.Load(); v >= 0 {
+		up := v == 1
+		r.EdgeUp = &up
+	}
+	return r
+}
+
+// Health says whether the agent is doing its job at now: "" when some
+// collector accepted a report within SilentIntervals intervals (or the
+// agent is younger than that), else why not; degraded names the
+// collectors that did not, while another did.
+func (a *Agent) Health(now time.Time) (unhealthy string, degraded []string) {
+	silent := SilentIntervals * a.cfg.Interval
+	var reasons []string
+	ok := 0
+	for _, st := range a.Stats() {
+		if (st.LastAccepted.IsZero() && now.Sub(a.started) <= silent) || now.Sub(st.LastAccepted) <= silent {
+			ok++
+			continue
+		}
+		why := st.LastError
+		if why == "" {
+			why = "nothing to report yet (no targets?)"
+		}
+		last := "never"
+		if !st.LastAccepted.IsZero() {
+			last = st.LastAccepted.UTC().Format(time.RFC3339)
+		}
+		reasons = append(reasons, fmt.Sprintf("%s: no report accepted since %s: %s", st.Collector, last, why))
+	}
+	if ok == 0 {
+		return strings.Join(reasons, "; "), nil
+	}
+	return "", reasons
+}
+
+// Run measures every interval until ctx is done (then it returns nil), or
+// until every collector has refused the agent's key AuthFailuresToStop
+// times in a row (then ErrUnauthorized, with the collectors' words).
 func (a *Agent) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
 	a.smu.Lock()
 	a.running = ctx
 	for _, s := range a.senders {
@@ -151,6 +244,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.smu.Unlock()
 	defer a.wg.Wait()
+	defer cancel() // before the Wait above: the senders stop with ctx
 	t := time.NewTicker(a.cfg.Interval)
 	defer t.Stop()
 	for {
@@ -158,9 +252,32 @@ func (a *Agent) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-a.refused:
+			var why []string
+			for _, st := range a.Stats() {
+				why = append(why, st.Collector+": "+st.LastError)
+			}
+			return fmt.Errorf("%w (key %s, %d times in a row each): %s; check --key-id and --secret-file against `edgemap key list` on the name servers",
+				ErrUnauthorized, a.cfg.KeyID, AuthFailuresToStop, strings.Join(why, "; "))
 		case <-t.C:
 		}
 	}
+}
+
+// noteAuth counts a collector's refusal of the key (401) or its
+// acceptance of a request, and tells Run when every collector refuses.
+func (a *Agent) noteAuth(s *sender, refused bool) {
+	if !refused {
+		s.authFails.Store(0)
+		return
+	}
+	s.authFails.Add(1)
+	for _, o := range a.active() {
+		if o.authFails.Load() < AuthFailuresToStop {
+			return
+		}
+	}
+	a.refuse.Do(func() { close(a.refused) })
 }
 
 func (a *Agent) round(ctx context.Context) {
@@ -183,11 +300,15 @@ func (a *Agent) round(ctx context.Context) {
 		}
 		up := a.checkFails < 2
 		r.EdgeUp = &up
+		a.edgeUp.Store(map[bool]int32{true: 1, false: 0}[up])
 	}
 	r.MeasuredAt = time.Now().UTC()
 	if ctx.Err() != nil {
 		return
 	}
+	a.rounds.Add(1)
+	a.measured.Store(int64(len(targets)))
+	a.roundTime.Store(int64(time.Since(start)))
 	a.log.Debug("measured", zap.Int("targets", len(targets)), zap.Duration("took", time.Since(start)))
 	body, err := json.Marshal(r)
 	if err != nil {
@@ -310,10 +431,23 @@ type sender struct {
 	id         string
 	discovered bool
 
-	mu    sync.Mutex // guards queue
-	queue [][]byte
+	mu      sync.Mutex // guards queue and lastErr
+	queue   [][]byte
+	lastErr string
 
 	sent, rejected, dropped atomic.Uint64
+	lastOK                  atomic.Int64 // unix ns of the last report accepted
+	authFails               atomic.Int32 // requests in a row answered 401
+}
+
+func (s *sender) setErr(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err == nil {
+		s.lastErr = ""
+	} else {
+		s.lastErr = err.Error()
+	}
 }
 
 func (s *sender) push(body []byte) {
@@ -362,10 +496,12 @@ func (s *sender) run(ctx context.Context) {
 			}
 		}
 		err := s.post(ctx, body)
+		s.setErr(err)
 		var perm *permanentError
 		switch {
 		case err == nil:
 			s.sent.Add(1)
+			s.lastOK.Store(time.Now().UnixNano())
 			s.pop(body)
 			failures = 0
 			continue
@@ -412,6 +548,7 @@ func (s *sender) do(ctx context.Context, method, path string, body []byte) ([]by
 		return nil, err
 	}
 	defer resp.Body.Close()
+	s.a.noteAuth(s, resp.StatusCode == http.StatusUnauthorized)
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, MaxReportBytes))
 	if err != nil {
 		return nil, err
@@ -447,6 +584,7 @@ func (s *sender) fetchTargets(ctx context.Context) (targetList, error) {
 	var list targetList
 	raw, err := s.do(ctx, http.MethodGet, "/v1/targets", nil)
 	if err != nil {
+		s.setErr(fmt.Errorf("targets: %w", err))
 		return list, fmt.Errorf("targets from %s: %w", s.base, err)
 	}
 	if err := json.Unmarshal(raw, &list); err != nil {

@@ -87,8 +87,9 @@ type MonitorConfig struct {
 	Interval, Timeout  time.Duration
 	DownAfter, UpAfter int
 	// OnChange is called, from the edge's goroutine, when an edge's state
-	// flips and when its first check completes.
-	OnChange func(edge string, up bool, at time.Time)
+	// flips and when its first check completes, with why: the checks in a
+	// row and the last failure's error.
+	OnChange func(edge string, up bool, at time.Time, reason string)
 	Log      *zap.Logger
 }
 
@@ -155,6 +156,7 @@ func (m *Monitor) run(ctx context.Context, id string, c Check, up bool, done cha
 	t := time.NewTicker(m.cfg.Interval)
 	defer t.Stop()
 	fails, oks, first := 0, 0, true
+	var lastErr error
 	for {
 		err := c.Run(ctx, m.cfg.Timeout)
 		if ctx.Err() != nil {
@@ -162,7 +164,7 @@ func (m *Monitor) run(ctx context.Context, id string, c Check, up bool, done cha
 		}
 		was := up
 		if err != nil {
-			fails, oks = fails+1, 0
+			fails, oks, lastErr = fails+1, 0, err
 			if up && fails >= m.cfg.DownAfter {
 				up = false
 			}
@@ -177,7 +179,18 @@ func (m *Monitor) run(ctx context.Context, id string, c Check, up bool, done cha
 			if up != was {
 				m.cfg.Log.Info("edge health changed", zap.String("edge", id), zap.Bool("up", up), zap.String("check", c.String()))
 			}
-			m.cfg.OnChange(id, up, time.Now())
+			var reason string
+			switch {
+			case err != nil && !up:
+				reason = fmt.Sprintf("%s failed %d times in a row: %v", c, fails, err)
+			case err != nil:
+				reason = fmt.Sprintf("%s failed (%d of the %d failures in a row that make it down): %v", c, fails, m.cfg.DownAfter, err)
+			case up:
+				reason = fmt.Sprintf("%s passed %d times in a row", c, oks)
+			default:
+				reason = fmt.Sprintf("%s passed (%d of the %d passes in a row that make it up); it last failed: %v", c, oks, m.cfg.UpAfter, lastErr)
+			}
+			m.cfg.OnChange(id, up, time.Now(), reason)
 			first = false
 		}
 		select {

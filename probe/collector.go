@@ -93,6 +93,11 @@ type Collector struct {
 	// Now is the clock for timestamp checks; nil means time.Now. Tests
 	// replace it.
 	Now func() time.Time
+	// Result, if not nil, is told the outcome of every POST /v1/reports,
+	// for a metric: accepted, ignored (accepted, but nothing in it was
+	// newer than what is stored), unauthorized, replay, wrong_edge,
+	// bad_request, too_large, timeout, busy or error.
+	Result func(result string)
 
 	// BodyTimeout, UploadsPerKey and MaxBufferedBytes bound uploads; zero
 	// means DefaultBodyTimeout, DefaultUploadsPerKey and
@@ -123,7 +128,7 @@ func (c *Collector) Register(mux *http.ServeMux) {
 	if c.Store == nil {
 		panic("probe: Collector.Store is nil") // a wiring bug; fail at start, not per request
 	}
-	mux.Handle("POST /v1/reports", c.guard(c.postReport))
+	mux.Handle("POST /v1/reports", c.guard(c.counted(c.postReport)))
 	mux.Handle("GET /v1/targets", c.guard(c.getTargets))
 }
 
@@ -185,19 +190,46 @@ func (c *Collector) guard(h http.HandlerFunc) http.Handler {
 	})
 }
 
+// counted tells Result what h answered.
+func (c *Collector) counted(h http.HandlerFunc) http.HandlerFunc {
+	if c.Result == nil {
+		return h
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		h(w, r)
+		tw, _ := w.(*trackingWriter)
+		if tw == nil {
+			return
+		}
+		result := tw.result
+		if result == "" {
+			result = map[int]string{http.StatusOK: "accepted", http.StatusBadRequest: "bad_request", http.StatusUnauthorized: "unauthorized",
+				http.StatusForbidden: "wrong_edge", http.StatusRequestTimeout: "timeout", http.StatusConflict: "replay",
+				http.StatusRequestEntityTooLarge: "too_large", http.StatusTooManyRequests: "busy"}[tw.status]
+		}
+		c.Result(cmp.Or(result, "error"))
+	}
+}
+
 // trackingWriter remembers whether the answer has started, so that guard
-// does not write a second status line after a panic.
+// does not write a second status line after a panic, and what it was.
 type trackingWriter struct {
 	http.ResponseWriter
-	wrote bool
+	wrote  bool
+	status int
+	result string // set by a handler whose status alone does not say (ignored)
 }
 
 func (w *trackingWriter) WriteHeader(status int) {
 	w.wrote = true
+	w.status = status
 	w.ResponseWriter.WriteHeader(status)
 }
 
 func (w *trackingWriter) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.status = http.StatusOK
+	}
 	w.wrote = true
 	return w.ResponseWriter.Write(b)
 }
@@ -313,6 +345,9 @@ func (c *Collector) postReport(w http.ResponseWriter, r *http.Request) {
 	resp := reportResponse{Accepted: stored, Ignored: len(rep.Measurements) - stored}
 	if resp.Ignored > 0 {
 		resp.IgnoredReason = ignoredNotNewer
+	}
+	if tw, ok := w.(*trackingWriter); ok && stored == 0 && resp.Ignored > 0 {
+		tw.result = "ignored"
 	}
 	log.Debug("report accepted", zap.String("edge", rep.Edge), zap.Int("stored", resp.Accepted), zap.Int("ignored", resp.Ignored))
 	WriteJSON(w, http.StatusOK, resp)

@@ -175,6 +175,10 @@ func (r *CheckReport) readRecords(tx *bolt.Tx, decode bool) {
 		}
 		return nil
 	})
+	count(bucketEvents, func(k, v []byte) error {
+		_, err := decodeEvent(k, v)
+		return err
+	})
 	count(bucketMeasure, func(k, v []byte) error {
 		_, err := decodeMeasurement(k, v)
 		return err

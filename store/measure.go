@@ -251,6 +251,7 @@ type EdgeHealth struct {
 	Up     bool      `json:"up"`
 	Source string    `json:"source"`
 	Since  time.Time `json:"since"`
+	Reason string    `json:"reason,omitempty"`
 }
 
 // Health returns the stored health of every edge that has one.

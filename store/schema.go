@@ -36,6 +36,8 @@ const SchemaVersion = 1
 //	meta/config_mirror in a fleet, what the configuration copies: opaque
 //	                   bytes of the fleet's (mirror.go); absent on a single
 //	                   name server
+//	events/<Seq>       an Event: 8 bytes big-endian key; value the time
+//	                   (unix ns, 8 bytes big-endian) and the entry's JSON
 //
 // Buckets added within a version are created on open, so a file written by
 // an earlier build of the same version gains them.
@@ -47,13 +49,14 @@ var (
 	bucketZone, bucketEdges, bucketProperties, bucketTargets = []byte("zone"), []byte("edges"), []byte("properties"), []byte("targets")
 	bucketKeys, bucketSeqs                                   = []byte("keys"), []byte("seqs")
 	bucketMeasure, bucketHealth                              = []byte("measurements"), []byte("health")
+	bucketEvents                                             = []byte("events")
 	bucketRecords                                            = []byte("static_records")
 
 	keySchema, keyAsOf, keyRev = []byte("schema"), []byte("map_as_of"), []byte("config_revision") // in meta
 	keyZone                    = []byte("zone")                                                   // in zone
 )
 
-var allBuckets = [][]byte{bucketMeta, bucketZone, bucketEdges, bucketProperties, bucketTargets, bucketKeys, bucketSeqs, bucketMeasure, bucketHealth, bucketRecords}
+var allBuckets = [][]byte{bucketMeta, bucketZone, bucketEdges, bucketProperties, bucketTargets, bucketKeys, bucketSeqs, bucketMeasure, bucketHealth, bucketRecords, bucketEvents}
 
 // schemaVersion returns the version of the file tx reads, or 0 for a file
 // with no buckets at all (new, or an empty bbolt file), which Open lays out.

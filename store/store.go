@@ -17,6 +17,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -297,4 +298,25 @@ func (s *Store) Update(fn func(c *Config) error) (changed bool, err error) {
 		return false, fmt.Errorf("update %s: %w", s.path, err)
 	}
 	return changed, nil
+}
+
+// Backup writes a consistent copy of the whole file to w, as of one read
+// transaction (bbolt's Tx.WriteTo): writes go on meanwhile, and the copy
+// opens as the file did at that moment. size is called first with the
+// copy's length. A long backup holds its transaction, and so keeps bbolt
+// from reusing the pages later writes free: the file grows meanwhile.
+func (s *Store) Backup(w io.Writer, size func(int64)) (int64, error) {
+	var n int64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if size != nil {
+			size(tx.Size())
+		}
+		var err error
+		n, err = tx.WriteTo(w)
+		return err
+	})
+	if err != nil {
+		return n, fmt.Errorf("backup of %s: %w", s.path, err)
+	}
+	return n, nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -110,7 +111,7 @@ func runGoldens(t *testing.T, cases [][2]string) {
 // rewrites the file instead.
 func goldenCLI(t *testing.T, s *server, golden, args string) {
 	t.Helper()
-	goldenCLIWith(t, s, golden, args, nil)
+	goldenRun(t, s, golden, args, nil, nil)
 }
 
 // goldenCLIWith is goldenCLI for a command line with placeholders for what
@@ -119,20 +120,47 @@ func goldenCLI(t *testing.T, s *server, golden, args string) {
 // what the command prints.
 func goldenCLIWith(t *testing.T, s *server, golden, args string, vars map[string]string) {
 	t.Helper()
+	goldenRunVars(t, s, golden, args, vars, nil, nil)
+}
+
+// goldenRun is goldenCLI with stdout, the App's Writer, given (a file,
+// for a command that looks at it) and the output normalized: a command
+// line that names {api} (the server's URL) or {hostport} gets no --api of
+// the test's, and the values that change from run to run are replaced
+// in what it prints by placeholders (normalize).
+func goldenRun(t *testing.T, s *server, golden, args string, stdout io.Writer, normalize func(string) string) {
+	t.Helper()
+	goldenRunVars(t, s, golden, args, nil, stdout, normalize)
+}
+
+// goldenRunVars is goldenRun and goldenCLIWith in one.
+func goldenRunVars(t *testing.T, s *server, golden, args string, vars map[string]string, stdout io.Writer, normalize func(string) string) {
+	t.Helper()
 	var out bytes.Buffer
 	app := newApp()
-	app.Writer, app.ErrWriter = &out, &out
+	app.Writer, app.ErrWriter = stdout, &out
+	if stdout == nil {
+		app.Writer = &out
+	}
+	hostport := strings.TrimPrefix(s.API, "http://")
 	run := args
 	for k, v := range vars {
 		run = strings.ReplaceAll(run, k, v)
 	}
-	argv := append([]string{"edgemap", "--api", s.API}, splitArgs(t, run)...)
+	line := strings.NewReplacer("{api}", s.API, "{hostport}", hostport).Replace(run)
+	argv := append([]string{"edgemap"}, splitArgs(t, line)...)
+	if line == run {
+		argv = append([]string{"edgemap", "--api", s.API}, splitArgs(t, line)...)
+	}
 	if err := app.Run(argv); err != nil {
 		out.WriteString("error: " + err.Error() + "\n")
 	}
-	printed := out.String()
+	printed := strings.NewReplacer(s.API, "{api}", hostport, "{hostport}", userAgent(), "{agent}").Replace(out.String())
 	for k, v := range vars {
 		printed = strings.ReplaceAll(printed, v, k)
+	}
+	if normalize != nil {
+		printed = normalize(printed)
 	}
 	got := "edgemap " + args + "\n---\n" + printed
 	path := filepath.Join("testdata", golden+".golden")

@@ -3,8 +3,10 @@ package main
 import (
 	"cmp"
 	"fmt"
+	"io"
 	"net/netip"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -55,24 +57,53 @@ func request[T any](name, usage string, flags []cli.Flag, method string, path fu
 				return err
 			}
 		}
+		cl, err := newClient(c)
+		if err != nil {
+			return err
+		}
 		var out T
-		if err := newClient(c).do(method, path(c), b, &out); err != nil {
+		if err := cl.do(method, path(c), b, &out); err != nil {
 			return err
 		}
 		return print(c, out)
 	}}
 }
 
-// remove is `KIND rm --FLAG X`.
-func remove(kind, usage, flag string, path func(string) string) *cli.Command {
-	return &cli.Command{Name: "rm", Usage: usage, Flags: []cli.Flag{must(flag, "")},
+// remove is `KIND rm X` or `KIND rm --FLAG X`.
+func remove(kind, flag, arg, usage string, path func(string) string) *cli.Command {
+	return &cli.Command{Name: "rm", Usage: usage, ArgsUsage: arg,
+		Flags: []cli.Flag{&cli.StringFlag{Name: flag, Usage: "the " + kind + " to remove (or give it as the argument)"}},
 		Action: func(c *cli.Context) error {
-			if err := newClient(c).do("DELETE", path(c.String(flag)), nil, nil); err != nil {
+			key, err := keyArg(c, flag, "edgemap "+kind+" rm "+arg)
+			if err != nil {
 				return err
 			}
-			fmt.Fprintln(c.App.Writer, "removed", kind, c.String(flag))
+			cl, err := newClient(c)
+			if err != nil {
+				return err
+			}
+			if err := cl.do("DELETE", path(key), nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintln(c.App.Writer, "removed", kind, key)
 			return nil
 		}}
+}
+
+// keyArg is the record a command names, as --FLAG X or as its one
+// argument X.
+func keyArg(c *cli.Context, flag, usage string) (string, error) {
+	key := c.String(flag)
+	switch {
+	case key != "" && c.Args().Present() && c.Args().First() != key:
+		return "", mapping.FieldErrorf(flag, "given as --%s %s and as the argument %s: give one", flag, key, c.Args().First())
+	case key == "":
+		key = c.Args().First()
+	}
+	if key == "" || c.Args().Len() > 1 {
+		return "", mapping.FieldErrorf(flag, "give one: %s", usage)
+	}
+	return key, nil
 }
 
 // must is a flag that must be given.
@@ -102,7 +133,8 @@ func zoneCommand() *cli.Command {
 		request("set", "set the zone apex: --name cdn.example.net --ns ns1.cdn.example.net=192.0.2.53 --contact hostmaster.example.net",
 			[]cli.Flag{
 				must("name", "zone apex"),
-				&cli.StringSliceFlag{Name: "ns", Required: true, Usage: "name server as NAME or NAME=ADDR[,ADDR] (glue for in-zone names); repeat"},
+				&cli.GenericFlag{Name: "ns", Required: true, Value: &nsFlag{}, DefaultText: "none",
+					Usage: "name server as NAME or NAME=ADDR[,ADDR] (glue for in-zone names); repeat for each, or for each address of one"},
 				must("contact", "SOA contact, hostmaster.example.net or hostmaster@example.net"),
 				timerFlag("ttl", "TTL of the SOA and of static records that set none", mapping.DefaultTimers.TTL),
 				timerFlag("ns-ttl", "TTL of the NS records and the name servers' addresses", mapping.DefaultTimers.NSTTL),
@@ -130,22 +162,50 @@ func zoneCommand() *cli.Command {
 	}}
 }
 
+// nsFlag is --ns: every value whole. A string slice flag would split
+// "ns2.cdn.example.net=198.51.100.53,2001:db8:53::2" at the comma and
+// publish "2001:db8:53::2." as a name server.
+type nsFlag struct{ values []string }
+
+func (f *nsFlag) Set(v string) error { f.values = append(f.values, v); return nil }
+func (f *nsFlag) String() string     { return strings.Join(f.values, " ") }
+
 // timerFlag is a zone timer in seconds; `zone set` sets the whole zone, so
 // one left out is its default.
 func timerFlag(name, usage string, def uint32) cli.Flag {
-	return &cli.UintFlag{Name: name, Usage: fmt.Sprintf("%s, seconds (default %d; the zone is set whole: a timer left out is its default)", usage, def)}
+	return &cli.UintFlag{Name: name, Usage: usage + ", seconds; one left out is set to its default", DefaultText: strconv.Itoa(int(def))}
 }
 
 func zoneSpecFromFlags(c *cli.Context) (any, error) {
 	timer := func(name string) uint32 { return uint32(min(c.Uint(name), 1<<32-1)) }
 	s := config.ZoneSpec{Name: c.String("name"), Contact: c.String("contact"),
 		TTL: timer("ttl"), NSTTL: timer("ns-ttl"), Refresh: timer("refresh"), Retry: timer("retry"), Expire: timer("expire"), Minimum: timer("minimum")}
-	for i, arg := range c.StringSlice("ns") {
+	byName := map[string]int{}
+	for i, arg := range c.Generic("ns").(*nsFlag).values {
 		ns, err := parseNS(arg)
 		if err != nil {
 			return nil, mapping.Within(fmt.Sprintf("--ns[%d]", i), err)
 		}
-		s.NameServers = append(s.NameServers, ns)
+		// --ns N=V4 --ns N=V6 is one name server with both addresses.
+		j, seen := byName[strings.TrimSuffix(ns.Name, ".")]
+		if !seen {
+			byName[strings.TrimSuffix(ns.Name, ".")] = len(s.NameServers)
+			s.NameServers = append(s.NameServers, ns)
+			continue
+		}
+		have := &s.NameServers[j]
+		for _, a := range []struct {
+			have        *string
+			add, family string
+		}{{&have.IPv4, ns.IPv4, "IPv4"}, {&have.IPv6, ns.IPv6, "IPv6"}} {
+			switch {
+			case a.add == "" || a.add == *a.have:
+			case *a.have != "":
+				return nil, mapping.FieldErrorf(fmt.Sprintf("--ns[%d]", i), "%s has two %s addresses, %s and %s: a name server's glue is one of each", ns.Name, a.family, *a.have, a.add)
+			default:
+				*a.have = a.add
+			}
+		}
 	}
 	return s, nil
 }
@@ -162,6 +222,8 @@ func parseNS(arg string) (config.NSSpec, error) {
 		switch {
 		case err != nil:
 			return ns, mapping.FieldErrorf("address", "%q is not an IP address", a)
+		case ip.Is4() && ns.IPv4 != "", !ip.Is4() && ns.IPv6 != "":
+			return ns, mapping.FieldErrorf("address", "two addresses of one family (%s): a name server's glue is one IPv4 and one IPv6 address", a)
 		case ip.Is4():
 			ns.IPv4 = a
 		default:
@@ -192,17 +254,19 @@ func edgeSpecFromFlags(c *cli.Context) (any, error) {
 		Capacity: optional(c, "capacity", c.Int)}, nil
 }
 
-func printEdges(c *cli.Context, edges []config.Edge) error {
-	return show(c, edges, "ID\tPOOL\tIPV4\tIPV6\tLAT\tLON\tCAPACITY\tCHECK\tSTATUS", func(w *tabwriter.Writer) {
+// printEdges lists edges with their state in the published map: up, down
+// (with what says so, since when and why) or draining.
+func printEdges(c *cli.Context, edges []config.EdgeState) error {
+	return show(c, edges, "ID\tPOOL\tIPV4\tIPV6\tLAT\tLON\tCAPACITY\tCHECK\tSTATE\tWHY", func(w *tabwriter.Writer) {
 		for _, e := range edges {
-			check, status := e.Check, "active"
-			if check == "" {
-				check = "-"
+			check, why := cmp.Or(e.Check, "-"), "-"
+			if h := e.Health; h != nil && h.Source != "none" {
+				why = fmt.Sprintf("%s %s since %s", h.Source, map[bool]string{true: "up", false: "down"}[h.Up], h.Since.Local().Format("2006-01-02 15:04:05"))
+				if h.Reason != "" {
+					why += ": " + h.Reason
+				}
 			}
-			if e.Draining {
-				status = "draining"
-			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%g\t%g\t%d\t%s\t%s\n", e.ID, e.Pool, addrString(e.IPv4), addrString(e.IPv6), e.Lat, e.Lon, e.Capacity, check, status)
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%g\t%g\t%d\t%s\t%s\t%s\n", e.ID, e.Pool, addrString(e.IPv4), addrString(e.IPv6), e.Lat, e.Lon, e.Capacity, check, e.State, why)
 		}
 	})
 }
@@ -215,21 +279,21 @@ func edgeCommand() *cli.Command {
 		request("list", "list edges", []cli.Flag{jsonFlag}, "GET", fixed("/v1/edges"), nil, printEdges),
 		drainCommand("drain", "stop answering with an edge (it stays measured and checked)"),
 		drainCommand("undrain", "answer with a drained edge again"),
-		remove("edge", "remove an edge", "id", func(id string) string { return "/v1/edges/" + url.PathEscape(id) }),
+		remove("edge", "id", "ID", "remove an edge", func(id string) string { return "/v1/edges/" + url.PathEscape(id) }),
 	}}
 }
 
 // drainCommand is `edge drain ID` / `edge undrain ID` (or --id ID).
 func drainCommand(name, usage string) *cli.Command {
-	cmd := request(name, usage, []cli.Flag{&cli.StringFlag{Name: "id"}, jsonFlag}, "POST", func(c *cli.Context) string {
-		id := cmp.Or(c.String("id"), c.Args().First())
+	cmd := request(name, usage, []cli.Flag{&cli.StringFlag{Name: "id", Usage: "the edge (or give it as the argument)"}, jsonFlag}, "POST", func(c *cli.Context) string {
+		id, _ := keyArg(c, "id", "")
 		return "/v1/edges/" + url.PathEscape(id) + "/" + name
 	}, nil, one(printEdges))
 	cmd.ArgsUsage = "ID"
 	send := cmd.Action
 	cmd.Action = func(c *cli.Context) error {
-		if cmp.Or(c.String("id"), c.Args().First()) == "" || c.Args().Len() > 1 {
-			return mapping.FieldErrorf("id", "give one edge: edgemap edge %s ID", name)
+		if _, err := keyArg(c, "id", "edgemap edge "+name+" ID"); err != nil {
+			return err
 		}
 		return send(c)
 	}
@@ -240,11 +304,22 @@ func propertyFlags(create bool) []cli.Flag {
 	return []cli.Flag{
 		must("name", "hostname under the zone, e.g. shop.cdn.example.net"),
 		&cli.StringSliceFlag{Name: "pool", Required: create, Usage: "edge pool the property may use; repeat"},
-		&cli.UintFlag{Name: "ttl", Usage: "answer TTL in seconds (default " + strconv.Itoa(config.DefaultTTL) + ")"},
-		&cli.IntFlag{Name: "answers", Usage: "edges per answer, 1.." + strconv.Itoa(mapping.MaxAnswers) + " (default 1)"},
-		&cli.StringFlag{Name: "all-down", Usage: "when every edge is down: serve-best (default: answer anyway) or nodata"},
+		// The defaults are the API's, for a new property; a flag's own
+		// zero Value would be shown instead (and sent, were it set).
+		&cli.UintFlag{Name: "ttl", Usage: "answer TTL in seconds", DefaultText: defaultFor(create, strconv.Itoa(config.DefaultTTL))},
+		&cli.IntFlag{Name: "answers", Usage: "edges per answer, 1.." + strconv.Itoa(mapping.MaxAnswers), DefaultText: defaultFor(create, strconv.Itoa(config.DefaultAnswers))},
+		&cli.StringFlag{Name: "all-down", Usage: "when every edge is down: serve-best (answer with the best anyway) or nodata", DefaultText: defaultFor(create, string(mapping.AllDownServeBest))},
 		jsonFlag,
 	}
+}
+
+// defaultFor is the default a flag of `add` shows; `set` changes only the
+// flags given, so it has none ("unchanged").
+func defaultFor(create bool, value string) string {
+	if create {
+		return value
+	}
+	return "unchanged"
 }
 
 func propertySpecFromFlags(c *cli.Context) (any, error) {
@@ -271,7 +346,7 @@ func propertyCommand() *cli.Command {
 		request("add", "add a property", propertyFlags(true), "POST", fixed("/v1/properties"), propertySpecFromFlags, one(printProperties)),
 		request("set", "change the given fields of a property", propertyFlags(false), "PATCH", propertyPath, propertySpecFromFlags, one(printProperties)),
 		request("list", "list properties", []cli.Flag{jsonFlag}, "GET", fixed("/v1/properties"), nil, printProperties),
-		remove("property", "remove a property", "name", func(name string) string { return "/v1/properties/" + url.PathEscape(name) }),
+		remove("property", "name", "NAME", "remove a property", func(name string) string { return "/v1/properties/" + url.PathEscape(name) }),
 	}}
 }
 
@@ -280,7 +355,7 @@ func targetCommand() *cli.Command {
 	return &cli.Command{Name: "target", Usage: "manage targets: client networks the probes measure", Subcommands: []*cli.Command{
 		request("add", "add a target: --block 203.0.113.0/24 --probe 203.0.113.10:443", flags, "POST", fixed("/v1/map/targets"), targetSpecFromFlags, printAddedTarget),
 		request("list", "list targets with each edge's freshest RTT", []cli.Flag{jsonFlag}, "GET", fixed("/v1/map/targets"), nil, printTargets),
-		remove("target", "remove a target", "block", func(block string) string { return "/v1/map/targets?block=" + url.QueryEscape(block) }),
+		remove("target", "block", "BLOCK", "remove a target", func(block string) string { return "/v1/map/targets?block=" + url.QueryEscape(block) }),
 	}}
 }
 
@@ -311,12 +386,38 @@ func keyCommand() *cli.Command {
 	return &cli.Command{Name: "key", Usage: "manage probe agent keys", Subcommands: []*cli.Command{
 		request("add", "create a key bound to an edge and print its secret once", flags, "POST", fixed("/v1/keys"), keySpecFromFlags, printNewKey),
 		request("list", "list keys (never their secrets)", []cli.Flag{jsonFlag}, "GET", fixed("/v1/keys"), nil, printKeys),
-		remove("key", "remove a key; its agent is refused from then on", "id", func(id string) string { return "/v1/keys/" + url.PathEscape(id) }),
+		remove("key", "id", "ID", "remove a key; its agent is refused from then on", func(id string) string { return "/v1/keys/" + url.PathEscape(id) }),
 	}}
 }
 
 func keySpecFromFlags(c *cli.Context) (any, error) {
+	if err := secretOutputPrivate(c.App.Writer); err != nil {
+		return nil, err
+	}
 	return config.KeySpec{ID: c.String("id"), Edge: c.String("edge")}, nil
+}
+
+// secretOutputPrivate refuses, before a key is made, to print its secret
+// into a file that others can read: `key add > /etc/edgemap/fra1.key`
+// creates the file with the shell's umask, commonly 022, world-readable.
+// Refused, nothing is lost (no key was made); printed, the secret would
+// have to be rotated.
+func secretOutputPrivate(w io.Writer) error {
+	f, ok := w.(*os.File)
+	if !ok {
+		return nil
+	}
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o077 == 0 {
+		return nil
+	}
+	name := f.Name()
+	if path, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", f.Fd())); err == nil {
+		name = path // the file the shell redirected stdout to
+	}
+	return fmt.Errorf("the secret would go to %s, which others can read (mode %04o); no key was made. "+
+		"Make the file private first: chmod 600 it, or create it with (umask 077; edgemap key add ... > FILE) or install -m 600 /dev/null FILE",
+		name, fi.Mode().Perm())
 }
 
 // printNewKey prints the secret alone on stdout, for a file, and what to
@@ -335,52 +436,13 @@ func printKeys(c *cli.Context, keys []config.Key) error {
 	})
 }
 
-func applyCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "apply",
-		Usage: "make the server match a world file (idempotent; one transaction)",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "file", Aliases: []string{"f"}, Required: true, Usage: "world file (YAML)"},
-			&cli.BoolFlag{Name: "prune", Usage: "also remove edges and properties the file does not name"},
-			jsonFlag,
-		},
-		Action: func(c *cli.Context) error {
-			w, err := config.ReadWorld(c.String("file"))
-			if err != nil {
-				return err
-			}
-			var res config.ApplyResult
-			if err := newClient(c).do("POST", "/v1/apply?prune="+strconv.FormatBool(c.Bool("prune")), w, &res); err != nil {
-				return err
-			}
-			if c.Bool("json") {
-				return printJSON(c, res)
-			}
-			if !res.Changed {
-				fmt.Fprintf(c.App.Writer, "no changes (serial %d)\n", res.Serial)
-				return nil
-			}
-			for _, list := range []struct {
-				what  string
-				names []string
-			}{{"created", res.Created}, {"updated", res.Updated}, {"deleted", res.Deleted}} {
-				for _, s := range list.names {
-					fmt.Fprintln(c.App.Writer, list.what, s)
-				}
-			}
-			fmt.Fprintf(c.App.Writer, "serial %d\n", res.Serial)
-			return nil
-		},
-	}
-}
-
 func mapCommand() *cli.Command {
 	return &cli.Command{Name: "map", Usage: "inspect the map", Subcommands: []*cli.Command{{
 		Name: "explain", Usage: "rank a property's edges for a query as it reaches the name server, as the resolver does", Action: explain,
 		Flags: []cli.Flag{
 			must("property", "the property's name"),
 			&cli.StringFlag{Name: "client", Usage: "the user's address, sent as ECS by the resolver"},
-			&cli.IntFlag{Name: "source-prefix", Usage: "the ECS source prefix length the resolver sends (default 24 for IPv4, 56 for IPv6)"},
+			&cli.IntFlag{Name: "source-prefix", Usage: "the ECS source prefix length the resolver sends", DefaultText: "24 for IPv4, 56 for IPv6, as RFC 7871 recommends"},
 			&cli.StringFlag{Name: "resolver", Usage: "the address the query comes from; alone, a query without ECS"},
 			&cli.StringFlag{Name: "family", Value: "A", Usage: "A or AAAA"},
 			jsonFlag,
@@ -399,8 +461,12 @@ func explain(c *cli.Context) error {
 	if c.IsSet("source-prefix") {
 		q.Set("source_prefix", strconv.Itoa(c.Int("source-prefix")))
 	}
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
 	var x mapping.Explanation
-	if err := newClient(c).do("GET", "/v1/map/explain?"+q.Encode(), nil, &x); err != nil {
+	if err := cl.do("GET", "/v1/map/explain?"+q.Encode(), nil, &x); err != nil {
 		return err
 	}
 	if c.Bool("json") {

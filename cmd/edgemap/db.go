@@ -1,8 +1,10 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"strconv"
@@ -10,12 +12,18 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/node"
 	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/store"
 )
 
 func dbCommand() *cli.Command {
-	return &cli.Command{Name: "db", Usage: "inspect a database file offline", Subcommands: []*cli.Command{{
+	backup := &cli.Command{Name: "backup", Usage: "copy a running server's database, consistent as of one moment, through its admin API",
+		Flags: append([]cli.Flag{&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Required: true,
+			Usage: "file to write (mode 0600; written to FILE.tmp, checked, then renamed)"}}, clientFlags()...),
+		Action: dbBackup}
+	return &cli.Command{Name: "db", Usage: "back up a running server's database, or check a database file offline", Subcommands: []*cli.Command{backup, {
 		Name: "check", ArgsUsage: "FILE",
 		Usage: "read a database file whole, read-only, and list any damage (stop the server using it first, or check a copy)",
 		Action: func(c *cli.Context) error {
@@ -25,6 +33,16 @@ func dbCommand() *cli.Command {
 			return dbCheck(c, c.Args().First())
 		},
 	}}}
+}
+
+// recordCounts are the records of each bucket Check read, "edges 10,
+// events 3, ...".
+func recordCounts(r store.CheckReport) string {
+	var counts []string
+	for _, b := range slices.Sorted(maps.Keys(r.Records)) {
+		counts = append(counts, fmt.Sprintf("%s %d", b, r.Records[b]))
+	}
+	return strings.Join(counts, ", ")
 }
 
 // dbCheck prints what store.Check found and fails if the file is damaged.
@@ -42,12 +60,8 @@ func dbCheck(c *cli.Context, path string) error {
 		schema = "unread"
 	}
 	fmt.Fprintf(w, "%s: schema %s, %d pages of %d bytes\n", path, schema, r.Pages, r.PageSize)
-	var counts []string
-	for _, b := range slices.Sorted(maps.Keys(r.Records)) {
-		counts = append(counts, fmt.Sprintf("%s %d", b, r.Records[b]))
-	}
-	if len(counts) > 0 {
-		fmt.Fprintf(w, "records: %s\n", strings.Join(counts, ", "))
+	if counts := recordCounts(r); counts != "" {
+		fmt.Fprintf(w, "records: %s\n", counts)
 	}
 	for _, m := range r.Warnings {
 		fmt.Fprintln(w, "warning:", m)
@@ -64,6 +78,55 @@ func dbCheck(c *cli.Context, path string) error {
 	case len(r.BadRecords) > 0:
 		return fmt.Errorf("%s has records the server cannot read; restore it from a backup", path)
 	}
+	if err := checkContent(w, path); err != nil {
+		return err
+	}
 	fmt.Fprintln(w, "ok")
+	return nil
+}
+
+// checkContent reads what the records mean, past their encoding: the
+// configuration as a whole by the rules a server builds its map with, and
+// every event log entry.
+func checkContent(w io.Writer, path string) error {
+	st, err := store.Open(path, store.Options{ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	cfg, rev, err := st.ConfigAt()
+	if err != nil {
+		return err
+	}
+	if err := config.Check(cfg); err != nil {
+		return fmt.Errorf("%s: its configuration (revision %d) is inconsistent, so a server would build no map from it: %w", path, rev, err)
+	}
+	zone := "no zone"
+	if cfg.Zone != nil {
+		zone = fmt.Sprintf("zone %s serial %d", cfg.Zone.Name, cfg.Zone.Serial)
+	}
+	fmt.Fprintf(w, "configuration: revision %d, %s, %d edges, %d properties, %d targets, %d static records; consistent\n", rev, zone, len(cfg.Edges), len(cfg.Properties), len(cfg.Targets), len(cfg.Records))
+	bad := 0
+	for after := uint64(0); ; {
+		page, err := st.EventsAfter(after, 1000)
+		if err != nil {
+			return err
+		}
+		if len(page) == 0 {
+			break
+		}
+		for _, e := range page {
+			var ev node.Event
+			if json.Unmarshal(e.Data, &ev) != nil || ev.Seq != e.Seq {
+				if bad++; bad <= 20 {
+					fmt.Fprintf(w, "bad record: bucket \"events\" seq %d: not an event this build reads\n", e.Seq)
+				}
+			}
+		}
+		after = page[len(page)-1].Seq
+	}
+	if bad > 0 {
+		return fmt.Errorf("%s: %d event log entries do not read; the server skips them", path, bad)
+	}
 	return nil
 }

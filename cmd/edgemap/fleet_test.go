@@ -17,6 +17,7 @@ import (
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/edgetest"
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/fleet/fleettest"
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/node"
 )
 
 // The fleet's end-to-end tests: three `edgemap serve` processes and a real
@@ -60,6 +61,36 @@ func TestFleetWriteAnsweredByEveryServer(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	// Each server's event log has the drain: ns1's with the client that
+	// asked, the others' as applied from etcd at the same revision.
+	lastConfig := func(nd *fleetNode) node.Event {
+		var p eventsPage
+		if code := nd.Call(t, http.MethodGet, "/v1/events?limit=1000", nil, &p); code != http.StatusOK {
+			t.Fatalf("%s: GET /v1/events: %d", nd.id, code)
+		}
+		for i := len(p.Events) - 1; i >= 0; i-- {
+			if p.Events[i].Kind == node.EventConfig {
+				return p.Events[i]
+			}
+		}
+		t.Fatalf("%s: no configuration event in %+v", nd.id, p.Events)
+		return node.Event{}
+	}
+	drained := func(e node.Event) bool {
+		return len(e.Changes) == 1 && e.Changes[0].Kind == "edge" && e.Changes[0].Key == "fra1" && len(e.Changes[0].Fields) == 1 &&
+			e.Changes[0].Fields[0].Field == "draining" && string(e.Changes[0].Fields[0].New) == "true" && e.Serial == after
+	}
+	own := lastConfig(ns1)
+	if !drained(own) || own.Client == nil || own.Revision == 0 {
+		t.Fatalf("ns1's event of its drain: %+v", own)
+	}
+	for _, nd := range l.nodes[1:] {
+		edgetest.Eventually(t, 5*time.Second, nd.id+" logs the drain it applied", func() bool {
+			e := lastConfig(nd)
+			return drained(e) && e.Client == nil && e.Revision == own.Revision &&
+				e.Message == fmt.Sprintf("edge fra1 changed (draining false -> true) by another server of the fleet, applied from etcd revision %d", own.Revision)
+		})
+	}
 	var nodes config.Nodes
 	edgetest.Eventually(t, 5*time.Second, "node list shows the three at the revision", func() bool {
 		nodes = config.Nodes{} // Unmarshal would keep fields the answer omits

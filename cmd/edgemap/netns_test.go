@@ -60,7 +60,7 @@ func edgemapBinary(t *testing.T) string {
 }
 
 const (
-	labToken         = "lab-token"
+	labToken         = "lab-token-0123456789abcdef0123456"
 	labInterval      = time.Second // probe and map interval
 	labCheckInterval = 500 * time.Millisecond
 )

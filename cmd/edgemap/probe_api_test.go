@@ -253,8 +253,15 @@ func TestTargetsInWorldFile(t *testing.T) {
 		!slices.Equal(res.Deleted, []string{"target 198.18.3.0/24"}) {
 		t.Fatalf("prune: %d %+v; want target 198.18.3.0/24 deleted", code, res)
 	}
+	// A world that leaves targets out does not prune them (a file holding
+	// only the zone must not delete what `target add` made); one that
+	// declares none, `targets: []`, does.
 	none := *w
 	none.Targets = nil
+	if code := s.Call(t, "POST", "/v1/apply?prune=true", none, &res); code != http.StatusOK || res.Changed {
+		t.Fatalf("prune of a world without targets: %d %+v; want no change", code, res)
+	}
+	none.Targets = []config.TargetSpec{}
 	if code := s.Call(t, "POST", "/v1/apply?prune=true", none, &res); code != http.StatusOK || len(res.Deleted) != 3 {
 		t.Fatalf("prune of every target: %d %+v; want the 3 seeded ones deleted", code, res)
 	}

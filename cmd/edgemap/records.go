@@ -27,7 +27,7 @@ func recordCommand() *cli.Command {
 			must("name", "owner name, at or below the zone ('_' allowed: _acme-challenge, _dmarc)"),
 			must("type", strings.Join(types, ", ")),
 			must("value", `the data: 192.0.2.1, target.example.net, any text, 0 issue "letsencrypt.org", 10 mail.example.net`),
-			&cli.UintFlag{Name: "ttl", Usage: "seconds, 1..86400 (default: the zone's ttl)"},
+			&cli.UintFlag{Name: "ttl", Usage: "seconds, 1..86400", DefaultText: "the zone's ttl"},
 			jsonFlag,
 		}, "POST", fixed("/v1/records"), func(c *cli.Context) (any, error) {
 			s := config.RecordSpec{Name: c.String("name"), Type: c.String("type"), Value: c.String("value")}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -35,12 +36,12 @@ func serveCommand() *cli.Command {
 		str("db", "./var/edgemap.db", "bbolt database file; created if missing"),
 		str("listen", "127.0.0.1:5353", "DNS address, UDP and TCP"),
 		str("api-listen", "127.0.0.1:8053", "admin API address; off loopback it needs --api-token"),
-		str("api-token", "", "bearer token the admin API requires (required off loopback)"),
+		str("api-token", "", "bearer token the admin API requires (required off loopback; at least "+strconv.Itoa(minTokenLength)+" characters, e.g. openssl rand -hex 16)"),
 		str("geoip", "", "GeoIP2/GeoLite2 City .mmdb; reloaded on SIGHUP or POST /v1/geoip/reload"),
 		str("node-id", "", "name answered to NSID and CHAOS id.server (default: host name)"),
 		str("world", "", "world file to seed an empty database with"),
 		dur("map-interval", 10*time.Second, "how often the map is rebuilt from new measurements"),
-		dur("max-age", mapping.DefaultMaxAge, "measurements older than this no longer decide (default: 3 x the default probe interval)"),
+		dur("max-age", mapping.DefaultMaxAge, "measurements older than this no longer decide; the default is 3 x the default probe interval"),
 		dur("retention", 24*time.Hour, "measurements older than this are deleted from the database"),
 		dur("check-interval", 5*time.Second, "how often each edge's --check runs"),
 		dur("check-timeout", 2*time.Second, "one check's time limit"),
@@ -71,6 +72,8 @@ func serveCommand() *cli.Command {
 		num("api-max-conns", api.DefaultMaxConns, "open admin API connections; at the cap the oldest idle one is closed for a new one"),
 		dur("collector-read-timeout", probe.DefaultBodyTimeout, "time for a probe report's body to arrive after its headers"),
 		&cli.Int64Flag{Name: "collector-max-buffered", Value: probe.DefaultMaxBufferedBytes, EnvVars: env("collector-max-buffered"), Usage: "bytes of probe reports held in memory at once; more uploads get 429"},
+		num("events-max", node.DefaultEventsMax, "events the event log keeps in --db; the oldest go first"),
+		dur("events-max-age", node.DefaultEventsMaxAge, "events older than this leave the event log"),
 		list("etcd-endpoints", "etcd client URLs of the fleet (http://e1:2379,http://e2:2379); without, a single name server on --db"),
 		str("etcd-prefix", fleet.DefaultPrefix, "where the fleet's keys are in etcd"),
 		str("etcd-cacert", "", "CA certificate that etcd's server certificate is checked with"),
@@ -79,7 +82,7 @@ func serveCommand() *cli.Command {
 		str("etcd-user", "", "etcd user, when etcd has authentication on"),
 		str("etcd-password", "", "the etcd user's password (prefer EDGEMAP_ETCD_PASSWORD)"),
 		dur("etcd-lease-ttl", fleet.DefaultLeaseTTL, "how long a stopped name server stays registered in the fleet"),
-		str("advertise-dns", "", "DNS address other servers and `node list` show for this one (default: --listen)"),
+		str("advertise-dns", "", "DNS address other servers and edgemap node list show for this one (default: --listen)"),
 		str("advertise-api", "", "admin API URL probe agents reach this server at (default: http:// and --api-listen)"),
 	)}
 }
@@ -132,6 +135,10 @@ type serveConfig struct {
 	// Collector limits; zero means the probe package's default.
 	CollectorReadTimeout time.Duration
 	CollectorMaxBuffered int64
+	// The event log's bounds; zero means node's default.
+	EventsMax    int
+	EventsMaxAge time.Duration
+
 	// Notify tells systemd of the server's state (systemd.go); nil, as in
 	// tests that run the server in-process, tells no one.
 	Notify *notifier
@@ -340,6 +347,30 @@ func dbAdvice(path string, err error) error {
 	return fmt.Errorf("%w\nThe file was left unchanged. Restore it from a backup, or move it aside to start a new database; `edgemap db check %s` lists the damage.", err, path)
 }
 
+// minTokenLength is the shortest --api-token serve accepts: 32
+// characters, what `openssl rand -hex 16` prints (128 bits). The token is
+// all that stands between the network and the map; it is tried online,
+// where 128 bits is beyond any number of guesses, and a password-like
+// short token is not.
+const minTokenLength = 32
+
+// checkToken refuses a token too short to be a random secret, or one a
+// bearer header cannot carry as it is.
+func checkToken(token string) error {
+	if token == "" {
+		return nil // none: only a loopback API may have none (api.Listen)
+	}
+	if len(token) < minTokenLength {
+		return fmt.Errorf("--api-token: %d characters are too few for a secret nobody guesses: give at least %d random ones (openssl rand -hex 16 prints 32, 128 bits)", len(token), minTokenLength)
+	}
+	for _, r := range token {
+		if r <= ' ' || r > '~' {
+			return fmt.Errorf("--api-token: %q is not a printable ASCII character without spaces, which an Authorization header carries as it is", r)
+		}
+	}
+	return nil
+}
+
 // running says where a started server listens; tests wait for it instead
 // of sleeping.
 type running struct {
@@ -367,6 +398,7 @@ func serve(c *cli.Context) error {
 		APIReadTimeout:  c.Duration("api-read-timeout"), APIWriteTimeout: c.Duration("api-write-timeout"),
 		APIIdleTimeout: c.Duration("api-idle-timeout"), APIMaxConns: c.Int("api-max-conns"),
 		CollectorReadTimeout: c.Duration("collector-read-timeout"), CollectorMaxBuffered: c.Int64("collector-max-buffered"),
+		EventsMax: c.Int("events-max"), EventsMaxAge: c.Duration("events-max-age"),
 		Fleet: fleetSettingsFromFlags(c),
 	}
 	if cfg.DNS, err = dnsSettingsFromFlags(c); err != nil {
@@ -385,8 +417,15 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 		MapInterval: cfg.MapInterval, MaxAge: cfg.MaxAge, Retention: cfg.Retention, Stability: cfg.Stability,
 		DemandSlots: cfg.DemandSlots, DemandSourceCap: cfg.DemandSourceCap,
 		Checks: probe.MonitorConfig{Interval: cfg.CheckInterval, Timeout: cfg.CheckTimeout, DownAfter: cfg.DownAfter, UpAfter: cfg.UpAfter},
+		Events: store.EventLimits{MaxCount: cfg.EventsMax, MaxAge: cfg.EventsMaxAge},
 	}
 	if err := nodeOpts.Check(); err != nil {
+		return err
+	}
+	if cfg.EventsMax < 0 || cfg.EventsMaxAge < 0 {
+		return fmt.Errorf("--events-max and --events-max-age must not be negative (got %d, %v)", cfg.EventsMax, cfg.EventsMaxAge)
+	}
+	if err := checkToken(cfg.APIToken); err != nil {
 		return err
 	}
 	if cfg.DNS == nil {
@@ -421,6 +460,8 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	build := readBuildInfo()
+	build.register(reg)
 	nodeOpts.Store, nodeOpts.Registry = st, reg
 	cookieSecret := st.CookieSecret
 	var fl *fleet.Fleet
@@ -512,7 +553,8 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 	go func() { mapErr <- n.Run(ctx) }()
 
 	log.Info("serving", zap.String("dns", dns.Addr().String()), zap.String("api", apiSrv.Addr().String()),
-		zap.String("db", st.Path()), zap.String("node_id", nodeID))
+		zap.String("db", st.Path()), zap.String("node_id", nodeID), zap.String("version", build.Version), zap.String("commit", build.Commit))
+	n.RecordEvent(node.EventServer, fmt.Sprintf("server %s started: edgemap %s, DNS on %s, admin API on %s", nodeID, build.Version, dns.Addr(), apiSrv.Addr()))
 	if ready != nil {
 		ready(running{DNS: dns.Addr(), API: "http://" + apiSrv.Addr().String()})
 	}
@@ -547,7 +589,7 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 			cfg.Notify.ready(status)
 		case <-ctx.Done():
 			cfg.Notify.stopping()
-			log.Info("shutting down")
+			n.RecordEvent(node.EventServer, "server "+nodeID+" stopping")
 			err := apiSrv.Shutdown()
 			<-apiErr
 			n.Close() // joins the map loop before the store closes

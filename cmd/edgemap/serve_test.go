@@ -252,14 +252,21 @@ func TestAPIToken(t *testing.T) {
 		t.Fatalf("off-loopback API without a token: %v, want a refusal naming --api-token", err)
 	}
 
+	// A token too short to be a secret is refused (issue 14: a
+	// one-character token was accepted).
 	cfg = demoConfig(t)
 	cfg.APIToken = "s3cret"
+	if err := runServer(context.Background(), cfg, zap.NewNop(), nil); err == nil || !strings.Contains(err.Error(), "--api-token: 6 characters") {
+		t.Fatalf("a 6-character token: %v, want a refusal naming --api-token", err)
+	}
+	const secret = "s3cret-s3cret-s3cret-s3cret-s3cret"
+	cfg.APIToken = secret
 	s := startServer(t, cfg)
 	if code := s.Call(t, "GET", "/v1/edges", nil, nil); code != http.StatusUnauthorized {
 		t.Fatalf("no token: %d, want 401", code)
 	}
 	req, _ := http.NewRequest("GET", s.API+"/v1/edges", nil)
-	req.Header.Set("Authorization", "Bearer s3cret")
+	req.Header.Set("Authorization", "Bearer "+secret)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,7 +60,7 @@ func newBrowser(t *testing.T) *browser {
 		chromedp.Flag("disable-sync", true),
 		chromedp.Flag("disable-domain-reliability", true),
 		chromedp.Flag("no-proxy-server", true),
-		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"),
+		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND , EXCLUDE 127.0.0.*"), // loopback only (a fleet test's servers are 127.0.0.1x)
 	)
 	b := &browser{}
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
@@ -375,11 +376,43 @@ func TestDashboardInBrowser(t *testing.T) {
 	b.run(t, chromedp.KeyEvent(kb.ArrowRight))
 	b.await(t, 10*time.Second, "the activity", `!document.getElementById('view-activity').hidden && document.querySelectorAll('#activity-edges tbody tr').length > 0`)
 	shot(t, b, "activity.png")
+	// The event log, newest first: the drain above, by this test's client.
+	b.run(t, chromedp.KeyEvent(kb.ArrowRight))
+	b.await(t, 10*time.Second, "the event log", `!document.getElementById('view-events').hidden && !!document.querySelector('#events-table tbody tr[data-kind="config"]') &&
+		document.querySelector('#events-table tbody tr[data-kind="config"]').textContent.includes('edge lon1 changed (draining false -> true) by 127.0.0.1')`)
+	shot(t, b, "events.png")
 	b.run(t, chromedp.KeyEvent(kb.Home))
 	b.await(t, 5*time.Second, "back to the map", `!document.getElementById('view-map').hidden`)
 
+	if eval[bool](t, b, `document.getElementById('tab-fleet').hidden`) != true {
+		t.Error("a single name server's dashboard shows a Fleet tab")
+	}
+
 	shot(t, b, "dashboard.png")
 	b.checkClean(t, s.API)
+}
+
+// In a fleet the dashboard has a Fleet tab listing every name server (GET
+// /v1/nodes), and a server's Events tab shows a change another server
+// made, as applied from etcd with its revision.
+func TestDashboardFleetInBrowser(t *testing.T) {
+	b := newBrowser(t)
+	l := newFleetLab(t, 2)
+	ns1, ns2 := l.nodes[0], l.nodes[1]
+	l.converged(t, 5*time.Second)
+	if code := ns1.Call(t, http.MethodPost, "/v1/edges/lon1/drain", nil, nil); code != http.StatusOK {
+		t.Fatalf("drain on ns1: %d", code)
+	}
+	b.run(t, chromedp.EmulateViewport(1366, 768), chromedp.Navigate(ns2.API+"/ui/"))
+	b.await(t, 10*time.Second, "first render", `document.documentElement.dataset.rendered === 'true'`)
+	b.run(t, chromedp.Click(chromedp.ID("tab-fleet")))
+	b.await(t, 10*time.Second, "the fleet's two servers", `!document.getElementById('view-fleet').hidden &&
+		[...document.querySelectorAll('#fleet-table tbody tr')].map(r => r.textContent).sort().join('|').match(/^.*ns1.*\|.*ns2.*$/) !== null`)
+	shot(t, b, "fleet.png")
+	b.run(t, chromedp.Click(chromedp.ID("tab-events")))
+	b.await(t, 10*time.Second, "ns1's drain in ns2's event log", `!document.getElementById('view-events').hidden &&
+		[...document.querySelectorAll('#events-table tbody tr[data-kind="config"]')].some(r => /edge lon1 changed \(draining false -> true\) by another server of the fleet, applied from etcd revision \d+/.test(r.textContent))`)
+	b.checkClean(t, ns2.API)
 }
 
 // With --api-token the page asks for the token, keeps it in the tab's
@@ -387,7 +420,7 @@ func TestDashboardInBrowser(t *testing.T) {
 func TestDashboardTokenInBrowser(t *testing.T) {
 	b := newBrowser(t)
 	cfg := demoConfig(t)
-	const token = "browser-test-token-7c1d9e"
+	const token = "browser-test-token-7c1d9e8f7a6b5c4d3"
 	cfg.APIToken = token
 	s := startServer(t, cfg)
 	b.run(t, chromedp.Navigate(s.API+"/ui/"))

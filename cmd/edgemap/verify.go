@@ -58,7 +58,10 @@ func verifyCustomer(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	cl := newClient(c)
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
 	var zone config.Zone
 	var props []config.Property
 	var edges []config.Edge

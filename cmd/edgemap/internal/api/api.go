@@ -223,18 +223,22 @@ const (
 func (a *api) routes(gather prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", a.healthz)
+	mux.HandleFunc("GET /livez", livez)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gather, promhttp.HandlerOpts{}))
-	// The dashboard shows the fleet's and the event log's panels when this
-	// table has their endpoints.
+	// The dashboard shows the event log's panel when this table has its
+	// endpoint, and the fleet's in a fleet (GET /v1/nodes, served below as
+	// agents sign for it too, lists a single server alone).
 	var v1 map[string]http.HandlerFunc
 	dash := ui.New(ui.Source{Snapshot: a.n.Snapshot().Load, Measurements: a.n.Measurements, MaxAge: a.n.MaxAge(), Activity: a.activity},
-		ui.Options{TokenRequired: a.token != "", HasEndpoint: func(path string) bool { return v1["GET "+path] != nil }})
+		ui.Options{TokenRequired: a.token != "", HasEndpoint: func(path string) bool {
+			return v1["GET "+path] != nil || (path == "/v1/nodes" && a.fleet != nil)
+		}})
 	v1 = map[string]http.HandlerFunc{
 		"GET /v1/zone":                 a.getZone,
 		"PUT /v1/zone":                 a.putZone,
-		"GET /v1/edges":                get(a, config.EdgesOf, "", edges),
+		"GET /v1/edges":                get(a, a.edgeStates, "", edges),
 		"POST /v1/edges":               a.createEdge,
-		"GET /v1/edges/{id}":           get(a, config.EdgeOf, "id", config.FindEdge),
+		"GET /v1/edges/{id}":           get(a, a.edgeState, "id", config.FindEdge),
 		"PATCH /v1/edges/{id}":         a.patchEdge,
 		"POST /v1/edges/{id}/drain":    a.drainEdge(true),
 		"POST /v1/edges/{id}/undrain":  a.drainEdge(false),
@@ -256,6 +260,8 @@ func (a *api) routes(gather prometheus.Gatherer) http.Handler {
 		"GET /v1/keys":                 a.listKeys,
 		"POST /v1/keys":                a.createKey,
 		"DELETE /v1/keys/{id}":         a.deleteKey,
+		"GET /v1/events":               a.events,
+		"GET /v1/db/backup":            a.backup,
 		"GET /v1/ui/map":               dash.ServeMap,
 		"GET /v1/ui/matrix":            dash.ServeMatrix,
 		"GET /v1/ui/activity":          dash.ServeActivity,
@@ -272,7 +278,7 @@ func (a *api) routes(gather prometheus.Gatherer) http.Handler {
 	// name to this server, cannot sign a request without the key's secret.
 	// The Origin check costs agents nothing (they send none).
 	c := &a.collector
-	c.Store, c.Log = a.n.Collector(), a.log.Named("collector")
+	c.Store, c.Log, c.Result = a.n.Collector(), a.log.Named("collector"), a.n.ReportResult
 	collector := http.NewServeMux()
 	c.Register(collector)
 	mux.Handle("/v1/reports", a.browserSafe(false, collector))
@@ -318,15 +324,31 @@ func (a *api) internal(w http.ResponseWriter, err error) {
 	probe.WriteError(w, http.StatusInternalServerError, err)
 }
 
-// edit commits one configuration edit and answers the record it wrote, as
-// show makes it for the wire: every write endpoint is one of these.
-func edit[T, V any](a *api, w http.ResponseWriter, status int, show func(T) V, fn func(c *store.Config) (T, error)) {
+// edit commits one configuration edit for r's client and answers the
+// record it wrote, as show makes it for the wire: every write endpoint is
+// one of these.
+func edit[T, V any](a *api, w http.ResponseWriter, r *http.Request, status int, show func(T) V, fn func(c *store.Config) (T, error)) {
 	var rec T
-	_, err := a.n.Update(func(c *store.Config) (err error) {
+	_, err := a.n.UpdateAs(a.client(r), func(c *store.Config) (err error) {
 		rec, err = fn(c)
 		return err
 	})
 	a.write(w, status, err, show(rec))
+}
+
+// client is who sent r, for the event log: the connection's address,
+// whether the API has a token (then r gave it: admin checked), and what
+// the client calls itself.
+func (a *api) client(r *http.Request) *node.Client {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	agent := r.UserAgent()
+	if len(agent) > 200 {
+		agent = agent[:200]
+	}
+	return &node.Client{Addr: host, Token: a.token != "", Agent: agent}
 }
 
 // get is a handler answering what fn finds in the configuration, as show
@@ -347,36 +369,68 @@ func get[T, V any](a *api, show func(T) V, param string, fn func(c store.Config,
 func update[S, T, V any](a *api, w http.ResponseWriter, r *http.Request, status int, show func(T) V, fn func(c *store.Config, s S) (T, error)) {
 	var s S
 	if decode(w, r, &s) {
-		edit(a, w, status, show, func(c *store.Config) (T, error) { return fn(c, s) })
+		edit(a, w, r, status, show, func(c *store.Config) (T, error) { return fn(c, s) })
 	}
 }
 
 // deleted is the answer to a DELETE.
 func deleted(key string) map[string]string { return map[string]string{"deleted": key} }
 
+// healthz says whether this server should get DNS traffic: 503 until it
+// has a zone and a published map (without a zone it REFUSES every query,
+// and a load balancer must not send it any), 200 otherwise, with status
+// "degraded" and the reason while a fleet's server cannot reach etcd or
+// lags behind it (it still answers as well as before, from its copy).
+// Whether the process lives is /livez's.
 func (a *api) healthz(w http.ResponseWriter, r *http.Request) {
 	snap := a.n.Snapshot().Load()
+	st := map[string]any{"status": "unavailable"}
 	if snap == nil {
-		probe.WriteError(w, http.StatusServiceUnavailable, errNoSnapshot)
+		st["reason"] = "no map published yet"
+		probe.WriteJSON(w, http.StatusServiceUnavailable, st)
 		return
 	}
-	st := map[string]any{"status": "ok", "map_built": snap.Built()}
-	if z := snap.Zone(); z != nil {
-		st["zone"], st["serial"] = z.Name, z.Serial
-	}
+	st["map_built"] = snap.Built()
+	st["map_age_s"] = time.Since(snap.Built()).Round(time.Millisecond).Seconds()
 	if g := snap.Geo(); g != nil {
 		st["geoip"] = g.Describe()
 	}
+	var fh *fleet.Health
 	if a.fleet != nil {
+		h := a.fleet.Health()
+		fh, st["fleet"] = &h, h
+	}
+	z := snap.Zone()
+	if z == nil {
+		st["reason"] = "no zone is configured, so every query is REFUSED: set one (edgemap zone set, or edgemap apply -f world.yaml)"
+		if fh != nil && fh.Degraded {
+			st["reason"] = "no zone is configured, so every query is REFUSED, and the fleet's configuration cannot be read: " + degradedReason(*fh)
+		}
+		probe.WriteJSON(w, http.StatusServiceUnavailable, st)
+		return
+	}
+	st["status"], st["zone"], st["serial"] = "ok", z.Name, z.Serial
+	if fh != nil && fh.Degraded {
 		// Still 200: a server cut off from etcd answers as well as before,
 		// from its copy; only writes are refused.
-		h := a.fleet.Health()
-		st["fleet"] = h
-		if h.Degraded {
-			st["status"] = "degraded"
-		}
+		st["status"], st["reason"] = "degraded", degradedReason(*fh)
 	}
 	probe.WriteJSON(w, http.StatusOK, st)
+}
+
+// degradedReason says why a fleet's server is degraded.
+func degradedReason(h fleet.Health) string {
+	if h.Etcd != "ok" {
+		return "etcd " + h.Etcd + ": answering from this server's copy (revision " + strconv.FormatInt(h.Revision, 10) + "); configuration writes are refused"
+	}
+	return fmt.Sprintf("serving configuration revision %d, etcd has %d (%.1f s behind)", h.Revision, h.Head, h.LagSeconds)
+}
+
+// livez answers 200 while the process serves HTTP: a supervisor restarts
+// a server that fails it, which a server without a zone (503 on /healthz)
+// must not be.
+func livez(w http.ResponseWriter, _ *http.Request) {
+	probe.WriteJSON(w, http.StatusOK, map[string]string{"status": "alive"})
 }
 
 // explain explains the answer to a query as it reaches this server: with

@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -27,13 +28,16 @@ const (
 )
 
 // RecordChange is one record that differs: its kind ("zone", "edge",
-// "property", "target", "record", "key") and key, and for a changed one each field
-// that differs, old -> new. Added and removed records list no fields.
+// "property", "target", "record", "key") and key, for a changed one each
+// field that differs, old -> new, and for an added or removed one the whole
+// record as the API shows it (the new one, or the one removed), so that a
+// dry run shows what would be created and an event log what was deleted.
 type RecordChange struct {
-	Kind   string        `json:"kind"`
-	Key    string        `json:"key"`
-	Change Change        `json:"change"`
-	Fields []FieldChange `json:"fields,omitempty"`
+	Kind   string          `json:"kind"`
+	Key    string          `json:"key"`
+	Change Change          `json:"change"`
+	Fields []FieldChange   `json:"fields,omitempty"`
+	Record json.RawMessage `json:"record,omitempty"`
 }
 
 // FieldChange is one field's old and new value as JSON (absent: null).
@@ -113,13 +117,13 @@ func diffRecords[T any](d *Diff, kind string, old, new []T, key func(T) string) 
 		o, had := byKey[k]
 		delete(byKey, k)
 		if !had {
-			out = append(out, RecordChange{Kind: kind, Key: k, Change: Added})
+			out = append(out, RecordChange{Kind: kind, Key: k, Change: Added, Record: marshal(n)})
 		} else if fields := diffFields(o, n); len(fields) > 0 {
 			out = append(out, RecordChange{Kind: kind, Key: k, Change: Changed, Fields: fields})
 		}
 	}
-	for k := range byKey {
-		out = append(out, RecordChange{Kind: kind, Key: k, Change: Removed})
+	for k, o := range byKey {
+		out = append(out, RecordChange{Kind: kind, Key: k, Change: Removed, Record: marshal(o)})
 	}
 	slices.SortFunc(out, func(a, b RecordChange) int { return strings.Compare(a.Key, b.Key) })
 	d.Records = append(d.Records, out...)
@@ -144,27 +148,37 @@ func diffFields(old, new any) []FieldChange {
 	return out
 }
 
+// marshal is a wire record as JSON; they always marshal.
+func marshal(v any) json.RawMessage {
+	raw, _ := json.Marshal(v)
+	return raw
+}
+
 type jsonField struct {
 	name  string
 	value json.RawMessage
 }
 
-// jsonFields is a record's JSON object as its fields in order.
+// jsonFields is a record's fields in the order of its JSON, each as JSON,
+// those its JSON leaves out when empty included (as their zero value:
+// "draining false -> true", not "null -> true").
 func jsonFields(v any) []jsonField {
-	raw, err := json.Marshal(v)
-	if err != nil {
-		return nil // the wire types always marshal
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
+	rv := reflect.ValueOf(v)
 	var out []jsonField
-	dec.Token() // {
-	for dec.More() {
-		k, _ := dec.Token()
-		var val json.RawMessage
-		if dec.Decode(&val) != nil {
-			return out
+	for i := range rv.NumField() {
+		f := rv.Type().Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if !f.IsExported() || name == "-" {
+			continue
 		}
-		out = append(out, jsonField{k.(string), val})
+		if name == "" {
+			name = f.Name
+		}
+		raw, err := json.Marshal(rv.Field(i).Interface())
+		if err != nil {
+			continue // the wire types always marshal
+		}
+		out = append(out, jsonField{name, raw})
 	}
 	return out
 }

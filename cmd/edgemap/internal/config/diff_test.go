@@ -57,7 +57,7 @@ func TestDiffConfigs(t *testing.T) {
 		"edge ams1 added",
 		"edge fra1 changed capacity:20000->900",
 		"edge syd1 removed",
-		`property ` + old.Properties[0].Name + ` changed all_down:null->"nodata"`,
+		`property ` + old.Properties[0].Name + ` changed all_down:""->"nodata"`,
 		"target " + old.Targets[0].Block.String() + " removed",
 	}
 	if !slices.Equal(got, want) {

@@ -85,7 +85,8 @@ func TestEditsConflictAndNotFound(t *testing.T) {
 }
 
 // apply keeps an edge's drain state and, with prune, removes what the
-// world does not name; without a zone it refuses to prune.
+// world does not name of the kinds it declares, and nothing of the kinds
+// it leaves out.
 func TestApplyToKeepsDrainAndPrunes(t *testing.T) {
 	w, err := ReadWorld("../../../../testdata/world.yaml")
 	if err != nil {
@@ -110,10 +111,21 @@ func TestApplyToKeepsDrainAndPrunes(t *testing.T) {
 	if _, _, removed := DiffConfigs(before, c).Lists(); len(removed) != len(w.Properties)-1 {
 		t.Errorf("prune removed %v, want the %d properties the file no longer names", removed, len(w.Properties)-1)
 	}
+	// A file of the zone alone prunes nothing (issue 14: it deleted every
+	// edge, property and target); an empty list prunes its kind.
+	zoneOnly := WorldSpec{Zone: w.Zone}
+	pruned := c.Clone()
+	if err := zoneOnly.ApplyTo(&c, true); err != nil || !DiffConfigs(pruned, c).Empty() {
+		t.Errorf("prune with a file of the zone alone: %v, changed %v; want nothing changed", err, changes(DiffConfigs(pruned, c)))
+	}
+	noTargets := WorldSpec{Zone: w.Zone, Targets: []TargetSpec{}}
+	if err := noTargets.ApplyTo(&c, true); err != nil || len(c.Targets) != 0 || len(c.Edges) != len(w.Edges) {
+		t.Errorf("prune with targets: []: %v, %d targets and %d edges left; want 0 and %d", err, len(c.Targets), len(c.Edges), len(w.Edges))
+	}
 	noZone := *w
 	noZone.Zone = nil
-	if err := noZone.ApplyTo(&c, true); fieldOf(err) != "zone" {
-		t.Errorf("prune without a zone: %v, want an error on zone", err)
+	if err := noZone.ApplyTo(&c, true); err != nil || c.Zone == nil {
+		t.Errorf("prune without a zone: %v, zone %v; want the zone kept", err, c.Zone)
 	}
 	dup := *w
 	dup.Edges = append(slices.Clone(w.Edges), w.Edges[0])

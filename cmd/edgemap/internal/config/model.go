@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/store"
 )
 
@@ -53,6 +54,41 @@ type Edge struct {
 	Capacity int        `json:"capacity,omitempty"`
 	Check    string     `json:"check,omitempty"`
 	Draining bool       `json:"draining,omitempty"`
+}
+
+// EdgeState is an edge as the API lists it: its configuration, and its
+// state in the published map: "up", "down" (its check or agent says so;
+// Health says which, since when and why) or "draining" (edge drain).
+type EdgeState struct {
+	Edge
+	State  string      `json:"state"`
+	Health *EdgeHealth `json:"health,omitempty"`
+}
+
+// EdgeHealth is an edge's health as the name server decided it: what said
+// so (check, agent, persisted: as before a restart; none: nothing has),
+// since when, and why.
+type EdgeHealth struct {
+	Up     bool      `json:"up"`
+	Source string    `json:"source"`
+	Since  time.Time `json:"since,omitzero"`
+	Reason string    `json:"reason,omitempty"`
+}
+
+// EdgeStateOf is a stored edge with its health in the published map (nil:
+// not in it yet).
+func EdgeStateOf(e store.Edge, h *mapping.Health) EdgeState {
+	s := EdgeState{Edge: EdgeOf(e), State: "up"}
+	if h != nil {
+		s.Health = &EdgeHealth{Up: h.Up, Source: string(h.Source), Since: h.Since, Reason: h.Reason}
+		if !h.Up {
+			s.State = "down"
+		}
+	}
+	if e.Draining {
+		s.State = "draining"
+	}
+	return s
 }
 
 // Property is a customer hostname. AllDown "" is the default, serve-best.
@@ -105,6 +141,8 @@ type KeySpec struct {
 // ApplyResult is what an apply changed: the records as lists for people,
 // and the Diff with every field's old and new value.
 type ApplyResult struct {
+	// DryRun: nothing was changed; the rest says what would be.
+	DryRun  bool     `json:"dry_run,omitempty"`
 	Changed bool     `json:"changed"`
 	Serial  uint32   `json:"serial"`
 	Created []string `json:"created"`

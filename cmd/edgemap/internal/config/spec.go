@@ -81,13 +81,15 @@ type TargetSpec struct {
 }
 
 // WorldSpec is a whole declared configuration: a world file, the body of
-// POST /v1/apply.
+// POST /v1/apply. A list left out (nil, JSON null) is not declared, which
+// `apply --prune` tells from an empty one (see ApplyTo), so none of them
+// is omitempty.
 type WorldSpec struct {
 	Zone       *ZoneSpec      `json:"zone,omitempty" yaml:"zone"`
 	Edges      []EdgeSpec     `json:"edges" yaml:"edges"`
 	Properties []PropertySpec `json:"properties" yaml:"properties"`
-	Targets    []TargetSpec   `json:"targets,omitempty" yaml:"targets"`
-	Records    []RecordSpec   `json:"records,omitempty" yaml:"records"`
+	Targets    []TargetSpec   `json:"targets" yaml:"targets"`
+	Records    []RecordSpec   `json:"records" yaml:"records"`
 }
 
 // Defaults and bounds of what a property may leave out.

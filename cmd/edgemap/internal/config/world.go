@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -29,17 +30,39 @@ func ReadWorld(path string) (*WorldSpec, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%s: empty world file", path)
 		}
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			for i, e := range te.Errors {
+				te.Errors[i] = unknownKey.ReplaceAllStringFunc(e, func(m string) string {
+					sm := unknownKey.FindStringSubmatch(m)
+					return fmt.Sprintf("unknown key %q in %s", sm[1], specNames[sm[2]])
+				})
+			}
+		}
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return &w, nil
 }
 
+// unknownKey is yaml.v3's error for a key no field takes, which names Go
+// types; specNames says what they are in a world file.
+var (
+	unknownKey = regexp.MustCompile(`field (\S+) not found in type config\.(\w+)`)
+	specNames  = map[string]string{"WorldSpec": "the world file (zone, edges, properties, targets, records)", "ZoneSpec": "the zone",
+		"NSSpec": "a name server", "EdgeSpec": "an edge", "PropertySpec": "a property", "TargetSpec": "a target", "RecordSpec": "a static record"}
+)
+
 // ApplyTo makes c match the world. Without prune, records the world does
-// not name are kept; with prune they are removed (static records too: a
-// record is named by its name, type and value). Drain state, set by
+// not name are kept. With prune, each kind of record the world declares
+// (its list is present, even empty: `targets: []`) ends up exactly as
+// declared; a kind it leaves out is not touched, so that a file holding
+// only the zone cannot delete every edge, and targets managed with
+// `target add` or static records managed with `record add` survive a world
+// file that has none. A static record is named by its name, type and
+// value. Drain state, set by
 // `edge drain`, is operational: a world file neither sets nor clears it.
 // Errors name the record, e.g. "edges[2].lat". What changed is
-// Diff(before, *c).
+// DiffConfigs(before, *c).
 func (w *WorldSpec) ApplyTo(c *store.Config, prune bool) error {
 	if w.Zone != nil {
 		z, err := w.Zone.Zone(c.Zone)
@@ -47,8 +70,6 @@ func (w *WorldSpec) ApplyTo(c *store.Config, prune bool) error {
 			return mapping.Within("zone", err)
 		}
 		c.Zone = &z
-	} else if prune && c.Zone != nil {
-		return mapping.FieldErrorf("zone", "--prune needs the file to declare the zone")
 	}
 
 	edges, err := declared(w.Edges, "edges", "edge", func(s EdgeSpec) (store.Edge, string, error) {
@@ -64,7 +85,7 @@ func (w *WorldSpec) ApplyTo(c *store.Config, prune bool) error {
 			edges[old.ID] = e
 		}
 	}
-	c.Edges = merge(c.Edges, edges, prune, func(e store.Edge) string { return e.ID })
+	c.Edges = merge(c.Edges, edges, prune && w.Edges != nil, func(e store.Edge) string { return e.ID })
 
 	props, err := declared(w.Properties, "properties", "property", func(s PropertySpec) (store.Property, string, error) {
 		name, err := HostName("name", s.Name)
@@ -77,7 +98,7 @@ func (w *WorldSpec) ApplyTo(c *store.Config, prune bool) error {
 	if err != nil {
 		return err
 	}
-	c.Properties = merge(c.Properties, props, prune, func(p store.Property) string { return p.Name })
+	c.Properties = merge(c.Properties, props, prune && w.Properties != nil, func(p store.Property) string { return p.Name })
 
 	targets, err := declared(w.Targets, "targets", "target", func(s TargetSpec) (store.Target, string, error) {
 		t, err := s.Target()
@@ -86,7 +107,7 @@ func (w *WorldSpec) ApplyTo(c *store.Config, prune bool) error {
 	if err != nil {
 		return err
 	}
-	c.Targets = merge(c.Targets, targets, prune, func(t store.Target) string { return t.Block.String() })
+	c.Targets = merge(c.Targets, targets, prune && w.Targets != nil, func(t store.Target) string { return t.Block.String() })
 
 	// After the zone: a record without a TTL gets the zone's as declared.
 	zoneTTL := TimersOf(c.Zone).TTL
@@ -97,7 +118,7 @@ func (w *WorldSpec) ApplyTo(c *store.Config, prune bool) error {
 	if err != nil {
 		return err
 	}
-	c.Records = merge(c.Records, records, prune, store.Record.Key)
+	c.Records = merge(c.Records, records, prune && w.Records != nil, store.Record.Key)
 	return nil
 }
 

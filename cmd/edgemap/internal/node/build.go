@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 	"github.com/edgemap/edgemap/mapping"
@@ -143,7 +144,13 @@ func (b *builder) build(w work) error {
 	in.Stability = n.opts.Stability
 	in.Previous = n.snap.Load()
 	var changed map[string]mapping.Health
+	first := map[string]bool{}
 	in.Health, changed = decideHealth(b.decided, n.health.snapshot(), b.cfg.cfg.Edges, now)
+	for id := range changed {
+		if _, had := b.decided[id]; !had {
+			first[id] = true
+		}
+	}
 	if in.Previous != nil && !configChanged && w.geo == nil && !ratesChanged && maps.Equal(in.Health, b.decided) &&
 		sameMeasurements(in.Measurements, b.view) && !validityChanges(in.Measurements, b.asOfNow, in.Now, in.MaxAge) {
 		// The map would come out as it is: it is right as of now too. An
@@ -183,7 +190,7 @@ func (b *builder) build(w work) error {
 	if z := b.cfg.cfg.Zone; z != nil {
 		n.metrics.serial.Set(float64(z.Serial))
 	}
-	b.observe(snap, changed)
+	b.observe(snap, changed, first)
 	if configChanged {
 		b.syncChecks()
 	}
@@ -216,41 +223,63 @@ func validityChanges(ms []mapping.Measurement, from, to time.Time, maxAge time.D
 	return false
 }
 
-// observe persists, logs and counts what a published map changed: edges
-// going down or up (persisted, so a restarted server starts from them, by
-// the persister: a bbolt write can wait seconds behind a large commit, and
-// the builder must not),
-// properties entering or leaving the all-down state (logged once per
-// transition), and the per-edge gauges.
-func (b *builder) observe(snap *mapping.Snapshot, changed map[string]mapping.Health) {
+// observe persists, records and counts what a published map changed:
+// edges going down or up (persisted, so a restarted server starts from
+// them, by the persister: a bbolt write can wait seconds behind a large
+// commit, and the builder must not; recorded in the event log, which
+// writes in its own goroutine too), properties entering or leaving the
+// all-down state (once per transition), and the per-edge gauges. An
+// edge's first decision after a start is an event only when it is down:
+// "up" is what nothing having said anything means.
+func (b *builder) observe(snap *mapping.Snapshot, changed map[string]mapping.Health, first map[string]bool) {
 	n := b.n
 	for _, id := range sortedEdges(changed) {
 		h := changed[id]
-		if h.Source == mapping.HealthNone {
+		if h.Source == mapping.HealthNone && (first[id] || h.Reason == "") {
 			continue
 		}
 		if !h.Up {
 			n.metrics.failovers.Inc()
-			n.log.Warn("edge down; answers move to other edges", zap.String("edge", id), zap.String("source", string(h.Source)))
-		} else {
-			n.log.Info("edge up", zap.String("edge", id), zap.String("source", string(h.Source)))
 		}
-		n.persist.add(id, store.EdgeHealth{Up: h.Up, Source: string(h.Source), Since: h.Since})
+		if !first[id] || !h.Up {
+			n.events.record(healthEvent(id, h))
+		}
+		n.persist.add(id, store.EdgeHealth{Up: h.Up, Source: string(h.Source), Since: h.Since, Reason: h.Reason})
 	}
 	now := map[string]bool{}
 	for _, p := range snap.AllDown() {
 		now[p] = true
 		if !b.allDown[p] {
-			n.log.Error("every edge of the property is down", zap.String("property", p))
+			n.events.record(Event{Kind: EventAllDown, Property: p, State: "all_down", level: zapcore.ErrorLevel,
+				Message: "every edge of " + p + " is down or draining: its answers follow its all_down policy"})
 		}
 	}
-	for p := range b.allDown {
+	for _, p := range slices.Sorted(maps.Keys(b.allDown)) {
 		if !now[p] {
-			n.log.Info("the property has edges up again", zap.String("property", p))
+			n.events.record(Event{Kind: EventAllDown, Property: p, State: "recovered", level: zapcore.InfoLevel,
+				Message: p + " has edges up again"})
 		}
 	}
 	b.allDown = now
 	n.metrics.observe(b.cfg.cfg.Edges, b.decided, snap.Load())
+}
+
+// healthEvent is an edge's health transition as an event: going down is
+// a failover.
+func healthEvent(id string, h mapping.Health) Event {
+	e := Event{Kind: EventHealth, Edge: id, Reason: h.Reason}
+	by := string(h.Source)
+	if h.Source == mapping.HealthNone {
+		by = "nothing"
+	}
+	if h.Up {
+		e.State, e.level = "up", zapcore.InfoLevel
+		e.Message = fmt.Sprintf("edge %s up (%s): answered again", id, by)
+	} else {
+		e.State, e.level = "down", zapcore.WarnLevel
+		e.Message = fmt.Sprintf("edge %s down (%s): failover, its answers move to other edges", id, by)
+	}
+	return e
 }
 
 // syncChecks makes the health monitor check exactly the configured edges'

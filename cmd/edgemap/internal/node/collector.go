@@ -54,6 +54,9 @@ func (c collector) Accept(keyID string, seq uint64, r *probe.Report) (int, error
 		return 0, err
 	}
 	c.n.reports.Add(1)
+	if stored > 0 {
+		c.n.freshest.saw(r.Edge, r.MeasuredAt)
+	}
 	if r.EdgeUp != nil {
 		interval := time.Duration(r.IntervalMs) * time.Millisecond
 		if c.n.health.reported(r.Edge, *r.EdgeUp, time.Now(), interval) {

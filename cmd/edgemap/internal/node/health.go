@@ -23,8 +23,9 @@ const agentSilentAfter = 3
 // observation is one source's latest word on an edge: up or down, since
 // when.
 type observation struct {
-	up    bool
-	since time.Time
+	up     bool
+	since  time.Time
+	reason string
 }
 
 // agentReport is an agent's latest word, with when it came and how often
@@ -61,18 +62,22 @@ func decideHealth(prev map[string]mapping.Health, ev healthEvidence, edges []sto
 		check, hasCheck := ev.checks[e.ID]
 		switch {
 		case fresh && !agent.up:
-			h = mapping.Health{Up: false, Source: mapping.HealthAgent, Since: agent.since}
+			h = mapping.Health{Up: false, Source: mapping.HealthAgent, Since: agent.since, Reason: "its probe agent reports it down"}
 		case hasCheck && !check.up:
-			h = mapping.Health{Up: false, Source: mapping.HealthCheck, Since: check.since}
+			h = mapping.Health{Up: false, Source: mapping.HealthCheck, Since: check.since, Reason: check.reason}
 		case fresh:
-			h = mapping.Health{Up: true, Source: mapping.HealthAgent, Since: agent.since}
+			h = mapping.Health{Up: true, Source: mapping.HealthAgent, Since: agent.since, Reason: "its probe agent reports it up"}
 		case hasCheck:
-			h = mapping.Health{Up: true, Source: mapping.HealthCheck, Since: check.since}
+			h = mapping.Health{Up: true, Source: mapping.HealthCheck, Since: check.since, Reason: check.reason}
 		default:
 			if p, ok := ev.persisted[e.ID]; ok && e.Check != "" {
-				h = mapping.Health{Up: p.Up, Source: mapping.HealthPersisted, Since: p.Since}
+				h = mapping.Health{Up: p.Up, Source: mapping.HealthPersisted, Since: p.Since,
+					Reason: "as decided before the restart, until its first check: " + p.Reason}
 			} else {
 				h = mapping.Health{Up: true, Source: mapping.HealthNone}
+				if hasAgent {
+					h.Reason = "its probe agent went silent, and no check of this server's says otherwise"
+				}
 			}
 		}
 		old, had := prev[e.ID]
@@ -103,11 +108,11 @@ func newEvidence(persisted map[string]store.EdgeHealth) *evidence {
 }
 
 // checked records a check result.
-func (ev *evidence) checked(edge string, up bool, at time.Time) {
+func (ev *evidence) checked(edge string, up bool, at time.Time, reason string) {
 	ev.mu.Lock()
 	defer ev.mu.Unlock()
 	if old, ok := ev.checks[edge]; !ok || old.up != up {
-		ev.checks[edge] = observation{up: up, since: at}
+		ev.checks[edge] = observation{up: up, since: at, reason: reason}
 	}
 }
 

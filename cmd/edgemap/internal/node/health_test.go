@@ -33,22 +33,25 @@ func TestDecideHealth(t *testing.T) {
 			want:    map[string]mapping.Health{"a": {Up: true, Source: mapping.HealthNone, Since: healthNow}, "b": {Up: true, Source: mapping.HealthNone, Since: healthNow}},
 			changed: []string{"a", "b"}},
 		{name: "persisted, until a check says",
-			ev:      healthEvidence{persisted: map[string]store.EdgeHealth{"a": {Up: false, Source: "check", Since: earlier}, "b": {Up: false, Since: earlier}}},
-			want:    map[string]mapping.Health{"a": {Up: false, Source: mapping.HealthPersisted, Since: earlier}, "b": {Up: true, Source: mapping.HealthNone, Since: healthNow}},
+			ev: healthEvidence{persisted: map[string]store.EdgeHealth{"a": {Up: false, Source: "check", Since: earlier, Reason: "tcp://a:1 failed 3 times in a row: refused"},
+				"b": {Up: false, Since: earlier}}},
+			want: map[string]mapping.Health{"a": {Up: false, Source: mapping.HealthPersisted, Since: earlier,
+				Reason: "as decided before the restart, until its first check: tcp://a:1 failed 3 times in a row: refused"}, "b": {Up: true, Source: mapping.HealthNone, Since: healthNow}},
 			changed: []string{"a", "b"}},
 		{name: "agent down beats check up",
 			ev:      healthEvidence{agents: map[string]agentReport{"a": agent(false, time.Second)}, checks: map[string]observation{"a": check(true)}},
 			prev:    map[string]mapping.Health{"a": {Up: true, Source: mapping.HealthCheck, Since: earlier}, "b": {Up: true, Source: mapping.HealthNone, Since: earlier}},
-			want:    map[string]mapping.Health{"a": {Up: false, Source: mapping.HealthAgent, Since: earlier}, "b": {Up: true, Source: mapping.HealthNone, Since: earlier}},
+			want:    map[string]mapping.Health{"a": {Up: false, Source: mapping.HealthAgent, Since: earlier, Reason: "its probe agent reports it down"}, "b": {Up: true, Source: mapping.HealthNone, Since: earlier}},
 			changed: []string{"a"}},
 		{name: "check down beats agent up",
 			ev:   healthEvidence{agents: map[string]agentReport{"a": agent(true, time.Second)}, checks: map[string]observation{"a": check(false)}},
 			prev: map[string]mapping.Health{"a": {Up: false, Source: mapping.HealthCheck, Since: earlier}, "b": {Up: true, Source: mapping.HealthNone, Since: earlier}},
 			want: map[string]mapping.Health{"a": {Up: false, Source: mapping.HealthCheck, Since: earlier}, "b": {Up: true, Source: mapping.HealthNone, Since: earlier}}},
 		{name: "a silent agent no longer counts",
-			ev:      healthEvidence{agents: map[string]agentReport{"a": agent(false, 31*time.Second)}},
-			prev:    map[string]mapping.Health{"a": {Up: false, Source: mapping.HealthAgent, Since: earlier}, "b": {Up: true, Source: mapping.HealthNone, Since: earlier}},
-			want:    map[string]mapping.Health{"a": {Up: true, Source: mapping.HealthNone, Since: healthNow}, "b": {Up: true, Source: mapping.HealthNone, Since: earlier}},
+			ev:   healthEvidence{agents: map[string]agentReport{"a": agent(false, 31*time.Second)}},
+			prev: map[string]mapping.Health{"a": {Up: false, Source: mapping.HealthAgent, Since: earlier}, "b": {Up: true, Source: mapping.HealthNone, Since: earlier}},
+			want: map[string]mapping.Health{"a": {Up: true, Source: mapping.HealthNone, Since: healthNow,
+				Reason: "its probe agent went silent, and no check of this server's says otherwise"}, "b": {Up: true, Source: mapping.HealthNone, Since: earlier}},
 			changed: []string{"a"}},
 		{name: "a change of source keeps Since",
 			ev:   healthEvidence{checks: map[string]observation{"a": {up: true, since: healthNow}}},
@@ -97,14 +100,14 @@ func TestHealthEvidence(t *testing.T) {
 	if !ev.reported("a", false, healthNow.Add(2*time.Second), time.Second) {
 		t.Error("a flip is a change")
 	}
-	ev.checked("a", false, healthNow)
-	ev.checked("b", false, healthNow)
-	ev.checked("b", false, healthNow.Add(time.Hour)) // no change: since stays
+	ev.checked("a", false, healthNow, "test")
+	ev.checked("b", false, healthNow, "test")
+	ev.checked("b", false, healthNow.Add(time.Hour), "test") // no change: since stays
 	snap := ev.snapshot()
 	if got := snap.checks["b"].since; !got.Equal(healthNow) {
 		t.Errorf("an unchanged check result moved since to %v", got)
 	}
-	ev.checked("c", true, healthNow)
+	ev.checked("c", true, healthNow, "test")
 	if !ev.forget([]store.Edge{{ID: "a"}, {ID: "b"}}, map[string]bool{"a": true}) {
 		t.Error("forget dropped no check result")
 	}
@@ -119,7 +122,7 @@ func TestHealthEvidence(t *testing.T) {
 		t.Error("an edge that is gone kept its agent's word")
 	}
 	// The snapshot is a copy: later evidence does not change it.
-	ev.checked("b", true, healthNow)
+	ev.checked("b", true, healthNow, "test")
 	if _, ok := snap.checks["b"]; ok {
 		t.Error("a snapshot changed after it was taken")
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 	"github.com/edgemap/edgemap/mapping"
@@ -91,6 +92,9 @@ type Options struct {
 	// Checks configures the health checks of edges that have one; its
 	// OnChange and Log are the node's. The zero value runs no checks.
 	Checks probe.MonitorConfig
+	// Events bounds the event log kept in Store; zero fields are
+	// DefaultEventsMax, DefaultEventsMaxBytes and DefaultEventsMaxAge.
+	Events store.EventLimits
 }
 
 // Check names the flag of the first option out of range.
@@ -127,7 +131,10 @@ type Node struct {
 	monitor *probe.Monitor // nil: no checks
 	metrics metrics
 	persist persister
-	reports atomic.Uint64 // reports accepted since New
+	events  *eventLog
+	// freshest is each edge's latest measurement time, for its metric.
+	freshest freshest
+	reports  atomic.Uint64 // reports accepted since New
 
 	// The builder goroutine (build.go) publishes every map; work is what it
 	// was asked for since it last started a build.
@@ -194,8 +201,27 @@ func New(opts Options) (*Node, error) {
 	if n.keys = opts.Keys; n.keys == nil {
 		n.keys = opts.Store
 	}
+	lim := opts.Events
+	lim.MaxCount, lim.MaxBytes, lim.MaxAge = cmp.Or(lim.MaxCount, DefaultEventsMax), cmp.Or(lim.MaxBytes, DefaultEventsMaxBytes), cmp.Or(lim.MaxAge, DefaultEventsMaxAge)
+	events, err := newEventLog(n.store, n.log.Named("event"), lim)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnreadable, err)
+	}
+	n.events = events
+	started := false
+	defer func() {
+		if !started {
+			events.close()
+		}
+	}()
 	if err := n.meas.load(n.store); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnreadable, err)
+	}
+	for _, m := range n.meas.forMap(nil) {
+		n.freshest.saw(m.Edge, m.At)
+	}
+	if err := opts.Registry.Register(newAges(n)); err != nil {
+		return nil, err
 	}
 	persisted, err := n.store.Health()
 	if err != nil {
@@ -215,8 +241,8 @@ func New(opts Options) (*Node, error) {
 	if opts.Checks.Interval != 0 {
 		checks := opts.Checks
 		checks.Log = n.log.Named("check")
-		checks.OnChange = func(edge string, up bool, at time.Time) {
-			n.health.checked(edge, up, at)
+		checks.OnChange = func(edge string, up bool, at time.Time, reason string) {
+			n.health.checked(edge, up, at, reason)
 			n.request(work{})
 		}
 		if n.monitor, err = probe.NewMonitor(checks); err != nil {
@@ -231,6 +257,7 @@ func New(opts Options) (*Node, error) {
 		defer n.running.Done()
 		b.run()
 	}()
+	started = true // Close closes the event log from here on
 	if err := n.Rebuild(); err != nil {
 		n.Close()
 		return nil, err
@@ -252,21 +279,15 @@ func (n *Node) Run(ctx context.Context) error {
 	n.running.Add(1) // under mu: Close cannot be waiting yet
 	n.mu.Unlock()
 	defer n.running.Done()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-n.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	if n.opts.Demand != nil {
 		// A fleet's servers build at the same moments, each with the
 		// demand all published the interval before (see DemandShare).
 		first := time.NewTimer(time.Until(time.Now().Truncate(n.opts.MapInterval).Add(n.opts.MapInterval)))
 		select {
 		case <-ctx.Done():
+			first.Stop()
+			return nil
+		case <-n.stop:
 			first.Stop()
 			return nil
 		case <-first.C:
@@ -278,6 +299,8 @@ func (n *Node) Run(ctx context.Context) error {
 	for i := 1; ; i++ {
 		select {
 		case <-ctx.Done():
+			return nil
+		case <-n.stop:
 			return nil
 		case <-t.C:
 		}
@@ -321,6 +344,7 @@ func (n *Node) Close() error {
 		if n.monitor != nil {
 			n.monitor.Close()
 		}
+		n.events.close() // the builder and the writes record nothing more
 	})
 	return nil
 }
@@ -376,49 +400,85 @@ func (n *Node) Status() Status {
 }
 
 // ConfigChanged publishes a map built from the configuration as its store
-// has it now, and returns once it is published: a fleet's watch calls it
-// when another name server committed a change.
+// has it now, and returns once it is published and the change is in the
+// event log with its revision: a fleet's watch calls it when another name
+// server committed a change.
 func (n *Node) ConfigChanged() error {
 	p, err := n.prepare()
 	if err != nil {
 		return err
 	}
-	return n.wait(n.request(work{config: p}))
+	logged := n.noteApplied(p.cfg, p.rev)
+	err = n.wait(n.request(work{config: p}))
+	<-logged
+	return err
 }
 
-// Update changes the configuration: fn edits a copy of it, the result is
-// checked as a whole (config.Check) and committed at the revision fn saw,
-// and Update returns once a map built from it is published, so a change
-// the API acknowledges is already in the answers. fn may run more than
-// once: when another write commits first, Update starts again from it.
-// Checking and committing take no lock of the node's: a health change
-// publishes meanwhile.
+// Update changes the configuration on the server's own behalf.
 func (n *Node) Update(fn func(c *store.Config) error) (changed bool, err error) {
+	res, err := n.UpdateAs(&Client{Agent: "this server"}, fn)
+	return res.Changed, err
+}
+
+// Committed is what a configuration write did: whether it changed
+// anything, what (the Diff, with every field's old and new value), and
+// the revision and SOA serial it committed.
+type Committed struct {
+	Changed  bool
+	Diff     config.Diff
+	Revision uint64
+	Serial   uint32
+}
+
+// UpdateAs changes the configuration for who: fn edits a copy of it, the
+// result is checked as a whole (config.Check) and committed at the
+// revision fn saw, the change is recorded in the event log, and UpdateAs
+// returns once a map built from it is published, so a change the API
+// acknowledges is already in the answers and in the log. fn may run more
+// than once: when another write commits first, UpdateAs starts again from
+// it. Checking and committing take no lock of the node's: a health change
+// publishes meanwhile.
+func (n *Node) UpdateAs(who *Client, fn func(c *store.Config) error) (Committed, error) {
 	for attempt := 1; ; attempt++ {
 		c, rev, err := n.source.ConfigAt()
 		if err != nil {
-			return false, err
+			return Committed{}, err
 		}
+		before := c.Clone()
 		if err := fn(&c); err != nil {
-			return false, err
+			return Committed{}, err
 		}
 		if err := config.Check(c); err != nil {
-			return false, err
+			return Committed{}, err
 		}
-		_, changed, err := n.source.CommitConfig(rev, c)
+		newRev, changed, err := n.source.CommitConfig(rev, c)
 		if errors.Is(err, store.ErrConflict) && attempt < maxCommitAttempts {
 			continue
 		}
+		res := Committed{Changed: changed, Revision: newRev}
 		if err != nil || !changed {
-			return changed, err
+			return res, err
 		}
+		// The commit made exactly this change: it was conditional on the
+		// revision before read.
+		res.Diff = config.DiffConfigs(before, c)
 		// Read back (with the serial the store gave it) and prepared here,
 		// off the builder.
 		p, err := n.prepare()
 		if err != nil {
-			return true, err
+			return res, err
 		}
-		return true, n.wait(n.request(work{config: p}))
+		var after *store.Config
+		if p.rev == newRev {
+			after = &p.cfg
+			if p.cfg.Zone != nil {
+				res.Serial = p.cfg.Zone.Serial
+			}
+		}
+		logged := n.noteConfig(res.Diff, who, newRev, res.Serial, after)
+		err = n.wait(n.request(work{config: p}))
+		<-logged
+		return res, err
 	}
 }
 
@@ -431,7 +491,8 @@ const maxCommitAttempts = 5
 func (n *Node) Seed(w *config.WorldSpec) error {
 	// Checked inside the edit: in a fleet another server may configure
 	// the fleet between a look and the commit.
-	_, err := n.Update(func(c *store.Config) error {
+	seeder := &Client{Agent: "edgemap serve --world, seeding an empty database"}
+	_, err := n.UpdateAs(seeder, func(c *store.Config) error {
 		if c.Zone != nil || len(c.Edges) > 0 || len(c.Properties) > 0 {
 			return errConfigured
 		}
@@ -461,6 +522,7 @@ func (n *Node) ReloadGeo() error {
 		return ErrNoGeoIP
 	}
 	g, err := n.openGeo()
+	defer n.events.flush() // the reload's event is in the log when it returns
 	if err != nil {
 		return err
 	}
@@ -475,11 +537,15 @@ func (n *Node) openGeo() (*mapping.Geo, error) {
 	g, err := mapping.OpenGeo(n.geoPath)
 	if err != nil {
 		n.metrics.geoReloads.WithLabelValues("error").Inc()
+		n.events.record(Event{Kind: EventGeoIP, State: "failed", Reason: err.Error(), level: zapcore.ErrorLevel,
+			Message: "GeoIP database " + n.geoPath + " did not load; the one in use stays"})
 		return nil, err
 	}
 	n.metrics.geoReloads.WithLabelValues("ok").Inc()
-	n.log.Info("geoip loaded", zap.String("path", g.Path()), zap.String("database", g.Describe()),
-		zap.Int("networks", g.Networks()), zap.Duration("took", time.Since(start)))
+	n.metrics.geoBuilt.Set(float64(g.Built().Unix()))
+	n.log.Debug("geoip loaded", zap.String("path", g.Path()), zap.Int("networks", g.Networks()), zap.Duration("took", time.Since(start)))
+	n.events.record(Event{Kind: EventGeoIP, State: "loaded", level: zapcore.InfoLevel,
+		Message: fmt.Sprintf("GeoIP database loaded: %s, %d networks, from %s", g.Describe(), g.Networks(), g.Path())})
 	return g, nil
 }
 

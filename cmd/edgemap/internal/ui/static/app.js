@@ -547,7 +547,7 @@
       if (st.tick % 5 === 0) await refreshActivity();
       if (st.tab === 'matrix' && st.tick % 10 === 0) await refreshMatrix();
       if (st.tab === 'fleet' && st.tick % 2 === 0) await refreshGeneric('/v1/nodes', 'fleet-table');
-      if (st.tab === 'events' && st.tick % 2 === 0) await refreshGeneric('/v1/events', 'events-table');
+      if (st.tab === 'events' && st.tick % 2 === 0) await refreshEvents();
     } catch (err) {
       st.lastError = err.message;
     } finally {
@@ -626,6 +626,16 @@
   }
 
   // ---- fleet and events (shown when the server has the endpoints) ----
+  // The event log, newest first: what changed and who did it, failovers
+  // and their reasons, GeoIP loads (GET /v1/events: oldest first).
+  async function refreshEvents() {
+    const v = await api('/v1/events?limit=200');
+    const rows = (v.events || []).slice().reverse().map((e) => h('tr', { 'data-kind': e.kind, 'data-seq': String(e.seq) },
+      h('td', null, new Date(e.time).toLocaleString()), h('td', null, e.kind),
+      h('td', null, e.message + (e.reason && !e.message.includes(e.reason) ? ': ' + e.reason : '')),
+      h('td', { class: 'num' }, e.serial ? String(e.serial) : '')));
+    table($('events-table'), ['Time', 'Kind', 'What happened', 'Serial'], rows);
+  }
   async function refreshGeneric(path, id) {
     let v = await api(path);
     if (!Array.isArray(v)) v = Object.values(v || {}).find(Array.isArray) || [];
@@ -646,7 +656,7 @@
     if (name === 'matrix') matrixAgain();
     if (name === 'activity') renderActivity();
     if (name === 'fleet') refreshGeneric('/v1/nodes', 'fleet-table').catch(() => {});
-    if (name === 'events') refreshGeneric('/v1/events', 'events-table').catch(() => {});
+    if (name === 'events') refreshEvents().catch(() => {});
   }
   for (const t of TABS) {
     const b = $('tab-' + t);
