@@ -472,3 +472,24 @@ func FuzzLocateIndex(f *testing.F) {
 		}
 	})
 }
+
+// Locating a client reads the tables and allocates nothing, through the
+// /24 table, the IPv6 index and the tree alike.
+func TestLocateAllocs(t *testing.T) {
+	g, err := openGeo(writeRandomCityDatabase(t, t.TempDir(), 1000), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var addrs []netip.Addr
+	for res := range g.tree.Networks() {
+		addrs = append(addrs, res.Prefix().Addr())
+	}
+	addrs = append(addrs, netip.MustParseAddr("2002:c000:201::"), netip.MustParseAddr("fe80::1"))
+	i := 0
+	if n := testing.AllocsPerRun(10000, func() {
+		g.Locate(addrs[i%len(addrs)])
+		i++
+	}); n != 0 {
+		t.Fatalf("Locate allocates %v times", n)
+	}
+}
