@@ -8,16 +8,16 @@ import "net/netip"
 // root indexed by the top 16 bits, then nodes of 256 entries (8 bits) down
 // to v6NarrowFrom and of 16 entries (4 bits) below, where networks are
 // sparse and 256 entries would cost a real GeoLite2 database 80 MiB more
-// (70 MiB in all instead of 150). An entry
-// is 0 (no network with data here: the tree decides), a network as in the
-// /24 table (prefix length in the top 8 bits, place index + 1 in the low
-// 24), or v6Child | the index of a node. The database's networks are the
-// leaves of its tree, so they never overlap and an entry is never both a
-// network and a node. Read-only once built.
+// (70 MiB in all instead of 150). An entry is 0 (no network with data
+// here: the tree decides), a network as in the /24 table (prefix length in
+// the top 8 bits, place index + 1 in the low 24), or v6Child | the index
+// of a node. The database's networks are the leaves of its tree, so they
+// never overlap and an entry is never both a network and a node.
+// Read-only once built.
 type v6Index struct {
 	root   []uint32 // 1<<16 entries
-	wide   arena    // nodes of 256 entries, for bits 16 to v6NarrowFrom
-	narrow arena    // nodes of 16 entries, for the bits after
+	wide   []uint32 // nodes of 256 entries, for bits 16 to v6NarrowFrom
+	narrow []uint32 // nodes of 16 entries, for the bits after
 	// The entry the all-zero rest of an address reaches from each node:
 	// an ECS /48 is an address whose last 80 bits are zero, so it is
 	// answered without reading the nodes below its /48, the coldest.
@@ -29,10 +29,16 @@ const (
 	v6NarrowFrom = 48
 )
 
-// arena holds nodes in chunks of arenaChunk entries rather than one
-// growing slice, whose copies would allocate five times the index at
-// every GeoIP load; a chunk header is one more load per level, from a
-// few hundred bytes that stay in the cache.
+// v6Builder makes a v6Index. Its nodes grow in chunks of arenaChunk
+// entries rather than in one slice, whose copies as it grew would allocate
+// five times the index at every GeoIP load; finish copies them into one
+// slice each, since a chunk header to read costs a lookup a quarter more.
+type v6Builder struct {
+	root         []uint32
+	wide, narrow arena
+}
+
+// arena is nodes in chunks.
 type arena struct {
 	chunks [][]uint32
 	n      int // entries in use
@@ -53,7 +59,7 @@ func (a *arena) alloc(size int) int {
 // at is entry i.
 func (a *arena) at(i int) *uint32 { return &a.chunks[i/arenaChunk][i%arenaChunk] }
 
-func newV6Index() *v6Index { return &v6Index{root: make([]uint32, 1<<16)} }
+func newV6Builder() *v6Builder { return &v6Builder{root: make([]uint32, 1<<16)} }
 
 // v6Stride is how many bits a node at depth (the bits above it) decides.
 func v6Stride(depth int) int {
@@ -81,7 +87,7 @@ func restZero(hi, lo uint64, depth int) bool {
 }
 
 // insert records an IPv6 network with entry v (not 0, not a node).
-func (x *v6Index) insert(p netip.Prefix, v uint32) {
+func (x *v6Builder) insert(p netip.Prefix, v uint32) {
 	hi, lo := leftAligned(p.Addr())
 	bits := p.Bits()
 	if bits <= 16 {
@@ -114,10 +120,19 @@ func (x *v6Index) insert(p netip.Prefix, v uint32) {
 	}
 }
 
-// finish computes the zero-rest entries once every network is in.
-func (x *v6Index) finish() {
-	x.wideZero = make([]uint32, x.wide.n>>8)
-	x.narrowZero = make([]uint32, x.narrow.n>>4)
+// finish returns the index of what was inserted.
+func (x *v6Builder) finish() *v6Index {
+	flat := func(a *arena) []uint32 {
+		out := make([]uint32, a.n)
+		for i, c := range a.chunks {
+			copy(out[i*arenaChunk:], c)
+			a.chunks[i] = nil // for the collector, while the rest is copied
+		}
+		return out
+	}
+	idx := &v6Index{root: x.root, wide: flat(&x.wide), narrow: flat(&x.narrow)}
+	idx.wideZero = make([]uint32, len(idx.wide)>>8)
+	idx.narrowZero = make([]uint32, len(idx.narrow)>>4)
 	// zero visits the node of entry v at depth and below, and returns the
 	// entry its all-zero rest reaches.
 	var zero func(v uint32, depth int) uint32
@@ -126,20 +141,21 @@ func (x *v6Index) finish() {
 			return v
 		}
 		child, stride := int(v&^v6Child), v6Stride(depth)
-		nodes, zeros := &x.wide, x.wideZero
+		nodes, zeros := idx.wide, idx.wideZero
 		if stride == 4 {
-			nodes, zeros = &x.narrow, x.narrowZero
+			nodes, zeros = idx.narrow, idx.narrowZero
 		}
 		var z uint32
 		for i := 1<<stride - 1; i >= 0; i-- {
-			z = zero(*nodes.at(child<<stride + i), depth+stride)
+			z = zero(nodes[child<<stride+i], depth+stride)
 		}
 		zeros[child] = z
 		return z
 	}
-	for _, v := range x.root {
+	for _, v := range idx.root {
 		zero(v, 16)
 	}
+	return idx
 }
 
 // lookup returns the entry of the network holding hi:lo, 0 when none.
@@ -151,13 +167,13 @@ func (x *v6Index) lookup(hi, lo uint64) uint32 {
 			if restZero(hi, lo, depth) {
 				return x.wideZero[child]
 			}
-			v = *x.wide.at(child<<8 | bitsAt(hi, lo, depth, 8))
+			v = x.wide[child<<8|bitsAt(hi, lo, depth, 8)]
 			depth += 8
 		} else {
 			if restZero(hi, lo, depth) {
 				return x.narrowZero[child]
 			}
-			v = *x.narrow.at(child<<4 | bitsAt(hi, lo, depth, 4))
+			v = x.narrow[child<<4|bitsAt(hi, lo, depth, 4)]
 			depth += 4
 		}
 	}

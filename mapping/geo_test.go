@@ -393,7 +393,7 @@ func BenchmarkOpenGeo(b *testing.B) {
 		}
 	}
 	x := g.v6
-	b.ReportMetric(float64(4*(len(x.root)+len(x.wide.chunks)*arenaChunk+len(x.narrow.chunks)*arenaChunk+len(x.wideZero)+len(x.narrowZero)))/(1<<20), "v6-index-MiB")
+	b.ReportMetric(float64(4*(len(x.root)+len(x.wide)+len(x.narrow)+len(x.wideZero)+len(x.narrowZero)))/(1<<20), "v6-index-MiB")
 	b.ReportMetric(float64(4*len(g.v4))/(1<<20), "v4-table-MiB")
 }
 
