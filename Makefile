@@ -41,6 +41,7 @@ fuzz:
 	$(GO) test ./cmd/edgemap/internal/config -run '^$$' -fuzz '^FuzzDuplicateKey$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./cmd/edgemap/internal/config -run '^$$' -fuzz '^FuzzRecordSpec$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./mapping -run '^$$' -fuzz '^FuzzParseRecordData$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./mapping -run '^$$' -fuzz '^FuzzLocateIndex$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./probe -run '^$$' -fuzz '^FuzzCollector$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./probe -run '^$$' -fuzz '^FuzzDecodeReport$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./cmd/edgemap/internal/api -run '^$$' -fuzz '^FuzzAdminAPI$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s

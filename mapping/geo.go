@@ -32,8 +32,11 @@ type Place struct {
 //
 // Decoding a MaxMind record allocates (maps of names), so OpenGeo decodes
 // every distinct record once and keys the result by the record's offset in
-// the data section; a query then costs one tree walk and one map lookup,
-// without allocating. A Geo is immutable and safe for concurrent use.
+// the data section. A real database's networks are then also indexed by
+// the /24 table and the IPv6 index, so that a query reads a few table
+// entries instead of walking the tree a node per bit and looking the
+// record up in that map; neither allocates. A Geo is immutable and safe for
+// concurrent use.
 type Geo struct {
 	path     string
 	db       *geoip2.Reader
@@ -48,6 +51,9 @@ type Geo struct {
 	// that holds longer networks or none with data, left to the tree.
 	// 2^24 entries: 64 MiB, filled in tens of milliseconds.
 	v4 []uint32
+	// v6 does the same for IPv6 (see v6Index), built with v4: 70 MiB
+	// for GeoLite2 City, and about a quarter more time to load it.
+	v6 *v6Index
 }
 
 const v4Unknown = ^uint32(0)
@@ -82,11 +88,13 @@ func openGeo(path string, forceTable bool) (*Geo, error) {
 		return nil, fmt.Errorf("geoip %s: %w", path, err)
 	}
 	g := &Geo{path: path, db: db, tree: tree, byOffset: make(map[uintptr]int32)}
+	var v6 *v6Builder
 	if forceTable || tree.Metadata.NodeCount >= v4TableMin {
 		g.v4 = make([]uint32, 1<<24)
 		for i := range g.v4 {
 			g.v4[i] = v4Unknown
 		}
+		v6 = newV6Builder()
 	}
 	for res := range tree.Networks() {
 		if err := res.Err(); err != nil {
@@ -96,7 +104,7 @@ func openGeo(path string, forceTable bool) (*Geo, error) {
 		off := res.Offset()
 		idx, seen := g.byOffset[off]
 		if seen {
-			g.fillV4(res.Prefix(), idx)
+			g.fill(v6, res.Prefix(), idx)
 			continue
 		}
 		var rec geoip2.City
@@ -105,7 +113,7 @@ func openGeo(path string, forceTable bool) (*Geo, error) {
 		}
 		if !rec.Location.HasCoordinates() {
 			g.byOffset[off] = -1
-			g.fillV4(res.Prefix(), -1)
+			g.fill(v6, res.Prefix(), -1)
 			continue
 		}
 		g.byOffset[off] = int32(len(g.places))
@@ -118,19 +126,33 @@ func openGeo(path string, forceTable bool) (*Geo, error) {
 			City:    rec.City.Names.English,
 			Country: rec.Country.ISOCode,
 		})
-		g.fillV4(res.Prefix(), g.byOffset[off])
+		g.fill(v6, res.Prefix(), g.byOffset[off])
+	}
+	if v6 != nil {
+		g.v6 = v6.finish()
 	}
 	return g, nil
 }
 
-// fillV4 records an IPv4 network of /24 or shorter in the /24 table.
-func (g *Geo) fillV4(p netip.Prefix, place int32) {
-	if g.v4 == nil || !p.Addr().Is4() || p.Bits() > 24 || int(place)+1 >= 1<<24 {
+// fill records a network in the IPv4 /24 table (when it is /24 or
+// shorter) or the IPv6 index v6. A place index or a prefix length that
+// does not fit an entry leaves the network to the tree.
+func (g *Geo) fill(v6 *v6Builder, p netip.Prefix, place int32) {
+	if g.v4 == nil || int(place)+1 >= 1<<24 {
+		return
+	}
+	v := uint32(p.Bits())<<24 | uint32(place+1)
+	if !p.Addr().Is4() {
+		if p.Bits() < 128 {
+			v6.insert(p, v)
+		}
+		return
+	}
+	if p.Bits() > 24 {
 		return
 	}
 	a := p.Masked().Addr().As4()
 	first := uint32(a[0])<<16 | uint32(a[1])<<8 | uint32(a[2])
-	v := uint32(p.Bits())<<24 | uint32(place+1)
 	for i := range uint32(1) << (24 - p.Bits()) {
 		g.v4[first+i] = v
 	}
@@ -159,21 +181,32 @@ func (g *Geo) Describe() string {
 // scope must say. IPv4 networks come back with IPv4 prefix lengths.
 func (g *Geo) Locate(addr netip.Addr) (*Place, netip.Prefix) {
 	addr = addr.Unmap()
-	if addr.Is4() && g.v4 != nil {
+	switch {
+	case g.v4 == nil:
+	case addr.Is4():
 		a := addr.As4()
 		if v := g.v4[uint32(a[0])<<16|uint32(a[1])<<8|uint32(a[2])]; v != v4Unknown {
-			network, _ := addr.Prefix(int(v >> 24))
-			if i := v & (1<<24 - 1); i > 0 {
-				return &g.places[i-1], network
-			}
-			return nil, network
+			return g.entry(addr, v)
+		}
+	case addr.Is6():
+		if v := g.v6.lookup(leftAligned(addr)); v != 0 {
+			return g.entry(addr, v)
 		}
 	}
 	return g.LocateTree(addr)
 }
 
+// entry is Locate's answer from a table entry for addr.
+func (g *Geo) entry(addr netip.Addr, v uint32) (*Place, netip.Prefix) {
+	network, _ := addr.Prefix(int(v >> 24))
+	if i := v & (1<<24 - 1); i > 0 {
+		return &g.places[i-1], network
+	}
+	return nil, network
+}
+
 // LocateTree is Locate by walking the database's tree, without the /24
-// table: the reference the table is tested against.
+// table and the IPv6 index: the reference they are tested against.
 func (g *Geo) LocateTree(addr netip.Addr) (*Place, netip.Prefix) {
 	res := g.tree.Lookup(addr.Unmap())
 	network := res.Prefix()

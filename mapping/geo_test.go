@@ -2,6 +2,7 @@ package mapping
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"math"
 	"math/rand/v2"
@@ -227,12 +228,14 @@ func TestLocateNeverZeroZero(t *testing.T) {
 	}
 }
 
-// The /24 table must answer exactly as the tree does, for every /24 the
-// test database places anything in and around, and for random addresses;
-// EDGEMAP_GEOLITE2=path/to/GeoLite2-City.mmdb runs the same check on a
-// real database.
+// The /24 table and the IPv6 index must answer exactly as the tree does:
+// on the test database, on a generated one with many nested IPv6 networks
+// of every length (some without coordinates) and, with
+// EDGEMAP_GEOLITE2=path/to/GeoLite2-City.mmdb, on a real database; for
+// addresses at, inside and just outside every network, random ones, and
+// the IPv6 ranges the tree aliases to its IPv4 networks.
 func TestLocateTableMatchesTree(t *testing.T) {
-	dbs := []string{"../testdata/GeoIP2-City-Test.mmdb"}
+	dbs := []string{"../testdata/GeoIP2-City-Test.mmdb", writeRandomCityDatabase(t, t.TempDir(), 10000)}
 	if p := os.Getenv("EDGEMAP_GEOLITE2"); p != "" {
 		dbs = append(dbs, p)
 	}
@@ -246,8 +249,35 @@ func TestLocateTableMatchesTree(t *testing.T) {
 		for b := range 512 {
 			addrs = append(addrs, netip.AddrFrom4([4]byte{198, 18 + byte(b>>8), byte(b), 7}), netip.AddrFrom4([4]byte{127, 1, byte(b), 9}))
 		}
-		for range 200000 {
+		for range 100000 {
 			addrs = append(addrs, netip.AddrFrom4([4]byte{byte(rnd.Uint32()), byte(rnd.Uint32()), byte(rnd.Uint32()), byte(rnd.Uint32())}))
+			addrs = append(addrs, randomAddr6(rnd, netip.MustParsePrefix("2000::/3")))
+		}
+		for _, alias := range []string{"::/96", "::ffff:0:0/96", "2001::/32", "2002::/16", "2001:db8::/32", "::/0"} {
+			for range 2000 {
+				addrs = append(addrs, randomAddr6(rnd, netip.MustParsePrefix(alias)))
+			}
+		}
+		networks := 0
+		for res := range g.tree.Networks() {
+			p := res.Prefix()
+			if !p.Addr().Is6() || (networks > 300000 && rnd.IntN(10) > 0) {
+				continue
+			}
+			networks++
+			// Every network the index can hold is in it: the tree is
+			// only the way for addresses the database has no data for.
+			if v := g.v6.lookup(leftAligned(p.Addr())); p.Bits() < 128 && (v == 0 || int(v>>24) != p.Bits()) {
+				t.Fatalf("%s: the IPv6 index has %#x for %v", path, v, p)
+			}
+			last := lastAddr(p)
+			addrs = append(addrs, p.Addr(), p.Addr().Prev(), last, last.Next(), randomAddr6(rnd, p))
+			// The /48 and /56 an ECS option would carry for a client in it.
+			for _, bits := range []int{48, 56} {
+				if ecs, err := randomAddr6(rnd, p).Prefix(bits); err == nil {
+					addrs = append(addrs, ecs.Addr())
+				}
+			}
 		}
 		for _, a := range addrs {
 			p1, n1 := g.Locate(a)
@@ -256,5 +286,210 @@ func TestLocateTableMatchesTree(t *testing.T) {
 				t.Fatalf("%s in %s: table says %v %v, tree %v %v", a, path, p1, n1, p2, n2)
 			}
 		}
+		t.Logf("%s: %d addresses, %d of them around %d IPv6 networks", path, len(addrs), len(addrs)-200000-1024-12000, networks)
+	}
+}
+
+// randomAddr6 is a random address in p.
+func randomAddr6(rnd *rand.Rand, p netip.Prefix) netip.Addr {
+	a := p.Addr().AsSlice()
+	for b := p.Bits(); b < len(a)*8; b++ {
+		a[b/8] |= byte(rnd.IntN(2)) << (7 - b%8)
+	}
+	addr, _ := netip.AddrFromSlice(a)
+	return addr
+}
+
+// lastAddr is the last address of p.
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().AsSlice()
+	for b := p.Bits(); b < len(a)*8; b++ {
+		a[b/8] |= 0x80 >> (b % 8)
+	}
+	addr, _ := netip.AddrFromSlice(a)
+	return addr
+}
+
+// writeRandomCityDatabase writes a GeoIP2 City database (real format, by
+// mmdbwriter) of n random networks, three in four IPv6 of every length
+// from /12 to /128 inside a few /16s, so that they nest and split each
+// other as a real database's do, and one in ten without coordinates; and
+// returns its path.
+func writeRandomCityDatabase(t testing.TB, dir string, n int) string {
+	t.Helper()
+	tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: "GeoIP2-City", IncludeReservedNetworks: true, IPVersion: 6, RecordSize: 28})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rnd := rand.New(rand.NewPCG(5, 6))
+	tops := []netip.Prefix{netip.MustParsePrefix("2a02::/16"), netip.MustParsePrefix("2600::/16"), netip.MustParsePrefix("2001:db8::/32"), netip.MustParsePrefix("2400::/12")}
+	for i := range n {
+		var p netip.Prefix
+		if i%4 == 3 {
+			p, _ = netip.AddrFrom4([4]byte{byte(rnd.Uint32()), byte(rnd.Uint32()), byte(rnd.Uint32()), 0}).Prefix(8 + rnd.IntN(25))
+		} else {
+			top := tops[rnd.IntN(len(tops))]
+			p, _ = randomAddr6(rnd, top).Prefix(top.Bits() + rnd.IntN(129-top.Bits()))
+		}
+		rec := mmdbtype.Map{"country": mmdbtype.Map{"iso_code": mmdbtype.String("DE")}}
+		if i%10 != 0 {
+			rec["location"] = mmdbtype.Map{
+				"latitude":  mmdbtype.Float64(float64(rnd.IntN(180)) - 90),
+				"longitude": mmdbtype.Float64(float64(rnd.IntN(360)) - 180),
+			}
+			rec["city"] = mmdbtype.Map{"names": mmdbtype.Map{"en": mmdbtype.String(fmt.Sprintf("city %d", i))}}
+		}
+		if err := tree.Insert(netipx(p), rec); err != nil {
+			t.Fatalf("insert %v: %v", p, err)
+		}
+	}
+	path := filepath.Join(dir, "GeoIP2-City-Random.mmdb")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tree.WriteTo(f); err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// netipx is p as mmdbwriter takes it.
+func netipx(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Masked().Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// geoLite2Path is a real GeoLite2 City database for the benchmarks:
+// EDGEMAP_GEOLITE2, else the one testdata/bench/peers.sh's setup converts,
+// else "".
+func geoLite2Path() string {
+	if p := os.Getenv("EDGEMAP_GEOLITE2"); p != "" {
+		return p
+	}
+	const peers = "/tmp/peers-work/city.mmdb"
+	if _, err := os.Stat(peers); err == nil {
+		return peers
+	}
+	return ""
+}
+
+// BenchmarkOpenGeo is a (re)load of a real GeoLite2 City database: the
+// tree walk that decodes every record, the IPv4 /24 table and the IPv6
+// index, whose size it reports.
+func BenchmarkOpenGeo(b *testing.B) {
+	path := geoLite2Path()
+	if path == "" {
+		b.Skip("no GeoLite2 City database: set EDGEMAP_GEOLITE2 or run testdata/bench/peers.sh's setup")
+	}
+	var g *Geo
+	for b.Loop() {
+		var err error
+		if g, err = OpenGeo(path); err != nil {
+			b.Fatal(err)
+		}
+	}
+	x := g.v6
+	b.ReportMetric(float64(4*(len(x.root)+len(x.wide)+len(x.narrow)+len(x.wideZero)+len(x.narrowZero)))/(1<<20), "v6-index-MiB")
+	b.ReportMetric(float64(4*len(g.v4))/(1<<20), "v4-table-MiB")
+}
+
+// BenchmarkLocate is Locate alone on a real GeoLite2 City database, for
+// IPv4 /24s and IPv6 /48s as ECS options carry them (the addresses as
+// BenchmarkQueryECSFamily in package resolver draws them, simpler).
+func BenchmarkLocate(b *testing.B) {
+	path := geoLite2Path()
+	if path == "" {
+		b.Skip("no GeoLite2 City database: set EDGEMAP_GEOLITE2 or run testdata/bench/peers.sh's setup")
+	}
+	g, err := OpenGeo(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rnd := rand.New(rand.NewPCG(1, 1))
+	var v4, v6 []netip.Addr
+	var nets6 []netip.Prefix
+	for res := range g.tree.Networks() {
+		if p := res.Prefix(); p.Addr().Is6() {
+			nets6 = append(nets6, p)
+		}
+	}
+	for len(v4) < 1<<16 {
+		ecs, _ := netip.AddrFrom4([4]byte{byte(rnd.Uint32()), byte(rnd.Uint32()), byte(rnd.Uint32())}).Prefix(24)
+		if p, _ := g.LocateTree(ecs.Addr()); p != nil {
+			v4 = append(v4, ecs.Addr())
+		}
+	}
+	for len(v6) < 1<<16 {
+		ecs, _ := randomAddr6(rnd, nets6[rnd.IntN(len(nets6))]).Prefix(48)
+		v6 = append(v6, ecs.Addr())
+	}
+	for _, c := range []struct {
+		name  string
+		addrs []netip.Addr
+	}{{"v4-24", v4}, {"v6-48", v6}, {"v6-48-tree", v6}} {
+		locate := g.Locate
+		if c.name == "v6-48-tree" {
+			locate = g.LocateTree
+		}
+		b.Run(c.name, func(b *testing.B) {
+			located := 0
+			for i := 0; b.Loop(); i++ {
+				if p, _ := locate(c.addrs[i&(1<<16-1)]); p != nil {
+					located++
+				}
+			}
+			if located == 0 {
+				b.Fatal("nothing located")
+			}
+		})
+	}
+}
+
+// FuzzLocateIndex holds the IPv6 index (and the /24 table) to the tree for
+// any address, on the generated database of TestLocateTableMatchesTree:
+// the fuzzer steers the address into the networks it finds.
+func FuzzLocateIndex(f *testing.F) {
+	g, err := openGeo(writeRandomCityDatabase(f, f.TempDir(), 20000), true)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range []string{"2a02::", "2600:1::1", "2001:db8::", "2400:ffff::", "2002:c000:201::", "::ffff:1.2.3.4", "::1.2.3.4", "ff02::1", "1.2.3.4"} {
+		f.Add(netip.MustParseAddr(s).AsSlice())
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		a, ok := netip.AddrFromSlice(b)
+		if !ok {
+			return
+		}
+		p1, n1 := g.Locate(a)
+		p2, n2 := g.LocateTree(a)
+		if p1 != p2 || n1 != n2 {
+			t.Fatalf("%s: index says %v %v, tree %v %v", a, p1, n1, p2, n2)
+		}
+	})
+}
+
+// Locating a client reads the tables and allocates nothing, through the
+// /24 table, the IPv6 index and the tree alike.
+func TestLocateAllocs(t *testing.T) {
+	g, err := openGeo(writeRandomCityDatabase(t, t.TempDir(), 1000), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var addrs []netip.Addr
+	for res := range g.tree.Networks() {
+		addrs = append(addrs, res.Prefix().Addr())
+	}
+	addrs = append(addrs, netip.MustParseAddr("2002:c000:201::"), netip.MustParseAddr("fe80::1"))
+	i := 0
+	if n := testing.AllocsPerRun(10000, func() {
+		g.Locate(addrs[i%len(addrs)])
+		i++
+	}); n != 0 {
+		t.Fatalf("Locate allocates %v times", n)
 	}
 }

@@ -4,6 +4,9 @@
 # www.cdn.test A with ECS of 1M distinct /24s from the real GeoLite2 data,
 # each server pinned to CPU 0 and the udpblast generator to CPU 1. The one
 # generator is one client network: edgemap exempts it from rate limiting.
+# edgemap is then measured with ECS from 1M distinct IPv6 /48s around the
+# same database's IPv6 networks (testdata/ecs6gen, made once into
+# $WORK/v6), and the IPv6/IPv4 ratio of its medians printed.
 # Prints each run, the medians and edgemap's resident memory. CoreDNS is
 # measured when the peers' setup found its source in $COREDNS_SRC and built
 # /tmp/coredns/coredns-bin (see ../shared/bench/peers/README.md).
@@ -28,7 +31,19 @@ for _ in $(seq 100); do curl -sf http://127.0.0.1:8110/healthz >/dev/null && bre
 
 bash "$PEERS/verify.sh" 5310
 bash "$PEERS/run.sh" edgemap 5310 ecs "$RUNS"
+# run.sh reads its query files and udpblast from $WORK: the IPv6 runs get
+# a WORK of their own.
+v6work=$WORK/v6
+mkdir -p "$v6work" && ln -sf "$WORK/udpblast" "$v6work/udpblast"
+for s in 1 2 3; do
+	[ -f "$v6work/ecs-$s.bin" ] || go run ./testdata/ecs6gen -db "$WORK/city.mmdb" -seed "$s" -out "$v6work/ecs-$s.bin"
+done
+WORK=$v6work bash "$PEERS/run.sh" edgemap-v6 5310 ecs "$RUNS"
 echo "edgemap RSS after the runs: $(( $(ps -o rss= -p $pid) / 1024 )) MiB"
+median() { awk -F'\t' -v l="$1" '$2 == l { split($5, q, "="); print q[2] }' "$RESULTS/summary.tsv" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+v4=$(median edgemap) v6=$(median edgemap-v6)
+ratio="edgemap IPv6 /48s vs IPv4 /24s (median queries/s): $v6 / $v4 = $(awk -v a="$v6" -v b="$v4" 'BEGIN { printf "%.2f", a / b }')"
+echo "$ratio"
 for peer in gdnsd:5301 knot:5303; do
 	name=${peer%%:*}
 	bash "$PEERS/peers.sh" start "$name"
@@ -47,3 +62,4 @@ else
 fi
 echo "--- label, run, qps, lost (all runs)"
 cut -f2,4,5,8 "$RESULTS/summary.tsv"
+echo "$ratio"

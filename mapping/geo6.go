@@ -1,0 +1,181 @@
+package mapping
+
+import "net/netip"
+
+// v6Index answers IPv6 lookups without walking the database's tree, which
+// reads a node per bit (48 for a /48, each a likely cache miss in a real
+// database). It is a multibit trie over the database's IPv6 networks: a
+// root indexed by the top 16 bits, then nodes of 256 entries (8 bits) down
+// to v6NarrowFrom and of 16 entries (4 bits) below, where networks are
+// sparse and 256 entries would cost a real GeoLite2 database 80 MiB more
+// (70 MiB in all instead of 150). An entry is 0 (no network with data
+// here: the tree decides), a network as in the /24 table (prefix length in
+// the top 8 bits, place index + 1 in the low 24), or v6Child | the index
+// of a node. The database's networks are the leaves of its tree, so they
+// never overlap and an entry is never both a network and a node.
+// Read-only once built.
+type v6Index struct {
+	root   []uint32 // 1<<16 entries
+	wide   []uint32 // nodes of 256 entries, for bits 16 to v6NarrowFrom
+	narrow []uint32 // nodes of 16 entries, for the bits after
+	// The entry the all-zero rest of an address reaches from each node:
+	// an ECS /48 is an address whose last 80 bits are zero, so it is
+	// answered without reading the nodes below its /48, the coldest.
+	wideZero, narrowZero []uint32
+}
+
+const (
+	v6Child      = 1 << 31
+	v6NarrowFrom = 48
+)
+
+// v6Builder makes a v6Index. Its nodes grow in chunks of arenaChunk
+// entries rather than in one slice, whose copies as it grew would allocate
+// five times the index at every GeoIP load; finish copies them into one
+// slice each, since a chunk header to read costs a lookup a quarter more.
+type v6Builder struct {
+	root         []uint32
+	wide, narrow arena
+}
+
+// arena is nodes in chunks.
+type arena struct {
+	chunks [][]uint32
+	n      int // entries in use
+}
+
+const arenaChunk = 1 << 16
+
+// alloc returns the first entry of size new zero entries; size divides
+// arenaChunk, so that a node never straddles chunks.
+func (a *arena) alloc(size int) int {
+	if a.n == len(a.chunks)*arenaChunk {
+		a.chunks = append(a.chunks, make([]uint32, arenaChunk))
+	}
+	a.n += size
+	return a.n - size
+}
+
+// at is entry i.
+func (a *arena) at(i int) *uint32 { return &a.chunks[i/arenaChunk][i%arenaChunk] }
+
+func newV6Builder() *v6Builder { return &v6Builder{root: make([]uint32, 1<<16)} }
+
+// v6Stride is how many bits a node at depth (the bits above it) decides.
+func v6Stride(depth int) int {
+	if depth < v6NarrowFrom {
+		return 8
+	}
+	return 4
+}
+
+// bitsAt is the stride bits of hi:lo from depth; strides never straddle
+// the two halves.
+func bitsAt(hi, lo uint64, depth, stride int) int {
+	if depth < 64 {
+		return int(hi>>(64-depth-stride)) & (1<<stride - 1)
+	}
+	return int(lo>>(128-depth-stride)) & (1<<stride - 1)
+}
+
+// restZero reports whether hi:lo has no bit set from depth on.
+func restZero(hi, lo uint64, depth int) bool {
+	if depth < 64 {
+		return hi<<depth == 0 && lo == 0
+	}
+	return lo<<(depth-64) == 0
+}
+
+// insert records an IPv6 network with entry v (not 0, not a node).
+func (x *v6Builder) insert(p netip.Prefix, v uint32) {
+	hi, lo := leftAligned(p.Addr())
+	bits := p.Bits()
+	if bits <= 16 {
+		n := 1 << (16 - bits)
+		for i := range n {
+			x.root[int(hi>>48)&^(n-1)+i] = v
+		}
+		return
+	}
+	slot := &x.root[hi>>48]
+	for depth := 16; ; {
+		stride := v6Stride(depth)
+		nodes := &x.wide
+		if stride == 4 {
+			nodes = &x.narrow
+		}
+		if *slot&v6Child == 0 {
+			*slot = v6Child | uint32(nodes.alloc(1<<stride)>>stride)
+		}
+		at := int(*slot&^v6Child)<<stride | bitsAt(hi, lo, depth, stride)
+		if bits <= depth+stride {
+			n := 1 << (depth + stride - bits)
+			for i := range n {
+				*nodes.at(at&^(n-1) + i) = v
+			}
+			return
+		}
+		slot = nodes.at(at)
+		depth += stride
+	}
+}
+
+// finish returns the index of what was inserted.
+func (x *v6Builder) finish() *v6Index {
+	flat := func(a *arena) []uint32 {
+		out := make([]uint32, a.n)
+		for i, c := range a.chunks {
+			copy(out[i*arenaChunk:], c)
+			a.chunks[i] = nil // for the collector, while the rest is copied
+		}
+		return out
+	}
+	idx := &v6Index{root: x.root, wide: flat(&x.wide), narrow: flat(&x.narrow)}
+	idx.wideZero = make([]uint32, len(idx.wide)>>8)
+	idx.narrowZero = make([]uint32, len(idx.narrow)>>4)
+	// zero visits the node of entry v at depth and below, and returns the
+	// entry its all-zero rest reaches.
+	var zero func(v uint32, depth int) uint32
+	zero = func(v uint32, depth int) uint32 {
+		if v&v6Child == 0 {
+			return v
+		}
+		child, stride := int(v&^v6Child), v6Stride(depth)
+		nodes, zeros := idx.wide, idx.wideZero
+		if stride == 4 {
+			nodes, zeros = idx.narrow, idx.narrowZero
+		}
+		var z uint32
+		for i := 1<<stride - 1; i >= 0; i-- {
+			z = zero(nodes[child<<stride+i], depth+stride)
+		}
+		zeros[child] = z
+		return z
+	}
+	for _, v := range idx.root {
+		zero(v, 16)
+	}
+	return idx
+}
+
+// lookup returns the entry of the network holding hi:lo, 0 when none.
+func (x *v6Index) lookup(hi, lo uint64) uint32 {
+	v := x.root[hi>>48]
+	for depth := 16; v&v6Child != 0; {
+		child := int(v &^ v6Child)
+		if depth < v6NarrowFrom {
+			if restZero(hi, lo, depth) {
+				return x.wideZero[child]
+			}
+			v = x.wide[child<<8|bitsAt(hi, lo, depth, 8)]
+			depth += 8
+		} else {
+			if restZero(hi, lo, depth) {
+				return x.narrowZero[child]
+			}
+			v = x.narrow[child<<4|bitsAt(hi, lo, depth, 4)]
+			depth += 4
+		}
+	}
+	return v
+}
