@@ -3,8 +3,10 @@
 # edges, 100 000 measured /24 targets x 10 edges) with the real GeoLite2
 # database of the peer setup, pinned to CPU 0, and drives it open loop from
 # CPU 1 with testdata/loadgen at RATE queries per second, each an ECS query
-# from one of the targets. The map is rebuilt every 10 s meanwhile, as in
-# production. Prints each window's loss and latency percentiles, the
+# from one of the targets. Meanwhile testdata/reportgen plays 20 edges'
+# agents, each reporting 2 000 targets every 10 s (REPORTS=0: none), so the
+# map is rebuilt from new measurements every 10 s, as in production (a map
+# interval without new reports builds nothing). Prints each window's loss and latency percentiles, the
 # builds, and the server's resident memory sampled every RSS_EVERY seconds.
 #
 #   testdata/bench/large.sh                      # RATE=150000 DURATION=30s
@@ -20,6 +22,7 @@ RATE=${RATE:-150000} DURATION=${DURATION:-30s} WINDOW=${WINDOW:-10s} RSS_EVERY=$
 
 go build -o bin/edgemap ./cmd/edgemap
 go build -o bin/loadgen ./testdata/loadgen
+go build -o bin/reportgen ./testdata/reportgen
 if [ ! -f "$WORK/large.db" ]; then
 	go run ./testdata/benchgen -db "$WORK/large.db.new" -blocks "$WORK/large-blocks.txt"
 	mv "$WORK/large.db.new" "$WORK/large.db"
@@ -51,7 +54,11 @@ if [ -n "${DASHBOARD:-}" ]; then
 	sleep 5 # the page's first load
 	echo "dashboard open: $(curl -s http://127.0.0.1:8120/metrics | grep '^edgemap_api_connections ')"
 fi
+if [ "${REPORTS:-1}" != 0 ]; then
+	secs=${DURATION%s}
+	taskset -c 1 bin/reportgen -api http://127.0.0.1:8120 -blocks "$WORK/large-blocks.txt" -duration "$((secs + 10))s" >"$dir/reportgen.log" 2>&1 &
+fi
 taskset -c 1 bin/loadgen -server 127.0.0.1:5320 -blocks "$WORK/large-blocks.txt" -rate "$RATE" -duration "$DURATION" -window "$WINDOW"
-curl -s http://127.0.0.1:8120/metrics | grep -E '^edgemap_map_build_seconds_(sum|count)|^go_gc_duration_seconds_count'
+curl -s http://127.0.0.1:8120/metrics | grep -E '^edgemap_map_build_seconds_(sum|count)|^edgemap_map_unchanged_total|^go_gc_duration_seconds_count|^edgemap_collector_reports_total\{result="accepted"'
 echo "RSS (MiB) every ${RSS_EVERY}s: $(awk '{printf "%s ", $2}' "$dir/rss.txt")"
 echo "RSS at the end: $(rss) MiB"
