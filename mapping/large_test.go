@@ -146,3 +146,39 @@ func BenchmarkPlaceTableEdgeDown(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDecideLargeSpread is BenchmarkDecideLarge with clients in all
+// 100 000 targets in random order, as a server sees them: the target
+// lookup misses the cache. "tree" is the longest-prefix match through the
+// table alone, without the /24 index.
+func BenchmarkDecideLargeSpread(b *testing.B) {
+	s, err := Build(largeInputs(b, 10))
+	if err != nil {
+		b.Fatal(err)
+	}
+	clients := make([]netip.Addr, 1<<20)
+	rnd := rand.New(rand.NewPCG(3, 3))
+	for i := range clients {
+		n := rnd.IntN(100_000)
+		clients[i] = netip.AddrFrom4([4]byte{byte(1 + n>>16), byte(n >> 8), byte(n), byte(rnd.Uint32())})
+	}
+	index := s.unitsV4
+	for _, bc := range []struct {
+		name  string
+		index *unitIndexV4
+	}{{"index", index}, {"tree", nil}} {
+		b.Run(bc.name, func(b *testing.B) {
+			s.unitsV4 = bc.index
+			p := s.props[0]
+			var d Decision
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				p.Decide(clients[i%len(clients)], false, &d)
+			}
+			if d.N == 0 || !d.Measured {
+				b.Fatalf("not decided by a measured unit: %+v", d)
+			}
+		})
+	}
+	s.unitsV4 = index
+}

@@ -117,6 +117,7 @@ type Snapshot struct {
 
 	units     []unit
 	unitTable *bart.Table[int32] // target block -> index into units
+	unitsV4   *unitIndexV4       // IPv4 clients' units without the tree walk; nil without IPv4 targets
 	maxAge    time.Duration
 
 	health      []Health          // by edge index
