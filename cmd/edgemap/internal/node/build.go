@@ -73,12 +73,12 @@ type builder struct {
 
 	cfg *prepared // the configuration the map is built from
 
-	rates   []mapping.Demand
-	view    []mapping.Measurement     // the measurements the published map was built from
-	asOfNow time.Time                 // Inputs.Now of the published map
-	decided map[string]mapping.Health // health of the published map
-	allDown map[string]bool           // properties all down in the published map
-	checks  map[string]probe.Check    // the checks the monitor runs
+	rates    []mapping.Demand
+	measured uint64                    // the version of the measurements the published map was built from
+	asOfNow  time.Time                 // Inputs.Now of the published map
+	decided  map[string]mapping.Health // health of the published map
+	allDown  map[string]bool           // properties all down in the published map
+	checks   map[string]probe.Check    // the checks the monitor runs
 }
 
 func newBuilder(n *Node, geo *mapping.Geo, asOf time.Time) *builder {
@@ -138,7 +138,8 @@ func (b *builder) build(w work) error {
 		in.Now, b.asOf = b.asOf, time.Time{}
 	}
 	in.Pause = buildPauser()
-	in.Measurements = n.meas.forMap(in.Pause)
+	var version uint64
+	in.Measurements, version = n.meas.forMapVersion(in.Pause)
 	in.MaxAge = n.opts.MaxAge
 	in.Demand = b.rates
 	in.Stability = n.opts.Stability
@@ -152,7 +153,7 @@ func (b *builder) build(w work) error {
 		}
 	}
 	if in.Previous != nil && !configChanged && w.geo == nil && !ratesChanged && maps.Equal(in.Health, b.decided) &&
-		sameMeasurements(in.Measurements, b.view) && !validityChanges(in.Measurements, b.asOfNow, in.Now, in.MaxAge) {
+		version == b.measured && !validityChanges(in.Measurements, b.asOfNow, in.Now, in.MaxAge) {
 		// The map would come out as it is: it is right as of now too. An
 		// idle server's map interval costs this comparison, not a build, a
 		// collection and a disk write.
@@ -185,7 +186,7 @@ func (b *builder) build(w work) error {
 	n.snap.Store(snap)
 	n.state.Store(&published{cfg: b.cfg.cfg, rev: b.cfg.rev, at: in.Now})
 	b.decided = in.Health
-	b.view, b.asOfNow = in.Measurements, in.Now
+	b.measured, b.asOfNow = version, in.Now
 	n.metrics.builds.Inc()
 	if z := b.cfg.cfg.Zone; z != nil {
 		n.metrics.serial.Set(float64(z.Serial))
@@ -195,13 +196,6 @@ func (b *builder) build(w work) error {
 		b.syncChecks()
 	}
 	return nil
-}
-
-// sameMeasurements says whether a and b are the same view of the
-// measurements: the node makes a new one whenever a report or a prune
-// changes them.
-func sameMeasurements(a, b []mapping.Measurement) bool {
-	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // validityChanges says whether a measurement starts or stops counting

@@ -32,6 +32,10 @@ type measurements struct {
 	// report or a prune changes byTarget: converting a million
 	// measurements every map interval is garbage the answers would pay for.
 	mapView []mapping.Measurement
+	// version counts the changes of byTarget, so that the builder can
+	// tell a changed view from the one it built from without holding on
+	// to the old one (a million measurements, about 100 MB).
+	version uint64
 
 	edgeLocks sync.Map // edge id -> *sync.Mutex: one report per edge at a time
 }
@@ -81,6 +85,7 @@ func (ms *measurements) load(st *store.Store) error {
 	defer ms.mu.Unlock()
 	ms.byTarget = byTarget
 	ms.mapView = nil
+	ms.version++
 	return nil
 }
 
@@ -94,10 +99,16 @@ func find(es []edgeMeasurement, edge string) (int, bool) {
 // in that is a million measurements, which must not hold the core. Reports
 // wait for it.
 func (ms *measurements) forMap(pause func()) []mapping.Measurement {
+	view, _ := ms.forMapVersion(pause)
+	return view
+}
+
+// forMapVersion is forMap and the version of the measurements it shows.
+func (ms *measurements) forMapVersion(pause func()) ([]mapping.Measurement, uint64) {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	if ms.mapView != nil {
-		return ms.mapView
+		return ms.mapView, ms.version
 	}
 	n := 0
 	for _, es := range ms.byTarget {
@@ -114,7 +125,7 @@ func (ms *measurements) forMap(pause func()) []mapping.Measurement {
 		}
 	}
 	ms.mapView = out
-	return out
+	return out, ms.version
 }
 
 // accept smooths a verified report into the table and stores the result
@@ -168,6 +179,7 @@ func (ms *measurements) accept(st *store.Store, keyID string, seq uint64, r *pro
 		}
 	}
 	ms.mapView = nil
+	ms.version++
 	ms.mu.Unlock()
 	return len(recs), nil
 }
@@ -222,6 +234,7 @@ func (ms *measurements) prune(st *store.Store, snap *mapping.Snapshot, now time.
 		}
 	}
 	ms.mapView = nil
+	ms.version++
 	ms.mu.Unlock()
 	log.Info("pruned measurements", zap.Int("deleted", n))
 }
