@@ -391,7 +391,9 @@ func (a *api) healthz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st["map_built"] = snap.Built()
-	st["map_age_s"] = time.Since(snap.Built()).Round(time.Millisecond).Seconds()
+	// The map's age is since the time it is right for: an interval that
+	// found nothing changed does not build, and the map is not older for it.
+	st["map_age_s"] = float64(time.Since(a.n.Status().MapBuilt).Milliseconds()) / 1000
 	if g := snap.Geo(); g != nil {
 		st["geoip"] = g.Describe()
 	}

@@ -15,7 +15,8 @@ type Node struct {
 	// server publishes.
 	Revision uint64 `json:"revision"`
 	Serial   uint32 `json:"serial"`
-	// MapBuilt is the time the published map was built for.
+	// MapBuilt is the time the published map is right for: the time it
+	// was built for, or the last map interval that found nothing changed.
 	MapBuilt time.Time `json:"map_built"`
 	// Reports is how many probe reports the server accepted in the map
 	// interval before Updated.

@@ -121,7 +121,7 @@ type ages struct {
 func newAges(n *Node) *ages {
 	return &ages{n: n,
 		mapAge: prometheus.NewDesc("edgemap_map_age_seconds",
-			"Seconds since the time the published map was built for; it grows past the map interval only when builds fail or stall.", nil, nil),
+			"Seconds since the time the published map is right for (built for, or last found unchanged at a map interval); it grows past the map interval only when builds fail or stall.", nil, nil),
 		measAge: prometheus.NewDesc("edgemap_edge_measurement_age_seconds",
 			"Seconds since the edge's agent last measured (the freshest measured_at of its stored measurements); absent for an edge never measured.", []string{"edge"}, nil),
 	}

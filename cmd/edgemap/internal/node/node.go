@@ -381,7 +381,8 @@ type Status struct {
 	// map was built from.
 	Revision uint64
 	Serial   uint32
-	// MapBuilt is the time the published map was built for.
+	// MapBuilt is the time the published map is right for: the time it
+	// was built for, or the last map interval that found nothing changed.
 	MapBuilt time.Time
 	// Reports counts the probe reports accepted since the node started.
 	Reports uint64
