@@ -63,3 +63,14 @@ fi
 echo "--- label, run, qps, lost (all runs)"
 cut -f2,4,5,8 "$RESULTS/summary.tsv"
 echo "$ratio"
+# The performance targets' figures: edgemap against gdnsd by the medians,
+# and the spread (max/min) of each server's runs.
+awk -F'\t' '{split($5, q, "="); print $2, q[2]}' "$RESULTS/summary.tsv" | sort -k1,1 -k2,2n |
+	awk '{n[$1]++; v[$1, n[$1]] = $2}
+	END {
+		for (s in n) {
+			med[s] = v[s, int((n[s] + 1) / 2)]
+			printf "%s: median %.0f, max/min %.2f over %d runs\n", s, med[s], v[s, n[s]] / v[s, 1], n[s]
+		}
+		if (med["gdnsd"] > 0) printf "edgemap vs gdnsd (medians): %.2fx\n", med["edgemap"] / med["gdnsd"]
+	}'
