@@ -502,7 +502,10 @@ func TestVersion(t *testing.T) {
 	if tag, err := exec.Command("git", "describe", "--tags", "--dirty").Output(); err == nil {
 		version = strings.TrimSpace(string(tag))
 	}
-	commitRE := regexp.QuoteMeta(strings.TrimSpace(string(head))) + `( \(with uncommitted changes\))?`
+	// The commit's time is there when the build saw it (a clean checkout
+	// stamps it; a tree with changes may not).
+	commitRE := regexp.QuoteMeta(strings.TrimSpace(string(head))) +
+		`( \(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ(, with uncommitted changes)?\)| \(with uncommitted changes\))?`
 	want := regexp.MustCompile(`^edgemap ` + regexp.QuoteMeta(version) + "\ncommit  " + commitRE + "\ngo      " + regexp.QuoteMeta(runtime.Version()) + ` \S+/\S+` + "\n$")
 	for _, args := range [][]string{{"version"}, {"--version"}} {
 		out, err := exec.Command(bin, args...).Output()
