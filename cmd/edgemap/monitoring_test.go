@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -12,11 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/edgetest"
-	"github.com/edgemap/edgemap/probe"
 )
 
 // metricNames are the names of the series a /metrics page holds.
@@ -47,21 +44,7 @@ var edgemapMetric = regexp.MustCompile(`\bedgemap_[a-z0-9_]+\b`)
 func TestAlertRulesAndDashboard(t *testing.T) {
 	s := startServer(t, demoConfig(t))
 	secret := addKey(t, s, "fra1-agent", "fra1")
-	a, err := probe.NewAgent(probe.AgentConfig{Edge: "fra1", Collectors: []string{s.API}, KeyID: "fra1-agent", Secret: secret,
-		Interval: 200 * time.Millisecond, Timeout: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	srv, addr, err := serveAgentMetrics("127.0.0.1:0", a, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	agent := edgetest.Addrs{API: "http://" + addr.String()}
+	agent := runAgentWithMetrics(t, s, secret, 200*time.Millisecond)
 	// A report accepted: the series of measurements and of reports exist
 	// from then on.
 	edgetest.Eventually(t, 10*time.Second, "a report accepted", func() bool {

@@ -323,21 +323,7 @@ func TestAgentMetricsAndHealth(t *testing.T) {
 	// The demo's targets are documentation addresses: connects fail
 	// fast, which is a measurement (loss) all the same.
 	interval := 200 * time.Millisecond
-	a, err := probe.NewAgent(probe.AgentConfig{Edge: "fra1", Collectors: []string{s.API}, KeyID: "fra1-agent", Secret: secret,
-		Interval: interval, Timeout: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	srv, addr, err := serveAgentMetrics("127.0.0.1:0", a, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	agent := edgetest.Addrs{API: "http://" + addr.String()}
+	agent := runAgentWithMetrics(t, s, secret, interval)
 	edgetest.Eventually(t, 10*time.Second, "a report accepted", func() bool {
 		return agent.MetricSum(t, "edgemap_probe_reports_total", `result="sent"`) >= 1
 	})
@@ -513,4 +499,26 @@ func TestVersion(t *testing.T) {
 			t.Errorf("edgemap %s: %q, %v; want %s", args[0], out, err, want)
 		}
 	}
+}
+
+// runAgentWithMetrics runs fra1's agent reporting to s every interval,
+// with its metrics and health served, until the test ends, and returns
+// where they are served.
+func runAgentWithMetrics(t *testing.T, s *server, secret []byte, interval time.Duration) edgetest.Addrs {
+	t.Helper()
+	a, err := probe.NewAgent(probe.AgentConfig{Edge: "fra1", Collectors: []string{s.API}, KeyID: "fra1-agent", Secret: secret,
+		Interval: interval, Timeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	srv, addr, err := serveAgentMetrics("127.0.0.1:0", a, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return edgetest.Addrs{API: "http://" + addr.String()}
 }
