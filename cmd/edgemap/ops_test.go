@@ -522,3 +522,55 @@ func runAgentWithMetrics(t *testing.T, s *server, secret []byte, interval time.D
 	t.Cleanup(func() { srv.Close() })
 	return edgetest.Addrs{API: "http://" + addr.String()}
 }
+
+// A long poll holds an admin API connection only as long as someone
+// waits for it: a client that goes away frees it at once (at the cap, a
+// busy connection is never evicted), a stopping server answers it, and a
+// number from a log the file no longer has (a restored backup) is answered
+// from the start instead of never.
+func TestEventsLongPollEndsWithItsClient(t *testing.T) {
+	s := startServer(t, demoConfig(t))
+	connections := func() float64 { return s.Metric(t, "edgemap_api_connections") }
+	idle := connections() // the test's own keep-alive connection
+
+	// 20 s polls; every bound below is 10 s, half of that.
+	if p := getEvents(t, s, "after=1000000&wait=20s"); len(p.Events) == 0 || p.Events[0].Seq != 1 {
+		t.Fatalf("a number the log never reached: %+v, want the log from its first event", p)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	polled := make(chan error, 1)
+	next := getEvents(t, s, "limit=1").Next
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("%s/v1/events?after=%d&wait=20s", s.API, next), nil)
+		resp, err := (&http.Client{Transport: &http.Transport{}}).Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		polled <- err
+	}()
+	edgetest.Eventually(t, 10*time.Second, "the poll waiting", func() bool { return connections() > idle })
+	cancel()
+	<-polled
+	edgetest.Eventually(t, 10*time.Second, "the poll's connection closed once its client left", func() bool { return connections() == idle })
+
+	// A poll in progress when the server stops is answered, not cut: the
+	// "stopping" event, written before the API shuts down, wakes it.
+	answered := make(chan int, 1)
+	go func() {
+		resp, err := (&http.Client{Transport: &http.Transport{}}).Get(fmt.Sprintf("%s/v1/events?after=%d&wait=20s", s.API, next))
+		if err != nil {
+			answered <- 0
+			return
+		}
+		resp.Body.Close()
+		answered <- resp.StatusCode
+	}()
+	edgetest.Eventually(t, 10*time.Second, "the poll waiting", func() bool { return connections() > idle })
+	if err := s.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if code := <-answered; code != http.StatusOK {
+		t.Fatalf("a poll waiting while the server stopped: %d, want 200 (0: the connection was cut)", code)
+	}
+}

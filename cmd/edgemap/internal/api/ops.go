@@ -69,7 +69,7 @@ func (a *api) events(w http.ResponseWriter, r *http.Request) {
 	if eq.After == 0 && eq.Since.IsZero() {
 		eq.Latest = true
 	}
-	events, next, err := a.n.Events(eq, wait)
+	events, next, err := a.n.Events(r.Context(), eq, wait)
 	if err != nil {
 		a.internal(w, err)
 		return

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -261,8 +262,13 @@ type EventQuery struct {
 
 // Events returns the events a query asks for, the oldest first, and the
 // sequence number to ask after next time. With wait > 0 and nothing to
-// return yet, it waits up to wait for the next event (a long poll).
-func (n *Node) Events(q EventQuery, wait time.Duration) (events []Event, next uint64, err error) {
+// return yet, it waits up to wait for the next event (a long poll), or
+// until ctx is done (the client went away): every waiter holds one of
+// the API's connections, which are capped. A number after the last one
+// written is one of a log this file replaced (a restored backup, a new
+// file): such a query starts from the beginning, or it would wait for
+// ever.
+func (n *Node) Events(ctx context.Context, q EventQuery, wait time.Duration) (events []Event, next uint64, err error) {
 	l := n.events
 	after := q.After
 	if q.Latest {
@@ -280,6 +286,9 @@ func (n *Node) Events(q EventQuery, wait time.Duration) (events []Event, next ui
 		l.mu.Lock()
 		notify, written := l.notify, l.written
 		l.mu.Unlock()
+		if after > written {
+			after = 0
+		}
 		stored, err := l.store.EventsAfter(after, q.Limit)
 		if err != nil {
 			return nil, 0, err
@@ -305,10 +314,13 @@ func (n *Node) Events(q EventQuery, wait time.Duration) (events []Event, next ui
 		case <-notify:
 		case <-t.C:
 		case <-n.stop:
+		case <-ctx.Done():
 		}
 		t.Stop()
 		select {
 		case <-n.stop:
+			return events, next, nil
+		case <-ctx.Done():
 			return events, next, nil
 		default:
 		}
