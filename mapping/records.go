@@ -376,6 +376,12 @@ func (n *Name) RRset(t RecordType) *RRset {
 // operator's mistake long before that.
 const MaxCNAMEChain = 8
 
+// MaxRRset is how many records of one type a name may have. Every answer
+// for the name carries them all, built for each query; real zones have a
+// handful (a few TXT verification tokens, two or three MX), and more would
+// make each answer, and a forged flood's, cost as much again.
+const MaxRRset = 64
+
 // addRecords adds the static records to the snapshot's names and checks
 // them against each other and against the rest of the zone, the way
 // RFC 1034 and RFC 2181 say a zone must look: a CNAME alone at its name
@@ -409,6 +415,8 @@ func (b *builder) addRecords(records []Record) error {
 			return FieldErrorf("ttl", "%s: TTL %d differs from the %d of the other %s records at %s; an RRset has one TTL (RFC 2181 5.2)", what, ttl, set.TTL, r.Type, r.Name)
 		case r.Type == TypeCNAME:
 			return FieldErrorf("value", "%s: %s has a CNAME already; a name is an alias of one name only", what, r.Name)
+		case len(set.Data) == MaxRRset:
+			return FieldErrorf("value", "%s: %s has %d %s records already, the most one name may have", what, r.Name, MaxRRset, r.Type)
 		}
 		set.Data = append(set.Data, data)
 	}

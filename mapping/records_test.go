@@ -2,6 +2,7 @@ package mapping
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -201,6 +202,7 @@ func TestBuildRecordErrors(t *testing.T) {
 			field: "value", msg: "the aliases loop: a.cdn.example.net. -> b.cdn.example.net. -> a.cdn.example.net."},
 		{name: "alias to itself", records: []Record{rec("a.cdn.example.net.", TypeCNAME, "a.cdn.example.net.")}, field: "value", msg: "loop"},
 		{name: "chain too long", records: chain(MaxCNAMEChain + 1), field: "value", msg: "a chain of more than 8 CNAMEs"},
+		{name: "too many records of a type", records: txts(MaxRRset + 1), field: "value", msg: "has 64 TXT records already"},
 		{name: "bad value", records: []Record{rec("x.cdn.example.net.", TypeMX, "mail")}, field: "value", msg: "x.cdn.example.net. MX mail:"},
 		{name: "retry not below refresh", timers: Timers{Refresh: 3600, Retry: 3600}, field: "zone.retry", msg: "not shorter than refresh"},
 		{name: "expire below refresh+retry", timers: Timers{Refresh: 86400, Expire: 86400}, field: "zone.expire", msg: "shorter than refresh + retry"},
@@ -242,6 +244,7 @@ func TestBuildRecordAccepts(t *testing.T) {
 	in := testInputs(nil)
 	in.Records = append(chain(MaxCNAMEChain), // the longest chain allowed
 		Record{Name: "alias.eu.cdn.example.net.", Type: TypeCNAME, Value: "eu.cdn.example.net."}) // to an empty non-terminal
+	in.Records = append(in.Records, txts(MaxRRset)...) // the most records one name may have
 	in.Zone.Timers = Timers{TTL: 300, NSTTL: 86400, Refresh: 7200, Retry: 900, Expire: 8100, Minimum: 0}
 	s, err := Build(in)
 	if err != nil {
@@ -306,4 +309,13 @@ func FuzzParseRecordData(f *testing.F) {
 			}
 		}
 	})
+}
+
+// txts is n TXT records at one name.
+func txts(n int) []Record {
+	var out []Record
+	for i := range n {
+		out = append(out, Record{Name: "many.cdn.example.net.", Type: TypeTXT, Value: fmt.Sprint("token ", i)})
+	}
+	return out
 }

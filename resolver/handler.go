@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"net"
 	"net/netip"
+	"sort"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -262,27 +263,39 @@ func fit(m *dns.Msg, size, bound int) {
 	if opt != nil {
 		m.Extra = append(m.Extra, opt)
 	}
-	for m.Len() > bound {
-		switch {
-		case len(m.Ns) > 0:
-			m.Ns = m.Ns[:len(m.Ns)-1]
-		case len(m.Answer) > 0:
-			m.Answer = m.Answer[:len(m.Answer)-1]
-		default:
-			if opt == nil {
-				return // a header and question longer than 4x the query: cannot be
-			}
-			keep := opt.Option[:0]
-			for _, e := range opt.Option {
-				if e.Option() == dns.EDNS0COOKIE {
-					keep = append(keep, e)
-				}
-			}
-			opt.Option = keep
-			return
-		}
-		m.Truncated = true
+	if m.Len() <= bound {
+		return
 	}
+	// Keep the longest run of answer, then authority records that fits,
+	// found by bisection: a name's static records are as many as the
+	// operator wrote, and measuring the message after each one dropped
+	// would cost a forged flood's every query time squared in them.
+	answer, ns := m.Answer, m.Ns
+	keep := func(n int) {
+		m.Answer, m.Ns = answer[:min(n, len(answer))], ns[:max(0, n-len(answer))]
+	}
+	all := len(answer) + len(ns)
+	n := sort.Search(all+1, func(n int) bool {
+		keep(n)
+		return m.Len() > bound
+	}) - 1
+	if n >= 0 {
+		keep(n)
+		m.Truncated = true
+		return
+	}
+	keep(0)
+	m.Truncated = all > 0
+	if opt == nil {
+		return // a header and question longer than 4x the query: cannot be
+	}
+	cookie := opt.Option[:0]
+	for _, e := range opt.Option {
+		if e.Option() == dns.EDNS0COOKIE {
+			cookie = append(cookie, e)
+		}
+	}
+	opt.Option = cookie
 }
 
 func (h *Handler) answer(q *dns.Msg, raw []byte, src netip.Addr, tcp bool, st *queryState) *dns.Msg {

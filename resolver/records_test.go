@@ -1,6 +1,7 @@
 package resolver_test
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -187,5 +188,59 @@ func TestStaticRecordsRRL(t *testing.T) {
 		if full, _, _ := tally(t, h, tc.req, src, 10); full != tc.want {
 			t.Errorf("%s: %d of 10 answered, want %d", tc.name, full, tc.want)
 		}
+	}
+}
+
+// manyTXT is the record inputs with the most short TXT records one name
+// may have.
+func manyTXT(t testing.TB) mapping.Inputs {
+	in := recordInputs(t)
+	for i := range mapping.MaxRRset {
+		in.Records = append(in.Records, mapping.Record{Name: "many.cdn.example.net.", Type: mapping.TypeTXT, Value: fmt.Sprintf("record %03d", i)})
+	}
+	return in
+}
+
+// Under the amplification bound, a name with many records keeps as many of
+// its first ones as fit, with TC, and not one more.
+func TestManyRecordsCutToTheBound(t *testing.T) {
+	srv := startServer(t, build(t, manyTXT(t)))
+	m := new(dns.Msg)
+	m.SetQuestion("many.cdn.example.net.", dns.TypeTXT)
+	m.SetEdns0(4096, false)
+	q := pack(t, m)
+	raw := rawExchange(t, "udp", srv.addr, q, 3*time.Second)
+	r := unpack(t, raw)
+	if len(raw) > 4*len(q) || !r.Truncated || len(r.Answer) == 0 {
+		t.Fatalf("%d bytes for a %d-byte query, tc %v, %d answers; want at most 4x, TC, some", len(raw), len(q), r.Truncated, len(r.Answer))
+	}
+	for i, rr := range r.Answer {
+		if txt, ok := rr.(*dns.TXT); !ok || txt.Txt[0] != fmt.Sprintf("record %03d", i) {
+			t.Fatalf("answer %d: %v, want the records in order from the first", i, rr)
+		}
+	}
+	one := *r.Answer[0].(*dns.TXT)
+	one.Txt = []string{fmt.Sprintf("record %03d", len(r.Answer))}
+	more := r.Copy()
+	more.Answer = append(more.Answer, &one)
+	more.Compress = true
+	if more.Len() <= 4*len(q) {
+		t.Errorf("%d answers kept, but %d fit in %d bytes", len(r.Answer), len(more.Answer), 4*len(q))
+	}
+}
+
+// BenchmarkManyRecordsCutToTheBound is the general path's answer to a
+// query for a name with the most TXT records it may have, cut to the
+// amplification bound.
+func BenchmarkManyRecordsCutToTheBound(b *testing.B) {
+	h, _, _ := newHandler(b, build(b, manyTXT(b)))
+	m := new(dns.Msg)
+	m.SetQuestion("many.cdn.example.net.", dns.TypeTXT)
+	m.SetEdns0(4096, false)
+	q, _ := m.Pack()
+	src := netip.MustParseAddr("198.51.100.7")
+	b.ReportAllocs()
+	for b.Loop() {
+		h.ServeDNS(q, src, false)
 	}
 }
