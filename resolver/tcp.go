@@ -310,6 +310,13 @@ func (s *Server) serveConn(c *tcpConn) {
 			return
 		}
 		n := int(binary.BigEndian.Uint16(lenBuf[:]))
+		if n > udpReadBuffer {
+			// No query we answer is this long (UDP drops the same), and
+			// a buffer grown to the 64 KiB a length prefix can claim
+			// would stay with the idle connection: 256 MiB over the cap.
+			s.h.Metrics.dropped(dropOversize)
+			return
+		}
 		if n > cap(buf) {
 			buf = make([]byte, n)
 		}

@@ -244,3 +244,24 @@ func TestTCPIdleTimeout(t *testing.T) {
 		t.Fatalf("closed after %v, before the idle timeout", took)
 	}
 }
+
+// A TCP message longer than any query we answer closes the connection
+// before it is read, counted as oversize: a length prefix cannot make an
+// idle connection keep a 64 KiB buffer.
+func TestTCPOversizedMessageCloses(t *testing.T) {
+	srv := startTCPServer(t, resolver.TCPLimits{})
+	c := dialTCP(t, srv, "127.0.0.2")
+	if !c.ask() {
+		t.Fatal("not answered before the long message")
+	}
+	if _, err := c.c.Write([]byte{0xff, 0xff}); err != nil { // 65 535 bytes announced
+		t.Fatal(err)
+	}
+	// 5 s: the server closes at once; the bound is for a slow machine.
+	if !c.closedByServer(5 * time.Second) {
+		t.Fatal("a connection announcing a 65 535-byte message stayed open")
+	}
+	if n := labelled(t, srv.reg, "edgemap_dns_dropped_total", map[string]string{"reason": "oversize"}); n != 1 {
+		t.Errorf("oversize counted %v times, want 1", n)
+	}
+}
