@@ -42,6 +42,10 @@ const (
 	// a collector accepting a report before Health calls it unhealthy
 	// (and a name server stops counting its word on its edge's health).
 	SilentIntervals = 3
+	// MaxCollectors is how many name servers an agent reports to, given
+	// and discovered together: a fleet is a handful, and each collector is
+	// a goroutine and a queue of reports.
+	MaxCollectors = 64
 )
 
 // ErrUnauthorized is returned by Run when every collector refused the

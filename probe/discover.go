@@ -102,6 +102,13 @@ func (a *Agent) discover(ctx context.Context) {
 		if given[id] || have[id] {
 			continue
 		}
+		if len(a.senders) >= MaxCollectors {
+			// Each is a goroutine and a queue of reports: a list from a
+			// broken or hostile server must not grow them without end.
+			a.log.Warn("a fleet lists more name servers than an agent reports to; the rest are left out",
+				zap.Int("max", MaxCollectors), zap.Int("listed", len(fleet)))
+			break
+		}
 		s := &sender{a: a, base: fleet[id], wake: make(chan struct{}, 1), id: id, discovered: true}
 		a.senders = append(a.senders, s)
 		a.start(s)

@@ -2,6 +2,7 @@ package probe
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -84,6 +85,28 @@ func TestAgentDiscoversTheFleet(t *testing.T) {
 	waitFor(t, 10*time.Second, "three more rounds reach ns2", func() bool { return f.stores["ns2"].acceptedCount() >= from+3 })
 	if now := f.stores["ns3"].acceptedCount(); now > gone+1 { // one may have been in flight
 		t.Fatalf("ns3 accepted %d reports after it left the fleet", now-gone)
+	}
+}
+
+// A fleet list longer than any fleet (a broken or hostile server) makes
+// no more than MaxCollectors collectors.
+func TestAgentDiscoversAtMostMaxCollectors(t *testing.T) {
+	f := newFleetOfCollectors(t, "ns1")
+	f.mu.Lock()
+	for i := range 3 * MaxCollectors {
+		// Loopback ports nothing listens on: reports to them fail fast.
+		f.listed[fmt.Sprintf("bogus%03d", i)] = fmt.Sprintf("http://127.0.0.1:%d", 1+i)
+	}
+	f.mu.Unlock()
+	a := runAgent(t, AgentConfig{
+		Edge: "fra1", Collectors: []string{f.srvs["ns1"].URL}, KeyID: "k1", Secret: secretK1, Discover: true,
+		Interval: 100 * time.Millisecond, Timeout: 50 * time.Millisecond,
+	})
+	waitFor(t, 10*time.Second, "the list read", func() bool { return len(a.Stats()) > 1 })
+	from := f.stores["ns1"].acceptedCount()
+	waitFor(t, 10*time.Second, "three more rounds", func() bool { return f.stores["ns1"].acceptedCount() >= from+3 })
+	if n := len(a.Stats()); n != MaxCollectors {
+		t.Fatalf("the agent reports to %d collectors, want %d", n, MaxCollectors)
 	}
 }
 
