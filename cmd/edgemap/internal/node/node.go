@@ -262,6 +262,13 @@ func New(opts Options) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
+	// The first map's time, recorded now rather than at the first map
+	// interval, so that what the file holds does not depend on how long
+	// the server has run (the map loop records only maps it publishes).
+	if err := n.store.SetMapAsOf(n.state.Load().at); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("%w: %w", ErrUnreadable, err)
+	}
 	return n, nil
 }
 
@@ -295,7 +302,7 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	t := time.NewTicker(n.opts.MapInterval)
 	defer t.Stop()
-	var recorded *mapping.Snapshot
+	recorded := n.snap.Load() // New recorded the first map's time
 	for i := 1; ; i++ {
 		select {
 		case <-ctx.Done():

@@ -14,6 +14,7 @@ import (
 	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/probe"
 	"github.com/edgemap/edgemap/store"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // testOptions are a node's options over a new store in t.TempDir(), with
@@ -265,10 +266,13 @@ func TestCloseJoinsEveryGoroutine(t *testing.T) {
 	}
 	ran := make(chan error, 1)
 	go func() { ran <- n.Run(t.Context()) }()
-	// Only the map loop records the map's time.
-	edgetest.Eventually(t, 5*time.Second, "a map interval's map", func() bool {
-		at, err := opts.Store.MapAsOf()
-		return err == nil && !at.IsZero()
+	// A map interval passed: the map loop runs (its interval builds, or
+	// finds nothing changed).
+	intervals := func() float64 { return testutil.ToFloat64(n.metrics.builds) + testutil.ToFloat64(n.metrics.unchanged) }
+	before := intervals()
+	edgetest.Eventually(t, 5*time.Second, "the map loop running", func() bool {
+		buf := make([]byte, 1<<20)
+		return strings.Contains(string(buf[:runtime.Stack(buf, true)]), "internal/node.(*Node).Run(") && intervals() > before
 	})
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
