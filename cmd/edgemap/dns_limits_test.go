@@ -343,11 +343,12 @@ func TestRRLBurst(t *testing.T) {
 		t.Errorf("%d of %d answered, want at most half", res.answered, burst)
 	}
 	// The default rate for zone answers is 20/s with a burst of 20: over
-	// the elapsed time that is 20 + 20 x elapsed, give or take one token
-	// for the time between the first and last query reaching the server.
+	// the elapsed time that is 20 + 20 x elapsed, give or take what the
+	// client's clock and the server's disagree on: 5 tokens is 250 ms of
+	// a loaded machine's scheduling, and far from a rate of 40/s or 10/s.
 	want := 20 + 20*elapsed.Seconds()
-	if math.Abs(float64(res.answered)-want) > 1.5 {
-		t.Errorf("answered %d, want %.1f ± 1 (rate 20/s, burst 20, over %v)", res.answered, want, elapsed)
+	if math.Abs(float64(res.answered)-want) > 5 {
+		t.Errorf("answered %d, want %.1f ± 5 (rate 20/s, burst 20, over %v)", res.answered, want, elapsed)
 	}
 	// Slip 2: of the limited queries of this flow (the burst and the
 	// cookie-less ones), every second went out truncated.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -115,12 +116,12 @@ func TestFleetWriteAnsweredByEveryServer(t *testing.T) {
 
 	// A server that dies (no clean stop: its registration is not
 	// withdrawn) leaves the list when its lease ends: --etcd-lease-ttl 2s,
-	// and a second for the watch and a loaded machine.
+	// etcd's expiry sweep and the watch; 10 s for a loaded machine.
 	ns3 := l.nodes[2]
 	ns3.cmd.Process.Kill()
 	<-ns3.exited
 	died := time.Now()
-	edgetest.Eventually(t, 3*time.Second, "ns3 leaves the list", func() bool {
+	edgetest.Eventually(t, 10*time.Second, "ns3 leaves the list", func() bool {
 		nodes = config.Nodes{}
 		ns1.Call(t, http.MethodGet, "/v1/nodes", nil, &nodes)
 		return len(nodes.Nodes) == 2
@@ -186,9 +187,16 @@ func TestFleetOneKeyEveryCollector(t *testing.T) {
 		}
 		return len(nodes.Nodes) == 3
 	})
+	// The servers it discovered, by id: a lease that lapses on a loaded
+	// machine may make it drop and find one again, which is not a second
+	// collector.
 	out := agentLog.String()
-	if n := strings.Count(out, "reporting to a collector discovered in the fleet"); n != 2 {
-		t.Fatalf("the agent discovered %d collectors, want 2:\n%s", n, out)
+	found := map[string]bool{}
+	for _, m := range regexp.MustCompile(`reporting to a collector discovered in the fleet.*"node": ?"([^"]+)"`).FindAllStringSubmatch(out, -1) {
+		found[m[1]] = true
+	}
+	if len(found) != 2 || !found["ns2"] || !found["ns3"] {
+		t.Fatalf("the agent discovered %v, want ns2 and ns3:\n%s", found, out)
 	}
 }
 

@@ -284,8 +284,9 @@ func TestServeRefusesBadDatabaseFile(t *testing.T) {
 	}
 	start := time.Now()
 	err := runServer(context.Background(), cfg, zap.NewNop(), nil)
-	if !errors.Is(err, store.ErrNotDatabase) || time.Since(start) > time.Second {
-		t.Fatalf("garbage db: %v after %v; want ErrNotDatabase within 1s", err, time.Since(start))
+	// At once, not after a lock or open timeout: 5 s for a loaded machine.
+	if !errors.Is(err, store.ErrNotDatabase) || time.Since(start) > 5*time.Second {
+		t.Fatalf("garbage db: %v after %v; want ErrNotDatabase within 5s", err, time.Since(start))
 	}
 	raw, _ := os.ReadFile(cfg.DB)
 	if !bytes.HasPrefix(raw, []byte("not a database")) {
