@@ -29,26 +29,89 @@ type fastQuery struct {
 	ecsRaw  []byte // the ECS option's address bytes, echoed as received
 }
 
-// fastAnswer answers req, appending to dst, when it has the fast path's
-// shape. ok=false leaves the query to the general path, untouched: nothing
-// counted, nothing rate-limited. ok=true with a nil response is a response
-// rate limiting dropped.
-func (h *Handler) fastAnswer(dst, req []byte, src netip.Addr, tcp bool, now time.Time) (resp []byte, qtype uint16, ok bool) {
-	var name [256]byte
-	var q fastQuery
-	n, ok := parseFast(req, &name, &q)
+// fastParsed is a query read by the fast path: what parseFast read, and
+// the property it asks for. A batch reader parses its datagrams before it
+// answers them, to prefetch what their decisions will read (prefetch).
+type fastParsed struct {
+	name [256]byte // the lower-case presentation name, name[:n]
+	n    int
+	q    fastQuery
+	p    *mapping.ServedProperty
+	ok   bool // the query has the fast path's shape and asks for p
+	warm mapping.Prefetch
+}
+
+// parse reads req into f and finds the property it asks for; f.ok says
+// whether the fast path may answer it. req holds at least a header.
+func (h *Handler) parse(req []byte, f *fastParsed) bool {
+	f.ok, f.q = false, fastQuery{} // a batch reader reuses f
+	n, ok := parseFast(req, &f.name, &f.q)
 	if !ok {
-		return nil, 0, false
+		return false
 	}
 	snap := h.Snapshot.Load()
 	if snap == nil {
-		return nil, 0, false
+		return false
 	}
-	node := snap.LookupBytes(name[:n])
+	node := snap.LookupBytes(f.name[:n])
 	if node == nil || node.Property == nil {
+		return false
+	}
+	f.n, f.p, f.ok = n, node.Property, true
+	return true
+}
+
+// prepare parses req into f and, when the fast path will answer it,
+// makes the prefetch of its decision (f.warm). It answers nothing and
+// counts nothing.
+func (h *Handler) prepare(req []byte, src netip.Addr, f *fastParsed) {
+	// A batch reader reuses f: nothing of an earlier query may stay,
+	// least of all a pointer into an old snapshot.
+	f.ok, f.p, f.warm = false, nil, mapping.Prefetch{}
+	if h.noFast || len(req) < 12 || req[2]&0x80 != 0 || !h.parse(req, f) {
+		return
+	}
+	q := mapping.Query{Source: src, ECS: f.q.opts.subnet().network()}
+	f.warm = f.p.Prefetch(q, f.q.qtype == dns.TypeAAAA)
+}
+
+// prefetchBatch parses a batch of queries, reqs[i] from srcs[i] (nil:
+// none), into parsed and reads what the fast path's decisions of them
+// will read, in two passes over the batch (the table entries, then what
+// they point to), so that the reads of the whole batch overlap
+// (mapping.Prefetch). It folds what it read into *sink. It reports
+// whether parsed holds the parse of every query: after a bug's panic the
+// answers parse again, under appendResponse's recovery.
+func (h *Handler) prefetchBatch(reqs [][]byte, srcs []netip.Addr, parsed []fastParsed, sink *uint32) (ok bool) {
+	defer func() {
+		if recover() != nil {
+			h.Metrics.panicked()
+			ok = false
+		}
+	}()
+	for i, req := range reqs {
+		h.prepare(req, srcs[i], &parsed[i])
+	}
+	sum := *sink
+	for i := range parsed {
+		sum += parsed[i].warm.Entries()
+	}
+	for i := range parsed {
+		sum += parsed[i].warm.Rows()
+	}
+	*sink = sum
+	return true
+}
+
+// fastAnswer answers the query f parsed from req, appending to dst, when
+// it has the fast path's shape. ok=false leaves the query to the general
+// path, untouched: nothing counted, nothing rate-limited. ok=true with a
+// nil response is a response rate limiting dropped.
+func (h *Handler) fastAnswer(dst, req []byte, src netip.Addr, tcp bool, now time.Time, f *fastParsed) (resp []byte, qtype uint16, ok bool) {
+	if !f.ok {
 		return nil, 0, false
 	}
-	p := node.Property
+	q, name, p := &f.q, f.name[:f.n], f.p
 	v6 := q.qtype == dns.TypeAAAA
 	ecs := q.opts.subnet()
 	var d mapping.Decision
@@ -96,7 +159,7 @@ func (h *Handler) fastAnswer(dst, req []byte, src netip.Addr, tcp bool, now time
 		}
 	}
 	if q.hasOPT {
-		out = h.appendOPT(out, &q, ecs, byte(d.ECSScope), src, reuse, now32, true)
+		out = h.appendOPT(out, q, ecs, byte(d.ECSScope), src, reuse, now32, true)
 	}
 	if len(out)-start > limit {
 		return nil, 0, false // the general path truncates properly
@@ -104,7 +167,7 @@ func (h *Handler) fastAnswer(dst, req []byte, src netip.Addr, tcp bool, now time
 	if !tcp && h.RRL != nil {
 		action := rrlExempt
 		if verdict != cookieValid && !h.RRL.exempted(src) {
-			action = h.RRL.decide(classMapped, src, q.qtype, name[:n], now)
+			action = h.RRL.decide(classMapped, src, q.qtype, name, now)
 		}
 		h.Metrics.limited(action)
 		switch action {
@@ -120,7 +183,7 @@ func (h *Handler) fastAnswer(dst, req []byte, src netip.Addr, tcp bool, now time
 			}
 			out = append(out, req[12:q.qEnd]...)
 			if q.hasOPT {
-				out = h.appendOPT(out, &q, ecs, 0, src, reuse, now32, false)
+				out = h.appendOPT(out, q, ecs, 0, src, reuse, now32, false)
 			}
 			h.Metrics.cookie(verdict)
 			return out, q.qtype, true

@@ -90,8 +90,13 @@ func (h *Handler) ServeDNS(req []byte, src netip.Addr, tcp bool) []byte {
 // AppendResponse is ServeDNS appending to dst, so that a listener can reuse
 // one buffer: the common query (A or AAAA of a property) is answered by the
 // fast path without allocating; everything else goes through miekg/dns.
-func (h *Handler) AppendResponse(dst, req []byte, src netip.Addr, tcp bool) (resp []byte) {
-	start := time.Now()
+func (h *Handler) AppendResponse(dst, req []byte, src netip.Addr, tcp bool) []byte {
+	return h.appendResponse(dst, req, src, tcp, time.Now(), nil)
+}
+
+// appendResponse is AppendResponse for a query received at start. f, if
+// not nil, is what prefetch parsed of req; nil parses it here.
+func (h *Handler) appendResponse(dst, req []byte, src netip.Addr, tcp bool, start time.Time, f *fastParsed) (resp []byte) {
 	if len(req) < 12 {
 		h.Metrics.dropped(dropShort)
 		return nil
@@ -114,7 +119,12 @@ func (h *Handler) AppendResponse(dst, req []byte, src netip.Addr, tcp bool) (res
 		st.now = h.now()
 	}
 	if !h.noFast {
-		if out, qtype, ok := h.fastAnswer(dst, req, src, tcp, st.now); ok {
+		if f == nil {
+			var parsed fastParsed
+			f = &parsed
+			h.parse(req, f)
+		}
+		if out, qtype, ok := h.fastAnswer(dst, req, src, tcp, st.now, f); ok {
 			if out != nil {
 				h.Metrics.observeFast(qtype, start)
 			}

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"go.uber.org/zap"
@@ -35,6 +36,13 @@ type udpBatcher struct {
 	names [udpBatch]unix.RawSockaddrInet6 // large enough for either family
 	bufs  [udpBatch][]byte
 	resps [udpBatch][]byte
+
+	// What the prefetch pass learned of each datagram of a batch.
+	srcs   [udpBatch]netip.Addr
+	reqs   [udpBatch][]byte // nil: not answered
+	valid  [udpBatch]bool   // a plausible source, not truncated
+	parsed [udpBatch]fastParsed
+	sink   uint32 // what the prefetch read, so that the reads stay
 
 	// The calls RawConn runs, made once: a closure made per call would be
 	// an allocation per batch. They leave their results in the fields
@@ -87,20 +95,18 @@ func (s *Server) serveUDP(c *net.UDPConn) {
 			s.log.Warn("udp read", zap.Error(err))
 			continue
 		}
+		start := time.Now()
+		parsed := s.prefetch(b, n)
 		k := 0
 		for i := range n {
-			if b.in[i].Hdr.Flags&unix.MSG_TRUNC != 0 {
-				// Longer than the buffer: what we have is not the
-				// datagram, and no query we answer is this long.
-				s.h.Metrics.dropped(dropOversize)
+			if !b.valid[i] {
 				continue
 			}
-			addr, port, ok := b.source(i)
-			if !ok || !plausibleSource(addr, port) {
-				s.h.Metrics.dropped(dropSource)
-				continue
+			var f *fastParsed
+			if parsed {
+				f = &b.parsed[i]
 			}
-			resp := s.h.AppendResponse(b.resps[k][:0], b.bufs[i][:b.in[i].Len], addr, false)
+			resp := s.h.appendResponse(b.resps[k][:0], b.reqs[i], b.srcs[i], false, start, f)
 			if len(resp) == 0 {
 				continue
 			}
@@ -119,6 +125,28 @@ func (s *Server) serveUDP(c *net.UDPConn) {
 			s.log.Debug("udp write", zap.Error(err))
 		}
 	}
+}
+
+// prefetch checks the n datagrams of a batch and prefetches what the
+// fast path's decisions of them will read (Handler.prefetchBatch). It
+// reports whether b.parsed holds the parse of every valid datagram.
+func (s *Server) prefetch(b *udpBatcher, n int) bool {
+	for i := range n {
+		b.valid[i], b.srcs[i], b.reqs[i] = false, netip.Addr{}, nil
+		if b.in[i].Hdr.Flags&unix.MSG_TRUNC != 0 {
+			// Longer than the buffer: what we have is not the
+			// datagram, and no query we answer is this long.
+			s.h.Metrics.dropped(dropOversize)
+			continue
+		}
+		addr, port, ok := b.source(i)
+		if !ok || !plausibleSource(addr, port) {
+			s.h.Metrics.dropped(dropSource)
+			continue
+		}
+		b.valid[i], b.srcs[i], b.reqs[i] = true, addr, b.bufs[i][:b.in[i].Len]
+	}
+	return s.h.prefetchBatch(b.reqs[:n], b.srcs[:n], b.parsed[:n], &b.sink)
 }
 
 // finish records the outcome of a system call for RawConn: false asks it

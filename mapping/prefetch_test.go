@@ -1,0 +1,73 @@
+package mapping
+
+import (
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+)
+
+// Prefetch reads the entries Decide reads: for every client, the GeoIP
+// entry it records names the place Locate finds, and the unit the one
+// matchUnit finds, so that the reader's prefetch passes warm what the
+// decisions then read, not something near it. Decide's answers through
+// the prefetch are held to the general path's by the resolver's tests.
+func TestPrefetchReadsWhatDecideReads(t *testing.T) {
+	g, err := openGeo(writeRandomCityDatabase(t, t.TempDir(), 10000), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := largeInputs(t, 2)
+	in.Geo = g
+	s, err := Build(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := s.props[0]
+	rnd := rand.New(rand.NewPCG(9, 9))
+	var clients []netip.Addr
+	for range 50_000 {
+		n := rnd.IntN(100_000)
+		clients = append(clients,
+			netip.AddrFrom4([4]byte{byte(1 + n>>16), byte(n >> 8), byte(n), byte(rnd.Uint32())}), // in a target
+			netip.AddrFrom4([4]byte{byte(rnd.Uint32()), byte(rnd.Uint32()), byte(rnd.Uint32()), byte(rnd.Uint32())}))
+	}
+	located, inUnit := 0, 0
+	for _, c := range clients {
+		for _, q := range []Query{{Source: c}, {Source: netip.MustParseAddr("192.0.2.1"), ECS: netip.PrefixFrom(c, 32)}} {
+			f := p.Prefetch(q, false)
+			f.Entries()
+			f.Rows()
+			place, _ := g.Locate(c)
+			a := c.As4()
+			if g.v4[uint32(a[0])<<16|uint32(a[1])<<8|uint32(a[2])] != v4Unknown { // else the tree decides
+				var want uint32
+				if place != nil {
+					want = uint32(place.idx) + 1
+					located++
+				}
+				if got := f.geo & (1<<24 - 1); got != want {
+					t.Fatalf("%v: prefetched place %d, Locate's is %d", q, got, want)
+				}
+			}
+			ui, u := s.matchUnit(c)
+			if u != nil {
+				inUnit++
+			}
+			if f.unit != ui && !(u == nil && f.unit == -1) {
+				t.Fatalf("%v: prefetched unit %d, matchUnit's is %d", q, f.unit, ui)
+			}
+		}
+	}
+	if located == 0 || inUnit == 0 {
+		t.Fatalf("the clients missed what the test is about: %d located, %d in a unit", located, inUnit)
+	}
+	// IPv6 and an empty prefetch read nothing and do not fail.
+	f := p.Prefetch(Query{Source: netip.MustParseAddr("2001:db8::1")}, true)
+	if f.Entries() != 0 || f.Rows() != 0 {
+		t.Fatal("an IPv6 client's prefetch read something")
+	}
+	var zero Prefetch
+	if zero.Entries() != 0 || zero.Rows() != 0 {
+		t.Fatal("the zero Prefetch read something")
+	}
+}
