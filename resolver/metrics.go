@@ -106,7 +106,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Answers given although every edge of the property was down (all-down policy serve-best)."}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "edgemap_dns_answer_seconds",
-			Help:    "Time from a query's bytes to its answer's bytes, in process.",
+			Help:    "Time from a query's bytes to its answer's bytes, in process; over UDP from the receipt of the query's batch.",
 			Buckets: prometheus.ExponentialBuckets(1e-6, 2, 16), // 1 µs .. 33 ms
 		}),
 	}
