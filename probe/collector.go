@@ -98,6 +98,11 @@ type Collector struct {
 	// newer than what is stored), unauthorized, replay, wrong_edge,
 	// bad_request, too_large, timeout, busy or error.
 	Result func(result string)
+	// Background, if not nil, runs a report's decoding, checks and
+	// storing, the part that costs CPU, as the server's background work
+	// (node.Node.Background): one piece at a time, pausing now and then
+	// for the answers that share the core. work calls pause now and then.
+	Background func(work func(pause func()))
 
 	// BodyTimeout, UploadsPerKey and MaxBufferedBytes bound uploads; zero
 	// means DefaultBodyTimeout, DefaultUploadsPerKey and
@@ -304,7 +309,17 @@ func (c *Collector) postReport(w http.ResponseWriter, r *http.Request) {
 	key := s.key
 	log := c.log().With(zap.String("key", key.ID), zap.Uint64("seq", s.seq))
 
-	rep, err := DecodeReport(body)
+	if c.Background == nil {
+		c.accept(w, log, s, key, body, now, nil)
+		return
+	}
+	c.Background(func(pause func()) { c.accept(w, log, s, key, body, now, pause) })
+}
+
+// accept decodes, checks and stores a report whose signature checked out,
+// and answers it; pause, if set, is called now and then.
+func (c *Collector) accept(w http.ResponseWriter, log *zap.Logger, s *signed, key Key, body []byte, now time.Time, pause func()) {
+	rep, err := decodeReport(body, pause)
 	if err != nil {
 		c.rejected(w, log, http.StatusBadRequest, err)
 		return

@@ -532,3 +532,62 @@ func TestRegisterWithoutStorePanics(t *testing.T) {
 	}()
 	(&Collector{}).Register(http.NewServeMux())
 }
+
+// A report's decoding, checks and storing run inside the collector's
+// Background, which pauses after every measurement decoded: the server
+// shares the answers' core with them that way. A refused report runs
+// there too, and one refused before its body is read (a bad signature)
+// costs no background work.
+func TestReportRunsAsBackgroundWork(t *testing.T) {
+	var mu sync.Mutex
+	inside, pieces, pauses := false, 0, 0
+	store := &insideStore{fakeStore: newFakeStore(), inside: func() bool { mu.Lock(); defer mu.Unlock(); return inside }}
+	c := &Collector{Now: func() time.Time { return testNow }, Background: func(work func(pause func())) {
+		mu.Lock()
+		inside = true
+		pieces++
+		mu.Unlock()
+		work(func() { mu.Lock(); pauses++; mu.Unlock() })
+		mu.Lock()
+		inside = false
+		mu.Unlock()
+	}}
+	srv := serveCollector(t, c, store)
+	if status, fe, _ := report(validJSON, 1).do(t, srv); status != http.StatusOK {
+		t.Fatalf("status %d (%+v), want 200", status, fe)
+	}
+	mu.Lock()
+	if pieces != 1 || pauses < 3 || store.acceptedOutside {
+		t.Errorf("a report of 3 measurements: %d pieces of background work, %d pauses, accepted outside it: %v; want 1, at least 3, false",
+			pieces, pauses, store.acceptedOutside)
+	}
+	mu.Unlock()
+	if status, _, _ := report(`{"edge": "fra1"`, 2).do(t, srv); status != http.StatusBadRequest {
+		t.Fatalf("a truncated report: status %d, want 400", status)
+	}
+	bad := report(validJSON, 3)
+	bad.secret = secretK2
+	if status, _, _ := bad.do(t, srv); status != http.StatusUnauthorized {
+		t.Fatalf("a bad signature: status %d, want 401", status)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if pieces != 2 {
+		t.Errorf("%d pieces of background work after a refused report and a bad signature, want 2", pieces)
+	}
+}
+
+// insideStore records whether Accept ran outside the collector's
+// Background.
+type insideStore struct {
+	*fakeStore
+	inside          func() bool
+	acceptedOutside bool
+}
+
+func (s *insideStore) Accept(keyID string, seq uint64, r *Report) (int, error) {
+	if !s.inside() {
+		s.acceptedOutside = true
+	}
+	return s.fakeStore.Accept(keyID, seq, r)
+}

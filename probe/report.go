@@ -109,11 +109,15 @@ var (
 // core; token-level decoding costs ~2x encoding/json's struct decoding, the
 // price of exact keys and paths. The collector decodes only after the
 // signature checked out, so only key holders can make it pay.
-func DecodeReport(body []byte) (*Report, error) {
+func DecodeReport(body []byte) (*Report, error) { return decodeReport(body, nil) }
+
+// decodeReport is DecodeReport calling pause, if set, after every
+// measurement (Collector.Background).
+func decodeReport(body []byte, pause func()) (*Report, error) {
 	if len(body) > MaxReportBytes {
 		return nil, mapping.FieldErrorf("body", "report larger than %d bytes", MaxReportBytes)
 	}
-	d := decoder{dec: json.NewDecoder(bytes.NewReader(body))}
+	d := decoder{dec: json.NewDecoder(bytes.NewReader(body)), pause: pause}
 	// Numbers arrive as json.Number so that integers are parsed as integers
 	// and an out-of-range value is an error rather than a rounded float.
 	d.dec.UseNumber()
@@ -133,7 +137,8 @@ func DecodeReport(body []byte) (*Report, error) {
 // decoder walks a report token by token (json.Decoder.Token), which is
 // what lets it check keys exactly and name the index of a bad measurement.
 type decoder struct {
-	dec *json.Decoder
+	dec   *json.Decoder
+	pause func() // nil: none
 }
 
 // token returns the next token; a syntax error becomes a "body" error.
@@ -224,6 +229,9 @@ func (d *decoder) measurements(r *Report) error {
 			return err
 		}
 		r.Measurements = append(r.Measurements, m)
+		if d.pause != nil {
+			d.pause()
+		}
 	}
 	_, err = d.token() // the closing bracket
 	return err

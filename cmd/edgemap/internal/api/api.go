@@ -116,6 +116,7 @@ func Listen(addr string, opts *Options) (*Server, error) {
 		mux.Handle("/", handler)
 		mux.Handle("/debug/pprof/", a.admin(pprof.Index))
 		mux.Handle("/debug/pprof/profile", a.admin(pprof.Profile))
+		mux.Handle("/debug/pprof/trace", a.admin(pprof.Trace))
 		handler = mux
 	}
 	s := &Server{ln: ln, log: a.log, http: &http.Server{
@@ -278,7 +279,7 @@ func (a *api) routes(gather prometheus.Gatherer) http.Handler {
 	// name to this server, cannot sign a request without the key's secret.
 	// The Origin check costs agents nothing (they send none).
 	c := &a.collector
-	c.Store, c.Log, c.Result = a.n.Collector(), a.log.Named("collector"), a.n.ReportResult
+	c.Store, c.Log, c.Result, c.Background = a.n.Collector(), a.log.Named("collector"), a.n.ReportResult, a.n.Background
 	collector := http.NewServeMux()
 	c.Register(collector)
 	mux.Handle("/v1/reports", a.browserSafe(false, collector))

@@ -97,7 +97,8 @@ func (b *builder) run() {
 		w, covers := n.work, n.asked
 		n.work = work{}
 		n.mu.Unlock()
-		err := b.build(w)
+		var err error
+		n.Background(func(pause func()) { err = b.build(w, pause) })
 		n.mu.Lock()
 		n.done, n.doneErr = covers, err
 		n.cond.Broadcast()
@@ -110,7 +111,7 @@ func (b *builder) run() {
 // persisted and logged, and the checks follow the configuration. A map
 // that fails to build changes nothing, so the next build decides the same
 // transitions again.
-func (b *builder) build(w work) error {
+func (b *builder) build(w work, pause func()) error {
 	n := b.n
 	if w.geo != nil {
 		b.geo = w.geo
@@ -137,7 +138,7 @@ func (b *builder) build(w work) error {
 	if !b.asOf.IsZero() {
 		in.Now, b.asOf = b.asOf, time.Time{}
 	}
-	in.Pause = buildPauser()
+	in.Pause = pause
 	var version uint64
 	in.Measurements, version = n.meas.forMapVersion(in.Pause)
 	in.MaxAge = n.opts.MaxAge

@@ -49,7 +49,9 @@ func (c collector) TargetExists(block netip.Prefix) bool {
 // its edge's health changed, asks for a map at once (without waiting for
 // it: the agent's answer does not depend on it).
 func (c collector) Accept(keyID string, seq uint64, r *probe.Report) (int, error) {
-	stored, err := c.n.meas.accept(c.n.store, keyID, seq, r)
+	// The API's collector calls Accept as background work (probe.
+	// Collector.Background), so it may pause like the rest of it.
+	stored, err := c.n.meas.accept(c.n.store, keyID, seq, r, c.n.pace.pause)
 	if err != nil {
 		return 0, err
 	}

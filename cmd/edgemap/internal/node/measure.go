@@ -134,7 +134,7 @@ func (ms *measurements) forMapVersion(pause func()) ([]mapping.Measurement, uint
 // this edge at or after r.MeasuredAt is skipped. Reports of one edge are
 // applied one at a time so that each smooths over the one before; reports
 // of different edges run concurrently and share a bbolt commit.
-func (ms *measurements) accept(st *store.Store, keyID string, seq uint64, r *probe.Report) (int, error) {
+func (ms *measurements) accept(st *store.Store, keyID string, seq uint64, r *probe.Report, pause func()) (int, error) {
 	l, _ := ms.edgeLocks.LoadOrStore(r.Edge, new(sync.Mutex))
 	mu := l.(*sync.Mutex)
 	mu.Lock()
@@ -143,6 +143,9 @@ func (ms *measurements) accept(st *store.Store, keyID string, seq uint64, r *pro
 	recs := make([]store.Measurement, 0, len(r.Measurements))
 	ms.mu.RLock()
 	for _, m := range r.Measurements {
+		if pause != nil {
+			pause()
+		}
 		var prev *mapping.Measurement
 		var last mapping.Sample
 		es := ms.byTarget[m.Target]
@@ -168,6 +171,9 @@ func (ms *measurements) accept(st *store.Store, keyID string, seq uint64, r *pro
 	}
 	ms.mu.Lock()
 	for i := range recs {
+		if pause != nil {
+			pause()
+		}
 		rec := &recs[i]
 		e := edgeMeasurement{edge: r.Edge, rttMs: rec.RTTMs, loss: rec.Loss, samples: rec.Samples, at: rec.At.UnixNano(),
 			lastRTTMs: float32(rec.LastRTTMs), lastLoss: float32(rec.LastLoss)}

@@ -82,20 +82,20 @@ func TestMeasurementsAccept(t *testing.T) {
 		}
 		return r
 	}
-	if n, err := ms.accept(st, "k", 1, report(at, 100, seoul)); n != 1 || err != nil {
+	if n, err := ms.accept(st, "k", 1, report(at, 100, seoul), nil); n != 1 || err != nil {
 		t.Fatalf("first report: %d stored, %v", n, err)
 	}
 	view := ms.forMap(nil)
 	if again := ms.forMap(nil); &again[0] != &view[0] {
 		t.Error("the map's view was made again without a change")
 	}
-	if n, err := ms.accept(st, "k", 2, report(at.Add(time.Second), 50, seoul, paris)); n != 2 || err != nil {
+	if n, err := ms.accept(st, "k", 2, report(at.Add(time.Second), 50, seoul, paris), nil); n != 2 || err != nil {
 		t.Fatalf("second report: %d stored, %v", n, err)
 	}
-	if n, err := ms.accept(st, "k", 3, report(at, 10, seoul)); n != 0 || err != nil {
+	if n, err := ms.accept(st, "k", 3, report(at, 10, seoul), nil); n != 0 || err != nil {
 		t.Fatalf("an older report: %d stored, %v; want it skipped", n, err)
 	}
-	if _, err := ms.accept(st, "k", 3, report(at.Add(time.Hour), 10, seoul)); !errors.Is(err, probe.ErrReplay) {
+	if _, err := ms.accept(st, "k", 3, report(at.Add(time.Hour), 10, seoul), nil); !errors.Is(err, probe.ErrReplay) {
 		t.Fatalf("a sequence number used again: %v, want ErrReplay", err)
 	}
 	// One report of 50 after 100 is outvoted (the median of the estimate,
@@ -104,7 +104,7 @@ func TestMeasurementsAccept(t *testing.T) {
 	// The second report of 50 is the estimate, also for a node that was
 	// restarted in between: the last report's sample is in the file.
 	restarted := loaded(t, st)
-	if n, err := restarted.accept(st, "k", 4, report(at.Add(2*time.Second), 50, seoul)); n != 1 || err != nil {
+	if n, err := restarted.accept(st, "k", 4, report(at.Add(2*time.Second), 50, seoul), nil); n != 1 || err != nil {
 		t.Fatalf("third report after a restart: %d stored, %v", n, err)
 	}
 	checkMeasurements(t, st, restarted, "fra1 198.18.1.0/24 50", "fra1 198.19.1.0/24 50")

@@ -125,6 +125,7 @@ type Node struct {
 	snap   atomic.Pointer[mapping.Snapshot]
 	state  atomic.Pointer[published] // what the published snapshot was built from
 	meas   measurements
+	pace   pacer
 	health *evidence
 	demand *Demand
 
@@ -330,7 +331,9 @@ func (n *Node) Run(ctx context.Context) error {
 			recorded = snap
 		}
 		if i%30 == 0 {
-			n.meas.prune(n.store, n.snap.Load(), time.Now(), n.opts.Retention, buildPauser(), n.log)
+			n.Background(func(pause func()) {
+				n.meas.prune(n.store, n.snap.Load(), time.Now(), n.opts.Retention, pause, n.log)
+			})
 		}
 	}
 }
@@ -367,7 +370,10 @@ func (n *Node) Demand() *Demand { return n.demand }
 // ones included, for reading only: the same slice until a report or a
 // prune changes them. Making a new one yields the core now and then, as a
 // build does.
-func (n *Node) Measurements() []mapping.Measurement { return n.meas.forMap(buildPauser()) }
+func (n *Node) Measurements() (ms []mapping.Measurement) {
+	n.Background(func(pause func()) { ms = n.meas.forMap(pause) })
+	return ms
+}
 
 // MaxAge is how old a measurement may be and still decide (Options.MaxAge).
 func (n *Node) MaxAge() time.Duration { return n.opts.MaxAge }
@@ -584,26 +590,4 @@ func (n *Node) wait(id uint64) error {
 		return ErrClosed
 	}
 	return n.doneErr
-}
-
-// A build gives the core back to the answers every buildSlice, for at
-// least buildBreak. On one core the scheduler would otherwise let a build
-// of a large map and the UDP readers take turns of 10 ms, and the readers'
-// half of the core is less than a busy server needs: the sockets overflow.
-// A sleep lets the readers drain their sockets first; an idle server's
-// builds take about half as long again.
-const (
-	buildSlice = 2 * time.Millisecond
-	buildBreak = 100 * time.Microsecond
-)
-
-func buildPauser() func() {
-	last := time.Now()
-	return func() {
-		if time.Since(last) < buildSlice {
-			return
-		}
-		time.Sleep(buildBreak)
-		last = time.Now()
-	}
 }
