@@ -168,9 +168,11 @@ func (b *builder) yield() {
 
 // pauseEvery is how many steps run between calls of Pause. A step (a
 // measurement read, a unit indexed or ranked, a place ranked) takes from
-// nanoseconds to tens of microseconds; Pause itself decides from the clock
-// whether to sleep.
-const pauseEvery = 32
+// nanoseconds to a few hundred microseconds (a unit's assignment weighs
+// its whole ranking, 1 000 edges on the large map: 32 of them held the
+// core for 7 ms in an execution trace); Pause itself decides from the
+// clock whether to sleep.
+const pauseEvery = 8
 
 // addName records name and every empty non-terminal between it and the apex.
 func (b *builder) addName(name string) *Name {
