@@ -20,9 +20,9 @@ package mapping
 type Prefetch struct {
 	p      *ServedProperty
 	v6     bool
-	client [4]byte // the deciding IPv4 address, when is4
-	is4    bool
-	geo    uint32 // the client's GeoIP /24 entry, 0 for none
+	hi, lo uint64 // the deciding address, left-aligned (leftAligned)
+	family int8   // of the deciding address: 4, 6, or 0 for none
+	geo    uint32 // the client's GeoIP table or index entry, 0 for none
 	unit   int32  // the client's unit, -1 for none
 }
 
@@ -36,29 +36,39 @@ func (p *ServedProperty) Prefetch(q Query, v6 bool) Prefetch {
 		client = q.ECS.Addr()
 	}
 	f := Prefetch{p: p, v6: v6, unit: -1}
-	// IPv6 lookups walk a trie, each read depending on the one before:
-	// there is nothing to start early.
-	if client = client.Unmap(); client.Is4() {
-		f.client, f.is4 = client.As4(), true
+	switch client = client.Unmap(); {
+	case client.Is4():
+		f.family = 4
+	case client.Is6():
+		f.family = 6
+	default:
+		return f
 	}
+	f.hi, f.lo = leftAligned(client)
 	return f
 }
 
-// Entries reads the GeoIP /24 entry and the unit index entry of f's
-// client and records them for Rows. It returns a value derived from what
-// it read, for the caller to fold into a sink: a read whose result is
-// never used may be compiled away.
+// Entries reads the GeoIP entry and the unit index entry of f's client
+// and records them for Rows. It returns a value derived from what it
+// read, for the caller to fold into a sink: a read whose result is never
+// used may be compiled away. An IPv6 client's entry is a walk down the
+// IPv6 index, each read depending on the one before; in a short loop the
+// processor still has several clients' walks in flight.
 func (f *Prefetch) Entries() uint32 {
-	if f.p == nil || !f.is4 {
+	if f.p == nil || f.family == 0 {
 		return 0
 	}
-	s, a := f.p.snap, f.client
+	s := f.p.snap
+	a := [4]byte{byte(f.hi >> 56), byte(f.hi >> 48), byte(f.hi >> 40), byte(f.hi >> 32)}
 	if g := s.geo; g != nil && g.v4 != nil {
-		if v := g.v4[uint32(a[0])<<16|uint32(a[1])<<8|uint32(a[2])]; v != v4Unknown {
-			f.geo = v
+		switch {
+		case f.family == 6:
+			f.geo = g.v6.lookup(f.hi, f.lo)
+		case g.v4[uint32(a[0])<<16|uint32(a[1])<<8|uint32(a[2])] != v4Unknown:
+			f.geo = g.v4[uint32(a[0])<<16|uint32(a[1])<<8|uint32(a[2])]
 		}
 	}
-	if s.unitsV4 != nil {
+	if f.family == 4 && s.unitsV4 != nil {
 		if i, ok := s.unitsV4.lookup(a); ok && i >= 0 {
 			f.unit = i
 		}

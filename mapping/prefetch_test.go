@@ -61,10 +61,28 @@ func TestPrefetchReadsWhatDecideReads(t *testing.T) {
 	if located == 0 || inUnit == 0 {
 		t.Fatalf("the clients missed what the test is about: %d located, %d in a unit", located, inUnit)
 	}
-	// IPv6 and an empty prefetch read nothing and do not fail.
-	f := p.Prefetch(Query{Source: netip.MustParseAddr("2001:db8::1")}, true)
-	if f.Entries() != 0 || f.Rows() != 0 {
-		t.Fatal("an IPv6 client's prefetch read something")
+	// IPv6 clients' entries come from the IPv6 index, as Locate's do.
+	located = 0
+	for range 20_000 {
+		c := randomAddr6(rnd, netip.MustParsePrefix("2000::/3"))
+		f := p.Prefetch(Query{Source: netip.MustParseAddr("192.0.2.1"), ECS: netip.PrefixFrom(c, 48)}, true)
+		f.Entries()
+		f.Rows()
+		if g.v6.lookup(leftAligned(c)) == 0 {
+			continue // the tree decides
+		}
+		place, _ := g.Locate(c)
+		var want uint32
+		if place != nil {
+			want = uint32(place.idx) + 1
+			located++
+		}
+		if got := f.geo & (1<<24 - 1); got != want || f.unit != -1 {
+			t.Fatalf("%v: prefetched place %d unit %d, Locate's place is %d", c, got, f.unit, want)
+		}
+	}
+	if located == 0 {
+		t.Fatal("no IPv6 client was located")
 	}
 	var zero Prefetch
 	if zero.Entries() != 0 || zero.Rows() != 0 {

@@ -132,12 +132,12 @@ func BenchmarkQueryECSFamily(b *testing.B) {
 	}
 }
 
-// BenchmarkQueryECSBatch answers IPv4 ECS queries from a real GeoLite2
-// City database's /24s (skipped without one) in batches of 32, as the UDP
-// reader does, with the prefetch passes and without: the reads of the
-// GeoIP table, the place and its ranking row miss the cache for every
-// query, and the prefetch overlaps them across the batch. ns/op is per
-// query.
+// BenchmarkQueryECSBatch answers ECS queries from a real GeoLite2 City
+// database's IPv4 /24s and IPv6 /48s (skipped without one) in batches of
+// 32, as the UDP reader does, with the prefetch passes and without: the
+// reads of the GeoIP table (or the IPv6 index), the place and its ranking
+// row miss the cache for every query, and the prefetch overlaps them
+// across the batch. ns/query is per query.
 func BenchmarkQueryECSBatch(b *testing.B) {
 	path := realGeoLite2()
 	if path == "" {
@@ -151,32 +151,37 @@ func BenchmarkQueryECSBatch(b *testing.B) {
 	in.Geo = g
 	h, _, _ := newHandler(b, build(b, in))
 	src := netip.MustParseAddr("192.0.2.99")
-	reqs := make([][]byte, 1<<16)
-	for i, ecs := range ecsFrom(b, path, false, len(reqs)) {
-		reqs[i] = shopECS(b, ecs.String())
-	}
 	const batch = 32
-	for _, prefetch := range []bool{false, true} {
-		name := "plain"
-		if prefetch {
-			name = "prefetch"
+	for _, fam := range []struct {
+		name string
+		v6   bool
+	}{{"v4-24", false}, {"v6-48", true}} {
+		reqs := make([][]byte, 1<<16)
+		for i, ecs := range ecsFrom(b, path, fam.v6, len(reqs)) {
+			reqs[i] = shopECS(b, ecs.String())
 		}
-		b.Run(name, func(b *testing.B) {
-			var scratch resolver.Batch
-			out := make([][]byte, batch)
-			for i := range out {
-				out[i] = make([]byte, 0, 4096)
+		for _, prefetch := range []bool{false, true} {
+			name := fam.name + "/plain"
+			if prefetch {
+				name = fam.name + "/prefetch"
 			}
-			b.ReportAllocs()
-			i := 0
-			for b.Loop() {
-				h.AnswerBatch(&scratch, out, reqs[i:i+batch], src, prefetch)
-				i = (i + batch) & (len(reqs) - 1)
-			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/query")
-			if r := unpack(b, out[batch-1]); len(r.Answer) == 0 {
-				b.Fatalf("no answer: %v", r)
-			}
-		})
+			b.Run(name, func(b *testing.B) {
+				var scratch resolver.Batch
+				out := make([][]byte, batch)
+				for i := range out {
+					out[i] = make([]byte, 0, 4096)
+				}
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					h.AnswerBatch(&scratch, out, reqs[i:i+batch], src, prefetch)
+					i = (i + batch) & (len(reqs) - 1)
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/query")
+				if r := unpack(b, out[batch-1]); len(r.Answer) == 0 {
+					b.Fatalf("no answer: %v", r)
+				}
+			})
+		}
 	}
 }
