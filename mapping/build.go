@@ -2,6 +2,7 @@ package mapping
 
 import (
 	"fmt"
+	"iter"
 	"slices"
 	"strings"
 	"time"
@@ -19,7 +20,14 @@ type Inputs struct {
 	// than MaxAge (default DefaultMaxAge) at Now are ignored.
 	Targets      []Target
 	Measurements []Measurement
-	MaxAge       time.Duration
+	// EachMeasurement, if set, is read instead of Measurements, twice,
+	// and must yield the same measurements both times; a yielded
+	// Measurement is valid only during its call. A caller that keeps its
+	// measurements in another form need not make a slice of them for
+	// every build: a large map's million are 100 MB of pointers for the
+	// garbage collector to mark.
+	EachMeasurement iter.Seq[*Measurement]
+	MaxAge          time.Duration
 	// Health by edge id; an edge without an entry is up.
 	Health map[string]Health
 	// Demand and Stability drive the capacity and stability assignment.
@@ -79,7 +87,17 @@ func (b *builder) build(in Inputs) error {
 		}
 		pools[e.Pool] = append(pools[e.Pool], e.idx)
 	}
-	if err := b.buildUnits(in.Targets, in.Measurements, in.Now, in.MaxAge, in.Previous); err != nil {
+	each := in.EachMeasurement
+	if each == nil {
+		each = func(yield func(*Measurement) bool) {
+			for i := range in.Measurements {
+				if !yield(&in.Measurements[i]) {
+					return
+				}
+			}
+		}
+	}
+	if err := b.buildUnits(in.Targets, each, in.Now, in.MaxAge, in.Previous); err != nil {
 		return err
 	}
 	if in.Zone == nil {

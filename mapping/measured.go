@@ -2,6 +2,7 @@ package mapping
 
 import (
 	"cmp"
+	"iter"
 	"math"
 	"net/netip"
 	"slices"
@@ -129,7 +130,7 @@ func measuredScore(m *freshMeasurement, estimate float64) float64 {
 // buildUnits indexes the targets and ranks every edge for each target that
 // has fresh measurements. Edges are s.edges (sorted by ID), so the result
 // does not depend on the order of the inputs.
-func (b *builder) buildUnits(targets []Target, ms []Measurement, now time.Time, maxAge time.Duration, prev *Snapshot) error {
+func (b *builder) buildUnits(targets []Target, ms iter.Seq[*Measurement], now time.Time, maxAge time.Duration, prev *Snapshot) error {
 	s := b.s
 	if len(targets) == 0 {
 		return nil
@@ -171,9 +172,9 @@ func (b *builder) buildUnits(targets []Target, ms []Measurement, now time.Time, 
 	}
 	counts := make([]int32, len(s.units))
 	total := 0
-	for i := range ms {
+	for m := range ms {
 		b.yield()
-		if ui, _, ok := fresh(&ms[i]); ok {
+		if ui, _, ok := fresh(m); ok {
 			counts[ui]++
 			total++
 		}
@@ -182,9 +183,8 @@ func (b *builder) buildUnits(targets []Target, ms []Measurement, now time.Time, 
 	for ui, n := range counts {
 		s.units[ui].fresh, backing = backing[:0:n], backing[n:]
 	}
-	for i := range ms {
+	for m := range ms {
 		b.yield()
-		m := &ms[i]
 		if ui, ei, ok := fresh(m); ok {
 			u := &s.units[ui]
 			u.fresh = append(u.fresh, freshMeasurement{edge: ei, rttMs: float32(m.RTTMs), loss: float32(m.Loss),

@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"iter"
 	"maps"
 	"runtime"
 	"slices"
@@ -140,7 +141,7 @@ func (b *builder) build(w work, pause func()) error {
 	}
 	in.Pause = pause
 	var version uint64
-	in.Measurements, version = n.meas.forMapVersion(in.Pause)
+	in.EachMeasurement, version = n.meas.each(in.Pause)
 	in.MaxAge = n.opts.MaxAge
 	in.Demand = b.rates
 	in.Stability = n.opts.Stability
@@ -154,7 +155,7 @@ func (b *builder) build(w work, pause func()) error {
 		}
 	}
 	if in.Previous != nil && !configChanged && w.geo == nil && !ratesChanged && maps.Equal(in.Health, b.decided) &&
-		version == b.measured && !validityChanges(in.Measurements, b.asOfNow, in.Now, in.MaxAge) {
+		version == b.measured && !validityChanges(in.EachMeasurement, b.asOfNow, in.Now, in.MaxAge) {
 		// The map would come out as it is: it is right as of now too. An
 		// idle server's map interval costs this comparison, not a build, a
 		// collection and a disk write.
@@ -203,13 +204,13 @@ func (b *builder) build(w work, pause func()) error {
 // (mapping.Inputs.MaxAge) between the map times from and to: a map built
 // from the same inputs at to would differ from the one built at from.
 // A million measurements take about a millisecond.
-func validityChanges(ms []mapping.Measurement, from, to time.Time, maxAge time.Duration) bool {
+func validityChanges(ms iter.Seq[*mapping.Measurement], from, to time.Time, maxAge time.Duration) bool {
 	if maxAge == 0 {
 		maxAge = mapping.DefaultMaxAge
 	}
 	t1, t2 := from.UnixNano(), to.UnixNano()
-	for i := range ms {
-		at := ms[i].At.UnixNano()
+	for m := range ms {
+		at := m.At.UnixNano()
 		enter, leave := at-int64(maxAge), at+int64(maxAge)
 		if (enter > t1 && enter <= t2) || (leave >= t1 && leave < t2) {
 			return true

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"iter"
 	"net/netip"
 	"slices"
 	"sync"
@@ -28,9 +29,9 @@ type measurements struct {
 	// id. Grouped by target rather than keyed by (edge, target) because a
 	// map of a million such keys costs three times the memory.
 	byTarget map[netip.Prefix][]edgeMeasurement
-	// mapView is byTarget as the map reads it, kept between builds until a
-	// report or a prune changes byTarget: converting a million
-	// measurements every map interval is garbage the answers would pay for.
+	// mapView is byTarget as one table, for the dashboard, kept until a
+	// report or a prune changes byTarget; builds read byTarget itself
+	// (each).
 	mapView []mapping.Measurement
 	// version counts the changes of byTarget, so that the builder can
 	// tell a changed view from the one it built from without holding on
@@ -94,38 +95,72 @@ func find(es []edgeMeasurement, edge string) (int, bool) {
 	return slices.BinarySearchFunc(es, edge, func(e edgeMeasurement, id string) int { return cmp.Compare(e.edge, id) })
 }
 
-// forMap is the table for mapping.Build, which only reads it. pause, if
-// set, is called now and then while the table is made: after reports came
-// in that is a million measurements, which must not hold the core. Reports
-// wait for it.
+// forMap is the measurements as one table, for the dashboard, which only
+// reads it: the same slice until a report or a prune changes them. pause,
+// if set, is called now and then while the table is made: after reports
+// came in that is a million measurements, which must not hold the core.
+// Reports wait for it.
 func (ms *measurements) forMap(pause func()) []mapping.Measurement {
-	view, _ := ms.forMapVersion(pause)
-	return view
-}
-
-// forMapVersion is forMap and the version of the measurements it shows.
-func (ms *measurements) forMapVersion(pause func()) ([]mapping.Measurement, uint64) {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	if ms.mapView != nil {
-		return ms.mapView, ms.version
+		return ms.mapView
 	}
+	out := make([]mapping.Measurement, 0, ms.count())
+	for m := range ms.walk(pause) {
+		out = append(out, *m)
+	}
+	ms.mapView = out
+	return out
+}
+
+// each yields every measurement as the map reads it, holding the read
+// lock while it does, with the version of the measurements it shows: what
+// mapping.Inputs.EachMeasurement wants, without a table of a million
+// measurements (100 MB) made for every build. pause, if set, is called
+// now and then; reports wait for a pass.
+func (ms *measurements) each(pause func()) (iter.Seq[*mapping.Measurement], uint64) {
+	ms.mu.RLock()
+	version := ms.version
+	ms.mu.RUnlock()
+	return func(yield func(*mapping.Measurement) bool) {
+		ms.mu.RLock()
+		defer ms.mu.RUnlock()
+		for m := range ms.walk(pause) {
+			if !yield(m) {
+				return
+			}
+		}
+	}, version
+}
+
+// walk yields every measurement; the caller holds ms.mu. The yielded
+// Measurement is reused.
+func (ms *measurements) walk(pause func()) iter.Seq[*mapping.Measurement] {
+	return func(yield func(*mapping.Measurement) bool) {
+		var m mapping.Measurement
+		for t, es := range ms.byTarget {
+			if pause != nil {
+				pause()
+			}
+			for i := range es {
+				e := &es[i]
+				m = mapping.Measurement{Edge: e.edge, Target: t, RTTMs: e.rttMs, Loss: e.loss, Samples: e.samples, At: e.time()}
+				if !yield(&m) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// count is how many measurements there are; the caller holds ms.mu.
+func (ms *measurements) count() int {
 	n := 0
 	for _, es := range ms.byTarget {
 		n += len(es)
 	}
-	out := make([]mapping.Measurement, 0, n)
-	for t, es := range ms.byTarget {
-		if pause != nil {
-			pause()
-		}
-		for i := range es {
-			e := &es[i]
-			out = append(out, mapping.Measurement{Edge: e.edge, Target: t, RTTMs: e.rttMs, Loss: e.loss, Samples: e.samples, At: e.time()})
-		}
-	}
-	ms.mapView = out
-	return out, ms.version
+	return n
 }
 
 // accept smooths a verified report into the table and stores the result

@@ -218,7 +218,8 @@ func New(opts Options) (*Node, error) {
 	if err := n.meas.load(n.store); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnreadable, err)
 	}
-	for _, m := range n.meas.forMap(nil) {
+	all, _ := n.meas.each(nil)
+	for m := range all {
 		n.freshest.saw(m.Edge, m.At)
 	}
 	if err := opts.Registry.Register(newAges(n)); err != nil {
