@@ -37,12 +37,11 @@ type udpBatcher struct {
 	bufs  [udpBatch][]byte
 	resps [udpBatch][]byte
 
-	// What the prefetch pass learned of each datagram of a batch.
+	// What the prefetch passes learned of each datagram of a batch.
 	srcs   [udpBatch]netip.Addr
-	reqs   [udpBatch][]byte // nil: not answered
-	valid  [udpBatch]bool   // a plausible source, not truncated
+	reqs   [udpBatch][]byte // nil: truncated or from an implausible source
 	parsed [udpBatch]fastParsed
-	sink   uint32 // what the prefetch read, so that the reads stay
+	sink   uint32 // what the prefetch read: kept, its reads are not compiled away
 
 	// The calls RawConn runs, made once: a closure made per call would be
 	// an allocation per batch. They leave their results in the fields
@@ -99,7 +98,7 @@ func (s *Server) serveUDP(c *net.UDPConn) {
 		parsed := s.prefetch(b, n)
 		k := 0
 		for i := range n {
-			if !b.valid[i] {
+			if b.reqs[i] == nil {
 				continue
 			}
 			var f *fastParsed
@@ -129,10 +128,10 @@ func (s *Server) serveUDP(c *net.UDPConn) {
 
 // prefetch checks the n datagrams of a batch and prefetches what the
 // fast path's decisions of them will read (Handler.prefetchBatch). It
-// reports whether b.parsed holds the parse of every valid datagram.
+// reports whether b.parsed holds the parse of every datagram in b.reqs.
 func (s *Server) prefetch(b *udpBatcher, n int) bool {
 	for i := range n {
-		b.valid[i], b.srcs[i], b.reqs[i] = false, netip.Addr{}, nil
+		b.srcs[i], b.reqs[i] = netip.Addr{}, nil
 		if b.in[i].Hdr.Flags&unix.MSG_TRUNC != 0 {
 			// Longer than the buffer: what we have is not the
 			// datagram, and no query we answer is this long.
@@ -144,7 +143,7 @@ func (s *Server) prefetch(b *udpBatcher, n int) bool {
 			s.h.Metrics.dropped(dropSource)
 			continue
 		}
-		b.valid[i], b.srcs[i], b.reqs[i] = true, addr, b.bufs[i][:b.in[i].Len]
+		b.srcs[i], b.reqs[i] = addr, b.bufs[i][:b.in[i].Len]
 	}
 	return s.h.prefetchBatch(b.reqs[:n], b.srcs[:n], b.parsed[:n], &b.sink)
 }

@@ -52,9 +52,16 @@
 //
 // # Concurrency
 //
-// Every exported method is safe for concurrent use. The locks, each a leaf
-// (none is held while another is taken, and none across a build, a store
-// write or a call into the monitor):
+// Every exported method is safe for concurrent use. Background work, which
+// shares a core with the answers, runs one piece at a time (pace.go): a
+// build, a report's decoding, checks and storing (through
+// probe.Collector.Background), a prune, the dashboard's measurement
+// table. Its lock is taken before any other and held across the piece,
+// builds and store writes included; a piece never waits for another. The
+// other locks are each a leaf (none is held while another is taken, and
+// none across a build, a store write or a call into the monitor), but
+// for a build's read lock of the measurements during its passes over
+// them:
 //
 //   - Node.mu guards the builder's requests and results;
 //   - evidence.mu guards the health evidence;
