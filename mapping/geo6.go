@@ -160,22 +160,29 @@ func (x *v6Builder) finish() *v6Index {
 
 // lookup returns the entry of the network holding hi:lo, 0 when none.
 func (x *v6Index) lookup(hi, lo uint64) uint32 {
-	v := x.root[hi>>48]
-	for depth := 16; v&v6Child != 0; {
-		child := int(v &^ v6Child)
-		if depth < v6NarrowFrom {
-			if restZero(hi, lo, depth) {
-				return x.wideZero[child]
-			}
-			v = x.wide[child<<8|bitsAt(hi, lo, depth, 8)]
-			depth += 8
-		} else {
-			if restZero(hi, lo, depth) {
-				return x.narrowZero[child]
-			}
-			v = x.narrow[child<<4|bitsAt(hi, lo, depth, 4)]
-			depth += 4
-		}
+	v, depth, done := x.root[hi>>48], 16, false
+	for !done {
+		v, depth, done = x.step(hi, lo, v, depth)
 	}
 	return v
+}
+
+// step reads one level of lookup's walk: from entry v, reached at depth,
+// the next entry and its depth, and done when v was already the answer or
+// the next one is. A batch's prefetch walks its clients a level at a time.
+func (x *v6Index) step(hi, lo uint64, v uint32, depth int) (uint32, int, bool) {
+	if v&v6Child == 0 {
+		return v, depth, true
+	}
+	child := int(v &^ v6Child)
+	if depth < v6NarrowFrom {
+		if restZero(hi, lo, depth) {
+			return x.wideZero[child], depth, true
+		}
+		return x.wide[child<<8|bitsAt(hi, lo, depth, 8)], depth + 8, false
+	}
+	if restZero(hi, lo, depth) {
+		return x.narrowZero[child], depth, true
+	}
+	return x.narrow[child<<4|bitsAt(hi, lo, depth, 4)], depth + 4, false
 }

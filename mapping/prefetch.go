@@ -24,6 +24,10 @@ type Prefetch struct {
 	family int8   // of the deciding address: 4, 6, or 0 for none
 	geo    uint32 // the client's GeoIP table or index entry, 0 for none
 	unit   int32  // the client's unit, -1 for none
+	// An IPv6 client's walk down the index (v6Index.step): geo is the
+	// entry reached at depth, final unless walking.
+	depth   int
+	walking bool
 }
 
 // Prefetch is the prefetch of q, asked for p's edges of the family v6. It
@@ -49,11 +53,10 @@ func (p *ServedProperty) Prefetch(q Query, v6 bool) Prefetch {
 }
 
 // Entries reads the GeoIP entry and the unit index entry of f's client
-// and records them for Rows. It returns a value derived from what it
-// read, for the caller to fold into a sink: a read whose result is never
-// used may be compiled away. An IPv6 client's entry is a walk down the
-// IPv6 index, each read depending on the one before; in a short loop the
-// processor still has several clients' walks in flight.
+// and records them for Rows; of an IPv6 client, the first entry of its
+// walk down the IPv6 index, which Deeper continues. It returns a value
+// derived from what it read, for the caller to fold into a sink: a read
+// whose result is never used may be compiled away.
 func (f *Prefetch) Entries() uint32 {
 	if f.p == nil || f.family == 0 {
 		return 0
@@ -63,7 +66,7 @@ func (f *Prefetch) Entries() uint32 {
 	if g := s.geo; g != nil && g.v4 != nil {
 		switch {
 		case f.family == 6:
-			f.geo = g.v6.lookup(f.hi, f.lo)
+			f.geo, f.depth, f.walking = g.v6.root[f.hi>>48], 16, true
 		case g.v4[uint32(a[0])<<16|uint32(a[1])<<8|uint32(a[2])] != v4Unknown:
 			f.geo = g.v4[uint32(a[0])<<16|uint32(a[1])<<8|uint32(a[2])]
 		}
@@ -76,6 +79,20 @@ func (f *Prefetch) Entries() uint32 {
 	return f.geo ^ uint32(f.unit)
 }
 
+// Deeper reads the next level of an IPv6 client's walk down the index,
+// and reports whether it has more: each level depends on the one before,
+// so a batch walks its clients a level at a time, each pass a short loop
+// of independent reads. Like Entries, it returns a value for a sink.
+func (f *Prefetch) Deeper() (uint32, bool) {
+	if !f.walking {
+		return 0, false
+	}
+	var done bool
+	f.geo, f.depth, done = f.p.snap.geo.v6.step(f.hi, f.lo, f.geo, f.depth)
+	f.walking = !done
+	return f.geo, f.walking
+}
+
 // Rows reads what the entries point to: the place (where the dashboard
 // counts the answer), the property's ranking row of it, and the unit with
 // the head of its ranking. Like Entries, it returns a value for a sink.
@@ -86,6 +103,9 @@ func (f *Prefetch) Rows() uint32 {
 	}
 	s := p.snap
 	var sum uint32
+	for f.walking {
+		f.Deeper()
+	}
 	if i := f.geo & (1<<24 - 1); i > 0 && int(i) <= len(s.geo.places) {
 		place := &s.geo.places[i-1]
 		if place.Country != "" {

@@ -67,6 +67,14 @@ func TestPrefetchReadsWhatDecideReads(t *testing.T) {
 		c := randomAddr6(rnd, netip.MustParsePrefix("2000::/3"))
 		f := p.Prefetch(Query{Source: netip.MustParseAddr("192.0.2.1"), ECS: netip.PrefixFrom(c, 48)}, true)
 		f.Entries()
+		for steps := 0; ; steps++ { // as a batch walks: a level at a time
+			if _, more := f.Deeper(); !more {
+				break
+			}
+			if steps > 128/4 {
+				t.Fatalf("%v: the walk down the IPv6 index does not end", c)
+			}
+		}
 		f.Rows()
 		if g.v6.lookup(leftAligned(c)) == 0 {
 			continue // the tree decides

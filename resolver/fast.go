@@ -77,8 +77,9 @@ func (h *Handler) prepare(req []byte, src netip.Addr, f *fastParsed) {
 
 // prefetchBatch parses a batch of queries, reqs[i] from srcs[i] (nil:
 // none), into parsed and reads what the fast path's decisions of them
-// will read, in two passes over the batch (the table entries, then what
-// they point to), so that the reads of the whole batch overlap
+// will read, in passes over the batch (the table entries, IPv6 clients'
+// walks down the index a level at a time, then what the entries point
+// to), so that the reads of the whole batch overlap
 // (mapping.Prefetch). It folds what it read into *sink. It reports
 // whether parsed holds the parse of every query: after a bug's panic the
 // answers parse again, under appendResponse's recovery.
@@ -95,6 +96,14 @@ func (h *Handler) prefetchBatch(reqs [][]byte, srcs []netip.Addr, parsed []fastP
 	sum := *sink
 	for i := range parsed {
 		sum += parsed[i].warm.Entries()
+	}
+	for more := true; more; {
+		more = false
+		for i := range parsed {
+			v, deeper := parsed[i].warm.Deeper()
+			sum += v
+			more = more || deeper
+		}
 	}
 	for i := range parsed {
 		sum += parsed[i].warm.Rows()
