@@ -61,6 +61,6 @@ if [ "${REPORTS:-1}" != 0 ]; then
 	taskset -c 1 bin/reportgen -api http://127.0.0.1:8120 -blocks "$WORK/large-blocks.txt" -duration "$((secs + 10))s" >"$dir/reportgen.log" 2>&1 &
 fi
 taskset -c 1 bin/loadgen -server 127.0.0.1:5320 -blocks "$WORK/large-blocks.txt" -rate "$RATE" -duration "$DURATION" -window "$WINDOW"
-curl -s http://127.0.0.1:8120/metrics | grep -E '^edgemap_map_build_seconds_(sum|count)|^edgemap_map_unchanged_total|^go_gc_duration_seconds_count|^edgemap_collector_reports_total\{result="accepted"'
+curl -s http://127.0.0.1:8120/metrics | grep -E '^edgemap_map_build_seconds_(sum|count)|^edgemap_map_unchanged_total|^go_gc_duration_seconds_count|^edgemap_collector_reports_total'
 echo "RSS (MiB) every ${RSS_EVERY}s: $(awk '{printf "%s ", $2}' "$dir/rss.txt")"
 echo "RSS at the end: $(rss) MiB"
