@@ -88,6 +88,22 @@ func ecsFrom(tb testing.TB, path string, ipv6 bool, n int) []netip.Prefix {
 	return out
 }
 
+// geoHandler is a handler of the test world with the GeoIP database at
+// path; it skips the benchmark without one.
+func geoHandler(b *testing.B, path string) *resolver.Handler {
+	if path == "" {
+		b.Skip("no GeoLite2 City database: set EDGEMAP_GEOLITE2 or run testdata/bench/peers.sh's setup")
+	}
+	g, err := mapping.OpenGeo(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	in := worldInputs(b)
+	in.Geo = g
+	h, _, _ := newHandler(b, build(b, in))
+	return h
+}
+
 // BenchmarkQueryECSFamily is a whole A query with ECS through the fast path
 // (unpack, decide, pack) for IPv4 /24s and IPv6 /48s drawn from the
 // networks of the test database and of a real GeoLite2 City database
@@ -102,16 +118,7 @@ func BenchmarkQueryECSFamily(b *testing.B) {
 			v6   bool
 		}{{"v4-24", false}, {"v6-48", true}} {
 			b.Run(db.name+"/"+fam.name, func(b *testing.B) {
-				if db.path == "" {
-					b.Skip("no GeoLite2 City database: set EDGEMAP_GEOLITE2 or run testdata/bench/peers.sh's setup")
-				}
-				g, err := mapping.OpenGeo(db.path)
-				if err != nil {
-					b.Fatal(err)
-				}
-				in := worldInputs(b)
-				in.Geo = g
-				h, _, _ := newHandler(b, build(b, in))
+				h := geoHandler(b, db.path)
 				src := netip.MustParseAddr("192.0.2.99")
 				reqs := make([][]byte, 1<<16)
 				for i, ecs := range ecsFrom(b, db.path, fam.v6, len(reqs)) {
@@ -140,16 +147,7 @@ func BenchmarkQueryECSFamily(b *testing.B) {
 // across the batch. ns/query is per query.
 func BenchmarkQueryECSBatch(b *testing.B) {
 	path := realGeoLite2()
-	if path == "" {
-		b.Skip("no GeoLite2 City database: set EDGEMAP_GEOLITE2 or run testdata/bench/peers.sh's setup")
-	}
-	g, err := mapping.OpenGeo(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	in := worldInputs(b)
-	in.Geo = g
-	h, _, _ := newHandler(b, build(b, in))
+	h := geoHandler(b, path)
 	src := netip.MustParseAddr("192.0.2.99")
 	const batch = 32
 	for _, fam := range []struct {
