@@ -59,4 +59,18 @@ func (h *Handler) AnswerBatch(b *Batch, out, reqs [][]byte, src netip.Addr, pref
 		}
 		out[i] = h.appendResponse(out[i][:0], req, src, false, start, f)
 	}
+	releaseBatch(b.parsed[:len(reqs)])
+}
+
+// BatchSize is how many datagrams a UDP reader's batch holds.
+const BatchSize = udpBatch
+
+// Retains reports whether b still points into a snapshot.
+func (b *Batch) Retains() bool {
+	for i := range b.parsed {
+		if b.parsed[i].p != nil {
+			return true
+		}
+	}
+	return false
 }

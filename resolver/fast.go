@@ -112,6 +112,15 @@ func (h *Handler) prefetchBatch(reqs [][]byte, srcs []netip.Addr, parsed []fastP
 	return true
 }
 
+// releaseBatch forgets the properties and prefetches of a batch once it is
+// answered: they point into the snapshot they were parsed from, and kept,
+// would keep an old map alive after a rebuild.
+func releaseBatch(parsed []fastParsed) {
+	for i := range parsed {
+		parsed[i].p, parsed[i].warm = nil, mapping.Prefetch{}
+	}
+}
+
 // fastAnswer answers the query f parsed from req, appending to dst, when
 // it has the fast path's shape. ok=false leaves the query to the general
 // path, untouched: nothing counted, nothing rate-limited. ok=true with a

@@ -273,3 +273,44 @@ func TestUDPListenerAllocs(t *testing.T) {
 		t.Errorf("%s = %v, want 0", panicsMetric, n)
 	}
 }
+
+// A batch answered as the UDP reader answers it (parsed and prefetched
+// first, with one scratch reused across batches of different sizes, fast
+// and general queries mixed, short and malformed datagrams among them)
+// gets the answers each query gets alone from the general path.
+func TestBatchMatchesGeneralPath(t *testing.T) {
+	h, _, _ := newHandler(t, build(t, worldInputs(t)))
+	src := netip.MustParseAddr("127.1.1.2")
+	var reqs [][]byte
+	for _, q := range fastQueries(t) {
+		reqs = append(reqs, q.req)
+	}
+	reqs = append(reqs, []byte{1, 2, 3}, nil, make([]byte, 12))
+	var scratch resolver.Batch
+	out := make([][]byte, resolver.BatchSize)
+	batches := 0
+	for start := 0; start < len(reqs); batches++ {
+		// Sizes 32, 7, 32, 7, ...: a small batch after a large one
+		// leaves earlier entries of the scratch behind.
+		size := min(len(reqs)-start, []int{resolver.BatchSize, 7}[batches%2])
+		batch := reqs[start : start+size]
+		h.AnswerBatch(&scratch, out[:size], batch, src, true)
+		for i, req := range batch {
+			slow := h.ServeSlow(req, src, false)
+			if len(slow) == 0 || len(out[i]) == 0 {
+				if len(slow) != len(out[i]) {
+					t.Fatalf("query %d of batch %d: %d bytes in the batch, %d alone", i, batches, len(out[i]), len(slow))
+				}
+				continue
+			}
+			sameAnswer(t, out[i], slow)
+		}
+		if scratch.Retains() {
+			t.Fatal("the scratch still points into a snapshot after its batch: it would keep an old map alive")
+		}
+		start += size
+	}
+	if batches < 4 {
+		t.Fatalf("%d batches; the test wants a small one after a large one, twice", batches)
+	}
+}

@@ -115,6 +115,7 @@ func (s *Server) serveUDP(c *net.UDPConn) {
 			b.outIo[k].SetLen(len(resp))
 			k++
 		}
+		releaseBatch(b.parsed[:n])
 		if err := b.send(k); err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
