@@ -98,10 +98,11 @@ type Collector struct {
 	// newer than what is stored), unauthorized, replay, wrong_edge,
 	// bad_request, too_large, timeout, busy or error.
 	Result func(result string)
-	// Background, if not nil, runs a report's decoding, checks and
-	// storing, the part that costs CPU, as the server's background work
+	// Background, if not nil, runs a report's decoding and checks, the
+	// part that costs CPU, as the server's background work
 	// (node.Node.Background): one piece at a time, pausing now and then
 	// for the answers that share the core. work calls pause now and then.
+	// Storing (Store.Accept) and the answer come after, outside it.
 	Background func(work func(pause func()))
 
 	// BodyTimeout, UploadsPerKey and MaxBufferedBytes bound uploads; zero
@@ -309,43 +310,24 @@ func (c *Collector) postReport(w http.ResponseWriter, r *http.Request) {
 	key := s.key
 	log := c.log().With(zap.String("key", key.ID), zap.Uint64("seq", s.seq))
 
-	if c.Background == nil {
-		c.accept(w, log, s, key, body, now, nil)
-		return
-	}
-	c.Background(func(pause func()) { c.accept(w, log, s, key, body, now, pause) })
-}
-
-// accept decodes, checks and stores a report whose signature checked out,
-// and answers it; pause, if set, is called now and then.
-func (c *Collector) accept(w http.ResponseWriter, log *zap.Logger, s *signed, key Key, body []byte, now time.Time, pause func()) {
-	rep, err := decodeReport(body, pause)
-	if err != nil {
-		c.rejected(w, log, http.StatusBadRequest, err)
-		return
-	}
-	if rep.Edge != key.Edge {
-		c.rejected(w, log, http.StatusForbidden, mapping.FieldErrorf("edge", "key %s may only report for edge %s", key.ID, key.Edge))
-		return
-	}
-	// A report is about the past: a measured_at ahead of the server's clock
-	// (beyond the skew the signature allows) would keep its measurements
-	// "fresh" in the map long after they stopped being true.
-	if ahead := rep.MeasuredAt.Sub(now); ahead > MaxClockSkew {
-		c.rejected(w, log, http.StatusBadRequest, mapping.FieldErrorf("measured_at", "%s is %s ahead of the server's clock", rep.MeasuredAt.Format(time.RFC3339), ahead.Round(time.Second)))
-		return
-	}
-	// The key is bound to the edge, but the edge may have been deleted
-	// since the key was made.
-	if !c.Store.EdgeExists(rep.Edge) {
-		c.rejected(w, log, http.StatusBadRequest, mapping.FieldErrorf("edge", "unknown edge %s", rep.Edge))
-		return
-	}
-	for i, m := range rep.Measurements {
-		if !c.Store.TargetExists(m.Target) {
-			c.rejected(w, log, http.StatusBadRequest, mapping.FieldErrorf(measurementPath(i, "target"), "unknown target %s", m.Target))
+	var rep *Report
+	var status int
+	check := func(pause func()) {
+		if r.Context().Err() != nil {
+			// The agent gave up while the report waited for its turn.
+			status, err = http.StatusRequestTimeout, mapping.FieldErrorf("body", "the client went away before its report was read")
 			return
 		}
+		rep, status, err = c.check(body, key, now, pause)
+	}
+	if c.Background == nil {
+		check(nil)
+	} else {
+		c.Background(check)
+	}
+	if err != nil {
+		c.rejected(w, log, status, err)
+		return
 	}
 	stored, err := c.Store.Accept(key.ID, s.seq, rep)
 	if err != nil {
@@ -366,6 +348,39 @@ func (c *Collector) accept(w http.ResponseWriter, log *zap.Logger, s *signed, ke
 	}
 	log.Debug("report accepted", zap.String("edge", rep.Edge), zap.Int("stored", resp.Accepted), zap.Int("ignored", resp.Ignored))
 	WriteJSON(w, http.StatusOK, resp)
+}
+
+// check decodes a report whose signature checked out and checks it against
+// its key, the clock and the store, calling pause, if set, now and then;
+// a refusal comes with its HTTP status.
+func (c *Collector) check(body []byte, key Key, now time.Time, pause func()) (*Report, int, error) {
+	rep, err := decodeReport(body, pause)
+	if err != nil {
+		return nil, http.StatusBadRequest, err
+	}
+	if rep.Edge != key.Edge {
+		return nil, http.StatusForbidden, mapping.FieldErrorf("edge", "key %s may only report for edge %s", key.ID, key.Edge)
+	}
+	// A report is about the past: a measured_at ahead of the server's clock
+	// (beyond the skew the signature allows) would keep its measurements
+	// "fresh" in the map long after they stopped being true.
+	if ahead := rep.MeasuredAt.Sub(now); ahead > MaxClockSkew {
+		return nil, http.StatusBadRequest, mapping.FieldErrorf("measured_at", "%s is %s ahead of the server's clock", rep.MeasuredAt.Format(time.RFC3339), ahead.Round(time.Second))
+	}
+	// The key is bound to the edge, but the edge may have been deleted
+	// since the key was made.
+	if !c.Store.EdgeExists(rep.Edge) {
+		return nil, http.StatusBadRequest, mapping.FieldErrorf("edge", "unknown edge %s", rep.Edge)
+	}
+	for i, m := range rep.Measurements {
+		if pause != nil {
+			pause()
+		}
+		if !c.Store.TargetExists(m.Target) {
+			return nil, http.StatusBadRequest, mapping.FieldErrorf(measurementPath(i, "target"), "unknown target %s", m.Target)
+		}
+	}
+	return rep, 0, nil
 }
 
 // errTooLarge marks a body over MaxReportBytes.

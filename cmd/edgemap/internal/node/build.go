@@ -2,7 +2,6 @@ package node
 
 import (
 	"fmt"
-	"iter"
 	"maps"
 	"runtime"
 	"slices"
@@ -99,7 +98,7 @@ func (b *builder) run() {
 		n.work = work{}
 		n.mu.Unlock()
 		var err error
-		n.Background(func(pause func()) { err = b.build(w, pause) })
+		n.pace.first(func(pause func()) { err = b.build(w, pause) })
 		n.mu.Lock()
 		n.done, n.doneErr = covers, err
 		n.cond.Broadcast()
@@ -155,7 +154,7 @@ func (b *builder) build(w work, pause func()) error {
 		}
 	}
 	if in.Previous != nil && !configChanged && w.geo == nil && !ratesChanged && maps.Equal(in.Health, b.decided) &&
-		version == b.measured && !validityChanges(in.EachMeasurement, b.asOfNow, in.Now, in.MaxAge) {
+		version == b.measured && !n.meas.validityChanges(b.asOfNow, in.Now, in.MaxAge) {
 		// The map would come out as it is: it is right as of now too. An
 		// idle server's map interval costs this comparison, not a build, a
 		// collection and a disk write.
@@ -198,25 +197,6 @@ func (b *builder) build(w work, pause func()) error {
 		b.syncChecks()
 	}
 	return nil
-}
-
-// validityChanges says whether a measurement starts or stops counting
-// (mapping.Inputs.MaxAge) between the map times from and to: a map built
-// from the same inputs at to would differ from the one built at from.
-// A million measurements take about a millisecond.
-func validityChanges(ms iter.Seq[*mapping.Measurement], from, to time.Time, maxAge time.Duration) bool {
-	if maxAge == 0 {
-		maxAge = mapping.DefaultMaxAge
-	}
-	t1, t2 := from.UnixNano(), to.UnixNano()
-	for m := range ms {
-		at := m.At.UnixNano()
-		enter, leave := at-int64(maxAge), at+int64(maxAge)
-		if (enter > t1 && enter <= t2) || (leave >= t1 && leave < t2) {
-			return true
-		}
-	}
-	return false
 }
 
 // observe persists, records and counts what a published map changed:

@@ -49,9 +49,9 @@ func (c collector) TargetExists(block netip.Prefix) bool {
 // its edge's health changed, asks for a map at once (without waiting for
 // it: the agent's answer does not depend on it).
 func (c collector) Accept(keyID string, seq uint64, r *probe.Report) (int, error) {
-	// The API's collector calls Accept as background work (probe.
-	// Collector.Background), so it may pause like the rest of it.
-	stored, err := c.n.meas.accept(c.n.store, keyID, seq, r, c.n.pace.pause)
+	// The smoothing and the update of the table are background work;
+	// the store's write between them is not.
+	stored, err := c.n.meas.accept(c.n.store, keyID, seq, r, c.n.Background)
 	if err != nil {
 		return 0, err
 	}

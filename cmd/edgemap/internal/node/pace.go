@@ -18,8 +18,10 @@ import (
 // So background work runs one piece at a time, holding the pacer, and
 // sleeps for buildBreak after every buildSlice of work while it still
 // holds it. The other pieces wait on the pacer's lock, which is not
-// runnable, so during the sleep nothing but the readers is, and they drain
-// their sockets. An idle server's builds take about half as long again.
+// runnable, so during the sleep no other background work is, and the
+// readers drain their sockets. An idle server's builds take about half as
+// long again. Builds go ahead of the other pieces waiting: a failover's
+// map must not queue behind twenty reports.
 const (
 	buildSlice = 2 * time.Millisecond
 	buildBreak = 100 * time.Microsecond
@@ -27,10 +29,14 @@ const (
 
 // pacer is the token of background work. Its zero value is ready.
 type pacer struct {
-	mu sync.Mutex
+	mu sync.Mutex // the turn
+	// queue is where pieces other than builds wait, one at a time at mu,
+	// so that a build, which may be a failover's, waits for the piece in
+	// its turn and at most one more, not for every report queued.
+	queue sync.Mutex
 	// since is when the holder started or last slept, in unix ns. It is
-	// atomic only so that a pause outside Background (a collector without
-	// one, in tests) is no data race; there it merely sleeps now and then.
+	// atomic only so that a pause outside a turn (a test's) is no data
+	// race; there it merely sleeps now and then.
 	since atomic.Int64
 }
 
@@ -40,8 +46,22 @@ type pacer struct {
 // slice is used up. work must not wait for other background work.
 func (n *Node) Background(work func(pause func())) {
 	p := &n.pace
+	p.queue.Lock()
+	p.mu.Lock()
+	p.queue.Unlock()
+	defer p.mu.Unlock()
+	p.run(work)
+}
+
+// first is Background for builds: ahead of the other pieces waiting.
+func (p *pacer) first(work func(pause func())) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.run(work)
+}
+
+// run runs work in the turn held.
+func (p *pacer) run(work func(pause func())) {
 	p.since.Store(time.Now().UnixNano())
 	work(p.pause)
 }
