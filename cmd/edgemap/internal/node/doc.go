@@ -55,11 +55,11 @@
 // Every exported method is safe for concurrent use. Background work, which
 // shares a core with the answers, runs one piece at a time (pace.go): a
 // build (ahead of the others waiting), a report's decoding and checks
-// (through probe.Collector.Background), its smoothing, its update of the
-// measurements, a prune, the dashboard's measurement table. Its lock is
-// taken before the node's others and held across the piece, a build
-// included; a piece never waits for another, nor for a store write but a
-// prune's. The other locks are each a leaf (none is held while another is
+// (through probe.Collector.Background), its smoothing, commit and update
+// of the measurements (Collector's Accept), a prune, the dashboard's
+// measurement table. Its lock is taken before the node's others and held
+// across the piece, a build and a report's commit included; a piece never
+// waits for another. The other locks are each a leaf (none is held while another is
 // taken, and none across a build, a store write or a call into the
 // monitor), but for the measurements' lock during the pieces that read or
 // change them:
@@ -68,8 +68,8 @@
 //   - evidence.mu guards the health evidence;
 //   - measurements.mu guards the measurements and their view, and one
 //     mutex per edge serializes that edge's reports (each smooths over the
-//     one before); a report holds its edge's mutex, and takes the turn of
-//     background work, then mu, to smooth and again to update;
+//     one before); a report holds its turn of background work, then its
+//     edge's mutex, then mu to smooth and again to update;
 //   - probe.Monitor's own lock, taken only by the builder (Set) and by
 //     Close after the builder has stopped. The monitor's loops report
 //     through Node.request, which never blocks, so stopping a loop cannot

@@ -190,73 +190,61 @@ func (ms *measurements) count() int {
 // together with the key's sequence number, and returns how many of its
 // measurements it stored: one whose target already has a measurement of
 // this edge at or after r.MeasuredAt is skipped. Reports of one edge are
-// applied one at a time so that each smooths over the one before; reports
-// of different edges run concurrently and share a bbolt commit. The
-// smoothing and the update of the table run through background (nil: at
-// once; Node.Background).
-func (ms *measurements) accept(st *store.Store, keyID string, seq uint64, r *probe.Report, background func(work func(pause func()))) (int, error) {
-	if background == nil {
-		background = func(work func(func())) { work(nil) }
-	}
+// applied one at a time so that each smooths over the one before. pause,
+// if set, is called now and then (Node.Background).
+func (ms *measurements) accept(st *store.Store, keyID string, seq uint64, r *probe.Report, pause func()) (int, error) {
 	l, _ := ms.edgeLocks.LoadOrStore(r.Edge, new(sync.Mutex))
 	mu := l.(*sync.Mutex)
 	mu.Lock()
 	defer mu.Unlock()
 
 	recs := make([]store.Measurement, 0, len(r.Measurements))
-	background(func(pause func()) {
-		ms.mu.RLock()
-		defer ms.mu.RUnlock()
-		for _, m := range r.Measurements {
-			if pause != nil {
-				pause()
-			}
-			var prev *mapping.Measurement
-			var last mapping.Sample
-			es := ms.byTarget[m.Target]
-			if i, ok := find(es, r.Edge); ok {
-				old := &es[i]
-				if !r.MeasuredAt.After(old.time()) {
-					continue // a retried report we already have, or an older one
-				}
-				prev = &mapping.Measurement{RTTMs: old.rttMs, Loss: old.loss, Samples: old.samples, At: old.time()}
-				last = old.last()
-			}
-			sm := mapping.Smooth(prev, last, mapping.Sample{RTTMs: m.RTTMs, Loss: m.Loss}, r.Edge, m.Target, m.Samples, r.MeasuredAt)
-			recs = append(recs, store.Measurement{Edge: r.Edge, Target: m.Target, RTTMs: sm.RTTMs, Loss: sm.Loss,
-				LastRTTMs: m.RTTMs, LastLoss: m.Loss, Samples: sm.Samples, At: sm.At})
+	ms.mu.RLock()
+	for _, m := range r.Measurements {
+		if pause != nil {
+			pause()
 		}
-	})
+		var prev *mapping.Measurement
+		var last mapping.Sample
+		es := ms.byTarget[m.Target]
+		if i, ok := find(es, r.Edge); ok {
+			old := &es[i]
+			if !r.MeasuredAt.After(old.time()) {
+				continue // a retried report we already have, or an older one
+			}
+			prev = &mapping.Measurement{RTTMs: old.rttMs, Loss: old.loss, Samples: old.samples, At: old.time()}
+			last = old.last()
+		}
+		sm := mapping.Smooth(prev, last, mapping.Sample{RTTMs: m.RTTMs, Loss: m.Loss}, r.Edge, m.Target, m.Samples, r.MeasuredAt)
+		recs = append(recs, store.Measurement{Edge: r.Edge, Target: m.Target, RTTMs: sm.RTTMs, Loss: sm.Loss,
+			LastRTTMs: m.RTTMs, LastLoss: m.Loss, Samples: sm.Samples, At: sm.At})
+	}
+	ms.mu.RUnlock()
 
-	// Outside background work: reports of different edges share a bbolt
-	// commit (DB.Batch), which waits for them, and a build need not wait
-	// for a disk.
 	if err := st.Record(keyID, seq, recs); err != nil {
 		if errors.Is(err, store.ErrStaleSequence) {
 			return 0, fmt.Errorf("%w: %w", probe.ErrReplay, err)
 		}
 		return 0, err
 	}
-	background(func(pause func()) {
-		ms.mu.Lock()
-		defer ms.mu.Unlock()
-		for i := range recs {
-			if pause != nil {
-				pause()
-			}
-			rec := &recs[i]
-			e := edgeMeasurement{edge: r.Edge, rttMs: rec.RTTMs, loss: rec.Loss, samples: rec.Samples, at: rec.At.UnixNano(),
-				lastRTTMs: float32(rec.LastRTTMs), lastLoss: float32(rec.LastLoss)}
-			es := ms.byTarget[rec.Target]
-			if j, ok := find(es, r.Edge); ok {
-				es[j] = e
-			} else {
-				ms.byTarget[rec.Target] = slices.Insert(es, j, e)
-			}
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	for i := range recs {
+		if pause != nil {
+			pause()
 		}
-		ms.mapView = nil
-		ms.version++
-	})
+		rec := &recs[i]
+		e := edgeMeasurement{edge: r.Edge, rttMs: rec.RTTMs, loss: rec.Loss, samples: rec.Samples, at: rec.At.UnixNano(),
+			lastRTTMs: float32(rec.LastRTTMs), lastLoss: float32(rec.LastLoss)}
+		es := ms.byTarget[rec.Target]
+		if j, ok := find(es, r.Edge); ok {
+			es[j] = e
+		} else {
+			ms.byTarget[rec.Target] = slices.Insert(es, j, e)
+		}
+	}
+	ms.mapView = nil
+	ms.version++
 	return len(recs), nil
 }
 

@@ -2,7 +2,6 @@ package node
 
 import (
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -34,10 +33,7 @@ type pacer struct {
 	// so that a build, which may be a failover's, waits for the piece in
 	// its turn and at most one more, not for every report queued.
 	queue sync.Mutex
-	// since is when the holder started or last slept, in unix ns. It is
-	// atomic only so that a pause outside a turn (a test's) is no data
-	// race; there it merely sleeps now and then.
-	since atomic.Int64
+	since time.Time // when the holder started or last slept; guarded by mu
 }
 
 // Background runs work as the node's background work, one piece at a
@@ -62,14 +58,14 @@ func (p *pacer) first(work func(pause func())) {
 
 // run runs work in the turn held.
 func (p *pacer) run(work func(pause func())) {
-	p.since.Store(time.Now().UnixNano())
+	p.since = time.Now()
 	work(p.pause)
 }
 
 func (p *pacer) pause() {
-	if time.Now().UnixNano()-p.since.Load() < int64(buildSlice) {
+	if time.Since(p.since) < buildSlice {
 		return
 	}
 	time.Sleep(buildBreak)
-	p.since.Store(time.Now().UnixNano())
+	p.since = time.Now()
 }
