@@ -6,8 +6,8 @@ package mapping
 // its place and its place's ranking row are each a read from DRAM, and
 // each waits for the one before. A reader that holds a batch of queries
 // (recvmmsg) makes a Prefetch of each, then reads the entries of all of
-// them (Entries), then what those point to (Rows), and only then decides
-// them. Each of those passes is a short loop of independent reads, so the
+// them (Entries; IPv6 clients' walks down the IPv6 index a level per pass,
+// Deeper), then what those point to (Rows), and only then decides them. Each of those passes is a short loop of independent reads, so the
 // processor has the batch's reads in flight together rather than one
 // after another (a pass that also parsed the queries would fill its
 // reorder window with one query's work and wait for each read in turn),
