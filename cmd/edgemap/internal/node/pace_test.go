@@ -1,12 +1,17 @@
 package node
 
 import (
+	"fmt"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/edgetest"
 )
 
 // Background work runs one piece at a time, and a map build is one: a
@@ -37,20 +42,16 @@ func TestBackgroundWorkRunsOnePieceAtATime(t *testing.T) {
 		t.Fatalf("%d pieces of background work ran at once, want 1", most.Load())
 	}
 
-	held, release := make(chan struct{}), make(chan struct{})
-	go n.Background(func(func()) { close(held); <-release })
-	<-held
+	release := holdTurn(t, n)
 	rebuilt := make(chan error, 1)
 	go func() { rebuilt <- n.Rebuild() }()
-	// Long enough for an unhindered build of the test map (milliseconds)
-	// to finish; one that finished here would be the failure.
-	time.Sleep(300 * time.Millisecond)
+	waitForTurn(t, "node.(*pacer).first", 1)
 	select {
 	case <-rebuilt:
 		t.Fatal("a map was built while other background work held the pacer")
 	default:
 	}
-	close(release)
+	release()
 	select {
 	case err := <-rebuilt:
 		if err != nil {
@@ -66,9 +67,7 @@ func TestBackgroundWorkRunsOnePieceAtATime(t *testing.T) {
 // report queued behind it.
 func TestBuildsGoAheadOfQueuedBackgroundWork(t *testing.T) {
 	n := startNode(t, testOptions(t))
-	held, release := make(chan struct{}), make(chan struct{})
-	go n.Background(func(func()) { close(held); <-release })
-	<-held
+	release := holdTurn(t, n)
 	// The builder counts a build, or a map that would not change, in its
 	// turn.
 	maps := func() float64 { return testutil.ToFloat64(n.metrics.builds) + testutil.ToFloat64(n.metrics.unchanged) }
@@ -89,14 +88,11 @@ func TestBuildsGoAheadOfQueuedBackgroundWork(t *testing.T) {
 			})
 		}()
 	}
-	// Time for the five to queue behind the held turn. Were they not
-	// queued yet, the build would go first anyway: the test would pass
-	// without showing anything, never fail.
-	time.Sleep(100 * time.Millisecond)
+	waitForTurn(t, "node.(*Node).Background", 5)
 	rebuilt := make(chan error, 1)
 	go func() { rebuilt <- n.Rebuild() }()
-	time.Sleep(100 * time.Millisecond) // the same, for the build's request
-	close(release)
+	waitForTurn(t, "node.(*pacer).first", 1)
+	release()
 	if err := <-rebuilt; err != nil {
 		t.Fatal(err)
 	}
@@ -104,4 +100,34 @@ func TestBuildsGoAheadOfQueuedBackgroundWork(t *testing.T) {
 	if before > 1 {
 		t.Fatalf("%d pieces of queued background work ran before the build, want at most 1", before)
 	}
+}
+
+// waitForTurn waits until n goroutines are blocked on a lock in fn, as
+// their stacks say: background work queued for its turn.
+func waitForTurn(t *testing.T, fn string, n int) {
+	t.Helper()
+	// 10 s: goroutines that only have to reach a lock, on a slow machine.
+	edgetest.Eventually(t, 10*time.Second, fmt.Sprintf("%d goroutines waiting in %s", n, fn), func() bool {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		waiting := 0
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if strings.Contains(g, "[sync.Mutex.Lock") && strings.Contains(g, fn) {
+				waiting++
+			}
+		}
+		return waiting >= n
+	})
+}
+
+// holdTurn holds n's turn of background work until release is called, or
+// the test ends: a failed test must not leave n's Close waiting for it.
+func holdTurn(t *testing.T, n *Node) (release func()) {
+	held, done := make(chan struct{}), make(chan struct{})
+	go n.Background(func(func()) { close(held); <-done })
+	<-held
+	var once sync.Once
+	release = func() { once.Do(func() { close(done) }) }
+	t.Cleanup(release)
+	return release
 }
