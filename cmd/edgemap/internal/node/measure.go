@@ -24,11 +24,19 @@ import (
 // smoothed over and what the map reads; the latest reports' own values
 // stay in the file.
 type measurements struct {
-	mu sync.RWMutex // guards byTarget and mapView
+	mu sync.RWMutex // guards byTarget, edgeIDs, edgeIndex and mapView
 	// byTarget is every edge's measurement of each target, sorted by edge
-	// id. Grouped by target rather than keyed by (edge, target) because a
-	// map of a million such keys costs three times the memory.
+	// index. Grouped by target rather than keyed by (edge, target) because
+	// a map of a million such keys costs three times the memory.
 	byTarget map[netip.Prefix][]edgeMeasurement
+	// edgeIDs are the edges' ids by the index a measurement keeps instead
+	// of the id, and edgeIndex the reverse. With the id, a string, in each,
+	// a million measurements were a million pointers that every garbage
+	// collection followed, on the answers' core. An index stays when its
+	// edge's measurements are pruned: an edge that comes back takes it
+	// again, and the table grows only with edges ever measured.
+	edgeIDs   []string
+	edgeIndex map[string]int32
 	// mapView is byTarget as one table, for the dashboard, kept until a
 	// report or a prune changes byTarget; builds read byTarget itself
 	// (each).
@@ -44,7 +52,7 @@ type measurements struct {
 // edgeMeasurement is one edge's smoothed measurement of a target, and the
 // latest report's sample, which the next report is smoothed over.
 type edgeMeasurement struct {
-	edge        string
+	edge        int32 // in measurements.edgeIDs
 	rttMs, loss float64
 	samples     uint64
 	at          int64 // unix ns: a third of a time.Time
@@ -64,14 +72,10 @@ func (e *edgeMeasurement) time() time.Time { return time.Unix(0, e.at).UTC() }
 
 func (ms *measurements) load(st *store.Store) error {
 	byTarget := map[netip.Prefix][]edgeMeasurement{}
-	edgeIDs := map[string]string{} // one copy of each id, not one per record
+	var edgeIDs []string
+	edgeIndex := map[string]int32{}
 	err := st.EachMeasurement(func(m *store.Measurement) error {
-		id, ok := edgeIDs[m.Edge]
-		if !ok {
-			id = m.Edge
-			edgeIDs[id] = id
-		}
-		byTarget[m.Target] = append(byTarget[m.Target], edgeMeasurement{edge: id, rttMs: m.RTTMs, loss: m.Loss,
+		byTarget[m.Target] = append(byTarget[m.Target], edgeMeasurement{edge: intern(&edgeIDs, edgeIndex, m.Edge), rttMs: m.RTTMs, loss: m.Loss,
 			samples: m.Samples, at: m.At.UnixNano(), lastRTTMs: float32(m.LastRTTMs), lastLoss: float32(m.LastLoss)})
 		return nil
 	})
@@ -84,15 +88,26 @@ func (ms *measurements) load(st *store.Store) error {
 	}
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
-	ms.byTarget = byTarget
+	ms.byTarget, ms.edgeIDs, ms.edgeIndex = byTarget, edgeIDs, edgeIndex
 	ms.mapView = nil
 	ms.version++
 	return nil
 }
 
+// intern is id's index in ids, added if new.
+func intern(ids *[]string, index map[string]int32, id string) int32 {
+	i, ok := index[id]
+	if !ok {
+		i = int32(len(*ids))
+		*ids = append(*ids, id)
+		index[id] = i
+	}
+	return i
+}
+
 // find is the index of edge's measurement in es, or where it would go.
-func find(es []edgeMeasurement, edge string) (int, bool) {
-	return slices.BinarySearchFunc(es, edge, func(e edgeMeasurement, id string) int { return cmp.Compare(e.edge, id) })
+func find(es []edgeMeasurement, edge int32) (int, bool) {
+	return slices.BinarySearchFunc(es, edge, func(e edgeMeasurement, i int32) int { return cmp.Compare(e.edge, i) })
 }
 
 // forMap is the measurements as one table, for the dashboard, which only
@@ -145,7 +160,7 @@ func (ms *measurements) walk(pause func()) iter.Seq[*mapping.Measurement] {
 			}
 			for i := range es {
 				e := &es[i]
-				m = mapping.Measurement{Edge: e.edge, Target: t, RTTMs: e.rttMs, Loss: e.loss, Samples: e.samples, At: e.time()}
+				m = mapping.Measurement{Edge: ms.edgeIDs[e.edge], Target: t, RTTMs: e.rttMs, Loss: e.loss, Samples: e.samples, At: e.time()}
 				if !yield(&m) {
 					return
 				}
@@ -200,6 +215,7 @@ func (ms *measurements) accept(st *store.Store, keyID string, seq uint64, r *pro
 
 	recs := make([]store.Measurement, 0, len(r.Measurements))
 	ms.mu.RLock()
+	edge, known := ms.edgeIndex[r.Edge]
 	for _, m := range r.Measurements {
 		if pause != nil {
 			pause()
@@ -207,7 +223,7 @@ func (ms *measurements) accept(st *store.Store, keyID string, seq uint64, r *pro
 		var prev *mapping.Measurement
 		var last mapping.Sample
 		es := ms.byTarget[m.Target]
-		if i, ok := find(es, r.Edge); ok {
+		if i, ok := find(es, edge); known && ok {
 			old := &es[i]
 			if !r.MeasuredAt.After(old.time()) {
 				continue // a retried report we already have, or an older one
@@ -229,15 +245,19 @@ func (ms *measurements) accept(st *store.Store, keyID string, seq uint64, r *pro
 	}
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
+	if ms.edgeIndex == nil {
+		ms.edgeIndex = map[string]int32{}
+	}
+	edge = intern(&ms.edgeIDs, ms.edgeIndex, r.Edge)
 	for i := range recs {
 		if pause != nil {
 			pause()
 		}
 		rec := &recs[i]
-		e := edgeMeasurement{edge: r.Edge, rttMs: rec.RTTMs, loss: rec.Loss, samples: rec.Samples, at: rec.At.UnixNano(),
+		e := edgeMeasurement{edge: edge, rttMs: rec.RTTMs, loss: rec.Loss, samples: rec.Samples, at: rec.At.UnixNano(),
 			lastRTTMs: float32(rec.LastRTTMs), lastLoss: float32(rec.LastLoss)}
 		es := ms.byTarget[rec.Target]
-		if j, ok := find(es, r.Edge); ok {
+		if j, ok := find(es, edge); ok {
 			es[j] = e
 		} else {
 			ms.byTarget[rec.Target] = slices.Insert(es, j, e)
@@ -263,7 +283,7 @@ func (ms *measurements) prune(st *store.Store, snap *mapping.Snapshot, now time.
 	}
 	oldest := now.Add(-retention).UnixNano()
 	keepIn := func(t netip.Prefix, e *edgeMeasurement) bool {
-		return edges[e.edge] && e.at >= oldest && snap.HasTarget(t)
+		return edges[ms.edgeIDs[e.edge]] && e.at >= oldest && snap.HasTarget(t)
 	}
 	stale := 0
 	ms.mu.RLock()
