@@ -27,8 +27,9 @@ type measurements struct {
 	mu sync.RWMutex // guards byTarget, edgeIDs, edgeIndex and mapView
 	// byTarget is every edge's measurement of each target, sorted by edge
 	// index. Grouped by target rather than keyed by (edge, target) because
-	// a map of a million such keys costs three times the memory.
-	byTarget map[netip.Prefix][]edgeMeasurement
+	// a map of a million such keys costs three times the memory; laid out
+	// without pointers (table.go) because the collector marks it often.
+	byTarget measurementTable
 	// edgeIDs are the edges' ids by the index a measurement keeps instead
 	// of the id, and edgeIndex the reverse. With the id, a string, in each,
 	// a million measurements were a million pointers that every garbage
@@ -82,13 +83,12 @@ func (ms *measurements) load(st *store.Store) error {
 	if err != nil {
 		return err
 	}
-	for t, es := range byTarget {
+	for _, es := range byTarget {
 		slices.SortFunc(es, func(a, b edgeMeasurement) int { return cmp.Compare(a.edge, b.edge) })
-		byTarget[t] = slices.Clip(es)
 	}
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
-	ms.byTarget, ms.edgeIDs, ms.edgeIndex = byTarget, edgeIDs, edgeIndex
+	ms.byTarget, ms.edgeIDs, ms.edgeIndex = newMeasurementTable(byTarget), edgeIDs, edgeIndex
 	ms.mapView = nil
 	ms.version++
 	return nil
@@ -154,7 +154,7 @@ func (ms *measurements) each(pause func()) (iter.Seq[*mapping.Measurement], uint
 func (ms *measurements) walk(pause func()) iter.Seq[*mapping.Measurement] {
 	return func(yield func(*mapping.Measurement) bool) {
 		var m mapping.Measurement
-		for t, es := range ms.byTarget {
+		for t, es := range ms.byTarget.all() {
 			if pause != nil {
 				pause()
 			}
@@ -181,7 +181,7 @@ func (ms *measurements) validityChanges(from, to time.Time, maxAge time.Duration
 	t1, t2 := from.UnixNano(), to.UnixNano()
 	ms.mu.RLock()
 	defer ms.mu.RUnlock()
-	for _, es := range ms.byTarget {
+	for _, es := range ms.byTarget.all() {
 		for i := range es {
 			enter, leave := es[i].at-int64(maxAge), es[i].at+int64(maxAge)
 			if (enter > t1 && enter <= t2) || (leave >= t1 && leave < t2) {
@@ -194,11 +194,7 @@ func (ms *measurements) validityChanges(from, to time.Time, maxAge time.Duration
 
 // count is how many measurements there are; the caller holds ms.mu.
 func (ms *measurements) count() int {
-	n := 0
-	for _, es := range ms.byTarget {
-		n += len(es)
-	}
-	return n
+	return ms.byTarget.len()
 }
 
 // accept smooths a verified report into the table and stores the result
@@ -222,7 +218,7 @@ func (ms *measurements) accept(st *store.Store, keyID string, seq uint64, r *pro
 		}
 		var prev *mapping.Measurement
 		var last mapping.Sample
-		es := ms.byTarget[m.Target]
+		es := ms.byTarget.get(m.Target)
 		if i, ok := find(es, edge); known && ok {
 			old := &es[i]
 			if !r.MeasuredAt.After(old.time()) {
@@ -256,13 +252,14 @@ func (ms *measurements) accept(st *store.Store, keyID string, seq uint64, r *pro
 		rec := &recs[i]
 		e := edgeMeasurement{edge: edge, rttMs: rec.RTTMs, loss: rec.Loss, samples: rec.Samples, at: rec.At.UnixNano(),
 			lastRTTMs: float32(rec.LastRTTMs), lastLoss: float32(rec.LastLoss)}
-		es := ms.byTarget[rec.Target]
+		es := ms.byTarget.get(rec.Target)
 		if j, ok := find(es, edge); ok {
 			es[j] = e
 		} else {
-			ms.byTarget[rec.Target] = slices.Insert(es, j, e)
+			ms.byTarget.insert(rec.Target, j, e)
 		}
 	}
+	ms.byTarget.tidy(pause)
 	ms.mapView = nil
 	ms.version++
 	return len(recs), nil
@@ -287,7 +284,7 @@ func (ms *measurements) prune(st *store.Store, snap *mapping.Snapshot, now time.
 	}
 	stale := 0
 	ms.mu.RLock()
-	for t, es := range ms.byTarget {
+	for t, es := range ms.byTarget.all() {
 		if pause != nil {
 			pause()
 		}
@@ -309,14 +306,10 @@ func (ms *measurements) prune(st *store.Store, snap *mapping.Snapshot, now time.
 		return
 	}
 	ms.mu.Lock()
-	for t, es := range ms.byTarget {
-		es = slices.DeleteFunc(es, func(e edgeMeasurement) bool { return !keepIn(t, &e) })
-		if len(es) == 0 {
-			delete(ms.byTarget, t)
-		} else {
-			ms.byTarget[t] = es
-		}
+	for t := range ms.byTarget.all() {
+		ms.byTarget.keep(t, func(e *edgeMeasurement) bool { return keepIn(t, e) })
 	}
+	ms.byTarget.tidy(nil)
 	ms.mapView = nil
 	ms.version++
 	ms.mu.Unlock()

@@ -1,0 +1,87 @@
+package node
+
+import (
+	"maps"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"testing"
+)
+
+// TestMeasurementTableMatchesMap drives the table and a map of slices with
+// the same random inserts, changes and prunes, tidying as accept and prune
+// do, and checks after every step that both hold the same measurements.
+func TestMeasurementTableMatchesMap(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	var targets []netip.Prefix
+	for i := range 40 {
+		targets = append(targets, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i), 0, 0}), 24))
+		// The same bits as an IPv4-mapped IPv6 network: a different target.
+		targets = append(targets, netip.PrefixFrom(netip.AddrFrom16(netip.AddrFrom4([4]byte{10, byte(i), 0, 0}).As16()), 120))
+		targets = append(targets, netip.MustParsePrefix("2001:db8::/48"))
+	}
+	slices.SortFunc(targets, func(a, b netip.Prefix) int { return a.Compare(b) })
+	targets = slices.Compact(targets)
+
+	want := map[netip.Prefix][]edgeMeasurement{}
+	for _, p := range targets[:10] {
+		for e := range int32(3) {
+			want[p] = append(want[p], edgeMeasurement{edge: e * 2, at: rnd.Int64()})
+		}
+	}
+	tbl := newMeasurementTable(want) // copies the measurements
+	check := func(step int) {
+		t.Helper()
+		got := map[netip.Prefix][]edgeMeasurement{}
+		for p, es := range tbl.all() {
+			got[p] = slices.Clone(es)
+		}
+		n := 0
+		for p, es := range want {
+			n += len(es)
+			if g := tbl.get(p); !slices.Equal(g, es) {
+				t.Fatalf("step %d: get(%s) = %v, want %v", step, p, g, es)
+			}
+		}
+		if !maps.EqualFunc(got, want, slices.Equal) {
+			t.Fatalf("step %d: all() = %v, want %v", step, got, want)
+		}
+		if tbl.len() != n || tbl.targets() != len(want) {
+			t.Fatalf("step %d: %d measurements of %d targets, want %d of %d", step, tbl.len(), tbl.targets(), n, len(want))
+		}
+	}
+	check(0)
+	for step := 1; step <= 5000; step++ {
+		p := targets[rnd.IntN(len(targets))]
+		switch r := rnd.IntN(10); {
+		case r < 6: // a report: change the edge's measurement or add it
+			e := edgeMeasurement{edge: rnd.Int32N(12), at: rnd.Int64()}
+			es := tbl.get(p)
+			if i, ok := find(es, e.edge); ok {
+				es[i] = e
+				j, _ := find(want[p], e.edge)
+				want[p][j] = e
+			} else {
+				tbl.insert(p, i, e)
+				want[p] = slices.Insert(want[p], i, e)
+			}
+			tbl.tidy(nil)
+		case r < 9: // a prune of one edge
+			gone := rnd.Int32N(12)
+			tbl.keep(p, func(e *edgeMeasurement) bool { return e.edge != gone })
+			if es := slices.DeleteFunc(want[p], func(e edgeMeasurement) bool { return e.edge == gone }); len(es) > 0 {
+				want[p] = es
+			} else {
+				delete(want, p)
+			}
+		default: // a prune of everything of the target
+			tbl.keep(p, func(*edgeMeasurement) bool { return false })
+			delete(want, p)
+			tbl.tidy(nil)
+		}
+		check(step)
+	}
+	if len(tbl.slab) > 4*tbl.len()+1000 {
+		t.Fatalf("the slab holds %d slots for %d measurements: tidy does not reclaim", len(tbl.slab), tbl.len())
+	}
+}
