@@ -423,7 +423,7 @@ func TestNamespaceAnswersFollowMeasuredLatency(t *testing.T) {
 	l.setDelays([3][3]int{
 		{5, 70, 100}, // Seoul -> fra1
 		{3, 40, 50},  // Frankfurt -> fra1
-		{40, 10, 60}, // New York -> lon1
+		{40, 13, 60}, // New York -> lon1
 	})
 	took = l.await([3]string{"fra1", "fra1", "lon1"}, followBound, "after the delay change")
 	t.Logf("from the delay change to the changed answers: %v (bound %v)", took, followBound)
@@ -433,16 +433,21 @@ func TestNamespaceAnswersFollowMeasuredLatency(t *testing.T) {
 		return l.measuredRTT(2, "iad1") > 115
 	})
 	// A moderate change: New York's path to iad1 drops from 120 to 12 ms
-	// of RTT, which beats lon1's 20 by 8 ms, 3 past the 5 ms threshold.
-	// The EWMA 0.5 smoothing of before needed six reports for that
-	// (108 ms / 2^5 > 3 ms > 108 ms / 2^6): six probe intervals.
+	// of RTT, which beats lon1's 26 by 14 ms, 9 past the 5 ms threshold.
+	// The EWMA 0.5 smoothing of before needed four reports for that
+	// (108 ms / 2^3 > 9 ms > 108 ms / 2^4): four probe intervals. The
+	// margin is not smaller because the emulated paths are not exact:
+	// with the tests of other packages and three busy loops beside it,
+	// the race detector's build measured 12 ms as 17.3 and 20 as 22.2,
+	// and at 3 ms past the threshold the stability rule rightly kept
+	// lon1.
 	l.setDelays([3][3]int{
 		{5, 70, 100},
 		{3, 40, 50},
-		{40, 10, 6}, // New York: iad1 60 -> 6 ms one way
+		{40, 13, 6}, // New York: iad1 60 -> 6 ms one way
 	})
-	took = l.await([3]string{"fra1", "fra1", "iad1"}, followBound, "after a change 3 ms past the threshold")
-	t.Logf("from a change 3 ms past the threshold to the changed answers: %v (bound %v)", took, followBound)
+	took = l.await([3]string{"fra1", "fra1", "iad1"}, followBound, "after a change 9 ms past the threshold")
+	t.Logf("from a change 9 ms past the threshold to the changed answers: %v (bound %v)", took, followBound)
 }
 
 func TestNamespaceRestartAnswersFromPersistedMap(t *testing.T) {
