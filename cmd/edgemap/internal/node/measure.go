@@ -239,6 +239,11 @@ func (ms *measurements) accept(st *store.Store, keyID string, seq uint64, r *pro
 		}
 		return 0, err
 	}
+	if len(recs) == 0 {
+		// A retried report: its sequence number is stored, and the
+		// measurements and so the map stay as they are.
+		return 0, nil
+	}
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
 	if ms.edgeIndex == nil {

@@ -92,8 +92,12 @@ func TestMeasurementsAccept(t *testing.T) {
 	if n, err := ms.accept(st, "k", 2, report(at.Add(time.Second), 50, seoul, paris), nil); n != 2 || err != nil {
 		t.Fatalf("second report: %d stored, %v", n, err)
 	}
+	version := ms.version
 	if n, err := ms.accept(st, "k", 3, report(at, 10, seoul), nil); n != 0 || err != nil {
 		t.Fatalf("an older report: %d stored, %v; want it skipped", n, err)
+	}
+	if ms.version != version {
+		t.Fatal("a report that changed nothing changed the measurements' version: the next interval rebuilds the map")
 	}
 	if _, err := ms.accept(st, "k", 3, report(at.Add(time.Hour), 10, seoul), nil); !errors.Is(err, probe.ErrReplay) {
 		t.Fatalf("a sequence number used again: %v, want ErrReplay", err)

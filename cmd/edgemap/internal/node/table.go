@@ -15,11 +15,11 @@ import (
 // share. The caller synchronizes.
 type measurementTable struct {
 	segments map[targetKey]segment
-	slab     []edgeMeasurement
-	// spare counts the slots of slab no segment holds: a segment that
-	// outgrows its room moves to the end, and a target pruned away leaves
-	// its room behind.
-	spare int
+	// slab holds the measurements, and free slots: a segment's room to
+	// grow, what a segment that outgrew its room left behind when it moved
+	// to the end, and what pruning emptied.
+	slab  []edgeMeasurement
+	count int // measurements in slab
 }
 
 // targetKey is a target's prefix without netip's pointer.
@@ -53,7 +53,7 @@ func newMeasurementTable(groups map[netip.Prefix][]edgeMeasurement) measurementT
 	for _, es := range groups {
 		n += len(es)
 	}
-	t := measurementTable{segments: make(map[targetKey]segment, len(groups)), slab: make([]edgeMeasurement, 0, n)}
+	t := measurementTable{segments: make(map[targetKey]segment, len(groups)), slab: make([]edgeMeasurement, 0, n), count: n}
 	for p, es := range groups {
 		at := int32(len(t.slab))
 		t.slab = append(t.slab, es...)
@@ -63,7 +63,7 @@ func newMeasurementTable(groups map[netip.Prefix][]edgeMeasurement) measurementT
 }
 
 // get is target's measurements, nil if none, to read or change in place
-// until the table's next insert, remove or tidy.
+// until the table's next insert, keep or tidy.
 func (t *measurementTable) get(target netip.Prefix) []edgeMeasurement {
 	s, ok := t.segments[keyOf(target)]
 	if !ok {
@@ -80,21 +80,25 @@ func (t *measurementTable) insert(target netip.Prefix, i int, e edgeMeasurement)
 	k := keyOf(target)
 	s := t.segments[k]
 	if s.n == s.size {
-		// Move to the end, with room for as many again: a target's edges
-		// come one report at a time.
-		size := max(4, 2*s.size)
+		// Move to the end, with room to grow: a target's edges come one
+		// report at a time.
+		size := withRoom(s.n + 1)
 		at := len(t.slab)
 		t.slab = slices.Grow(t.slab, int(size))[:at+int(size)]
 		copy(t.slab[at:], t.slab[s.at:s.at+s.n])
-		t.spare += int(s.size)
 		s.at, s.size = int32(at), size
 	}
 	es := t.slab[s.at : s.at+s.n+1]
 	copy(es[i+1:], es[i:])
 	es[i] = e
 	s.n++
+	t.count++
 	t.segments[k] = s
 }
+
+// withRoom is the slots a segment of n measurements takes: a quarter more,
+// so that the slab stays under twice its measurements however they come.
+func withRoom(n int32) int32 { return n + max(1, n/4) }
 
 // keep keeps those of target's measurements keep says to, in order, and
 // forgets the target if none are left.
@@ -111,8 +115,8 @@ func (t *measurementTable) keep(target netip.Prefix, keep func(*edgeMeasurement)
 			n++
 		}
 	}
+	t.count -= int(s.n - n)
 	if n == 0 {
-		t.spare += int(s.size)
 		delete(t.segments, k)
 		return
 	}
@@ -120,38 +124,31 @@ func (t *measurementTable) keep(target netip.Prefix, keep func(*edgeMeasurement)
 	t.segments[k] = s
 }
 
-// tidy lays the slab out anew once more than half of it is spare, calling
+// tidy lays the slab out anew once more than half of it is free, calling
 // pause, if set, now and then.
 func (t *measurementTable) tidy(pause func()) {
-	if t.spare <= len(t.slab)/2 {
+	if len(t.slab)-t.count <= len(t.slab)/2 {
 		return
 	}
-	slab := make([]edgeMeasurement, 0, len(t.slab)-t.spare)
+	slab := make([]edgeMeasurement, 0, t.count+t.count/4+len(t.segments))
 	for k, s := range t.segments {
 		if pause != nil {
 			pause()
 		}
 		at := int32(len(slab))
-		slab = append(slab, t.slab[s.at:s.at+s.size]...)
-		t.segments[k] = segment{at: at, n: s.n, size: s.size}
+		size := withRoom(s.n)
+		slab = append(slab, t.slab[s.at:s.at+s.n]...)
+		slab = slab[:int(at+size)]
+		t.segments[k] = segment{at: at, n: s.n, size: size}
 	}
-	t.slab, t.spare = slab, 0
+	t.slab = slab
 }
 
 // targets is how many targets have measurements.
 func (t *measurementTable) targets() int { return len(t.segments) }
 
 // len is how many measurements there are.
-func (t *measurementTable) len() int { return len(t.slab) - t.spare - t.room() }
-
-// room is the slots segments hold for measurements to come.
-func (t *measurementTable) room() int {
-	r := 0
-	for _, s := range t.segments {
-		r += int(s.size - s.n)
-	}
-	return r
-}
+func (t *measurementTable) len() int { return t.count }
 
 // all yields each target and its measurements, to read or change in place.
 func (t *measurementTable) all() iter.Seq2[netip.Prefix, []edgeMeasurement] {

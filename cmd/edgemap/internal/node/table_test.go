@@ -49,6 +49,19 @@ func TestMeasurementTableMatchesMap(t *testing.T) {
 		if tbl.len() != n || tbl.targets() != len(want) {
 			t.Fatalf("step %d: %d measurements of %d targets, want %d of %d", step, tbl.len(), tbl.targets(), n, len(want))
 		}
+		// Segments lie inside the slab, apart.
+		used := make([]bool, len(tbl.slab))
+		for _, sg := range tbl.segments {
+			if sg.n < 1 || sg.n > sg.size || int(sg.at+sg.size) > len(tbl.slab) {
+				t.Fatalf("step %d: segment %+v in a slab of %d", step, sg, len(tbl.slab))
+			}
+			for i := sg.at; i < sg.at+sg.size; i++ {
+				if used[i] {
+					t.Fatalf("step %d: segments overlap at %d", step, i)
+				}
+				used[i] = true
+			}
+		}
 	}
 	check(0)
 	for step := 1; step <= 5000; step++ {
@@ -74,14 +87,24 @@ func TestMeasurementTableMatchesMap(t *testing.T) {
 			} else {
 				delete(want, p)
 			}
-		default: // a prune of everything of the target
-			tbl.keep(p, func(*edgeMeasurement) bool { return false })
-			delete(want, p)
+			tbl.tidy(nil)
+		default: // prune's pass: every target, some of them emptied
+			old := rnd.Int64()
+			for p := range tbl.all() {
+				tbl.keep(p, func(e *edgeMeasurement) bool { return e.at > old || e.edge%2 == 0 })
+			}
+			for p, es := range want {
+				if es = slices.DeleteFunc(es, func(e edgeMeasurement) bool { return !(e.at > old || e.edge%2 == 0) }); len(es) > 0 {
+					want[p] = es
+				} else {
+					delete(want, p)
+				}
+			}
 			tbl.tidy(nil)
 		}
 		check(step)
-	}
-	if len(tbl.slab) > 4*tbl.len()+1000 {
-		t.Fatalf("the slab holds %d slots for %d measurements: tidy does not reclaim", len(tbl.slab), tbl.len())
+		if len(tbl.slab) > 2*tbl.len()+64 {
+			t.Fatalf("step %d: the slab holds %d slots for %d measurements: tidy does not reclaim", step, len(tbl.slab), tbl.len())
+		}
 	}
 }
