@@ -60,7 +60,16 @@ if [ "${REPORTS:-1}" != 0 ]; then
 	secs=${DURATION%s}
 	taskset -c 1 bin/reportgen -api http://127.0.0.1:8120 -blocks "$WORK/large-blocks.txt" -duration "$((secs + 10))s" >"$dir/reportgen.log" 2>&1 &
 fi
+# Where answers are lost: the kernel counts datagrams dropped at a full
+# receive queue per socket (/proc/net/udp's last column) and in all
+# (/proc/net/snmp's RcvbufErrors). The server's socket drops the queries
+# it did not read in time; any other drop is the load generator's.
+rcvbuf_errors() { awk '/^Udp:/ { n++ } /^Udp:/ && n == 2 { print $6 }' /proc/net/snmp; }
+server_drops() { awk 'NR > 1 && $2 ~ /:14C8$/ { d += $NF } END { print d + 0 }' /proc/net/udp; }
+errors_before=$(rcvbuf_errors)
 taskset -c 1 bin/loadgen -server 127.0.0.1:5320 -blocks "$WORK/large-blocks.txt" -rate "$RATE" -duration "$DURATION" -window "$WINDOW"
+dropped=$(server_drops)
+echo "dropped at the server's socket: $dropped; elsewhere (the load generator's): $(( $(rcvbuf_errors) - errors_before - dropped ))"
 curl -s http://127.0.0.1:8120/metrics | grep -E '^edgemap_map_build_seconds_(sum|count)|^edgemap_map_unchanged_total|^go_gc_duration_seconds_count|^edgemap_collector_reports_total'
 echo "RSS (MiB) every ${RSS_EVERY}s: $(awk '{printf "%s ", $2}' "$dir/rss.txt")"
 echo "RSS at the end: $(rss) MiB"
