@@ -4,6 +4,8 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net/netip"
+	"runtime"
+	rtmetrics "runtime/metrics"
 	"slices"
 	"testing"
 )
@@ -107,4 +109,31 @@ func TestMeasurementTableMatchesMap(t *testing.T) {
 			t.Fatalf("step %d: the slab holds %d slots for %d measurements: tidy does not reclaim", step, len(tbl.slab), tbl.len())
 		}
 	}
+}
+
+// BenchmarkCollectMeasurements is a full garbage collection with the large
+// map's measurements in memory (100 000 targets, 10 edges each) and little
+// else: what they add to every collection, on the core the answers share.
+// scanned-MB is the heap the collector read for pointers. Laid out as
+// before, a map of prefixes to slices of records that held their edge's
+// id, the same measurements took 77-103 ms a collection and 111 MB read
+// (GOMAXPROCS=1); this table, 0.24 ms and 0.2 MB.
+func BenchmarkCollectMeasurements(b *testing.B) {
+	groups := map[netip.Prefix][]edgeMeasurement{}
+	for i := range 100_000 {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(1 + i>>16), byte(i >> 8), byte(i), 0}), 24)
+		for e := range int32(10) {
+			groups[p] = append(groups[p], edgeMeasurement{edge: e * 97 % 1000, rttMs: 20, samples: 3, at: int64(i)})
+		}
+	}
+	ms := &measurements{byTarget: newMeasurementTable(groups)}
+	groups = nil
+	runtime.GC()
+	scanned := []rtmetrics.Sample{{Name: "/gc/scan/heap:bytes"}}
+	for b.Loop() {
+		runtime.GC()
+	}
+	rtmetrics.Read(scanned)
+	b.ReportMetric(float64(scanned[0].Value.Uint64())/1e6, "scanned-MB")
+	runtime.KeepAlive(ms)
 }
