@@ -97,7 +97,9 @@ func (t *measurementTable) insert(target netip.Prefix, i int, e edgeMeasurement)
 }
 
 // withRoom is the slots a segment of n measurements takes: a quarter more,
-// so that the slab stays under twice its measurements however they come.
+// at least one, so that a target's next edges rarely move it, and a slab
+// just tidied is never more than half free (tidy does not run again at
+// once).
 func withRoom(n int32) int32 { return n + max(1, n/4) }
 
 // keep keeps those of target's measurements keep says to, in order, and
