@@ -66,10 +66,10 @@
 //
 //   - Node.mu guards the builder's requests and results;
 //   - evidence.mu guards the health evidence;
-//   - measurements.mu guards the measurements and their view, and one
-//     mutex per edge serializes that edge's reports (each smooths over the
-//     one before); a report holds its turn of background work, then its
-//     edge's mutex, then mu to smooth and again to update;
+//   - measurements.mu guards the measurements and their view; a report
+//     holds its turn of background work, which also keeps one report's
+//     read and update together, and takes mu to smooth and again to
+//     update;
 //   - probe.Monitor's own lock, taken only by the builder (Set) and by
 //     Close after the builder has stopped. The monitor's loops report
 //     through Node.request, which never blocks, so stopping a loop cannot

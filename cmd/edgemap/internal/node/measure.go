@@ -46,8 +46,6 @@ type measurements struct {
 	// tell a changed view from the one it built from without holding on
 	// to the old one (a million measurements, about 100 MB).
 	version uint64
-
-	edgeLocks sync.Map // edge id -> *sync.Mutex: one report per edge at a time
 }
 
 // edgeMeasurement is one edge's smoothed measurement of a target, and the
@@ -200,15 +198,11 @@ func (ms *measurements) count() int {
 // accept smooths a verified report into the table and stores the result
 // together with the key's sequence number, and returns how many of its
 // measurements it stored: one whose target already has a measurement of
-// this edge at or after r.MeasuredAt is skipped. Reports of one edge are
-// applied one at a time so that each smooths over the one before. pause,
-// if set, is called now and then (Node.Background).
+// this edge at or after r.MeasuredAt is skipped. The caller runs it as
+// background work (Node.Background, pause its pause), which applies
+// reports one at a time: each smooths over the one before, and nothing
+// changes the measurements between its read and its update.
 func (ms *measurements) accept(st *store.Store, keyID string, seq uint64, r *probe.Report, pause func()) (int, error) {
-	l, _ := ms.edgeLocks.LoadOrStore(r.Edge, new(sync.Mutex))
-	mu := l.(*sync.Mutex)
-	mu.Lock()
-	defer mu.Unlock()
-
 	recs := make([]store.Measurement, 0, len(r.Measurements))
 	ms.mu.RLock()
 	edge, known := ms.edgeIndex[r.Edge]

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -145,4 +146,45 @@ func testStore(t *testing.T) *store.Store {
 	}
 	t.Cleanup(func() { st.Close() })
 	return st
+}
+
+// Reports of one edge that arrive together are applied one at a time,
+// each over the one before: accept runs as background work
+// (Node.Background), one piece at a time. Of twenty copies of a report
+// that differ only in their sequence numbers, one is stored; each other
+// finds that measurement already there, or its sequence number used up.
+func TestReportsOfAnEdgeApplyOneAtATime(t *testing.T) {
+	opts := testOptions(t)
+	n := startNode(t, opts)
+	key := store.Key{ID: "fra1-agent", Edge: "fra1", Secret: []byte("0123456789abcdef0123456789abcdef")}
+	if err := opts.Store.AddKey(key); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now().UTC().Truncate(time.Second)
+	seoul := netip.MustParsePrefix("198.18.1.0/24")
+	const copies = 20
+	var stored [copies]int
+	var errs [copies]error
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range copies {
+		wg.Go(func() {
+			rep := &probe.Report{Edge: "fra1", MeasuredAt: at, IntervalMs: 1000,
+				Measurements: []probe.Measurement{{Target: seoul, RTTMs: 20, Samples: 3}}}
+			<-start
+			stored[i], errs[i] = n.Collector().Accept(key.ID, uint64(i+1), rep)
+		})
+	}
+	close(start)
+	wg.Wait()
+	total := 0
+	for i := range copies {
+		if errs[i] != nil && !errors.Is(errs[i], probe.ErrReplay) {
+			t.Fatalf("copy %d: %v", i, errs[i])
+		}
+		total += stored[i]
+	}
+	if total != 1 {
+		t.Fatalf("%d measurements stored from %d copies of one report, want 1", total, copies)
+	}
 }
