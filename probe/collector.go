@@ -102,7 +102,9 @@ type Collector struct {
 	// part that costs CPU, as the server's background work
 	// (node.Node.Background): one piece at a time, pausing now and then
 	// for the answers that share the core. work calls pause now and then.
-	// Storing (Store.Accept) and the answer come after, outside it.
+	// Storing (Store.Accept) and the answer come after, outside it: a
+	// Store may run Accept as background work of its own (the node does),
+	// and the turn need not be reentrant.
 	Background func(work func(pause func()))
 
 	// BodyTimeout, UploadsPerKey and MaxBufferedBytes bound uploads; zero

@@ -535,10 +535,10 @@ func TestRegisterWithoutStorePanics(t *testing.T) {
 
 // A report's decoding and checks run inside the collector's Background,
 // pausing after every measurement: the server shares the answers' core
-// with them that way. Storing it does not: reports share a commit, which
-// would wait for each other behind the turn. A refused report runs there
-// too, and one refused before its body is read (a bad signature) costs no
-// background work.
+// with them that way. Storing it comes after, outside: the server's store
+// takes a turn of its own, and the turn is not reentrant. A refused report
+// runs there too, and one refused before its body is read (a bad
+// signature) costs no background work.
 func TestReportRunsAsBackgroundWork(t *testing.T) {
 	var mu sync.Mutex
 	inside, pieces, pauses := false, 0, 0
