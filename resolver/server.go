@@ -20,6 +20,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"go.uber.org/zap"
@@ -50,12 +51,17 @@ type Config struct {
 
 // Server is a running DNS listener.
 type Server struct {
-	h     *Handler
-	log   *zap.Logger
-	udp   []*net.UDPConn
-	tcp   *net.TCPListener
-	wg    sync.WaitGroup
-	conns *tcpTracker
+	h    *Handler
+	log  *zap.Logger
+	udp  []*net.UDPConn // as bound; the readers own their sockets
+	addr netip.AddrPort
+	tcp  *net.TCPListener
+	// sockets are the readers' UDP sockets; closing, once set, tells the
+	// readers to return when stop wakes them.
+	sockets []*udpSocket
+	closing atomic.Bool
+	wg      sync.WaitGroup
+	conns   *tcpTracker
 }
 
 // Start binds the UDP sockets and the TCP listener and serves until Close.
@@ -81,9 +87,16 @@ func Start(cfg Config) (*Server, error) {
 		s.closeSockets()
 		return nil, err
 	}
+	s.addr = s.udp[0].LocalAddr().(*net.UDPAddr).AddrPort()
 	for _, c := range s.udp {
+		sock, err := takeUDP(c, &s.closing)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("dns udp socket: %w", err)
+		}
+		s.sockets = append(s.sockets, sock)
 		s.wg.Add(1)
-		go s.serveUDP(c)
+		go s.serveUDP(sock)
 	}
 	s.wg.Add(1)
 	go s.serveTCP()
@@ -134,15 +147,25 @@ func reusePort(_, _ string, c syscall.RawConn) error {
 
 // Addr is the bound address, UDP and TCP alike.
 func (s *Server) Addr() netip.AddrPort {
-	return s.udp[0].LocalAddr().(*net.UDPAddr).AddrPort()
+	return s.addr
 }
 
 // Close stops the listeners, closes open TCP connections and waits for
-// every reader to return.
+// every reader to return. Later calls do nothing: a reader's descriptor,
+// once closed, may be another file's.
 func (s *Server) Close() error {
+	if s.closing.Swap(true) {
+		return nil
+	}
+	for _, sock := range s.sockets {
+		sock.stop()
+	}
 	s.closeSockets()
 	s.conns.closeAll()
 	s.wg.Wait()
+	for _, sock := range s.sockets {
+		sock.close()
+	}
 	return nil
 }
 

@@ -5,14 +5,27 @@ package resolver
 import (
 	"errors"
 	"net"
+	"sync/atomic"
 
 	"go.uber.org/zap"
 )
 
+// udpSocket is a reader's UDP socket: elsewhere than on Linux, the
+// net package's.
+type udpSocket struct{ c *net.UDPConn }
+
+func takeUDP(c *net.UDPConn, _ *atomic.Bool) (*udpSocket, error) { return &udpSocket{c}, nil }
+
+// stop ends the reader's wait: a closed connection's read returns.
+func (u *udpSocket) stop() { u.c.Close() }
+
+func (u *udpSocket) close() {}
+
 // serveUDP answers one datagram at a time: recvmmsg and sendmmsg, which the
 // Linux reader batches with, are Linux's own.
-func (s *Server) serveUDP(c *net.UDPConn) {
+func (s *Server) serveUDP(sock *udpSocket) {
 	defer s.wg.Done()
+	c := sock.c
 	// One byte more than any query we answer: a datagram that fills it
 	// was longer than the buffer and arrived cut.
 	buf := make([]byte, udpReadBuffer+1)
