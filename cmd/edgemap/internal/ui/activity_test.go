@@ -104,8 +104,8 @@ func TestActivityWindow(t *testing.T) {
 		t.Fatalf("after the hour: %+v", v)
 	}
 	used := 0
-	for i := range a.edges.slots {
-		if a.edges.slots[i].state.Load() != slotFree {
+	for i := range a.edges.states {
+		if a.edges.states[i].Load() != slotFree {
 			used++
 		}
 	}
