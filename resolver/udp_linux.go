@@ -56,7 +56,39 @@ func takeUDP(c *net.UDPConn, closing *atomic.Bool) (*udpSocket, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("udp socket blocking: %w", err)
 	}
+	if err := ignorePathMTU(fd); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
 	return &udpSocket{fd: fd, closing: closing}, nil
+}
+
+// ignorePathMTU makes the socket send at the interface's MTU and ignore
+// path MTU information (IP_PMTUDISC_OMIT, the mode Linux added for DNS
+// servers). ICMP "fragmentation needed" cannot be authenticated: one
+// forged for a resolver's address would make the server fragment its
+// answers to that resolver, and a forged second fragment is how DNS
+// caches are poisoned by fragments. Answers over UDP are at most 1232
+// bytes (advertisedUDPSize), so honest paths never need the information;
+// the kernel also skips the per-answer path MTU lookups.
+func ignorePathMTU(fd int) error {
+	family, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	if err != nil {
+		return fmt.Errorf("udp socket family: %w", err)
+	}
+	if family == unix.AF_INET6 {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_OMIT); err != nil {
+			return fmt.Errorf("udp socket IPV6_MTU_DISCOVER: %w", err)
+		}
+		// A dual-stack socket sends IPv4 too; an IPv6-only one refuses
+		// the IPv4 option, which it does not need.
+		_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_OMIT)
+		return nil
+	}
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_OMIT); err != nil {
+		return fmt.Errorf("udp socket IP_MTU_DISCOVER: %w", err)
+	}
+	return nil
 }
 
 // stop wakes a reader blocked in recvmmsg: shutting a UDP socket's reading

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/sys/unix"
 
 	"github.com/edgemap/edgemap/resolver"
 )
@@ -81,8 +82,114 @@ func TestCloseReleasesTheUDPPort(t *testing.T) {
 	}
 }
 
-// boundSockets returns the inodes of the IPv4 sockets of table (a
-// /proc/net/udp or tcp) bound to port in the given state (07 is UDP's
+// The UDP sockets ignore path MTU information (IP_PMTUDISC_OMIT), so a
+// forged ICMP "fragmentation needed" cannot make the server fragment its
+// answers: the kernel reports the mode on every socket bound to the
+// server's port, IPv4 and IPv6, and on the wire (a packet socket on the
+// loopback, as root) the answers leave without the Don't Fragment bit,
+// which the kernel's default mode sets on every UDP datagram.
+func TestUDPSocketsIgnorePathMTU(t *testing.T) {
+	for _, c := range []struct {
+		listen, table    string
+		level, opt, want int
+	}{
+		{"127.0.0.1:0", "/proc/net/udp", unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_OMIT},
+		{"[::1]:0", "/proc/net/udp6", unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_OMIT},
+	} {
+		t.Run(c.table, func(t *testing.T) {
+			h, _, _ := newHandler(t, build(t, worldInputs(t)))
+			srv, err := resolver.Start(resolver.Config{Addr: c.listen, Handler: h, UDPSockets: 2})
+			if err != nil {
+				t.Skipf("no %s here: %v", c.listen, err)
+			}
+			t.Cleanup(func() { srv.Close() })
+			fds := socketFDs(t, boundSockets(t, c.table, srv.Addr().Port(), "07"))
+			if len(fds) != 2 {
+				t.Fatalf("found %d UDP sockets of the server, want 2", len(fds))
+			}
+			for _, fd := range fds {
+				mode, err := unix.GetsockoptInt(fd, c.level, c.opt)
+				if err != nil || mode != c.want {
+					t.Errorf("socket fd %d: path MTU mode %d (%v), want %d (OMIT)", fd, mode, err, c.want)
+				}
+			}
+		})
+	}
+	t.Run("on the wire", func(t *testing.T) {
+		capture, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM, int(htons(unix.ETH_P_IP)))
+		if err != nil {
+			t.Skipf("no packet socket (needs root): %v", err)
+		}
+		defer unix.Close(capture)
+		lo, err := net.InterfaceByName("lo")
+		if err != nil {
+			t.Skipf("no loopback interface: %v", err)
+		}
+		if err := unix.Bind(capture, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_IP), Ifindex: lo.Index}); err != nil {
+			t.Fatal(err)
+		}
+		// Generous: the answer is on the loopback within microseconds.
+		tv := unix.NsecToTimeval((5 * time.Second).Nanoseconds())
+		if err := unix.SetsockoptTimeval(capture, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			t.Fatal(err)
+		}
+		srv := startServer(t, build(t, worldInputs(t)))
+		m := new(dns.Msg)
+		m.SetQuestion("shop.cdn.example.net.", dns.TypeA)
+		exchange(t, "udp", srv.addr, "", m)
+		buf := make([]byte, 65536)
+		for {
+			n, _, err := unix.Recvfrom(capture, buf, 0)
+			if err != nil {
+				t.Fatalf("the answer was not seen on the loopback: %v", err)
+			}
+			ip := buf[:n]
+			if n < 28 || ip[0]>>4 != 4 || ip[9] != unix.IPPROTO_UDP {
+				continue
+			}
+			ihl := int(ip[0]&0x0f) * 4
+			if n < ihl+8 || uint16(ip[ihl])<<8|uint16(ip[ihl+1]) != srv.addr.Port() {
+				continue // not from the server
+			}
+			if df := ip[6]&0x40 != 0; df {
+				t.Fatalf("the answer left with the Don't Fragment bit: its path MTU mode is not OMIT")
+			}
+			return
+		}
+	})
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// socketFDs returns this process's descriptors of the sockets with the
+// given inodes.
+func socketFDs(t *testing.T, inodes map[uint64]bool) []int {
+	t.Helper()
+	links, err := filepath.Glob("/proc/self/fd/*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fds []int
+	for _, l := range links {
+		target, err := os.Readlink(l)
+		if err != nil {
+			continue // closed since the glob
+		}
+		var ino uint64
+		if _, err := fmt.Sscanf(target, "socket:[%d]", &ino); err != nil || !inodes[ino] {
+			continue
+		}
+		fd, err := strconv.Atoi(filepath.Base(l))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fds = append(fds, fd)
+	}
+	return fds
+}
+
+// boundSockets returns the inodes of the sockets of table (a
+// /proc/net/udp, udp6 or tcp) bound to port in the given state (07 is UDP's
 // unconnected, 0A TCP's LISTEN).
 func boundSockets(t *testing.T, table string, port uint16, state string) map[uint64]bool {
 	t.Helper()
