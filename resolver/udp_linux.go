@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -19,17 +21,34 @@ import (
 // (recvmmsg returns what is there).
 const udpBatch = 32
 
-// udpSocket is a bound UDP socket as the Linux reader owns it: a plain
-// blocking descriptor, outside Go's netpoller. The netpoller registers
-// every descriptor for reading and writing, edge-triggered, and the kernel
-// then runs its epoll callback, under a lock with interrupts off, for every
-// datagram that arrives and for every answer freed after it is sent: in a
-// profile under load, 2.6% of the server's CPU went to the callbacks of
-// sent answers alone, a cost gdnsd's blocking sockets do not pay. With no
-// watcher, a socket whose reader is busy wakes no one.
+// udpSocket is a bound UDP socket as the Linux reader owns it: outside
+// Go's netpoller while the reader has work. The netpoller registers every
+// descriptor for reading and writing, edge-triggered, for as long as it
+// is open, and the kernel then runs its epoll callback, under a lock with
+// interrupts off, for every datagram that arrives and for every answer
+// freed after it is sent: in a profile under load, 2.6% of the server's
+// CPU went to the callbacks of sent answers alone, a cost gdnsd's blocking
+// sockets do not pay. Here the socket is watched only while its reader
+// waits: a small epoll set of its own (wait), itself in the netpoller,
+// takes the socket in when the queue is empty and lets it go when it is
+// not. Waiting in the netpoller, rather than in a blocking recvmmsg, gives
+// the core to background work at once; a blocking call keeps the
+// goroutine's P until sysmon takes it back, and the large map's builds
+// took three times as long.
 type udpSocket struct {
 	fd      int
-	closing *atomic.Bool // the server's: set before stop wakes the reader
+	closing *atomic.Bool // the server's, set before stop
+
+	waitSet  *os.File        // an epoll set holding fd while the reader waits
+	waitConn syscall.RawConn // waitSet's, to wait in the netpoller
+	event    unix.EpollEvent // the socket's registration in waitSet
+	events   [1]unix.EpollEvent
+	ctlErr   error
+	// What waitConn runs, made once: a closure per wait would allocate.
+	// Each runs holding the wait set open, so its descriptor's number is
+	// never another file's.
+	add, remove func(ep uintptr)
+	ready       func(ep uintptr) bool
 }
 
 // takeUDP moves c's socket out of the netpoller: it keeps a duplicate of
@@ -51,16 +70,57 @@ func takeUDP(c *net.UDPConn, closing *atomic.Bool) (*udpSocket, error) {
 		return nil, fmt.Errorf("dup udp socket: %w", derr)
 	}
 	c.Close()
-	// O_NONBLOCK belongs to the socket, not the descriptor: c's was set.
-	if err := unix.SetNonblock(fd, false); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("udp socket blocking: %w", err)
-	}
-	if err := ignorePathMTU(fd); err != nil {
+	u := &udpSocket{fd: fd, closing: closing}
+	if err := u.open(); err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
-	return &udpSocket{fd: fd, closing: closing}, nil
+	return u, nil
+}
+
+func (u *udpSocket) open() error {
+	if err := ignorePathMTU(u.fd); err != nil {
+		return err
+	}
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("udp wait set: %w", err)
+	}
+	// Non-blocking, so that os.NewFile puts it in the netpoller.
+	if err := unix.SetNonblock(ep, true); err != nil {
+		unix.Close(ep)
+		return fmt.Errorf("udp wait set: %w", err)
+	}
+	u.waitSet = os.NewFile(uintptr(ep), "udp wait set")
+	if u.waitConn, err = u.waitSet.SyscallConn(); err != nil {
+		u.waitSet.Close()
+		return fmt.Errorf("udp wait set: %w", err)
+	}
+	u.add = func(ep uintptr) { u.ctlErr = unix.EpollCtl(int(ep), unix.EPOLL_CTL_ADD, u.fd, &u.event) }
+	u.remove = func(ep uintptr) { u.ctlErr = unix.EpollCtl(int(ep), unix.EPOLL_CTL_DEL, u.fd, nil) }
+	u.ready = func(ep uintptr) bool {
+		n, err := unix.EpollWait(int(ep), u.events[:], 0)
+		return n > 0 || (err != nil && err != unix.EINTR)
+	}
+	return nil
+}
+
+// wait returns once the socket is ready for events (EPOLLIN, EPOLLOUT),
+// or with an error once the server closes. The socket is in the wait set
+// only meanwhile.
+func (u *udpSocket) wait(events uint32) error {
+	u.event = unix.EpollEvent{Events: events, Fd: int32(u.fd)}
+	if err := u.waitConn.Control(u.add); err != nil {
+		return err
+	}
+	if u.ctlErr != nil {
+		return fmt.Errorf("udp wait set: %w", u.ctlErr)
+	}
+	err := u.waitConn.Read(u.ready)
+	if cerr := u.waitConn.Control(u.remove); err == nil && cerr == nil && u.ctlErr != nil {
+		err = fmt.Errorf("udp wait set: %w", u.ctlErr)
+	}
+	return err
 }
 
 // ignorePathMTU makes the socket send at the interface's MTU and ignore
@@ -91,23 +151,21 @@ func ignorePathMTU(fd int) error {
 	return nil
 }
 
-// stop wakes a reader blocked in recvmmsg: shutting a UDP socket's reading
-// down makes a waiting receive return at once (Linux says ENOTCONN for an
-// unconnected socket, and shuts it down all the same). The reader then
-// sees closing and returns; the descriptor is closed after (close), never
-// while the reader may still use its number.
-func (u *udpSocket) stop() { _ = unix.Shutdown(u.fd, unix.SHUT_RD) }
+// stop ends a reader's wait: closing the wait set makes the netpoller
+// return it (net.ErrClosed's kin). The reader then sees closing and
+// returns; the socket is closed after (close), never while the reader may
+// still use its number.
+func (u *udpSocket) stop() { u.waitSet.Close() }
 
 func (u *udpSocket) close() { unix.Close(u.fd) }
 
 // udpBatcher answers datagrams a batch at a time with recvmmsg and
-// sendmmsg. While there is work, the calls are raw and non-blocking
-// (MSG_DONTWAIT): raw calls never hand the goroutine's P back to the
-// scheduler, and with one core a sendmmsg of a full batch outlasts
-// sysmon's tick, so an ordinary call would lose its P on every batch and
-// pay two thread switches to get it back (the profile under load showed a
-// fifth of the CPU there). Only when the queue is empty does the reader
-// wait, in an ordinary blocking call that gives its P up while it waits.
+// sendmmsg, issued as raw, non-blocking (MSG_DONTWAIT) system calls, and
+// waits (udpSocket.wait) only when the queue is empty. Raw calls never
+// hand the goroutine's P back to the scheduler: with one core, a sendmmsg
+// of a full batch outlasts sysmon's tick, so an ordinary call would lose
+// its P on every batch and pay two thread switches to get it back (the
+// profile under load showed a fifth of the CPU there).
 // Each answer goes back to the sockaddr the query came from, in place, so
 // nothing is copied or allocated per datagram.
 type udpBatcher struct {
@@ -221,12 +279,14 @@ func (b *udpBatcher) receive() (int, error) {
 		}
 		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, msgs, udpBatch, unix.MSG_DONTWAIT, 0, 0)
 		if e == unix.EAGAIN {
-			// Nothing queued: wait for the first datagram and take what
-			// came with it. stop ends the wait.
-			r, _, e = unix.Syscall6(unix.SYS_RECVMMSG, fd, msgs, udpBatch, unix.MSG_WAITFORONE, 0, 0)
-			if b.sock.closing.Load() {
-				return 0, net.ErrClosed
+			// Nothing queued: wait until something is.
+			if err := b.sock.wait(unix.EPOLLIN); err != nil {
+				if b.sock.closing.Load() {
+					return 0, net.ErrClosed
+				}
+				return 0, err
 			}
+			continue
 		}
 		switch e {
 		case 0:
@@ -240,20 +300,21 @@ func (b *udpBatcher) receive() (int, error) {
 
 // send writes the first k answers. An answer the kernel refuses (a forged
 // source port 0, a filtered destination) is skipped; the rest of the batch
-// still goes. A full send buffer is waited out in a blocking call.
+// still goes. A full send buffer is waited out.
 func (b *udpBatcher) send(k int) error {
 	var refused error
 	fd := uintptr(b.sock.fd)
 	for sent := 0; sent < k; {
 		msgs, n := uintptr(unsafe.Pointer(&b.out[sent])), uintptr(k-sent)
 		r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, msgs, n, unix.MSG_DONTWAIT, 0, 0)
-		if e == unix.EAGAIN {
-			r, _, e = unix.Syscall6(unix.SYS_SENDMMSG, fd, msgs, n, 0, 0, 0)
-		}
 		switch e {
 		case 0:
 			sent += max(int(r), 1) // 0 would be a kernel bug; never spin on it
-		case unix.EINTR, unix.EAGAIN:
+		case unix.EAGAIN:
+			if err := b.sock.wait(unix.EPOLLOUT); err != nil {
+				return err
+			}
+		case unix.EINTR:
 		default:
 			if refused == nil {
 				refused = e
