@@ -58,10 +58,11 @@ type Server struct {
 	tcp  *net.TCPListener
 	// sockets are the readers' UDP sockets; closing, once set, tells the
 	// readers to return when stop wakes them.
-	sockets []*udpSocket
-	closing atomic.Bool
-	wg      sync.WaitGroup
-	conns   *tcpTracker
+	sockets   []*udpSocket
+	closing   atomic.Bool
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+	conns     *tcpTracker
 }
 
 // Start binds the UDP sockets and the TCP listener and serves until Close.
@@ -151,12 +152,15 @@ func (s *Server) Addr() netip.AddrPort {
 }
 
 // Close stops the listeners, closes open TCP connections and waits for
-// every reader to return. Later calls do nothing: a reader's descriptor,
-// once closed, may be another file's.
+// every reader to return. Later calls wait for the first: a reader's
+// descriptor, once closed, may be another file's.
 func (s *Server) Close() error {
-	if s.closing.Swap(true) {
-		return nil
-	}
+	s.closeOnce.Do(s.shutdown)
+	return nil
+}
+
+func (s *Server) shutdown() {
+	s.closing.Store(true)
 	for _, sock := range s.sockets {
 		sock.stop()
 	}
@@ -166,7 +170,6 @@ func (s *Server) Close() error {
 	for _, sock := range s.sockets {
 		sock.close()
 	}
-	return nil
 }
 
 func (s *Server) closeSockets() {
