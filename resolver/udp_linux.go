@@ -140,13 +140,9 @@ func ignorePathMTU(fd int) error {
 		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_OMIT); err != nil {
 			return fmt.Errorf("udp socket IPV6_MTU_DISCOVER: %w", err)
 		}
-		// A dual-stack socket sends IPv4 too (Linux takes the option on
-		// IPv6-only sockets as well).
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_OMIT); err != nil {
-			return fmt.Errorf("udp socket IP_MTU_DISCOVER: %w", err)
-		}
-		return nil
 	}
+	// An IPv6 socket takes the IPv4 option too, for what a dual-stack one
+	// sends to IPv4 clients.
 	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_OMIT); err != nil {
 		return fmt.Errorf("udp socket IP_MTU_DISCOVER: %w", err)
 	}
