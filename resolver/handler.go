@@ -91,11 +91,17 @@ func (h *Handler) ServeDNS(req []byte, src netip.Addr, tcp bool) []byte {
 // one buffer: the common query (A or AAAA of a property) is answered by the
 // fast path without allocating; everything else goes through miekg/dns.
 func (h *Handler) AppendResponse(dst, req []byte, src netip.Addr, tcp bool) []byte {
-	return h.appendResponse(dst, req, src, tcp, time.Now(), nil)
+	start := time.Now()
+	resp := h.appendResponse(dst, req, src, tcp, start, nil)
+	if len(resp) > len(dst) {
+		h.Metrics.answered(1, time.Since(start))
+	}
+	return resp
 }
 
-// appendResponse is AppendResponse for a query received at start. f, if
-// not nil, is what prefetch parsed of req; nil parses it here.
+// appendResponse is AppendResponse for a query received at start, except
+// that the caller records the answer's latency. f, if not nil, is what
+// prefetch parsed of req; nil parses it here.
 func (h *Handler) appendResponse(dst, req []byte, src netip.Addr, tcp bool, start time.Time, f *fastParsed) (resp []byte) {
 	if len(req) < 12 {
 		h.Metrics.dropped(dropShort)
@@ -126,7 +132,7 @@ func (h *Handler) appendResponse(dst, req []byte, src netip.Addr, tcp bool, star
 		}
 		if out, qtype, ok := h.fastAnswer(dst, req, src, tcp, st.now, f); ok {
 			if out != nil {
-				h.Metrics.observeFast(qtype, start)
+				h.Metrics.observeFast(qtype)
 			}
 			return out
 		}
@@ -151,7 +157,7 @@ func (h *Handler) appendResponse(dst, req []byte, src netip.Addr, tcp bool, star
 		}
 	}
 	resp = append(dst, pack(reply, &q, tcp, bound)...)
-	h.Metrics.observe(&q, reply, start)
+	h.Metrics.observe(&q, reply)
 	return resp
 }
 

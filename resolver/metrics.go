@@ -106,7 +106,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Answers given although every edge of the property was down (all-down policy serve-best)."}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "edgemap_dns_answer_seconds",
-			Help:    "Time from a query's bytes to its answer's bytes, in process; over UDP from the receipt of the query's batch.",
+			Help:    "Time in process from a query's bytes to its answer's; over UDP from the receipt of the query's batch until the batch's answers are all made.",
 			Buckets: prometheus.ExponentialBuckets(1e-6, 2, 16), // 1 µs .. 33 ms
 		}),
 	}
@@ -145,7 +145,7 @@ func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
 	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
 }
 
-func (m *Metrics) observe(q, reply *dns.Msg, start time.Time) {
+func (m *Metrics) observe(q, reply *dns.Msg) {
 	if m == nil {
 		return
 	}
@@ -166,7 +166,6 @@ func (m *Metrics) observe(q, reply *dns.Msg, start time.Time) {
 		}
 	}
 	m.queries[ri][qi].Inc()
-	m.latency.Observe(time.Since(start).Seconds())
 }
 
 func (m *Metrics) dropped(reason int) {
@@ -212,7 +211,7 @@ func (m *Metrics) failedOpen() {
 }
 
 // observeFast counts a NOERROR answer of the fast path.
-func (m *Metrics) observeFast(qtype uint16, start time.Time) {
+func (m *Metrics) observeFast(qtype uint16) {
 	if m == nil {
 		return
 	}
@@ -224,5 +223,18 @@ func (m *Metrics) observeFast(qtype uint16, start time.Time) {
 		}
 	}
 	m.queries[0][qi].Inc() // metricRcodes[0] is NOERROR
-	m.latency.Observe(time.Since(start).Seconds())
+}
+
+// answered records the latency of n answers about to be sent together,
+// took since their queries were read. A UDP batch's answers leave in one
+// sendmmsg, so one clock read serves them all: a read per answer was 0.6%
+// of a query's cost.
+func (m *Metrics) answered(n int, took time.Duration) {
+	if m == nil {
+		return
+	}
+	s := took.Seconds()
+	for range n {
+		m.latency.Observe(s)
+	}
 }

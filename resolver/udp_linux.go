@@ -239,6 +239,9 @@ func (s *Server) serveUDP(sock *udpSocket) {
 			k++
 		}
 		releaseBatch(b.parsed[:n])
+		// Timed before the send, so that a client that has its answer
+		// finds it counted.
+		s.h.Metrics.answered(k, time.Since(start))
 		if err := b.send(k); err != nil {
 			// A refused answer is the client's doing (a forged port 0, a
 			// filtered address): no reason to fill the log.
