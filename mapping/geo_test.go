@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/maxmind/mmdbwriter"
 	"github.com/maxmind/mmdbwriter/mmdbtype"
@@ -258,9 +259,19 @@ func TestLocateTableMatchesTree(t *testing.T) {
 				addrs = append(addrs, randomAddr6(rnd, netip.MustParsePrefix(alias)))
 			}
 		}
-		networks := 0
+		networks, pieces := 0, 0
 		for res := range g.tree.Networks() {
 			p := res.Prefix()
+			if p.Addr().Is4() && p.Bits() > 24 && (pieces < 100000 || rnd.IntN(10) == 0) {
+				// Networks longer than /24 are pieces of their /24's
+				// entry, each in it.
+				pieces++
+				if v := g.v4Entry(p.Addr().As4()); int(v>>24) != p.Bits() {
+					t.Fatalf("%s: the /24 table has %#x for %v", path, v, p)
+				}
+				last := lastAddr(p)
+				addrs = append(addrs, p.Addr(), p.Addr().Prev(), last, last.Next(), randomAddr6(rnd, p))
+			}
 			if !p.Addr().Is6() || (networks > 300000 && rnd.IntN(10) > 0) {
 				continue
 			}
@@ -286,7 +297,7 @@ func TestLocateTableMatchesTree(t *testing.T) {
 				t.Fatalf("%s in %s: table says %v %v, tree %v %v", a, path, p1, n1, p2, n2)
 			}
 		}
-		t.Logf("%s: %d addresses, %d of them around %d IPv6 networks", path, len(addrs), len(addrs)-200000-1024-12000, networks)
+		t.Logf("%s: %d addresses, around %d IPv6 networks and %d IPv4 ones longer than /24 (%d split /24s)", path, len(addrs), networks, pieces, len(g.v4Groups)-1)
 	}
 }
 
@@ -395,6 +406,7 @@ func BenchmarkOpenGeo(b *testing.B) {
 	x := g.v6
 	b.ReportMetric(float64(4*(len(x.root)+len(x.wide)+len(x.narrow)+len(x.wideZero)+len(x.narrowZero)))/(1<<20), "v6-index-MiB")
 	b.ReportMetric(float64(4*len(g.v4))/(1<<20), "v4-table-MiB")
+	b.ReportMetric(float64(4*len(g.v4Groups)+int(unsafe.Sizeof(v4Piece{}))*len(g.v4Pieces))/(1<<20), "v4-pieces-MiB")
 }
 
 // BenchmarkLocate is Locate alone on a real GeoLite2 City database, for

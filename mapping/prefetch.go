@@ -70,6 +70,8 @@ func (f *Prefetch) Entries() uint32 {
 		case f.family == 6:
 			f.geo, f.depth, f.walking = g.v6.root[f.hi>>48], 16, true
 		case g.v4[uint32(a[0])<<16|uint32(a[1])<<8|uint32(a[2])] != v4Unknown:
+			// A split /24's piece is found in Rows, a pass later: its
+			// reads depend on this one.
 			f.geo = g.v4[uint32(a[0])<<16|uint32(a[1])<<8|uint32(a[2])]
 		}
 	}
@@ -107,6 +109,11 @@ func (f *Prefetch) Rows() uint32 {
 	var sum uint32
 	for f.walking {
 		f.Deeper()
+	}
+	if f.geo&^(1<<24-1) == v4Split && f.family == 4 {
+		if f.geo = s.geo.v4Piece(f.geo, byte(f.hi>>32)); f.geo == v4Unknown {
+			f.geo = 0 // a gap: the tree decides
+		}
 	}
 	if i := f.geo & (1<<24 - 1); i > 0 && int(i) <= len(s.geo.places) {
 		place := &s.geo.places[i-1]

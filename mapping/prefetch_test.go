@@ -31,6 +31,17 @@ func TestPrefetchReadsWhatDecideReads(t *testing.T) {
 			netip.AddrFrom4([4]byte{byte(1 + n>>16), byte(n >> 8), byte(n), byte(rnd.Uint32())}), // in a target
 			netip.AddrFrom4([4]byte{byte(rnd.Uint32()), byte(rnd.Uint32()), byte(rnd.Uint32()), byte(rnd.Uint32())}))
 	}
+	split := 0
+	for res := range g.tree.Networks() {
+		// The networks longer than /24, and the gaps beside them.
+		if n := res.Prefix(); n.Addr().Is4() && n.Bits() > 24 {
+			clients = append(clients, n.Addr(), n.Addr().Prev(), lastAddr(n).Next())
+			split++
+		}
+	}
+	if split == 0 {
+		t.Fatal("the generated database has no network longer than /24")
+	}
 	located, inUnit := 0, 0
 	for _, c := range clients {
 		for _, q := range []Query{{Source: c}, {Source: netip.MustParseAddr("192.0.2.1"), ECS: netip.PrefixFrom(c, 32)}} {
