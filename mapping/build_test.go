@@ -365,3 +365,44 @@ func TestBuildPauses(t *testing.T) {
 		}
 	}
 }
+
+// pieces hands out zeroed slices with no room beyond them, each within
+// one chunk, and pauses before every chunk it allocates: a build's large
+// arrays come in pieces the server's Pause can come between.
+func TestPiecesTake(t *testing.T) {
+	pauses := 0
+	p := pieces[int64]{b: &builder{pause: func() { pauses++ }}}
+	perChunk := piecesChunk / 8
+	var all [][]int64
+	total := 0
+	for i := 0; total < 5*perChunk; i++ {
+		n := 1 + i%50
+		if i == 100 {
+			n = 3 * perChunk // larger than a chunk: a chunk of its own
+		}
+		s := p.take(n)
+		if len(s) != n || cap(s) != n {
+			t.Fatalf("take(%d): len %d cap %d", n, len(s), cap(s))
+		}
+		for j := range s {
+			if s[j] != 0 {
+				t.Fatalf("take(%d)[%d] = %d, want zero", n, j, s[j])
+			}
+			s[j] = int64(i + 1)
+		}
+		all = append(all, s)
+		total += n
+	}
+	for i, s := range all {
+		for j := range s {
+			if s[j] != int64(i+1) {
+				t.Fatalf("slice %d overlaps another: [%d] = %d", i, j, s[j])
+			}
+		}
+	}
+	// The oversized slice's chunk and one per perChunk elements of the
+	// rest, give or take the tails left unused.
+	if pauses < 3 || pauses > 5 {
+		t.Fatalf("%d pauses for %d elements in chunks of %d", pauses, total, perChunk)
+	}
+}

@@ -159,9 +159,9 @@ func (b *builder) buildUnits(targets []Target, ms iter.Seq[*Measurement], now ti
 	if err := b.indexUnits(sorted, prev); err != nil {
 		return err
 	}
-	// Two passes, counting then filling one backing array, so that a
-	// rebuild allocates the fresh measurements once instead of growing a
-	// slice per unit.
+	// Two passes, counting then filling slices carved from a few large
+	// chunks, so that a rebuild allocates the fresh measurements once
+	// instead of growing a slice per unit.
 	fresh := func(m *Measurement) (int32, int32, bool) {
 		ui, okU := s.unitTable.Get(m.Target)
 		ei, okE := edgeIndex[m.Edge]
@@ -171,17 +171,17 @@ func (b *builder) buildUnits(targets []Target, ms iter.Seq[*Measurement], now ti
 		return ui, ei, true
 	}
 	counts := make([]int32, len(s.units))
-	total := 0
 	for m := range ms {
 		b.yield()
 		if ui, _, ok := fresh(m); ok {
 			counts[ui]++
-			total++
 		}
 	}
-	backing := make([]freshMeasurement, total)
+	backing := pieces[freshMeasurement]{b: b}
 	for ui, n := range counts {
-		s.units[ui].fresh, backing = backing[:0:n], backing[n:]
+		if n > 0 {
+			s.units[ui].fresh = backing.take(int(n))[:0]
+		}
 	}
 	for m := range ms {
 		b.yield()
@@ -202,15 +202,9 @@ func (b *builder) buildUnits(targets []Target, ms iter.Seq[*Measurement], now ti
 		prevNearest = prev.nearest
 	}
 	s.nearest = map[*Place][]int32{}
-	measured := 0
-	for i := range s.units {
-		if len(s.units[i].fresh) > 0 {
-			measured++
-		}
-	}
-	// One array for every ranking, not a slice per unit: each object the
-	// snapshot holds is work for every GC cycle.
-	rankings := make([]int32, measured*unitRankingLen)
+	// A few chunks for every ranking, not a slice per unit: each object
+	// the snapshot holds is work for every GC cycle.
+	rankings := pieces[int32]{b: b}
 	var scratch []scored
 	for i := range s.units {
 		u := &s.units[i]
@@ -242,7 +236,7 @@ func (b *builder) buildUnits(targets []Target, ms iter.Seq[*Measurement], now ti
 		sortScored(all)
 		scratch = all
 		all = all[:min(len(all), unitRankingLen)]
-		u.ranking, rankings = rankings[:len(all):len(all)], rankings[len(all):]
+		u.ranking = rankings.take(len(all))
 		for j, c := range all {
 			u.ranking[j] = c.edge.idx
 		}
