@@ -3,7 +3,6 @@ package node
 import (
 	"iter"
 	"net/netip"
-	"slices"
 )
 
 // measurementTable is every edge's measurements of each target, grouped by
@@ -15,12 +14,23 @@ import (
 // share. The caller synchronizes.
 type measurementTable struct {
 	segments map[targetKey]segment
-	// slab holds the measurements, and free slots: a segment's room to
+	// chunks hold the measurements, and free slots: a segment's room to
 	// grow, what a segment that outgrew its room left behind when it moved
-	// to the end, and what pruning emptied.
-	slab  []edgeMeasurement
-	count int // measurements in slab
+	// on, and what pruning emptied. A segment lies inside one chunk. They
+	// come slabChunk measurements at a time (1.5 MiB), not as one array
+	// that grows: growing the large map's array of a million measurements
+	// allocated 60 MB and copied 48 MB in one piece that no pause breaks
+	// up, and the UDP reader waited 40 ms behind it (an execution trace of
+	// large.sh's first reports).
+	chunks [][]edgeMeasurement
+	used   int // slots of the last chunk handed out
+	taken  int // slots handed out to segments, in all chunks
+	count  int // measurements
 }
+
+// slabChunk is how many measurements a chunk holds, unless a segment
+// needs more. A variable for the tests, which make it small.
+var slabChunk = 1 << 15
 
 // targetKey is a target's prefix without netip's pointer.
 type targetKey struct {
@@ -42,22 +52,39 @@ func (k targetKey) prefix() netip.Prefix {
 	return netip.PrefixFrom(a, int(k.bits))
 }
 
-// segment is where a target's measurements are in the slab: n of them from
-// at, with room for size.
-type segment struct{ at, n, size int32 }
+// segment is where a target's measurements are: n of them from at in
+// chunk, with room for size.
+type segment struct{ chunk, at, n, size int32 }
+
+// place hands out room for size measurements: in the last chunk if it has
+// that room, else at the start of a new one.
+func (t *measurementTable) place(size int32) (chunk, at int32) {
+	t.taken += int(size)
+	if last := len(t.chunks) - 1; last >= 0 && int(size) <= len(t.chunks[last])-t.used {
+		at = int32(t.used)
+		t.used += int(size)
+		return int32(last), at
+	}
+	t.chunks = append(t.chunks, make([]edgeMeasurement, max(slabChunk, int(size))))
+	t.used = int(size)
+	return int32(len(t.chunks) - 1), 0
+}
+
+// of is s's measurements, with no room beyond them.
+func (t *measurementTable) of(s segment) []edgeMeasurement {
+	return t.chunks[s.chunk][s.at : s.at+s.n : s.at+s.n]
+}
 
 // newMeasurementTable lays out groups, each a target's measurements in the
 // order the table keeps them, without room to spare.
 func newMeasurementTable(groups map[netip.Prefix][]edgeMeasurement) measurementTable {
-	n := 0
-	for _, es := range groups {
-		n += len(es)
-	}
-	t := measurementTable{segments: make(map[targetKey]segment, len(groups)), slab: make([]edgeMeasurement, 0, n), count: n}
+	t := measurementTable{segments: make(map[targetKey]segment, len(groups))}
 	for p, es := range groups {
-		at := int32(len(t.slab))
-		t.slab = append(t.slab, es...)
-		t.segments[keyOf(p)] = segment{at: at, n: int32(len(es)), size: int32(len(es))}
+		n := int32(len(es))
+		chunk, at := t.place(n)
+		copy(t.chunks[chunk][at:], es)
+		t.segments[keyOf(p)] = segment{chunk: chunk, at: at, n: n, size: n}
+		t.count += len(es)
 	}
 	return t
 }
@@ -69,7 +96,7 @@ func (t *measurementTable) get(target netip.Prefix) []edgeMeasurement {
 	if !ok {
 		return nil
 	}
-	return t.slab[s.at : s.at+s.n : s.at+s.n]
+	return t.of(s)
 }
 
 // insert puts e at index i of target's measurements.
@@ -80,15 +107,16 @@ func (t *measurementTable) insert(target netip.Prefix, i int, e edgeMeasurement)
 	k := keyOf(target)
 	s := t.segments[k]
 	if s.n == s.size {
-		// Move to the end, with room to grow: a target's edges come one
-		// report at a time.
+		// Move on, with room to grow: a target's edges come one report at
+		// a time.
 		size := withRoom(s.n + 1)
-		at := len(t.slab)
-		t.slab = slices.Grow(t.slab, int(size))[:at+int(size)]
-		copy(t.slab[at:], t.slab[s.at:s.at+s.n])
-		s.at, s.size = int32(at), size
+		chunk, at := t.place(size)
+		if s.n > 0 {
+			copy(t.chunks[chunk][at:], t.of(s))
+		}
+		s.chunk, s.at, s.size = chunk, at, size
 	}
-	es := t.slab[s.at : s.at+s.n+1]
+	es := t.chunks[s.chunk][s.at : s.at+s.n+1]
 	copy(es[i+1:], es[i:])
 	es[i] = e
 	s.n++
@@ -110,10 +138,11 @@ func (t *measurementTable) keep(target netip.Prefix, keep func(*edgeMeasurement)
 	if !ok {
 		return
 	}
+	es := t.of(s)
 	n := int32(0)
-	for i := s.at; i < s.at+s.n; i++ {
-		if keep(&t.slab[i]) {
-			t.slab[s.at+n] = t.slab[i]
+	for i := range es {
+		if keep(&es[i]) {
+			es[n] = es[i]
 			n++
 		}
 	}
@@ -126,24 +155,23 @@ func (t *measurementTable) keep(target netip.Prefix, keep func(*edgeMeasurement)
 	t.segments[k] = s
 }
 
-// tidy lays the slab out anew once more than half of it is free, calling
-// pause, if set, now and then.
+// tidy lays the measurements out anew once more than half of the slots
+// handed out are free, calling pause, if set, now and then.
 func (t *measurementTable) tidy(pause func()) {
-	if len(t.slab)-t.count <= len(t.slab)/2 {
+	if t.taken-t.count <= t.taken/2 {
 		return
 	}
-	slab := make([]edgeMeasurement, 0, t.count+t.count/4+len(t.segments))
+	tidied := measurementTable{segments: t.segments, count: t.count}
 	for k, s := range t.segments {
 		if pause != nil {
 			pause()
 		}
-		at := int32(len(slab))
 		size := withRoom(s.n)
-		slab = append(slab, t.slab[s.at:s.at+s.n]...)
-		slab = slab[:int(at+size)]
-		t.segments[k] = segment{at: at, n: s.n, size: size}
+		chunk, at := tidied.place(size)
+		copy(tidied.chunks[chunk][at:], t.of(s))
+		t.segments[k] = segment{chunk: chunk, at: at, n: s.n, size: size}
 	}
-	t.slab = slab
+	*t = tidied
 }
 
 // targets is how many targets have measurements.
@@ -156,7 +184,7 @@ func (t *measurementTable) len() int { return t.count }
 func (t *measurementTable) all() iter.Seq2[netip.Prefix, []edgeMeasurement] {
 	return func(yield func(netip.Prefix, []edgeMeasurement) bool) {
 		for k, s := range t.segments {
-			if !yield(k.prefix(), t.slab[s.at:s.at+s.n:s.at+s.n]) {
+			if !yield(k.prefix(), t.of(s)) {
 				return
 			}
 		}

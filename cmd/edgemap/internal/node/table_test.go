@@ -1,6 +1,7 @@
 package node
 
 import (
+	"fmt"
 	"maps"
 	"math/rand/v2"
 	"net/netip"
@@ -12,8 +13,20 @@ import (
 
 // TestMeasurementTableMatchesMap drives the table and a map of slices with
 // the same random inserts, changes and prunes, tidying as accept and prune
-// do, and checks after every step that both hold the same measurements.
+// do, and checks after every step that both hold the same measurements:
+// in one chunk, and in chunks of 8 that segments outgrow and fill to the
+// end.
 func TestMeasurementTableMatchesMap(t *testing.T) {
+	for _, chunk := range []int{slabChunk, 8} {
+		t.Run(fmt.Sprint("chunk=", chunk), func(t *testing.T) {
+			defer func(was int) { slabChunk = was }(slabChunk)
+			slabChunk = chunk
+			testMeasurementTableMatchesMap(t)
+		})
+	}
+}
+
+func testMeasurementTableMatchesMap(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(1, 2))
 	var targets []netip.Prefix
 	for i := range 40 {
@@ -51,17 +64,20 @@ func TestMeasurementTableMatchesMap(t *testing.T) {
 		if tbl.len() != n || tbl.targets() != len(want) {
 			t.Fatalf("step %d: %d measurements of %d targets, want %d of %d", step, tbl.len(), tbl.targets(), n, len(want))
 		}
-		// Segments lie inside the slab, apart.
-		used := make([]bool, len(tbl.slab))
+		// Segments lie inside their chunks, apart.
+		used := make([][]bool, len(tbl.chunks))
+		for i, c := range tbl.chunks {
+			used[i] = make([]bool, len(c))
+		}
 		for _, sg := range tbl.segments {
-			if sg.n < 1 || sg.n > sg.size || int(sg.at+sg.size) > len(tbl.slab) {
-				t.Fatalf("step %d: segment %+v in a slab of %d", step, sg, len(tbl.slab))
+			if sg.n < 1 || sg.n > sg.size || int(sg.chunk) >= len(tbl.chunks) || int(sg.at+sg.size) > len(tbl.chunks[sg.chunk]) {
+				t.Fatalf("step %d: segment %+v in %d chunks", step, sg, len(tbl.chunks))
 			}
 			for i := sg.at; i < sg.at+sg.size; i++ {
-				if used[i] {
-					t.Fatalf("step %d: segments overlap at %d", step, i)
+				if used[sg.chunk][i] {
+					t.Fatalf("step %d: segments overlap at %d of chunk %d", step, i, sg.chunk)
 				}
-				used[i] = true
+				used[sg.chunk][i] = true
 			}
 		}
 	}
@@ -105,8 +121,8 @@ func TestMeasurementTableMatchesMap(t *testing.T) {
 			tbl.tidy(nil)
 		}
 		check(step)
-		if len(tbl.slab) > 2*tbl.len()+64 {
-			t.Fatalf("step %d: the slab holds %d slots for %d measurements: tidy does not reclaim", step, len(tbl.slab), tbl.len())
+		if tbl.taken > 2*tbl.len()+64 {
+			t.Fatalf("step %d: %d slots handed out for %d measurements: tidy does not reclaim", step, tbl.taken, tbl.len())
 		}
 	}
 }
