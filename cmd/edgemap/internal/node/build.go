@@ -154,7 +154,7 @@ func (b *builder) build(w work, pause func()) error {
 		}
 	}
 	if in.Previous != nil && !configChanged && w.geo == nil && !ratesChanged && maps.Equal(in.Health, b.decided) &&
-		version == b.measured && !n.meas.validityChanges(b.asOfNow, in.Now, in.MaxAge) {
+		version == b.measured && !n.meas.validityChanges(b.asOfNow, in.Now, in.MaxAge, pause) {
 		// The map would come out as it is: it is right as of now too. An
 		// idle server's map interval costs this comparison, not a build, a
 		// collection and a disk write.

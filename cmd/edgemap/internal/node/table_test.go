@@ -9,6 +9,7 @@ import (
 	rtmetrics "runtime/metrics"
 	"slices"
 	"testing"
+	"time"
 )
 
 // TestMeasurementTableMatchesMap drives the table and a map of slices with
@@ -152,4 +153,40 @@ func BenchmarkCollectMeasurements(b *testing.B) {
 	rtmetrics.Read(scanned)
 	b.ReportMetric(float64(scanned[0].Value.Uint64())/1e6, "scanned-MB")
 	runtime.KeepAlive(ms)
+}
+
+// validityChanges reads every measurement when nothing changes validity,
+// pausing every validityPauseEvery targets, and finds the one measurement
+// that does, with or without pauses.
+func TestValidityChangesPauses(t *testing.T) {
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	groups := map[netip.Prefix][]edgeMeasurement{}
+	for i := range 1000 {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24)
+		for e := range int32(3) {
+			groups[p] = append(groups[p], edgeMeasurement{edge: e, at: base.Add(time.Duration(i) * time.Second).UnixNano()})
+		}
+	}
+	ms := &measurements{byTarget: newMeasurementTable(groups)}
+	const maxAge = time.Hour
+	for _, c := range []struct {
+		name     string
+		from, to time.Time
+		want     bool
+	}{
+		// The last target's measurements stop counting at base+999s+1h.
+		{"one leaves", base.Add(maxAge + 998*time.Second), base.Add(maxAge + 999*time.Second + time.Millisecond), true},
+		{"none", base.Add(maxAge + 2000*time.Second), base.Add(maxAge + 3000*time.Second), false},
+	} {
+		pauses := 0
+		if got := ms.validityChanges(c.from, c.to, maxAge, func() { pauses++ }); got != c.want {
+			t.Errorf("%s: %v with pauses, want %v", c.name, got, c.want)
+		}
+		if got := ms.validityChanges(c.from, c.to, maxAge, nil); got != c.want {
+			t.Errorf("%s: %v without pauses, want %v", c.name, got, c.want)
+		}
+		if !c.want && pauses != 1000/validityPauseEvery {
+			t.Errorf("%s: %d pauses over 1000 targets, want %d", c.name, pauses, 1000/validityPauseEvery)
+		}
+	}
 }
