@@ -103,9 +103,32 @@ func (b *browser) record(ev any) {
 
 func (b *browser) run(t *testing.T, actions ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
+	if err := b.try(actions...); err != nil {
+		t.Fatalf("browser: %v", err)
+	}
+}
+
+// try is run returning its error.
+func (b *browser) try(actions ...chromedp.Action[chromedp.Void]) error {
 	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
 	defer cancel()
-	if err := chromedp.Do(ctx, actions...); err != nil {
+	return chromedp.Do(ctx, actions...)
+}
+
+// runOnNode is run for actions on an element the page redraws: the map
+// draws its points anew with every map it polls, so an element found by
+// a selector can be gone by the next protocol call (Chromium: "Could not
+// find node with given id"), more often on a loaded machine. The actions
+// then run again on the new element, up to five times.
+func (b *browser) runOnNode(t *testing.T, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	var err error
+	for range 5 {
+		if err = b.try(actions...); err == nil || !strings.Contains(err.Error(), "Could not find node with given id") {
+			break
+		}
+	}
+	if err != nil {
 		t.Fatalf("browser: %v", err)
 	}
 }
@@ -245,7 +268,7 @@ func checkLinesFollowDNS(t *testing.T, s *server, b *browser, targets []string) 
 func explainTextOnPage(t *testing.T, b *browser, client string, trigger ...chromedp.Action[chromedp.Void]) string {
 	t.Helper()
 	eval[any](t, b, `document.getElementById('explain-out').replaceChildren()`)
-	b.run(t, trigger...)
+	b.runOnNode(t, trigger...)
 	shown := `document.getElementById('explain-text') && document.getElementById('explain-out').dataset.client === '` + client + `'`
 	if !b.poll(t, 10*time.Second, shown) {
 		t.Fatalf("no explanation of %s shown; the panel says %q", client, eval[string](t, b, `document.getElementById('explain-out').textContent`))
