@@ -12,17 +12,7 @@ import (
 // histogramCount is how many observations the histogram name holds.
 func histogramCount(t testing.TB, g prometheus.Gatherer, name string) uint64 {
 	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			return mf.GetMetric()[0].GetHistogram().GetSampleCount()
-		}
-	}
-	t.Fatalf("metric %s not registered", name)
-	return 0
+	return series(t, g, name)[0].GetHistogram().GetSampleCount()
 }
 
 // Every answer sent is timed once, whether it left alone or in a UDP

@@ -17,6 +17,7 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/edgemap/edgemap/mapping"
 	"github.com/edgemap/edgemap/resolver"
@@ -150,25 +151,31 @@ func startServer(t *testing.T, snap *mapping.Snapshot) *testServer {
 	return &testServer{addr: srv.Addr(), snap: p, reg: reg}
 }
 
-// counter sums the counter family name in g.
-func counter(t testing.TB, g prometheus.Gatherer, name string) float64 {
+// series is the series of the metric family name in g; the test fails
+// when g has no such family.
+func series(t testing.TB, g prometheus.Gatherer, name string) []*dto.Metric {
 	t.Helper()
 	mfs, err := g.Gather()
 	if err != nil {
 		t.Fatalf("gather metrics: %v", err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
+		if mf.GetName() == name {
+			return mf.GetMetric()
 		}
-		var sum float64
-		for _, m := range mf.GetMetric() {
-			sum += m.GetCounter().GetValue()
-		}
-		return sum
 	}
 	t.Fatalf("metric %s not registered", name)
-	return 0
+	return nil
+}
+
+// counter sums the counter family name in g.
+func counter(t testing.TB, g prometheus.Gatherer, name string) float64 {
+	t.Helper()
+	var sum float64
+	for _, m := range series(t, g, name) {
+		sum += m.GetCounter().GetValue()
+	}
+	return sum
 }
 
 // exchange sends m with a miekg/dns client over network ("udp" or "tcp"),
