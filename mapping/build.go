@@ -2,6 +2,7 @@ package mapping
 
 import (
 	"fmt"
+	"hash/maphash"
 	"iter"
 	"slices"
 	"strings"
@@ -76,6 +77,7 @@ func (b *builder) build(in Inputs) error {
 	s.edges = make([]edge, len(in.Edges))
 	for i := range in.Edges {
 		s.edges[i].Edge = in.Edges[i]
+		s.edges[i].idHash = maphash.String(edgeIDSeed, in.Edges[i].ID)
 	}
 	slices.SortFunc(s.edges, func(a, b edge) int { return strings.Compare(a.ID, b.ID) })
 	pools := make(map[string][]int32)

@@ -406,3 +406,33 @@ func TestPiecesTake(t *testing.T) {
 		t.Fatalf("%d pauses for %d elements in chunks of %d", pauses, total, perChunk)
 	}
 }
+
+// A built snapshot's edges carry their ID's hash, the same in every
+// snapshot and the same as an edge computes alone: the dashboard counts
+// answers by it across rebuilds.
+func TestEdgeIDHashAcrossBuilds(t *testing.T) {
+	in := testInputs(openTestGeo(t))
+	a, err := Build(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Build(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[uint64]string{}
+	for i := range a.edges {
+		e := &a.edges[i].Edge
+		if e.idHash == 0 {
+			t.Fatalf("%s: no hash computed at build", e.ID)
+		}
+		alone := (&Edge{ID: e.ID}).IDHash()
+		if e.IDHash() != alone || b.edges[i].IDHash() != alone {
+			t.Fatalf("%s: hash %x in one snapshot, %x in the next, %x alone", e.ID, e.IDHash(), b.edges[i].IDHash(), alone)
+		}
+		if other, dup := seen[alone]; dup {
+			t.Fatalf("%s and %s hash alike", e.ID, other)
+		}
+		seen[alone] = e.ID
+	}
+}

@@ -1,6 +1,7 @@
 package mapping
 
 import (
+	"hash/maphash"
 	"net/netip"
 	"slices"
 	"strings"
@@ -39,6 +40,23 @@ type Edge struct {
 	Capacity   int
 	// Draining edges get no new answers but stay measured.
 	Draining bool
+	// idHash is IDHash's value, set for the edges of a built snapshot.
+	idHash uint64
+}
+
+// edgeIDSeed seeds IDHash, the same for every snapshot of the process.
+var edgeIDSeed = maphash.MakeSeed()
+
+// IDHash is a hash of the edge's ID, the same for every snapshot of the
+// process, so that what is counted by it carries over rebuilds. A
+// snapshot's edges have it computed: counting answers by edge (the
+// dashboard) then reads no string, whose bytes, among a large map's
+// 1 000 edges, were a cache miss per answer (52 ns a query).
+func (e *Edge) IDHash() uint64 {
+	if e.idHash != 0 {
+		return e.idHash
+	}
+	return maphash.String(edgeIDSeed, e.ID)
 }
 
 // Serves reports whether the edge has an address of the asked family.

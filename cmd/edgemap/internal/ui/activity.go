@@ -2,7 +2,6 @@ package ui
 
 import (
 	"cmp"
-	"hash/maphash"
 	"math"
 	"net/netip"
 	"slices"
@@ -34,7 +33,6 @@ import (
 // counts in the one before, and an answer racing the release of its key's
 // idle slot may be counted under the next key to claim it.
 type Activity struct {
-	seed    maphash.Seed // hashes edge ids, per process
 	cur     atomic.Int32 // the minute column answers go to
 	ticks   atomic.Int64 // minutes since start, for how much of the hour is counted
 	started time.Time
@@ -111,7 +109,7 @@ const (
 // NewActivity makes the counters; the hour starts at now.
 func NewActivity(now time.Time) *Activity {
 	return &Activity{
-		seed: maphash.MakeSeed(), started: now,
+		started: now,
 		edges: keyTable{states: make([]atomic.Uint64, edgeSlots), keys: make([]key, edgeSlots), mask: edgeSlots - 1,
 			counters: func(m *minuteCounts) []atomic.Uint64 { return m.edges[:] }},
 		places: keyTable{states: make([]atomic.Uint64, placeSlots), keys: make([]key, placeSlots), mask: placeSlots - 1,
@@ -123,7 +121,7 @@ func NewActivity(now time.Time) *Activity {
 // put the client (nil when unknown). It implements resolver.ActivityObserver.
 func (a *Activity) Answered(e *mapping.Edge, p *mapping.Place, client netip.Addr) {
 	m := &a.minutes[a.cur.Load()]
-	m.edges[a.index(&a.edges, fixHash(maphash.String(a.seed, e.ID)), key{edge: e.ID})].Add(1)
+	m.edges[a.index(&a.edges, fixHash(e.IDHash()), key{edge: e.ID})].Add(1)
 	m.countries[countryIndex(p)].Add(1)
 	if p != nil {
 		m.places[a.index(&a.places, placeHash(p), key{place: p, client: client})].Add(1)
