@@ -150,6 +150,9 @@ func openGeo(path string, forceTable bool) (*Geo, error) {
 	}
 	if v6 != nil {
 		g.v6 = v6.finish()
+	}
+	if g.v4 != nil {
+		// The end of the last group of pieces.
 		g.v4Groups = append(g.v4Groups, uint32(len(g.v4Pieces)))
 	}
 	return g, nil

@@ -16,7 +16,7 @@ func histogramCount(t testing.TB, g prometheus.Gatherer, name string) uint64 {
 }
 
 // Every answer sent is timed once, whether it left alone or in a UDP
-// batch with others (whose latency is read once, when the batch is sent),
+// batch with others (whose latency is read once, when its answers are made),
 // by the fast path or the general one, over UDP or TCP; a packet dropped
 // unanswered is not.
 func TestAnswerLatencyCountsEveryAnswer(t *testing.T) {
