@@ -96,11 +96,24 @@ func (u *udpSocket) open() error {
 		u.waitSet.Close()
 		return fmt.Errorf("udp wait set: %w", err)
 	}
-	u.add = func(ep uintptr) { u.ctlErr = unix.EpollCtl(int(ep), unix.EPOLL_CTL_ADD, u.fd, &u.event) }
-	u.remove = func(ep uintptr) { u.ctlErr = unix.EpollCtl(int(ep), unix.EPOLL_CTL_DEL, u.fd, nil) }
+	// These calls go straight to the kernel, like recvmmsg and sendmmsg:
+	// none of them blocks. A call through the runtime's syscall entry
+	// wakes its monitor thread (sysmon) when every P was idle, as each
+	// wait for the socket leaves it, and sysmon then polls every 20 us
+	// for a millisecond or more: on the reader's core, thousands of
+	// context switches a second away from the answers.
+	u.add = func(ep uintptr) { u.ctlErr = epollCtl(ep, unix.EPOLL_CTL_ADD, u.fd, &u.event) }
+	u.remove = func(ep uintptr) { u.ctlErr = epollCtl(ep, unix.EPOLL_CTL_DEL, u.fd, nil) }
 	u.ready = func(ep uintptr) bool {
-		n, err := unix.EpollWait(int(ep), u.events[:], 0)
-		return n > 0 || (err != nil && err != unix.EINTR)
+		n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, ep, uintptr(unsafe.Pointer(&u.events[0])), uintptr(len(u.events)), 0, 0, 0)
+		return int(n) > 0 || (e != 0 && e != unix.EINTR)
+	}
+	return nil
+}
+
+func epollCtl(ep uintptr, op, fd int, event *unix.EpollEvent) error {
+	if _, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, ep, uintptr(op), uintptr(fd), uintptr(unsafe.Pointer(event)), 0, 0); e != 0 {
+		return e
 	}
 	return nil
 }
