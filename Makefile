@@ -57,6 +57,7 @@ fuzz:
 bench:
 	GOMAXPROCS=1 $(GO) test -run '^$$' -bench . -benchmem ./mapping ./resolver
 	bash testdata/bench/peers.sh
+	bash testdata/bench/twocores.sh
 	bash testdata/bench/large.sh
 
 generate:

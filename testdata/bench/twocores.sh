@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Target 5: edgemap and gdnsd on two server cores (CPUs 0 and 1), in
+# alternating rounds. edgemap runs with GOMAXPROCS 2, so two SO_REUSEPORT
+# sockets each with its own reader; gdnsd with udp_threads => 2. The
+# generator shares CPU 1 with one of them: this machine has no third core.
+# Each round measures two generators: udpblast, which sends from one socket
+# (one flow, so SO_REUSEPORT gives every query to one reader), and
+# dnsperf with 8 sockets (8 flows), which one core cannot drive as fast.
+# Prints each run and each round's ratios.
+#
+#   testdata/bench/twocores.sh         # ROUNDS=3 DURATION=10 by default
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PEERS=${PEERS:-$(cd ../shared/bench/peers && pwd)}
+export WORK=${WORK:-/tmp/peers-work} RESULTS=${RESULTS:-/tmp/edgemap-bench-twocores}
+export OUTSTANDING=${OUTSTANDING:-128} DURATION=${DURATION:-10} CLIENTS=8
+ROUNDS=${ROUNDS:-3}
+[ -f "$WORK/ecs-3.bin" ] || bash "$PEERS/setup.sh"
+rm -rf "$RESULTS" && mkdir -p "$RESULTS"
+gens=udpblast
+if command -v dnsperf >/dev/null; then gens="udpblast dnsperf"; else echo "dnsperf not installed: udpblast only"; fi
+
+go build -o bin/edgemap ./cmd/edgemap
+# The peers' gdnsd configuration with two UDP threads, rendered as
+# peers.sh renders it.
+conf=$(mktemp -d)
+cp -r "$PEERS/conf/gdnsd" "$conf/gdnsd"
+grep -rlE '@(CONF|WORK)@' "$conf" | xargs -r sed -i -e "s#@CONF@#$conf#g" -e "s#@WORK@#$WORK#g"
+sed -i 's/udp_threads => 1/udp_threads => 2/' "$conf/gdnsd/config"
+grep -q 'udp_threads => 2' "$conf/gdnsd/config" || { echo "gdnsd's configuration has no udp_threads => 1 to raise" >&2; exit 1; }
+pid= gpid=
+trap 'kill $pid $gpid 2>/dev/null || true; rm -rf "$conf"' EXIT
+for round in $(seq "$ROUNDS"); do
+	for gen in $gens; do
+		db=$(mktemp -d)/edgemap.db
+		taskset -c 0,1 bin/edgemap serve --db "$db" --world testdata/bench/cdn-test.yaml --geoip "$WORK/city.mmdb" \
+			--listen 127.0.0.1:5310 --api-listen 127.0.0.1:8110 --node-id bench --rrl-exempt 127.0.0.0/8 \
+			--log-format console >"$RESULTS/serve.log" 2>&1 &
+		pid=$!
+		for _ in $(seq 100); do curl -sf http://127.0.0.1:8110/healthz >/dev/null && break; sleep 0.2; done
+		GEN=$gen SERVER_PID=$pid bash "$PEERS/run.sh" "edgemap-$gen" 5310 ecs 1 | head -n -1
+		kill $pid; wait $pid 2>/dev/null || true
+		rm -rf "$(dirname "$db")"
+		taskset -c 0,1 gdnsd -c "$conf/gdnsd" start >"$RESULTS/gdnsd.log" 2>&1 &
+		gpid=$!
+		for _ in $(seq 50); do dig +short +tries=1 +time=1 -p 5301 @127.0.0.1 www.cdn.test A >/dev/null 2>&1 && break; sleep 0.2; done
+		GEN=$gen SERVER_PID=$gpid bash "$PEERS/run.sh" "gdnsd-$gen" 5301 ecs 1 | head -n -1
+		kill $gpid; wait $gpid 2>/dev/null || true
+	done
+done
+# Each round's ratio, per generator, and each server's share of a core.
+awk -F'\t' '{split($5, q, "="); split($9, c, "="); r[$2]++; v[$2, r[$2]] = q[2]; cpu[$2, r[$2]] = c[2]}
+	END {
+		split("udpblast dnsperf", gens, " ")
+		for (g = 1; g <= 2; g++)
+			for (i = 1; i <= r["edgemap-" gens[g]]; i++)
+				if (v["gdnsd-" gens[g], i] > 0)
+					printf "two cores, %s, round %d: edgemap %.0f (%.2f of a core), gdnsd %.0f (%.2f), edgemap/gdnsd %.2fx\n",
+						gens[g], i, v["edgemap-" gens[g], i], cpu["edgemap-" gens[g], i], v["gdnsd-" gens[g], i],
+						cpu["gdnsd-" gens[g], i], v["edgemap-" gens[g], i] / v["gdnsd-" gens[g], i]
+	}' "$RESULTS/summary.tsv"
