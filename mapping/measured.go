@@ -197,11 +197,11 @@ func (b *builder) buildUnits(targets []Target, ms iter.Seq[*Measurement], now ti
 	// best few are kept: a unit's ranking is its measured edges and the
 	// nearest others, unitRankingLen in all, not every edge (1 000 edges
 	// x 100 000 targets would be 400 MB of rankings and seconds of sorting).
-	var prevNearest map[*Place][]int32
+	var prevNearest map[*Place][]nearEdge
 	if prev != nil && prev.geo == s.geo && sameEdgePositions(prev.edges, s.edges) {
 		prevNearest = prev.nearest
 	}
-	s.nearest = map[*Place][]int32{}
+	s.nearest = map[*Place][]nearEdge{}
 	// A few chunks for every ranking, not a slice per unit: each object
 	// the snapshot holds is work for every GC cycle.
 	rankings := pieces[int32]{b: b}
@@ -224,13 +224,22 @@ func (b *builder) buildUnits(targets []Target, ms iter.Seq[*Measurement], now ti
 			}
 			s.nearest[u.place] = near
 		}
+		// Scores as unitScore makes them, but for the distance, which
+		// ranks nothing: a measured edge's estimate is computed only
+		// when its measurement has no RTT, and the others' come with the
+		// nearest edges. Distances were most of a rebuild's time.
 		all := scratch[:0]
-		for _, f := range u.fresh {
-			all = append(all, s.unitScore(u, f.edge))
+		for i := range u.fresh {
+			f := &u.fresh[i]
+			estimate := math.NaN() // unused: the measured RTT decides
+			if f.rttMs <= 0 {
+				estimate = score(&s.edges[f.edge], u.place).scoreMs
+			}
+			all = append(all, scored{edge: &s.edges[f.edge], scoreMs: measuredScore(f, estimate), measured: true})
 		}
-		for _, ei := range near {
-			if u.measurement(ei) == nil {
-				all = append(all, score(&s.edges[ei], u.place))
+		for _, n := range near {
+			if u.measurement(n.edge) == nil {
+				all = append(all, scored{edge: &s.edges[n.edge], scoreMs: n.scoreMs})
 			}
 		}
 		sortScored(all)
@@ -314,17 +323,17 @@ func (b *builder) indexUnits(sorted []Target, prev *Snapshot) error {
 // a property none of whose edges is among them is answered by geography.
 const unitRankingLen = 32
 
-// nearestEdges is the indices of the n best edges by distance estimate from
-// place (by id without a place), best first: a bounded selection, not a
-// sort of all.
-func (s *Snapshot) nearestEdges(place *Place, n int) []int32 {
+// nearestEdges is the n best edges by distance estimate from place, with
+// their estimates (by id without a place), best first: a bounded
+// selection, not a sort of all.
+func (s *Snapshot) nearestEdges(place *Place, n int) []nearEdge {
 	t := nearestTop{top: make([]scored, min(n, len(s.edges)))}
 	for i := range s.edges {
 		t.add(&s.edges[i], place)
 	}
-	out := make([]int32, t.n)
+	out := make([]nearEdge, t.n)
 	for i, c := range t.top[:t.n] {
-		out[i] = c.edge.idx
+		out[i] = nearEdge{edge: c.edge.idx, scoreMs: c.scoreMs}
 	}
 	return out
 }

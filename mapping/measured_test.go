@@ -3,6 +3,7 @@ package mapping
 import (
 	"cmp"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"strings"
@@ -472,5 +473,87 @@ func TestExplainUnitRankingWithoutThePropertysEdges(t *testing.T) {
 	mustProperty(t, s, "shop.cdn.example.net.").Decide(client, false, &shop)
 	if shop.Basis != BasisMeasured || !shop.Measured || decisionIDs(&shop)[0] != "seoul00" {
 		t.Errorf("shop from Seoul: %v basis %v; want seoul00, measured", decisionIDs(&shop), shop.Basis)
+	}
+}
+
+// A build ranks a unit's edges without their distances where the ranking
+// does not need them (a measured RTT decides, an unmeasured edge's
+// estimate comes with its place's nearest edges). Every unit's ranking
+// must still be the best unitRankingLen of all edges by unitScore, which
+// computes every distance; the world has a few hundred places and edges,
+// measurements without an RTT and with loss, and a second build takes
+// the first one's nearest edges over.
+func TestUnitRankingsMatchEveryEdgeScored(t *testing.T) {
+	geo, err := OpenGeo(writeRandomCityDatabase(t, t.TempDir(), 4000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rnd := rand.New(rand.NewPCG(3, 4))
+	in := Inputs{Zone: testZone(), Geo: geo, Now: measureNow}
+	for i := range 300 {
+		in.Edges = append(in.Edges, Edge{
+			ID: fmt.Sprintf("e%03d", i), IPv4: netip.AddrFrom4([4]byte{192, 0, byte(2 + i/250), byte(i % 250)}),
+			Lat: rnd.Float64()*140 - 70, Lon: rnd.Float64()*360 - 180, Pool: "global",
+		})
+	}
+	in.Properties = []Property{{Name: "shop.cdn.example.net.", Pools: []string{"global"}, TTL: 20, Answers: 1}}
+	for len(in.Targets) < 400 {
+		probe := netip.AddrFrom4([4]byte{byte(rnd.Uint32()), byte(rnd.Uint32()), byte(rnd.Uint32()), 10})
+		if place, _ := geo.Locate(probe); place == nil || probe.IsPrivate() {
+			continue
+		}
+		block, _ := probe.Prefix(24)
+		if slices.ContainsFunc(in.Targets, func(t Target) bool { return t.Block == block }) {
+			continue
+		}
+		in.Targets = append(in.Targets, Target{Block: block, Probe: netip.AddrPortFrom(probe, 443)})
+	}
+	measure := func() {
+		in.Measurements = in.Measurements[:0]
+		for _, target := range in.Targets {
+			for _, e := range rnd.Perm(len(in.Edges))[:1+rnd.IntN(40)] {
+				m := Measurement{Edge: in.Edges[e].ID, Target: target.Block, RTTMs: 1 + rnd.Float64()*300, Samples: 3, At: measureNow.Add(-time.Second)}
+				switch rnd.IntN(6) {
+				case 0:
+					m.RTTMs = 0 // no RTT: the estimate stands in
+				case 1:
+					m.Loss = rnd.Float64()
+				}
+				in.Measurements = append(in.Measurements, m)
+			}
+		}
+	}
+	for build := range 2 {
+		measure()
+		s := buildInputs(t, in)
+		ranked := 0
+		for ui := range s.units {
+			u := &s.units[ui]
+			if u.ranking == nil {
+				continue
+			}
+			all := make([]scored, len(s.edges))
+			for ei := range s.edges {
+				all[ei] = s.unitScore(u, int32(ei))
+			}
+			slices.SortFunc(all, func(a, b scored) int {
+				if better(a, b) {
+					return -1
+				}
+				return 1
+			})
+			want := make([]int32, min(len(all), unitRankingLen))
+			for i := range want {
+				want[i] = all[i].edge.idx
+			}
+			if !slices.Equal(u.ranking, want) {
+				t.Fatalf("build %d, unit %v: ranking %v, want %v", build, u.Block, u.ranking, want)
+			}
+			ranked++
+		}
+		if ranked < 300 {
+			t.Fatalf("build %d ranked %d units; the world must give at least 300", build, ranked)
+		}
+		in.Previous = s
 	}
 }

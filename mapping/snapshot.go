@@ -148,11 +148,19 @@ type Snapshot struct {
 	overrides map[overrideKey]assigned
 
 	placeTables []*placeTables // what the properties' placeRank point to
-	// nearest is, per place of a measured unit, the edge indices nearest
-	// to it, best first, at least as many as a unit there needed: the next
-	// build takes them over while the GeoIP database and the edges'
-	// positions stay the same.
-	nearest map[*Place][]int32
+	// nearest is, per place of a measured unit, the edges nearest to it
+	// with their estimates from there, best first, at least as many as a
+	// unit there needed: the next build takes them over while the GeoIP
+	// database and the edges' positions stay the same.
+	nearest map[*Place][]nearEdge
+}
+
+// nearEdge is one of the edges nearest a place, by index, with its
+// estimate from there: the units at the place rank it without computing
+// the distance again.
+type nearEdge struct {
+	edge    int32
+	scoreMs float64
 }
 
 // Zone is the served zone, or nil before the operator has set one.
