@@ -206,6 +206,10 @@ func (b *builder) buildUnits(targets []Target, ms iter.Seq[*Measurement], now ti
 	// the snapshot holds is work for every GC cycle.
 	rankings := pieces[int32]{b: b}
 	var scratch []scored
+	// The unit's measured edges, set and cleared per unit: a lookup per
+	// nearest edge, where a search of the unit's measurements was a tenth
+	// of a rebuild.
+	isMeasured := make([]bool, len(s.edges))
 	for i := range s.units {
 		u := &s.units[i]
 		if len(u.fresh) == 0 {
@@ -236,11 +240,15 @@ func (b *builder) buildUnits(targets []Target, ms iter.Seq[*Measurement], now ti
 				estimate = score(&s.edges[f.edge], u.place).scoreMs
 			}
 			all = append(all, scored{edge: &s.edges[f.edge], scoreMs: measuredScore(f, estimate), measured: true})
+			isMeasured[f.edge] = true
 		}
 		for _, n := range near {
-			if u.measurement(n.edge) == nil {
+			if !isMeasured[n.edge] {
 				all = append(all, scored{edge: &s.edges[n.edge], scoreMs: n.scoreMs})
 			}
+		}
+		for _, f := range u.fresh {
+			isMeasured[f.edge] = false
 		}
 		sortScored(all)
 		scratch = all
