@@ -25,14 +25,7 @@ func largeInputs(tb testing.TB, perTarget int) Inputs {
 		}
 	}
 	rnd := rand.New(rand.NewPCG(7, 7))
-	in := Inputs{Zone: testZone(), Geo: geo, Now: measureNow}
-	for i := range 1000 {
-		in.Edges = append(in.Edges, Edge{
-			ID: fmt.Sprintf("e%04d", i), IPv4: netip.AddrFrom4([4]byte{192, 0, byte(2 + i/250), byte(i % 250)}),
-			Lat: rnd.Float64()*140 - 70, Lon: rnd.Float64()*360 - 180, Pool: "global",
-		})
-	}
-	in.Properties = []Property{{Name: "shop.cdn.example.net.", Pools: []string{"global"}, TTL: 20, Answers: 1}}
+	in := scatteredEdges(geo, rnd, 1000)
 	for i := range 100_000 {
 		block := netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(1 + i>>16), byte(i >> 8), byte(i), 0}), 24)
 		in.Targets = append(in.Targets, Target{Block: block, Probe: netip.AddrPortFrom(block.Addr().Next(), 443)})
@@ -43,6 +36,20 @@ func largeInputs(tb testing.TB, perTarget int) Inputs {
 			})
 		}
 	}
+	return in
+}
+
+// scatteredEdges are inputs with n edges at random places, all in one
+// pool that one property answers from.
+func scatteredEdges(geo *Geo, rnd *rand.Rand, n int) Inputs {
+	in := Inputs{Zone: testZone(), Geo: geo, Now: measureNow}
+	for i := range n {
+		in.Edges = append(in.Edges, Edge{
+			ID: fmt.Sprintf("e%04d", i), IPv4: netip.AddrFrom4([4]byte{192, 0, byte(2 + i/250), byte(i % 250)}),
+			Lat: rnd.Float64()*140 - 70, Lon: rnd.Float64()*360 - 180, Pool: "global",
+		})
+	}
+	in.Properties = []Property{{Name: "shop.cdn.example.net.", Pools: []string{"global"}, TTL: 20, Answers: 1}}
 	return in
 }
 

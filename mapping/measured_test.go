@@ -489,14 +489,7 @@ func TestUnitRankingsMatchEveryEdgeScored(t *testing.T) {
 		t.Fatal(err)
 	}
 	rnd := rand.New(rand.NewPCG(3, 4))
-	in := Inputs{Zone: testZone(), Geo: geo, Now: measureNow}
-	for i := range 300 {
-		in.Edges = append(in.Edges, Edge{
-			ID: fmt.Sprintf("e%03d", i), IPv4: netip.AddrFrom4([4]byte{192, 0, byte(2 + i/250), byte(i % 250)}),
-			Lat: rnd.Float64()*140 - 70, Lon: rnd.Float64()*360 - 180, Pool: "global",
-		})
-	}
-	in.Properties = []Property{{Name: "shop.cdn.example.net.", Pools: []string{"global"}, TTL: 20, Answers: 1}}
+	in := scatteredEdges(geo, rnd, 300)
 	for len(in.Targets) < 400 {
 		probe := netip.AddrFrom4([4]byte{byte(rnd.Uint32()), byte(rnd.Uint32()), byte(rnd.Uint32()), 10})
 		if place, _ := geo.Locate(probe); place == nil || probe.IsPrivate() {
