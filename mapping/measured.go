@@ -216,7 +216,11 @@ func (b *builder) buildUnits(targets []Target, ms iter.Seq[*Measurement], now ti
 			continue
 		}
 		b.yield()
-		slices.SortFunc(u.fresh, func(a, b freshMeasurement) int { return cmp.Compare(a.edge, b.edge) })
+		// Newest first among an edge's measurements, and only that one
+		// kept: inputs that measure a pair twice (serve's store never
+		// does) would otherwise rank the edge twice.
+		slices.SortFunc(u.fresh, func(a, b freshMeasurement) int { return cmp.Or(cmp.Compare(a.edge, b.edge), cmp.Compare(b.at, a.at)) })
+		u.fresh = slices.CompactFunc(u.fresh, func(a, b freshMeasurement) bool { return a.edge == b.edge })
 		// A longer list than this unit needs, made for another unit at
 		// the same place, ranks the same: its extra edges are beyond
 		// unitRankingLen unmeasured ones.

@@ -481,8 +481,9 @@ func TestExplainUnitRankingWithoutThePropertysEdges(t *testing.T) {
 // estimate comes with its place's nearest edges). Every unit's ranking
 // must still be the best unitRankingLen of all edges by unitScore, which
 // computes every distance; the world has a few hundred places and edges,
-// measurements without an RTT and with loss, and a second build takes
-// the first one's nearest edges over.
+// measurements without an RTT, with loss and measured twice (the newer
+// counts), targets without a place, and a second build takes the first
+// one's nearest edges over.
 func TestUnitRankingsMatchEveryEdgeScored(t *testing.T) {
 	geo, err := OpenGeo(writeRandomCityDatabase(t, t.TempDir(), 4000))
 	if err != nil {
@@ -492,7 +493,8 @@ func TestUnitRankingsMatchEveryEdgeScored(t *testing.T) {
 	in := scatteredEdges(geo, rnd, 300)
 	for len(in.Targets) < 400 {
 		probe := netip.AddrFrom4([4]byte{byte(rnd.Uint32()), byte(rnd.Uint32()), byte(rnd.Uint32()), 10})
-		if place, _ := geo.Locate(probe); place == nil || probe.IsPrivate() {
+		// A tenth of the targets have no place: estimates are +Inf there.
+		if place, _ := geo.Locate(probe); (place == nil && rnd.IntN(10) > 0) || probe.IsPrivate() {
 			continue
 		}
 		block, _ := probe.Prefix(24)
@@ -511,6 +513,11 @@ func TestUnitRankingsMatchEveryEdgeScored(t *testing.T) {
 					m.RTTMs = 0 // no RTT: the estimate stands in
 				case 1:
 					m.Loss = rnd.Float64()
+				case 2:
+					// Measured twice: the newer measurement counts.
+					older := m
+					older.RTTMs, older.At = 1+rnd.Float64()*300, m.At.Add(-time.Minute)
+					in.Measurements = append(in.Measurements, older)
 				}
 				in.Measurements = append(in.Measurements, m)
 			}
@@ -541,6 +548,16 @@ func TestUnitRankingsMatchEveryEdgeScored(t *testing.T) {
 			}
 			if !slices.Equal(u.ranking, want) {
 				t.Fatalf("build %d, unit %v: ranking %v, want %v", build, u.Block, u.ranking, want)
+			}
+			for i := 1; i < len(u.fresh); i++ {
+				if u.fresh[i].edge == u.fresh[i-1].edge {
+					t.Fatalf("build %d, unit %v: edge %d measured twice", build, u.Block, u.fresh[i].edge)
+				}
+			}
+			for _, f := range u.fresh {
+				if f.at != measureNow.Add(-time.Second).UnixNano() {
+					t.Fatalf("build %d, unit %v: edge %d kept an older measurement", build, u.Block, f.edge)
+				}
 			}
 			ranked++
 		}

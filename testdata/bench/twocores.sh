@@ -13,8 +13,12 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PEERS=${PEERS:-$(cd ../shared/bench/peers && pwd)}
 export WORK=${WORK:-/tmp/peers-work} RESULTS=${RESULTS:-/tmp/edgemap-bench-twocores}
-export OUTSTANDING=${OUTSTANDING:-128} DURATION=${DURATION:-10} CLIENTS=8
+export OUTSTANDING=${OUTSTANDING:-128} DURATION=${DURATION:-10} CLIENTS=${CLIENTS:-8}
 ROUNDS=${ROUNDS:-3}
+if [ "$(nproc)" -lt 2 ]; then echo "two server cores need a machine with two: this one has $(nproc)" >&2; exit 1; fi
+for port in 5310 8110 5301; do
+	if ss -Htuln "sport = :$port" | grep -q .; then echo "port $port is taken: a server from an earlier run?" >&2; exit 1; fi
+done
 [ -f "$WORK/ecs-3.bin" ] || bash "$PEERS/setup.sh"
 rm -rf "$RESULTS" && mkdir -p "$RESULTS"
 gens=udpblast
@@ -28,24 +32,39 @@ cp -r "$PEERS/conf/gdnsd" "$conf/gdnsd"
 grep -rlE '@(CONF|WORK)@' "$conf" | xargs -r sed -i -e "s#@CONF@#$conf#g" -e "s#@WORK@#$WORK#g"
 sed -i 's/udp_threads => 1/udp_threads => 2/' "$conf/gdnsd/config"
 grep -q 'udp_threads => 2' "$conf/gdnsd/config" || { echo "gdnsd's configuration has no udp_threads => 1 to raise" >&2; exit 1; }
-pid= gpid=
-trap 'kill $pid $gpid 2>/dev/null || true; rm -rf "$conf"' EXIT
+pid= gpid= dbdir=
+trap 'kill $pid $gpid 2>/dev/null || true; rm -rf "$conf" $dbdir' EXIT
+# ready NAME PID CHECK...: waits for CHECK to pass while PID lives, or fails.
+ready() {
+	local name=$1 pid=$2
+	shift 2
+	for _ in $(seq 100); do
+		kill -0 "$pid" 2>/dev/null || { echo "$name exited; its log is in $RESULTS" >&2; exit 1; }
+		"$@" >/dev/null 2>&1 && return 0
+		sleep 0.2
+	done
+	echo "$name did not answer in 20 s; its log is in $RESULTS" >&2
+	exit 1
+}
 for round in $(seq "$ROUNDS"); do
 	for gen in $gens; do
-		db=$(mktemp -d)/edgemap.db
-		taskset -c 0,1 bin/edgemap serve --db "$db" --world testdata/bench/cdn-test.yaml --geoip "$WORK/city.mmdb" \
+		dbdir=$(mktemp -d)
+		taskset -c 0,1 bin/edgemap serve --db "$dbdir/edgemap.db" --world testdata/bench/cdn-test.yaml --geoip "$WORK/city.mmdb" \
 			--listen 127.0.0.1:5310 --api-listen 127.0.0.1:8110 --node-id bench --rrl-exempt 127.0.0.0/8 \
 			--log-format console >"$RESULTS/serve.log" 2>&1 &
 		pid=$!
-		for _ in $(seq 100); do curl -sf http://127.0.0.1:8110/healthz >/dev/null && break; sleep 0.2; done
+		ready edgemap $pid curl -sf http://127.0.0.1:8110/healthz
 		GEN=$gen SERVER_PID=$pid bash "$PEERS/run.sh" "edgemap-$gen" 5310 ecs 1 | head -n -1
 		kill $pid; wait $pid 2>/dev/null || true
-		rm -rf "$(dirname "$db")"
+		pid=
+		rm -rf "$dbdir"
+		dbdir=
 		taskset -c 0,1 gdnsd -c "$conf/gdnsd" start >"$RESULTS/gdnsd.log" 2>&1 &
 		gpid=$!
-		for _ in $(seq 50); do dig +short +tries=1 +time=1 -p 5301 @127.0.0.1 www.cdn.test A >/dev/null 2>&1 && break; sleep 0.2; done
+		ready gdnsd $gpid dig +short +tries=1 +time=1 -p 5301 @127.0.0.1 www.cdn.test A
 		GEN=$gen SERVER_PID=$gpid bash "$PEERS/run.sh" "gdnsd-$gen" 5301 ecs 1 | head -n -1
 		kill $gpid; wait $gpid 2>/dev/null || true
+		gpid=
 	done
 done
 # Each round's ratio, per generator, and each server's share of a core.
