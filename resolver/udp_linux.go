@@ -111,6 +111,7 @@ func (u *udpSocket) open() error {
 	return nil
 }
 
+// epollCtl is epoll_ctl(2) as a raw call (see open).
 func epollCtl(ep uintptr, op, fd int, event *unix.EpollEvent) error {
 	if _, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, ep, uintptr(op), uintptr(fd), uintptr(unsafe.Pointer(event)), 0, 0); e != 0 {
 		return e

@@ -313,12 +313,16 @@ func TestUDPWaitsWakeNoMonitor(t *testing.T) {
 		t.Fatal(err)
 	}
 	var before, after unix.Rusage
-	unix.Getrusage(unix.RUSAGE_SELF, &before)
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &before); err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	report, _ := io.ReadAll(out) // the client's end: its output closes
-	unix.Getrusage(unix.RUSAGE_SELF, &after)
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &after); err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Wait(); err != nil || !strings.Contains(string(report), "asked") {
 		t.Fatalf("client: %v\n%s%s", err, report, stderr.String())
 	}
