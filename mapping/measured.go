@@ -115,7 +115,9 @@ type freshMeasurement struct {
 	at      int64 // unix ns
 }
 
-// measuredScore is the expected connect time over a measured path.
+// measuredScore is the expected connect time over a measured path. It
+// reads estimate only when m has no RTT: the build passes NaN otherwise
+// rather than compute a distance.
 func measuredScore(m *freshMeasurement, estimate float64) float64 {
 	rtt := float64(m.rttMs)
 	if rtt <= 0 {
@@ -235,7 +237,7 @@ func (b *builder) buildUnits(targets []Target, ms iter.Seq[*Measurement], now ti
 		// Scores as unitScore makes them, but for the distance, which
 		// ranks nothing: a measured edge's estimate is computed only
 		// when its measurement has no RTT, and the others' come with the
-		// nearest edges. Distances were most of a rebuild's time.
+		// nearest edges. Distances were a quarter of a rebuild's time.
 		all := scratch[:0]
 		for i := range u.fresh {
 			f := &u.fresh[i]
