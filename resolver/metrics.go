@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -81,6 +82,9 @@ type Metrics struct {
 	panics         prometheus.Counter
 	failOpen       prometheus.Counter
 	latency        prometheus.Histogram
+	// server is the running Server whose UDP sockets the kernel's counts
+	// are read from at each scrape; nil before Start.
+	server atomic.Pointer[Server]
 }
 
 // NewMetrics registers the resolver's metrics with reg.
@@ -137,8 +141,31 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for i := cookieClientOnly; i <= cookieValid; i++ {
 		m.cookies[i] = cookies.WithLabelValues(cookieResultNames[i])
 	}
-	reg.MustRegister(vec, dropped, rrl, shed, cookies, m.tcpOpen, m.panics, m.failOpen, m.latency)
+	socketDrops := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "edgemap_dns_udp_socket_drops_total",
+		Help: "Queries the kernel dropped before the server read them, nearly all because a UDP socket's queue (edgemap_dns_udp_receive_buffer_bytes) was full."},
+		func() float64 {
+			if s := m.server.Load(); s != nil {
+				return float64(s.UDPDrops())
+			}
+			return 0
+		})
+	receiveBuffer := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "edgemap_dns_udp_receive_buffer_bytes",
+		Help: "The kernel's limit of each UDP socket's queue of queries not yet read, as it reports it: on Linux in the bytes it counts, twice what it granted (--udp-receive-buffer, or net.core.rmem_max where that capped it)."},
+		func() float64 {
+			if s := m.server.Load(); s != nil {
+				return float64(s.UDPReceiveBuffer())
+			}
+			return 0
+		})
+	reg.MustRegister(vec, dropped, rrl, shed, cookies, m.tcpOpen, m.panics, m.failOpen, m.latency, socketDrops, receiveBuffer)
 	return m
+}
+
+// watch reads the kernel's counts of s's UDP sockets from now on.
+func (m *Metrics) watch(s *Server) {
+	if m != nil {
+		m.server.Store(s)
+	}
 }
 
 func counterVec(name, help string, labels ...string) *prometheus.CounterVec {

@@ -2,7 +2,8 @@
 // parsing, EDNS and ECS, and building answers from a mapping.Snapshot. It
 // never touches the store: everything it needs arrives in the snapshot.
 //
-// A Server is started with Start and stopped with Close; its Handler is safe
+// A Server is started with Start and stopped with Close; its UDPDrops and
+// UDPReceiveBuffer may be read concurrently, also after Close. Its Handler is safe
 // for concurrent use and is what the listeners, the tests and the fuzzer
 // call. The protections a server on the open Internet needs live here too,
 // each safe for concurrent use: TCP connection limits (tcp.go), response
@@ -27,12 +28,19 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// UDP buffers. A datagram longer than the read buffer is dropped
-// (MSG_TRUNC): no query we answer is that long.
-const (
-	udpReadBuffer   = 4096
-	udpSocketBuffer = 4 << 20
-)
+// A datagram longer than the read buffer is dropped (MSG_TRUNC): no query
+// we answer is that long.
+const udpReadBuffer = 4096
+
+// DefaultReceiveBuffer is what each UDP socket asks for its queue of
+// datagrams not yet read. The queue must hold the queries that arrive
+// while the reader is off its core: a host's slow moment, a collection's
+// mark. 16 MiB is about 200 ms of 150 000 queries a second over loopback,
+// where the kernel counts some 1 150 bytes a query (a network card's
+// datagrams may count more). A longer wait than the queue holds loses
+// queries; a queue that stays full delays every answer by its length,
+// which is still within resolvers' timeouts.
+const DefaultReceiveBuffer = 16 << 20
 
 // Config configures a Server.
 type Config struct {
@@ -44,6 +52,11 @@ type Config struct {
 	// with its own reader; default GOMAXPROCS, so that the kernel spreads
 	// clients over all cores.
 	UDPSockets int
+	// ReceiveBuffer is asked of the kernel for each UDP socket's queue, in
+	// bytes; default DefaultReceiveBuffer. Asked with SO_RCVBUFFORCE where
+	// the process may (CAP_NET_ADMIN), else with SO_RCVBUF, which
+	// net.core.rmem_max caps: Start logs a warning when it got less.
+	ReceiveBuffer int
 	// TCP bounds DNS over TCP; zero fields take the defaults.
 	TCP    TCPLimits
 	Logger *zap.Logger
@@ -63,6 +76,14 @@ type Server struct {
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 	conns     *tcpTracker
+	// receiveBuffer is the kernel's limit of each UDP socket's queue, as
+	// it reports it (twice what was asked, for its bookkeeping).
+	receiveBuffer int
+	// descriptors guards the sockets' descriptors against the metrics'
+	// reads: once closed, a number may be another file's.
+	descriptors sync.Mutex
+	closed      bool   // guarded by descriptors
+	drops       uint64 // the last UDPDrops; guarded by descriptors
 }
 
 // Start binds the UDP sockets and the TCP listener and serves until Close.
@@ -74,10 +95,13 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.UDPSockets <= 0 {
 		cfg.UDPSockets = runtime.GOMAXPROCS(0)
 	}
+	if cfg.ReceiveBuffer <= 0 {
+		cfg.ReceiveBuffer = DefaultReceiveBuffer
+	}
 	s := &Server{h: cfg.Handler, log: cfg.Logger, conns: newTCPTracker(cfg.TCP, cfg.Handler.Metrics, cfg.Logger)}
 	var err error
 	for attempt := 0; ; attempt++ {
-		err = s.bind(cfg.Addr, cfg.UDPSockets)
+		err = s.bind(cfg.Addr, cfg.UDPSockets, cfg.ReceiveBuffer)
 		if err == nil || attempt == 10 || !strings.HasSuffix(cfg.Addr, ":0") {
 			break
 		}
@@ -89,6 +113,10 @@ func Start(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.addr = s.udp[0].LocalAddr().(*net.UDPAddr).AddrPort()
+	if s.receiveBuffer < receiveBufferReported(cfg.ReceiveBuffer) {
+		s.log.Warn("UDP receive buffer smaller than asked: queries that arrive while the server is held up are lost sooner; raise the host's sysctl net.core.rmem_max to asked_bytes or grant CAP_NET_ADMIN",
+			zap.Int("asked_bytes", cfg.ReceiveBuffer), zap.Int("kernel_limit_bytes", s.receiveBuffer))
+	}
 	for _, c := range s.udp {
 		sock, err := takeUDP(c, &s.closing)
 		if err != nil {
@@ -101,6 +129,7 @@ func Start(cfg Config) (*Server, error) {
 	}
 	s.wg.Add(1)
 	go s.serveTCP()
+	s.h.Metrics.watch(s)
 	return s, nil
 }
 
@@ -108,7 +137,7 @@ func Start(cfg Config) (*Server, error) {
 // the port is chosen by a socket without SO_REUSEPORT: the kernel's choice
 // for a reuseport socket may be a port another reuseport socket of the same
 // user already holds, and two servers would then share its queries.
-func (s *Server) bind(addr string, udpSockets int) error {
+func (s *Server) bind(addr string, udpSockets, receiveBuffer int) error {
 	if strings.HasSuffix(addr, ":0") {
 		reserve, err := net.ListenPacket("udp", addr)
 		if err != nil {
@@ -129,13 +158,55 @@ func (s *Server) bind(addr string, udpSockets int) error {
 			return fmt.Errorf("dns listen udp %s: %w", addr, err)
 		}
 		uc := pc.(*net.UDPConn)
-		// A burst, or a moment the reader spends off the CPU, must not
-		// overflow the kernel's queue: 4 MiB holds about 40 000 queries.
-		// The kernel caps it at net.core.rmem_max.
-		_ = uc.SetReadBuffer(udpSocketBuffer)
 		s.udp = append(s.udp, uc)
+		got, err := setReceiveBuffer(uc, receiveBuffer)
+		if err != nil {
+			return fmt.Errorf("dns udp %s receive buffer: %w", addr, err)
+		}
+		s.receiveBuffer = got
 	}
 	return nil
+}
+
+// setReceiveBuffer asks for a queue of size bytes, beyond
+// net.core.rmem_max where the process may, and returns the kernel's limit
+// as it reports it. A size the kernel refuses outright (BSDs refuse more
+// than kern.ipc.maxsockbuf) leaves the socket's own: Start warns of it.
+func setReceiveBuffer(c *net.UDPConn, size int) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var got int
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		if forceReceiveBuffer(int(fd), size) != nil {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, size)
+		}
+		got, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
+	})
+	return got, errors.Join(err, serr)
+}
+
+// UDPReceiveBuffer is the kernel's limit of each UDP socket's queue as it
+// reports it: on Linux in the bytes it counts, twice what it granted
+// (ReceiveBuffer, or net.core.rmem_max where that capped it).
+func (s *Server) UDPReceiveBuffer() int { return s.receiveBuffer }
+
+// UDPDrops is how many datagrams the kernel dropped at the server's UDP
+// sockets since they were bound, nearly all because a socket's queue was
+// full: queries lost before the server saw them. Zero where the system
+// does not say; after Close, the count at Close.
+func (s *Server) UDPDrops() uint64 {
+	s.descriptors.Lock()
+	defer s.descriptors.Unlock()
+	if !s.closed {
+		s.drops = 0
+		for _, sock := range s.sockets {
+			s.drops += sock.drops()
+		}
+	}
+	return s.drops
 }
 
 func reusePort(_, _ string, c syscall.RawConn) error {
@@ -167,6 +238,10 @@ func (s *Server) shutdown() {
 	s.closeSockets()
 	s.conns.closeAll()
 	s.wg.Wait()
+	s.UDPDrops() // the count at Close, which a scrape then reads
+	s.descriptors.Lock()
+	defer s.descriptors.Unlock()
+	s.closed = true
 	for _, sock := range s.sockets {
 		sock.close()
 	}

@@ -49,6 +49,10 @@ type udpSocket struct {
 	// never another file's.
 	add, remove func(ep uintptr)
 	ready       func(ep uintptr) bool
+
+	// The kernel's drop count as last read, and the total since bound.
+	dropsSeen  uint32
+	dropsTotal uint64
 }
 
 // takeUDP moves c's socket out of the netpoller: it keeps a duplicate of
@@ -170,6 +174,34 @@ func ignorePathMTU(fd int) error {
 func (u *udpSocket) stop() { u.waitSet.Close() }
 
 func (u *udpSocket) close() { unix.Close(u.fd) }
+
+// drops is the socket's count of datagrams dropped (SO_MEMINFO): those
+// that found its queue full, and the few the kernel could not take or
+// found corrupt. The kernel's count is 32 bits and wraps; this one adds
+// the kernel's increase since the last read, so its caller must not call
+// it concurrently.
+func (u *udpSocket) drops() uint64 {
+	var info [unix.SK_MEMINFO_VARS]uint32
+	size := uint32(len(info) * 4)
+	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(u.fd), unix.SOL_SOCKET, unix.SO_MEMINFO,
+		uintptr(unsafe.Pointer(&info[0])), uintptr(unsafe.Pointer(&size)), 0)
+	if e == 0 && size > unix.SK_MEMINFO_DROPS*4 {
+		now := info[unix.SK_MEMINFO_DROPS]
+		u.dropsTotal += uint64(now - u.dropsSeen)
+		u.dropsSeen = now
+	}
+	return u.dropsTotal
+}
+
+// forceReceiveBuffer sets a queue's size beyond net.core.rmem_max, which
+// only a process with CAP_NET_ADMIN may.
+func forceReceiveBuffer(fd, size int) error {
+	return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, size)
+}
+
+// receiveBufferReported is what Linux reports for a queue granted in
+// full: twice the size, for its bookkeeping.
+func receiveBufferReported(size int) int { return 2 * size }
 
 // udpBatcher answers datagrams a batch at a time with recvmmsg and
 // sendmmsg, issued as raw, non-blocking (MSG_DONTWAIT) system calls, and

@@ -15,6 +15,10 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 
 	"github.com/edgemap/edgemap/resolver"
@@ -364,4 +368,168 @@ func askInTurn(t *testing.T, addr string, n int) {
 		}
 	}
 	fmt.Println("asked")
+}
+
+// A query the kernel drops at a full socket queue never reaches the
+// server, so the kernel's count is the only trace of it: the server
+// exports it. The sockets get the smallest queue the kernel allows, a
+// client sends batches of queries faster than a reader takes them, and
+// the metric must come to equal the kernel's own table (/proc/net/udp's
+// drops column of the sockets on the server's port).
+func TestUDPQueueOverflowsCounted(t *testing.T) {
+	h, _, reg := newHandler(t, build(t, worldInputs(t)))
+	srv, err := resolver.Start(resolver.Config{Addr: "127.0.0.1:0", Handler: h, ReceiveBuffer: 4096})
+	if err != nil {
+		t.Fatalf("resolver.Start: %v", err)
+	}
+	defer srv.Close()
+	if got, limit := gaugeValue(t, reg, receiveBufferMetric), srv.UDPReceiveBuffer(); got != float64(limit) || limit < 4096 || limit > 16384 {
+		t.Fatalf("%s = %v, UDPReceiveBuffer %d; want the kernel's limit for 4096 bytes asked (8192, or its minimum)", receiveBufferMetric, got, limit)
+	}
+	m := new(dns.Msg)
+	m.SetQuestion("shop.cdn.example.net.", dns.TypeA)
+	query, err := m.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := net.UDPAddrFromAddrPort(srv.Addr())
+	batch := make([]ipv4.Message, 64)
+	for i := range batch {
+		batch[i] = ipv4.Message{Buffers: [][]byte{query}, Addr: to}
+	}
+	// Eight client sockets, eight flows: SO_REUSEPORT spreads them over
+	// the server's sockets, whose counts the metric must sum.
+	var clients []*ipv4.PacketConn
+	for range 8 {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		clients = append(clients, ipv4.NewPacketConn(c))
+	}
+	// 64 datagrams arrive in one system call, into a queue that holds a
+	// few; 60 s is far more than a loaded machine needs for one drop.
+	for i, deadline := 0, time.Now().Add(60*time.Second); counter(t, reg, socketDropsMetric) == 0; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("no drop counted after 60 s of batches into a queue of %d bytes (the kernel counts %d)",
+				srv.UDPReceiveBuffer(), kernelDrops(t, srv.Addr().Port()))
+		}
+		for sent := 0; sent < len(batch); {
+			n, err := clients[i%len(clients)].WriteBatch(batch[sent:], 0)
+			if err != nil {
+				t.Fatalf("sendmmsg: %v", err)
+			}
+			sent += n
+		}
+	}
+	// No more queries: the two counts must meet (the last batch may still
+	// be in the kernel's hands when the metric is read).
+	var metric float64
+	var kernel uint64
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		metric, kernel = counter(t, reg, socketDropsMetric), kernelDrops(t, srv.Addr().Port())
+		if metric == float64(kernel) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if metric != float64(kernel) || kernel == 0 {
+		t.Fatalf("%s = %v, the kernel's table counts %d drops on the server's port; want equal and above 0", socketDropsMetric, metric, kernel)
+	}
+	if n := srv.UDPDrops(); n != kernel {
+		t.Errorf("UDPDrops() = %d, the kernel counts %d", n, kernel)
+	}
+	// A counter must not fall back to 0 when the sockets close.
+	srv.Close()
+	if n := counter(t, reg, socketDropsMetric); n != float64(kernel) {
+		t.Errorf("after Close %s = %v, want the %d counted before", socketDropsMetric, n, kernel)
+	}
+}
+
+// A queue larger than net.core.rmem_max is the kernel's to refuse: a
+// process with CAP_NET_ADMIN gets what it asks, any other the sysctl's
+// cap, which Start then warns about.
+func TestUDPReceiveBufferBeyondTheSysctl(t *testing.T) {
+	b, err := os.ReadFile("/proc/sys/net/core/rmem_max")
+	if err != nil {
+		t.Skipf("no net.core.rmem_max to read: %v", err)
+	}
+	rmemMax, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("net.core.rmem_max %q: %v", b, err)
+	}
+	if rmemMax > 1<<28 {
+		t.Skipf("net.core.rmem_max is %d: twice that is beyond what a socket may ask", rmemMax)
+	}
+	asked := 2 * rmemMax
+	// Whether this process may go beyond the sysctl: root in a container
+	// may not, and a user with the capability may.
+	probe, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mayForce := unix.SetsockoptInt(probe, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, asked) == nil
+	unix.Close(probe)
+	h, _, reg := newHandler(t, build(t, worldInputs(t)))
+	core, logs := observer.New(zap.WarnLevel)
+	srv, err := resolver.Start(resolver.Config{Addr: "127.0.0.1:0", Handler: h, ReceiveBuffer: asked, Logger: zap.New(core)})
+	if err != nil {
+		t.Fatalf("resolver.Start: %v", err)
+	}
+	defer srv.Close()
+	want, warnings := 2*asked, 0
+	if !mayForce {
+		want, warnings = 2*rmemMax, 1
+	}
+	if got := srv.UDPReceiveBuffer(); got != want || gaugeValue(t, reg, receiveBufferMetric) != float64(want) {
+		t.Errorf("asked %d bytes with rmem_max %d (beyond it allowed: %v): the kernel's limit is %d (metric %v), want %d",
+			asked, rmemMax, mayForce, got, gaugeValue(t, reg, receiveBufferMetric), want)
+	}
+	if n := logs.FilterMessageSnippet("receive buffer smaller than asked").Len(); n != warnings {
+		t.Errorf("%d warnings of a smaller buffer, want %d", n, warnings)
+	}
+	q := new(dns.Msg)
+	q.SetQuestion("shop.cdn.example.net.", dns.TypeA)
+	if r := exchange(t, "udp", srv.Addr(), "", q); r.Rcode != dns.RcodeSuccess {
+		t.Errorf("query: %v", r)
+	}
+}
+
+const (
+	socketDropsMetric   = "edgemap_dns_udp_socket_drops_total"
+	receiveBufferMetric = "edgemap_dns_udp_receive_buffer_bytes"
+)
+
+func gaugeValue(t *testing.T, g prometheus.Gatherer, name string) float64 {
+	t.Helper()
+	var sum float64
+	for _, m := range series(t, g, name) {
+		sum += m.GetGauge().GetValue()
+	}
+	return sum
+}
+
+// kernelDrops sums /proc/net/udp's drops column over the sockets bound to
+// 127.0.0.1:port.
+func kernelDrops(t *testing.T, port uint16) uint64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/udp")
+	if err != nil {
+		t.Skipf("no /proc/net/udp: %v", err)
+	}
+	local := fmt.Sprintf("0100007F:%04X", port) // 127.0.0.1, as the kernel prints it
+	var n uint64
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 13 || f[1] != local {
+			continue
+		}
+		d, err := strconv.ParseUint(f[len(f)-1], 10, 64)
+		if err != nil {
+			t.Fatalf("/proc/net/udp drops %q: %v", f[len(f)-1], err)
+		}
+		n += d
+	}
+	return n
 }

@@ -21,6 +21,15 @@ func (u *udpSocket) stop() { u.c.Close() }
 
 func (u *udpSocket) close() {}
 
+// drops is Linux's count (SO_MEMINFO); other systems do not say.
+func (u *udpSocket) drops() uint64 { return 0 }
+
+// forceReceiveBuffer: SO_RCVBUFFORCE is Linux's.
+func forceReceiveBuffer(int, int) error { return errors.ErrUnsupported }
+
+// receiveBufferReported: elsewhere the kernel reports the size it granted.
+func receiveBufferReported(size int) int { return size }
+
 // serveUDP answers one datagram at a time: recvmmsg and sendmmsg, which the
 // Linux reader batches with, are Linux's own.
 func (s *Server) serveUDP(sock *udpSocket) {

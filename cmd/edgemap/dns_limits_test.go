@@ -631,6 +631,7 @@ func TestDNSLimitFlagsNameTheFlag(t *testing.T) {
 		{[]string{"--rrl-exempt", "192.0.2.0/24,not-a-net"}, "--rrl-exempt"},
 		{[]string{"--tcp-max-conns", "10", "--tcp-max-conns-per-source", "11"}, "--tcp-max-conns-per-source"},
 		{[]string{"--tcp-io-timeout", "0s"}, "--tcp-io-timeout"},
+		{[]string{"--udp-receive-buffer", "100"}, "--udp-receive-buffer"},
 		{[]string{"--cookie-secret-file", t.TempDir() + "/missing"}, "--cookie-secret-file"},
 	} {
 		args := append([]string{"edgemap", "serve", "--db", db, "--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"}, tc.args...)

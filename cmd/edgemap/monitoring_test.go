@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -31,6 +32,26 @@ func metricNames(t *testing.T, a edgetest.Addrs) map[string]bool {
 		names[line[:strings.IndexAny(line, "{ ")]] = true
 	}
 	return names
+}
+
+// metricValue is the value of the series without labels called name.
+func metricValue(t *testing.T, a edgetest.Addrs, name string) float64 {
+	t.Helper()
+	code, raw := a.CallRaw(t, http.MethodGet, "/metrics", nil)
+	if code != http.StatusOK {
+		t.Fatalf("%s/metrics: %d", a.API, code)
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %q: %v", name, line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("%s/metrics has no %s", a.API, name)
+	return 0
 }
 
 // edgemapMetric finds the edgemap series a PromQL expression names.

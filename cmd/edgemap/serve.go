@@ -56,6 +56,7 @@ func serveCommand() *cli.Command {
 		num("tcp-max-conns-per-source", resolver.DefaultTCPMaxConnsPerSource, "DNS-over-TCP connections per IPv4 address or IPv6 /56"),
 		dur("tcp-idle-timeout", resolver.DefaultTCPIdleTimeout, "how long a TCP connection may wait for its next query; shrinks to 1s as --tcp-max-conns nears"),
 		dur("tcp-io-timeout", resolver.DefaultTCPIOTimeout, "how long a TCP query may take to arrive once it has begun, and its answer to be written"),
+		num("udp-receive-buffer", resolver.DefaultReceiveBuffer, "bytes each UDP socket asks for its queue of queries not yet read; beyond the sysctl net.core.rmem_max only with CAP_NET_ADMIN"),
 		num("rrl-mapped-rate", resolver.DefaultRRLMappedRate, "UDP answers of a property per second per client network, name and type (0: unlimited)"),
 		num("rrl-rate", resolver.DefaultRRLRate, "other UDP responses per second per client network and class: zone answers by name and type, NXDOMAIN and NODATA by zone, errors (0: unlimited)"),
 		num("rrl-slip", resolver.DefaultRRLSlip, "every Nth rate-limited response goes out truncated (TC=1), the rest are dropped; 0 drops all, 1 truncates all"),
@@ -222,6 +223,7 @@ type dnsSettings struct {
 	RRLIPv4Prefix, RRLIPv6Prefix int
 	RRLTableSize                 int
 	RRLExempt                    []netip.Prefix
+	UDPReceiveBuffer             int
 	Cookies                      bool
 	CookieSecretFile             string
 }
@@ -234,7 +236,7 @@ func defaultDNSSettings() *dnsSettings {
 		},
 		RRLMappedRate: resolver.DefaultRRLMappedRate, RRLRate: resolver.DefaultRRLRate, RRLSlip: resolver.DefaultRRLSlip,
 		RRLIPv4Prefix: resolver.DefaultRRLIPv4Prefix, RRLIPv6Prefix: resolver.DefaultRRLIPv6Prefix,
-		RRLTableSize: resolver.DefaultRRLTableSize, Cookies: true,
+		RRLTableSize: resolver.DefaultRRLTableSize, Cookies: true, UDPReceiveBuffer: resolver.DefaultReceiveBuffer,
 	}
 }
 
@@ -248,6 +250,7 @@ func dnsSettingsFromFlags(c *cli.Context) (*dnsSettings, error) {
 		RRLMappedRate: c.Int("rrl-mapped-rate"), RRLRate: c.Int("rrl-rate"), RRLSlip: c.Int("rrl-slip"),
 		RRLIPv4Prefix: c.Int("rrl-ipv4-prefix"), RRLIPv6Prefix: c.Int("rrl-ipv6-prefix"), RRLTableSize: c.Int("rrl-table-size"),
 		Cookies: c.Bool("cookies"), CookieSecretFile: c.String("cookie-secret-file"),
+		UDPReceiveBuffer: c.Int("udp-receive-buffer"),
 	}
 	for _, s := range c.StringSlice("rrl-exempt") {
 		for _, f := range strings.Split(s, ",") {
@@ -282,6 +285,7 @@ func (d *dnsSettings) check() error {
 		{"--rrl-ipv4-prefix", d.RRLIPv4Prefix, 1, 32},
 		{"--rrl-ipv6-prefix", d.RRLIPv6Prefix, 1, 128},
 		{"--rrl-table-size", d.RRLTableSize, 1, 1 << 26},
+		{"--udp-receive-buffer", d.UDPReceiveBuffer, 4096, 1 << 29},
 	} {
 		if c.v < c.lo || c.v > c.hi {
 			return fmt.Errorf("%s %d: want %d..%d", c.flag, c.v, c.lo, c.hi)
@@ -514,8 +518,9 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 		Addr: cfg.Listen,
 		Handler: &resolver.Handler{NodeID: nodeID, Snapshot: n.Snapshot(), Metrics: resolver.NewMetrics(reg), Demand: n.Demand(),
 			RRL: rrl, Cookies: cookies, Activity: activity},
-		TCP:    cfg.DNS.TCP,
-		Logger: log.Named("dns"),
+		TCP:           cfg.DNS.TCP,
+		ReceiveBuffer: cfg.DNS.UDPReceiveBuffer,
+		Logger:        log.Named("dns"),
 	})
 	if err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -213,6 +214,13 @@ func TestServeUnderSystemd(t *testing.T) {
 				st["Uid"], st["CapEff"], st["NoNewPrivs"], st["Seccomp"])
 		}
 	}
+	// Without CAP_NET_ADMIN the sockets' queue is what net.core.rmem_max
+	// allows (the kernel reports twice that), and below the 16 MiB asked
+	// the server says so (checked in its log once it has exited).
+	rmemMax, known := sysctlInt("/proc/sys/net/core/rmem_max")
+	if got, want := metricValue(t, s.Addrs, "edgemap_dns_udp_receive_buffer_bytes"), 2*min(rmemMax, 16<<20); known && got != float64(want) {
+		t.Errorf("edgemap_dns_udp_receive_buffer_bytes = %v under the unit with rmem_max %d, want %d", got, rmemMax, want)
+	}
 	// 10 s for two keep-alives sent every 500 ms.
 	notify.keepAlives(t, 2, 10*time.Second)
 
@@ -237,6 +245,20 @@ func TestServeUnderSystemd(t *testing.T) {
 	if err := addrs.exit(t); err != nil {
 		t.Errorf("serve exited with %v after SIGTERM; want 0", err)
 	}
+	warned := slices.ContainsFunc(addrs.lines, func(l string) bool { return strings.Contains(l, "UDP receive buffer smaller than asked") })
+	if want := rmemMax < 16<<20; known && warned != want {
+		t.Errorf("warned of a smaller UDP receive buffer: %v; with rmem_max %d want %v", warned, rmemMax, want)
+	}
+}
+
+// sysctlInt reads a number from /proc/sys; false where it cannot.
+func sysctlInt(path string) (int, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, false
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	return n, err == nil
 }
 
 // Without the capability, nobody cannot have port 53: the unit's

@@ -70,6 +70,6 @@ errors_before=$(rcvbuf_errors)
 taskset -c 1 bin/loadgen -server 127.0.0.1:5320 -blocks "$WORK/large-blocks.txt" -rate "$RATE" -duration "$DURATION" -window "$WINDOW"
 dropped=$(server_drops)
 echo "dropped at the server's socket: $dropped; elsewhere (the load generator's): $(( $(rcvbuf_errors) - errors_before - dropped ))"
-curl -s http://127.0.0.1:8120/metrics | grep -E '^edgemap_map_build_seconds_(sum|count)|^edgemap_map_unchanged_total|^go_gc_duration_seconds_count|^edgemap_collector_reports_total'
+curl -s http://127.0.0.1:8120/metrics | grep -E '^edgemap_dns_udp_(socket_drops_total|receive_buffer_bytes)|^edgemap_map_build_seconds_(sum|count)|^edgemap_map_unchanged_total|^go_gc_duration_seconds_count|^edgemap_collector_reports_total'
 echo "RSS (MiB) every ${RSS_EVERY}s: $(awk '{printf "%s ", $2}' "$dir/rss.txt")"
 echo "RSS at the end: $(rss) MiB"
