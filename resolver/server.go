@@ -2,8 +2,9 @@
 // parsing, EDNS and ECS, and building answers from a mapping.Snapshot. It
 // never touches the store: everything it needs arrives in the snapshot.
 //
-// A Server is started with Start and stopped with Close; its UDPDrops and
-// UDPReceiveBuffer may be read concurrently, also after Close. Its Handler is safe
+// A Server is started with Start and stopped with Close; its UDPDrops,
+// UDPPending and UDPReceiveBuffer may be read concurrently, also after
+// Close. Its Handler is safe
 // for concurrent use and is what the listeners, the tests and the fuzzer
 // call. The protections a server on the open Internet needs live here too,
 // each safe for concurrent use: TCP connection limits (tcp.go), response
@@ -207,6 +208,23 @@ func (s *Server) UDPDrops() uint64 {
 		}
 	}
 	return s.drops
+}
+
+// UDPPending reports whether a UDP socket holds a query its reader has
+// not taken: the readers wait for the core. Background work asks it to
+// know when to step aside (it costs a system call per socket).
+func (s *Server) UDPPending() bool {
+	s.descriptors.Lock()
+	defer s.descriptors.Unlock()
+	if s.closed {
+		return false
+	}
+	for _, sock := range s.sockets {
+		if sock.pending() {
+			return true
+		}
+	}
+	return false
 }
 
 func reusePort(_, _ string, c syscall.RawConn) error {

@@ -193,6 +193,13 @@ func (u *udpSocket) drops() uint64 {
 	return u.dropsTotal
 }
 
+// pending reports whether the socket's queue holds a datagram (SIOCINQ:
+// the first one's length, so an empty datagram passes unseen).
+func (u *udpSocket) pending() bool {
+	n, err := unix.IoctlGetInt(u.fd, unix.SIOCINQ)
+	return err == nil && n > 0
+}
+
 // forceReceiveBuffer sets a queue's size beyond net.core.rmem_max, which
 // only a process with CAP_NET_ADMIN may.
 func forceReceiveBuffer(fd, size int) error {

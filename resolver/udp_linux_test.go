@@ -533,3 +533,50 @@ func kernelDrops(t *testing.T, port uint16) uint64 {
 	}
 	return n
 }
+
+// Background work steps aside for queries waiting in a socket
+// (UDPPending). On one core the readers cannot take a query while the
+// test's goroutine holds it, so UDPPending must see the query sent; once
+// its answer is back, nothing waits.
+func TestUDPPendingSeesQueriesNotTaken(t *testing.T) {
+	h, _, _ := newHandler(t, build(t, worldInputs(t)))
+	srv, err := resolver.Start(resolver.Config{Addr: "127.0.0.1:0", Handler: h})
+	if err != nil {
+		t.Fatalf("resolver.Start: %v", err)
+	}
+	defer srv.Close()
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(srv.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	m := new(dns.Msg)
+	m.SetQuestion("shop.cdn.example.net.", dns.TypeA)
+	query, err := m.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	buf := make([]byte, 4096)
+	seen := false
+	// The machine may still take the core from the test between the send
+	// and the look (the runtime then lets a reader run): tries until seen.
+	for try := 0; try < 100 && !seen; try++ {
+		if _, err := c.Write(query); err != nil {
+			t.Fatal(err)
+		}
+		seen = srv.UDPPending()
+		if err := c.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Read(buf); err != nil {
+			t.Fatalf("the answer: %v", err)
+		}
+		if srv.UDPPending() {
+			t.Fatal("a query waits after the only one sent was answered")
+		}
+	}
+	if !seen {
+		t.Fatal("in 100 tries, UDPPending never saw a query sent while the readers could not run")
+	}
+}

@@ -24,6 +24,9 @@ func (u *udpSocket) close() {}
 // drops is Linux's count (SO_MEMINFO); other systems do not say.
 func (u *udpSocket) drops() uint64 { return 0 }
 
+// pending cannot tell here: it says a query may wait.
+func (u *udpSocket) pending() bool { return true }
+
 // forceReceiveBuffer: SO_RCVBUFFORCE is Linux's.
 func forceReceiveBuffer(int, int) error { return errors.ErrUnsupported }
 

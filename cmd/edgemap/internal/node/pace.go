@@ -2,6 +2,7 @@ package node
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -16,13 +17,23 @@ import (
 //
 // So background work runs one piece at a time, holding the pacer, and
 // sleeps for buildBreak after every buildSlice of work while it still
-// holds it. The other pieces wait on the pacer's lock, which is not
-// runnable, so during the sleep no other background work is, and the
-// readers drain their sockets. An idle server's builds take about half as
-// long again. Builds go ahead of the other pieces waiting: a failover's
-// map must not queue behind twenty reports.
+// holds it, if queries wait to be read. The other pieces wait on the
+// pacer's lock, which is not runnable, so during the sleep no other
+// background work is, and the readers drain their sockets. Builds go
+// ahead of the other pieces waiting: a failover's map must not queue
+// behind twenty reports.
+//
+// A break costs more than its sleep when the core is idle: the runtime
+// then waits for timers in whole milliseconds, and a 100 µs sleep took
+// 1.08 ms here, so a break every millisecond would double an idle
+// server's builds. While no query waits, the work goes on and breaks only
+// every idleSlice, for the goroutines the breaks also serve (DNS over
+// TCP, the admin API), as often as Go's own preemption would give them
+// the core. On the large map at 150 000 queries/s, 1 ms slices took the
+// answers' p99 from 3.5 to 3.0 ms while builds ran (2.4 ms without).
 const (
-	buildSlice = 2 * time.Millisecond
+	buildSlice = time.Millisecond
+	idleSlice  = 10 * time.Millisecond
 	buildBreak = 100 * time.Microsecond
 )
 
@@ -32,9 +43,19 @@ type pacer struct {
 	// queue is where pieces other than builds wait, one at a time at mu,
 	// so that a build, which may be a failover's, waits for the piece in
 	// its turn and at most one more, not for every report queued.
-	queue sync.Mutex
-	since time.Time // when the holder started or last slept; guarded by mu
+	queue  sync.Mutex
+	since  time.Time // when the holder started or last slept; guarded by mu
+	next   time.Time // when the holder looks again whether to sleep; guarded by mu
+	breaks int       // breaks taken; guarded by mu
+	// waiting says whether queries wait to be read (YieldTo); nil: they
+	// may, so every slice ends in a break.
+	waiting atomic.Pointer[func() bool]
 }
+
+// YieldTo tells background work how to see that queries wait for the
+// core (resolver.Server.UDPPending): it breaks for them after each
+// buildSlice, and otherwise only every idleSlice.
+func (n *Node) YieldTo(waiting func() bool) { n.pace.waiting.Store(&waiting) }
 
 // Background runs work as the node's background work, one piece at a
 // time: work calls pause (and nothing else of the pacer) now and then, at
@@ -59,13 +80,26 @@ func (p *pacer) first(work func(pause func())) {
 // run runs work in the turn held.
 func (p *pacer) run(work func(pause func())) {
 	p.since = time.Now()
+	p.next = p.since.Add(buildSlice)
 	work(p.pause)
 }
 
 func (p *pacer) pause() {
-	if time.Since(p.since) < buildSlice {
+	now := time.Now()
+	if now.Before(p.next) {
+		return
+	}
+	if now.Sub(p.since) < idleSlice && !p.queriesWait() {
+		p.next = now.Add(buildSlice)
 		return
 	}
 	time.Sleep(buildBreak)
+	p.breaks++
 	p.since = time.Now()
+	p.next = p.since.Add(buildSlice)
+}
+
+func (p *pacer) queriesWait() bool {
+	w := p.waiting.Load()
+	return w == nil || (*w)()
 }
