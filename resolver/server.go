@@ -4,13 +4,12 @@
 //
 // A Server is started with Start and stopped with Close; its UDPDrops,
 // UDPPending and UDPReceiveBuffer may be read concurrently, also after
-// Close. Its Handler is safe
-// for concurrent use and is what the listeners, the tests and the fuzzer
-// call. The protections a server on the open Internet needs live here too,
-// each safe for concurrent use: TCP connection limits (tcp.go), response
-// rate limiting (RateLimiter, rrl.go), DNS Cookies (CookieSecrets,
-// cookie.go), the amplification bound (handler.go) and the sources that
-// are dropped (source.go).
+// Close. Its Handler is safe for concurrent use and is what the
+// listeners, the tests and the fuzzer call. The protections a server on
+// the open Internet needs live here too, each safe for concurrent use:
+// TCP connection limits (tcp.go), response rate limiting (RateLimiter,
+// rrl.go), DNS Cookies (CookieSecrets, cookie.go), the amplification
+// bound (handler.go) and the sources that are dropped (source.go).
 package resolver
 
 import (
@@ -211,12 +210,13 @@ func (s *Server) UDPDrops() uint64 {
 }
 
 // UDPPending reports whether a UDP socket holds a query its reader has
-// not taken: the readers wait for the core. Background work asks it to
-// know when to step aside (it costs a system call per socket).
+// not taken: on one core, the readers wait for it. Background work asks
+// it to know when to step aside (it costs a system call per socket).
+// Elsewhere than on Linux it cannot tell, and says a query may wait.
 func (s *Server) UDPPending() bool {
 	s.descriptors.Lock()
 	defer s.descriptors.Unlock()
-	if s.closed {
+	if s.closed || s.closing.Load() {
 		return false
 	}
 	for _, sock := range s.sockets {

@@ -193,11 +193,12 @@ func (u *udpSocket) drops() uint64 {
 	return u.dropsTotal
 }
 
-// pending reports whether the socket's queue holds a datagram (SIOCINQ:
-// the first one's length, so an empty datagram passes unseen).
+// pending reports whether the socket's queue holds a datagram: a peek
+// into no buffer, which fails with EAGAIN only when the queue is empty
+// (SIOCINQ, the first datagram's length, would miss an empty one).
 func (u *udpSocket) pending() bool {
-	n, err := unix.IoctlGetInt(u.fd, unix.SIOCINQ)
-	return err == nil && n > 0
+	_, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(u.fd), 0, 0, unix.MSG_PEEK|unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
+	return e == 0
 }
 
 // forceReceiveBuffer sets a queue's size beyond net.core.rmem_max, which
