@@ -141,22 +141,21 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for i := cookieClientOnly; i <= cookieValid; i++ {
 		m.cookies[i] = cookies.WithLabelValues(cookieResultNames[i])
 	}
+	// Read from the running server at each scrape; 0 before Start.
+	fromServer := func(read func(*Server) float64) func() float64 {
+		return func() float64 {
+			if s := m.server.Load(); s != nil {
+				return read(s)
+			}
+			return 0
+		}
+	}
 	socketDrops := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "edgemap_dns_udp_socket_drops_total",
 		Help: "Queries the kernel dropped before the server read them, nearly all because a UDP socket's queue (edgemap_dns_udp_receive_buffer_bytes) was full."},
-		func() float64 {
-			if s := m.server.Load(); s != nil {
-				return float64(s.UDPDrops())
-			}
-			return 0
-		})
+		fromServer(func(s *Server) float64 { return float64(s.UDPDrops()) }))
 	receiveBuffer := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "edgemap_dns_udp_receive_buffer_bytes",
 		Help: "The kernel's limit of each UDP socket's queue of queries not yet read, as it reports it: on Linux in the bytes it counts, twice what it granted (--udp-receive-buffer, or net.core.rmem_max where that capped it)."},
-		func() float64 {
-			if s := m.server.Load(); s != nil {
-				return float64(s.UDPReceiveBuffer())
-			}
-			return 0
-		})
+		fromServer(func(s *Server) float64 { return float64(s.UDPReceiveBuffer()) }))
 	reg.MustRegister(vec, dropped, rrl, shed, cookies, m.tcpOpen, m.panics, m.failOpen, m.latency, socketDrops, receiveBuffer)
 	return m
 }
