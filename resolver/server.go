@@ -77,7 +77,7 @@ type Server struct {
 	wg        sync.WaitGroup
 	conns     *tcpTracker
 	// receiveBuffer is the kernel's limit of each UDP socket's queue, as
-	// it reports it (twice what was asked, for its bookkeeping).
+	// it reports it (on Linux twice what it granted, for its bookkeeping).
 	receiveBuffer int
 	// descriptors guards the sockets' descriptors against the metrics'
 	// reads: once closed, a number may be another file's.
