@@ -352,10 +352,7 @@ func askInTurn(t *testing.T, addr string, n int) {
 	defer conn.Close()
 	m := new(dns.Msg)
 	m.SetQuestion("shop.cdn.example.net.", dns.TypeA)
-	req, err := m.Pack()
-	if err != nil {
-		t.Fatal(err)
-	}
+	req := pack(t, m)
 	resp := make([]byte, 4096)
 	for range n {
 		time.Sleep(time.Millisecond)
@@ -388,10 +385,7 @@ func TestUDPQueueOverflowsCounted(t *testing.T) {
 	}
 	m := new(dns.Msg)
 	m.SetQuestion("shop.cdn.example.net.", dns.TypeA)
-	query, err := m.Pack()
-	if err != nil {
-		t.Fatal(err)
-	}
+	query := pack(t, m)
 	to := net.UDPAddrFromAddrPort(srv.Addr())
 	batch := make([]ipv4.Message, 64)
 	for i := range batch {
@@ -552,10 +546,7 @@ func TestUDPPendingSeesQueriesNotTaken(t *testing.T) {
 	defer c.Close()
 	m := new(dns.Msg)
 	m.SetQuestion("shop.cdn.example.net.", dns.TypeA)
-	query, err := m.Pack()
-	if err != nil {
-		t.Fatal(err)
-	}
+	query := pack(t, m)
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	buf := make([]byte, 4096)
 	seen := false
