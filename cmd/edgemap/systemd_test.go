@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
@@ -440,5 +441,36 @@ func TestSystemdUnits(t *testing.T) {
 				t.Errorf("systemd-analyze security: %s %s (%v), want OK or better and at most 2.0:\n%s", m[1], m[2], err, out)
 			}
 		})
+	}
+}
+
+// The defaults files are the flags' documentation an operator edits: a
+// variable that names no flag would be ignored without a word.
+func TestSystemdDefaultsNameRealFlags(t *testing.T) {
+	vars := map[string]bool{}
+	eachLeaf(&cli.Command{Subcommands: newApp().Commands}, func(c *cli.Command) {
+		for _, f := range c.Flags {
+			if ev, ok := f.(interface{ GetEnvVars() []string }); ok {
+				for _, v := range ev.GetEnvVars() {
+					vars[v] = true
+				}
+			}
+		}
+	})
+	assignment := regexp.MustCompile(`(?m)^#?(EDGEMAP_[A-Z0-9_]+)=`)
+	for _, file := range []string{"edgemap.default", "edgemap-probe.default"} {
+		raw, err := os.ReadFile(filepath.Join("dist", "systemd", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := assignment.FindAllSubmatch(raw, -1)
+		if len(found) == 0 {
+			t.Errorf("%s: no EDGEMAP_ variable found", file)
+		}
+		for _, m := range found {
+			if !vars[string(m[1])] {
+				t.Errorf("%s: %s is no flag's variable", file, m[1])
+			}
+		}
 	}
 }
