@@ -13,6 +13,7 @@
 #   RATE=150000 DURATION=600s RSS_EVERY=30 testdata/bench/large.sh   # the soak
 #   SERVE_FLAGS="--map-interval 1h" testdata/bench/large.sh           # no rebuilds
 #   DASHBOARD=1 testdata/bench/large.sh          # with the dashboard open in headless Chromium
+#   LOADGEN_FLAGS=-smooth testdata/bench/large.sh  # queries spread evenly, not in ~1 ms bursts
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PEERS=${PEERS:-$(cd ../shared/bench/peers && pwd)}
@@ -67,7 +68,7 @@ fi
 rcvbuf_errors() { awk '/^Udp:/ { n++ } /^Udp:/ && n == 2 { print $6 }' /proc/net/snmp; }
 server_drops() { awk 'NR > 1 && $2 ~ /:14C8$/ { d += $NF } END { print d + 0 }' /proc/net/udp; }
 errors_before=$(rcvbuf_errors)
-taskset -c 1 bin/loadgen -server 127.0.0.1:5320 -blocks "$WORK/large-blocks.txt" -rate "$RATE" -duration "$DURATION" -window "$WINDOW"
+taskset -c 1 bin/loadgen -server 127.0.0.1:5320 -blocks "$WORK/large-blocks.txt" -rate "$RATE" -duration "$DURATION" -window "$WINDOW" ${LOADGEN_FLAGS:-}
 dropped=$(server_drops)
 echo "dropped at the server's socket: $dropped; elsewhere (the load generator's): $(( $(rcvbuf_errors) - errors_before - dropped ))"
 curl -s http://127.0.0.1:8120/metrics | grep -E '^edgemap_dns_udp_(socket_drops_total|receive_buffer_bytes)|^edgemap_map_build_seconds_(sum|count)|^edgemap_map_unchanged_total|^go_gc_duration_seconds_count|^edgemap_collector_reports_total'
