@@ -448,15 +448,18 @@ func TestSystemdUnits(t *testing.T) {
 // variable that names no flag would be ignored without a word.
 func TestSystemdDefaultsNameRealFlags(t *testing.T) {
 	vars := map[string]bool{}
-	eachLeaf(&cli.Command{Subcommands: newApp().Commands}, func(c *cli.Command) {
-		for _, f := range c.Flags {
-			if ev, ok := f.(interface{ GetEnvVars() []string }); ok {
-				for _, v := range ev.GetEnvVars() {
+	add := func(flags []cli.Flag) {
+		for _, f := range flags {
+			if df, ok := f.(cli.DocGenerationFlag); ok {
+				for _, v := range df.GetEnvVars() {
 					vars[v] = true
 				}
 			}
 		}
-	})
+	}
+	app := newApp()
+	add(app.Flags)
+	eachLeaf(&cli.Command{Subcommands: app.Commands}, func(c *cli.Command) { add(c.Flags) })
 	assignment := regexp.MustCompile(`(?m)^#?(EDGEMAP_[A-Z0-9_]+)=`)
 	for _, file := range []string{"edgemap.default", "edgemap-probe.default"} {
 		raw, err := os.ReadFile(filepath.Join("dist", "systemd", file))
