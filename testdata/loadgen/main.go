@@ -8,6 +8,8 @@
 //
 //	go run ./testdata/loadgen -server 127.0.0.1:5320 -blocks /tmp/large-blocks.txt -rate 50000 -duration 30s
 //	go run ./testdata/loadgen -server 127.0.0.1:5310 -queries /tmp/peers-work/ecs-1.bin -rate 250000
+//go:build linux
+
 package main
 
 import (
@@ -23,11 +25,11 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/miekg/dns"
-	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
 )
 
 // batch is how many queries one sendmmsg carries: at a few hundred
@@ -105,12 +107,18 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	conn.(*net.UDPConn).SetReadBuffer(8 << 20)
-	conn.(*net.UDPConn).SetWriteBuffer(8 << 20)
-	pc := ipv4.NewPacketConn(conn.(*net.UDPConn))
+	udp := conn.(*net.UDPConn)
+	udp.SetReadBuffer(8 << 20)
+	udp.SetWriteBuffer(8 << 20)
+	rc, err := udp.SyscallConn()
+	if err != nil {
+		log.Fatal(err)
+	}
+	var fd uintptr
+	rc.Control(func(f uintptr) { fd = f })
 
-	// sentAt[id] is when the query with that ID left, in ns since start,
-	// 0 once answered, so that a duplicate answer counts once.
+	// sentAt[id] is when the query with that ID left, in ns since start
+	// plus 1, 0 once answered, so that a duplicate answer counts once.
 	var sentAt [65536]atomic.Int64
 	start := time.Now()
 	var mu sync.Mutex // guards windows
@@ -123,46 +131,92 @@ func main() {
 		return windows[i]
 	}
 
-	answers := make([]ipv4.Message, batch)
+	// Answers are read and queries sent with raw recvmmsg and sendmmsg
+	// into buffers made once: x/net's ReadBatch allocated on every call
+	// (and an error for every empty read), and on one core the
+	// generator's own garbage collection then stopped its sending for a
+	// millisecond at a time, which the server's latencies showed.
+	answers, _ := mmsgs(batch)
 	for i := range answers {
-		answers[i].Buffers = [][]byte{make([]byte, 4096)}
+		answers[i].Hdr.Control = &make([]byte, cmsgSpace)[0]
 	}
-	// take reads a batch of answers; with MSG_DONTWAIT it returns at
-	// once when none is queued.
-	take := func(flags int) error {
-		n, err := pc.ReadBatch(answers, flags)
-		if err != nil {
-			return err
+	received := 0
+	// recv reads a batch of answers into answers[:received] without
+	// waiting. It says false only when none is queued, so that rc.Read
+	// waits; an error such as ECONNREFUSED (nothing listening yet) reads
+	// as an empty batch.
+	recv := func(uintptr) bool {
+		for i := range answers {
+			answers[i].Hdr.SetControllen(cmsgSpace)
 		}
+		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&answers[0])), batch, unix.MSG_DONTWAIT, 0, 0)
+		received = int(r)
+		if e != 0 {
+			received = 0
+			return e != unix.EAGAIN && e != unix.EINTR
+		}
+		return true
+	}
+	// An answer's latency ends when the kernel queued it (SO_TIMESTAMPNS,
+	// on loopback when the server sent it), not when the generator read
+	// it: the generator's own stalls (the host takes a busy core away for
+	// a millisecond or more dozens of times a minute here) are not the
+	// server's.
+	if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
+		log.Fatal(err)
+	}
+	startWall := start.UnixNano()
+	untimed := 0 // answers without a kernel timestamp, timed when read; guarded by mu
+	take := func() {
 		now := int64(time.Since(start))
 		mu.Lock()
-		for _, m := range answers[:n] {
-			if m.N < 2 {
+		for i := range answers[:received] {
+			m := &answers[i]
+			if m.Len < 2 {
 				continue
 			}
-			at := sentAt[binary.BigEndian.Uint16(m.Buffers[0])].Swap(0)
-			if at == 0 {
+			buf := unsafe.Slice(m.Hdr.Iov.Base, 2)
+			at := sentAt[binary.BigEndian.Uint16(buf)].Swap(0) - 1
+			if at < 0 {
 				continue
 			}
-			w := windowOf(at)
+			queued := now
+			if ns, ok := receivedAt(&m.Hdr); ok {
+				queued = ns - startWall
+			} else {
+				untimed++
+			}
+			w := windowOf(min(at, int64(*duration)-1))
 			w.answered++
-			w.lat.add(time.Duration(now - at))
+			w.lat.add(time.Duration(queued - at))
 		}
 		mu.Unlock()
-		return nil
 	}
 	if !*smooth {
 		go func() {
-			for take(0) == nil {
+			for rc.Read(recv) == nil {
+				take()
 			}
 		}()
 	}
 
-	msgs := make([]ipv4.Message, batch)
-	bufs := make([][]byte, batch)
-	for i := range msgs {
-		bufs[i] = make([]byte, 4096)
-		msgs[i].Buffers = [][]byte{nil}
+	msgs, bufs := mmsgs(batch)
+	send := func(n int) {
+		for off := 0; off < n; {
+			r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&msgs[off])), uintptr(n-off), 0, 0, 0)
+			switch e {
+			case 0:
+				off += max(int(r), 1)
+			case unix.EAGAIN, unix.EINTR, unix.ECONNREFUSED:
+				// A full send queue empties as the kernel sends; a refusal
+				// reported back (no server yet) loses this batch's rest.
+				if e == unix.ECONNREFUSED {
+					off = n
+				}
+			default:
+				log.Fatal(e)
+			}
+		}
 	}
 	sent, reported := 0, 0
 	for {
@@ -177,28 +231,21 @@ func main() {
 			n := min(due, batch)
 			// A batch that leaves just after the end still counts in the
 			// last window.
-			at := min(int64(time.Since(start)), int64(*duration)-1)
+			at := int64(time.Since(start))
 			mu.Lock()
-			w := windowOf(at)
+			w := windowOf(min(at, int64(*duration)-1))
 			w.sent += n
 			mu.Unlock()
 			for i := range n {
 				q := queries[sent%len(queries)]
-				buf := bufs[i][:len(q)]
-				copy(buf, q)
+				copy(bufs[i], q)
 				id := uint16(sent)
-				binary.BigEndian.PutUint16(buf, id)
-				sentAt[id].Store(at)
-				msgs[i].Buffers[0] = buf
+				binary.BigEndian.PutUint16(bufs[i], id)
+				sentAt[id].Store(at + 1)
+				msgs[i].Hdr.Iov.SetLen(len(q))
 				sent++
 			}
-			for off := 0; off < n; {
-				k, err := pc.WriteBatch(msgs[off:n], 0)
-				if err != nil {
-					log.Fatal(err)
-				}
-				off += k
-			}
+			send(n)
 			due -= n
 		}
 		// Print each window once its answers have had time to arrive.
@@ -209,7 +256,8 @@ func main() {
 			reported++
 		}
 		if *smooth {
-			for take(syscall.MSG_DONTWAIT) == nil {
+			for recv(fd) && received > 0 {
+				take()
 			}
 		} else {
 			time.Sleep(100 * time.Microsecond)
@@ -217,7 +265,9 @@ func main() {
 	}
 	if *smooth {
 		for end := time.Now().Add(answerWait); time.Now().Before(end); {
-			take(syscall.MSG_DONTWAIT)
+			if recv(fd) {
+				take()
+			}
 		}
 	} else {
 		time.Sleep(answerWait)
@@ -232,8 +282,46 @@ func main() {
 		total.sent += w.sent
 		total.answered += w.answered
 	}
+	if untimed > 0 {
+		fmt.Printf("%d answers had no kernel timestamp and were timed when read\n", untimed)
+	}
 	fmt.Printf("total sent=%d answered=%d lost=%d in %v (%.0f qps)\n", total.sent, total.answered,
 		total.sent-total.answered, duration.Round(time.Millisecond), float64(total.sent)/duration.Seconds())
+}
+
+// cmsgSpace holds one SCM_TIMESTAMPNS message: a header and a timespec.
+var cmsgSpace = unix.CmsgSpace(int(unsafe.Sizeof(unix.Timespec{})))
+
+// receivedAt is the kernel's receive time of a datagram read with h, in
+// Unix ns, from its SCM_TIMESTAMPNS message (read in place: the parser of
+// x/sys allocates).
+func receivedAt(h *unix.Msghdr) (int64, bool) {
+	if h.Controllen < uint64(cmsgSpace) {
+		return 0, false
+	}
+	ctl := unsafe.Slice(h.Control, cmsgSpace)
+	c := (*unix.Cmsghdr)(unsafe.Pointer(&ctl[0]))
+	if c.Level != unix.SOL_SOCKET || c.Type != unix.SCM_TIMESTAMPNS {
+		return 0, false
+	}
+	ts := (*unix.Timespec)(unsafe.Pointer(&ctl[unix.CmsgLen(0)]))
+	return ts.Nano(), true
+}
+
+// mmsgs makes n message headers for recvmmsg or sendmmsg, each with one
+// buffer of its own, big enough for any answer.
+func mmsgs(n int) ([]unix.Mmsghdr, [][]byte) {
+	msgs := make([]unix.Mmsghdr, n)
+	iovs := make([]unix.Iovec, n)
+	bufs := make([][]byte, n)
+	for i := range msgs {
+		bufs[i] = make([]byte, 4096)
+		iovs[i].Base = &bufs[i][0]
+		iovs[i].SetLen(len(bufs[i]))
+		msgs[i].Hdr.Iov = &iovs[i]
+		msgs[i].Hdr.SetIovlen(1)
+	}
+	return msgs, bufs
 }
 
 func printWindow(i int, w *window, length time.Duration) {
