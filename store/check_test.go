@@ -45,7 +45,7 @@ func damageFixture(t testing.TB) string {
 		for i := range 500 {
 			ms = append(ms, Measurement{Edge: c.Edges[(int(seq)*500+i)%300].ID, Target: c.Targets[i%200].Block, RTTMs: float64(i), Samples: 3, At: at})
 		}
-		if err := s.Record("k1", seq+1, ms); err != nil {
+		if err := s.Record("k1", seq+1, ms, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

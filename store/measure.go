@@ -114,11 +114,14 @@ func (s *Store) EachMeasurement(fn func(*Measurement) error) error {
 
 // Record stores measurements from one report of key and advances the key's
 // sequence number, in one transaction, or returns ErrStaleSequence and
-// writes nothing. Concurrent calls are committed together (bbolt's Batch),
-// so many agents reporting at once cost one fsync, and every call returns
-// only after its data is on disk.
-func (s *Store) Record(keyID string, seq uint64, ms []Measurement) error {
-	err := s.db.Batch(func(tx *bolt.Tx) error {
+// writes nothing. It returns once the data is on disk. pause, if set, is
+// called every recordPauseEvery measurements, so that a caller sharing a
+// core with the answers can step aside: a report's 2 000 records took
+// 2.7 ms of CPU (the large map, 2026-12-01). Concurrent calls are
+// committed one after another: bbolt's Batch would commit them together,
+// but in a goroutine of its own that nothing paces.
+func (s *Store) Record(keyID string, seq uint64, ms []Measurement, pause func()) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
 		seqs := tx.Bucket(bucketSeqs)
 		if last := seqs.Get([]byte(keyID)); len(last) == 8 && seq <= binary.BigEndian.Uint64(last) {
 			return fmt.Errorf("key %q: %d after %d: %w", keyID, seq, binary.BigEndian.Uint64(last), ErrStaleSequence)
@@ -128,6 +131,9 @@ func (s *Store) Record(keyID string, seq uint64, ms []Measurement) error {
 		}
 		b := tx.Bucket(bucketMeasure)
 		for i := range ms {
+			if pause != nil && i%recordPauseEvery == recordPauseEvery-1 {
+				pause()
+			}
 			if err := b.Put(measurementKey(ms[i].Edge, ms[i].Target), encodeMeasurement(&ms[i])); err != nil {
 				return err
 			}
@@ -139,6 +145,10 @@ func (s *Store) Record(keyID string, seq uint64, ms []Measurement) error {
 	}
 	return nil
 }
+
+// recordPauseEvery is how many measurements Record writes between calls of
+// its pause: some 90 us of work.
+const recordPauseEvery = 64
 
 // PruneMeasurements deletes the measurements keep rejects (too old, or of
 // an edge or target that no longer exists) and returns how many it deleted.

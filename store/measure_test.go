@@ -54,7 +54,7 @@ func mustMeasurements(t *testing.T, s *Store) []Measurement {
 
 func mustRecord(t *testing.T, s *Store, keyID string, seq uint64, ms ...Measurement) {
 	t.Helper()
-	if err := s.Record(keyID, seq, ms); err != nil {
+	if err := s.Record(keyID, seq, ms, nil); err != nil {
 		t.Fatalf("Record(%q, %d): %v", keyID, seq, err)
 	}
 }
@@ -137,7 +137,7 @@ func TestRecordStaleSequenceWritesNothing(t *testing.T) {
 	before := mustMeasurements(t, s)
 
 	for _, seq := range []uint64{10, 9, 0} {
-		err := s.Record("k1", seq, []Measurement{meas("fra1", blockFrankfurt, 99), meas("fra1", blockSeoul, 99)})
+		err := s.Record("k1", seq, []Measurement{meas("fra1", blockFrankfurt, 99), meas("fra1", blockSeoul, 99)}, nil)
 		if !errors.Is(err, ErrStaleSequence) {
 			t.Fatalf("seq %d after 10: %v, want ErrStaleSequence", seq, err)
 		}
@@ -149,14 +149,14 @@ func TestRecordStaleSequenceWritesNothing(t *testing.T) {
 		}
 	}
 	// The refused calls did not move the sequence number either way.
-	if err := s.Record("k1", 10, nil); !errors.Is(err, ErrStaleSequence) {
+	if err := s.Record("k1", 10, nil, nil); !errors.Is(err, ErrStaleSequence) {
 		t.Fatalf("seq 10 again: %v", err)
 	}
 	mustRecord(t, s, "k1", 11)
 
 	// Sequence numbers survive a restart: a replay after it is refused.
 	s = reopen(t, s)
-	if err := s.Record("k1", 11, []Measurement{meas("fra1", blockFrankfurt, 99)}); !errors.Is(err, ErrStaleSequence) {
+	if err := s.Record("k1", 11, []Measurement{meas("fra1", blockFrankfurt, 99)}, nil); !errors.Is(err, ErrStaleSequence) {
 		t.Fatalf("replay after reopen: %v, want ErrStaleSequence", err)
 	}
 	if err := sameMeasurements(mustMeasurements(t, s), before); err != nil {
@@ -170,11 +170,11 @@ func TestRecordSequencesArePerKey(t *testing.T) {
 	// Another key starts from nothing, below k1's number.
 	mustRecord(t, s, "k2", 1, meas("sel1", blockSeoul, 6))
 	mustRecord(t, s, "k2", 2)
-	if err := s.Record("k2", 2, nil); !errors.Is(err, ErrStaleSequence) {
+	if err := s.Record("k2", 2, nil, nil); !errors.Is(err, ErrStaleSequence) {
 		t.Fatalf("k2 seq 2 twice: %v", err)
 	}
 	// k2's numbers did not touch k1's.
-	if err := s.Record("k1", 999, nil); !errors.Is(err, ErrStaleSequence) {
+	if err := s.Record("k1", 999, nil, nil); !errors.Is(err, ErrStaleSequence) {
 		t.Fatalf("k1 seq 999 after 1000: %v", err)
 	}
 	mustRecord(t, s, "k1", 1001)
@@ -184,8 +184,7 @@ func TestRecordSequencesArePerKey(t *testing.T) {
 }
 
 // TestRecordConcurrent runs Records of different keys together, as agents
-// reporting at once do; bbolt's Batch commits them together and every one
-// must land.
+// reporting at once do: every one must land.
 func TestRecordConcurrent(t *testing.T) {
 	s := openTestStore(t)
 	const writers = 8
@@ -193,7 +192,7 @@ func TestRecordConcurrent(t *testing.T) {
 		edge := fmt.Sprintf("edge%02d", i)
 		for seq := uint64(1); seq <= 3; seq++ {
 			m := meas(edge, blockSeoul, float64(seq))
-			if err := s.Record("key-"+edge, seq, []Measurement{m, meas(edge, blockFrankfurt, 1)}); err != nil {
+			if err := s.Record("key-"+edge, seq, []Measurement{m, meas(edge, blockFrankfurt, 1)}, nil); err != nil {
 				t.Errorf("Record %s seq %d: %v", edge, seq, err)
 			}
 		}
@@ -213,9 +212,29 @@ func TestRecordConcurrent(t *testing.T) {
 		}
 	}
 	for i := range writers {
-		if err := s.Record(fmt.Sprintf("key-edge%02d", i), 3, nil); !errors.Is(err, ErrStaleSequence) {
+		if err := s.Record(fmt.Sprintf("key-edge%02d", i), 3, nil, nil); !errors.Is(err, ErrStaleSequence) {
 			t.Errorf("key %d: seq 3 again: %v, want ErrStaleSequence", i, err)
 		}
+	}
+}
+
+// TestRecordPauses checks that a long report's write steps aside now and
+// then, and that what it wrote around the pauses is all there.
+func TestRecordPauses(t *testing.T) {
+	s := openTestStore(t)
+	var ms []Measurement
+	for i := range 200 {
+		ms = append(ms, meas("fra1", netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, byte(i), 0}), 24), float64(i)))
+	}
+	pauses := 0
+	if err := s.Record("k1", 1, ms, func() { pauses++ }); err != nil {
+		t.Fatal(err)
+	}
+	if want := 200 / recordPauseEvery; pauses != want {
+		t.Errorf("%d pauses for 200 measurements, want %d", pauses, want)
+	}
+	if got := mustMeasurements(t, s); len(got) != 200 {
+		t.Errorf("%d measurements stored, want 200", len(got))
 	}
 }
 
@@ -245,7 +264,7 @@ func TestPruneMeasurements(t *testing.T) {
 		t.Fatalf("second prune: %d, %v; want 0, nil", n, err)
 	}
 	// Pruning leaves sequence numbers alone.
-	if err := s.Record("k1", 1, nil); !errors.Is(err, ErrStaleSequence) {
+	if err := s.Record("k1", 1, nil, nil); !errors.Is(err, ErrStaleSequence) {
 		t.Fatalf("seq after prune: %v", err)
 	}
 
@@ -361,7 +380,7 @@ func TestDeleteKeyClearsSequence(t *testing.T) {
 	}
 	mustRecord(t, s, "a", 1)
 	// The other key's number is untouched.
-	if err := s.Record("b", 1000, nil); !errors.Is(err, ErrStaleSequence) {
+	if err := s.Record("b", 1000, nil, nil); !errors.Is(err, ErrStaleSequence) {
 		t.Fatalf("b seq 1000 again: %v, want ErrStaleSequence", err)
 	}
 }

@@ -65,7 +65,7 @@ func TestReplaceKeysKeepsSequencesOfKeysThatStay(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"a", "b"} {
-		if err := s.Record(id, 10, nil); err != nil {
+		if err := s.Record(id, 10, nil, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -76,10 +76,10 @@ func TestReplaceKeysKeepsSequencesOfKeysThatStay(t *testing.T) {
 	if err != nil || len(keys) != 1 || !reflect.DeepEqual(keys[0], a) {
 		t.Fatalf("keys %+v, %v; want only a", keys, err)
 	}
-	if err := s.Record("a", 10, nil); !errors.Is(err, ErrStaleSequence) {
+	if err := s.Record("a", 10, nil, nil); !errors.Is(err, ErrStaleSequence) {
 		t.Fatalf("a's seq 10 again: %v, want ErrStaleSequence (its sequence kept)", err)
 	}
-	if err := s.Record("b", 10, nil); err != nil {
+	if err := s.Record("b", 10, nil, nil); err != nil {
 		t.Fatalf("b's seq 10 after b went: %v (its sequence should be gone)", err)
 	}
 	if err := s.ReplaceKeys([]Key{a, a}); err == nil {

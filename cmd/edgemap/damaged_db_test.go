@@ -54,7 +54,7 @@ func realDatabase(t *testing.T) (string, []string) {
 			ms = append(ms, store.Measurement{Edge: fmt.Sprintf("x%03d", (int(seq)*500+i)%300),
 				Target: netip.MustParsePrefix(fmt.Sprintf("198.19.%d.0/24", i%200)), RTTMs: float64(1 + i%90), Samples: 3, At: now})
 		}
-		if err := st.Record("agent", seq+1, ms); err != nil {
+		if err := st.Record("agent", seq+1, ms, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -650,7 +650,7 @@ func TestRestartKeepsMeasurements(t *testing.T) {
 	for i := range ms {
 		ms[i].At = ms[i].At.Add(-time.Hour)
 	}
-	err = st.Record("test-rewrite", 1, ms)
+	err = st.Record("test-rewrite", 1, ms, nil)
 	if err == nil {
 		err = st.SetMapAsOf(asOf.Add(-time.Hour))
 	}

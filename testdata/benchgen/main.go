@@ -94,14 +94,14 @@ func main() {
 		}
 		if len(batch) >= 50_000 {
 			seq++
-			if err := st.Record("benchgen", seq, batch); err != nil {
+			if err := st.Record("benchgen", seq, batch, nil); err != nil {
 				log.Fatal(err)
 			}
 			batch = batch[:0]
 		}
 	}
 	seq++
-	if err := st.Record("benchgen", seq, batch); err != nil {
+	if err := st.Record("benchgen", seq, batch, nil); err != nil {
 		log.Fatal(err)
 	}
 	log.Printf("wrote %s: %d edges, %d targets, %d measurements each", *dbPath, *edges, *targets, *perTarget)

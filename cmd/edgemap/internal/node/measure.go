@@ -237,7 +237,7 @@ func (ms *measurements) accept(st *store.Store, keyID string, seq uint64, r *pro
 	}
 	ms.mu.RUnlock()
 
-	if err := st.Record(keyID, seq, recs); err != nil {
+	if err := st.Record(keyID, seq, recs, pause); err != nil {
 		if errors.Is(err, store.ErrStaleSequence) {
 			return 0, fmt.Errorf("%w: %w", probe.ErrReplay, err)
 		}

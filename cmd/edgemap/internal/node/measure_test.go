@@ -33,7 +33,7 @@ func TestMeasurementsPrune(t *testing.T) {
 		rec("old1", kept, 30, time.Minute), // edge deleted
 		rec("fra1", gone, 40, time.Minute), // target deleted
 		rec("sel1", kept, 50, time.Minute),
-	})
+	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
