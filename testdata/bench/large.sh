@@ -6,8 +6,10 @@
 # from one of the targets. Meanwhile testdata/reportgen plays 20 edges'
 # agents, each reporting 2 000 targets every 10 s (REPORTS=0: none), so the
 # map is rebuilt from new measurements every 10 s, as in production (a map
-# interval without new reports builds nothing). Prints each window's loss and latency percentiles, the
-# builds, and the server's resident memory sampled every RSS_EVERY seconds.
+# interval without new reports builds nothing). Prints the machine's own
+# stalls (testdata/hiccup), each window's loss and latency percentiles,
+# the builds, and the server's resident memory sampled every RSS_EVERY
+# seconds.
 #
 #   testdata/bench/large.sh                      # RATE=150000 DURATION=30s
 #   RATE=150000 DURATION=600s RSS_EVERY=30 testdata/bench/large.sh   # the soak
@@ -24,10 +26,15 @@ RATE=${RATE:-150000} DURATION=${DURATION:-30s} WINDOW=${WINDOW:-10s} RSS_EVERY=$
 go build -o bin/edgemap ./cmd/edgemap
 go build -o bin/loadgen ./testdata/loadgen
 go build -o bin/reportgen ./testdata/reportgen
+go build -o bin/hiccup ./testdata/hiccup
 if [ ! -f "$WORK/large.db" ]; then
 	go run ./testdata/benchgen -db "$WORK/large.db.new" -blocks "$WORK/large-blocks.txt"
 	mv "$WORK/large.db.new" "$WORK/large.db"
 fi
+# The machine's own stalls of the two CPUs, measured before anything runs:
+# a virtual machine's cores stall for milliseconds dozens of times a
+# minute on a busy host, and the percentiles below include that.
+bin/hiccup -cpus 0,1 -duration 5s
 # A copy per run: the server owns its file, and benchgen's measurements
 # must look the same age every run (--max-age 24h keeps them fresh).
 dir=$(mktemp -d)
