@@ -44,6 +44,9 @@ func main() {
 		}
 		list = append(list, cpu)
 	}
+	// A P per spinning thread and one to spare: with fewer, the runtime
+	// would switch them every 10 ms and count its own switches as stalls.
+	runtime.GOMAXPROCS(max(runtime.GOMAXPROCS(0), len(list)+1))
 	results := make([]result, len(list))
 	errs := make([]error, len(list))
 	var wg sync.WaitGroup
@@ -66,10 +69,10 @@ func main() {
 	}
 }
 
-// measure spins on cpu for d, its thread pinned there.
+// measure spins on cpu for d, its thread pinned there. The thread stays
+// locked: it exits with the goroutine rather than serve others, pinned.
 func measure(cpu int, d time.Duration) (result, error) {
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	var set unix.CPUSet
 	set.Set(cpu)
 	if err := unix.SchedSetaffinity(0, &set); err != nil {

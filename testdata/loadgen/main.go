@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command loadgen sends ECS queries at a fixed rate (open loop, unlike a
 // closed-loop generator that slows down with the server) and reports, per
 // window of send time, the queries sent, answered and lost and the latency
@@ -8,8 +10,6 @@
 //
 //	go run ./testdata/loadgen -server 127.0.0.1:5320 -blocks /tmp/large-blocks.txt -rate 50000 -duration 30s
 //	go run ./testdata/loadgen -server 127.0.0.1:5310 -queries /tmp/peers-work/ecs-1.bin -rate 250000
-//go:build linux
-
 package main
 
 import (
@@ -121,9 +121,10 @@ func main() {
 	rc.Control(func(f uintptr) { fd = f })
 
 	// sentAt[id] is when the query with that ID left, in ns since start
-	// by the wall clock (as the kernel's timestamps are: here it ran 0.5%
-	// fast against the monotonic one) plus 1, 0 once answered, so that a
-	// duplicate answer counts once.
+	// by the wall clock, as the kernel's timestamps are (the monotonic
+	// clock would be wrong by however the wall clock is stepped: on this
+	// virtual machine it gained 0.5% on the monotonic one for minutes),
+	// plus 1; 0 once answered, so that a duplicate answer counts once.
 	var sentAt [65536]atomic.Int64
 	// sentIn[id] is the query's window, by the monotonic clock as the
 	// schedule runs.
@@ -150,19 +151,27 @@ func main() {
 	received := 0
 	// recv reads a batch of answers into answers[:received] without
 	// waiting. It says false only when none is queued, so that rc.Read
-	// waits; an error such as ECONNREFUSED (nothing listening yet) reads
-	// as an empty batch.
+	// waits; ECONNREFUSED (nothing listening yet) reads as an empty batch,
+	// and any other error ends the run: it would otherwise count as the
+	// server's loss.
 	recv := func(uintptr) bool {
 		for i := range answers {
 			answers[i].Hdr.SetControllen(cmsgSpace)
 		}
 		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&answers[0])), batch, unix.MSG_DONTWAIT, 0, 0)
 		received = int(r)
-		if e != 0 {
+		switch e {
+		case 0:
+			return true
+		case unix.EAGAIN, unix.EINTR:
 			received = 0
-			return e != unix.EAGAIN && e != unix.EINTR
+			return false
+		case unix.ECONNREFUSED:
+			received = 0
+			return true
 		}
-		return true
+		log.Fatalf("recvmmsg: %v", e)
+		return false
 	}
 	// An answer's latency ends when the kernel queued it (SO_TIMESTAMPNS,
 	// on loopback when the server sent it), not when the generator read
@@ -305,7 +314,7 @@ var cmsgSpace = unix.CmsgSpace(int(unsafe.Sizeof(unix.Timespec{})))
 // Unix ns, from its SCM_TIMESTAMPNS message (read in place: the parser of
 // x/sys allocates).
 func receivedAt(h *unix.Msghdr) (int64, bool) {
-	if h.Controllen < uint64(cmsgSpace) {
+	if uint64(h.Controllen) < uint64(cmsgSpace) {
 		return 0, false
 	}
 	ctl := unsafe.Slice(h.Control, cmsgSpace)
