@@ -3,8 +3,8 @@
 // never touches the store: everything it needs arrives in the snapshot.
 //
 // A Server is started with Start and stopped with Close; its UDPDrops,
-// UDPPending and UDPReceiveBuffer may be read concurrently, also after
-// Close. Its Handler is safe for concurrent use and is what the
+// UDPPending, WakeUDP and UDPReceiveBuffer may be called concurrently,
+// also after Close. Its Handler is safe for concurrent use and is what the
 // listeners, the tests and the fuzzer call. The protections a server on
 // the open Internet needs live here too, each safe for concurrent use:
 // TCP connection limits (tcp.go), response rate limiting (RateLimiter,
@@ -225,6 +225,29 @@ func (s *Server) UDPPending() bool {
 		}
 	}
 	return false
+}
+
+// WakeUDP wakes the reader of each UDP socket that holds a query it has
+// not taken, and reports whether it woke one. A woken reader is runnable
+// at once, without waiting for the runtime's poll of the network, which
+// on one core comes only when no goroutine is runnable: background work
+// that yields to other goroutines (runtime.Gosched, as Go's own sweeping
+// of the heap does) would otherwise keep it waiting. It costs a system
+// call per socket, two for a socket with a query. Elsewhere than on Linux
+// readers cannot be woken so, and it reports false.
+func (s *Server) WakeUDP() bool {
+	s.descriptors.Lock()
+	defer s.descriptors.Unlock()
+	if s.closed || s.closing.Load() {
+		return false
+	}
+	woke := false
+	for _, sock := range s.sockets {
+		if sock.pending() && sock.wake() {
+			woke = true
+		}
+	}
+	return woke
 }
 
 func reusePort(_, _ string, c syscall.RawConn) error {

@@ -135,11 +135,25 @@ func (u *udpSocket) wait(events uint32) error {
 		return fmt.Errorf("udp wait set: %w", u.ctlErr)
 	}
 	err := u.waitConn.Read(u.ready)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// Woken (wake). The caller reads the socket again before it next
+		// waits, so a wake between the deadline and its clearing is not
+		// lost.
+		err = u.waitSet.SetReadDeadline(time.Time{})
+	}
 	if cerr := u.waitConn.Control(u.remove); err == nil && cerr == nil && u.ctlErr != nil {
 		err = fmt.Errorf("udp wait set: %w", u.ctlErr)
 	}
 	return err
 }
+
+// wake makes a reader waiting in wait return now, or at its next wait: a
+// deadline in the past readies the goroutine parked in the netpoller
+// directly, where a ready socket waits for the runtime to poll the
+// network, which on one core it does only when no goroutine is runnable.
+func (u *udpSocket) wake() bool { return u.waitSet.SetReadDeadline(longAgo) == nil }
+
+var longAgo = time.Unix(1, 0)
 
 // ignorePathMTU makes the socket send at the interface's MTU and ignore
 // path MTU information (IP_PMTUDISC_OMIT, the mode Linux added for DNS

@@ -571,3 +571,66 @@ func TestUDPPendingSeesQueriesNotTaken(t *testing.T) {
 		t.Fatal("in 100 tries, UDPPending never saw a query sent while the readers could not run")
 	}
 }
+
+// WakeUDP readies the reader of a socket with a query at once. On one
+// core Go polls the network only when no goroutine is runnable, so a
+// goroutine that only yields (runtime.Gosched, as the runtime's sweeping
+// of the heap does) keeps a reader waiting for the monitor thread's poll,
+// up to 10 ms; after WakeUDP one yield lets the reader answer.
+func TestWakeUDPReadiesTheReader(t *testing.T) {
+	h, _, _ := newHandler(t, build(t, worldInputs(t)))
+	srv, err := resolver.Start(resolver.Config{Addr: "127.0.0.1:0", Handler: h})
+	if err != nil {
+		t.Fatalf("resolver.Start: %v", err)
+	}
+	defer srv.Close()
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(srv.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	m := new(dns.Msg)
+	m.SetQuestion("shop.cdn.example.net.", dns.TypeA)
+	query := pack(t, m)
+	buf := make([]byte, 4096)
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// answered yields a few times (the scheduler takes from the global
+	// queue first every 61st turn) and then looks for the answer without
+	// waiting (a read deadline in the past would not even look).
+	answered := func() bool {
+		for range 3 {
+			runtime.Gosched()
+		}
+		var rerr error
+		if err := rc.Control(func(fd uintptr) { _, _, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT) }); err != nil {
+			t.Fatal(err)
+		}
+		return rerr == nil
+	}
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	// A try counts when yielding alone did not let the reader answer: the
+	// monitor thread's poll or the machine may still let it run now and
+	// then.
+	for try := 0; try < 100; try++ {
+		if _, err := c.Write(query); err != nil {
+			t.Fatal(err)
+		}
+		if answered() {
+			continue
+		}
+		if !srv.WakeUDP() {
+			t.Fatal("WakeUDP found no query waiting, with one sent and not answered")
+		}
+		if !answered() {
+			t.Fatal("no answer after WakeUDP and a yield")
+		}
+		if srv.WakeUDP() {
+			t.Fatal("WakeUDP woke a reader with no query waiting")
+		}
+		return
+	}
+	t.Fatal("in 100 tries, yielding alone always let the reader answer")
+}

@@ -27,6 +27,9 @@ func (u *udpSocket) drops() uint64 { return 0 }
 // pending cannot tell here: it says a query may wait.
 func (u *udpSocket) pending() bool { return true }
 
+// wake cannot wake a reader here.
+func (u *udpSocket) wake() bool { return false }
+
 // forceReceiveBuffer: SO_RCVBUFFORCE is Linux's.
 func forceReceiveBuffer(int, int) error { return errors.ErrUnsupported }
 

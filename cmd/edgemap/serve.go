@@ -526,7 +526,7 @@ func runServer(ctx context.Context, cfg serveConfig, log *zap.Logger, ready func
 		return err
 	}
 	defer dns.Close()
-	n.YieldTo(dns.UDPPending)
+	n.YieldTo(dns)
 	self := config.Node{ID: nodeID, DNS: dns.Addr().String()}
 	if cfg.Fleet != nil {
 		if self.DNS, err = advertised("--advertise-dns", cfg.Fleet.AdvertiseDNS, self.DNS); err != nil {

@@ -57,15 +57,25 @@ type pacer struct {
 	since  time.Time // when the holder started or last slept; guarded by mu
 	next   time.Time // when the holder looks again whether to sleep; guarded by mu
 	breaks int       // breaks taken; guarded by mu
-	// waiting says whether queries wait to be read (YieldTo); nil: no
-	// DNS server yet (the first builds at start, tests), so none do.
-	waiting atomic.Pointer[func() bool]
+	// readers are the DNS server's UDP readers (YieldTo); nil: no DNS
+	// server yet (the first builds at start, tests), so no query waits.
+	readers atomic.Pointer[Readers]
+}
+
+// Readers is what background work needs of the DNS server's UDP readers
+// (resolver.Server's methods of these names).
+type Readers interface {
+	// UDPPending says whether a query waits in a socket.
+	UDPPending() bool
+	// WakeUDP wakes the readers of the sockets where queries wait, and
+	// says whether it woke one.
+	WakeUDP() bool
 }
 
 // YieldTo tells background work how to see that queries wait for the
-// core (resolver.Server.UDPPending): it breaks for them after each
-// buildSlice, and otherwise only every idleSlice.
-func (n *Node) YieldTo(waiting func() bool) { n.pace.waiting.Store(&waiting) }
+// core: it breaks for them after each buildSlice, and otherwise only
+// every idleSlice.
+func (n *Node) YieldTo(r Readers) { n.pace.readers.Store(&r) }
 
 // Background runs work as the node's background work, one piece at a
 // time: work calls pause (and nothing else of the pacer) now and then, at
@@ -110,6 +120,13 @@ func (p *pacer) pause() {
 }
 
 func (p *pacer) queriesWait() bool {
-	w := p.waiting.Load()
-	return w != nil && (*w)()
+	r := p.readers.Load()
+	return r != nil && (*r).UDPPending()
+}
+
+// wakeReaders wakes the readers of queries that wait (Readers.WakeUDP).
+func (p *pacer) wakeReaders() {
+	if r := p.readers.Load(); r != nil {
+		(*r).WakeUDP()
+	}
 }

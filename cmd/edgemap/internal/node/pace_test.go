@@ -143,14 +143,14 @@ func TestBackgroundBreaksForWaitingQueries(t *testing.T) {
 	// The shortest time from a break to a question answered "waiting":
 	// read in the piece's own turn, where pause asks.
 	shortest := time.Hour
-	n.YieldTo(func() bool {
+	n.YieldTo(pendingFunc(func() bool {
 		asked.Add(1)
 		if !waiting.Load() {
 			return false
 		}
 		shortest = min(shortest, time.Since(n.pace.since))
 		return true
-	})
+	}))
 	// Each run counts inside its own turn, where no other piece (a build
 	// of the node's) can break. 10 s bounds a run on a loaded machine.
 	run := func(done func(took time.Duration, breaks int) bool) (breaks, asks int, took time.Duration) {
@@ -184,3 +184,37 @@ func TestBackgroundBreaksForWaitingQueries(t *testing.T) {
 		t.Fatalf("queries waiting were first seen %v after a break at the soonest, want about %v", shortest, buildSlice)
 	}
 }
+
+// pendingFunc is Readers whose UDPPending is the function, and whose
+// readers cannot be woken.
+type pendingFunc func() bool
+
+func (f pendingFunc) UDPPending() bool { return f() }
+func (f pendingFunc) WakeUDP() bool    { return false }
+
+// The collection before an interval's build looks for waiting queries
+// while it runs: Go's sweeping of the heap yields in a loop that keeps
+// the network unpolled on one core, so the readers are woken from a
+// timer's turn instead.
+func TestCollectWakesReaders(t *testing.T) {
+	n := startNode(t, testOptions(t))
+	var wakes atomic.Int32
+	n.YieldTo(wakeCounter{&wakes})
+	// Millions of small objects: milliseconds of marking and sweeping,
+	// many collectWatch.
+	heap := make([]*[2]int, 2<<20)
+	for i := range heap {
+		heap[i] = new([2]int)
+	}
+	n.collect()
+	runtime.KeepAlive(heap)
+	if wakes.Load() == 0 {
+		t.Fatal("a collection of millions of objects never looked for waiting queries")
+	}
+}
+
+// wakeCounter is Readers with no query waiting that counts WakeUDP.
+type wakeCounter struct{ wakes *atomic.Int32 }
+
+func (wakeCounter) UDPPending() bool { return false }
+func (w wakeCounter) WakeUDP() bool  { w.wakes.Add(1); return false }
