@@ -528,26 +528,34 @@ func kernelDrops(t *testing.T, port uint16) uint64 {
 	return n
 }
 
-// Background work steps aside for queries waiting in a socket
-// (UDPPending). On one core the readers cannot take a query while the
-// test's goroutine holds it, so UDPPending must see the query sent; once
-// its answer is back, nothing waits.
-func TestUDPPendingSeesQueriesNotTaken(t *testing.T) {
+// oneCoreServer starts a server of the test world on loopback with one P
+// (GOMAXPROCS 1, until the test ends), and returns it, a client
+// connected to it and a query the server answers.
+func oneCoreServer(t *testing.T) (*resolver.Server, *net.UDPConn, []byte) {
 	h, _, _ := newHandler(t, build(t, worldInputs(t)))
 	srv, err := resolver.Start(resolver.Config{Addr: "127.0.0.1:0", Handler: h})
 	if err != nil {
 		t.Fatalf("resolver.Start: %v", err)
 	}
-	defer srv.Close()
+	t.Cleanup(func() { srv.Close() })
 	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(srv.Addr()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	m := new(dns.Msg)
 	m.SetQuestion("shop.cdn.example.net.", dns.TypeA)
-	query := pack(t, m)
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	procs := runtime.GOMAXPROCS(1)
+	t.Cleanup(func() { runtime.GOMAXPROCS(procs) })
+	return srv, c, pack(t, m)
+}
+
+// Background work steps aside for queries waiting in a socket
+// (UDPPending). On one core the readers cannot take a query while the
+// test's goroutine holds it, so UDPPending must see the query sent; once
+// its answer is back, nothing waits.
+func TestUDPPendingSeesQueriesNotTaken(t *testing.T) {
+	srv, c, query := oneCoreServer(t)
 	buf := make([]byte, 4096)
 	seen := false
 	// The machine may still take the core from the test between the send
@@ -578,20 +586,7 @@ func TestUDPPendingSeesQueriesNotTaken(t *testing.T) {
 // of the heap does) keeps a reader waiting for the monitor thread's poll,
 // up to 10 ms; after WakeUDP one yield lets the reader answer.
 func TestWakeUDPReadiesTheReader(t *testing.T) {
-	h, _, _ := newHandler(t, build(t, worldInputs(t)))
-	srv, err := resolver.Start(resolver.Config{Addr: "127.0.0.1:0", Handler: h})
-	if err != nil {
-		t.Fatalf("resolver.Start: %v", err)
-	}
-	defer srv.Close()
-	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(srv.Addr()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	m := new(dns.Msg)
-	m.SetQuestion("shop.cdn.example.net.", dns.TypeA)
-	query := pack(t, m)
+	srv, c, query := oneCoreServer(t)
 	buf := make([]byte, 4096)
 	rc, err := c.SyscallConn()
 	if err != nil {
@@ -610,7 +605,6 @@ func TestWakeUDPReadiesTheReader(t *testing.T) {
 		}
 		return rerr == nil
 	}
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	// A try counts when yielding alone did not let the reader answer: the
 	// monitor thread's poll or the machine may still let it run now and
 	// then.
