@@ -233,8 +233,8 @@ func (s *Server) UDPPending() bool {
 // on one core comes only when no goroutine is runnable: background work
 // that yields to other goroutines (runtime.Gosched, as Go's own sweeping
 // of the heap does) would otherwise keep it waiting. It costs a system
-// call per socket, two for a socket with a query. Elsewhere than on Linux
-// readers cannot be woken so, and it reports false.
+// call per socket (the waking itself is the runtime's, none). Elsewhere
+// than on Linux readers cannot be woken so, and it reports false.
 func (s *Server) WakeUDP() bool {
 	s.descriptors.Lock()
 	defer s.descriptors.Unlock()
