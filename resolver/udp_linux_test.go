@@ -588,43 +588,50 @@ func TestUDPPendingSeesQueriesNotTaken(t *testing.T) {
 func TestWakeUDPReadiesTheReader(t *testing.T) {
 	srv, c, query := oneCoreServer(t)
 	buf := make([]byte, 4096)
-	rc, err := c.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// answered yields a few times (the scheduler takes from the global
-	// queue first every 61st turn) and then looks for the answer without
-	// waiting (a read deadline in the past would not even look).
-	answered := func() bool {
+	// yield yields a few times: the scheduler takes from the global queue
+	// first every 61st turn.
+	yield := func() {
 		for range 3 {
 			runtime.Gosched()
 		}
-		var rerr error
-		if err := rc.Control(func(fd uintptr) { _, _, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT) }); err != nil {
+	}
+	// answer waits for the answer to the query sent (the one sent last:
+	// one at a time).
+	answer := func() {
+		if err := c.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
 			t.Fatal(err)
 		}
-		return rerr == nil
+		if _, err := c.Read(buf); err != nil {
+			t.Fatalf("the answer: %v", err)
+		}
 	}
-	// A try counts when yielding alone did not let the reader answer: the
-	// monitor thread's poll or the machine may still let it run now and
-	// then.
+	// Whether the reader took the query is read from the server's socket
+	// (UDPPending), not from the answer's arrival: a loaded machine may
+	// hand the loopback's delivery to ksoftirqd. A try counts when the
+	// query was there and yielding alone left it there: the monitor
+	// thread's poll or the machine may still let the reader run now and
+	// then, or deliver the query late.
 	for try := 0; try < 100; try++ {
 		if _, err := c.Write(query); err != nil {
 			t.Fatal(err)
 		}
-		if answered() {
+		yield()
+		if !srv.UDPPending() {
+			answer()
 			continue
 		}
 		if !srv.WakeUDP() {
-			t.Fatal("WakeUDP found no query waiting, with one sent and not answered")
+			t.Fatal("WakeUDP found no query waiting, with one left in the socket")
 		}
-		if !answered() {
-			t.Fatal("no answer after WakeUDP and a yield")
+		yield()
+		if srv.UDPPending() {
+			t.Fatal("the query still waits after WakeUDP and a yield")
 		}
+		answer()
 		if srv.WakeUDP() {
 			t.Fatal("WakeUDP woke a reader with no query waiting")
 		}
 		return
 	}
-	t.Fatal("in 100 tries, yielding alone always let the reader answer")
+	t.Fatal("in 100 tries, yielding alone always let the reader take the query")
 }

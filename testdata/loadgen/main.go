@@ -191,8 +191,8 @@ func main() {
 			if m.Len < 2 {
 				continue
 			}
-			buf := unsafe.Slice(m.Hdr.Iov.Base, 2)
-			at := sentAt[binary.BigEndian.Uint16(buf)].Swap(0) - 1
+			id := binary.BigEndian.Uint16(unsafe.Slice(m.Hdr.Iov.Base, 2))
+			at := sentAt[id].Swap(0) - 1
 			if at < 0 {
 				continue
 			}
@@ -202,7 +202,7 @@ func main() {
 			} else {
 				untimed++
 			}
-			w := windows[sentIn[binary.BigEndian.Uint16(buf)].Load()]
+			w := windows[sentIn[id].Load()]
 			w.answered++
 			w.lat.add(time.Duration(queued - at))
 		}
@@ -223,12 +223,10 @@ func main() {
 			switch e {
 			case 0:
 				off += max(int(r), 1)
-			case unix.EAGAIN, unix.EINTR, unix.ECONNREFUSED:
-				// A full send queue empties as the kernel sends; a refusal
-				// reported back (no server yet) loses this batch's rest.
-				if e == unix.ECONNREFUSED {
-					off = n
-				}
+			case unix.EAGAIN, unix.EINTR:
+				// A full send queue empties as the kernel sends.
+			case unix.ECONNREFUSED:
+				off = n // refused (no server yet): this batch's rest is lost
 			default:
 				log.Fatal(e)
 			}
