@@ -53,16 +53,15 @@ fuzz:
 	$(GO) test ./cmd/edgemap/internal/ui -run '^$$' -fuzz '^FuzzDashboardQuery$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./cmd/edgemap/internal/fleet -run '^$$' -fuzz '^FuzzManifest$$' -fuzztime $(FUZZTIME)
 
-# Go benchmarks (the large map: 1000 edges x 100000 measured targets; set
-# EDGEMAP_GEOLITE2 to a GeoLite2 City .mmdb for real locations), then
-# edgemap beside gdnsd, Knot and CoreDNS under load, then the large map
-# served under open-loop load while it is rebuilt (installs what it needs;
-# root).
+# Every performance target's figure from one run (testdata/bench/targets.sh):
+# the Go benchmarks (the large map: 1000 edges x 100000 measured targets;
+# set EDGEMAP_GEOLITE2 to a GeoLite2 City .mmdb for real locations), the
+# tests of the idle and follow targets, edgemap beside gdnsd, Knot and
+# CoreDNS on one core and on two, and the large map served under open-loop
+# load with and without rebuilds (installs what it needs; root). Each
+# step's output is kept in var/bench.
 bench:
-	GOMAXPROCS=1 $(GO) test -run '^$$' -bench . -benchmem ./mapping ./resolver
-	bash testdata/bench/peers.sh
-	bash testdata/bench/twocores.sh
-	bash testdata/bench/large.sh
+	bash testdata/bench/targets.sh
 
 generate:
 	$(GO) generate ./...
