@@ -9,18 +9,16 @@
 # $WORK/v6).
 #
 # edgemap and gdnsd run side by side (the idle one takes no CPU) and take
-# turns: each round is one run of edgemap, one of gdnsd and one of edgemap
-# with IPv6, on the same query file. This VM's speed moves from minute to
-# minute, so a round's runs are seconds apart and each round's ratio
-# compares like with like; run back to back, server after server, the
-# ratio measured the host's drift as much as the servers. Knot and CoreDNS,
-# which no target compares against, run after, back to back.
+# turns: each round is ten 1 s turns of edgemap, of gdnsd and of edgemap
+# with IPv6, interleaved (see the rounds below for why), and its rate is
+# each server's answers over its turns' time. Knot and CoreDNS, which no
+# target compares against, run after, back to back, in 10 s runs.
 # Prints each run, each round's ratios, the medians and edgemap's resident
 # memory. CoreDNS is measured when the peers' setup found its source in
 # $COREDNS_SRC and built /tmp/coredns/coredns-bin (see
 # ../shared/bench/peers/README.md).
 #
-#   testdata/bench/peers.sh            # RUNS=3 DURATION=10 by default
+#   testdata/bench/peers.sh            # RUNS=3 TURNS=10 TURN=1 (Knot's runs DURATION=10) by default
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PEERS=${PEERS:-$(cd ../shared/bench/peers && pwd)}
@@ -39,27 +37,55 @@ trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -sf http://127.0.0.1:8110/healthz >/dev/null && break; sleep 0.2; done
 
 bash "$PEERS/verify.sh" 5310
-# run.sh reads its query file (ecs-<run>.bin) and udpblast from $WORK, and
-# each of its calls here is one run: a round's WORK links that round's file
-# as ecs-1.bin, IPv4 and IPv6 apiece.
 v6work=$WORK/v6
 mkdir -p "$v6work"
 for s in 1 2 3; do
 	[ -f "$v6work/ecs-$s.bin" ] || go run ./testdata/ecs6gen -db "$WORK/city.mmdb" -seed "$s" -out "$v6work/ecs-$s.bin"
 done
-round() { # dir source-file
-	mkdir -p "$1" && ln -sf "$WORK/udpblast" "$1/udpblast" && ln -sf "$2" "$1/ecs-1.bin"
-}
 bash "$PEERS/peers.sh" start gdnsd
 for _ in $(seq 50); do dig +short +tries=1 +time=1 -p 5301 @127.0.0.1 www.cdn.test A >/dev/null 2>&1 && break; sleep 0.2; done
 trap 'kill $pid 2>/dev/null || true; bash "$PEERS/peers.sh" stop gdnsd >/dev/null 2>&1 || true' EXIT
+gpid=$(ss -Hlunp 'sport = :5301' | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
+# A round is TURNS turns of TURN seconds (10 of 1 s) for each of edgemap
+# with IPv4 /24s, gdnsd, and edgemap with IPv6 /48s, interleaved: this
+# VM's speed moves by a third from one 10 s run to the next (2026-12-01,
+# 12:49-12:52 UTC: gdnsd 237 000 queries/s, then 350 000 three minutes
+# later, with edgemap's runs between moving alike), so 10 s runs one after
+# the other compared the host's minutes as much as the servers.
+# Interleaved, both servers go through the same minutes. Each turn
+# starts udpblast on one of the three query files of 1M /24s (or /48s)
+# from its first query, the file rotating from turn to turn; edgemap and
+# gdnsd take turns going first.
+TURN=${TURN:-1} TURNS=${TURNS:-10}
+HZ=$(getconf CLK_TCK)
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+turn() { # label port pid query-file: one turn; appends label, sent, answered, seconds and the server's CPU ticks
+	local t0 t1
+	t0=$(ticks "$3")
+	taskset -c 1 "$WORK/udpblast" -s 127.0.0.1 -p "$2" -d "$4" -l "$TURN" -q "$OUTSTANDING" -t 2 >"$RESULTS/turn.txt"
+	t1=$(ticks "$3")
+	awk -v label="$1" -v ticks=$((t1 - t0)) '/Queries sent/ { s = $3 } /Queries completed/ { n = $3 } /Run time/ { t = $4 }
+		END { print label, s, n, t, ticks }' "$RESULTS/turn.txt" >>"$RESULTS/turns.txt"
+}
 for r in $(seq "$RUNS"); do
-	s=$(((r - 1) % 3 + 1))
-	round "$WORK/round/v4" "$WORK/ecs-$s.bin"
-	round "$WORK/round/v6" "$v6work/ecs-$s.bin"
-	WORK=$WORK/round/v4 bash "$PEERS/run.sh" edgemap 5310 ecs 1 | head -n -1
-	WORK=$WORK/round/v4 bash "$PEERS/run.sh" gdnsd 5301 ecs 1 | head -n -1
-	WORK=$WORK/round/v6 bash "$PEERS/run.sh" edgemap-v6 5310 ecs 1 | head -n -1
+	: >"$RESULTS/turns.txt"
+	for i in $(seq "$TURNS"); do
+		s=$(((r + i) % 3 + 1))
+		if [ $((i % 2)) = 1 ]; then
+			turn edgemap 5310 "$pid" "$WORK/ecs-$s.bin"
+			turn gdnsd 5301 "$gpid" "$WORK/ecs-$s.bin"
+		else
+			turn gdnsd 5301 "$gpid" "$WORK/ecs-$s.bin"
+			turn edgemap 5310 "$pid" "$WORK/ecs-$s.bin"
+		fi
+		turn edgemap-v6 5310 "$pid" "$v6work/ecs-$s.bin"
+	done
+	# The round's rate of each: all its answers over all its turns' time.
+	awk -v r="$r" -v hz="$HZ" -v when="$(date -u +%FT%TZ)" '{ s[$1] += $2; n[$1] += $3; t[$1] += $4; c[$1] += $5 }
+		END { split("edgemap gdnsd edgemap-v6", order, " ")
+			for (k = 1; k <= 3; k++) { l = order[k]
+				printf "%s\t%s\tecs+udpblast\t%d\tqps=%f\tturns=%d x %ss\tsent=%d\tlost=%d\tsrv_cpu=%.2f\n", when, l, r, n[l] / t[l],
+					'"$TURNS"', '"$TURN"', s[l], s[l] - n[l], c[l] / hz / t[l] } }' "$RESULTS/turns.txt" | tee -a "$RESULTS/summary.tsv"
 done
 bash "$PEERS/peers.sh" stop gdnsd
 echo "edgemap RSS after the runs: $(( $(ps -o rss= -p $pid) / 1024 )) MiB"
