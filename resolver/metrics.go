@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -81,7 +82,7 @@ type Metrics struct {
 	cookies        [4]prometheus.Counter // by cookie verdict; [0] unused
 	panics         prometheus.Counter
 	failOpen       prometheus.Counter
-	latency        prometheus.Histogram
+	latency        *answerLatency
 	// server is the running Server whose UDP sockets the kernel's counts
 	// are read from at each scrape; nil before Start.
 	server atomic.Pointer[Server]
@@ -108,11 +109,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Queries whose handling panicked and were answered SERVFAIL."}),
 		failOpen: prometheus.NewCounter(prometheus.CounterOpts{Name: "edgemap_dns_fail_open_answers_total",
 			Help: "Answers given although every edge of the property was down (all-down policy serve-best)."}),
-		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "edgemap_dns_answer_seconds",
-			Help:    "Time in process from a query's bytes to its answer's; over UDP from the receipt of the query's batch until the batch's answers are all made.",
-			Buckets: prometheus.ExponentialBuckets(1e-6, 2, 16), // 1 µs .. 33 ms
-		}),
+		latency: newAnswerLatency(),
 	}
 	for i := 0; i <= len(metricRcodes); i++ {
 		rcode := "other"
@@ -259,8 +256,55 @@ func (m *Metrics) answered(n int, took time.Duration) {
 	if m == nil {
 		return
 	}
-	s := took.Seconds()
-	for range n {
-		m.latency.Observe(s)
+	m.latency.observe(n, took)
+}
+
+// answerLatency is edgemap_dns_answer_seconds, a histogram that counts the
+// answers of a UDP batch, which share one latency, in one addition.
+// client_golang's Histogram takes one observation a call, and its four
+// atomic operations a call for each answer of a batch were 1.3% of the
+// server's CPU under make bench's load (perf, 2026-12-01).
+type answerLatency struct {
+	desc   *prometheus.Desc
+	bounds []float64       // the buckets' upper bounds, in seconds
+	counts []atomic.Uint64 // answers by bucket, the last above every bound
+	sumNs  atomic.Uint64   // nanoseconds, summed over the answers
+}
+
+func newAnswerLatency() *answerLatency {
+	bounds := prometheus.ExponentialBuckets(1e-6, 2, 16) // 1 µs .. 33 ms
+	return &answerLatency{
+		desc: prometheus.NewDesc("edgemap_dns_answer_seconds",
+			"Time in process from a query's bytes to its answer's; over UDP from the receipt of the query's batch until the batch's answers are all made.",
+			nil, nil),
+		bounds: bounds,
+		counts: make([]atomic.Uint64, len(bounds)+1),
 	}
+}
+
+// observe counts n answers that took took each.
+func (h *answerLatency) observe(n int, took time.Duration) {
+	if n <= 0 {
+		return
+	}
+	took = max(took, 0)
+	// The first bound at or above the value: buckets count "le".
+	i, _ := slices.BinarySearch(h.bounds, took.Seconds())
+	h.counts[i].Add(uint64(n))
+	h.sumNs.Add(uint64(n) * uint64(took))
+}
+
+func (h *answerLatency) Describe(ch chan<- *prometheus.Desc) { ch <- h.desc }
+
+// Collect reports the count as the buckets' sum, so that a scrape during a
+// batch's counting still sees the two agree.
+func (h *answerLatency) Collect(ch chan<- prometheus.Metric) {
+	cumulative := make(map[float64]uint64, len(h.bounds))
+	var total uint64
+	for i, b := range h.bounds {
+		total += h.counts[i].Load()
+		cumulative[b] = total
+	}
+	total += h.counts[len(h.bounds)].Load()
+	ch <- prometheus.MustNewConstHistogram(h.desc, total, float64(h.sumNs.Load())/1e9, cumulative)
 }
