@@ -67,6 +67,17 @@ fi
 if [ "${REPORTS:-1}" != 0 ]; then
 	secs=${DURATION%s}
 	taskset -c 1 bin/reportgen -api http://127.0.0.1:8120 -blocks "$WORK/large-blocks.txt" -duration "$((secs + 10))s" >"$dir/reportgen.log" 2>&1 &
+	reportgen=$!
+	# The agents' keys are made before the load starts: each is a write
+	# to the database (an fsync holding the core for milliseconds), and
+	# twenty of them in a row are a configuration change that the run
+	# without reports does not make, not the rebuilds under test.
+	for _ in $(seq 600); do
+		grep -q 'keys made' "$dir/reportgen.log" && break
+		kill -0 $reportgen 2>/dev/null || { cat "$dir/reportgen.log" >&2; exit 1; }
+		sleep 0.1
+	done
+	grep -q 'keys made' "$dir/reportgen.log" || { echo "reportgen made no keys in 60 s" >&2; exit 1; }
 fi
 # Where answers are lost: the kernel counts datagrams dropped at a full
 # receive queue per socket (/proc/net/udp's last column) and in all

@@ -54,6 +54,9 @@ func main() {
 		}
 		agents[i] = agent{id: key.ID, secret: secret}
 	}
+	// large.sh starts its load once this is logged: a key's creation
+	// is a configuration change, not the reports under test.
+	log.Printf("%d keys made; reporting", len(agents))
 	rnd := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 	// Each agent measures the same targets every round, as a real one
 	// does: drawn anew each round, the map would gain 40 000 measurements
