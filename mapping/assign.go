@@ -196,7 +196,10 @@ func (b *builder) assign(demand []Demand, previous *Snapshot, st Stability) {
 	// By value in one slice, not a pointer per pair: a large map has 100 000
 	// of them, and every object the snapshot holds is work for the GC.
 	s.assignments = make([]Assignment, 0, len(pairs))
-	s.assigned = make(map[PairKey]int32, len(pairs))
+	// Grown by the paced loop below, not made at its final size: made for
+	// the large map's 100 000 pairs at once, the map took 25-47 ms that no
+	// Pause could split (most of it faulting its pages in).
+	s.assigned = map[PairKey]int32{}
 	s.load = make([]float64, len(s.edges))
 	for _, w := range pairs {
 		b.yield()
