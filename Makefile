@@ -57,11 +57,11 @@ fuzz:
 # the Go benchmarks (the large map: 1000 edges x 100000 measured targets;
 # set EDGEMAP_GEOLITE2 to a GeoLite2 City .mmdb for real locations), the
 # tests of the idle and follow targets, edgemap beside gdnsd, Knot and
-# CoreDNS on one core and on two, and the large map served under open-loop
-# load with and without rebuilds (installs what it needs; root). Each
-# step's output is kept in var/bench.
+# CoreDNS on one core and beside gdnsd on two, and the large map served
+# under open-loop load with and without rebuilds (installs what it needs;
+# root). Each step's output is kept in var/bench.
 bench:
-	bash testdata/bench/targets.sh
+	GO=$(GO) bash testdata/bench/targets.sh
 
 generate:
 	$(GO) generate ./...

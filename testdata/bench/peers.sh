@@ -13,8 +13,8 @@
 # with IPv6, interleaved (see the rounds below for why), and its rate is
 # each server's answers over its turns' time. Knot and CoreDNS, which no
 # target compares against, run after, back to back, in 10 s runs.
-# Prints each run, each round's ratios, the medians and edgemap's resident
-# memory. CoreDNS is measured when the peers' setup found its source in
+# Prints each round's rates and ratios, the medians and edgemap's
+# resident memory. CoreDNS is measured when the peers' setup found its source in
 # $COREDNS_SRC and built /tmp/coredns/coredns-bin (see
 # ../shared/bench/peers/README.md).
 #
@@ -45,7 +45,8 @@ done
 bash "$PEERS/peers.sh" start gdnsd
 for _ in $(seq 50); do dig +short +tries=1 +time=1 -p 5301 @127.0.0.1 www.cdn.test A >/dev/null 2>&1 && break; sleep 0.2; done
 trap 'kill $pid 2>/dev/null || true; bash "$PEERS/peers.sh" stop gdnsd >/dev/null 2>&1 || true' EXIT
-gpid=$(ss -Hlunp 'sport = :5301' | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
+gpid=$(ss -Hlunp 'sport = :5301' | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2) || true
+[ -n "$gpid" ] || { echo "gdnsd is not listening on udp/5301: see $WORK/gdnsd.log" >&2; exit 1; }
 # A round is TURNS turns of TURN seconds (10 of 1 s) for each of edgemap
 # with IPv4 /24s, gdnsd, and edgemap with IPv6 /48s, interleaved: this
 # VM's speed moves by a third from one 10 s run to the next (2026-12-01,
@@ -54,8 +55,9 @@ gpid=$(ss -Hlunp 'sport = :5301' | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
 # the other compared the host's minutes as much as the servers.
 # Interleaved, both servers go through the same minutes. Each turn
 # starts udpblast on one of the three query files of 1M /24s (or /48s)
-# from its first query, the file rotating from turn to turn; edgemap and
-# gdnsd take turns going first.
+# from its first query, the file rotating from turn to turn, so a turn
+# of 1 s sends the first 300 000-600 000 of its file (the 10 s runs
+# cycled through all of it); edgemap and gdnsd take turns going first.
 TURN=${TURN:-1} TURNS=${TURNS:-10}
 HZ=$(getconf CLK_TCK)
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
