@@ -10,7 +10,7 @@
 #
 # edgemap and gdnsd run side by side (the idle one takes no CPU) and take
 # turns: each round is ten 1 s turns of edgemap, of gdnsd and of edgemap
-# with IPv6, interleaved (see the rounds below for why), and its rate is
+# with IPv6, interleaved (testdata/bench/turns.sh says why), and its rate is
 # each server's answers over its turns' time. Knot and CoreDNS, which no
 # target compares against, run after, back to back, in 10 s runs.
 # Prints each round's rates and ratios, the medians and edgemap's
@@ -47,47 +47,24 @@ for _ in $(seq 50); do dig +short +tries=1 +time=1 -p 5301 @127.0.0.1 www.cdn.te
 trap 'kill $pid 2>/dev/null || true; bash "$PEERS/peers.sh" stop gdnsd >/dev/null 2>&1 || true' EXIT
 gpid=$(ss -Hlunp 'sport = :5301' | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2) || true
 [ -n "$gpid" ] || { echo "gdnsd is not listening on udp/5301: see $WORK/gdnsd.log" >&2; exit 1; }
-# A round is TURNS turns of TURN seconds (10 of 1 s) for each of edgemap
-# with IPv4 /24s, gdnsd, and edgemap with IPv6 /48s, interleaved: this
-# VM's speed moves by a third from one 10 s run to the next (2026-12-01,
-# 12:49-12:52 UTC: gdnsd 237 000 queries/s, then 350 000 three minutes
-# later, with edgemap's runs between moving alike), so 10 s runs one after
-# the other compared the host's minutes as much as the servers.
-# Interleaved, both servers go through the same minutes. Each turn
-# starts udpblast on one of the three query files of 1M /24s (or /48s)
-# from its first query, the file rotating from turn to turn, so a turn
-# of 1 s sends the first 300 000-600 000 of its file (the 10 s runs
-# cycled through all of it); edgemap and gdnsd take turns going first.
-TURN=${TURN:-1} TURNS=${TURNS:-10}
-HZ=$(getconf CLK_TCK)
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-turn() { # label port pid query-file: one turn; appends label, sent, answered, seconds and the server's CPU ticks
-	local t0 t1
-	t0=$(ticks "$3")
-	taskset -c 1 "$WORK/udpblast" -s 127.0.0.1 -p "$2" -d "$4" -l "$TURN" -q "$OUTSTANDING" -t 2 >"$RESULTS/turn.txt"
-	t1=$(ticks "$3")
-	awk -v label="$1" -v ticks=$((t1 - t0)) '/Queries sent/ { s = $3 } /Queries completed/ { n = $3 } /Run time/ { t = $4 }
-		END { print label, s, n, t, ticks }' "$RESULTS/turn.txt" >>"$RESULTS/turns.txt"
-}
+# A round interleaves edgemap with IPv4 /24s, gdnsd and edgemap with IPv6
+# /48s (turns.sh says why); the three query files rotate from turn to
+# turn, and edgemap and gdnsd take turns going first.
+. testdata/bench/turns.sh
+: >"$RESULTS/turns.txt"
 for r in $(seq "$RUNS"); do
-	: >"$RESULTS/turns.txt"
 	for i in $(seq "$TURNS"); do
 		s=$(((r + i) % 3 + 1))
 		if [ $((i % 2)) = 1 ]; then
-			turn edgemap 5310 "$pid" "$WORK/ecs-$s.bin"
-			turn gdnsd 5301 "$gpid" "$WORK/ecs-$s.bin"
+			turn edgemap udpblast 5310 "$pid" "$WORK/ecs-$s.bin"
+			turn gdnsd udpblast 5301 "$gpid" "$WORK/ecs-$s.bin"
 		else
-			turn gdnsd 5301 "$gpid" "$WORK/ecs-$s.bin"
-			turn edgemap 5310 "$pid" "$WORK/ecs-$s.bin"
+			turn gdnsd udpblast 5301 "$gpid" "$WORK/ecs-$s.bin"
+			turn edgemap udpblast 5310 "$pid" "$WORK/ecs-$s.bin"
 		fi
-		turn edgemap-v6 5310 "$pid" "$v6work/ecs-$s.bin"
+		turn edgemap-v6 udpblast 5310 "$pid" "$v6work/ecs-$s.bin"
 	done
-	# The round's rate of each: all its answers over all its turns' time.
-	awk -v r="$r" -v hz="$HZ" -v when="$(date -u +%FT%TZ)" '{ s[$1] += $2; n[$1] += $3; t[$1] += $4; c[$1] += $5 }
-		END { split("edgemap gdnsd edgemap-v6", order, " ")
-			for (k = 1; k <= 3; k++) { l = order[k]
-				printf "%s\t%s\tecs+udpblast\t%d\tqps=%f\tturns=%d x %ss\tsent=%d\tlost=%d\tsrv_cpu=%.2f\n", when, l, r, n[l] / t[l],
-					'"$TURNS"', '"$TURN"', s[l], s[l] - n[l], c[l] / hz / t[l] } }' "$RESULTS/turns.txt" | tee -a "$RESULTS/summary.tsv"
+	round_rates "$r" ecs+udpblast
 done
 bash "$PEERS/peers.sh" stop gdnsd
 echo "edgemap RSS after the runs: $(( $(ps -o rss= -p $pid) / 1024 )) MiB"

@@ -47,10 +47,9 @@ ready() {
 	exit 1
 }
 # Both servers run side by side, the idle one taking no CPU, and a round
-# is TURNS turns of TURN seconds (10 of 1 s) for each, interleaved, per
-# generator: 10 s runs one after the other measured this VM's minutes as
-# much as the servers (2026-12-01 13:58 UTC: edgemap/gdnsd 0.95, 0.64
-# and 1.20 with udpblast, three rounds in a row), as in peers.sh.
+# interleaves them per generator (turns.sh says why: 10 s runs one after
+# the other gave edgemap/gdnsd 0.95, 0.64 and 1.20 with udpblast in three
+# rounds in a row, 2026-12-01 13:58 UTC).
 dbdir=$(mktemp -d)
 taskset -c 0,1 bin/edgemap serve --db "$dbdir/edgemap.db" --world testdata/bench/cdn-test.yaml --geoip "$WORK/city.mmdb" \
 	--listen 127.0.0.1:5310 --api-listen 127.0.0.1:8110 --node-id bench --rrl-exempt 127.0.0.0/8 \
@@ -60,24 +59,10 @@ ready edgemap $pid curl -sf http://127.0.0.1:8110/healthz
 taskset -c 0,1 gdnsd -c "$conf/gdnsd" start >"$RESULTS/gdnsd.log" 2>&1 &
 gpid=$!
 ready gdnsd $gpid dig +short +tries=1 +time=1 -p 5301 @127.0.0.1 www.cdn.test A
-TURN=${TURN:-1} TURNS=${TURNS:-10}
-HZ=$(getconf CLK_TCK)
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-turn() { # label generator port pid query-file: one turn; appends label, sent, answered, seconds and the server's CPU ticks
-	local t0 t1
-	t0=$(ticks "$4")
-	if [ "$2" = udpblast ]; then
-		taskset -c 1 "$WORK/udpblast" -s 127.0.0.1 -p "$3" -d "$5" -l "$TURN" -q "$OUTSTANDING" -t 2 >"$RESULTS/turn.txt"
-	else
-		taskset -c 1 dnsperf -s 127.0.0.1 -p "$3" -B -d "$5" -l "$TURN" -c "$CLIENTS" -q "$OUTSTANDING" -t 2 >"$RESULTS/turn.txt" 2>&1
-	fi
-	t1=$(ticks "$4")
-	awk -v label="$1" -v ticks=$((t1 - t0)) '/Queries sent/ { s = $3 } /Queries completed/ { n = $3 } /Run time/ { t = $4 }
-		END { print label, s, n, t, ticks }' "$RESULTS/turn.txt" >>"$RESULTS/turns.txt"
-}
+. testdata/bench/turns.sh
+: >"$RESULTS/turns.txt"
 for round in $(seq "$ROUNDS"); do
 	for gen in $gens; do
-		: >"$RESULTS/turns.txt"
 		for i in $(seq "$TURNS"); do
 			f=$WORK/ecs-$(((round + i) % 3 + 1)).bin
 			if [ $((i % 2)) = 1 ]; then
@@ -88,10 +73,7 @@ for round in $(seq "$ROUNDS"); do
 				turn "edgemap-$gen" "$gen" 5310 "$pid" "$f"
 			fi
 		done
-		awk -v r="$round" -v hz="$HZ" -v when="$(date -u +%FT%TZ)" -v mode="ecs+$gen" '{ s[$1] += $2; n[$1] += $3; t[$1] += $4; c[$1] += $5 }
-			END { for (l in n)
-				printf "%s\t%s\t%s\t%d\tqps=%f\tturns=%d x %ss\tsent=%d\tlost=%d\tsrv_cpu=%.2f\n", when, l, mode, r, n[l] / t[l],
-					'"$TURNS"', '"$TURN"', s[l], s[l] - n[l], c[l] / hz / t[l] }' "$RESULTS/turns.txt" | sort -k2,2 | tee -a "$RESULTS/summary.tsv"
+		round_rates "$round" "ecs+$gen"
 	done
 done
 # Each round's ratio, per generator, and each server's share of a core.
