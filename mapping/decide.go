@@ -95,6 +95,12 @@ type Decision struct {
 // why. It is the resolver's hot path: cheap, allocation-free, safe for
 // concurrent use.
 func (p *ServedProperty) Decide(client netip.Addr, v6 bool, d *Decision) {
+	p.decide(client, v6, nil, d)
+}
+
+// decide is Decide, reusing the GeoIP entry warm read when it was read for
+// client in p's snapshot (warm may be nil).
+func (p *ServedProperty) decide(client netip.Addr, v6 bool, warm *Prefetch, d *Decision) {
 	// Reset every field: a Decision is reused across queries, and a stale
 	// Unit would pick another network's capacity override.
 	*d = Decision{Client: client, unit: -1}
@@ -108,12 +114,12 @@ func (p *ServedProperty) Decide(client netip.Addr, v6 bool, d *Decision) {
 		// Ranked as if every edge were up.
 		filter, d.FailOpen = false, true
 	}
-	p.rank(client, v6, filter, d)
+	p.rank(client, v6, filter, warm, d)
 }
 
 // rank fills d: from the client's measured target when its ranking holds
 // the property's edges, else from the client's geography.
-func (p *ServedProperty) rank(client netip.Addr, v6, filter bool, d *Decision) {
+func (p *ServedProperty) rank(client netip.Addr, v6, filter bool, warm *Prefetch, d *Decision) {
 	s := p.snap
 	k := min(p.Answers, MaxAnswers)
 	ui, u := s.matchUnit(client)
@@ -145,7 +151,13 @@ func (p *ServedProperty) rank(client netip.Addr, v6, filter bool, d *Decision) {
 		// client's geography decides, as for a unit without data.
 		d.Assignment = nil
 	}
-	place, network := s.locate(client)
+	var place *Place
+	var network netip.Prefix
+	if entry, ok := warm.located(p, client); ok {
+		place, network = s.geo.locateEntry(client, entry)
+	} else {
+		place, network = s.locate(client)
+	}
 	d.Located, d.Place, d.Network = place != nil, place, network
 	d.Basis = BasisDefaultOrder
 	if place != nil {

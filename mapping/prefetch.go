@@ -1,6 +1,9 @@
 package mapping
 
-import "math"
+import (
+	"math"
+	"net/netip"
+)
 
 // Prefetching for a batch of queries. Under load most of what a query
 // costs the server itself is waiting for memory: with clients spread over
@@ -22,14 +25,17 @@ import "math"
 type Prefetch struct {
 	p      *ServedProperty
 	v6     bool
-	hi, lo uint64 // the deciding address, left-aligned (leftAligned)
-	family int8   // of the deciding address: 4, 6, or 0 for none
-	geo    uint32 // the client's GeoIP table or index entry, 0 for none
-	unit   int32  // the client's unit, -1 for none
+	client netip.Addr // the deciding address, unmapped
+	hi, lo uint64     // and left-aligned (leftAligned)
+	family int8       // of the deciding address: 4, 6, or 0 for none
+	geo    uint32     // the client's GeoIP table or index entry, 0 for none
+	unit   int32      // the client's unit, -1 for none
 	// An IPv6 client's walk down the index (v6Index.step): geo is the
 	// entry reached at depth, final unless walking.
 	depth   int
 	walking bool
+	// geo is the client's entry, as Locate reads it, once Rows has run.
+	done bool
 }
 
 // Prefetch is the prefetch of q, asked for p's edges of the family v6. It
@@ -50,6 +56,7 @@ func (p *ServedProperty) Prefetch(q Query, v6 bool) Prefetch {
 	default:
 		return f
 	}
+	f.client = client
 	f.hi, f.lo = leftAligned(client)
 	return f
 }
@@ -115,6 +122,7 @@ func (f *Prefetch) Rows() uint32 {
 			f.geo = 0 // a gap: the tree decides
 		}
 	}
+	f.done = f.family != 0 && s.geo != nil
 	if i := f.geo & (1<<24 - 1); i > 0 && int(i) <= len(s.geo.places) {
 		place := &s.geo.places[i-1]
 		// The dashboard's count hashes the place's coordinates and reads
@@ -139,4 +147,14 @@ func (f *Prefetch) Rows() uint32 {
 		}
 	}
 	return sum
+}
+
+// located returns the GeoIP entry f read for client in p's snapshot (0:
+// the tree decides), and false when f did not read it: f is nil, of
+// another property or client, or its passes have not run.
+func (f *Prefetch) located(p *ServedProperty, client netip.Addr) (uint32, bool) {
+	if f == nil || !f.done || f.p != p || f.client != client {
+		return 0, false
+	}
+	return f.geo, true
 }

@@ -9,8 +9,10 @@ import (
 // Prefetch reads the entries Decide reads: for every client, the GeoIP
 // entry it records names the place Locate finds, and the unit the one
 // matchUnit finds, so that the reader's prefetch passes warm what the
-// decisions then read, not something near it. Decide's answers through
-// the prefetch are held to the general path's by the resolver's tests.
+// decisions then read, not something near it; and the decisions that
+// reuse what it read (DecidePrefetched) are DecideQuery's, also when
+// handed the prefetch of another client. The answers through the
+// prefetch are held to the general path's by the resolver's tests too.
 func TestPrefetchReadsWhatDecideReads(t *testing.T) {
 	g, err := openGeo(writeRandomCityDatabase(t, t.TempDir(), 10000), true)
 	if err != nil {
@@ -42,12 +44,19 @@ func TestPrefetchReadsWhatDecideReads(t *testing.T) {
 	if split == 0 {
 		t.Fatal("the generated database has no network longer than /24")
 	}
-	located, inUnit := 0, 0
+	located, inUnit, reused := 0, 0, 0
+	var other Prefetch
 	for _, c := range clients {
 		for _, q := range []Query{{Source: c}, {Source: netip.MustParseAddr("192.0.2.1"), ECS: netip.PrefixFrom(c, 32)}} {
 			f := p.Prefetch(q, false)
 			f.Entries()
 			f.Rows()
+			if _, ok := f.located(p, c); ok {
+				reused++
+			}
+			decidesAlike(t, p, q, false, &f)
+			decidesAlike(t, p, q, false, &other)
+			other = f
 			place, _ := g.Locate(c)
 			a := c.As4()
 			if g.v4[uint32(a[0])<<16|uint32(a[1])<<8|uint32(a[2])] != v4Unknown { // else the tree decides
@@ -69,14 +78,15 @@ func TestPrefetchReadsWhatDecideReads(t *testing.T) {
 			}
 		}
 	}
-	if located == 0 || inUnit == 0 {
-		t.Fatalf("the clients missed what the test is about: %d located, %d in a unit", located, inUnit)
+	if located == 0 || inUnit == 0 || reused < 2*len(clients) {
+		t.Fatalf("the clients missed what the test is about: %d located, %d in a unit, %d prefetches reused of %d clients", located, inUnit, reused, len(clients))
 	}
 	// IPv6 clients' entries come from the IPv6 index, as Locate's do.
 	located = 0
 	for range 20_000 {
 		c := randomAddr6(rnd, netip.MustParsePrefix("2000::/3"))
-		f := p.Prefetch(Query{Source: netip.MustParseAddr("192.0.2.1"), ECS: netip.PrefixFrom(c, 48)}, true)
+		q := Query{Source: netip.MustParseAddr("192.0.2.1"), ECS: netip.PrefixFrom(c, 48).Masked()}
+		f := p.Prefetch(q, true)
 		f.Entries()
 		for steps := 0; ; steps++ { // as a batch walks: a level at a time
 			if _, more := f.Deeper(); !more {
@@ -87,6 +97,12 @@ func TestPrefetchReadsWhatDecideReads(t *testing.T) {
 			}
 		}
 		f.Rows()
+		if _, ok := f.located(p, q.ECS.Addr()); !ok {
+			t.Fatalf("%v: the prefetch is not reused", q)
+		}
+		decidesAlike(t, p, q, true, &f)
+		decidesAlike(t, p, q, true, &other)
+		other = f
 		if g.v6.lookup(leftAligned(c)) == 0 {
 			continue // the tree decides
 		}
@@ -106,5 +122,18 @@ func TestPrefetchReadsWhatDecideReads(t *testing.T) {
 	var zero Prefetch
 	if zero.Entries() != 0 || zero.Rows() != 0 {
 		t.Fatal("the zero Prefetch read something")
+	}
+	decidesAlike(t, p, Query{Source: clients[0]}, false, &zero)
+}
+
+// decidesAlike fails t unless DecidePrefetched with f decides q as
+// DecideQuery does.
+func decidesAlike(t *testing.T, p *ServedProperty, q Query, v6 bool, f *Prefetch) {
+	t.Helper()
+	var got, want Decision
+	p.DecidePrefetched(q, v6, f, &got)
+	p.DecideQuery(q, v6, &want)
+	if got != want {
+		t.Fatalf("%v: decided with a prefetch of %v\n%+v\nwithout\n%+v", q, f.client, got, want)
 	}
 }

@@ -201,6 +201,19 @@ func unmapPrefix(p netip.Prefix) (netip.Prefix, int) {
 //
 // Like Decide it is allocation-free and safe for concurrent use.
 func (p *ServedProperty) DecideQuery(q Query, v6 bool, d *Decision) {
+	p.decideQuery(q, v6, nil, d)
+}
+
+// DecidePrefetched is DecideQuery for the query f is the Prefetch of,
+// made by p.Prefetch(q, v6), once f's passes have run (Rows): the client's
+// GeoIP entry they read is not looked up again, which for an IPv6 client
+// is the whole walk down the index. A prefetch of another client or
+// another snapshot is ignored, so the answer is DecideQuery's either way.
+func (p *ServedProperty) DecidePrefetched(q Query, v6 bool, f *Prefetch, d *Decision) {
+	p.decideQuery(q, v6, f, d)
+}
+
+func (p *ServedProperty) decideQuery(q Query, v6 bool, warm *Prefetch, d *Decision) {
 	ecs, mapped := unmapPrefix(q.ECS)
 	client := q.Source.Unmap()
 	in, clear := -1, 0
@@ -210,7 +223,7 @@ func (p *ServedProperty) DecideQuery(q Query, v6 bool, d *Decision) {
 			client, byECS = ecs.Addr(), true
 		}
 	}
-	p.Decide(client, v6, d)
+	p.decide(client, v6, warm, d)
 	d.ByECS = byECS
 	if in >= 0 {
 		d.ECSUnused = specialNets[in].what

@@ -133,7 +133,7 @@ func (h *Handler) fastAnswer(dst, req []byte, src netip.Addr, tcp bool, now time
 	v6 := q.qtype == dns.TypeAAAA
 	ecs := q.opts.subnet()
 	var d mapping.Decision
-	p.DecideQuery(mapping.Query{Source: src, ECS: ecs.network()}, v6, &d)
+	p.DecidePrefetched(mapping.Query{Source: src, ECS: ecs.network()}, v6, &f.warm, &d)
 	if d.N == 0 {
 		return nil, 0, false // NODATA carries the SOA: the general path
 	}
