@@ -404,7 +404,7 @@ func BenchmarkOpenGeo(b *testing.B) {
 		}
 	}
 	x := g.v6
-	b.ReportMetric(float64(4*(len(x.root)+len(x.runs)+len(x.narrow)+len(x.wideZero)+len(x.narrowZero))+int(unsafe.Sizeof(v6Node{}))*len(x.wide))/(1<<20), "v6-index-MiB")
+	b.ReportMetric(float64(4*(len(x.root)+len(x.runs)+len(x.narrow)+len(x.wideZero)+len(x.narrowZero))+int(unsafe.Sizeof(v6Node{}))*len(x.wide)+8*len(x.at32))/(1<<20), "v6-index-MiB")
 	b.ReportMetric(float64(4*len(g.v4))/(1<<20), "v4-table-MiB")
 	b.ReportMetric(float64(4*len(g.v4Groups)+int(unsafe.Sizeof(v4Piece{}))*len(g.v4Pieces))/(1<<20), "v4-pieces-MiB")
 }

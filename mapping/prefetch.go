@@ -75,7 +75,8 @@ func (f *Prefetch) Entries() uint32 {
 	if g := s.geo; g != nil && g.v4 != nil {
 		switch {
 		case f.family == 6:
-			f.geo, f.depth, f.walking = g.v6.root[f.hi>>48], 16, true
+			f.geo, f.depth = g.v6.start(f.hi)
+			f.walking = true
 		case g.v4[uint32(a[0])<<16|uint32(a[1])<<8|uint32(a[2])] != v4Unknown:
 			// A split /24's piece is found in Rows, a pass later: its
 			// reads depend on this one.
