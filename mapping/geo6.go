@@ -3,7 +3,6 @@ package mapping
 import (
 	"math/bits"
 	"net/netip"
-	"slices"
 )
 
 // v6Index answers IPv6 lookups without walking the database's tree, which
@@ -11,7 +10,8 @@ import (
 // database). It is a multibit trie over the database's IPv6 networks: a
 // root indexed by the top 16 bits, then nodes of 256 entries (8 bits) down
 // to v6NarrowFrom and of 16 entries (4 bits) below, where networks are
-// sparse and 256 entries would cost a real GeoLite2 database 80 MiB more.
+// sparse (as plain arrays, 256 entries there cost a real GeoLite2
+// database 80 MiB more).
 // An entry is 0 (no network with data here: the tree decides), a network
 // as in the /24 table (prefix length in the top 8 bits, place index + 1 in
 // the low 24), or v6Child | the index of a node. The database's networks
@@ -166,14 +166,26 @@ func (x *v6Builder) finish() *v6Index {
 	narrow := make([]uint32, x.narrow.n)
 	for i, c := range x.narrow.chunks {
 		copy(narrow[i*arenaChunk:], c)
+		x.narrow.chunks[i] = nil // for the collector, while the rest is copied
 	}
-	idx := &v6Index{root: x.root, narrow: narrow, wide: make([]v6Node, x.wide.n>>8)}
+	// A wide node's entries: a chunk holds arenaChunk/256 whole nodes.
+	entries := func(n int) []uint32 { return x.wide.chunks[n<<8/arenaChunk][n<<8%arenaChunk:][:256] }
+	runs := 0
+	for n := range x.wide.n >> 8 {
+		e := entries(n)
+		for i := range e {
+			if i == 0 || e[i] != e[i-1] {
+				runs++
+			}
+		}
+	}
+	idx := &v6Index{root: x.root, narrow: narrow, wide: make([]v6Node, x.wide.n>>8), runs: make([]uint32, 0, runs)}
 	for n := range idx.wide {
-		idx.wide[n] = v6Node{first: uint32(len(idx.runs))}
 		node := &idx.wide[n]
-		entries := x.wide.chunks[n<<8/arenaChunk][n<<8%arenaChunk:][:256]
-		for i, v := range entries {
-			if i == 0 || v != entries[i-1] {
+		node.first = uint32(len(idx.runs))
+		e := entries(n)
+		for i, v := range e {
+			if i == 0 || v != e[i-1] {
 				node.starts[i>>6] |= 1 << (i & 63)
 				idx.runs = append(idx.runs, v)
 			}
@@ -181,8 +193,10 @@ func (x *v6Builder) finish() *v6Index {
 		for w := 1; w < 4; w++ {
 			node.before[w] = node.before[w-1] + uint8(bits.OnesCount64(node.starts[w-1]))
 		}
+		if (n+1)<<8%arenaChunk == 0 {
+			x.wide.chunks[n<<8/arenaChunk] = nil
+		}
 	}
-	idx.runs = slices.Clip(idx.runs)
 	idx.wideZero = make([]uint32, len(idx.wide))
 	idx.narrowZero = make([]uint32, len(idx.narrow)>>4)
 	// zero visits the node of entry v at depth and below, and returns the
@@ -261,6 +275,8 @@ func (x *v6Index) start(hi uint64) (uint32, int) {
 	}
 }
 
+// at32Hash spreads a /32 over 24 bits (Fibonacci hashing), for a table
+// of up to 1<<24 slots: GeoLite2 City needs 32 768.
 func at32Hash(k uint64) uint64 { return k * 0x9e3779b97f4a7c15 >> 40 }
 
 // lookup returns the entry of the network holding hi:lo, 0 when none.

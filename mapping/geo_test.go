@@ -296,8 +296,28 @@ func TestLocateTableMatchesTree(t *testing.T) {
 			if p1 != p2 || n1 != n2 {
 				t.Fatalf("%s in %s: table says %v %v, tree %v %v", a, path, p1, n1, p2, n2)
 			}
+			// A walk that starts at its /32's node (at32) ends where
+			// the walk from the root does.
+			if hi, lo := leftAligned(a); a.Is6() {
+				v, depth, done := g.v6.root[hi>>48], 16, false
+				for !done {
+					v, depth, done = g.v6.step(hi, lo, v, depth)
+				}
+				if got := g.v6.lookup(hi, lo); got != v {
+					t.Fatalf("%s in %s: the walk from its /32's node ends at %#x, from the root at %#x", a, path, got, v)
+				}
+			}
 		}
-		t.Logf("%s: %d addresses, around %d IPv6 networks and %d IPv4 ones longer than /24 (%d split /24s)", path, len(addrs), networks, pieces, len(g.v4Groups)-1)
+		at32 := 0
+		for _, e := range g.v6.at32 {
+			if e != 0 {
+				at32++
+			}
+		}
+		if at32 == 0 && path != dbs[0] {
+			t.Fatalf("%s: no /32 has a node: the walks never start at one", path)
+		}
+		t.Logf("%s: %d addresses, around %d IPv6 networks and %d IPv4 ones longer than /24 (%d split /24s); %d /32s with a node", path, len(addrs), networks, pieces, len(g.v4Groups)-1, at32)
 	}
 }
 

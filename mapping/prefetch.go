@@ -12,13 +12,16 @@ import (
 // each waits for the one before. A reader that holds a batch of queries
 // (recvmmsg) makes a Prefetch of each, then reads the entries of all of
 // them (Entries; IPv6 clients' walks down the IPv6 index a level per pass,
-// Deeper), then what those point to (Rows), and only then decides them. Each of those passes is a short loop of independent reads, so the
+// Deeper), then what those point to (Rows), and only then decides them.
+// Each of those passes is a short loop of independent reads, so the
 // processor has the batch's reads in flight together rather than one
 // after another (a pass that also parsed the queries would fill its
 // reorder window with one query's work and wait for each read in turn),
 // and the decisions find what they read in the cache. Nothing here changes
-// an answer; a prefetch that guessed wrong (the snapshot changed, the
-// client is special-purpose) costs only its reads.
+// an answer: a decision takes the GeoIP entry a prefetch read
+// (DecidePrefetched) only when it was read for the same client in the
+// same snapshot, and a prefetch that guessed wrong (the snapshot changed,
+// the client is special-purpose) costs only its reads.
 
 // Prefetch is what deciding one query will read first, as far as it can
 // be known before deciding. The zero value reads nothing.

@@ -209,6 +209,7 @@ func (p *ServedProperty) DecideQuery(q Query, v6 bool, d *Decision) {
 // GeoIP entry they read is not looked up again, which for an IPv6 client
 // is the whole walk down the index. A prefetch of another client or
 // another snapshot is ignored, so the answer is DecideQuery's either way.
+// Safe for concurrent use as DecideQuery is, while no one writes f.
 func (p *ServedProperty) DecidePrefetched(q Query, v6 bool, f *Prefetch, d *Decision) {
 	p.decideQuery(q, v6, f, d)
 }
