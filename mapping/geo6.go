@@ -11,12 +11,11 @@ import (
 // root indexed by the top 16 bits, then nodes of 256 entries (8 bits) down
 // to v6NarrowFrom and of 16 entries (4 bits) below, where networks are
 // sparse (as plain arrays, 256 entries there cost a real GeoLite2
-// database 80 MiB more).
-// An entry is 0 (no network with data here: the tree decides), a network
-// as in the /24 table (prefix length in the top 8 bits, place index + 1 in
-// the low 24), or v6Child | the index of a node. The database's networks
-// are the leaves of its tree, so they never overlap and an entry is never
-// both a network and a node.
+// database 80 MiB more). An entry is 0 (no network with data here: the
+// tree decides), a network as in the /24 table (prefix length in the top
+// 8 bits, place index + 1 in the low 24), or v6Child | the index of a
+// node. The database's networks are the leaves of its tree, so they never
+// overlap and an entry is never both a network and a node.
 //
 // The wide nodes are kept as their runs of equal entries (v6Node): a real
 // GeoLite2 City database has 54 000 of them with 14 runs each on average,
