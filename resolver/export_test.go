@@ -59,6 +59,7 @@ func (h *Handler) AnswerBatch(b *Batch, out, reqs [][]byte, src netip.Addr, pref
 		}
 		out[i] = h.appendResponse(out[i][:0], req, src, false, start, f)
 	}
+	h.Metrics.observeFastBatch(b.parsed[:len(reqs)])
 	releaseBatch(b.parsed[:len(reqs)])
 }
 

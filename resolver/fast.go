@@ -39,6 +39,9 @@ type fastParsed struct {
 	p    *mapping.ServedProperty
 	ok   bool // the query has the fast path's shape and asks for p
 	warm mapping.Prefetch
+	// answered is the query type of the answer the fast path made of a
+	// batch's query, for the batch's count; 0 for none.
+	answered uint16
 }
 
 // parse reads req into f and finds the property it asks for; f.ok says
@@ -67,7 +70,7 @@ func (h *Handler) parse(req []byte, f *fastParsed) bool {
 func (h *Handler) prepare(req []byte, src netip.Addr, f *fastParsed) {
 	// A batch reader reuses f: nothing of an earlier query may stay,
 	// least of all a pointer into an old snapshot.
-	f.ok, f.p, f.warm = false, nil, mapping.Prefetch{}
+	f.ok, f.p, f.warm, f.answered = false, nil, mapping.Prefetch{}, 0
 	if h.noFast || len(req) < 12 || req[2]&0x80 != 0 || !h.parse(req, f) {
 		return
 	}
@@ -113,11 +116,13 @@ func (h *Handler) prefetchBatch(reqs [][]byte, srcs []netip.Addr, parsed []fastP
 }
 
 // releaseBatch forgets the properties and prefetches of a batch once it is
-// answered: they point into the snapshot they were parsed from, and kept,
-// would keep an old map alive after a rebuild.
+// answered and counted: they point into the snapshot they were parsed
+// from, and kept, would keep an old map alive after a rebuild; and an
+// answer's type left behind would be counted again after a batch whose
+// prefetch failed.
 func releaseBatch(parsed []fastParsed) {
 	for i := range parsed {
-		parsed[i].p, parsed[i].warm = nil, mapping.Prefetch{}
+		parsed[i].p, parsed[i].warm, parsed[i].answered = nil, mapping.Prefetch{}, 0
 	}
 }
 

@@ -101,7 +101,8 @@ func (h *Handler) AppendResponse(dst, req []byte, src netip.Addr, tcp bool) []by
 
 // appendResponse is AppendResponse for a query received at start, except
 // that the caller records the answer's latency. f, if not nil, is what
-// prefetch parsed of req; nil parses it here.
+// prefetch parsed of req, and then a fast-path answer is counted by the
+// caller (f.answered, Metrics.observeFastBatch); nil parses it here.
 func (h *Handler) appendResponse(dst, req []byte, src netip.Addr, tcp bool, start time.Time, f *fastParsed) (resp []byte) {
 	if len(req) < 12 {
 		h.Metrics.dropped(dropShort)
@@ -125,13 +126,18 @@ func (h *Handler) appendResponse(dst, req []byte, src netip.Addr, tcp bool, star
 		st.now = h.now()
 	}
 	if !h.noFast {
-		if f == nil {
+		batched := f != nil
+		if !batched {
 			var parsed fastParsed
 			f = &parsed
 			h.parse(req, f)
 		}
 		if out, qtype, ok := h.fastAnswer(dst, req, src, tcp, st.now, f); ok {
-			if out != nil {
+			switch {
+			case out == nil:
+			case batched:
+				f.answered = qtype
+			default:
 				h.Metrics.observeFast(qtype)
 			}
 			return out

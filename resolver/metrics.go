@@ -174,12 +174,7 @@ func (m *Metrics) observe(q, reply *dns.Msg) {
 	}
 	qi := len(metricQtypes)
 	if len(q.Question) == 1 {
-		for j, t := range metricQtypes {
-			if q.Question[0].Qtype == t {
-				qi = j
-				break
-			}
-		}
+		qi = qtypeIndex(q.Question[0].Qtype)
 	}
 	ri := len(metricRcodes)
 	for i, r := range metricRcodes {
@@ -233,19 +228,46 @@ func (m *Metrics) failedOpen() {
 	}
 }
 
+// qtypeIndex is qtype's column of the query counts, the last for the
+// types not named.
+func qtypeIndex(qtype uint16) int {
+	for j, t := range metricQtypes {
+		if qtype == t {
+			return j
+		}
+	}
+	return len(metricQtypes)
+}
+
 // observeFast counts a NOERROR answer of the fast path.
 func (m *Metrics) observeFast(qtype uint16) {
+	if m != nil {
+		m.queries[0][qtypeIndex(qtype)].Inc() // metricRcodes[0] is NOERROR
+	}
+}
+
+// observeFastBatch counts the NOERROR answers the fast path made for a
+// UDP batch (fastParsed.answered), an addition per run of one query type
+// rather than one per answer: the counter is a cache line that every
+// reader writes, on every core.
+func (m *Metrics) observeFastBatch(parsed []fastParsed) {
 	if m == nil {
 		return
 	}
-	qi := len(metricQtypes)
-	for j, t := range metricQtypes {
-		if qtype == t {
-			qi = j
-			break
+	qtype, n := uint16(0), 0
+	for i := range parsed {
+		if t := parsed[i].answered; t != 0 {
+			if t != qtype && n > 0 {
+				m.queries[0][qtypeIndex(qtype)].Add(float64(n))
+				n = 0
+			}
+			qtype = t
+			n++
 		}
 	}
-	m.queries[0][qi].Inc() // metricRcodes[0] is NOERROR
+	if n > 0 {
+		m.queries[0][qtypeIndex(qtype)].Add(float64(n))
+	}
 }
 
 // answered records the latency of n answers about to be sent together,

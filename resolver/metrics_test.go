@@ -23,11 +23,20 @@ func TestAnswerLatencyCountsEveryAnswer(t *testing.T) {
 	srv := startServer(t, build(t, worldInputs(t)))
 	general := new(dns.Msg)
 	general.SetQuestion("nowhere.cdn.example.net.", dns.TypeTXT)
+	aaaa := new(dns.Msg)
+	aaaa.SetQuestion("shop.cdn.example.net.", dns.TypeAAAA)
+	aaaa.SetEdns0(1232, false)
+	aaaa.IsEdns0().Option = append(aaaa.IsEdns0().Option, subnet("198.18.1.0/24"))
 	burst := [][]byte{{1, 2, 3}} // too short for a header: dropped
 	for i := range 64 {
+		// Mostly A, with AAAA among them (both the fast path's, counted
+		// a batch at a time) and TXT (the general path's).
 		req := shopECS(t, "198.18.1.0/24")
-		if i%8 == 0 {
+		switch i % 8 {
+		case 0:
 			req = pack(t, general)
+		case 4:
+			req = pack(t, aaaa)
 		}
 		req[0], req[1] = byte(i>>8), byte(i)
 		burst = append(burst, req)
@@ -60,5 +69,10 @@ func TestAnswerLatencyCountsEveryAnswer(t *testing.T) {
 	}
 	if n := counter(t, srv.reg, "edgemap_dns_queries_total"); n != 65 {
 		t.Errorf("edgemap_dns_queries_total = %v, want 65", n)
+	}
+	for qtype, want := range map[string]float64{"A": 48 + 1, "AAAA": 8} {
+		if n := labelled(t, srv.reg, "edgemap_dns_queries_total", map[string]string{"rcode": "NOERROR", "qtype": qtype}); n != want {
+			t.Errorf("edgemap_dns_queries_total{rcode=NOERROR,qtype=%s} = %v, want %v", qtype, n, want)
+		}
 	}
 }

@@ -306,9 +306,10 @@ func (s *Server) serveUDP(sock *udpSocket) {
 			b.outIo[k].SetLen(len(resp))
 			k++
 		}
-		releaseBatch(b.parsed[:n])
-		// Timed before the send, so that a client that has its answer
+		// Counted before the send, so that a client that has its answer
 		// finds it counted.
+		s.h.Metrics.observeFastBatch(b.parsed[:n])
+		releaseBatch(b.parsed[:n])
 		s.h.Metrics.answered(k, time.Since(start))
 		if err := b.send(k); err != nil {
 			// A refused answer is the client's doing (a forged port 0, a
