@@ -16,6 +16,7 @@
 #   SERVE_FLAGS="--map-interval 1h" testdata/bench/large.sh           # no rebuilds
 #   DASHBOARD=1 testdata/bench/large.sh          # with the dashboard open in headless Chromium
 #   LOADGEN_FLAGS=-smooth testdata/bench/large.sh  # queries spread evenly, not in ~1 ms bursts
+#   EDGEMAP_BIN=/tmp/edgemap-old testdata/bench/large.sh  # serve with that binary, for A/B runs
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PEERS=${PEERS:-$(cd ../shared/bench/peers && pwd)}
@@ -23,7 +24,11 @@ WORK=${WORK:-/tmp/peers-work}
 RATE=${RATE:-150000} DURATION=${DURATION:-30s} WINDOW=${WINDOW:-10s} RSS_EVERY=${RSS_EVERY:-10}
 [ -f "$WORK/city.mmdb" ] || bash "$PEERS/setup.sh"
 
-go build -o bin/edgemap ./cmd/edgemap
+if [ -n "${EDGEMAP_BIN:-}" ]; then
+	cp "$EDGEMAP_BIN" bin/edgemap
+else
+	go build -o bin/edgemap ./cmd/edgemap
+fi
 go build -o bin/loadgen ./testdata/loadgen
 go build -o bin/reportgen ./testdata/reportgen
 go build -o bin/hiccup ./testdata/hiccup
