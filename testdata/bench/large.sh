@@ -25,6 +25,7 @@ RATE=${RATE:-150000} DURATION=${DURATION:-30s} WINDOW=${WINDOW:-10s} RSS_EVERY=$
 [ -f "$WORK/city.mmdb" ] || bash "$PEERS/setup.sh"
 
 if [ -n "${EDGEMAP_BIN:-}" ]; then
+	mkdir -p bin
 	cp "$EDGEMAP_BIN" bin/edgemap
 else
 	go build -o bin/edgemap ./cmd/edgemap
