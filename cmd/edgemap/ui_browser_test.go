@@ -371,11 +371,22 @@ func TestDashboardInBrowser(t *testing.T) {
 		return g && g.dataset.state === 'draining' && g.querySelector('.edge-dot').getAttribute('fill') !== '`+before+`'
 			&& !document.querySelector('#map line[data-edge="lon1"]');
 	})()`)
+	// A keyboard user on Frankfurt's target stays on it as the drain
+	// redraws the points: focused and kept in one evaluation, so no
+	// redraw comes between.
+	eval[any](t, b, `(() => { const p = document.querySelector('#map circle[data-target="198.18.2.0/24"]'); p.focus(); window.edgemapTestFocused = p; })()`)
 	if code := s.Call(t, "POST", "/v1/edges/lon1/drain", nil, nil); code != 200 {
 		t.Fatalf("drain lon1: %d", code)
 	}
 	answered := time.Now()
 	took := b.seenAt(t, 30*time.Second, "lon1 drawn as draining without its lines", "lon1 drained").Sub(answered)
+	focus := eval[struct {
+		Redrawn bool
+		Focused string
+	}](t, b, `({Redrawn: !window.edgemapTestFocused.isConnected, Focused: document.activeElement.getAttribute('data-target') || document.activeElement.tagName})`)
+	if !focus.Redrawn || focus.Focused != "198.18.2.0/24" {
+		t.Errorf("after the drain redrew the points (%v), the focus is on %q, want Frankfurt's target 198.18.2.0/24 still", focus.Redrawn, focus.Focused)
+	}
 	// Negative when the page's poll came between the map's publication
 	// and the API's answer reaching the test.
 	t.Logf("a drained edge reached the page %v after the API answered", took)

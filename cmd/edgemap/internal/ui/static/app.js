@@ -224,6 +224,15 @@
   function edgeColour(id) { return st.colour.get(id) || '#777777'; }
   function stateColour(e) { return e.state === 'down' ? DOWN : e.state === 'draining' ? DRAINING : edgeColour(e.id); }
 
+  // focusedPoint names the focused point or edge of the map as a selector
+  // that finds it in a new drawing, or null.
+  function focusedPoint() {
+    const a = document.activeElement;
+    if (!a || a === ui.map || !ui.map.contains(a)) return null;
+    for (const k of ['target', 'place']) if (a.dataset[k]) return `[data-${k}="${CSS.escape(a.dataset[k])}"]:not(line)`;
+    return a.dataset.edge ? `g.edge[data-edge="${CSS.escape(a.dataset.edge)}"]` : null;
+  }
+
   function renderMap(m) {
     st.map = m;
     st.colour.clear();
@@ -243,6 +252,9 @@
     ui.zone.textContent = m.zone ? `${m.zone} serial ${m.serial}` : 'no zone';
     for (const f of ['fleet', 'events']) $('tab-' + f).hidden = !m.features[f === 'fleet' ? 'nodes' : 'events'];
 
+    // The points are drawn anew: a keyboard user's focus moves to the same
+    // point in the new drawing, or Enter would go nowhere after each map.
+    const focused = focusedPoint();
     const links = document.createDocumentFragment(), places = document.createDocumentFragment();
     const points = document.createDocumentFragment(), edges = document.createDocumentFragment();
     const focusable = m.targets.length + m.places.length <= 600;
@@ -298,6 +310,7 @@
     ui.places.replaceChildren(places);
     ui.points.replaceChildren(points);
     ui.edges.replaceChildren(edges);
+    if (focused) ui.map.querySelector(focused)?.focus({ preventScroll: true });
 
     const down = m.edges.filter((e) => e.state === 'down').length, draining = m.edges.filter((e) => e.state === 'draining').length;
     const measured = m.targets.filter((t) => t.basis === 'measured').reduce((a, t) => a + (t.targets || 1), 0);
