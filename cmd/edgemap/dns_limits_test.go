@@ -346,13 +346,16 @@ func TestRRLBurst(t *testing.T) {
 	// the elapsed time that is 20 + 20 x elapsed, give or take what the
 	// client's clock and the server's disagree on: 5 tokens is 250 ms of
 	// a loaded machine's scheduling, and far from a rate of 40/s or 10/s.
+	// The queries with a client cookie alone are of the same flow and
+	// draw on the same tokens.
 	want := 20 + 20*elapsed.Seconds()
-	if math.Abs(float64(res.answered)-want) > 5 {
-		t.Errorf("answered %d, want %.1f ± 5 (rate 20/s, burst 20, over %v)", res.answered, want, elapsed)
+	if flow := res.answered + clientOnly.full; math.Abs(float64(flow)-want) > 5 {
+		t.Errorf("answered %d (%d of the burst, %d with a client cookie alone), want %.1f ± 5 (rate 20/s, burst 20, over %v)",
+			flow, res.answered, clientOnly.full, want, elapsed)
 	}
 	// Slip 2: of the limited queries of this flow (the burst and the
 	// cookie-less ones), every second went out truncated.
-	limited := burst - res.answered + clientOnly.full + clientOnly.tc + clientOnly.silent
+	limited := burst - res.answered + clientOnly.tc + clientOnly.silent
 	if tc := res.truncated + clientOnly.tc; tc < limited/2-1 || tc > limited/2+1 {
 		t.Errorf("%d truncated of %d limited, want half ± 1 (slip 2)", tc, limited)
 	}
@@ -362,7 +365,11 @@ func TestRRLBurst(t *testing.T) {
 	if withValid.full != 10 {
 		t.Errorf("a valid server cookie got %d of 10 answered in full while its address was limited", withValid.full)
 	}
-	if clientOnly.full != 0 {
+	// A client cookie alone exempts nothing: those queries are limited as
+	// the burst is. One may take a token that accrued while the burst's
+	// sender was descheduled (20/s is one every 50 ms; a loaded machine
+	// has been seen to give one of ten so); an exemption answers all ten.
+	if clientOnly.full > 3 {
 		t.Errorf("a client cookie alone got %d of 10 answered in full while its address was limited", clientOnly.full)
 	}
 	// The server counted exactly what the client saw.
