@@ -177,6 +177,7 @@ func TestFleetServersAgree(t *testing.T) {
 			})
 		}
 	}
+	l.builtAfter(t, time.Now(), 10*time.Second)
 	probeUnit := subnets[0]
 	for _, nd := range l.nodes {
 		edgetest.Eventually(t, 5*time.Second, nd.id+" decides by the measurements", func() bool {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/edgetest"
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/fleet/fleettest"
 )
@@ -254,6 +255,30 @@ func (l *fleetLab) converged(t *testing.T, within time.Duration) uint32 {
 		return s != 0
 	})
 	return s
+}
+
+// builtAfter waits until every server publishes a map built after at, so
+// that each map has what reached its server before at. A report starts
+// no build, the next interval's takes it, and a fleet's servers build at
+// the same moments: one that falls between a report reaching one server
+// and the next leaves them a map apart until the following one.
+func (l *fleetLab) builtAfter(t *testing.T, at time.Time, within time.Duration) {
+	t.Helper()
+	for _, nd := range l.nodes {
+		edgetest.Eventually(t, within, nd.id+" publishes a map built after "+at.Format(time.StampMilli), func() bool {
+			var nodes config.Nodes
+			if code := nd.Call(t, http.MethodGet, "/v1/nodes", nil, &nodes); code != http.StatusOK {
+				t.Fatalf("%s: GET /v1/nodes: %d", nd.id, code)
+			}
+			for _, n := range nodes.Nodes {
+				if n.Self {
+					return n.MapBuilt.After(at)
+				}
+			}
+			t.Fatalf("%s: GET /v1/nodes lists no server as itself: %+v", nd.id, nodes)
+			return false
+		})
+	}
 }
 
 // healthz is the server's /healthz.
