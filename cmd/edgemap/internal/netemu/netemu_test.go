@@ -103,15 +103,16 @@ func connect(h *Host, addr string, timeout time.Duration) (time.Duration, error)
 	return rtt, err
 }
 
-// connectWithin checks that the median of five handshakes from h to addr
-// lies in [lo, hi] and returns it. Any single handshake faster than lo fails
-// the test at once: the emulator never delivers early. A median above hi is
-// measured again, up to three rounds, because on a shared 2-core machine
-// other processes' load only ever adds time (medians of 170 ms for a 30 ms
-// round trip were seen at a load average of 8).
-func connectWithin(t *testing.T, h *Host, addr string, lo, hi time.Duration) time.Duration {
+// connectWithin checks that the handshakes from h to addr take between lo
+// and hi. Any handshake faster than lo fails the test at once: the
+// emulator never delivers early. Other processes' load on a shared 2-core
+// machine only ever adds time (medians of 170 ms for a 30 ms round trip
+// were seen at a load average of 8), so hi bounds the fastest of five,
+// measured again up to three rounds: a delay applied twice, or to the
+// wrong pair, slows every handshake and still fails.
+func connectWithin(t *testing.T, h *Host, addr string, lo, hi time.Duration) {
 	t.Helper()
-	var medians []time.Duration
+	var fastest []time.Duration
 	for range 3 {
 		rtts := make([]time.Duration, 5)
 		for i := range rtts {
@@ -126,14 +127,12 @@ func connectWithin(t *testing.T, h *Host, addr string, lo, hi time.Duration) tim
 		if rtts[0] < lo {
 			t.Fatalf("%s -> %s: connect took %v, want at least %v", h.Name(), addr, rtts[0], lo)
 		}
-		median := rtts[len(rtts)/2]
-		if median <= hi {
-			return median
+		if rtts[0] <= hi {
+			return
 		}
-		medians = append(medians, median)
+		fastest = append(fastest, rtts[0])
 	}
-	t.Fatalf("%s -> %s: median connect times %v, want at most %v", h.Name(), addr, medians, hi)
-	return 0
+	t.Fatalf("%s -> %s: the fastest connect of each round took %v, want at most %v", h.Name(), addr, fastest, hi)
 }
 
 func TestDelayAndLinkDown(t *testing.T) {
@@ -144,7 +143,7 @@ func TestDelayAndLinkDown(t *testing.T) {
 
 	connectWithin(t, a, addrB, 0, 5*time.Millisecond)
 	n.SetDelay(a, b, 15*time.Millisecond)
-	connectWithin(t, a, addrB, 28*time.Millisecond, 60*time.Millisecond)
+	connectWithin(t, a, addrB, 28*time.Millisecond, 45*time.Millisecond)
 
 	n.SetLinkDown(b, true)
 	before := n.Stats().LinkDown
@@ -175,7 +174,7 @@ func TestDelayPerPair(t *testing.T) {
 
 	// Disjoint ranges: c, 5 ms each way, connects faster than a, 20 ms.
 	connectWithin(t, c, addrB, 10*time.Millisecond, 35*time.Millisecond)
-	connectWithin(t, a, addrB, 40*time.Millisecond, 80*time.Millisecond)
+	connectWithin(t, a, addrB, 40*time.Millisecond, 60*time.Millisecond)
 }
 
 // TestNoRoute sends to an address in addrRange that no host owns.
