@@ -29,12 +29,15 @@ func TestAgentDeadCollectorDelaysNoOther(t *testing.T) {
 
 	a := runAgent(t, AgentConfig{
 		Edge: "fra1", Collectors: []string{dead, live.URL}, KeyID: "k1", Secret: secretK1,
-		Interval: 100 * time.Millisecond, Timeout: 50 * time.Millisecond, Queue: 2,
+		// The queue is the live collector's too: 4 rounds (400 ms) of
+		// room for a report's POST on a loaded machine. A connect to the
+		// loopback target is lost only past Timeout, so it is generous.
+		Interval: 100 * time.Millisecond, Timeout: time.Second, Queue: 4,
 	})
 
 	// The store counts a report when the collector accepts it, the agent
 	// counts it Sent only when the answer is back: wait for both, and for
-	// the dead collector's queue (2) to have overflowed. 10 s for 6 rounds
+	// the dead collector's queue (4) to have overflowed. 10 s for 6 rounds
 	// of 100 ms leaves room for a machine busy with other work.
 	var stats []AgentStats
 	deadline := time.Now().Add(10 * time.Second)

@@ -182,8 +182,7 @@ type burstResult struct {
 }
 
 // udpBurst sends n copies of q (ids 0..n-1) from local, evenly over d, and
-// counts the responses that arrive until settle reports the server has
-// decided every query.
+// counts the responses that arrive until none has for 300 ms.
 func udpBurst(t *testing.T, s *server, local string, q *dns.Msg, n int, d time.Duration, during func(i int)) (burstResult, time.Duration) {
 	t.Helper()
 	c, err := dialFrom("udp", local, s.DNS, time.Second)
