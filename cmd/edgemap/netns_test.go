@@ -504,9 +504,12 @@ func TestNamespaceFailoverOnLinkDown(t *testing.T) {
 func TestNamespaceJitterWithinThresholdDoesNotFlap(t *testing.T) {
 	l := newLab(t)
 	// Frankfurt's network reaches fra1 and lon1 in nearly the same time. The
-	// jitter below swaps which is faster every probe round, by 4 ms of RTT:
-	// under the 5 ms stability threshold, so the answer must hold. (With
-	// --stability-ms 0 --stability-ratio 0 this test sees the answer flip.)
+	// jitter below swaps which is faster every probe round, by 2 ms of RTT:
+	// under the 5 ms stability threshold, so the answer must hold. The
+	// 3 ms to spare are for the emulated paths, which a loaded machine
+	// measures slower (12 ms as 17.3, see above). (With --stability-ms 0
+	// --stability-ratio 0 this test sees the answer flip: checked again
+	// with these delays, 2026-12-01.)
 	base := [3][3]int{{5, 60, 60}, {11, 11, 60}, {60, 60, 5}}
 	l.measure(base, [3]string{"fra1", "fra1", "iad1"})
 	// Those answers may still be geography's (nearest is fra1): a unit's
@@ -521,7 +524,7 @@ func TestNamespaceJitterWithinThresholdDoesNotFlap(t *testing.T) {
 		defer close(done)
 		for i := 0; ; i++ {
 			j := base
-			j[1][i%2], j[1][1-i%2] = 10, 12
+			j[1][i%2], j[1][1-i%2] = 10, 11
 			l.setDelays(j)
 			select {
 			case <-stop:
