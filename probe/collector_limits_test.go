@@ -21,6 +21,13 @@ import (
 	"github.com/edgemap/edgemap/mapping"
 )
 
+// inFlight is how many uploads of keyID hold a slot.
+func (c *Collector) inFlight(keyID string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.uploads[keyID]
+}
+
 // upload is a report request sent by hand on its own connection, so that a
 // test can send the headers, read an answer that comes before the body,
 // and send the body (or not) later.
@@ -78,11 +85,13 @@ func (u *upload) answer(t *testing.T, d time.Duration) (int, mapping.FieldError,
 // with 429 before its body is read, alike for a known and an unknown key
 // ID, and others' uploads go on.
 func TestUploadsPerKey(t *testing.T) {
-	srv, _ := newLimitedServer(t, &Collector{})
+	c := &Collector{}
+	srv, _ := newLimitedServer(t, c)
 	for i, keyID := range []string{"k1", "k9"} { // known, unknown
 		a := startUpload(t, srv, keyID, nil, []byte(validJSON), len(validJSON))
 		b := startUpload(t, srv, keyID, nil, []byte(validJSON), len(validJSON))
-		// Both wait for their bodies: no answer yet.
+		// Both hold their slots, waiting for their bodies: no answer yet.
+		waitFor(t, 10*time.Second, keyID+"'s two uploads admitted", func() bool { return c.inFlight(keyID) == 2 })
 		if code, fe, _ := a.answer(t, 200*time.Millisecond); code != 0 {
 			t.Fatalf("%s: the first upload was answered %d %+v before its body", keyID, code, fe)
 		}
@@ -141,9 +150,15 @@ func TestUploadBodyTimeout(t *testing.T) {
 // TestUploadBufferBudget: known keys' declared bodies share
 // MaxBufferedBytes; unknown keys' bodies are never kept and use none of it.
 func TestUploadBufferBudget(t *testing.T) {
-	srv, _ := newLimitedServer(t, &Collector{MaxBufferedBytes: 1000})
+	c := &Collector{MaxBufferedBytes: 1000}
+	srv, _ := newLimitedServer(t, c)
 	body := bytes.Repeat([]byte(" "), 800)
 	held := startUpload(t, srv, "k1", nil, body, len(body))
+	waitFor(t, 10*time.Second, "the first upload's 800 bytes reserved", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.buffered == 800
+	})
 	if code, _, _ := held.answer(t, 200*time.Millisecond); code != 0 {
 		t.Fatalf("first upload answered %d before its body", code)
 	}
