@@ -190,6 +190,12 @@ func udpBurst(t *testing.T, s *server, local string, q *dns.Msg, n int, d time.D
 		t.Fatal(err)
 	}
 	defer c.Close()
+	// Room for every reply, as far as net.core.rmem_max allows: a reply
+	// the kernel drops while the reader is descheduled would read as one
+	// the server never sent.
+	if err := c.(*net.UDPConn).SetReadBuffer(4 << 20); err != nil {
+		t.Fatal(err)
+	}
 	var mu sync.Mutex
 	var res burstResult
 	seen := make(map[uint16]bool)
