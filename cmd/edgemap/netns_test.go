@@ -504,13 +504,17 @@ func TestNamespaceFailoverOnLinkDown(t *testing.T) {
 func TestNamespaceJitterWithinThresholdDoesNotFlap(t *testing.T) {
 	l := newLab(t)
 	// Frankfurt's network reaches fra1 and lon1 in nearly the same time. The
-	// jitter below swaps which is faster every probe round, by 2 ms of RTT:
-	// under the 5 ms stability threshold, so the answer must hold. The
-	// 3 ms to spare are for the emulated paths, which a loaded machine
-	// measures slower (12 ms as 17.3, see above). (With --stability-ms 0
-	// --stability-ratio 0 this test sees the answer flip: checked again
-	// with these delays, 2026-12-01.)
-	base := [3][3]int{{5, 60, 60}, {11, 11, 60}, {60, 60, 5}}
+	// jitter below swaps which is faster every two probe rounds, by 4 ms of
+	// RTT: under the stability threshold, so the answer must hold. Two
+	// rounds, because the estimate is a recursive median of three, which
+	// never moves for a swap every round: then the test would show the
+	// filter, not the threshold. At 100 ms of RTT the threshold is 10 ms
+	// (10% of it; 5 ms is the least), leaving 6 ms for the emulated paths,
+	// which a loaded machine measures slower (12 ms as 17.3, see above; at
+	// 22 ms of RTT the 1 ms to spare was once not enough). (With
+	// --stability-ms 0 --stability-ratio 0 this test sees the answer flip:
+	// checked with these delays, 2026-12-01.)
+	base := [3][3]int{{5, 60, 60}, {50, 50, 90}, {60, 60, 5}}
 	l.measure(base, [3]string{"fra1", "fra1", "iad1"})
 	// Those answers may still be geography's (nearest is fra1): a unit's
 	// first measured answer is a new decision, not a flap, and with fra1
@@ -524,12 +528,12 @@ func TestNamespaceJitterWithinThresholdDoesNotFlap(t *testing.T) {
 		defer close(done)
 		for i := 0; ; i++ {
 			j := base
-			j[1][i%2], j[1][1-i%2] = 10, 11
+			j[1][i%2], j[1][1-i%2] = 50, 52
 			l.setDelays(j)
 			select {
 			case <-stop:
 				return
-			case <-time.After(labInterval):
+			case <-time.After(2 * labInterval):
 			}
 		}
 	}()
