@@ -358,8 +358,8 @@ func TestRRLBurst(t *testing.T) {
 		t.Errorf("answered %d (%d of the burst, %d with a client cookie alone), want %.1f ± 5 (rate 20/s, burst 20, over %v)",
 			flow, res.answered, clientOnly.full, want, elapsed)
 	}
-	// Slip 2: of the limited queries of this flow (the burst and the
-	// cookie-less ones), every second went out truncated.
+	// Slip 2: of the limited queries of this flow (the burst's and those
+	// with a client cookie alone), every second went out truncated.
 	limited := burst - res.answered + clientOnly.tc + clientOnly.silent
 	if tc := res.truncated + clientOnly.tc; tc < limited/2-1 || tc > limited/2+1 {
 		t.Errorf("%d truncated of %d limited, want half ± 1 (slip 2)", tc, limited)
