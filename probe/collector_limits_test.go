@@ -21,13 +21,6 @@ import (
 	"github.com/edgemap/edgemap/mapping"
 )
 
-// inFlight is how many uploads of keyID hold a slot.
-func (c *Collector) inFlight(keyID string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.uploads[keyID]
-}
-
 // upload is a report request sent by hand on its own connection, so that a
 // test can send the headers, read an answer that comes before the body,
 // and send the body (or not) later.
@@ -91,7 +84,11 @@ func TestUploadsPerKey(t *testing.T) {
 		a := startUpload(t, srv, keyID, nil, []byte(validJSON), len(validJSON))
 		b := startUpload(t, srv, keyID, nil, []byte(validJSON), len(validJSON))
 		// Both hold their slots, waiting for their bodies: no answer yet.
-		waitFor(t, 10*time.Second, keyID+"'s two uploads admitted", func() bool { return c.inFlight(keyID) == 2 })
+		waitFor(t, 10*time.Second, keyID+"'s two uploads admitted", func() bool {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			return c.uploads[keyID] == 2
+		})
 		if code, fe, _ := a.answer(t, 200*time.Millisecond); code != 0 {
 			t.Fatalf("%s: the first upload was answered %d %+v before its body", keyID, code, fe)
 		}

@@ -266,19 +266,27 @@ func (l *fleetLab) builtAfter(t *testing.T, at time.Time, within time.Duration) 
 	t.Helper()
 	for _, nd := range l.nodes {
 		edgetest.Eventually(t, within, nd.id+" publishes a map built after "+at.Format(time.StampMilli), func() bool {
-			var nodes config.Nodes
-			if code := nd.Call(t, http.MethodGet, "/v1/nodes", nil, &nodes); code != http.StatusOK {
-				t.Fatalf("%s: GET /v1/nodes: %d", nd.id, code)
-			}
-			for _, n := range nodes.Nodes {
-				if n.Self {
-					return n.MapBuilt.After(at)
-				}
-			}
-			t.Fatalf("%s: GET /v1/nodes lists no server as itself: %+v", nd.id, nodes)
-			return false
+			return mapBuilt(t, nd.Addrs).After(at)
 		})
 	}
+}
+
+// mapBuilt is the time of the map the server at a publishes, as its own
+// entry of GET /v1/nodes says. A build's time is taken before it reads
+// the measurements, so a map built after a report has it.
+func mapBuilt(t *testing.T, a edgetest.Addrs) time.Time {
+	t.Helper()
+	var nodes config.Nodes
+	if code := a.Call(t, http.MethodGet, "/v1/nodes", nil, &nodes); code != http.StatusOK {
+		t.Fatalf("%s: GET /v1/nodes: %d", a.API, code)
+	}
+	for _, n := range nodes.Nodes {
+		if n.Self {
+			return n.MapBuilt
+		}
+	}
+	t.Fatalf("%s: GET /v1/nodes lists no server as itself: %+v", a.API, nodes)
+	return time.Time{}
 }
 
 // healthz is the server's /healthz.

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgemap/edgemap/cmd/edgemap/internal/config"
 	"github.com/edgemap/edgemap/cmd/edgemap/internal/edgetest"
 	"github.com/edgemap/edgemap/probe"
 )
@@ -175,14 +174,8 @@ func (f *followLab) round(p paths) string {
 		}
 	}
 	accepted := time.Now()
-	// A build's time is taken before it reads the measurements, so a map
-	// built for a later time has every report of the round.
 	edgetest.Eventually(t, 10*time.Second, "a map built after the round", func() bool {
-		var nodes config.Nodes
-		if code := f.s.Call(t, "GET", "/v1/nodes", nil, &nodes); code != http.StatusOK || len(nodes.Nodes) != 1 {
-			t.Fatalf("GET /v1/nodes: %d %+v", code, nodes)
-		}
-		return nodes.Nodes[0].MapBuilt.After(accepted)
+		return mapBuilt(t, f.s.Addrs).After(accepted)
 	})
 	return f.answer()
 }
